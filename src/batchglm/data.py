@@ -1,0 +1,120 @@
+"""Input data and size factors: everything becomes a dense float64 ``(n_obs, n_features)``
+feature block plus names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Data:
+    """Observations with their names.
+
+    Attributes
+    ----------
+    values : ndarray
+        ``(n_obs, n_features)`` float64.
+    feature_names : pandas.Index
+        One name per feature.
+    obs_names : pandas.Index
+        One name per observation.
+    """
+
+    values: Array
+    feature_names: pd.Index
+    obs_names: pd.Index
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_obs, n_features)``."""
+        n, f = self.values.shape
+        return int(n), int(f)
+
+
+def as_data(data: ArrayLike | pd.DataFrame) -> Data:
+    """Convert supported inputs into :class:`Data`.
+
+    Parameters
+    ----------
+    data : array_like or pandas.DataFrame
+        ``(n_obs, n_features)``; DataFrame columns become feature names.
+
+    Returns
+    -------
+    Data
+        Dense float64 values with names.
+    """
+    if isinstance(data, pd.DataFrame):
+        try:
+            values = data.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "`data` must hold numbers only, but the DataFrame has columns of dtypes "
+                f"{sorted({str(t) for t in data.dtypes})}."
+            ) from None
+        features = pd.Index(data.columns.astype(str))
+        obs = pd.Index(data.index.astype(str))
+    else:
+        if hasattr(data, "toarray") or type(data).__module__.startswith("scipy.sparse"):
+            raise ValueError(
+                "`data` must be a dense numpy array or DataFrame in this version; got "
+                f"{type(data).__name__}. Sparse input is not supported yet."
+            )
+        try:
+            values = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("`data` must be a numeric (n_obs, n_features) matrix.") from None
+        if values.ndim != 2:
+            raise ValueError(
+                f"`data` must be 2-D (n_obs, n_features), but it has {values.ndim} "
+                "dimension(s)."
+            )
+        features = pd.Index([f"feature{j}" for j in range(values.shape[1])])
+        obs = pd.Index([str(i) for i in range(values.shape[0])])
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(
+            f"`data` must have at least one observation and one feature, but its shape is "
+            f"{values.shape}."
+        )
+    return Data(values, features, obs)
+
+
+def as_size_factors(size_factors: ArrayLike | None, n_obs: int) -> Array:
+    """Validate per-observation size factors.
+
+    Parameters
+    ----------
+    size_factors : array_like or None
+        Positive ``(n_obs,)`` values; ``None`` means all ones.
+    n_obs : int
+        Number of observations.
+
+    Returns
+    -------
+    ndarray
+        Size factors as float64.
+    """
+    if size_factors is None:
+        return np.ones(n_obs)
+    sf = np.asarray(size_factors, dtype=np.float64)
+    if sf.ndim == 2 and 1 in sf.shape:
+        sf = sf.ravel()
+    if sf.shape != (n_obs,):
+        raise ValueError(
+            f"`size_factors` must have one value per observation, shape ({n_obs},), but its "
+            f"shape is {sf.shape}."
+        )
+    bad = ~(np.isfinite(sf) & (sf > 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"`size_factors` must be finite and positive, but {int(bad.sum())} are not; "
+            f"the first is {sf[i]!r} at observation {i}."
+        )
+    return sf

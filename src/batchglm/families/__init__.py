@@ -1,0 +1,34 @@
+"""Noise models. Each is elementwise; see :class:`batchglm.families.Family`."""
+
+from __future__ import annotations
+
+from batchglm.families._base import CountTerms, Derivatives, Family
+from batchglm.families.nb import NegativeBinomial
+
+_FAMILIES: dict[str, type[Family]] = {"nb": NegativeBinomial}
+
+
+def get_family(name: str | Family) -> Family:
+    """Return the family instance for a name.
+
+    Parameters
+    ----------
+    name : str or Family
+        One of the registered names, or a ready instance.
+
+    Returns
+    -------
+    Family
+        The family object.
+    """
+    if isinstance(name, Family):
+        return name
+    try:
+        return _FAMILIES[name]()
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"`family` must be one of {sorted(_FAMILIES)}, but {name!r} was given."
+        ) from None
+
+
+__all__ = ["CountTerms", "Derivatives", "Family", "NegativeBinomial", "get_family"]

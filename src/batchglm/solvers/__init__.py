@@ -1,0 +1,1 @@
+"""Batched second-order solvers: linear algebra, objective, directions, step control."""

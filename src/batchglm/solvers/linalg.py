@@ -1,0 +1,195 @@
+"""All linear algebra batched over features lives here.
+
+Per-feature Hessians are sums over observations of ``w_i x_i x_i^T``. They are computed
+as one BLAS product of a fixed *pair matrix* (one row per coefficient pair, holding
+``x_ij * x_il``) with the ``(n_obs, n_features)`` weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+
+
+class PairProducts:
+    """Weighted cross-products ``A^T diag(w_f) B`` for all features ``f`` at once.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Designs of shapes ``(n, ka)`` and ``(n, kb)``.
+    symmetric : bool
+        When ``a is b``, only the upper triangle is computed.
+    """
+
+    def __init__(self, a: Array, b: Array, symmetric: bool = False) -> None:
+        self.ka, self.kb = a.shape[1], b.shape[1]
+        self.symmetric = symmetric
+        if symmetric:
+            self.rows, self.cols = np.triu_indices(self.ka)
+        else:
+            grid = np.indices((self.ka, self.kb)).reshape(2, -1)
+            self.rows, self.cols = grid[0], grid[1]
+        self.pairs = np.ascontiguousarray((a[:, self.rows] * b[:, self.cols]).T)
+
+    def __call__(self, w: Array) -> Array:
+        """Return ``(n_features, ka, kb)`` products for weights ``w`` of shape ``(n, F)``.
+
+        Parameters
+        ----------
+        w : ndarray
+            Weights, shape ``(n, n_features)``.
+
+        Returns
+        -------
+        ndarray
+            The batched products.
+        """
+        flat = self.pairs @ w
+        out = np.empty((w.shape[1], self.ka, self.kb))
+        out[:, self.rows, self.cols] = flat.T
+        if self.symmetric:
+            out[:, self.cols, self.rows] = flat.T
+        return out
+
+
+class GroupSums:
+    """Sums over observations that share a group, for all features at once.
+
+    Parameters
+    ----------
+    index : ndarray of int
+        Group of each observation, values in ``[0, n_groups)``.
+    n_groups : int
+        Number of groups.
+    """
+
+    def __init__(self, index: NDArray[np.intp], n_groups: int) -> None:
+        self.index = index
+        self.n_groups = n_groups
+        self.identity = n_groups == index.size and bool(np.all(index == np.arange(index.size)))
+        if not self.identity and n_groups > 1:
+            from scipy import sparse
+
+            n = index.size
+            self.indicator = sparse.csr_array(
+                (np.ones(n), (index, np.arange(n))), shape=(n_groups, n)
+            )
+
+    def __call__(self, values: Array) -> Array:
+        """Sum rows of ``values`` (shape ``(n, F)``) by group -> ``(n_groups, F)``.
+
+        Parameters
+        ----------
+        values : ndarray
+            Per-observation values.
+
+        Returns
+        -------
+        ndarray
+            Per-group sums.
+        """
+        if self.identity:
+            return values
+        if self.n_groups == 1:
+            return values.sum(axis=0, keepdims=True)
+        return np.asarray(self.indicator @ values)
+
+    def expand(self, values: Array) -> Array:
+        """Broadcast per-group values ``(n_groups, F)`` to observations ``(n, F)``.
+
+        Parameters
+        ----------
+        values : ndarray
+            Per-group values.
+
+        Returns
+        -------
+        ndarray
+            Per-observation values (a broadcast view for a single group).
+        """
+        if self.identity:
+            return values
+        if self.n_groups == 1:
+            return values
+        return values[self.index]
+
+
+def newton_direction(grad: Array, hess: Array) -> tuple[Array, NDArray[np.bool_]]:
+    """Solve ``-H d = g`` per feature; fall back to an eigenvalue-modified Newton step.
+
+    Parameters
+    ----------
+    grad : ndarray
+        Gradients of the log-likelihood, ``(F, k)``.
+    hess : ndarray
+        Hessians of the log-likelihood, ``(F, k, k)``.
+
+    Returns
+    -------
+    direction : ndarray
+        Ascent directions, ``(F, k)``.
+    modified : ndarray of bool
+        Features whose Hessian was not negative definite.
+    """
+    neg = -hess
+    direction = np.empty_like(grad)
+    modified = np.zeros(grad.shape[0], dtype=bool)
+    try:
+        chol = np.linalg.cholesky(neg)
+        ok = np.all(np.isfinite(chol), axis=(1, 2))
+    except np.linalg.LinAlgError:
+        chol = None
+        ok = np.zeros(grad.shape[0], dtype=bool)
+    if chol is not None and ok.any():
+        direction[ok] = _cho_solve(chol[ok], grad[ok])
+    bad = ~ok
+    if bad.any():
+        modified[bad] = True
+        direction[bad] = _eig_direction(neg[bad], grad[bad])
+    return direction, modified
+
+
+def _cho_solve(chol: Array, rhs: Array) -> Array:
+    z = np.linalg.solve(chol, rhs[..., None])
+    return np.linalg.solve(np.swapaxes(chol, 1, 2), z)[..., 0]
+
+
+def _eig_direction(neg_hess: Array, grad: Array) -> Array:
+    # Saddle-free Newton: flip negative curvature and floor tiny eigenvalues, so the step is
+    # an ascent direction with sensible length even where the Hessian is indefinite.
+    neg_hess = np.where(np.isfinite(neg_hess), neg_hess, 0.0)
+    vals, vecs = np.linalg.eigh(neg_hess)
+    scale = np.maximum(np.abs(vals).max(axis=1, keepdims=True), 1e-12)
+    vals = np.maximum(np.abs(vals), 1e-8 * scale)
+    proj = np.einsum("fji,fj->fi", vecs, grad)
+    return np.einsum("fij,fj->fi", vecs, proj / vals)
+
+
+def inverse_negative(hess: Array) -> Array:
+    """Return ``(-H)^-1`` per feature via an eigendecomposition.
+
+    Directions with (numerically) no curvature, unidentified at the optimum, get a huge
+    variance only along themselves; well-determined contrasts keep their variances.
+
+    Parameters
+    ----------
+    hess : ndarray
+        Hessians of the log-likelihood, ``(F, k, k)``.
+
+    Returns
+    -------
+    ndarray
+        Covariances ``(F, k, k)``; NaN for features with non-finite Hessians.
+    """
+    out = np.full_like(hess, np.nan)
+    finite = np.all(np.isfinite(hess), axis=(1, 2))
+    if not finite.any():
+        return out
+    vals, vecs = np.linalg.eigh(-hess[finite])
+    scale = np.maximum(np.abs(vals).max(axis=1, keepdims=True), 1e-300)
+    inv = 1.0 / np.maximum(vals, 1e-14 * scale)
+    out[finite] = np.einsum("fik,fk,fjk->fij", vecs, inv, vecs)
+    return out

@@ -1,0 +1,201 @@
+"""Damped Newton ascent on the joint location and scale parameters.
+
+Direction: the observed-information Newton step (saddle-free where the Hessian is not
+negative definite). Step control: the step is first shortened so the scale predictor stays
+within the family's bounds, then halved until the Armijo condition holds. Every feature
+carries its own status; converged features leave the working set, so they stop costing time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from batchglm.solvers.linalg import newton_direction
+from batchglm.solvers.objective import Objective
+from batchglm.solvers.status import Status
+
+Array = NDArray[np.float64]
+
+_RUNNING = -1
+_ARMIJO = 1e-4
+#: Below this Newton decrement a step that the line search cannot verify (the likelihood
+#: change is at rounding level) still counts as convergence.
+_NOISE_DECREMENT = 1e-6
+#: Shrink the working arrays once this share of features has finished.
+_COMPACT_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Settings of the Newton solver.
+
+    Attributes
+    ----------
+    max_iter : int
+        Maximum Newton iterations per feature.
+    tol : float
+        Convergence threshold on the Newton decrement ``g^T (-H)^{-1} g``: the remaining
+        possible gain in log-likelihood is about half of it.
+    max_halvings : int
+        Maximum step halvings per iteration.
+    """
+
+    max_iter: int = 100
+    tol: float = 1e-10
+    max_halvings: int = 30
+
+
+@dataclass
+class Solution:
+    """Solver output for a block of features.
+
+    Attributes
+    ----------
+    theta : ndarray
+        Free parameters ``(F, k)``.
+    loglik : ndarray
+        ``(F,)`` log-likelihood at ``theta``.
+    n_iter : ndarray
+        Iterations used per feature.
+    status : ndarray
+        :class:`~batchglm.solvers.status.Status` codes.
+    """
+
+    theta: Array
+    loglik: Array
+    n_iter: NDArray[np.int32]
+    status: NDArray[np.int8]
+
+
+def solve(
+    objective: Objective,
+    theta0: Array,
+    options: SolverOptions,
+    on_iteration: Callable[[int, int], None] | None = None,
+) -> Solution:
+    """Maximise the log-likelihood of every feature of ``objective``.
+
+    Parameters
+    ----------
+    objective : Objective
+        The block's log-likelihood.
+    theta0 : ndarray
+        Starting values ``(F, k)``.
+    options : SolverOptions
+        Settings.
+    on_iteration : callable, optional
+        Called with ``(iteration, n_active)`` after every iteration.
+
+    Returns
+    -------
+    Solution
+        Parameters, log-likelihoods, iteration counts and status per feature.
+    """
+    prob = objective.problem
+    fam = prob.family
+    kl = prob.k_loc
+    n_feat = theta0.shape[0]
+    theta = theta0.copy()
+    loglik = np.full(n_feat, np.nan)
+    n_iter = np.zeros(n_feat, dtype=np.int32)
+    status = np.full(n_feat, _RUNNING, dtype=np.int8)
+    frozen = np.zeros(n_feat, dtype=bool)
+    lo, hi = fam.scale_bounds
+
+    work = objective
+    idx = np.arange(n_feat)
+    with np.errstate(all="ignore"):
+        ll, grad, hess = work.evaluate(theta[idx], 2)
+    for it in range(options.max_iter):
+        assert grad is not None and hess is not None
+        loglik[idx] = ll
+        live = status[idx] == _RUNNING
+        grad, hess = _freeze_scale(grad, hess, frozen[idx], kl)
+        direction, _ = newton_direction(grad, hess)
+        decrement = np.einsum("fk,fk->f", grad, direction)
+        bad = ~(np.isfinite(decrement) & np.isfinite(ll))
+        done = live & ~bad & (decrement < options.tol)
+        status[idx[done]] = np.where(frozen[idx[done]], Status.SCALE_AT_BOUND, Status.CONVERGED)
+        status[idx[live & bad]] = Status.NONFINITE
+        live &= ~(done | bad)
+        if not live.any():
+            break
+        direction[~live] = 0.0
+        limit = _scale_step_limit(prob.eta_scale_groups, theta[idx, kl:], direction[:, kl:], lo, hi)
+        step = np.where(live, np.minimum(1.0, limit), 0.0)
+        accepted = ~live
+        new_ll = ll.copy()
+        for _ in range(options.max_halvings):
+            trial = theta[idx] + step[:, None] * direction
+            with np.errstate(all="ignore"):
+                trial_ll, _, _ = work.evaluate(trial, 0)
+            slack = 1e-12 * np.abs(ll)
+            ok = ~accepted & (trial_ll >= ll + _ARMIJO * step * decrement - slack)
+            new_ll[ok] = trial_ll[ok]
+            theta[idx[ok]] = trial[ok]
+            accepted |= ok
+            if accepted.all():
+                break
+            step = np.where(accepted, step, step / 2)
+        n_iter[idx[live]] += 1
+        stuck = live & ~accepted
+        status[idx[stuck]] = np.where(
+            decrement[stuck] < _NOISE_DECREMENT,
+            np.where(frozen[idx[stuck]], Status.SCALE_AT_BOUND, Status.CONVERGED),
+            Status.STALLED,
+        )
+        hit = live & accepted & (limit < 1.0) & (step >= limit)
+        frozen[idx[hit]] = True
+        if on_iteration is not None:
+            on_iteration(it + 1, int((status == _RUNNING).sum()))
+        running = status[idx] == _RUNNING
+        if not running.any():
+            loglik[idx] = new_ll
+            break
+        if running.mean() < 1.0 - _COMPACT_SHARE:
+            loglik[idx] = new_ll
+            work = work.subset(running)
+            idx = idx[running]
+        with np.errstate(all="ignore"):
+            ll, grad, hess = work.evaluate(theta[idx], 2)
+    else:
+        loglik[idx] = ll
+    status[status == _RUNNING] = Status.MAX_ITER
+    return Solution(theta, loglik, n_iter, status)
+
+
+def _freeze_scale(
+    grad: Array, hess: Array, frozen: NDArray[np.bool_], kl: int
+) -> tuple[Array, Array]:
+    if not frozen.any():
+        return grad, hess
+    grad = grad.copy()
+    hess = hess.copy()
+    grad[frozen, kl:] = 0.0
+    hess[frozen, kl:, :] = 0.0
+    hess[frozen, :, kl:] = 0.0
+    k = hess.shape[1]
+    diag = np.arange(kl, k)
+    hess[np.ix_(np.flatnonzero(frozen), diag, diag)] = -np.eye(k - kl)
+    return grad, hess
+
+
+def _scale_step_limit(
+    eta_scale_groups: Callable[[Array], Array],
+    b: Array,
+    db: Array,
+    lo: float,
+    hi: float,
+) -> Array:
+    """Largest step in ``(0, inf]`` that keeps every scale predictor within bounds."""
+    if b.shape[1] == 0 or not (np.isfinite(lo) or np.isfinite(hi)):
+        return np.full(b.shape[0], np.inf)
+    eta = eta_scale_groups(b)
+    deta = eta_scale_groups(db)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(deta > 0, (hi - eta) / deta, np.where(deta < 0, (lo - eta) / deta, np.inf))
+    return np.maximum(room.min(axis=0), 0.0)

@@ -1,0 +1,239 @@
+"""Per-feature log-likelihood, gradient and observed Hessian over the free parameters.
+
+The parameter vector of a feature is ``[a_free, b_free]``: location coefficients first,
+then scale coefficients, both in the constrained (free) parametrisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from batchglm.design import Design
+from batchglm.families import Family
+from batchglm.solvers.count_table import CountTable
+from batchglm.solvers.linalg import GroupSums, PairProducts
+
+Array = NDArray[np.float64]
+
+#: Scale designs with more distinct rows than this share of observations are treated
+#: observation by observation (continuous covariates).
+_GROUPED_SHARE = 0.5
+
+
+def unique_rows(matrix: Array) -> tuple[Array, NDArray[np.intp]]:
+    """Distinct rows of a matrix and the row index of every observation.
+
+    Parameters
+    ----------
+    matrix : ndarray
+        ``(n, k)`` matrix.
+
+    Returns
+    -------
+    rows : ndarray
+        ``(n_groups, k)`` distinct rows.
+    index : ndarray of int
+        ``(n,)`` group of each observation.
+    """
+    rows, index = np.unique(matrix, axis=0, return_inverse=True)
+    return rows, index.ravel().astype(np.intp)
+
+
+@dataclass
+class Problem:
+    """Everything about a fit that does not depend on the data values.
+
+    Parameters
+    ----------
+    family : Family
+        Noise model.
+    loc, scale : Design
+        Location and scale designs with constraints.
+    offset : ndarray
+        Location offset per observation (``log(size_factors)``).
+    """
+
+    family: Family
+    loc: Design
+    scale: Design
+    offset: Array
+    scale_rows: Array = field(init=False)
+    scale_groups: GroupSums = field(init=False)
+    loc_rows: Array = field(init=False)
+    loc_groups: GroupSums = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = self.offset.size
+        xc = self.loc.reduced
+        zc = self.scale.reduced
+        rows, index = unique_rows(zc)
+        if rows.shape[0] > _GROUPED_SHARE * n:
+            rows, index = zc, np.arange(n, dtype=np.intp)
+        self.scale_rows = rows
+        self.scale_groups = GroupSums(index, rows.shape[0])
+        lrows, lindex = unique_rows(xc)
+        self.loc_rows = lrows
+        self.loc_groups = GroupSums(lindex, lrows.shape[0])
+        self.k_loc = xc.shape[1]
+        self.k_scale = zc.shape[1] if self.family.has_scale else 0
+        self.pp_loc = PairProducts(xc, xc, symmetric=True)
+        if self.family.has_scale:
+            self.pp_cross = PairProducts(xc, zc)
+            self.pp_scale = PairProducts(rows, rows, symmetric=True)
+
+    @property
+    def n_params(self) -> int:
+        """Number of free parameters per feature."""
+        return self.k_loc + self.k_scale
+
+    def eta_loc(self, a: Array) -> Array:
+        """Location predictor ``(n, F)`` for free coefficients ``a`` of shape ``(F, k_loc)``.
+
+        Parameters
+        ----------
+        a : ndarray
+            Free location coefficients.
+
+        Returns
+        -------
+        ndarray
+            ``offset + X C a``.
+        """
+        return self.offset[:, None] + self.loc.reduced @ a.T
+
+    def eta_scale_groups(self, b: Array) -> Array:
+        """Scale predictor per scale group, ``(n_groups, F)``.
+
+        Parameters
+        ----------
+        b : ndarray
+            Free scale coefficients ``(F, k_scale)``.
+
+        Returns
+        -------
+        ndarray
+            ``Z C b`` at each distinct scale-design row.
+        """
+        return self.scale_rows @ b.T
+
+
+class Objective:
+    """The log-likelihood of a block of features as a function of their parameters.
+
+    Parameters
+    ----------
+    problem : Problem
+        Designs and family.
+    y : ndarray
+        Observations ``(n_obs, F)``, C-contiguous.
+    table : CountTable, optional
+        Pre-built count table for ``y``.
+    """
+
+    def __init__(self, problem: Problem, y: Array, table: CountTable | None = None) -> None:
+        self.problem = problem
+        self.y = y
+        groups = problem.scale_groups
+        if table is None and problem.family.has_count_terms:
+            table = CountTable(y, groups.index, groups.n_groups)
+        self.table = table
+        self._constant: Array | None = None
+
+    @property
+    def n_features(self) -> int:
+        """Number of features in the block."""
+        return int(self.y.shape[1])
+
+    def subset(self, keep: NDArray[np.bool_]) -> Objective:
+        """Restrict to the features where ``keep`` is true.
+
+        Parameters
+        ----------
+        keep : ndarray of bool
+            Mask over features.
+
+        Returns
+        -------
+        Objective
+            Objective over the kept features.
+        """
+        table = self.table.subset(keep) if self.table is not None else None
+        out = Objective(self.problem, np.ascontiguousarray(self.y[:, keep]), table)
+        if self._constant is not None:
+            out._constant = self._constant[keep]
+        return out
+
+    def constant(self) -> Array:
+        """Parameter-free part of the log-likelihood per feature, ``(F,)``."""
+        if self._constant is None:
+            fam = self.problem.family
+            if self.table is not None:
+                self._constant = self.table.feature_sums(fam.constant(self.table.values))
+            else:
+                self._constant = fam.constant(self.y).sum(axis=0)
+        return self._constant
+
+    def evaluate(
+        self, theta: Array, order: int
+    ) -> tuple[Array, Array | None, Array | None]:
+        """Log-likelihood, gradient and observed Hessian for every feature.
+
+        Parameters
+        ----------
+        theta : ndarray
+            Free parameters ``(F, k_loc + k_scale)``.
+        order : int
+            0 for the log-likelihood only, 2 for gradient and Hessian too.
+
+        Returns
+        -------
+        ll : ndarray
+            ``(F,)`` full log-likelihood including constants.
+        grad : ndarray or None
+            ``(F, k)`` gradient.
+        hess : ndarray or None
+            ``(F, k, k)`` observed Hessian of the log-likelihood.
+        """
+        p = self.problem
+        fam = p.family
+        a, b = theta[:, : p.k_loc], theta[:, p.k_loc :]
+        eta_loc = p.eta_loc(a)
+        if fam.has_scale:
+            eta_s_groups = p.eta_scale_groups(b)
+            eta_scale = p.scale_groups.expand(eta_s_groups)
+        else:
+            eta_s_groups = np.zeros((1, theta.shape[0]))
+            eta_scale = eta_s_groups
+        der = fam.derivatives(self.y, eta_loc, eta_scale, order)
+        counts = (
+            self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
+        )
+        ll = der.ll.sum(axis=0) + self.constant()
+        if counts is not None:
+            ll = ll + counts[0].sum(axis=0)
+        if order == 0:
+            return ll, None, None
+        k = p.n_params
+        grad = np.empty((theta.shape[0], k))
+        hess = np.empty((theta.shape[0], k, k))
+        kl = p.k_loc
+        grad[:, :kl] = (p.loc.reduced.T @ der.d_loc).T
+        hess[:, :kl, :kl] = p.pp_loc(der.d2_loc)
+        if fam.has_scale:
+            assert der.d_scale is not None and der.d2_scale is not None
+            assert der.d2_cross is not None
+            d_s = p.scale_groups(der.d_scale)
+            d2_s = p.scale_groups(der.d2_scale)
+            if counts is not None:
+                assert counts[1] is not None and counts[2] is not None
+                d_s = d_s + counts[1]
+                d2_s = d2_s + counts[2]
+            grad[:, kl:] = (p.scale_rows.T @ d_s).T
+            cross = p.pp_cross(der.d2_cross)
+            hess[:, :kl, kl:] = cross
+            hess[:, kl:, :kl] = np.swapaxes(cross, 1, 2)
+            hess[:, kl:, kl:] = p.pp_scale(d2_s)
+        return ll, grad, hess

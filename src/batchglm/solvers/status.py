@@ -1,0 +1,70 @@
+"""Per-feature fit status codes and the one aggregated warning."""
+
+from __future__ import annotations
+
+import warnings
+from enum import IntEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class Status(IntEnum):
+    """Outcome of a feature's fit.
+
+    ``CONVERGED``, ``SCALE_AT_BOUND`` and ``SEPARATED`` are optima (the last two on a
+    documented bound); the others are not.
+    """
+
+    #: The Newton decrement fell below ``tol``: an interior maximum.
+    CONVERGED = 0
+    #: The scale optimum lies beyond the family's bound; the scale predictor stops there
+    #: (for NB: under-dispersion, the fit is then numerically the Poisson fit).
+    SCALE_AT_BOUND = 1
+    #: Some fitted means are practically zero (a group with only zeros drives a location
+    #: coefficient towards minus infinity); the fit stopped where the likelihood is flat.
+    SEPARATED = 2
+    #: Every observation is zero; coefficients are set, not fitted (see ``bg.fit``).
+    ALL_ZERO = 3
+    #: ``max_iter`` was reached before convergence.
+    MAX_ITER = 4
+    #: No step along the Newton direction increased the likelihood.
+    STALLED = 5
+    #: The likelihood or its derivatives became NaN or infinite.
+    NONFINITE = 6
+
+    @property
+    def label(self) -> str:
+        """Lower-case name used in result tables."""
+        return self.name.lower()
+
+
+#: Codes that count as converged.
+CONVERGED_CODES = (Status.CONVERGED, Status.SCALE_AT_BOUND, Status.SEPARATED)
+
+
+class ConvergenceWarning(UserWarning):
+    """Some features did not reach an optimum."""
+
+
+def warn_if_unconverged(status: NDArray[np.int8], max_iter: int) -> None:
+    """Emit one warning that summarises features without an optimum.
+
+    Parameters
+    ----------
+    status : ndarray of int8
+        Status code per feature.
+    max_iter : int
+        The iteration limit in force, named in the message.
+    """
+    bad = {s: int((status == s).sum()) for s in (Status.MAX_ITER, Status.STALLED, Status.NONFINITE)}
+    total = sum(bad.values())
+    if total == 0:
+        return
+    parts = ", ".join(f"{n} {s.label}" for s, n in bad.items() if n)
+    warnings.warn(
+        f"{total} of {status.size} features did not converge ({parts}). Increase `max_iter` "
+        f"(now {max_iter}) for 'max_iter' features; inspect `result.status` for the others.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
