@@ -115,6 +115,6 @@ def as_size_factors(size_factors: ArrayLike | None, n_obs: int) -> Array:
         i = int(np.argmax(bad))
         raise ValueError(
             f"`size_factors` must be finite and positive, but {int(bad.sum())} are not; "
-            f"the first is {sf[i]!r} at observation {i}."
+            f"the first is {float(sf[i])!r} at observation {i}."
         )
     return sf

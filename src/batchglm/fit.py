@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from batchglm.data import as_data, as_size_factors
@@ -127,18 +128,21 @@ def fit(
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.zeros(n_feat, dtype=np.int8)
 
-    chunk = chunk_size or max(8, _CHUNK_BYTES // (8 * n_obs))
+    chunk = max(8, _CHUNK_BYTES // (8 * n_obs)) if chunk_size is None else chunk_size
     if chunk < 1:
         raise ValueError(f"`chunk_size` must be at least 1, but {chunk_size} was given.")
     show = progress if progress is not None else (n_obs * n_feat > 2e8 and sys.stderr.isatty())
     logger.info("fitting %d features x %d observations (%s, %d free parameters each)",
                 n_feat, n_obs, fam.name, k)
     bar = tqdm(total=n_feat, disable=not show, unit="feature", desc="batchglm.fit")
-    for sl in _chunks(n_feat, chunk):
-        y = np.ascontiguousarray(d.values[:, sl])
-        out = _fit_block(problem, y, options)
-        theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
-        bar.update(y.shape[1])
+    # The batched products are small; multi-threaded BLAS only adds synchronisation, which
+    # collapses when other processes compete for the cores.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for sl in _chunks(n_feat, chunk):
+            y = np.ascontiguousarray(d.values[:, sl])
+            out = _fit_block(problem, y, options)
+            theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
+            bar.update(y.shape[1])
     bar.close()
     warn_if_unconverged(status, max_iter)
     return FitResult(
@@ -191,7 +195,8 @@ def _fit_block(
     assert hess is not None
     sol_status = sol.status
     eta_min = (problem.loc_rows @ sol.theta[:, : problem.k_loc].T).min(axis=0) + problem.offset.min()
-    separated = (sol_status == Status.CONVERGED) & (eta_min < _SEPARATED_ETA)
+    optimum = (sol_status == Status.CONVERGED) | (sol_status == Status.SCALE_AT_BOUND)
+    separated = optimum & (eta_min < _SEPARATED_ETA)
     sol_status[separated] = Status.SEPARATED
     theta[fit], cov[fit], loglik[fit] = sol.theta, inverse_negative(hess), sol.loglik
     n_iter[fit], status[fit] = sol.n_iter, sol_status

@@ -37,7 +37,7 @@ def check_finite(y: NDArray[np.float64]) -> None:
         i, j = first_offender(bad)
         raise ValueError(
             f"`data` must be finite, but it has {int(bad.sum())} NaN or infinite values; "
-            f"the first is {y[i, j]!r} at observation {i}, feature {j}."
+            f"the first is {float(y[i, j])!r} at observation {i}, feature {j}."
         )
 
 
@@ -57,7 +57,7 @@ def check_counts(y: NDArray[np.float64], family: str) -> None:
         i, j = first_offender(bad)
         raise ValueError(
             f"family {family!r} needs non-negative counts, but `data` has "
-            f"{int(bad.sum())} negative values; the first is {y[i, j]!r} at observation {i}, "
+            f"{int(bad.sum())} negative values; the first is {float(y[i, j])!r} at observation {i}, "
             f"feature {j}."
         )
     bad = y != np.floor(y)
@@ -65,6 +65,6 @@ def check_counts(y: NDArray[np.float64], family: str) -> None:
         i, j = first_offender(bad)
         raise ValueError(
             f"family {family!r} needs integer counts, but `data` has {int(bad.sum())} "
-            f"non-integer values; the first is {y[i, j]!r} at observation {i}, feature {j}. "
+            f"non-integer values; the first is {float(y[i, j])!r} at observation {i}, feature {j}. "
             "Pass raw counts, not normalised values."
         )

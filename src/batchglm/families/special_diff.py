@@ -99,7 +99,7 @@ def trigamma_diff(y: Array, r: Array) -> Array:
     big = _split(r)
     out = np.empty_like(r)
     s = ~big
-    out[s] = special.polygamma(1, y[s] + r[s]) - special.polygamma(1, r[s])
+    out[s] = trigamma(y[s] + r[s]) - trigamma(r[s])
     if big.any():
         yb, rb = y[big], r[big]
         x = yb + rb
@@ -111,3 +111,36 @@ def trigamma_diff(y: Array, r: Array) -> Array:
             + (1.0 / x**7 - 1.0 / rb**7) / 42.0
         )
     return out
+
+
+def trigamma(x: Array) -> Array:
+    """Return ``polygamma(1, x)`` for ``x > 0``.
+
+    scipy evaluates it through the Hurwitz zeta function, which is about 50 times slower
+    than the exponential. Here: shift ``x`` up to 20 with ``psi1(x) = psi1(x + 1) + 1/x^2``,
+    then the asymptotic series (relative error below 1e-15).
+
+    Parameters
+    ----------
+    x : ndarray
+        Positive arguments.
+
+    Returns
+    -------
+    ndarray
+        Trigamma values.
+    """
+    x = np.array(x, dtype=np.float64)
+    acc = np.zeros_like(x)
+    small = np.flatnonzero(x < 20.0)
+    while small.size:
+        xs = x[small]
+        acc[small] += 1.0 / (xs * xs)
+        x[small] = xs + 1.0
+        small = small[xs + 1.0 < 20.0]
+    inv = 1.0 / x
+    inv2 = inv * inv
+    series = inv + inv2 * (
+        0.5 + inv * (1 / 6 + inv2 * (-1 / 30 + inv2 * (1 / 42 + inv2 * (-1 / 30 + inv2 * 5 / 66))))
+    )
+    return acc + series
