@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo demo-seed test test-slow lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m batchglm.demo
+
+demo-seed: $(VENV)/.installed
+	$(BIN)/python -m batchglm.demo_seed
 
 test: $(VENV)/.installed-test
 	MPLBACKEND=agg $(BIN)/python -m pytest -q

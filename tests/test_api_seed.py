@@ -1,4 +1,4 @@
-# ruff: noqa: E501, E231, B018, F841
+# ruff: noqa: E501, E231, B018, F841, UP031, NPY002
 """Issue #3: the seed tutorial runs through ``import batchglm.api as glm``.
 
 ``run_example_1/2/3`` hold the tutorial's code cells (examples 1, 2 and 3), transcribed cell by
@@ -436,7 +436,8 @@ def test_tutorial_example(name: str, capsys: pytest.CaptureFixture[str]) -> None
 # --------------------------------------------------------------------------------------
 
 
-def _example1_design_and_constraints() -> tuple[np.ndarray, np.ndarray]:
+def _example1_design_and_constraints() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tutorial example 1 at 100 cells per replicate, plus a full-rank design of its groups."""
     dmat = np.zeros([400, 6])
     dmat[:, 0] = 1
     for k in range(4):
@@ -445,61 +446,63 @@ def _example1_design_and_constraints() -> tuple[np.ndarray, np.ndarray]:
     cons = np.zeros([2, 6])
     cons[0, 3], cons[0, 4] = -1, 1
     cons[1, 1], cons[1, 2:5] = -1, 1
-    return dmat, cons
+    groups = np.repeat(np.eye(4), 100, axis=0)  # same column space as dmat, full rank
+    groups[:, 0] = 1  # intercept + 3 replicate effects
+    return dmat, cons, groups
 
 
 @pytest.fixture(scope="module")
-def small_fit() -> tuple[nb_glm.Simulator, nb_glm.Estimator, np.ndarray]:
-    dmat, cons = _example1_design_and_constraints()
+def small_fit() -> tuple[nb_glm.Simulator, nb_glm.Estimator, np.ndarray, np.ndarray]:
+    dmat, cons, groups = _example1_design_and_constraints()
     sim = nb_glm.Simulator(num_features=20, seed=7)
-    sim.parse_dmat_loc(dmat=dmat)
-    sim.parse_dmat_scale(dmat=dmat)
+    sim.parse_dmat_loc(dmat=groups)
+    sim.parse_dmat_scale(dmat=groups)
     sim.generate()
-    data = nb_glm.InputData.new(data=sim.X, design_loc=sim.design_loc, design_scale=dmat)
+    data = nb_glm.InputData.new(data=sim.X, design_loc=dmat, design_scale=dmat)
     data.constraints_loc = cons
     data.constraints_scale = cons
     est = nb_glm.Estimator(data)
     est.initialize()
     est.train_sequence("EXACT")
-    return sim, est, cons
+    return sim, est, dmat, cons
 
 
 def test_simulator_is_bg_simulate() -> None:
-    dmat, _ = _example1_design_and_constraints()
+    _, _, groups = _example1_design_and_constraints()
     sim = nb_glm.Simulator(num_features=20, seed=3)
-    sim.parse_dmat_loc(dmat=dmat)
-    sim.parse_dmat_scale(dmat=dmat)
+    sim.parse_dmat_loc(dmat=groups)
+    sim.parse_dmat_scale(dmat=groups[:, :2])
     sim.generate_params()
     sim.generate_data()
-    ref = bg.simulate(dmat, dmat, n_features=20, seed=3)
+    ref = bg.simulate(groups, groups[:, :2], n_features=20, seed=3)
     np.testing.assert_array_equal(sim.X.values, ref.data)
     np.testing.assert_array_equal(sim.par_link_loc.values, ref.coef_loc.to_numpy().T)
     np.testing.assert_array_equal(sim.par_link_scale.values, ref.coef_scale.to_numpy().T)
-    np.testing.assert_array_equal(sim.design_loc.values, dmat)
+    np.testing.assert_array_equal(sim.design_loc.values, groups)
     assert sim.X.dims == ("observations", "features")
     assert sim.par_link_loc.dims == ("design_loc_params", "features")
     assert sim.par_link_scale.dims == ("design_scale_params", "features")
+    assert sim.par_link_scale.shape == (2, 20)
     assert list(sim.par_link_loc.coords["design_loc_params"].values) == list(ref.coef_loc.columns)
     assert list(sim.par_link_loc.coords["features"].values) == list(ref.coef_loc.index)
     assert sim.par_link_loc.name == "a" and sim.par_link_scale.name == "b"
 
 
 def test_simulator_follows_global_numpy_seed() -> None:
-    dmat, _ = _example1_design_and_constraints()
+    _, _, groups = _example1_design_and_constraints()
     draws = []
     for _ in range(2):
         np.random.seed(11)
         sim = nb_glm.Simulator(num_features=5)
-        sim.parse_dmat_loc(dmat=dmat)
+        sim.parse_dmat_loc(dmat=groups)
         sim.generate()
         draws.append(sim.X.values)
     np.testing.assert_array_equal(draws[0], draws[1])
 
 
-def test_estimator_equals_bg_fit(small_fit: tuple[Any, Any, np.ndarray]) -> None:
-    sim, est, cons = small_fit
-    ref = bg.fit(sim.X.values, sim.design_loc.values, sim.design_scale.values,
-                 constraints_loc=cons, constraints_scale=cons)
+def test_estimator_equals_bg_fit(small_fit: tuple[Any, ...]) -> None:
+    sim, est, dmat, cons = small_fit
+    ref = bg.fit(sim.X.values, dmat, dmat, constraints_loc=cons, constraints_scale=cons)
     np.testing.assert_array_equal(est.log_likelihood.values, ref.loglik.to_numpy())
     np.testing.assert_array_equal(est.par_link_loc.values, ref.coef_loc.to_numpy().T)
     np.testing.assert_array_equal(est.par_link_scale.values, ref.coef_scale.to_numpy().T)
@@ -507,8 +510,8 @@ def test_estimator_equals_bg_fit(small_fit: tuple[Any, Any, np.ndarray]) -> None
     np.testing.assert_array_equal(est.converged.values, ref.converged.to_numpy())
 
 
-def test_estimator_diagnostics(small_fit: tuple[Any, Any, np.ndarray]) -> None:
-    sim, est, _ = small_fit
+def test_estimator_diagnostics(small_fit: tuple[Any, ...]) -> None:
+    sim, est, _, _ = small_fit
     n_obs, n_feat = sim.X.shape
     par = est.par_link_loc
     assert isinstance(par, SeedArray)
@@ -532,7 +535,7 @@ def test_estimator_diagnostics(small_fit: tuple[Any, Any, np.ndarray]) -> None:
 
 
 def test_constraints_in_seed_encoding_are_assignable() -> None:
-    dmat, cons = _example1_design_and_constraints()
+    dmat, cons, _ = _example1_design_and_constraints()
     data = nb_glm.InputData.new(data=np.ones((400, 3)), design_loc=dmat, design_scale=dmat)
     assert data.constraints_loc is None and data.constraints_scale is None
     data.constraints_loc = cons
@@ -563,7 +566,12 @@ def test_training_strategies_all_run_the_exact_solver(
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(nb_glm, "_logged_notices", set())  # a fresh "once per process"
     fake = type("R", (), {"converged": pd.Series([True])})()
-    monkeypatch.setattr(bg, "fit", lambda *a, **k: calls.append(k) or fake)
+
+    def fake_fit(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return fake
+
+    monkeypatch.setattr(bg, "fit", fake_fit)
     data = nb_glm.InputData.new(data=np.ones((4, 1)))
     est = nb_glm.Estimator(data)
     caplog.set_level(logging.INFO, logger="batchglm")

@@ -7,10 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import seed_example_1
-from reference import fit_feature, null_basis
 
 import batchglm as bg
+
+from conftest import seed_example_1
+from reference import fit_feature, null_basis
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import seed_example_1
 
 import batchglm as bg
+
+from conftest import seed_example_1
 
 
 @pytest.fixture

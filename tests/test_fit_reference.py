@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import seed_example_1, seed_example_2
-from reference import fit_feature, nb_loglik, null_basis
 
 import batchglm as bg
+
+from conftest import seed_example_1, seed_example_2
+from reference import fit_feature, nb_loglik, null_basis
 
 CHECKED = 8  # features compared with the slow reference per example
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import seed_example_1
-from reference import fit_feature
 
 import batchglm as bg
+
+from conftest import seed_example_1
+from reference import fit_feature
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,7 @@
-"""Input data and size factors: everything becomes a dense float64 ``(n_obs, n_features)``
-feature block plus names."""
+"""Input data and size factors.
+
+Everything becomes a dense float64 ``(n_obs, n_features)`` block plus names.
+"""
 
 from __future__ import annotations
 

@@ -76,7 +76,8 @@ def main() -> None:
         print(table.head(12).to_string())
         print("...\n")
         print(f"constraint residual (max |sum| of each zero-sum set): {resid:.1e}")
-        print(f"treated effect: RMSE to truth {np.sqrt(((table.true_treated - table.est_treated)**2).mean()):.4f}, "
+        rmse = np.sqrt(((table.true_treated - table.est_treated) ** 2).mean())
+        print(f"treated effect: RMSE to truth {rmse:.4f}, "
               f"share of |z| < 1.96: {(np.abs(z) < 1.96).mean():.2f}")
         print("status counts:", res.status.value_counts().to_dict())
 

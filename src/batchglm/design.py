@@ -61,6 +61,7 @@ def build_design(
     constraints: ArrayLike | None,
     n_obs: int,
     which: str,
+    check: bool = True,
 ) -> Design:
     """Validate a design and its constraints and check identifiability.
 
@@ -74,6 +75,8 @@ def build_design(
         Number of observations in the data.
     which : str
         ``"loc"`` or ``"scale"``, for messages.
+    check : bool
+        Check identifiability (needed for fitting, not for simulating).
 
     Returns
     -------
@@ -117,7 +120,8 @@ def build_design(
         raise ValueError(f"`{arg}` has duplicate column names; names must be unique.")
     c = constraint_matrix(constraints, matrix.shape[1], f"constraints_{which}")
     out = Design(matrix, names, c)
-    check_identifiable(out, which)
+    if check:
+        check_identifiable(out, which)
     return out
 
 

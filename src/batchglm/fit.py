@@ -190,15 +190,13 @@ def _fit_block(
     a0 = initial_loc(problem, yf)
     b0 = initial_scale(problem, yf, a0)
     sol = solve(objective, np.concatenate([a0, b0], axis=1), options)
-    with np.errstate(all="ignore"):
-        _, _, hess = objective.evaluate(sol.theta, 2)
-    assert hess is not None
     sol_status = sol.status
-    eta_min = (problem.loc_rows @ sol.theta[:, : problem.k_loc].T).min(axis=0) + problem.offset.min()
+    eta_rows = problem.loc_rows @ sol.theta[:, : problem.k_loc].T
+    eta_min = eta_rows.min(axis=0) + problem.offset.min()
     optimum = (sol_status == Status.CONVERGED) | (sol_status == Status.SCALE_AT_BOUND)
     separated = optimum & (eta_min < _SEPARATED_ETA)
     sol_status[separated] = Status.SEPARATED
-    theta[fit], cov[fit], loglik[fit] = sol.theta, inverse_negative(hess), sol.loglik
+    theta[fit], cov[fit], loglik[fit] = sol.theta, inverse_negative(sol.hess), sol.loglik
     n_iter[fit], status[fit] = sol.n_iter, sol_status
     return theta, cov, loglik, n_iter, status
 

@@ -22,7 +22,7 @@ def _weighted_lstsq(rows: Array, weights: Array, targets: Array) -> Array:
 
 
 def initial_loc(problem: Problem, y: Array) -> Array:
-    """Starting location coefficients ``(F, k_loc)``.
+    """Compute starting location coefficients ``(F, k_loc)``.
 
     With few distinct design rows, the log of each group's mean of ``y / size_factor``
     (exact MLE for saturated designs without size factors), fitted by weighted least
@@ -53,7 +53,7 @@ def initial_loc(problem: Problem, y: Array) -> Array:
 
 
 def initial_scale(problem: Problem, y: Array, a: Array) -> Array:
-    """Starting scale coefficients ``(F, k_scale)`` by the method of moments.
+    """Compute starting scale coefficients ``(F, k_scale)`` by the method of moments.
 
     For NB, ``r = sum(mu^2) / sum((y - mu)^2 - mu)`` within each scale group (pooled over
     all observations when the scale design is continuous), clipped to a moderate range,

@@ -91,8 +91,8 @@ def simulate(
 
     Parameter ranges follow the original batchglm simulator: intercept columns (all ones)
     of the location model get ``log(mean) ~ U(log 300, log 9000)``; other location
-    coefficients ``U(-0.7, 0.7)``; scale intercepts ``log(r)`` with ``r`` a uniform integer
-    in 1..10, other scale coefficients ``U(-0.7, 0.7)``. With constraints, the draw is
+    coefficients ``log(U(0.5, 2))``; scale intercepts ``log(r)`` with ``r`` a uniform integer
+    in 1..10, other scale coefficients ``log(U(0.5, 2))``. With constraints, the draw is
     projected onto the constrained parameter space.
 
     Parameters
@@ -122,15 +122,15 @@ def simulate(
         raise ValueError(f"`n_features` must be at least 1, but {n_features} was given.")
     rng = np.random.default_rng(seed)
     n_obs = np.asarray(design_loc).shape[0]
-    loc = build_design(design_loc, constraints_loc, n_obs, "loc")
-    scale = build_design(design_scale, constraints_scale, n_obs, "scale")
+    loc = build_design(design_loc, constraints_loc, n_obs, "loc", check=False)
+    scale = build_design(design_scale, constraints_scale, n_obs, "scale", check=False)
     sf = as_size_factors(size_factors, n_obs)
 
-    a = rng.uniform(-0.7, 0.7, size=(n_features, len(loc.names)))
+    a = np.log(rng.uniform(0.5, 2.0, size=(n_features, len(loc.names))))
     icpt = _intercepts(loc.matrix)
     a[:, icpt] = rng.uniform(np.log(300), np.log(9000), size=(n_features, int(icpt.sum())))
     a = _project(a, loc.constraints)
-    b = rng.uniform(-0.7, 0.7, size=(n_features, len(scale.names)))
+    b = np.log(rng.uniform(0.5, 2.0, size=(n_features, len(scale.names))))
     icpt = _intercepts(scale.matrix)
     b[:, icpt] = np.log(rng.integers(1, 11, size=(n_features, int(icpt.sum()))))
     b = _project(b, scale.constraints)

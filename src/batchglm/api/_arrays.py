@@ -112,7 +112,7 @@ def as_matrix(
 
     Parameters
     ----------
-    x : array_like, pandas.DataFrame or xarray.DataArray
+    x : array_like, pandas.DataFrame, xarray.DataArray or patsy.DesignMatrix
         The matrix.
     what : str
         Argument name for messages.
@@ -136,6 +136,9 @@ def as_matrix(
         values = x.to_numpy()
     else:
         values = np.asarray(x)
+        info = getattr(x, "design_info", None)  # patsy DesignMatrix, as the seed accepted
+        if info is not None and hasattr(info, "column_names"):
+            columns = [str(c) for c in info.column_names]
     if values.ndim != 2:
         raise ValueError(f"`{what}` must be a 2-D matrix, but it has {values.ndim} dimension(s).")
     if names is not None:

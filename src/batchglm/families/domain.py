@@ -57,8 +57,8 @@ def check_counts(y: NDArray[np.float64], family: str) -> None:
         i, j = first_offender(bad)
         raise ValueError(
             f"family {family!r} needs non-negative counts, but `data` has "
-            f"{int(bad.sum())} negative values; the first is {float(y[i, j])!r} at observation {i}, "
-            f"feature {j}."
+            f"{int(bad.sum())} negative values; the first is {float(y[i, j])!r} at "
+            f"observation {i}, feature {j}."
         )
     bad = y != np.floor(y)
     if bad.any():

@@ -101,9 +101,8 @@ class CountTable:
         def total(v: Array | None) -> Array | None:
             if v is None:
                 return None
-            return np.bincount(self.seg, self.counts * v, minlength=shape[0] * shape[1]).reshape(
-                shape
-            )
+            sums = np.bincount(self.seg, self.counts * v, minlength=shape[0] * shape[1])
+            return sums.reshape(shape).astype(np.float64, copy=False)
 
         ll = total(terms.ll)
         assert ll is not None
@@ -122,4 +121,5 @@ class CountTable:
         ndarray
             ``(F,)`` sums weighted by multiplicities.
         """
-        return np.bincount(self.seg % self.n_feat, self.counts * values, minlength=self.n_feat)
+        sums = np.bincount(self.seg % self.n_feat, self.counts * values, minlength=self.n_feat)
+        return sums.astype(np.float64, copy=False)

@@ -152,7 +152,7 @@ def newton_direction(grad: Array, hess: Array) -> tuple[Array, NDArray[np.bool_]
     return direction, modified
 
 
-def _cho_solve(chol: Array, rhs: Array) -> Array:
+def _cho_solve(chol: NDArray[np.floating], rhs: Array) -> Array:
     z = np.linalg.solve(chol, rhs[..., None])
     return np.linalg.solve(np.swapaxes(chol, 1, 2), z)[..., 0]
 

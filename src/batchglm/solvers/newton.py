@@ -59,6 +59,8 @@ class Solution:
         Free parameters ``(F, k)``.
     loglik : ndarray
         ``(F,)`` log-likelihood at ``theta``.
+    hess : ndarray
+        ``(F, k, k)`` observed Hessian at ``theta``.
     n_iter : ndarray
         Iterations used per feature.
     status : ndarray
@@ -67,6 +69,7 @@ class Solution:
 
     theta: Array
     loglik: Array
+    hess: Array
     n_iter: NDArray[np.int32]
     status: NDArray[np.int8]
 
@@ -96,24 +99,26 @@ def solve(
         Parameters, log-likelihoods, iteration counts and status per feature.
     """
     prob = objective.problem
-    fam = prob.family
     kl = prob.k_loc
-    n_feat = theta0.shape[0]
+    n_feat, k = theta0.shape
     theta = theta0.copy()
     loglik = np.full(n_feat, np.nan)
+    hess_out = np.full((n_feat, k, k), np.nan)
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.full(n_feat, _RUNNING, dtype=np.int8)
     frozen = np.zeros(n_feat, dtype=bool)
-    lo, hi = fam.scale_bounds
+    lo, hi = prob.family.scale_bounds
 
     work = objective
     idx = np.arange(n_feat)
-    with np.errstate(all="ignore"):
-        ll, grad, hess = work.evaluate(theta[idx], 2)
-    for it in range(options.max_iter):
-        assert grad is not None and hess is not None
+    ll, grad, hess = _evaluate(work, theta[idx])
+    for it in range(options.max_iter + 1):
+        # ll, grad, hess hold the values at theta[idx] for every row of the working set.
         loglik[idx] = ll
+        hess_out[idx] = hess
         live = status[idx] == _RUNNING
+        if it == options.max_iter:
+            break
         grad, hess = _freeze_scale(grad, hess, frozen[idx], kl)
         direction, _ = newton_direction(grad, hess)
         decrement = np.einsum("fk,fk->f", grad, direction)
@@ -127,45 +132,77 @@ def solve(
         direction[~live] = 0.0
         limit = _scale_step_limit(prob.eta_scale_groups, theta[idx, kl:], direction[:, kl:], lo, hi)
         step = np.where(live, np.minimum(1.0, limit), 0.0)
-        accepted = ~live
-        new_ll = ll.copy()
-        for _ in range(options.max_halvings):
-            trial = theta[idx] + step[:, None] * direction
-            with np.errstate(all="ignore"):
-                trial_ll, _, _ = work.evaluate(trial, 0)
-            slack = 1e-12 * np.abs(ll)
-            ok = ~accepted & (trial_ll >= ll + _ARMIJO * step * decrement - slack)
-            new_ll[ok] = trial_ll[ok]
-            theta[idx[ok]] = trial[ok]
-            accepted |= ok
-            if accepted.all():
-                break
-            step = np.where(accepted, step, step / 2)
+        # The full step nearly always passes, so the trial point is evaluated with derivatives:
+        # accepted rows then need no second evaluation in the next iteration.
+        trial = theta[idx] + step[:, None] * direction
+        t_ll, t_grad, t_hess = _evaluate(work, trial)
+        slack = 1e-12 * np.abs(ll)
+        ok = live & (t_ll >= ll + _ARMIJO * step * decrement - slack)
+        theta[idx[ok]] = trial[ok]
+        retry = live & ~ok
+        if retry.any():
+            stuck = _halve(work, theta, idx, direction, step, ll, decrement, retry, options)
+            status[idx[stuck]] = np.where(
+                decrement[stuck] < _NOISE_DECREMENT,
+                np.where(frozen[idx[stuck]], Status.SCALE_AT_BOUND, Status.CONVERGED),
+                Status.STALLED,
+            )
         n_iter[idx[live]] += 1
-        stuck = live & ~accepted
-        status[idx[stuck]] = np.where(
-            decrement[stuck] < _NOISE_DECREMENT,
-            np.where(frozen[idx[stuck]], Status.SCALE_AT_BOUND, Status.CONVERGED),
-            Status.STALLED,
-        )
-        hit = live & accepted & (limit < 1.0) & (step >= limit)
-        frozen[idx[hit]] = True
+        frozen[idx[ok & (limit < 1.0)]] = True
         if on_iteration is not None:
             on_iteration(it + 1, int((status == _RUNNING).sum()))
+        if retry.any():
+            ll, grad, hess = _evaluate(work, theta[idx])
+        else:
+            ll, grad, hess = t_ll, t_grad, t_hess
         running = status[idx] == _RUNNING
         if not running.any():
-            loglik[idx] = new_ll
+            loglik[idx] = ll
+            hess_out[idx] = hess
             break
         if running.mean() < 1.0 - _COMPACT_SHARE:
-            loglik[idx] = new_ll
+            loglik[idx] = ll
+            hess_out[idx] = hess
             work = work.subset(running)
             idx = idx[running]
-        with np.errstate(all="ignore"):
-            ll, grad, hess = work.evaluate(theta[idx], 2)
-    else:
-        loglik[idx] = ll
+            ll, grad, hess = ll[running], grad[running], hess[running]
     status[status == _RUNNING] = Status.MAX_ITER
-    return Solution(theta, loglik, n_iter, status)
+    return Solution(theta, loglik, hess_out, n_iter, status)
+
+
+def _evaluate(work: Objective, theta: Array) -> tuple[Array, Array, Array]:
+    with np.errstate(all="ignore"):
+        ll, grad, hess = work.evaluate(theta, 2)
+    assert grad is not None and hess is not None
+    return ll, grad, hess
+
+
+def _halve(
+    work: Objective,
+    theta: Array,
+    idx: NDArray[np.intp],
+    direction: Array,
+    step: Array,
+    ll: Array,
+    decrement: Array,
+    retry: NDArray[np.bool_],
+    options: SolverOptions,
+) -> NDArray[np.bool_]:
+    """Backtrack on the rows in ``retry``; update ``theta`` in place, return rows that failed."""
+    need = retry.copy()
+    step = np.where(need, step / 2, 0.0)
+    slack = 1e-12 * np.abs(ll)
+    for _ in range(options.max_halvings):
+        trial = theta[idx] + step[:, None] * direction
+        with np.errstate(all="ignore"):
+            t_ll = work.evaluate(trial, 0)[0]
+        ok = need & (t_ll >= ll + _ARMIJO * step * decrement - slack)
+        theta[idx[ok]] = trial[ok]
+        need &= ~ok
+        if not need.any():
+            break
+        step = np.where(need, step / 2, 0.0)
+    return need
 
 
 def _freeze_scale(

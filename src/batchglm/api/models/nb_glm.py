@@ -138,7 +138,7 @@ class Simulator:
     >>> import numpy as np
     >>> import batchglm.api as glm
     >>> sim = glm.models.nb_glm.Simulator(num_features=10, seed=1)
-    >>> sim.parse_dmat_loc(dmat=np.repeat(np.eye(2), 50, axis=0))
+    >>> sim.parse_dmat_loc(dmat=np.column_stack([np.ones(100), np.repeat([0, 1], 50)]))
     >>> sim.generate_params()
     >>> sim.generate_data()
     >>> sim.X.shape, sim.par_link_loc.shape
@@ -497,7 +497,7 @@ class Estimator:
     >>> import numpy as np
     >>> import batchglm.api as glm
     >>> sim = glm.models.nb_glm.Simulator(num_features=5, seed=0)
-    >>> sim.parse_dmat_loc(dmat=np.repeat(np.eye(2), 100, axis=0))
+    >>> sim.parse_dmat_loc(dmat=np.column_stack([np.ones(200), np.repeat([0, 1], 100)]))
     >>> sim.generate()
     >>> data = glm.models.nb_glm.InputData.new(data=sim.X, design_loc=sim.design_loc)
     >>> est = glm.models.nb_glm.Estimator(data)
