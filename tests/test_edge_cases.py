@@ -104,7 +104,9 @@ def test_awkward_features_do_not_change_the_others(awkward):
 
 def test_chunking_does_not_change_results(awkward):
     dmat, cons, y, res = awkward
-    one = bg.fit(y, dmat, constraints_loc=cons, chunk_size=1)
+    one = bg.fit(y, dmat, constraints_loc=cons, chunk_size=1, n_jobs=1)
+    threaded = bg.fit(y, dmat, constraints_loc=cons, chunk_size=3, n_jobs=3)
+    np.testing.assert_array_equal(threaded.status, res.status)
     # separated features stop anywhere on a flat ridge; compare the rest
     keep = (res.status != "separated").to_numpy()
     np.testing.assert_allclose(one.coef_loc.to_numpy()[keep], res.coef_loc.to_numpy()[keep],

@@ -125,5 +125,7 @@ def test_option_errors(small):
         bg.fit(y, dmat, constraints_loc=cons, tol=0.0)
     with pytest.raises(ValueError, match=r"`chunk_size` must be at least 1, but 0"):
         bg.fit(y, dmat, constraints_loc=cons, chunk_size=0)
+    with pytest.raises(ValueError, match=r"`n_jobs` must be at least 1, but 0"):
+        bg.fit(y, dmat, constraints_loc=cons, n_jobs=0)
     with pytest.raises(ValueError, match=r"`n_features` must be at least 1, but 0"):
         bg.simulate(dmat, n_features=0, constraints_loc=cons)

@@ -53,23 +53,43 @@ class NegativeBinomial(Family):
         Derivatives
             Terms excluding ``gammaln(y + r) - gammaln(r)`` and ``-gammaln(y + 1)``.
         """
+        # Written with in-place operations: these arrays are the size of the data block and
+        # allocation, not arithmetic, dominates the cost.
         r = np.exp(eta_scale)
-        q = np.exp(eta_loc - eta_scale)
+        shape = np.broadcast_shapes(np.shape(y), np.shape(eta_loc), np.shape(eta_scale))
+        log_q = np.subtract(eta_loc, eta_scale)
+        if log_q.shape != shape:
+            log_q = np.broadcast_to(log_q, shape).copy()
+        q = np.exp(log_q)
         log1p_q = np.log1p(q)
-        ll = y * (eta_loc - eta_scale - log1p_q) - r * log1p_q
+        ll = np.subtract(log_q, log1p_q, out=log_q)
+        ll *= y
+        tmp = np.multiply(r, log1p_q)
+        ll -= tmp
         if order == 0:
             return Derivatives(ll, ll, None, ll, None, None)
-        mu = r * q
-        inv = 1.0 / (1.0 + q)
-        resid = y - mu
-        d_loc = resid * inv
-        qinv2 = q * inv * inv
-        d2_loc = -(y + r) * qinv2
-        d2_cross = resid * qinv2
-        # d/d(log r) of r*log(r) - (y + r)*log(r + mu); the q/(1+q) - log1p(q) difference is
-        # kept together so it is small and exact when r >> mu.
-        d_scale = r * (q * inv - log1p_q) - y * inv
-        d2_scale = d_scale + mu * inv + resid * inv * inv
+        inv = np.add(q, 1.0)
+        np.reciprocal(inv, out=inv)
+        q_inv = np.multiply(q, inv)
+        resid = np.multiply(q, r, out=q)
+        np.subtract(y, resid, out=resid)
+        d_loc = np.multiply(resid, inv)
+        q_inv2 = np.multiply(q_inv, inv)
+        d2_cross = np.multiply(resid, q_inv2)
+        d2_loc = np.add(y, r)
+        d2_loc *= q_inv2
+        np.negative(d2_loc, out=d2_loc)
+        # d/d(log r) of r*log(r) - (y + r)*log(r + mu) = r*(q/(1+q) - log1p(q)) - y/(1+q);
+        # the difference in brackets is kept together so it stays exact when r >> mu.
+        d_scale = np.subtract(q_inv, log1p_q, out=log1p_q)
+        d_scale *= r
+        np.multiply(y, inv, out=tmp)
+        d_scale -= tmp
+        # second derivative: d_scale + mu/(1+q) + (y - mu)/(1+q)^2
+        d2_scale = np.multiply(q_inv, r, out=q_inv)
+        d2_scale += d_scale
+        np.multiply(d_loc, inv, out=tmp)
+        d2_scale += tmp
         return Derivatives(ll, d_loc, d_scale, d2_loc, d2_cross, d2_scale)
 
     def count_terms(self, y: Array, eta_scale: Array, order: int) -> CountTerms:
