@@ -10,6 +10,7 @@ The public surface::
 
 from __future__ import annotations
 
+from batchglm import de, pl
 from batchglm.fit import fit
 from batchglm.result import FitResult
 from batchglm.simulate import Simulation, simulate
@@ -17,4 +18,13 @@ from batchglm.solvers.status import ConvergenceWarning, Status
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvergenceWarning", "FitResult", "Simulation", "Status", "fit", "simulate"]
+__all__ = [
+    "ConvergenceWarning",
+    "FitResult",
+    "Simulation",
+    "Status",
+    "de",
+    "fit",
+    "pl",
+    "simulate",
+]

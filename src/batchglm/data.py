@@ -6,10 +6,14 @@ Everything becomes a dense float64 ``(n_obs, n_features)`` block plus names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 Array = NDArray[np.float64]
 
@@ -26,11 +30,14 @@ class Data:
         One name per feature.
     obs_names : pandas.Index
         One name per observation.
+    obs : pandas.DataFrame or None
+        Observation annotations that came with the data (AnnData's ``.obs``), for formulas.
     """
 
     values: Array
     feature_names: pd.Index
     obs_names: pd.Index
+    obs: pd.DataFrame | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -39,19 +46,31 @@ class Data:
         return int(n), int(f)
 
 
-def as_data(data: ArrayLike | pd.DataFrame) -> Data:
+def as_data(data: ArrayLike | pd.DataFrame | AnnData, layer: str | None = None) -> Data:
     """Convert supported inputs into :class:`Data`.
 
     Parameters
     ----------
-    data : array_like or pandas.DataFrame
-        ``(n_obs, n_features)``; DataFrame columns become feature names.
+    data : array_like, pandas.DataFrame or anndata.AnnData
+        ``(n_obs, n_features)``; DataFrame columns become feature names. An AnnData gives
+        its ``var_names``, ``obs_names`` and ``.obs`` (see :mod:`batchglm.anndata_io`).
+    layer : str, optional
+        AnnData layer to read instead of ``.X``; only for AnnData input.
 
     Returns
     -------
     Data
         Dense float64 values with names.
     """
+    from batchglm.anndata_io import is_anndata, read_anndata
+
+    if is_anndata(data):
+        return read_anndata(data, layer)
+    if layer is not None:
+        raise ValueError(
+            f"`layer` ({layer!r}) selects an AnnData layer, but `data` is a "
+            f"{type(data).__name__}; pass an AnnData or leave `layer` out."
+        )
     if isinstance(data, pd.DataFrame):
         try:
             values = data.to_numpy(dtype=np.float64)

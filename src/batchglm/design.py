@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from batchglm.constraints import constraint_matrix
+from batchglm.formula import evaluate_formula
+from batchglm.named_constraints import equations_matrix, is_named, nested_design, suggestion
 
 Array = NDArray[np.float64]
 
@@ -25,12 +29,21 @@ class Design:
         One name per column.
     constraints : ndarray
         ``C`` of shape ``(p, p_free)``; ``theta = C @ theta_free``.
+    formula : str or None
+        The formula the design came from, if any.
+    constraint_spec : dict, list of str or None
+        Constraints as the user named them (nested factors or equations), if so given.
+    obs : pandas.DataFrame or None
+        The observation annotations a formula was evaluated on.
     """
 
     matrix: Array
     names: list[str]
     constraints: Array
     reduced: Array = field(init=False, repr=False)
+    formula: str | None = None
+    constraint_spec: dict[str, str] | list[str] | None = None
+    obs: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reduced", self.matrix @ self.constraints)
@@ -57,26 +70,32 @@ class Design:
 
 
 def build_design(
-    design: ArrayLike | pd.DataFrame | None,
-    constraints: ArrayLike | None,
+    design: ArrayLike | pd.DataFrame | str | None,
+    constraints: ArrayLike | Mapping[str, str] | Sequence[str] | None,
     n_obs: int,
     which: str,
     check: bool = True,
+    obs: pd.DataFrame | None = None,
 ) -> Design:
     """Validate a design and its constraints and check identifiability.
 
     Parameters
     ----------
-    design : array_like, pandas.DataFrame or None
-        ``(n_obs, p)`` matrix; ``None`` gives an intercept-only design.
-    constraints : array_like or None
-        See :func:`batchglm.constraints.constraint_matrix`.
+    design : array_like, pandas.DataFrame, str or None
+        ``(n_obs, p)`` matrix; a formula such as ``"~ 1 + condition"`` evaluated on ``obs``
+        (see :mod:`batchglm.formula`); ``None`` gives an intercept-only design.
+    constraints : array_like, dict, str, list of str or None
+        A matrix (see :func:`batchglm.constraints.constraint_matrix`), nested factors
+        ``{"replicate": "condition"}`` (formula designs only), or equations over coefficient
+        names (see :mod:`batchglm.named_constraints`).
     n_obs : int
         Number of observations in the data.
     which : str
         ``"loc"`` or ``"scale"``, for messages.
     check : bool
         Check identifiability (needed for fitting, not for simulating).
+    obs : pandas.DataFrame, optional
+        Observation annotations for formulas, one row per observation.
 
     Returns
     -------
@@ -84,6 +103,21 @@ def build_design(
         The validated design.
     """
     arg = f"design_{which}"
+    formula: str | None = None
+    c_named: Array | None = None
+    table: pd.DataFrame | None = None
+    if isinstance(design, str):
+        formula = design
+        table = _obs_table(obs, n_obs)
+        if isinstance(constraints, Mapping):
+            design, c_named = nested_design(formula, table, constraints, which)
+        else:
+            design = evaluate_formula(formula, table, arg)
+    elif isinstance(constraints, Mapping):
+        raise ValueError(
+            f"`constraints_{which}` names nested factors ({dict(constraints)!r}), which needs "
+            f"a formula `design_{which}` such as '~ 1 + condition + replicate' and `obs`."
+        )
     if design is None:
         matrix, names = np.ones((n_obs, 1)), ["Intercept"]
     elif isinstance(design, pd.DataFrame):
@@ -118,8 +152,20 @@ def build_design(
         raise ValueError(f"`{arg}` must be finite, but it has NaN or infinite entries.")
     if len(set(names)) != len(names):
         raise ValueError(f"`{arg}` has duplicate column names; names must be unique.")
-    c = constraint_matrix(constraints, matrix.shape[1], f"constraints_{which}")
-    out = Design(matrix, names, c)
+    spec: dict[str, str] | list[str] | None = None
+    if c_named is not None and isinstance(constraints, Mapping):
+        c, spec = c_named, {str(k): str(v) for k, v in constraints.items()}
+    elif is_named(constraints) and isinstance(constraints, str | list | tuple):
+        spec = [constraints] if isinstance(constraints, str) else [str(e) for e in constraints]
+        c = equations_matrix(spec, names, f"constraints_{which}")
+    else:
+        # Dicts were handled above (formulas) or rejected (matrix designs).
+        matrix_form = cast("ArrayLike | None", constraints)
+        c = constraint_matrix(matrix_form, matrix.shape[1], f"constraints_{which}")
+    out = Design(
+        matrix, names, c, formula=formula, constraint_spec=spec,
+        obs=table if formula is not None else None,
+    )
     if check:
         check_identifiable(out, which)
     return out
@@ -144,9 +190,28 @@ def check_identifiable(design: Design, which: str) -> None:
         return
     null = design.constraints @ vt[rank:].T
     involved = [design.names[j] for j in np.flatnonzero(np.abs(null).max(axis=1) > 1e-8)]
-    raise ValueError(
+    message = (
         f"`design_{which}` stays rank-deficient after `constraints_{which}`: rank {rank} "
         f"for {k} free parameters ({k - rank} too many). These columns are confounded: "
         f"{involved}. Drop columns or add constraints (e.g. sum-to-zero rows over "
         "replicates nested in a condition)."
     )
+    if design.formula is not None and design.obs is not None:
+        message += " " + suggestion(design.formula, design.obs, involved, which)
+    raise ValueError(message)
+
+
+def _obs_table(obs: pd.DataFrame | None, n_obs: int) -> pd.DataFrame:
+    # A formula such as "~ 1" needs no annotations; others fail naming their variables.
+    if obs is None:
+        return pd.DataFrame(index=pd.RangeIndex(n_obs))
+    if not isinstance(obs, pd.DataFrame):
+        raise ValueError(
+            f"`obs` must be a pandas DataFrame of observation annotations, but a "
+            f"{type(obs).__name__} was given."
+        )
+    if len(obs) != n_obs:
+        raise ValueError(
+            f"`obs` has {len(obs)} rows but `data` has {n_obs} observations; they must match."
+        )
+    return obs

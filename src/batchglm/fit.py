@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,14 @@ from batchglm.design import build_design
 from batchglm.families import Family, get_family
 from batchglm.init import initial_loc, initial_scale
 from batchglm.result import FitResult
+from batchglm.solvers import closed_form
 from batchglm.solvers.linalg import inverse_negative
 from batchglm.solvers.newton import SolverOptions, solve
 from batchglm.solvers.objective import Objective, Problem
 from batchglm.solvers.status import Status, warn_if_unconverged
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 logger = logging.getLogger("batchglm")
 
@@ -30,19 +35,19 @@ Array = NDArray[np.float64]
 
 #: Working arrays of a chunk stay near this size, so element-wise passes run from cache.
 _CHUNK_BYTES = 4 * 2**20
-#: Fitted means below this mark a feature as separated (log scale, about 1e-9).
-_SEPARATED_ETA = -20.7
 #: Fitted mean given to all-zero features.
 _ALL_ZERO_MEAN = 1e-8
 
 
 def fit(
-    data: ArrayLike | pd.DataFrame,
-    design_loc: ArrayLike | pd.DataFrame,
-    design_scale: ArrayLike | pd.DataFrame | None = None,
+    data: ArrayLike | pd.DataFrame | AnnData,
+    design_loc: ArrayLike | pd.DataFrame | str,
+    design_scale: ArrayLike | pd.DataFrame | str | None = None,
     *,
-    constraints_loc: ArrayLike | None = None,
-    constraints_scale: ArrayLike | None = None,
+    obs: pd.DataFrame | None = None,
+    layer: str | None = None,
+    constraints_loc: ArrayLike | Mapping[str, str] | Sequence[str] | None = None,
+    constraints_scale: ArrayLike | Mapping[str, str] | Sequence[str] | None = None,
     size_factors: ArrayLike | None = None,
     family: str | Family = "nb",
     max_iter: int = 100,
@@ -55,24 +60,48 @@ def fit(
 
     Parameters
     ----------
-    data : array_like or pandas.DataFrame
+    data : array_like, pandas.DataFrame or anndata.AnnData
         Observations ``(n_obs, n_features)``; DataFrame columns name the features
-        (otherwise ``feature0, feature1, ...``).
-    design_loc : array_like or pandas.DataFrame
+        (otherwise ``feature0, feature1, ...``). An AnnData gives ``adata.layers[layer]``
+        (else ``adata.X``, dense or scipy sparse), names from ``var_names`` and
+        ``obs_names``, and ``adata.obs`` for formulas.
+    design_loc : array_like, pandas.DataFrame or str
         Location design ``(n_obs, p_loc)``. DataFrame columns name the coefficients;
-        plain arrays get ``p0, p1, ...``.
-    design_scale : array_like or pandas.DataFrame, optional
-        Scale design ``(n_obs, p_scale)``; ``None`` is an intercept-only scale model.
-    constraints_loc, constraints_scale : array_like, optional
+        plain arrays get ``p0, p1, ...``. A formula such as ``"~ 1 + condition"`` is
+        evaluated on ``obs`` by formulaic, whose column names become coefficient names.
+    design_scale : array_like, pandas.DataFrame or str, optional
+        Scale design ``(n_obs, p_scale)`` or formula; ``None`` is an intercept-only scale
+        model.
+    obs : pandas.DataFrame, optional
+        Observation annotations for formulas, one row per observation; by default an
+        AnnData's ``.obs``.
+    layer : str, optional
+        AnnData layer holding the data (e.g. raw counts); ``None`` uses ``adata.X``.
+    constraints_loc, constraints_scale : array_like, dict or list of str, optional
         Either the seed encoding, shape ``(m, p)`` with ``m < p`` (one row per zero-sum set,
         ``-1`` on the dependent parameter, ``+1`` on the other members; rows may build on each
         other), or a ready matrix ``C`` of shape ``(p, k)`` with ``theta = C @ theta_free``.
-        A matrix with ``p`` rows is always read as ``C``.
+        A matrix with ``p`` rows is always read as ``C``. With a formula design, a dict of
+        nested factors such as ``{"replicate": "condition"}`` codes every level of
+        ``replicate`` and constrains them to sum to zero within each ``condition``; a list
+        of equations over coefficient names such as
+        ``["replicate[T.r2] + replicate[T.r3] = 0"]`` works with any named design. See
+        :mod:`batchglm.named_constraints`.
     size_factors : array_like, optional
-        Positive per-observation factors; ``log(size_factors)`` is a location offset.
+        Positive per-observation factors; ``log(size_factors)`` is a location offset. Only
+        for families with a log link for the mean (``"nb"``, ``"poisson"``); for
+        ``"normal"`` and ``"beta"`` an offset on the identity or logit scale would not be a
+        size factor, so passing one is an error (normalise ``data`` beforehand instead).
     family : str or Family
         ``"nb"``: negative binomial, log link for the mean and for the size ``r``
-        (``var = mu + mu^2 / r``).
+        (``var = mu + mu^2 / r``); integer counts.
+        ``"poisson"``: log link for the mean, no scale model (``design_scale`` and
+        ``constraints_scale`` must be None); integer counts.
+        ``"normal"``: identity link for the mean, log link for the standard deviation; any
+        finite values. With an intercept-only scale model it is solved in closed form
+        (least squares, ``sd = sqrt(RSS / n)``; ``n_iter`` is 0).
+        ``"beta"``: logit link for the mean, log link for the precision ``phi``
+        (``var = mu (1 - mu) / (1 + phi)``); values strictly between 0 and 1.
     max_iter : int
         Maximum Newton iterations per feature.
     tol : float
@@ -97,28 +126,46 @@ def fit(
     -----
     Features with no optimum in the interior get a finite estimate and a status:
 
-    * ``all_zero``: every count is zero. The location coefficients are the least-squares
-      solution of ``X C a = log(1e-8)`` (a fitted mean of 1e-8 times the size factor), the
-      scale coefficients are 0, standard errors are NaN, and the feature is not fitted.
+    * ``all_zero`` (``"nb"``, ``"poisson"``): every count is zero. The location
+      coefficients are the least-squares solution of ``X C a = log(1e-8)`` (a fitted mean of
+      1e-8 times the size factor), the scale coefficients are 0, standard errors are NaN,
+      and the feature is not fitted. For ``"normal"`` zeros are ordinary values.
     * ``scale_at_bound``: the scale optimum lies beyond the family's bound (NB: ``r`` at
-      ``1e8``, under-dispersion; the fit is then numerically the Poisson fit). The scale is
-      held there and the location is fitted.
-    * ``separated``: a group with only zeros pushes fitted means towards 0; the fit stops
-      where the remaining gain is below ``tol`` (fitted means below about 1e-9).
+      ``1e8``, under-dispersion; the fit is then numerically the Poisson fit; normal: ``sd``
+      at ``1e-10`` for features the location model fits exactly, such as constant ones;
+      beta: ``phi`` outside ``[1e-4, 1e6]``). The scale is held there and the location is
+      fitted.
+    * ``separated`` (``"nb"``, ``"poisson"``): a group with only zeros pushes fitted means
+      towards 0; the fit stops where the remaining gain is below ``tol`` (fitted means
+      below about 1e-9).
       Identifiable contrasts that do not involve that group keep meaningful standard errors.
 
     One :class:`batchglm.ConvergenceWarning` summarises features that reached no optimum.
     """
     fam = get_family(family)
-    d = as_data(data)
+    d = as_data(data, layer=layer)
     n_obs, n_feat = d.shape
-    loc = build_design(design_loc, constraints_loc, n_obs, "loc")
+    if obs is None:
+        obs = d.obs
+    elif d.obs is not None and not pd.Index(obs.index).astype(str).equals(d.obs_names):
+        # A reordered table would silently pair observations with the wrong annotations.
+        raise ValueError(
+            "`obs` must be indexed by the AnnData's obs_names, in the same order; "
+            "reorder it with obs.loc[adata.obs_names] or leave `obs` out to use adata.obs."
+        )
+    loc = build_design(design_loc, constraints_loc, n_obs, "loc", obs=obs)
     if not fam.has_scale and (design_scale is not None or constraints_scale is not None):
         raise ValueError(
             f"family {fam.name!r} has no scale parameter, so `design_scale` and "
             "`constraints_scale` must be None."
         )
-    scale = build_design(design_scale, constraints_scale, n_obs, "scale")
+    scale = build_design(design_scale, constraints_scale, n_obs, "scale", obs=obs)
+    if size_factors is not None and fam.loc_link != "log":
+        raise ValueError(
+            f"family {fam.name!r} has a {fam.loc_link} link for the mean, so `size_factors` "
+            "(an offset log(size_factors) for log-link means) must be None; normalise "
+            "`data` before fitting instead."
+        )
     sf = as_size_factors(size_factors, n_obs)
     if max_iter < 1:
         raise ValueError(f"`max_iter` must be at least 1, but {max_iter} was given.")
@@ -195,6 +242,8 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 def _fit_block(
     problem: Problem, y: Array, options: SolverOptions
 ) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8]]:
+    if closed_form.applies(problem):
+        return closed_form.fit_normal(problem, y)
     n_feat = y.shape[1]
     k = problem.n_params
     theta = np.zeros((n_feat, k))
@@ -202,8 +251,10 @@ def _fit_block(
     loglik = np.zeros(n_feat)
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.full(n_feat, Status.ALL_ZERO, dtype=np.int8)
-
-    zero = ~y.any(axis=0)
+    sep_eta = problem.family.separated_eta
+    # All-zero features lack an optimum only where means can run to zero (log link); for
+    # other families zeros are ordinary values.
+    zero = ~y.any(axis=0) if sep_eta is not None else np.zeros(n_feat, dtype=bool)
     if zero.any():
         theta[zero] = _all_zero_theta(problem)
         obj0 = Objective(problem, np.ascontiguousarray(y[:, zero]))
@@ -217,11 +268,18 @@ def _fit_block(
     b0 = initial_scale(problem, yf, a0)
     sol = solve(objective, np.concatenate([a0, b0], axis=1), options)
     sol_status = sol.status
-    eta_rows = problem.loc_rows @ sol.theta[:, : problem.k_loc].T
-    eta_min = eta_rows.min(axis=0) + problem.offset.min()
-    optimum = (sol_status == Status.CONVERGED) | (sol_status == Status.SCALE_AT_BOUND)
-    separated = optimum & (eta_min < _SEPARATED_ETA)
-    sol_status[separated] = Status.SEPARATED
+    if problem.k_scale:
+        # A start on the bound (normal: zero residuals) can converge without the solver
+        # ever limiting a step; the status should still say where the scale stopped.
+        eta_s = problem.eta_scale_groups(sol.theta[:, problem.k_loc :])
+        lo, hi = problem.family.scale_bounds
+        on_bound = np.any((eta_s <= lo + 1e-8) | (eta_s >= hi - 1e-8), axis=0)
+        sol_status[on_bound & (sol_status == Status.CONVERGED)] = Status.SCALE_AT_BOUND
+    if sep_eta is not None:
+        eta_rows = problem.loc_rows @ sol.theta[:, : problem.k_loc].T
+        eta_min = eta_rows.min(axis=0) + problem.offset.min()
+        optimum = (sol_status == Status.CONVERGED) | (sol_status == Status.SCALE_AT_BOUND)
+        sol_status[optimum & (eta_min < sep_eta)] = Status.SEPARATED
     theta[fit], cov[fit], loglik[fit] = sol.theta, inverse_negative(sol.hess), sol.loglik
     n_iter[fit], status[fit] = sol.n_iter, sol_status
     return theta, cov, loglik, n_iter, status

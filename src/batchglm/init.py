@@ -24,9 +24,12 @@ def _weighted_lstsq(rows: Array, weights: Array, targets: Array) -> Array:
 def initial_loc(problem: Problem, y: Array) -> Array:
     """Compute starting location coefficients ``(F, k_loc)``.
 
-    With few distinct design rows, the log of each group's mean of ``y / size_factor``
-    (exact MLE for saturated designs without size factors), fitted by weighted least
-    squares; otherwise least squares on ``log((y + 0.5) / size_factor)``.
+    With few distinct design rows, each group's mean of ``y / size_factor`` mapped to the
+    link scale by :meth:`~batchglm.families.Family.start_loc_groups` (the exact MLE for
+    saturated designs without size factors, for log and identity links), fitted by
+    weighted least squares; otherwise least squares on the family's per-observation working
+    response (:meth:`~batchglm.families.Family.start_loc_obs`, for the log link
+    ``log((y + 0.5) / size_factor)``).
 
     Parameters
     ----------
@@ -40,24 +43,25 @@ def initial_loc(problem: Problem, y: Array) -> Array:
     ndarray
         Free location coefficients.
     """
+    fam = problem.family
     groups = problem.loc_groups
     norm = y * np.exp(-problem.offset)[:, None]
     if groups.n_groups <= _MAX_LOC_GROUPS and not groups.identity:
         sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
         means = groups(norm) / sizes[:, None]
-        floor = 1.0 / (8.0 * sizes[:, None])
-        target = np.log(np.maximum(means, floor))
+        target = fam.start_loc_groups(means, sizes[:, None])
         return _weighted_lstsq(problem.loc_rows, sizes, target)
-    target = np.log(norm + 0.5 * np.exp(-problem.offset)[:, None])
+    target = fam.start_loc_obs(norm, np.exp(-problem.offset)[:, None])
     return _weighted_lstsq(problem.loc.reduced, np.ones(y.shape[0]), target)
 
 
 def initial_scale(problem: Problem, y: Array, a: Array) -> Array:
     """Compute starting scale coefficients ``(F, k_scale)`` by the method of moments.
 
-    For NB, ``r = sum(mu^2) / sum((y - mu)^2 - mu)`` within each scale group (pooled over
-    all observations when the scale design is continuous), clipped to a moderate range,
-    then fitted to the scale design by least squares on ``log r``.
+    The family's moment estimator (:meth:`~batchglm.families.Family.start_scale`; for NB
+    ``r = sum(mu^2) / sum((y - mu)^2 - mu)``) is applied within each scale group (pooled
+    over all observations when the scale design is continuous), then fitted to the scale
+    design by least squares on the scale predictor.
 
     Parameters
     ----------
@@ -74,24 +78,16 @@ def initial_scale(problem: Problem, y: Array, a: Array) -> Array:
         Free scale coefficients.
     """
     if not problem.family.has_scale:
-        return np.zeros((y.shape[0], 0))
-    mu = np.exp(problem.eta_loc(a))
+        return np.zeros((a.shape[0], 0))
     groups = problem.scale_groups
     pooled = groups.identity
     if pooled:
         groups = GroupSums(np.zeros(y.shape[0], dtype=np.intp), 1)
-    num = groups(mu * mu)
-    den = groups((y - mu) ** 2 - mu)
-    lo, hi = problem.family.scale_bounds
-    upper = min(np.log(1e6), hi)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_r = np.log(num / den)
-    log_r = np.where((den > 0) & np.isfinite(log_r), log_r, upper)
-    log_r = np.clip(log_r, max(np.log(1e-3), lo), upper)
+    sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
+    eta = problem.family.start_scale(y, problem.eta_loc(a), groups, sizes[:, None])
     if pooled:
         # Continuous scale design: put the pooled value on the intercept direction.
         ones = np.ones((y.shape[0], 1))
         coef, *_ = np.linalg.lstsq(problem.scale.reduced, ones, rcond=None)
-        return np.asarray(log_r.T @ coef.T)
-    sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
-    return _weighted_lstsq(problem.scale_rows, sizes, log_r)
+        return np.asarray(eta.T @ coef.T)
+    return _weighted_lstsq(problem.scale_rows, sizes, eta)

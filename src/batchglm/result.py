@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,9 @@ from scipy.linalg import block_diag
 
 from batchglm.design import Design
 from batchglm.solvers.status import CONVERGED_CODES, Status
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 Array = NDArray[np.float64]
 
@@ -169,6 +173,11 @@ class FitResult:
         return self.scale.frame(self.obs_names)
 
     @property
+    def obs(self) -> pd.DataFrame | None:
+        """Observation annotations that formula designs were evaluated on (else None)."""
+        return self.loc.obs if self.loc.obs is not None else self.scale.obs
+
+    @property
     def constraints_loc(self) -> Array:
         """Location constraint matrix ``C`` (identity when unconstrained)."""
         return self.loc.constraints
@@ -188,10 +197,33 @@ class FitResult:
         """
         return pd.concat([self.loglik, self.converged, self.n_iter, self.status], axis=1)
 
+    def to_anndata(self, adata: AnnData, key_added: str = "batchglm") -> AnnData:
+        """Write the fit into an AnnData's ``varm``, ``var`` and ``uns``, in place.
+
+        See :func:`batchglm.anndata_io.to_anndata` for every key written:
+        ``varm[f"{key}_coef_loc"]``, ``_coef_scale``, ``_se_loc``, ``_se_scale``;
+        ``var[f"{key}_loglik"]``, ``_converged``, ``_status``, ``_n_iter``; ``uns[key]``.
+
+        Parameters
+        ----------
+        adata : anndata.AnnData
+            The data the fit came from (features matched by ``var_names``).
+        key_added : str
+            Prefix of the keys.
+
+        Returns
+        -------
+        anndata.AnnData
+            ``adata``, modified in place.
+        """
+        from batchglm.anndata_io import to_anndata
+
+        return to_anndata(self, adata, key_added)
+
     def __repr__(self) -> str:
         counts = self.status.value_counts()
         state = ", ".join(f"{k}: {v}" for k, v in counts.items() if v)
         return (
             f"FitResult(family={self.family!r}, n_features={len(self.feature_names)}, "
-            f"loc={self.loc.names}, scale={self.scale.names}, {state})"
+            f"loc={self.loc.names}, scale={list(self.coef_scale.columns)}, {state})"
         )

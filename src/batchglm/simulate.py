@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,13 +78,14 @@ def _project(theta: Array, c: Array) -> Array:
 
 
 def simulate(
-    design_loc: ArrayLike | pd.DataFrame,
-    design_scale: ArrayLike | pd.DataFrame | None = None,
+    design_loc: ArrayLike | pd.DataFrame | str,
+    design_scale: ArrayLike | pd.DataFrame | str | None = None,
     n_features: int = 100,
     *,
+    obs: pd.DataFrame | None = None,
     family: str | Family = "nb",
-    constraints_loc: ArrayLike | None = None,
-    constraints_scale: ArrayLike | None = None,
+    constraints_loc: ArrayLike | Mapping[str, str] | Sequence[str] | None = None,
+    constraints_scale: ArrayLike | Mapping[str, str] | Sequence[str] | None = None,
     size_factors: ArrayLike | None = None,
     seed: int | np.random.Generator | None = None,
 ) -> Simulation:
@@ -93,22 +95,28 @@ def simulate(
     of the location model get ``log(mean) ~ U(log 300, log 9000)``; other location
     coefficients ``log(U(0.5, 2))``; scale intercepts ``log(r)`` with ``r`` a uniform integer
     in 1..10, other scale coefficients ``log(U(0.5, 2))``. With constraints, the draw is
-    projected onto the constrained parameter space.
+    projected onto the constrained parameter space. Intercepts depend on the family
+    (``Family.draw_loc_intercepts`` / ``draw_scale_intercepts``): ``"poisson"`` as NB
+    without a scale model (``coef_scale`` has no columns); ``"normal"`` means ``U(1, 10)``
+    and ``sd ~ U(0.5, 2)``; ``"beta"`` means ``mu ~ U(0.1, 0.9)`` (logit scale) and
+    precisions ``phi ~ U(5, 100)``.
 
     Parameters
     ----------
-    design_loc : array_like or pandas.DataFrame
-        Location design ``(n_obs, p_loc)``.
-    design_scale : array_like or pandas.DataFrame, optional
-        Scale design; ``None`` is intercept only.
+    design_loc : array_like, pandas.DataFrame or str
+        Location design ``(n_obs, p_loc)``, or a formula evaluated on ``obs``.
+    design_scale : array_like, pandas.DataFrame or str, optional
+        Scale design or formula; ``None`` is intercept only.
     n_features : int
         Number of features to simulate.
     family : str or Family
-        Noise model; ``"nb"``.
-    constraints_loc, constraints_scale : array_like, optional
+        Noise model: ``"nb"``, ``"poisson"``, ``"normal"`` or ``"beta"``.
+    obs : pandas.DataFrame, optional
+        Observation annotations for formula designs; its rows are the observations.
+    constraints_loc, constraints_scale : array_like, dict or list of str, optional
         As in :func:`batchglm.fit`.
     size_factors : array_like, optional
-        Positive per-observation factors multiplying the mean.
+        Positive per-observation factors multiplying the mean; log-link families only.
     seed : int or numpy.random.Generator, optional
         Seed for reproducible draws.
 
@@ -121,28 +129,46 @@ def simulate(
     if n_features < 1:
         raise ValueError(f"`n_features` must be at least 1, but {n_features} was given.")
     rng = np.random.default_rng(seed)
-    n_obs = np.asarray(design_loc).shape[0]
-    loc = build_design(design_loc, constraints_loc, n_obs, "loc", check=False)
-    scale = build_design(design_scale, constraints_scale, n_obs, "scale", check=False)
+    if isinstance(design_loc, str):
+        if obs is None:
+            raise ValueError(
+                "`design_loc` is a formula, so `obs` (one row per observation to simulate) "
+                "must be given."
+            )
+        n_obs = len(obs)
+    else:
+        n_obs = np.asarray(design_loc).shape[0]
+    loc = build_design(design_loc, constraints_loc, n_obs, "loc", check=False, obs=obs)
+    scale = build_design(design_scale, constraints_scale, n_obs, "scale", check=False, obs=obs)
+    if size_factors is not None and fam.loc_link != "log":
+        raise ValueError(
+            f"family {fam.name!r} has a {fam.loc_link} link for the mean, so `size_factors` "
+            "(an offset log(size_factors) for log-link means) must be None."
+        )
     sf = as_size_factors(size_factors, n_obs)
 
     a = np.log(rng.uniform(0.5, 2.0, size=(n_features, len(loc.names))))
     icpt = _intercepts(loc.matrix)
-    a[:, icpt] = rng.uniform(np.log(300), np.log(9000), size=(n_features, int(icpt.sum())))
+    a[:, icpt] = fam.draw_loc_intercepts(rng, (n_features, int(icpt.sum())))
     a = _project(a, loc.constraints)
-    b = np.log(rng.uniform(0.5, 2.0, size=(n_features, len(scale.names))))
-    icpt = _intercepts(scale.matrix)
-    b[:, icpt] = np.log(rng.integers(1, 11, size=(n_features, int(icpt.sum()))))
-    b = _project(b, scale.constraints)
+    scale_names = scale.names if fam.has_scale else []
+    if fam.has_scale:
+        b = np.log(rng.uniform(0.5, 2.0, size=(n_features, len(scale.names))))
+        icpt = _intercepts(scale.matrix)
+        b[:, icpt] = fam.draw_scale_intercepts(rng, (n_features, int(icpt.sum())))
+        b = _project(b, scale.constraints)
+        eta_scale = scale.matrix @ b.T
+    else:
+        b = np.zeros((n_features, 0))
+        eta_scale = np.zeros((n_obs, n_features))
 
     eta_loc = np.log(sf)[:, None] + loc.matrix @ a.T
-    eta_scale = scale.matrix @ b.T
     data = fam.sample(rng, eta_loc, eta_scale)
     features = pd.Index([f"feature{j}" for j in range(n_features)])
     return Simulation(
         data=data,
         coef_loc=pd.DataFrame(a, index=features, columns=loc.names),
-        coef_scale=pd.DataFrame(b, index=features, columns=scale.names),
+        coef_scale=pd.DataFrame(b, index=features, columns=scale_names),
         size_factors=sf,
         loc=loc,
         scale=scale,

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from batchglm.families._base import CountTerms, Derivatives, Family
+from batchglm.families.beta import Beta
 from batchglm.families.nb import NegativeBinomial
+from batchglm.families.normal import Normal
+from batchglm.families.poisson import Poisson
 
-_FAMILIES: dict[str, type[Family]] = {"nb": NegativeBinomial}
+_FAMILIES: dict[str, type[Family]] = {
+    "nb": NegativeBinomial,
+    "poisson": Poisson,
+    "normal": Normal,
+    "beta": Beta,
+}
 
 
 def get_family(name: str | Family) -> Family:
@@ -31,4 +39,13 @@ def get_family(name: str | Family) -> Family:
         ) from None
 
 
-__all__ = ["CountTerms", "Derivatives", "Family", "NegativeBinomial", "get_family"]
+__all__ = [
+    "Beta",
+    "CountTerms",
+    "Derivatives",
+    "Family",
+    "NegativeBinomial",
+    "Normal",
+    "Poisson",
+    "get_family",
+]

@@ -13,6 +13,7 @@ once per observation.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,13 @@ class Family(ABC):
     has_count_terms: bool = False
     #: Bounds on the scale predictor; a feature whose optimum lies beyond is stopped there.
     scale_bounds: tuple[float, float] = (-np.inf, np.inf)
+    #: Link of the location model: ``"log"``, ``"identity"`` or ``"logit"``. Size factors
+    #: are a location offset ``log(size_factors)``, meaningful for the log link only.
+    loc_link: str = "log"
+    #: Location predictor below which a fitted mean counts as separated (a group with only
+    #: zeros drives it to minus infinity; about log(1e-9)). ``None`` for families whose
+    #: location likelihood stays bounded; they also have no special all-zero case.
+    separated_eta: float | None = -20.7
 
     @abstractmethod
     def validate(self, y: Array) -> None:
@@ -161,6 +169,120 @@ class Family(ABC):
             total = total.copy()
             total[pos] += counts.ll
         return total
+
+    def start_loc_groups(self, means: Array, sizes: Array) -> Array:
+        """Map group means of ``y / size_factors`` to starting location predictors.
+
+        The default is the log link, with empty groups floored at a mean of
+        ``1 / (8 n_group)`` so that the start stays finite.
+
+        Parameters
+        ----------
+        means : ndarray
+            Group means ``(n_groups, F)``.
+        sizes : ndarray
+            Observations per group ``(n_groups, 1)``.
+
+        Returns
+        -------
+        ndarray
+            Starting location predictors per group.
+        """
+        return np.log(np.maximum(means, 1.0 / (8.0 * sizes)))
+
+    def start_loc_obs(self, y_norm: Array, inv_size_factors: Array) -> Array:
+        """Per-observation working response for designs with many distinct rows.
+
+        The default is the log link: ``log((y + 0.5) / size_factors)``.
+
+        Parameters
+        ----------
+        y_norm : ndarray
+            ``y / size_factors``, shape ``(n_obs, F)``.
+        inv_size_factors : ndarray
+            ``1 / size_factors``, shape ``(n_obs, 1)``.
+
+        Returns
+        -------
+        ndarray
+            Values on the location predictor scale, regressed on the design.
+        """
+        return np.log(y_norm + 0.5 * inv_size_factors)
+
+    def start_scale(
+        self, y: Array, eta_loc: Array, sums: Callable[[Array], Array], sizes: Array
+    ) -> Array:
+        """Method-of-moments scale predictor per scale group.
+
+        The default is the negative binomial size: ``r = sum(mu^2) / sum((y - mu)^2 - mu)``
+        within each group, ``1e6`` where there is no over-dispersion, clipped to
+        ``[1e-3, 1e6]`` and to :attr:`scale_bounds`.
+
+        Parameters
+        ----------
+        y : ndarray
+            Observations ``(n_obs, F)``.
+        eta_loc : ndarray
+            Starting location predictors ``(n_obs, F)``.
+        sums : callable
+            Sums ``(n_obs, F)`` values over each scale group -> ``(n_groups, F)``.
+        sizes : ndarray
+            Observations per group ``(n_groups, 1)``.
+
+        Returns
+        -------
+        ndarray
+            Starting scale predictors ``(n_groups, F)``.
+        """
+        mu = np.exp(eta_loc)
+        num = sums(mu * mu)
+        den = sums((y - mu) ** 2 - mu)
+        lo, hi = self.scale_bounds
+        upper = min(np.log(1e6), hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_r = np.log(num / den)
+        log_r = np.where((den > 0) & np.isfinite(log_r), log_r, upper)
+        return np.clip(log_r, max(np.log(1e-3), lo), upper)
+
+    def draw_loc_intercepts(self, rng: np.random.Generator, size: tuple[int, int]) -> Array:
+        """Draw location intercepts for :func:`batchglm.simulate`.
+
+        The default follows the original batchglm count simulator:
+        ``log(mean) ~ U(log 300, log 9000)``.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of randomness.
+        size : tuple of int
+            ``(n_features, n_intercepts)``.
+
+        Returns
+        -------
+        ndarray
+            Intercepts on the location predictor scale.
+        """
+        return rng.uniform(np.log(300), np.log(9000), size=size)
+
+    def draw_scale_intercepts(self, rng: np.random.Generator, size: tuple[int, int]) -> Array:
+        """Draw scale intercepts for :func:`batchglm.simulate`.
+
+        The default follows the original batchglm NB simulator: ``log(r)`` with ``r`` a
+        uniform integer in 1..10.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of randomness.
+        size : tuple of int
+            ``(n_features, n_intercepts)``.
+
+        Returns
+        -------
+        ndarray
+            Intercepts on the scale predictor scale.
+        """
+        return np.log(rng.integers(1, 11, size=size))
 
     @abstractmethod
     def sample(

@@ -131,6 +131,8 @@ def trigamma(x: Array) -> Array:
         Trigamma values.
     """
     x = np.array(x, dtype=np.float64)
+    shape = x.shape
+    x = x.ravel()
     acc = np.zeros_like(x)
     small = np.flatnonzero(x < 20.0)
     while small.size:
@@ -143,4 +145,4 @@ def trigamma(x: Array) -> Array:
     series = inv + inv2 * (
         0.5 + inv * (1 / 6 + inv2 * (-1 / 30 + inv2 * (1 / 42 + inv2 * (-1 / 30 + inv2 * 5 / 66))))
     )
-    return acc + series
+    return (acc + series).reshape(shape)

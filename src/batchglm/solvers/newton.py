@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.solvers.linalg import newton_direction
-from batchglm.solvers.objective import Objective
+from batchglm.solvers.objective import Objective, Problem
 from batchglm.solvers.status import Status
 
 Array = NDArray[np.float64]
@@ -27,6 +27,8 @@ _ARMIJO = 1e-4
 _NOISE_DECREMENT = 1e-6
 #: Shrink the working arrays once this share of features has finished.
 _COMPACT_SHARE = 0.3
+#: A scale predictor this close to its bound counts as on it.
+_BOUND_TOL = 1e-8
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,10 @@ def solve(
     hess_out = np.full((n_feat, k, k), np.nan)
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.full(n_feat, _RUNNING, dtype=np.int8)
-    frozen = np.zeros(n_feat, dtype=bool)
     lo, hi = prob.family.scale_bounds
+    # Scale groups whose predictor reached a bound stay there (an active set): the Newton
+    # system is projected onto the parameters that keep those predictors fixed.
+    active = np.zeros((prob.scale_rows.shape[0] if prob.k_scale else 0, n_feat), dtype=bool)
 
     work = objective
     idx = np.arange(n_feat)
@@ -119,18 +123,21 @@ def solve(
         live = status[idx] == _RUNNING
         if it == options.max_iter:
             break
-        grad, hess = _freeze_scale(grad, hess, frozen[idx], kl)
+        at_bound: NDArray[np.bool_] = np.asarray(active[:, idx].any(axis=0))
+        grad, hess = _project_active(grad, hess, active[:, idx], prob)
         direction, _ = newton_direction(grad, hess)
         decrement = np.einsum("fk,fk->f", grad, direction)
         bad = ~(np.isfinite(decrement) & np.isfinite(ll))
         done = live & ~bad & (decrement < options.tol)
-        status[idx[done]] = np.where(frozen[idx[done]], Status.SCALE_AT_BOUND, Status.CONVERGED)
+        status[idx[done]] = np.where(at_bound[done], Status.SCALE_AT_BOUND, Status.CONVERGED)
         status[idx[live & bad]] = Status.NONFINITE
         live &= ~(done | bad)
         if not live.any():
             break
         direction[~live] = 0.0
-        limit = _scale_step_limit(prob.eta_scale_groups, theta[idx, kl:], direction[:, kl:], lo, hi)
+        limit = _scale_step_limit(
+            prob.eta_scale_groups, theta[idx, kl:], direction[:, kl:], active[:, idx], lo, hi
+        )
         step = np.where(live, np.minimum(1.0, limit), 0.0)
         # The full step nearly always passes, so the trial point is evaluated with derivatives:
         # accepted rows then need no second evaluation in the next iteration.
@@ -139,16 +146,23 @@ def solve(
         slack = 1e-12 * np.abs(ll)
         ok = live & (t_ll >= ll + _ARMIJO * step * decrement - slack)
         theta[idx[ok]] = trial[ok]
+        # Near the optimum the gain is at rounding level and the decrement can stall just
+        # above `tol`; a tiny decrement with a gain lost in rounding is convergence.
+        flat = ok & (decrement < _NOISE_DECREMENT) & (np.abs(t_ll - ll) <= slack)
+        status[idx[flat]] = np.where(at_bound[flat], Status.SCALE_AT_BOUND, Status.CONVERGED)
         retry = live & ~ok
         if retry.any():
             stuck = _halve(work, theta, idx, direction, step, ll, decrement, retry, options)
             status[idx[stuck]] = np.where(
                 decrement[stuck] < _NOISE_DECREMENT,
-                np.where(frozen[idx[stuck]], Status.SCALE_AT_BOUND, Status.CONVERGED),
+                np.where(at_bound[stuck], Status.SCALE_AT_BOUND, Status.CONVERGED),
                 Status.STALLED,
             )
         n_iter[idx[live]] += 1
-        frozen[idx[ok & (limit < 1.0)]] = True
+        hit = ok & (limit < 1.0)
+        if hit.any():
+            eta = prob.eta_scale_groups(theta[idx[hit], kl:])
+            active[:, idx[hit]] |= (eta >= hi - _BOUND_TOL) | (eta <= lo + _BOUND_TOL)
         if on_iteration is not None:
             on_iteration(it + 1, int((status == _RUNNING).sum()))
         if retry.any():
@@ -205,19 +219,30 @@ def _halve(
     return need
 
 
-def _freeze_scale(
-    grad: Array, hess: Array, frozen: NDArray[np.bool_], kl: int
+def _project_active(
+    grad: Array, hess: Array, active: NDArray[np.bool_], prob: Problem
 ) -> tuple[Array, Array]:
-    if not frozen.any():
+    """Restrict the scale part of the Newton system to directions that keep active groups.
+
+    With ``P`` the projector onto the null space of the active groups' design rows, the
+    scale gradient becomes ``P g`` and the scale block ``P H P - (I - P)``: the solution then
+    has no component that moves an active predictor.
+    """
+    rows = np.flatnonzero(active.any(axis=0))
+    if rows.size == 0:
         return grad, hess
+    kl = prob.k_loc
+    gram = prob.pp_scale(active[:, rows].astype(np.float64))
+    vals, vecs = np.linalg.eigh(gram)
+    null = vals <= 1e-10 * np.maximum(vals.max(axis=1, keepdims=True), 1.0)
+    proj = np.einsum("fik,fk,fjk->fij", vecs, null.astype(np.float64), vecs)
+    rest = np.eye(proj.shape[1]) - proj
     grad = grad.copy()
     hess = hess.copy()
-    grad[frozen, kl:] = 0.0
-    hess[frozen, kl:, :] = 0.0
-    hess[frozen, :, kl:] = 0.0
-    k = hess.shape[1]
-    diag = np.arange(kl, k)
-    hess[np.ix_(np.flatnonzero(frozen), diag, diag)] = -np.eye(k - kl)
+    grad[rows, kl:] = np.einsum("fij,fj->fi", proj, grad[rows, kl:])
+    hess[rows, kl:, kl:] = proj @ hess[rows, kl:, kl:] @ proj - rest
+    hess[rows, :kl, kl:] = hess[rows, :kl, kl:] @ proj
+    hess[rows, kl:, :kl] = proj @ hess[rows, kl:, :kl]
     return grad, hess
 
 
@@ -225,14 +250,16 @@ def _scale_step_limit(
     eta_scale_groups: Callable[[Array], Array],
     b: Array,
     db: Array,
+    active: NDArray[np.bool_],
     lo: float,
     hi: float,
 ) -> Array:
-    """Largest step in ``(0, inf]`` that keeps every scale predictor within bounds."""
+    """Largest step in ``(0, inf]`` that keeps every free scale predictor within bounds."""
     if b.shape[1] == 0 or not (np.isfinite(lo) or np.isfinite(hi)):
         return np.full(b.shape[0], np.inf)
     eta = eta_scale_groups(b)
     deta = eta_scale_groups(db)
     with np.errstate(divide="ignore", invalid="ignore"):
         room = np.where(deta > 0, (hi - eta) / deta, np.where(deta < 0, (lo - eta) / deta, np.inf))
+    room[active] = np.inf
     return np.maximum(room.min(axis=0), 0.0)

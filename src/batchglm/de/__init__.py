@@ -1,0 +1,21 @@
+"""Differential testing on fits: Wald and likelihood-ratio tests, location and scale.
+
+::
+
+    import batchglm as bg
+    res = bg.fit(data, design_loc)
+    de = bg.de.wald(res, coef="condition")              # or contrast=..., model="scale"
+    de = bg.de.lrt(data, full_loc=x_full, reduced_loc=x_reduced)
+    de = bg.de.lrt(data, full_loc=x, full_scale=z_full, reduced_scale=z_reduced)
+    de.summary()                                        # one row per feature
+"""
+
+from __future__ import annotations
+
+from batchglm.de.lrt import lrt
+from batchglm.de.multiple_testing import bh_qvalues
+from batchglm.de.nested import check_nested
+from batchglm.de.result import DEResult
+from batchglm.de.wald import wald
+
+__all__ = ["DEResult", "bh_qvalues", "check_nested", "lrt", "wald"]

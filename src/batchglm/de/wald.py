@@ -1,0 +1,275 @@
+"""Wald tests of coefficients and linear contrasts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+from batchglm.de.levels import level_contrast
+from batchglm.de.result import DEResult, fitted_mean
+from batchglm.design import Design
+from batchglm.result import FitResult
+
+Array = NDArray[np.float64]
+
+#: Singular values of ``L C`` below this fraction of the largest count as zero.
+_RANK_RTOL = 1e-10
+
+Coef = str | int
+ContrastLike = ArrayLike | pd.Series | pd.DataFrame | Mapping[str, float] | tuple[str, str, str]
+
+
+def wald(
+    res: FitResult,
+    coef: Coef | Sequence[Coef] | None = None,
+    *,
+    contrast: ContrastLike | None = None,
+    model: str = "loc",
+) -> DEResult:
+    """Wald test of one or several coefficients, or of linear contrasts, per feature.
+
+    Parameters
+    ----------
+    res : FitResult
+        A fit from :func:`batchglm.fit`.
+    coef : str, int or sequence of them, optional
+        Coefficient name(s) or position(s) in ``model``'s design. One coefficient gives a
+        1-degree-of-freedom test of ``coef == 0``; several give the joint test that all are
+        zero.
+    contrast : array_like, pandas.Series, pandas.DataFrame, dict or tuple, optional
+        Instead of ``coef``: weights over ``model``'s coefficients. A vector (or a Series /
+        dict indexed by coefficient names; missing names weigh 0) tests ``c . a == 0``; a
+        matrix with one row per contrast (or a DataFrame with coefficient-name columns)
+        tests all rows jointly. A tuple ``(factor, level, reference)`` such as
+        ``("condition", "treated", "control")`` compares two levels of a factor; it needs a
+        fit from a formula.
+    model : {"loc", "scale"}
+        The model whose coefficients are tested.
+
+    Returns
+    -------
+    DEResult
+        P-values, q-values and the tested effect per feature.
+
+    Notes
+    -----
+    The covariance is the inverse observed information of the fit. With constraints
+    ``theta = C theta_free`` the covariance of the full parameters is singular, so the test
+    works in the free parametrisation: the tested combinations ``L theta = (L C)
+    theta_free`` are reduced to a basis of the row space of ``L C`` (its rank is the
+    degrees of freedom), and ``W = e^T V^{-1} e`` with ``e`` the estimates of that basis and
+    ``V`` their (non-singular) covariance. This equals the Moore-Penrose form
+    ``(L theta)^T pinv(L Cov L^T) (L theta)`` with ``rank(L C)`` degrees of freedom. A
+    combination that the constraints force to zero cannot be tested and is an error.
+
+    Features that did not reach an optimum (``res.converged`` is False, which includes
+    all-zero features) get ``NaN`` p-values; they are left out of the Benjamini-Hochberg
+    correction. ``coef_mle`` and ``coef_sd`` (and ``log2fc = coef_mle / ln 2``) describe
+    the tested effect when there is one row; for joint tests they are ``NaN`` and
+    ``DEResult.estimates`` holds every tested combination.
+
+    The test is asymptotic and uses per-feature maximum-likelihood scales (no shrinkage
+    across features). With few observations it is anti-conservative: on NB nulls with two
+    groups the rejection rate at 0.05 was about 0.12 for 10 observations, 0.086 for 20,
+    0.058 for 50 and 0.050 for 200. :func:`batchglm.de.lrt` is somewhat closer to nominal
+    at small sizes.
+    """
+    design, start = _model_part(res, model)
+    if (coef is None) == (contrast is None):
+        raise ValueError("pass exactly one of `coef` and `contrast` to `bg.de.wald`.")
+    if coef is not None:
+        lmat, labels = _coef_rows(coef, design, model)
+    else:
+        assert contrast is not None  # one of the two is given, checked above
+        lmat, labels = _contrast_rows(contrast, design, model, res)
+    return _wald_rows(res, design, start, lmat, labels, model)
+
+
+def _model_part(res: FitResult, model: str) -> tuple[Design, int]:
+    if model == "loc":
+        return res.loc, 0
+    if model == "scale":
+        if res.theta_free.shape[1] == res.loc.n_free:
+            raise ValueError(
+                f"`model='scale'` needs a fit with a scale model, but family {res.family!r} "
+                "has none."
+            )
+        return res.scale, res.loc.n_free
+    raise ValueError(f"`model` must be 'loc' or 'scale', but {model!r} was given.")
+
+
+def _coef_position(c: Coef, design: Design, model: str) -> int:
+    if isinstance(c, str):
+        if c not in design.names:
+            raise ValueError(
+                f"coefficient {c!r} is not in the {model} model; its coefficients are "
+                f"{design.names}."
+            )
+        return design.names.index(c)
+    if isinstance(c, int | np.integer) and not isinstance(c, bool):
+        p = len(design.names)
+        if not -p <= int(c) < p:
+            raise ValueError(
+                f"coefficient position {int(c)} is out of range for the {model} model with "
+                f"{p} coefficients {design.names}."
+            )
+        return int(c) % p
+    raise ValueError(
+        f"`coef` must be a coefficient name, a position, or a sequence of them, but "
+        f"{c!r} was given."
+    )
+
+
+def _coef_rows(
+    coef: Coef | Sequence[Coef], design: Design, model: str
+) -> tuple[Array, list[str]]:
+    items = (list(coef) if isinstance(coef, Sequence | np.ndarray) and not isinstance(coef, str)
+             else [coef])
+    if not items:
+        raise ValueError("`coef` must name at least one coefficient.")
+    pos = [_coef_position(c, design, model) for c in items]
+    if len(set(pos)) != len(pos):
+        raise ValueError(f"`coef` names a coefficient more than once: {items}.")
+    lmat = np.zeros((len(pos), len(design.names)))
+    lmat[np.arange(len(pos)), pos] = 1.0
+    return lmat, [design.names[j] for j in pos]
+
+
+def _describe(row: Array, names: list[str]) -> str:
+    terms = [f"{w:+g}*{n}" for w, n in zip(row, names, strict=True) if w != 0]
+    return " ".join(terms) if terms else "0"
+
+
+def _contrast_rows(
+    contrast: ContrastLike, design: Design, model: str, res: FitResult
+) -> tuple[Array, list[str]]:
+    names = design.names
+    p = len(names)
+    if isinstance(contrast, tuple) and len(contrast) == 3 and all(
+        isinstance(x, str) for x in contrast
+    ):
+        if model != "loc":
+            raise ValueError("contrasts by level names are only available for `model='loc'`.")
+        factor, level, ref = contrast
+        row = level_contrast(res, factor, level, ref)
+        return row[None, :], [f"{factor}: {level} vs {ref}"]
+    if isinstance(contrast, Mapping | pd.Series):
+        weights = dict(contrast.items())
+        unknown = sorted(str(k) for k in weights if k not in names)
+        if unknown:
+            raise ValueError(
+                f"`contrast` names coefficients {unknown} that are not in the {model} model; "
+                f"its coefficients are {names}."
+            )
+        lmat = np.array([[float(weights.get(n, 0.0)) for n in names]])
+    elif isinstance(contrast, pd.DataFrame):
+        unknown = sorted(str(k) for k in contrast.columns if k not in names)
+        if unknown:
+            raise ValueError(
+                f"`contrast` names coefficients {unknown} that are not in the {model} model; "
+                f"its coefficients are {names}."
+            )
+        lmat = contrast.reindex(columns=names, fill_value=0.0).to_numpy(dtype=np.float64)
+    else:
+        try:
+            lmat = np.atleast_2d(np.asarray(contrast, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(
+                "`contrast` must be numeric weights over the coefficients, a Series/dict/"
+                "DataFrame by coefficient name, or a tuple (factor, level, reference)."
+            ) from None
+        if lmat.ndim != 2 or lmat.shape[1] != p:
+            raise ValueError(
+                f"`contrast` must have {p} weights per row (one per {model} coefficient "
+                f"{names}), but its shape is {np.shape(contrast)}."
+            )
+    if lmat.shape[0] == 0 or not np.all(np.isfinite(lmat)):
+        raise ValueError("`contrast` must have at least one row of finite weights.")
+    return lmat, [_describe(row, names) for row in lmat]
+
+
+def _wald_rows(
+    res: FitResult, design: Design, start: int, lmat: Array, labels: list[str], model: str
+) -> DEResult:
+    c = design.constraints
+    sl = slice(start, start + design.n_free)
+    l_free = lmat @ c
+    u, s, _ = np.linalg.svd(l_free, full_matrices=False)
+    keep = s > _RANK_RTOL * max(s.max(initial=0.0), 1e-300)
+    rank = int(keep.sum())
+    if rank == 0 or s.max(initial=0.0) < 1e-12:
+        raise ValueError(
+            f"the tested combination(s) {labels} are identically zero under the "
+            f"constraints of the {model} model, so there is nothing to test; test a "
+            "combination that the constraints leave free."
+        )
+    # A basis of the row space of L C: its estimates carry the same information as L theta
+    # and have a non-singular covariance when the free covariance is.
+    basis = u[:, keep].T @ l_free
+    theta = res.theta_free[:, sl]
+    cov = res.cov_free[:, sl, sl]
+    est = theta @ basis.T
+    v = np.einsum("ij,fjk,lk->fil", basis, cov, basis, optimize=True)
+    stat = _quadratic_form(est, v)
+
+    converged = res.converged.to_numpy()
+    with np.errstate(invalid="ignore"):
+        pval = stats.chi2.sf(stat, rank)
+    pval = np.where(converged & np.isfinite(stat), pval, np.nan)
+
+    full_est = (theta @ c.T) @ lmat.T
+    if lmat.shape[0] == 1:
+        coef_mle = full_est[:, 0]
+        var = np.einsum("j,fjk,k->f", l_free[0], cov, l_free[0])
+        with np.errstate(invalid="ignore"):
+            coef_sd = np.sqrt(np.where(var >= 0, var, np.nan))
+    else:
+        coef_mle = np.full(len(res.feature_names), np.nan)
+        coef_sd = coef_mle.copy()
+    return DEResult(
+        test="wald",
+        model=model,
+        tested=", ".join(labels),
+        df=rank,
+        feature_names=res.feature_names,
+        pval=pval,
+        stat=stat,
+        coef_mle=coef_mle,
+        coef_sd=coef_sd,
+        effect_model=model if lmat.shape[0] == 1 else None,
+        mean=fitted_mean(res),
+        ll=res.loglik.to_numpy(),
+        converged=converged,
+        estimates=pd.DataFrame(full_est, index=res.feature_names, columns=labels),
+        fit=res,
+    )
+
+
+def _quadratic_form(est: Array, v: Array) -> Array:
+    """``e^T V^{-1} e`` per feature; ``NaN`` where ``V`` is not finite or not invertible."""
+    n_feat, r = est.shape
+    out = np.full(n_feat, np.nan)
+    ok = np.all(np.isfinite(v), axis=(1, 2)) & np.all(np.isfinite(est), axis=1)
+    if r == 1:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            vals = est[:, 0] ** 2 / v[:, 0, 0]
+        good = ok & (v[:, 0, 0] > 0)
+        out[good] = vals[good]
+        return out
+    idx = np.flatnonzero(ok)
+    try:
+        sol = np.linalg.solve(v[idx], est[idx][:, :, None])[:, :, 0]
+        out[idx] = np.einsum("fi,fi->f", est[idx], sol)
+    except np.linalg.LinAlgError:
+        # One singular block fails the batch; redo feature by feature to isolate it.
+        for f in idx:
+            try:
+                out[f] = float(est[f] @ np.linalg.solve(v[f], est[f]))
+            except np.linalg.LinAlgError:
+                out[f] = np.nan
+    out[out < 0] = np.nan
+    return out

@@ -1,0 +1,207 @@
+"""Named constraints (nested-factor dicts, equations) give the same fits as matrices."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import batchglm as bg
+from batchglm.design import build_design
+from batchglm.named_constraints import null_space
+
+from conftest import seed_example_1, seed_example_2
+
+REPS = ["replicate[r1]", "replicate[r2]", "replicate[r3]", "replicate[r4]"]
+
+
+def obs_example_1(n: int) -> pd.DataFrame:
+    """The seed's example 1 as annotations: 4 replicates nested in 2 conditions."""
+    q = n // 4
+    return pd.DataFrame(
+        {
+            "condition": pd.Categorical(np.repeat(["untreated", "treated"], 2 * q),
+                                        categories=["untreated", "treated"]),
+            "replicate": np.repeat(["r1", "r2", "r3", "r4"], q),
+        },
+        index=[f"cell{i}" for i in range(n)],
+    )
+
+
+def obs_example_2(n: int) -> pd.DataFrame:
+    """The seed's example 2: technical replicates split from treated-untreated pairs."""
+    block = np.arange(n) // (n // 8)
+    bio = np.array(["b1", "b1", "b2", "b2", "b3", "b3", "b4", "b4"])[block]
+    return pd.DataFrame(
+        {
+            "condition": pd.Categorical(np.where(block >= 4, "treated", "untreated"),
+                                        categories=["untreated", "treated"]),
+            "bio": bio,
+            "tech": np.array(["t1", "t2", "t3", "t4"])[block % 4],
+            "pair": np.where(np.isin(bio, ["b1", "b3"]), "A", "B"),
+        }
+    )
+
+
+def same_space(c1: np.ndarray, c2: np.ndarray) -> bool:
+    proj = [c @ np.linalg.pinv(c) for c in (c1, c2)]
+    return bool(np.allclose(proj[0], proj[1], atol=1e-12))
+
+
+@pytest.fixture(scope="module")
+def example_1_fits():
+    n = 400
+    dmat, cons = seed_example_1(n)
+    sim = bg.simulate(dmat, dmat, n_features=12, constraints_loc=cons,
+                      constraints_scale=cons, seed=3)
+    ref = bg.fit(sim.data, dmat, dmat, constraints_loc=cons, constraints_scale=cons)
+    adata = ad.AnnData(
+        X=np.zeros_like(sim.data), obs=obs_example_1(n),
+        var=pd.DataFrame(index=[f"gene{j}" for j in range(12)]),
+    )
+    adata.layers["counts"] = sp.csr_matrix(sim.data)
+    spec = {"replicate": "condition"}
+    res = bg.fit(adata, "~ 1 + condition + replicate", "~ 1 + condition + replicate",
+                 layer="counts", constraints_loc=spec, constraints_scale=spec)
+    return ref, res
+
+
+def test_dict_on_sparse_anndata_equals_seed_matrices(example_1_fits):
+    ref, res = example_1_fits
+    names = ["Intercept", "condition[T.treated]", *REPS]
+    assert list(res.coef_loc.columns) == names
+    assert list(res.coef_scale.columns) == names
+    assert list(res.loglik.index) == [f"gene{j}" for j in range(12)]
+    assert res.converged.all()
+    np.testing.assert_allclose(res.loglik.to_numpy(), ref.loglik.to_numpy(), rtol=1e-8)
+    # The seed's columns are Intercept, bio1..bio4, treated.
+    order = [0, 5, 1, 2, 3, 4]
+    for mine, seed in ((res.coef_loc, ref.coef_loc), (res.coef_scale, ref.coef_scale)):
+        # Different parametrisations stop at slightly different points of a flat optimum.
+        np.testing.assert_allclose(mine.to_numpy(), seed.to_numpy()[:, order], atol=1e-4)
+    np.testing.assert_allclose(res.se_loc.to_numpy(), ref.se_loc.to_numpy()[:, order],
+                               rtol=1e-4)
+    # Replicates sum to zero within each condition.
+    coef = res.coef_loc
+    np.testing.assert_allclose(coef[REPS[0]] + coef[REPS[1]], 0.0, atol=1e-12)
+    np.testing.assert_allclose(coef[REPS[2]] + coef[REPS[3]], 0.0, atol=1e-12)
+    assert same_space(res.loc.constraints, ref.loc.constraints[[0, 5, 1, 2, 3, 4]])
+
+
+def test_example_2_without_a_matrix_row():
+    n = 400
+    dmat, cons = seed_example_2(n)
+    obs = obs_example_2(n)
+    sim = bg.simulate(dmat, dmat, n_features=8, constraints_loc=cons,
+                      constraints_scale=cons, seed=5)
+    ref = bg.fit(sim.data, dmat, dmat, constraints_loc=cons, constraints_scale=cons)
+    spec = {"bio": "condition", "tech": "pair"}
+    formula = "~ 1 + condition + bio + tech"
+    res = bg.fit(sim.data, formula, formula, obs=obs, constraints_loc=spec,
+                 constraints_scale=spec)
+    assert list(res.coef_loc.columns) == [
+        "Intercept", "condition[T.treated]", "bio[b1]", "bio[b2]", "bio[b3]", "bio[b4]",
+        "tech[t1]", "tech[t2]", "tech[t3]", "tech[t4]"]
+    np.testing.assert_allclose(res.loglik.to_numpy(), ref.loglik.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(res.coef_loc["condition[T.treated]"], ref.coef_loc["p9"],
+                               atol=1e-4)
+
+
+def test_equations_give_the_dict_constraints():
+    obs = obs_example_1(40)
+    by_dict = build_design("~ 1 + condition + replicate", {"replicate": "condition"}, 40,
+                           "loc", obs=obs)
+    frame = by_dict.frame()
+    equations = ["replicate[r1] + replicate[r2] = 0", "replicate[r3] + replicate[r4] = 0"]
+    by_strings = build_design(frame, equations, 40, "loc")
+    np.testing.assert_array_equal(by_strings.constraints, by_dict.constraints)
+    assert by_strings.constraint_spec == equations
+    one = build_design(frame, ", ".join(equations), 40, "loc")
+    np.testing.assert_array_equal(one.constraints, by_dict.constraints)
+
+
+def test_equations_fit_equals_seed_rows():
+    n = 200
+    dmat, cons = seed_example_1(n)
+    names = ["Intercept", "bio1", "bio2", "bio3", "bio4", "treated"]
+    frame = pd.DataFrame(dmat, columns=names)
+    y = bg.simulate(dmat, n_features=5, constraints_loc=cons, seed=1).data
+    ref = bg.fit(y, dmat, constraints_loc=cons)
+    res = bg.fit(y, frame, constraints_loc=["bio1 + bio2 = 0", "bio3 + bio4 = 0"])
+    np.testing.assert_allclose(res.loglik.to_numpy(), ref.loglik.to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(res.coef_loc.to_numpy(), ref.coef_loc.to_numpy(), atol=1e-8)
+
+
+def test_grouping_one_sums_all_levels():
+    obs = obs_example_1(40)
+    d = build_design("~ 0 + replicate", {"replicate": "1"}, 40, "loc", obs=obs, check=False)
+    assert d.names == REPS
+    np.testing.assert_allclose(d.constraints.sum(axis=0), 0.0)
+    assert d.n_free == 3
+
+
+def test_numeric_factor_levels_are_categories():
+    obs = obs_example_1(40).assign(replicate=np.repeat([1, 2, 3, 4], 10))
+    d = build_design("~ 1 + condition + replicate", {"replicate": "condition"}, 40, "loc",
+                     obs=obs)
+    assert d.names[2:] == ["replicate[1]", "replicate[2]", "replicate[3]", "replicate[4]"]
+    wrapped = build_design("~ 1 + condition + C(replicate)", {"replicate": "condition"}, 40,
+                           "loc", obs=obs)
+    assert wrapped.names == d.names
+
+
+def test_null_space_drops_redundant_rows():
+    r = np.array([[0.0, 1.0, 1.0], [0.0, 2.0, 2.0]])
+    c = null_space(r, ["a", "b", "c"], "constraints_loc")
+    assert c.shape == (3, 2)
+    np.testing.assert_allclose(r @ c, 0.0)
+
+
+def test_dict_errors():
+    obs = obs_example_1(40)
+    f = "~ 1 + condition + replicate"
+    with pytest.raises(ValueError, match=r"'replicate' is not nested in 'batch': level 'r1'"):
+        build_design(f, {"replicate": "batch"}, 40, "loc",
+                     obs=obs.assign(batch=np.tile(["x", "y"], 20)))
+    with pytest.raises(ValueError, match=r"names grouping 'donor', which is not a column"):
+        build_design(f, {"replicate": "donor"}, 40, "loc", obs=obs)
+    with pytest.raises(ValueError, match=r"constrains \['replicate'\], but the formula "
+                                         r"'~ 1 \+ condition' .* has no such term"):
+        build_design("~ 1 + condition", {"replicate": "condition"}, 40, "loc", obs=obs)
+    with pytest.raises(ValueError, match=r"needs a formula `design_loc`"):
+        build_design(np.ones((40, 1)), {"replicate": "condition"}, 40, "loc", obs=obs)
+    with pytest.raises(ValueError, match=r"must map factor names to grouping names"):
+        build_design(f, {"replicate": 1}, 40, "loc", obs=obs)
+    with pytest.raises(ValueError, match=r"is an empty dict"):
+        build_design(f, {}, 40, "loc", obs=obs)
+    gaps = obs.astype({"replicate": object})
+    gaps.loc[gaps.index[0], "replicate"] = None
+    with pytest.raises(ValueError, match=r"the factor 'replicate' has 1 missing values"):
+        build_design(f, {"replicate": "condition"}, 40, "loc", obs=gaps)
+    with pytest.raises(ValueError, match=r"adds columns \['replicate\[r1\]'"):
+        build_design("~ 1 + `replicate[r1]` + replicate", {"replicate": "condition"}, 40, "loc",
+                     obs=obs.assign(**{"replicate[r1]": 1.0}), check=False)
+
+
+def test_dict_through_fit_errors():
+    obs = obs_example_1(40)
+    y = np.ones((40, 2))
+    with pytest.raises(ValueError, match=r"`constraints_scale` names nested factors"):
+        bg.fit(y, "~ 1", np.ones((40, 1)), obs=obs,
+               constraints_scale={"replicate": "condition"})
+
+
+def test_equation_errors():
+    frame = pd.DataFrame(np.eye(4)[np.arange(40) % 4], columns=["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match=r"uses the name 'e', which is not a coefficient"):
+        build_design(frame, ["a + e = 0"], 40, "loc")
+    with pytest.raises(ValueError, match=r"must have a zero right-hand side.*1.0"):
+        build_design(frame, ["a + b = 1"], 40, "loc")
+    with pytest.raises(ValueError, match=r"`constraints_scale` could not be parsed"):
+        build_design(frame, ["a + = 0"], 40, "scale")
+    with pytest.raises(ValueError, match=r"leaves no free parameter"):
+        build_design(frame, ["a = 0", "b = 0", "c = 0", "d = 0"], 40, "loc")
+    with pytest.raises(ValueError, match=r"rank-deficient"):
+        build_design(pd.concat([frame, frame["a"].rename("e")], axis=1), ["b = c"], 40, "loc")

@@ -1,0 +1,79 @@
+"""Volcano and MA plots return Axes, draw every testable feature and never show."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "agg")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+import batchglm as bg  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def de():
+    rng = np.random.default_rng(4)
+    n, f = 100, 50
+    cond = np.tile([0.0, 1.0], n // 2)
+    x = np.column_stack([np.ones(n), cond])
+    lfc = np.where(np.arange(f) < 10, 1.5, 0.0)
+    mu = np.exp(rng.uniform(1, 5, f)[None, :] + np.outer(cond, lfc))
+    y = rng.negative_binomial(4.0, 4.0 / (4.0 + mu)).astype(float)
+    y[:, -1] = 0.0  # all zero: no p-value, not drawn
+    return bg.de.wald(bg.fit(y, x), coef="p1")
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def _n_points(ax):
+    return sum(len(c.get_offsets()) for c in ax.collections)
+
+
+@pytest.mark.parametrize("plot", [bg.pl.volcano, bg.pl.ma])
+def test_plot_returns_axes(de, plot, tmp_path):
+    ax = plot(de)
+    assert isinstance(ax, Axes)
+    assert _n_points(ax) == 49
+    assert "log2 fold change" in (ax.get_xlabel() + ax.get_ylabel())
+    ax.figure.savefig(tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("plot", [bg.pl.volcano, bg.pl.ma])
+def test_plot_draws_on_given_axes(de, plot):
+    fig, axes = plt.subplots(1, 2)
+    out = plot(de, ax=axes[1], alpha=0.1)
+    assert out is axes[1]
+    assert _n_points(axes[0]) == 0
+    labels = [t.get_text() for t in out.get_legend().get_texts()]
+    assert any(label.startswith("q < 0.1") for label in labels)
+
+
+def test_volcano_highlights_significant(de):
+    ax = bg.pl.volcano(de)
+    n_sig = int(np.sum(de.qval < 0.05))
+    assert n_sig >= 8
+    assert len(ax.collections[1].get_offsets()) == n_sig
+
+
+@pytest.mark.parametrize("plot", [bg.pl.volcano, bg.pl.ma])
+def test_plot_errors(de, plot):
+    with pytest.raises(ValueError, match=r"`de` must be a DEResult .* DataFrame was given"):
+        plot(de.summary())
+    with pytest.raises(ValueError, match=r"`alpha` must lie in \(0, 1\)"):
+        plot(de, alpha=0.0)
+    joint = bg.de.wald(de.fit, coef=["p0", "p1"])
+    with pytest.raises(ValueError, match=r"plot needs a log2 fold change.* 2 degrees of freedom"):
+        plot(joint)
