@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import batchglm as bg
 
@@ -41,8 +40,8 @@ def test_data_shapes(small):
         bg.fit(y[:, 0], dmat)
     with pytest.raises(ValueError, match=r"at least one observation and one feature"):
         bg.fit(y[:, :0], dmat)
-    with pytest.raises(ValueError, match=r"Sparse input is not supported yet"):
-        bg.fit(sp.csr_array(y), dmat)
+    with pytest.raises(ValueError, match=r"`data` must be 2-D .* 3 dimension"):
+        bg.fit(np.zeros((40, 2, 2)), dmat)
     with pytest.raises(ValueError, match=r"`data` must hold numbers only"):
         bg.fit(pd.DataFrame({"a": ["x"] * 40}), dmat)
 

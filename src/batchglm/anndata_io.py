@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from batchglm.data import Data
+from batchglm.data import Data, as_matrix
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -48,12 +48,6 @@ def is_anndata(obj: object) -> bool:
     )
 
 
-def _dense(values: Any) -> np.ndarray:
-    if hasattr(values, "toarray"):
-        return np.asarray(values.toarray(), dtype=np.float64)
-    return np.asarray(values, dtype=np.float64)
-
-
 def read_anndata(adata: AnnData, layer: str | None = None) -> Data:
     """Values, names and annotations of an AnnData.
 
@@ -67,7 +61,8 @@ def read_anndata(adata: AnnData, layer: str | None = None) -> Data:
     Returns
     -------
     Data
-        Dense float64 values (a sparse layer is densified once), ``var_names`` as feature
+        Values in their own storage (dense, sparse or dask; never densified here),
+        ``var_names`` as feature
         names, ``obs_names`` as observation names and ``adata.obs`` as annotations.
     """
     if layer is None:
@@ -87,20 +82,20 @@ def read_anndata(adata: AnnData, layer: str | None = None) -> Data:
     if getattr(adata, "isbacked", False):
         # A backed .X is an on-disk dataset; slicing it whole reads it into memory.
         values = values[:]
+    where = f"layer {layer!r}" if layer is not None else ".X"
     try:
-        dense = _dense(values)
-    except (TypeError, ValueError):
-        where = f"layer {layer!r}" if layer is not None else ".X"
+        matrix = as_matrix(values, f"the AnnData's {where}")
+    except ValueError:
         raise ValueError(
             f"the AnnData's {where} must be numeric, but it holds {type(values).__name__}."
         ) from None
-    if dense.ndim != 2 or dense.shape[0] == 0 or dense.shape[1] == 0:
+    if len(matrix.shape) != 2 or matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(
             "`data` must have at least one observation and one feature, but the AnnData "
             f"has shape {tuple(adata.shape)}."
         )
     return Data(
-        dense,
+        matrix,
         pd.Index(adata.var_names.astype(str)),
         pd.Index(adata.obs_names.astype(str)),
         obs=adata.obs,

@@ -1,16 +1,19 @@
 """Input data and size factors.
 
-Everything becomes a dense float64 ``(n_obs, n_features)`` block plus names.
+Data stay in their own storage: dense numpy, scipy.sparse (kept sparse, in CSC layout so
+feature blocks are cheap to cut) or dask (kept lazy). The solver only ever sees dense
+float64 blocks of a few features, made by :meth:`Data.block`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -34,10 +37,39 @@ class Data:
         Observation annotations that came with the data (AnnData's ``.obs``), for formulas.
     """
 
-    values: Array
+    values: Any
     feature_names: pd.Index
     obs_names: pd.Index
     obs: pd.DataFrame | None = None
+
+    @property
+    def kind(self) -> str:
+        """Storage: ``"dense"``, ``"sparse"`` or ``"dask"``."""
+        if isinstance(self.values, np.ndarray):
+            return "dense"
+        if sparse.issparse(self.values):
+            return "sparse"
+        return "dask"
+
+    def block(self, features: slice) -> Array:
+        """Dense C-contiguous float64 copy of some features, ``(n_obs, n_block)``.
+
+        Parameters
+        ----------
+        features : slice
+            Feature positions.
+
+        Returns
+        -------
+        ndarray
+            The block.
+        """
+        part = self.values[:, features]
+        if sparse.issparse(part):
+            part = part.toarray()
+        elif not isinstance(part, np.ndarray):
+            part = np.asarray(part)
+        return np.ascontiguousarray(part, dtype=np.float64)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -82,20 +114,7 @@ def as_data(data: ArrayLike | pd.DataFrame | AnnData, layer: str | None = None) 
         features = pd.Index(data.columns.astype(str))
         obs = pd.Index(data.index.astype(str))
     else:
-        if hasattr(data, "toarray") or type(data).__module__.startswith("scipy.sparse"):
-            raise ValueError(
-                "`data` must be a dense numpy array or DataFrame in this version; got "
-                f"{type(data).__name__}. Sparse input is not supported yet."
-            )
-        try:
-            values = np.asarray(data, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError("`data` must be a numeric (n_obs, n_features) matrix.") from None
-        if values.ndim != 2:
-            raise ValueError(
-                f"`data` must be 2-D (n_obs, n_features), but it has {values.ndim} "
-                "dimension(s)."
-            )
+        values = as_matrix(data, "`data`")
         features = pd.Index([f"feature{j}" for j in range(values.shape[1])])
         obs = pd.Index([str(i) for i in range(values.shape[0])])
     if values.shape[0] == 0 or values.shape[1] == 0:
@@ -104,6 +123,48 @@ def as_data(data: ArrayLike | pd.DataFrame | AnnData, layer: str | None = None) 
             f"{values.shape}."
         )
     return Data(values, features, obs)
+
+
+def as_matrix(values: Any, what: str) -> Any:
+    """Validate the storage of a data matrix without densifying it.
+
+    Parameters
+    ----------
+    values : array_like, scipy.sparse matrix/array or dask.array.Array
+        ``(n_obs, n_features)`` values.
+    what : str
+        How to name the input in messages.
+
+    Returns
+    -------
+    ndarray, scipy.sparse.csc_array or dask.array.Array
+        Dense float64, sparse CSC float64, or the dask array as it is.
+    """
+    from batchglm.dask_fit import is_dask_array
+
+    if sparse.issparse(values) or is_dask_array(values):
+        dtype = np.dtype(values.dtype)
+        if dtype.kind not in "iuf":
+            raise ValueError(f"{what} must be numeric, but its dtype is {dtype}.")
+        if len(values.shape) != 2:
+            raise ValueError(
+                f"{what} must be 2-D (n_obs, n_features), but it has {len(values.shape)} "
+                "dimension(s)."
+            )
+        if sparse.issparse(values):
+            # CSC: cutting feature blocks touches only their non-zeros; the copy costs the
+            # size of the non-zeros, never of the dense matrix.
+            return sparse.csc_array(values, dtype=np.float64)
+        return values
+    try:
+        dense = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a numeric (n_obs, n_features) matrix.") from None
+    if dense.ndim != 2:
+        raise ValueError(
+            f"{what} must be 2-D (n_obs, n_features), but it has {dense.ndim} dimension(s)."
+        )
+    return dense
 
 
 def as_size_factors(size_factors: ArrayLike | None, n_obs: int) -> Array:

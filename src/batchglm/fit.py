@@ -15,8 +15,9 @@ from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from batchglm.dask_fit import fit_dask
 from batchglm.data import as_data, as_size_factors
-from batchglm.design import build_design
+from batchglm.design import Design, build_design
 from batchglm.families import Family, get_family
 from batchglm.init import initial_loc, initial_scale
 from batchglm.result import FitResult
@@ -55,6 +56,7 @@ def fit(
     progress: bool | None = None,
     chunk_size: int | None = None,
     n_jobs: int | None = None,
+    fixed_scale: ArrayLike | pd.DataFrame | None = None,
 ) -> FitResult:
     """Fit one location/scale GLM per feature by exact maximum likelihood.
 
@@ -112,6 +114,12 @@ def fit(
         terminal.
     chunk_size : int, optional
         Features per chunk; by default chosen so working arrays stay around 4 MiB.
+    fixed_scale : array_like or pandas.DataFrame, optional
+        Known scale coefficients ``(n_features, p_scale)`` (full parameters, satisfying
+        ``constraints_scale``; a 1-D array for an intercept-only scale model, e.g. NB
+        ``log r`` from a dispersion-shrinkage method). Only the location is then fitted;
+        the scale is treated as known, so its standard errors are 0 and location standard
+        errors come from the location block of the observed information alone.
     n_jobs : int, optional
         Threads fitting chunks in parallel; by default the number of CPU cores available to
         this process. NumPy releases the GIL in its element-wise kernels, so threads scale
@@ -171,8 +179,8 @@ def fit(
         raise ValueError(f"`max_iter` must be at least 1, but {max_iter} was given.")
     if not tol > 0:
         raise ValueError(f"`tol` must be positive, but {tol} was given.")
-    fam.validate(d.values)
 
+    fixed_b = _fixed_scale(fixed_scale, scale, n_feat, fam.has_scale)
     problem = Problem(fam, loc, scale, np.log(sf))
     options = SolverOptions(max_iter=max_iter, tol=tol)
     k = problem.n_params
@@ -185,22 +193,37 @@ def fit(
     chunk = max(8, _CHUNK_BYTES // (8 * n_obs)) if chunk_size is None else chunk_size
     if chunk < 1:
         raise ValueError(f"`chunk_size` must be at least 1, but {chunk_size} was given.")
+    jobs = _n_jobs(n_jobs)
+    if d.kind == "dense":
+        fam.validate(d.values)
+    elif d.kind == "sparse":
+        # One streaming pass so bad values fail fast, before any fitting.
+        for sl in _chunks(n_feat, chunk):
+            fam.validate(d.block(sl), sl.start)
+    elif fixed_b is not None:
+        raise ValueError("`fixed_scale` is not supported for dask input; compute the data first.")
     show = progress if progress is not None else (n_obs * n_feat > 2e8 and sys.stderr.isatty())
     logger.info("fitting %d features x %d observations (%s, %d free parameters each)",
                 n_feat, n_obs, fam.name, k)
-    jobs = _n_jobs(n_jobs)
     bar = tqdm(total=n_feat, disable=not show, unit="feature", desc="batchglm.fit")
 
     def run(sl: slice) -> None:
-        y = np.ascontiguousarray(d.values[:, sl])
-        theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = _fit_block(problem, y, options)
+        y = d.block(sl)
+        fixed = None if fixed_b is None else fixed_b[sl]
+        out = _fit_block(problem, y, options, fixed)
+        theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
         bar.update(y.shape[1])
 
     # Parallelism comes from threads over chunks. The batched products are small, so
     # multi-threaded BLAS would only add synchronisation, which collapses when other
     # processes compete for the cores.
     with threadpool_limits(limits=1, user_api="blas"):
-        if jobs == 1:
+        if d.kind == "dask":
+            theta, cov, loglik, n_iter, status = fit_dask(
+                d.values, problem, options, _fit_block, fam.validate, chunk
+            )
+            bar.update(n_feat)
+        elif jobs == 1:
             for sl in _chunks(n_feat, chunk):
                 run(sl)
         else:
@@ -220,8 +243,33 @@ def fit(
         loglik_values=loglik,
         n_iter_values=n_iter,
         status_codes=status,
-        settings={"max_iter": max_iter, "tol": tol},
+        settings={"max_iter": max_iter, "tol": tol, "fixed_scale": fixed_b is not None},
     )
+
+
+def _fixed_scale(
+    fixed_scale: ArrayLike | pd.DataFrame | None, scale: Design, n_feat: int, has_scale: bool
+) -> Array | None:
+    """Free scale parameters ``(F, k_scale)`` from user-given full coefficients."""
+    if fixed_scale is None:
+        return None
+    if not has_scale:
+        raise ValueError("`fixed_scale` must be None for a family without a scale parameter.")
+    full = np.asarray(fixed_scale, dtype=np.float64)
+    if full.ndim == 1:
+        full = full[:, None]
+    p = len(scale.names)
+    if full.shape != (n_feat, p):
+        raise ValueError(
+            f"`fixed_scale` must have shape ({n_feat}, {p}) (features x scale coefficients), "
+            f"but its shape is {full.shape}."
+        )
+    if not np.all(np.isfinite(full)):
+        raise ValueError("`fixed_scale` must be finite, but it has NaN or infinite values.")
+    free = np.linalg.lstsq(scale.constraints, full.T, rcond=None)[0].T
+    if np.abs(free @ scale.constraints.T - full).max() > 1e-8 * (1.0 + np.abs(full).max()):
+        raise ValueError("`fixed_scale` must satisfy `constraints_scale`, but it does not.")
+    return np.ascontiguousarray(free)
 
 
 def _n_jobs(n_jobs: int | None) -> int:
@@ -240,9 +288,9 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def _fit_block(
-    problem: Problem, y: Array, options: SolverOptions
+    problem: Problem, y: Array, options: SolverOptions, fixed_b: Array | None = None
 ) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8]]:
-    if closed_form.applies(problem):
+    if fixed_b is None and closed_form.applies(problem):
         return closed_form.fit_normal(problem, y)
     n_feat = y.shape[1]
     k = problem.n_params
@@ -257,6 +305,8 @@ def _fit_block(
     zero = ~y.any(axis=0) if sep_eta is not None else np.zeros(n_feat, dtype=bool)
     if zero.any():
         theta[zero] = _all_zero_theta(problem)
+        if fixed_b is not None:
+            theta[zero, problem.k_loc :] = fixed_b[zero]
         obj0 = Objective(problem, np.ascontiguousarray(y[:, zero]))
         loglik[zero] = obj0.evaluate(theta[zero], 0)[0]
     fit = ~zero
@@ -265,8 +315,8 @@ def _fit_block(
     yf = np.ascontiguousarray(y[:, fit]) if zero.any() else y
     objective = Objective(problem, yf)
     a0 = initial_loc(problem, yf)
-    b0 = initial_scale(problem, yf, a0)
-    sol = solve(objective, np.concatenate([a0, b0], axis=1), options)
+    b0 = initial_scale(problem, yf, a0) if fixed_b is None else fixed_b[fit]
+    sol = solve(objective, np.concatenate([a0, b0], axis=1), options, fix_scale=fixed_b is not None)
     sol_status = sol.status
     if problem.k_scale:
         # A start on the bound (normal: zero residuals) can converge without the solver
@@ -280,7 +330,13 @@ def _fit_block(
         eta_min = eta_rows.min(axis=0) + problem.offset.min()
         optimum = (sol_status == Status.CONVERGED) | (sol_status == Status.SCALE_AT_BOUND)
         sol_status[optimum & (eta_min < sep_eta)] = Status.SEPARATED
-    theta[fit], cov[fit], loglik[fit] = sol.theta, inverse_negative(sol.hess), sol.loglik
+    if fixed_b is None:
+        cov_fit = inverse_negative(sol.hess)
+    else:
+        kl = problem.k_loc
+        cov_fit = np.zeros_like(sol.hess)
+        cov_fit[:, :kl, :kl] = inverse_negative(sol.hess[:, :kl, :kl])
+    theta[fit], cov[fit], loglik[fit] = sol.theta, cov_fit, sol.loglik
     n_iter[fit], status[fit] = sol.n_iter, sol_status
     return theta, cov, loglik, n_iter, status
 

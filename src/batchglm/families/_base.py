@@ -84,13 +84,15 @@ class Family(ABC):
     separated_eta: float | None = -20.7
 
     @abstractmethod
-    def validate(self, y: Array) -> None:
+    def validate(self, y: Array, feature_offset: int = 0) -> None:
         """Raise ``ValueError`` when ``y`` lies outside the family's domain.
 
         Parameters
         ----------
         y : ndarray
             Observations, shape ``(n_obs, n_features)``.
+        feature_offset : int
+            Position of the block's first feature in the data, for messages.
         """
 
     @abstractmethod

@@ -37,22 +37,24 @@ class Beta(Family):
     loc_link = "logit"
     separated_eta = None
 
-    def validate(self, y: Array) -> None:
+    def validate(self, y: Array, feature_offset: int = 0) -> None:
         """Require finite values strictly between 0 and 1.
 
         Parameters
         ----------
         y : ndarray
             Observations.
+        feature_offset : int
+            Position of the block's first feature in the data, for messages.
         """
-        check_finite(y)
+        check_finite(y, feature_offset)
         bad = (y <= 0.0) | (y >= 1.0)
         if bad.any():
             i, j = first_offender(bad)
             raise ValueError(
                 f"family {self.name!r} needs values strictly between 0 and 1, but `data` has "
                 f"{int(bad.sum())} values at or outside 0 and 1; the first is "
-                f"{float(y[i, j])!r} at observation {i}, feature {j}."
+                f"{float(y[i, j])!r} at observation {i}, feature {j + feature_offset}."
             )
 
     def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:

@@ -24,24 +24,27 @@ def first_offender(bad: NDArray[np.bool_]) -> tuple[int, int]:
     return int(obs), int(feat)
 
 
-def check_finite(y: NDArray[np.float64]) -> None:
+def check_finite(y: NDArray[np.float64], feature_offset: int = 0) -> None:
     """Raise ``ValueError`` when ``y`` has NaN or infinite values.
 
     Parameters
     ----------
     y : ndarray
         Observations, shape ``(n_obs, n_features)``.
+    feature_offset : int
+        Position of the block's first feature in the data, for messages.
     """
     bad = ~np.isfinite(y)
     if bad.any():
         i, j = first_offender(bad)
         raise ValueError(
             f"`data` must be finite, but it has {int(bad.sum())} NaN or infinite values; "
-            f"the first is {float(y[i, j])!r} at observation {i}, feature {j}."
+            f"the first is {float(y[i, j])!r} at observation {i}, "
+            f"feature {j + feature_offset}."
         )
 
 
-def check_counts(y: NDArray[np.float64], family: str) -> None:
+def check_counts(y: NDArray[np.float64], family: str, feature_offset: int = 0) -> None:
     """Raise ``ValueError`` unless ``y`` holds non-negative integers.
 
     Parameters
@@ -50,6 +53,8 @@ def check_counts(y: NDArray[np.float64], family: str) -> None:
         Observations, shape ``(n_obs, n_features)``.
     family : str
         Family name, for the message.
+    feature_offset : int
+        Position of the block's first feature in the data, for messages.
     """
     check_finite(y)
     bad = y < 0
@@ -58,13 +63,14 @@ def check_counts(y: NDArray[np.float64], family: str) -> None:
         raise ValueError(
             f"family {family!r} needs non-negative counts, but `data` has "
             f"{int(bad.sum())} negative values; the first is {float(y[i, j])!r} at "
-            f"observation {i}, feature {j}."
+            f"observation {i}, feature {j + feature_offset}."
         )
     bad = y != np.floor(y)
     if bad.any():
         i, j = first_offender(bad)
         raise ValueError(
             f"family {family!r} needs integer counts, but `data` has {int(bad.sum())} "
-            f"non-integer values; the first is {float(y[i, j])!r} at observation {i}, feature {j}. "
+            f"non-integer values; the first is {float(y[i, j])!r} at observation {i}, "
+            f"feature {j + feature_offset}. "
             "Pass raw counts, not normalised values."
         )

@@ -26,15 +26,17 @@ class NegativeBinomial(Family):
     #: bound the fit is numerically the Poisson fit (under-dispersed features).
     scale_bounds = (float(np.log(1e-8)), float(np.log(1e8)))
 
-    def validate(self, y: Array) -> None:
+    def validate(self, y: Array, feature_offset: int = 0) -> None:
         """Require finite, non-negative integer counts.
 
         Parameters
         ----------
         y : ndarray
             Observations.
+        feature_offset : int
+            Position of the block's first feature in the data, for messages.
         """
-        check_counts(y, self.name)
+        check_counts(y, self.name, feature_offset)
 
     def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:
         """Elementary (special-function free) NB terms and their derivatives.

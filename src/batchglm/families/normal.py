@@ -26,15 +26,17 @@ class Normal(Family):
     loc_link = "identity"
     separated_eta = None
 
-    def validate(self, y: Array) -> None:
+    def validate(self, y: Array, feature_offset: int = 0) -> None:
         """Require finite values.
 
         Parameters
         ----------
         y : ndarray
             Observations.
+        feature_offset : int
+            Position of the block's first feature in the data, for messages.
         """
-        check_finite(y)
+        check_finite(y, feature_offset)
 
     def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:
         """Compute normal log-density terms and their derivatives.

@@ -17,15 +17,17 @@ class Poisson(Family):
     scale_name = ""
     has_count_terms = False
 
-    def validate(self, y: Array) -> None:
+    def validate(self, y: Array, feature_offset: int = 0) -> None:
         """Require finite, non-negative integer counts.
 
         Parameters
         ----------
         y : ndarray
             Observations.
+        feature_offset : int
+            Position of the block's first feature in the data, for messages.
         """
-        check_counts(y, self.name)
+        check_counts(y, self.name, feature_offset)
 
     def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:
         """Poisson terms, centred on the saturated model, and their derivatives.

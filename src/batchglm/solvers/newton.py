@@ -81,6 +81,7 @@ def solve(
     theta0: Array,
     options: SolverOptions,
     on_iteration: Callable[[int, int], None] | None = None,
+    fix_scale: bool = False,
 ) -> Solution:
     """Maximise the log-likelihood of every feature of ``objective``.
 
@@ -94,6 +95,8 @@ def solve(
         Settings.
     on_iteration : callable, optional
         Called with ``(iteration, n_active)`` after every iteration.
+    fix_scale : bool
+        Keep the scale parameters at their starting values and fit the location only.
 
     Returns
     -------
@@ -124,7 +127,10 @@ def solve(
         if it == options.max_iter:
             break
         at_bound: NDArray[np.bool_] = np.asarray(active[:, idx].any(axis=0))
-        grad, hess = _project_active(grad, hess, active[:, idx], prob)
+        if fix_scale:
+            grad, hess = _drop_scale(grad, hess, kl)
+        else:
+            grad, hess = _project_active(grad, hess, active[:, idx], prob)
         direction, _ = newton_direction(grad, hess)
         decrement = np.einsum("fk,fk->f", grad, direction)
         bad = ~(np.isfinite(decrement) & np.isfinite(ll))
@@ -217,6 +223,18 @@ def _halve(
             break
         step = np.where(need, step / 2, 0.0)
     return need
+
+
+def _drop_scale(grad: Array, hess: Array, kl: int) -> tuple[Array, Array]:
+    """Newton system with the scale parameters held fixed."""
+    grad = grad.copy()
+    hess = hess.copy()
+    grad[:, kl:] = 0.0
+    hess[:, kl:, :] = 0.0
+    hess[:, :, kl:] = 0.0
+    k = hess.shape[1]
+    hess[:, np.arange(kl, k), np.arange(kl, k)] = -1.0
+    return grad, hess
 
 
 def _project_active(
