@@ -117,6 +117,10 @@ class GroupSums:
         return values[self.index]
 
 
+#: Longest step along a direction of non-negative curvature in the modified Newton step.
+_TRUST_RADIUS = 1.0
+
+
 def newton_direction(grad: Array, hess: Array) -> tuple[Array, NDArray[np.bool_]]:
     """Solve ``-H d = g`` per feature; fall back to an eigenvalue-modified Newton step.
 
@@ -158,13 +162,15 @@ def _cho_solve(chol: NDArray[np.floating], rhs: Array) -> Array:
 
 
 def _eig_direction(neg_hess: Array, grad: Array) -> Array:
-    # Saddle-free Newton: flip negative curvature and floor tiny eigenvalues, so the step is
-    # an ascent direction with sensible length even where the Hessian is indefinite.
+    # Saddle-free Newton: flip negative curvature, and along flat or convex directions move
+    # at most one unit (a trust radius in the parameters). This gives an ascent direction
+    # of sensible length where the Hessian is indefinite, e.g. far out on the NB size axis,
+    # where the likelihood is convex in log r and its curvature vanishes.
     neg_hess = np.where(np.isfinite(neg_hess), neg_hess, 0.0)
     vals, vecs = np.linalg.eigh(neg_hess)
-    scale = np.maximum(np.abs(vals).max(axis=1, keepdims=True), 1e-12)
-    vals = np.maximum(np.abs(vals), 1e-8 * scale)
     proj = np.einsum("fji,fj->fi", vecs, grad)
+    vals = np.maximum(np.abs(vals), np.abs(proj) / _TRUST_RADIUS)
+    vals = np.maximum(vals, 1e-300)
     return np.einsum("fij,fj->fi", vecs, proj / vals)
 
 

@@ -27,6 +27,8 @@ _ARMIJO = 1e-4
 _NOISE_DECREMENT = 1e-6
 #: Shrink the working arrays once this share of features has finished.
 _COMPACT_SHARE = 0.3
+#: Largest multiplier of a scale step (see the walk acceleration in `solve`).
+_MAX_EXPAND = 64.0
 #: A scale predictor this close to its bound counts as on it.
 _BOUND_TOL = 1e-8
 
@@ -116,6 +118,8 @@ def solve(
     # system is projected onto the parameters that keep those predictors fixed.
     active = np.zeros((prob.scale_rows.shape[0] if prob.k_scale else 0, n_feat), dtype=bool)
 
+    # Step multiplier on the scale part, see below.
+    expand = np.ones(n_feat)
     work = objective
     idx = np.arange(n_feat)
     ll, grad, hess = _evaluate(work, theta[idx])
@@ -141,6 +145,8 @@ def solve(
         if not live.any():
             break
         direction[~live] = 0.0
+        newton_scale = direction[:, kl:].copy()
+        slope = _expand_scale(direction, grad, decrement, expand[idx], kl)
         limit = _scale_step_limit(
             prob.eta_scale_groups, theta[idx, kl:], direction[:, kl:], active[:, idx], lo, hi
         )
@@ -150,7 +156,7 @@ def solve(
         trial = theta[idx] + step[:, None] * direction
         t_ll, t_grad, t_hess = _evaluate(work, trial)
         slack = 1e-12 * np.abs(ll)
-        ok = live & (t_ll >= ll + _ARMIJO * step * decrement - slack)
+        ok = live & (t_ll >= ll + _ARMIJO * step * slope - slack)
         theta[idx[ok]] = trial[ok]
         # Near the optimum the gain is at rounding level and the decrement can stall just
         # above `tol`; a tiny decrement with a gain lost in rounding is convergence.
@@ -158,7 +164,7 @@ def solve(
         status[idx[flat]] = np.where(at_bound[flat], Status.SCALE_AT_BOUND, Status.CONVERGED)
         retry = live & ~ok
         if retry.any():
-            stuck = _halve(work, theta, idx, direction, step, ll, decrement, retry, options)
+            stuck = _halve(work, theta, idx, direction, step, ll, slope, retry, options)
             status[idx[stuck]] = np.where(
                 decrement[stuck] < _NOISE_DECREMENT,
                 np.where(at_bound[stuck], Status.SCALE_AT_BOUND, Status.CONVERGED),
@@ -169,6 +175,14 @@ def solve(
         if hit.any():
             eta = prob.eta_scale_groups(theta[idx[hit], kl:])
             active[:, idx[hit]] |= (eta >= hi - _BOUND_TOL) | (eta <= lo + _BOUND_TOL)
+        if kl < k:
+            # Far from its optimum a scale predictor moves about one unit per Newton step
+            # (the NB likelihood flattens as r grows, towards the Poisson limit). While full
+            # steps keep being accepted there, the next scale step doubles, so such walks
+            # take logarithmically many iterations; near the optimum steps are plain Newton.
+            walking = np.abs(prob.eta_scale_groups(newton_scale)).max(axis=0) >= 0.5
+            grow = ok & walking & ~hit
+            expand[idx] = np.where(grow, np.minimum(2.0 * expand[idx], _MAX_EXPAND), 1.0)
         if on_iteration is not None:
             on_iteration(it + 1, int((status == _RUNNING).sum()))
         if retry.any():
@@ -223,6 +237,26 @@ def _halve(
             break
         step = np.where(need, step / 2, 0.0)
     return need
+
+
+def _expand_scale(
+    direction: Array, grad: Array, decrement: Array, expand: Array, kl: int
+) -> Array:
+    """Scale the scale part of ``direction`` in place by ``expand``; return the slope.
+
+    Rows where the stretched direction is no ascent direction keep the Newton direction.
+    """
+    grow = expand > 1.0
+    if not grow.any():
+        return decrement
+    newton = direction[grow, kl:].copy()
+    direction[grow, kl:] *= expand[grow, None]
+    slope = np.einsum("fk,fk->f", grad, direction)
+    revert = grow & ~(slope > 0)
+    if revert.any():
+        direction[revert, kl:] = newton[revert[grow]]
+        slope[revert] = decrement[revert]
+    return slope
 
 
 def _drop_scale(grad: Array, hess: Array, kl: int) -> tuple[Array, Array]:
