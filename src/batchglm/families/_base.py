@@ -214,11 +214,7 @@ class Family(ABC):
     def start_scale(
         self, y: Array, eta_loc: Array, sums: Callable[[Array], Array], sizes: Array
     ) -> Array:
-        """Method-of-moments scale predictor per scale group.
-
-        The default is the negative binomial size: ``r = sum(mu^2) / sum((y - mu)^2 - mu)``
-        within each group, ``1e6`` where there is no over-dispersion, clipped to
-        ``[1e-3, 1e6]`` and to :attr:`scale_bounds`.
+        """Return starting scale predictors per scale group (families with a scale override).
 
         Parameters
         ----------
@@ -234,17 +230,9 @@ class Family(ABC):
         Returns
         -------
         ndarray
-            Starting scale predictors ``(n_groups, F)``.
+            Starting scale predictors ``(n_groups, F)``; zeros by default.
         """
-        mu = np.exp(eta_loc)
-        num = sums(mu * mu)
-        den = sums((y - mu) ** 2 - mu)
-        lo, hi = self.scale_bounds
-        upper = min(np.log(1e6), hi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_r = np.log(num / den)
-        log_r = np.where((den > 0) & np.isfinite(log_r), log_r, upper)
-        return np.clip(log_r, max(np.log(1e-3), lo), upper)
+        return np.zeros((sizes.shape[0], y.shape[1]))
 
     def draw_loc_intercepts(self, rng: np.random.Generator, size: tuple[int, int]) -> Array:
         """Draw location intercepts for :func:`batchglm.simulate`.

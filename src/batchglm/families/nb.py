@@ -7,6 +7,8 @@ written in ``q = mu / r`` so that it stays accurate from the Poisson limit (``r`
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import special
 
@@ -133,6 +135,41 @@ class NegativeBinomial(Family):
             The parameter-free term.
         """
         return -special.gammaln(y + 1.0)
+
+    def start_scale(
+        self, y: Array, eta_loc: Array, sums: Callable[[Array], Array], sizes: Array
+    ) -> Array:
+        """Estimate ``log r`` per scale group by the method of moments.
+
+        ``r = sum(mu^2) / sum((y - mu)^2 - mu)``
+        within each group, ``1e6`` where there is no over-dispersion, clipped to
+        ``[1e-3, 1e6]`` and to :attr:`scale_bounds`.
+
+        Parameters
+        ----------
+        y : ndarray
+            Observations ``(n_obs, F)``.
+        eta_loc : ndarray
+            Starting location predictors ``(n_obs, F)``.
+        sums : callable
+            Sums ``(n_obs, F)`` values over each scale group -> ``(n_groups, F)``.
+        sizes : ndarray
+            Observations per group ``(n_groups, 1)``.
+
+        Returns
+        -------
+        ndarray
+            Starting scale predictors ``(n_groups, F)``.
+        """
+        mu = np.exp(eta_loc)
+        num = sums(mu * mu)
+        den = sums((y - mu) ** 2 - mu)
+        lo, hi = self.scale_bounds
+        upper = min(np.log(1e6), hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_r = np.log(num / den)
+        log_r = np.where((den > 0) & np.isfinite(log_r), log_r, upper)
+        return np.clip(log_r, max(np.log(1e-3), lo), upper)
 
     def sample(self, rng: np.random.Generator, eta_loc: Array, eta_scale: Array) -> Array:
         """Draw NB counts with mean ``exp(eta_loc)`` and size ``exp(eta_scale)``.
