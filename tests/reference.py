@@ -41,3 +41,17 @@ def null_basis(rows: np.ndarray, p: int) -> np.ndarray:
     _, s, vt = np.linalg.svd(a)
     rank = int((s > 1e-10).sum())
     return vt[rank:].T
+
+
+def numerical_hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Central-difference Hessian of a scalar function (independent of batchglm)."""
+    k = x.size
+    hess = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            e_i, e_j = np.eye(k)[i] * h, np.eye(k)[j] * h
+            v = (f(x + e_i + e_j) - f(x + e_i - e_j) - f(x - e_i + e_j) + f(x - e_i - e_j)) / (
+                4 * h * h
+            )
+            hess[i, j] = hess[j, i] = v
+    return hess

@@ -12,21 +12,11 @@ from statsmodels.othermod.betareg import BetaModel
 import batchglm as bg
 from batchglm.families import get_family
 
+from reference import numerical_hessian
+
 FAM = get_family("beta")
 N_REF = 8  # features compared with statsmodels
 
-
-def _fd_hessian(f, x, h=1e-4):
-    k = x.size
-    hess = np.empty((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            e_i, e_j = np.eye(k)[i] * h, np.eye(k)[j] * h
-            v = (f(x + e_i + e_j) - f(x + e_i - e_j) - f(x - e_i + e_j) + f(x - e_i - e_j)) / (
-                4 * h * h
-            )
-            hess[i, j] = hess[j, i] = v
-    return hess
 
 
 def _beta_logpdf(y, mu, phi):
@@ -140,6 +130,6 @@ def test_standard_errors_are_inverse_observed_information(regression):
     x, z, y, res = regression
     for j in range(3):
         theta = np.concatenate([res.coef_loc.iloc[j], res.coef_scale.iloc[j]])
-        hess = _fd_hessian(lambda t, j=j: _ll(t, y[:, j], x, z), theta)
+        hess = numerical_hessian(lambda t, j=j: _ll(t, y[:, j], x, z), theta)
         np.testing.assert_allclose(res.covariance()[j], np.linalg.inv(-hess),
                                    rtol=1e-4, atol=1e-9)

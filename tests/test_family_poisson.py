@@ -10,21 +10,11 @@ from scipy import stats
 import batchglm as bg
 from batchglm.families import get_family
 
+from reference import numerical_hessian
+
 FAM = get_family("poisson")
 N_REF = 12  # features compared with statsmodels
 
-
-def _fd_hessian(f, x, h=1e-4):
-    k = x.size
-    hess = np.empty((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            e_i, e_j = np.eye(k)[i] * h, np.eye(k)[j] * h
-            v = (f(x + e_i + e_j) - f(x + e_i - e_j) - f(x - e_i + e_j) + f(x - e_i - e_j)) / (
-                4 * h * h
-            )
-            hess[i, j] = hess[j, i] = v
-    return hess
 
 
 @pytest.fixture
@@ -121,7 +111,7 @@ def test_standard_errors_are_inverse_observed_information(regression):
         def ll(a, j=j):
             return stats.poisson.logpmf(y[:, j], sf * np.exp(x @ a)).sum()
 
-        hess = _fd_hessian(ll, res.coef_loc.iloc[j].to_numpy())
+        hess = numerical_hessian(ll, res.coef_loc.iloc[j].to_numpy())
         cov = np.linalg.inv(-hess)
         np.testing.assert_allclose(res.covariance()[j], cov, rtol=1e-4, atol=1e-10)
 

@@ -8,22 +8,10 @@ import pytest
 import batchglm as bg
 
 from conftest import seed_example_1, seed_example_2
-from reference import fit_feature, nb_loglik, null_basis
+from reference import fit_feature, nb_loglik, null_basis, numerical_hessian
 
 CHECKED = 8  # features compared with the slow reference per example
 
-
-def _numerical_hessian(f, x, h=1e-4):
-    k = x.size
-    hess = np.empty((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            e_i, e_j = np.eye(k)[i] * h, np.eye(k)[j] * h
-            v = (f(x + e_i + e_j) - f(x + e_i - e_j) - f(x - e_i + e_j) + f(x - e_i - e_j)) / (
-                4 * h * h
-            )
-            hess[i, j] = hess[j, i] = v
-    return hess
 
 
 @pytest.fixture(scope="module", params=["example_1", "example_2"])
@@ -86,7 +74,7 @@ def test_standard_errors_match_finite_difference_observed_information(seeded_fit
             r = np.exp(dmat @ (c @ theta[k:]))
             return nb_loglik(y, mu, r)
 
-        cov_free = np.linalg.inv(-_numerical_hessian(ll, free))
+        cov_free = np.linalg.inv(-numerical_hessian(ll, free))
         big = np.zeros((2 * c.shape[0], 2 * k))
         big[: c.shape[0], :k] = c
         big[c.shape[0] :, k:] = c
