@@ -10,10 +10,12 @@ The public surface::
 
 from __future__ import annotations
 
-from batchglm import de, pl
+from batchglm import de, dispersion, pl
 from batchglm.fit import fit
+from batchglm.pseudobulk import pseudobulk
 from batchglm.result import FitResult
 from batchglm.simulate import Simulation, simulate
+from batchglm.size_factors import size_factors
 from batchglm.solvers.status import ConvergenceWarning, Status
 
 __version__ = "0.1.0"
@@ -24,7 +26,10 @@ __all__ = [
     "Simulation",
     "Status",
     "de",
+    "dispersion",
     "fit",
     "pl",
+    "pseudobulk",
     "simulate",
+    "size_factors",
 ]

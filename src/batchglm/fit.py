@@ -49,7 +49,7 @@ def fit(
     layer: str | None = None,
     constraints_loc: ArrayLike | Mapping[str, str] | Sequence[str] | None = None,
     constraints_scale: ArrayLike | Mapping[str, str] | Sequence[str] | None = None,
-    size_factors: ArrayLike | None = None,
+    size_factors: ArrayLike | str | None = None,
     family: str | Family = "nb",
     max_iter: int = 100,
     tol: float = 1e-10,
@@ -89,8 +89,11 @@ def fit(
         of equations over coefficient names such as
         ``["replicate[T.r2] + replicate[T.r3] = 0"]`` works with any named design. See
         :mod:`batchglm.named_constraints`.
-    size_factors : array_like, optional
-        Positive per-observation factors; ``log(size_factors)`` is a location offset. Only
+    size_factors : array_like or str, optional
+        Positive per-observation factors, or a method to compute them from ``data``:
+        ``"median_ratio"`` (DESeq2), ``"poscounts"`` (DESeq2's for sparse data) or
+        ``"normed_sum"`` (see :func:`batchglm.size_factors.size_factors`; sparse data stay
+        sparse). ``log(size_factors)`` is a location offset. Only
         for families with a log link for the mean (``"nb"``, ``"poisson"``); for
         ``"normal"`` and ``"beta"`` an offset on the identity or logit scale would not be a
         size factor, so passing one is an error (normalise ``data`` beforehand instead).
@@ -174,6 +177,10 @@ def fit(
             "(an offset log(size_factors) for log-link means) must be None; normalise "
             "`data` before fitting instead."
         )
+    if isinstance(size_factors, str):
+        from batchglm.size_factors import size_factors as named_size_factors
+
+        size_factors = named_size_factors(d, size_factors)
     sf = as_size_factors(size_factors, n_obs)
     if max_iter < 1:
         raise ValueError(f"`max_iter` must be at least 1, but {max_iter} was given.")

@@ -8,6 +8,11 @@
     de = bg.de.lrt(data, full_loc=x_full, reduced_loc=x_reduced)
     de = bg.de.lrt(data, full_loc=x, full_scale=z_full, reduced_scale=z_reduced)
     de.summary()                                        # one row per feature
+
+With few replicates, share information across features (DESeq2 / edgeR style)::
+
+    de = bg.de.wald(res, coef="condition", dispersion="map", data=counts)
+    de = bg.de.ql_f(res, coef="condition", data=counts)  # quasi-likelihood F test
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from __future__ import annotations
 from batchglm.de.lrt import lrt
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.nested import check_nested
+from batchglm.de.ql import ql_f
 from batchglm.de.result import DEResult
 from batchglm.de.wald import wald
 
-__all__ = ["DEResult", "bh_qvalues", "check_nested", "lrt", "wald"]
+__all__ = ["DEResult", "bh_qvalues", "check_nested", "lrt", "ql_f", "wald"]

@@ -13,7 +13,9 @@ from scipy import stats
 from batchglm.constraints import constraint_matrix
 from batchglm.de.nested import check_nested, outside_columns
 from batchglm.de.result import DEResult, fitted_mean
+from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.design import Design
+from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.result import FitResult
@@ -52,6 +54,8 @@ def lrt(
     constraints_full_scale: ArrayLike | None = None,
     constraints_reduced_scale: ArrayLike | None = None,
     coef: str | None = None,
+    dispersion: str = "mle",
+    trend: str = "parametric",
     **fit_kwargs: Any,
 ) -> DEResult:
     """Likelihood-ratio test of a reduced model against a full model, per feature.
@@ -92,6 +96,16 @@ def lrt(
         one (from the location model when both are tested). By
         default, the one column of the full design that the reduced design lacks, when
         there is exactly one (compared by values, not names); otherwise no effect.
+    dispersion : {"mle", "map", "ql"}
+        ``"mle"``: each model is fitted with its own maximum-likelihood dispersions.
+        ``"map"`` and ``"ql"`` (for NB location tests with an intercept-only scale model)
+        estimate dispersions from the full fit and refit both models with the dispersion
+        held at the shrunken (MAP) or trended value; ``"ql"`` then divides the statistic by
+        ``df`` times the moderated quasi-likelihood dispersion and uses an F reference, as
+        edgeR's ``glmQLFTest`` (see :func:`batchglm.de.wald`). With ready fits, pass the
+        counts as ``data`` too.
+    trend : {"parametric", "local", "mean"}
+        Mean-dispersion trend for ``"map"`` and ``"ql"``.
     **fit_kwargs
         Further arguments of :func:`batchglm.fit` (``max_iter``, ``tol``, ``n_jobs``, ...).
 
@@ -120,11 +134,13 @@ def lrt(
     rate of null features at 0.05 was about 0.094 for 10 observations, 0.071 for 20, 0.054
     for 50 and 0.049 for 200.
     """
+    shrink = dispersion != "mle"
     if full is not None or reduced is not None:
         given = [
             name
             for name, value in (
-                ("data", data), ("full_loc", full_loc), ("reduced_loc", reduced_loc),
+                ("data", None if shrink else data), ("full_loc", full_loc),
+                ("reduced_loc", reduced_loc),
                 ("full_scale", full_scale), ("reduced_scale", reduced_scale), ("obs", obs),
                 ("size_factors", size_factors),
                 ("constraints_full_loc", constraints_full_loc),
@@ -133,7 +149,7 @@ def lrt(
                 ("constraints_reduced_scale", constraints_reduced_scale),
             )
             if value is not None
-        ] + sorted(fit_kwargs)
+        ] + sorted(k for k in fit_kwargs if not (shrink and k == "layer"))
         if full is None or reduced is None:
             raise ValueError("pass both `full` and `reduced` fits, or neither.")
         if given:
@@ -144,13 +160,21 @@ def lrt(
         if not isinstance(full, FitResult) or not isinstance(reduced, FitResult):
             raise ValueError("`full` and `reduced` must be FitResult objects from bg.fit.")
         _check_same_fit_setup(full, reduced)
-        return _lrt_fits(full, reduced, coef)
+        check_dispersion(dispersion, data)
+        if not shrink:
+            return _lrt_fits(full, reduced, coef)
+        layer = fit_kwargs.get("layer")
+        shrunk = shrunken_fit(data, full, dispersion, layer=layer, trend=trend)
+        reduced_refit = refit_location(data, reduced, shrunk.alpha, layer=layer)
+        return attach(_lrt_fits(shrunk.fit, reduced_refit, coef), shrunk, dispersion)
 
     if data is None or full_loc is None:
         raise ValueError(
             "pass `data` and `full_loc` (with `reduced_loc` and/or `reduced_scale`), or two "
             "ready fits `full=` and `reduced=`."
         )
+    check_dispersion(dispersion, data, "scale" if reduced_scale is not None and shrink
+                     else "loc")
     if reduced_loc is None and reduced_scale is None:
         raise ValueError(
             "give a reduced model: `reduced_loc` and/or `reduced_scale` (a design left at "
@@ -189,12 +213,20 @@ def lrt(
         constraints_scale=constraints_full_scale, size_factors=size_factors, family=family,
         **kwargs,
     )
+    if not shrink:
+        res_reduced = fit(
+            data, reduced_loc, reduced_scale, constraints_loc=constraints_reduced_loc,
+            constraints_scale=constraints_reduced_scale, size_factors=size_factors,
+            family=family, **kwargs,
+        )
+        return _lrt_fits(res_full, res_reduced, coef)
+    shrunk = shrunken_fit(data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend)
     res_reduced = fit(
         data, reduced_loc, reduced_scale, constraints_loc=constraints_reduced_loc,
         constraints_scale=constraints_reduced_scale, size_factors=size_factors, family=family,
-        **kwargs,
+        fixed_scale=fixed_log_r(shrunk.alpha), **kwargs,
     )
-    return _lrt_fits(res_full, res_reduced, coef)
+    return attach(_lrt_fits(shrunk.fit, res_reduced, coef), shrunk, dispersion)
 
 
 def _n_obs(data: Any) -> int | None:

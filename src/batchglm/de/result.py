@@ -91,6 +91,17 @@ class DEResult:
         The reduced fit of a likelihood-ratio test.
     ll_reduced : ndarray or None
         Log-likelihood of the reduced model.
+    dispersion : str
+        How NB dispersions were set for the test: ``"mle"`` (per feature, fitted jointly),
+        ``"map"`` (empirical-Bayes shrunken, held fixed) or ``"ql"`` (held at the trend,
+        quasi-likelihood F test).
+    nb_dispersion : ndarray or None
+        The NB dispersion ``alpha = 1 / r`` held fixed per feature (``"map"``, ``"ql"``).
+    ql_dispersion : ndarray or None
+        Moderated quasi-likelihood dispersion per feature (``"ql"``).
+    df_residual : ndarray or None
+        Denominator degrees of freedom of the F test per feature (``"ql"``); ``stat`` is
+        then F distributed with ``df`` and ``df_residual`` degrees of freedom.
     """
 
     test: str
@@ -110,6 +121,10 @@ class DEResult:
     fit: FitResult
     reduced: FitResult | None = None
     ll_reduced: Array | None = None
+    dispersion: str = "mle"
+    nb_dispersion: Array | None = None
+    ql_dispersion: Array | None = None
+    df_residual: Array | None = None
 
     @cached_property
     def qval(self) -> Array:
@@ -141,10 +156,12 @@ class DEResult:
         -------
         pandas.DataFrame
             Columns ``feature, pval, qval, log2fc, mean, coef_mle, coef_sd, stat, ll,
-            converged``. Features that did not converge (or are all zero) have ``NaN``
+            converged``, then ``dispersion`` (the NB dispersion held fixed) for tests with
+            ``dispersion="map"`` or ``"ql"``, and ``ql_dispersion, df_residual`` for
+            ``"ql"``. Features that did not converge (or are all zero) have ``NaN``
             ``pval`` and ``qval`` and are left out of the Benjamini-Hochberg correction.
         """
-        return pd.DataFrame(
+        table = pd.DataFrame(
             {
                 "feature": np.asarray(self.feature_names),
                 "pval": self.pval,
@@ -158,6 +175,12 @@ class DEResult:
                 "converged": self.converged,
             }
         )
+        extra = {"dispersion": self.nb_dispersion, "ql_dispersion": self.ql_dispersion,
+                 "df_residual": self.df_residual}
+        for name, values in extra.items():
+            if values is not None:
+                table[name] = values
+        return table
 
     def significant(self, alpha: float = 0.05) -> pd.Index:
         """Features with ``qval < alpha``.
@@ -183,6 +206,7 @@ class DEResult:
             n_sig = int((self.qval < 0.05).sum())
         return (
             f"DEResult(test={self.test!r}, model={self.model!r}, tested={self.tested!r}, "
-            f"df={self.df}, n_features={len(self.feature_names)}, tested_features={n_tested}, "
+            f"df={self.df}, dispersion={self.dispersion!r}, "
+            f"n_features={len(self.feature_names)}, tested_features={n_tested}, "
             f"qval<0.05: {n_sig})"
         )

@@ -1,0 +1,80 @@
+"""Quasi-likelihood F test of coefficients or contrasts (edgeR's ``glmQLFTest``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from batchglm.de.lrt import _lrt_fits
+from batchglm.de.result import DEResult
+from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
+from batchglm.de.wald import _RANK_RTOL, Coef, ContrastLike, _wald_rows, test_rows
+from batchglm.dispersion.estimate import refit_location
+from batchglm.result import FitResult
+
+
+def ql_f(
+    res: FitResult,
+    coef: Coef | Sequence[Coef] | None = None,
+    *,
+    contrast: ContrastLike | None = None,
+    data: Any = None,
+    layer: str | None = None,
+    trend: str = "parametric",
+) -> DEResult:
+    """Quasi-likelihood F test that location coefficients or contrasts are zero.
+
+    The NB dispersion of each feature is held at the mean-dispersion trend; the model is
+    refitted with and without the tested combinations (the reduced model imposes
+    ``L a = 0`` as a constraint), and the likelihood-ratio statistic divided by
+    ``df`` times the moderated quasi-likelihood dispersion is compared with an F
+    distribution with ``df`` and the moderated residual degrees of freedom, as edgeR's
+    ``glmQLFit`` + ``glmQLFTest`` and glmGamPoi's ``test_de``.
+
+    Parameters
+    ----------
+    res : FitResult
+        An NB fit with an intercept-only scale model, from :func:`batchglm.fit`.
+    coef : str, int or sequence of them, optional
+        Location coefficient(s) to test, as in :func:`batchglm.de.wald`.
+    contrast : array_like, pandas.Series, pandas.DataFrame, dict or tuple, optional
+        Instead of ``coef``: contrasts over the location coefficients, as in
+        :func:`batchglm.de.wald`.
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The counts the fit was made on.
+    layer : str, optional
+        AnnData layer of ``data`` with the counts.
+    trend : {"parametric", "local", "mean"}
+        The mean-dispersion trend.
+
+    Returns
+    -------
+    DEResult
+        ``test="ql_f"``: ``stat`` is the F statistic, ``df`` its numerator and
+        ``df_residual`` its denominator degrees of freedom per feature; ``coef_mle`` and
+        ``coef_sd`` (scaled by the QL dispersion) describe a single tested combination.
+    """
+    check_dispersion("ql", data)
+    lmat, labels = test_rows(res, coef, contrast, res.loc, "loc")
+    c = res.loc.constraints
+    l_free = lmat @ c
+    _, s, vt = np.linalg.svd(l_free, full_matrices=True)
+    rank = int((s > _RANK_RTOL * max(s.max(initial=0.0), 1e-300)).sum())
+    if rank == c.shape[1]:
+        raise ValueError(
+            f"the tested combination(s) {labels} cover every free location parameter, so "
+            "the reduced model would have none; test fewer coefficients."
+        )
+    shrunk = shrunken_fit(data, res, "ql", layer=layer, trend=trend)
+    wald_de = _wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, "loc")
+    reduced = refit_location(data, res, shrunk.alpha, layer=layer,
+                             constraints_loc=c @ vt[rank:].T)
+    lr = _lrt_fits(shrunk.fit, reduced, None)
+    de = replace(
+        wald_de, test="ql_f", stat=lr.stat, pval=lr.pval, df=lr.df,
+        converged=lr.converged, reduced=reduced, ll_reduced=lr.ll_reduced,
+    )
+    return attach(de, shrunk, "ql")

@@ -1,0 +1,340 @@
+"""Gene-wise, trended and shrunken NB dispersions for a fit, in one pass over the data.
+
+The steps follow DESeq2 (``estimateDispersions``): Cox-Reid gene-wise estimates at the
+fitted means, a mean-dispersion trend through them, a log-normal prior around the trend
+whose variance is the residual spread minus the expected sampling variance, and maximum a
+posteriori estimates (gene-wise estimates far above the trend are kept). The quasi-
+likelihood route (edgeR, glmGamPoi) uses the trend as NB dispersion and moderates the
+per-feature QL dispersion instead, see :func:`quasi_likelihood`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from batchglm.data import Data, as_data
+from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
+from batchglm.dispersion.quasi_likelihood import SqueezedVariances, nb_deviance, squeeze_var
+from batchglm.dispersion.shrinkage import dispersion_outliers, prior_variance
+from batchglm.dispersion.trend import Trend, fit_trend
+from batchglm.result import FitResult
+from batchglm.solvers.status import Status
+
+Array = NDArray[np.float64]
+
+#: Features per block: the grid search holds a few ``(n_obs, block)`` arrays at a time.
+_BLOCK = 2048
+#: Gene-wise estimates below this are left out of the trend and prior fits (DESeq2).
+_FIT_FLOOR = 100 * MIN_ALPHA
+
+
+@dataclass(frozen=True)
+class Dispersions:
+    """NB dispersions (``alpha = 1 / r``) per feature.
+
+    Attributes
+    ----------
+    feature_names : pandas.Index
+        Feature names.
+    base_mean : ndarray
+        Mean of the counts divided by the size factors.
+    genewise : ndarray
+        Cox-Reid adjusted maximum-likelihood dispersions.
+    trend : ndarray
+        The mean-dispersion trend at each feature's ``base_mean``.
+    map : ndarray
+        Maximum a posteriori dispersions (gene-wise for dispersion outliers).
+    outlier : ndarray of bool
+        Features whose gene-wise estimate lies more than 2 prior SDs above the trend.
+    prior_var : float
+        Prior variance of ``log alpha`` around the trend.
+    trend_fit : Trend
+        The fitted trend.
+    df_residual : int
+        Observations minus location parameters.
+    usable : ndarray of bool
+        Features with an estimate (not all zero); others hold ``NaN``.
+    """
+
+    feature_names: pd.Index
+    base_mean: Array
+    genewise: Array
+    trend: Array
+    map: Array
+    outlier: NDArray[np.bool_]
+    prior_var: float
+    trend_fit: Trend
+    df_residual: int
+    usable: NDArray[np.bool_]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per feature.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``base_mean, genewise, trend, map, outlier``.
+        """
+        return pd.DataFrame(
+            {"base_mean": self.base_mean, "genewise": self.genewise, "trend": self.trend,
+             "map": self.map, "outlier": self.outlier},
+            index=self.feature_names,
+        )
+
+
+def _blocks(n: int) -> Iterator[slice]:
+    for start in range(0, n, _BLOCK):
+        yield slice(start, min(start + _BLOCK, n))
+
+
+def check_nb_fit(res: FitResult, data: Data, what: str) -> None:
+    """Raise unless ``res`` is an NB fit with an intercept-only scale model of ``data``.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit.
+    data : Data
+        The data it is said to come from.
+    what : str
+        The option that needs it, for messages.
+    """
+    if res.family != "nb":
+        raise ValueError(
+            f"{what} needs a negative binomial fit, but the fit's family is {res.family!r}."
+        )
+    scale = res.scale.reduced
+    if scale.shape[1] != 1 or not np.allclose(scale, scale[0, 0]):
+        raise ValueError(
+            f"{what} shares one dispersion per feature across observations, so it needs "
+            "an intercept-only scale model, but the fit's scale model has coefficients "
+            f"{res.scale.names}."
+        )
+    if data.shape != (len(res.obs_names), len(res.feature_names)):
+        raise ValueError(
+            f"`data` must be the data of the fit, shape ({len(res.obs_names)}, "
+            f"{len(res.feature_names)}), but its shape is {data.shape}."
+        )
+
+
+def _means(res: FitResult, sl: slice) -> Array:
+    eta = res.loc.matrix @ res.coef_loc.to_numpy()[sl].T
+    return np.asarray(res.size_factors[:, None] * np.exp(np.minimum(eta, 700.0)))
+
+
+def estimate_dispersions(
+    data: Any, res: FitResult, *, layer: str | None = None, trend: str = "parametric"
+) -> Dispersions:
+    """Gene-wise, trended and MAP dispersions for an NB fit.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The counts the fit was made on, ``(n_obs, n_features)``.
+    res : FitResult
+        An NB fit with an intercept-only scale model (from :func:`batchglm.fit`); its
+        fitted means are used.
+    layer : str, optional
+        AnnData layer with the counts.
+    trend : {"parametric", "local", "mean"}
+        The mean-dispersion trend; ``"parametric"`` (``a0 + a1 / mean``) falls back to
+        ``"local"`` when its fit fails.
+
+    Returns
+    -------
+    Dispersions
+        Estimates per feature.
+    """
+    d = as_data(data, layer=layer)
+    check_nb_fit(res, d, "shrinking dispersions")
+    n_obs, n_feat = d.shape
+    x = res.loc.reduced
+    df_residual = n_obs - int(np.linalg.matrix_rank(x))
+    if df_residual < 1:
+        raise ValueError(
+            "estimating dispersions needs residual degrees of freedom, but the location "
+            f"design leaves {df_residual} (observations minus coefficients); use fewer "
+            "coefficients or more observations."
+        )
+    upper = max_alpha(n_obs)
+    usable = res.status_codes != Status.ALL_ZERO
+    base_mean = np.zeros(n_feat)
+    log_r_gene = np.full(n_feat, np.nan)
+    for sl in _blocks(n_feat):
+        y = d.block(sl)
+        base_mean[sl] = (y / res.size_factors[:, None]).mean(axis=0)
+        use = np.flatnonzero(usable[sl])
+        if use.size:
+            mu = _means(res, sl)
+            log_r_gene[sl.start + use] = cox_reid_log_r(
+                np.ascontiguousarray(y[:, use]), np.ascontiguousarray(mu[:, use]), x,
+                alpha_max=upper,
+            )
+    usable &= base_mean > 0
+    genewise = np.where(usable, np.exp(-log_r_gene), np.nan)
+    for_fit = usable & (genewise >= _FIT_FLOOR)
+    trend_fit = fit_trend(base_mean[for_fit], genewise[for_fit], trend)
+    trend_alpha = np.full(n_feat, np.nan)
+    trend_alpha[usable] = np.clip(trend_fit(base_mean[usable]), MIN_ALPHA, upper)
+    prior_var, resid_var = prior_variance(
+        np.log(genewise[for_fit]), np.log(trend_alpha[for_fit]), df_residual
+    )
+    log_r_map = np.full(n_feat, np.nan)
+    for sl in _blocks(n_feat):
+        use = np.flatnonzero(usable[sl])
+        if not use.size:
+            continue
+        y = d.block(sl)
+        mu = _means(res, sl)
+        prior = LogNormalPrior(np.log(trend_alpha[sl.start + use]), prior_var)
+        log_r_map[sl.start + use] = cox_reid_log_r(
+            np.ascontiguousarray(y[:, use]), np.ascontiguousarray(mu[:, use]), x,
+            prior=prior, alpha_max=upper,
+        )
+    map_alpha = np.where(usable, np.exp(-log_r_map), np.nan)
+    with np.errstate(invalid="ignore"):
+        outlier = usable & dispersion_outliers(np.log(genewise), np.log(trend_alpha), resid_var)
+    map_alpha = np.where(outlier, genewise, map_alpha)
+    return Dispersions(
+        feature_names=res.feature_names,
+        base_mean=base_mean,
+        genewise=genewise,
+        trend=trend_alpha,
+        map=map_alpha,
+        outlier=outlier,
+        prior_var=prior_var,
+        trend_fit=trend_fit,
+        df_residual=df_residual,
+        usable=usable,
+    )
+
+
+def fixed_log_r(alpha: Array) -> Array:
+    """``log r = -log alpha`` for :func:`batchglm.fit`'s ``fixed_scale``; 0 where undefined.
+
+    Parameters
+    ----------
+    alpha : ndarray
+        Dispersions, ``NaN`` for features without an estimate (all zero).
+
+    Returns
+    -------
+    ndarray
+        Finite ``log r`` per feature.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_r = -np.log(alpha)
+    return np.where(np.isfinite(log_r), log_r, 0.0)
+
+
+def refit_location(data: Any, res: FitResult, alpha: Array, *, layer: str | None = None,
+                   constraints_loc: Array | None = None) -> FitResult:
+    """Refit the location model of ``res`` with the NB dispersions held at ``alpha``.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The counts of the fit.
+    res : FitResult
+        The original fit (design, constraints and size factors are reused).
+    alpha : ndarray
+        Dispersion per feature (``NaN`` for features without one).
+    layer : str, optional
+        AnnData layer with the counts.
+    constraints_loc : ndarray, optional
+        A constraint matrix ``C`` (``p`` rows) replacing the fit's, e.g. for a reduced
+        model.
+
+    Returns
+    -------
+    FitResult
+        The location fit at the given dispersions; location standard errors come from the
+        location block of the information alone.
+    """
+    from batchglm.fit import fit
+
+    c = res.loc.constraints if constraints_loc is None else constraints_loc
+    return fit(
+        data, res.design_loc, constraints_loc=c, size_factors=res.size_factors,
+        fixed_scale=fixed_log_r(alpha), layer=layer,
+        max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
+        tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
+    )
+
+
+@dataclass(frozen=True)
+class QuasiLikelihood:
+    """Quasi-likelihood dispersions of fits at the trended NB dispersion.
+
+    Attributes
+    ----------
+    s2 : ndarray
+        Per-feature QL dispersion ``deviance / df_residual``.
+    squeezed : SqueezedVariances
+        Prior and posterior (moderated) QL dispersions and degrees of freedom.
+    df_residual : int
+        Residual degrees of freedom of the location model.
+    """
+
+    s2: Array
+    squeezed: SqueezedVariances
+    df_residual: int
+
+    @property
+    def var_post(self) -> Array:
+        """Moderated QL dispersion per feature."""
+        return self.squeezed.var_post
+
+    @property
+    def df_total(self) -> Array:
+        """Denominator degrees of freedom of the QL F test per feature."""
+        return self.squeezed.df_total
+
+
+def quasi_likelihood(
+    data: Any, res_trend: FitResult, disp: Dispersions, *, layer: str | None = None,
+    abundance_trend: bool = True,
+) -> QuasiLikelihood:
+    """QL dispersions from the deviances of a fit at the trended NB dispersions.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The counts.
+    res_trend : FitResult
+        Location fit with the scale fixed at ``disp.trend`` (see :func:`refit_location`).
+    disp : Dispersions
+        The dispersion estimates (for the trend and ``base_mean``).
+    layer : str, optional
+        AnnData layer with the counts.
+    abundance_trend : bool
+        Let the prior QL dispersion trend with ``log base_mean`` (edgeR's default).
+
+    Returns
+    -------
+    QuasiLikelihood
+        Raw and moderated QL dispersions.
+    """
+    d = as_data(data, layer=layer)
+    n_feat = d.shape[1]
+    r = 1.0 / disp.trend
+    s2 = np.full(n_feat, np.nan)
+    df = disp.df_residual
+    testable = disp.usable & res_trend.converged.to_numpy()
+    for sl in _blocks(n_feat):
+        use = np.flatnonzero(testable[sl])
+        if not use.size:
+            continue
+        y = d.block(sl)[:, use]
+        mu = _means(res_trend, sl)[:, use]
+        s2[sl.start + use] = nb_deviance(y, mu, r[sl.start + use]) / df
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cov = np.log(disp.base_mean) if abundance_trend else None
+    squeezed = squeeze_var(s2, float(df), cov)
+    return QuasiLikelihood(s2, squeezed, df)

@@ -1,0 +1,99 @@
+"""Size factors by name: DESeq2's median ratio and poscounts, and normed sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+import batchglm as bg
+
+
+def _counts(seed=0, n_obs=8, n_feat=300, zeros=0.0):
+    rng = np.random.default_rng(seed)
+    sf = np.exp(rng.normal(0.0, 0.4, n_obs))
+    mean = np.exp(rng.uniform(0.0, 6.0, n_feat))
+    y = rng.poisson(sf[:, None] * mean[None, :]).astype(float)
+    if zeros:
+        y[rng.random(y.shape) < zeros] = 0.0
+    return y, sf
+
+
+def _median_ratio_reference(y):
+    # DESeq2's estimateSizeFactorsForMatrix written out gene by gene.
+    with np.errstate(divide="ignore"):
+        log_gm = np.log(y).mean(axis=0)
+    use = np.isfinite(log_gm)
+    return np.array([np.exp(np.median(np.log(row[use]) - log_gm[use])) for row in y])
+
+
+def _poscounts_reference(y):
+    n = y.shape[0]
+    log_gm = np.array([np.log(c[c > 0]).sum() / n if (c > 0).any() else -np.inf for c in y.T])
+    sf = []
+    for row in y:
+        ok = np.isfinite(log_gm) & (row > 0)
+        sf.append(np.exp(np.median(np.log(row[ok]) - log_gm[ok])))
+    sf = np.array(sf)
+    return sf / np.exp(np.mean(np.log(sf)))
+
+
+def test_median_ratio_matches_the_deseq2_formula_and_recovers_the_truth():
+    y, sf = _counts()
+    got = bg.size_factors(y, "median_ratio")
+    np.testing.assert_allclose(got, _median_ratio_reference(y), rtol=1e-12)
+    ratio = got / sf
+    assert np.std(np.log(ratio)) < 0.05
+
+
+def test_poscounts_matches_the_deseq2_formula_on_sparse_data():
+    y, _ = _counts(1, n_obs=40, zeros=0.6)
+    expected = _poscounts_reference(y)
+    for data in (y, sparse.csr_array(y), sparse.csc_matrix(y)):
+        np.testing.assert_allclose(bg.size_factors(data, "poscounts"), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["median_ratio", "poscounts", "normed_sum"])
+def test_sparse_and_dense_agree(method):
+    y, _ = _counts(2, zeros=0.0)
+    dense = bg.size_factors(y, method)
+    np.testing.assert_allclose(bg.size_factors(sparse.csr_matrix(y), method), dense, rtol=1e-12)
+
+
+def test_normed_sum():
+    y, _ = _counts(3)
+    total = y.sum(axis=1)
+    np.testing.assert_allclose(bg.size_factors(y, "normed_sum"), total / total.mean())
+
+
+def test_fit_accepts_a_method_name():
+    y, _ = _counts(4, n_feat=30)
+    x = np.column_stack([np.ones(8), np.tile([0.0, 1.0], 4)])
+    by_name = bg.fit(sparse.csr_matrix(y), x, size_factors="median_ratio", family="poisson")
+    given = bg.fit(y, x, size_factors=bg.size_factors(y), family="poisson")
+    np.testing.assert_allclose(by_name.size_factors, given.size_factors)
+    np.testing.assert_allclose(by_name.coef_loc.to_numpy(), given.coef_loc.to_numpy())
+
+
+def test_size_factor_errors():
+    y, _ = _counts(5, n_feat=20)
+    with pytest.raises(ValueError, match=r"must be an array or one of \['median_ratio'"):
+        bg.size_factors(y, "tmm")
+    with pytest.raises(ValueError, match=r"must be an array or one of"):
+        bg.fit(y, np.ones((8, 1)), size_factors="upper_quartile")
+    holes = y.copy()
+    holes[np.arange(20) % 8, np.arange(20)] = 0.0
+    with pytest.raises(ValueError, match=r"every feature has a zero; use size_factors='poscounts'"):
+        bg.size_factors(holes, "median_ratio")
+    empty = y.copy()
+    empty[3] = 0.0
+    with pytest.raises(ValueError, match=r"observation 3 has none"):
+        bg.size_factors(empty, "normed_sum")
+    with pytest.raises(ValueError, match=r"observation 3 has none among the features used"):
+        bg.size_factors(sparse.csr_matrix(empty), "poscounts")
+    negative = y.copy()
+    negative[0, 0] = -1.0
+    with pytest.raises(ValueError, match=r"need finite, non-negative counts"):
+        bg.size_factors(negative, "median_ratio")
+    with pytest.raises(ValueError, match=r"need finite, non-negative counts"):
+        bg.size_factors(sparse.csr_matrix(negative), "poscounts")
