@@ -10,7 +10,9 @@ The public surface::
 
 from __future__ import annotations
 
-from batchglm import de, dispersion, pl
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from batchglm.fit import fit
 from batchglm.pseudobulk import pseudobulk
 from batchglm.result import FitResult
@@ -18,7 +20,20 @@ from batchglm.simulate import Simulation, simulate
 from batchglm.size_factors import size_factors
 from batchglm.solvers.status import ConvergenceWarning, Status
 
+if TYPE_CHECKING:
+    from batchglm import de, dispersion, pl
+
 __version__ = "0.1.0"
+
+#: Submodules loaded on first use: they pull in scipy.stats and matplotlib, which would
+#: otherwise double the import time of every script and of the command line.
+_LAZY = ("de", "dispersion", "pl")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"batchglm.{name}")
+    raise AttributeError(f"module 'batchglm' has no attribute {name!r}")
 
 __all__ = [
     "ConvergenceWarning",
