@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from batchglm.families.scratch import Scratch
+
 Array = NDArray[np.float64]
 
 
@@ -96,7 +98,14 @@ class Family(ABC):
         """
 
     @abstractmethod
-    def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:
+    def derivatives(
+        self,
+        y: Array,
+        eta_loc: Array,
+        eta_scale: Array,
+        order: int,
+        scratch: Scratch | None = None,
+    ) -> Derivatives:
         """Elementwise log-likelihood terms and derivatives.
 
         Parameters
@@ -107,6 +116,8 @@ class Family(ABC):
             Linear predictors, broadcastable to ``y``.
         order : int
             0 for the log-likelihood only, 2 for first and second derivatives too.
+        scratch : Scratch, optional
+            Reusable buffers for the results (see :mod:`batchglm.families.scratch`).
 
         Returns
         -------

@@ -14,6 +14,7 @@ from scipy import special
 
 from batchglm.families._base import Array, Derivatives, Family
 from batchglm.families.domain import check_finite, first_offender
+from batchglm.families.scratch import Scratch
 from batchglm.families.special_diff import trigamma
 
 
@@ -57,7 +58,14 @@ class Beta(Family):
                 f"{float(y[i, j])!r} at observation {i}, feature {j + feature_offset}."
             )
 
-    def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:
+    def derivatives(
+        self,
+        y: Array,
+        eta_loc: Array,
+        eta_scale: Array,
+        order: int,
+        scratch: Scratch | None = None,
+    ) -> Derivatives:
         """Beta log-density terms and their derivatives.
 
         Parameters
@@ -68,6 +76,8 @@ class Beta(Family):
             ``logit(mu)`` and ``log(phi)``, broadcastable to ``y``.
         order : int
             0 for the log-likelihood only, 2 for derivatives too.
+        scratch : Scratch, optional
+            Reusable buffers for the results (see :mod:`batchglm.families.scratch`).
 
         Returns
         -------

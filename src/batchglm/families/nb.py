@@ -14,6 +14,7 @@ from scipy import special
 
 from batchglm.families._base import Array, CountTerms, Derivatives, Family
 from batchglm.families.domain import check_counts
+from batchglm.families.scratch import Scratch, fresh
 from batchglm.families.special_diff import digamma_diff, lgamma_diff, trigamma_diff
 
 
@@ -40,7 +41,14 @@ class NegativeBinomial(Family):
         """
         check_counts(y, self.name, feature_offset)
 
-    def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:
+    def derivatives(
+        self,
+        y: Array,
+        eta_loc: Array,
+        eta_scale: Array,
+        order: int,
+        scratch: Scratch | None = None,
+    ) -> Derivatives:
         """Elementary (special-function free) NB terms and their derivatives.
 
         Parameters
@@ -51,36 +59,37 @@ class NegativeBinomial(Family):
             ``log(mu)`` and ``log(r)``, broadcastable to ``y``.
         order : int
             0 for the log-likelihood only, 2 for derivatives too.
+        scratch : Scratch, optional
+            Reusable buffers for the results (see :mod:`batchglm.families.scratch`).
 
         Returns
         -------
         Derivatives
             Terms excluding ``gammaln(y + r) - gammaln(r)`` and ``-gammaln(y + 1)``.
         """
-        # Written with in-place operations: these arrays are the size of the data block and
-        # allocation, not arithmetic, dominates the cost.
+        # Every intermediate goes into a named buffer: these arrays are the size of the data
+        # block, and allocating them costs more than the arithmetic done in them.
+        buf = scratch if scratch is not None else fresh
         r = np.exp(eta_scale)
         shape = np.broadcast_shapes(np.shape(y), np.shape(eta_loc), np.shape(eta_scale))
-        log_q = np.subtract(eta_loc, eta_scale)
-        if log_q.shape != shape:
-            log_q = np.broadcast_to(log_q, shape).copy()
-        q = np.exp(log_q)
-        log1p_q = np.log1p(q)
-        ll = np.subtract(log_q, log1p_q, out=log_q)
+        ll = np.subtract(eta_loc, eta_scale, out=buf("ll", shape))  # log q for now
+        q = np.exp(ll, out=buf("q", shape))
+        log1p_q = np.log1p(q, out=buf("log1p_q", shape))
+        ll -= log1p_q
         ll *= y
-        tmp = np.multiply(r, log1p_q)
+        tmp = np.multiply(r, log1p_q, out=buf("tmp", shape))
         ll -= tmp
         if order == 0:
             return Derivatives(ll, ll, None, ll, None, None)
-        inv = np.add(q, 1.0)
+        inv = np.add(q, 1.0, out=buf("inv", shape))
         np.reciprocal(inv, out=inv)
-        q_inv = np.multiply(q, inv)
+        q_inv = np.multiply(q, inv, out=buf("q_inv", shape))
         resid = np.multiply(q, r, out=q)
         np.subtract(y, resid, out=resid)
-        d_loc = np.multiply(resid, inv)
-        q_inv2 = np.multiply(q_inv, inv)
-        d2_cross = np.multiply(resid, q_inv2)
-        d2_loc = np.add(y, r)
+        d_loc = np.multiply(resid, inv, out=buf("d_loc", shape))
+        q_inv2 = np.multiply(q_inv, inv, out=buf("q_inv2", shape))
+        d2_cross = np.multiply(resid, q_inv2, out=buf("d2_cross", shape))
+        d2_loc = np.add(y, r, out=buf("d2_loc", shape))
         d2_loc *= q_inv2
         np.negative(d2_loc, out=d2_loc)
         # d/d(log r) of r*log(r) - (y + r)*log(r + mu) = r*(q/(1+q) - log1p(q)) - y/(1+q);

@@ -8,6 +8,7 @@ import numpy as np
 
 from batchglm.families._base import Array, Derivatives, Family
 from batchglm.families.domain import check_finite
+from batchglm.families.scratch import Scratch
 
 _HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
@@ -38,7 +39,14 @@ class Normal(Family):
         """
         check_finite(y, feature_offset)
 
-    def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:
+    def derivatives(
+        self,
+        y: Array,
+        eta_loc: Array,
+        eta_scale: Array,
+        order: int,
+        scratch: Scratch | None = None,
+    ) -> Derivatives:
         """Compute normal log-density terms and their derivatives.
 
         Parameters
@@ -49,6 +57,8 @@ class Normal(Family):
             Mean and ``log(sd)``, broadcastable to ``y``.
         order : int
             0 for the log-likelihood only, 2 for derivatives too.
+        scratch : Scratch, optional
+            Reusable buffers for the results (see :mod:`batchglm.families.scratch`).
 
         Returns
         -------

@@ -7,6 +7,7 @@ from scipy import special
 
 from batchglm.families._base import Array, Derivatives, Family
 from batchglm.families.domain import check_counts
+from batchglm.families.scratch import Scratch
 
 
 class Poisson(Family):
@@ -29,7 +30,14 @@ class Poisson(Family):
         """
         check_counts(y, self.name, feature_offset)
 
-    def derivatives(self, y: Array, eta_loc: Array, eta_scale: Array, order: int) -> Derivatives:
+    def derivatives(
+        self,
+        y: Array,
+        eta_loc: Array,
+        eta_scale: Array,
+        order: int,
+        scratch: Scratch | None = None,
+    ) -> Derivatives:
         """Poisson terms, centred on the saturated model, and their derivatives.
 
         The log-likelihood part is ``y (eta - log y) - (mu - y)`` (minus half the unit
@@ -47,6 +55,8 @@ class Poisson(Family):
             Ignored.
         order : int
             0 for the log-likelihood only, 2 for derivatives too.
+        scratch : Scratch, optional
+            Reusable buffers for the results (see :mod:`batchglm.families.scratch`).
 
         Returns
         -------

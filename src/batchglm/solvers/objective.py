@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from batchglm.design import Design
 from batchglm.families import Family
+from batchglm.families.scratch import Scratch
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts
 
@@ -89,20 +90,24 @@ class Problem:
         """Number of free parameters per feature."""
         return self.k_loc + self.k_scale
 
-    def eta_loc(self, a: Array) -> Array:
+    def eta_loc(self, a: Array, out: Array | None = None) -> Array:
         """Location predictor ``(n, F)`` for free coefficients ``a`` of shape ``(F, k_loc)``.
 
         Parameters
         ----------
         a : ndarray
             Free location coefficients.
+        out : ndarray, optional
+            Where to write the result.
 
         Returns
         -------
         ndarray
             ``offset + X C a``.
         """
-        return self.offset[:, None] + self.loc.reduced @ a.T
+        eta = np.matmul(self.loc.reduced, a.T, out=out)
+        eta += self.offset[:, None]
+        return eta
 
     def eta_scale_groups(self, b: Array) -> Array:
         """Scale predictor per scale group, ``(n_groups, F)``.
@@ -141,6 +146,7 @@ class Objective:
             table = CountTable(y, groups.index, groups.n_groups)
         self.table = table
         self._constant: Array | None = None
+        self.scratch = Scratch()
 
     @property
     def n_features(self) -> int:
@@ -200,14 +206,15 @@ class Objective:
         p = self.problem
         fam = p.family
         a, b = theta[:, : p.k_loc], theta[:, p.k_loc :]
-        eta_loc = p.eta_loc(a)
+        n_obs, n_feat = self.y.shape
+        eta_loc = p.eta_loc(a, out=self.scratch("eta_loc", (n_obs, n_feat)))
         if fam.has_scale:
             eta_s_groups = p.eta_scale_groups(b)
             eta_scale = p.scale_groups.expand(eta_s_groups)
         else:
             eta_s_groups = np.zeros((1, theta.shape[0]))
             eta_scale = eta_s_groups
-        der = fam.derivatives(self.y, eta_loc, eta_scale, order)
+        der = fam.derivatives(self.y, eta_loc, eta_scale, order, self.scratch)
         counts = (
             self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
         )
