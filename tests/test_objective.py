@@ -54,3 +54,22 @@ def test_count_table_matches_direct_sum():
     eta_scale = problem.scale.reduced @ theta[:, 4:].T
     direct = get_family("nb").loglik(y, eta_loc, eta_scale).sum(axis=0)
     np.testing.assert_allclose(ll, direct, rtol=1e-12)
+
+
+def test_cells_sum_to_the_same_objective_as_observations():
+    rng = np.random.default_rng(9)
+    n = 240
+    group = rng.integers(0, 4, n)
+    x = np.column_stack([np.ones(n)] + [group == g for g in (1, 2, 3)]).astype(float)
+    z = x[:, :2]
+    loc = build_design(x, None, n, "loc")
+    scale = build_design(z, None, n, "scale")
+    y = bg.simulate(x, z, n_features=6, seed=1).data
+    problem = Problem(get_family("nb"), loc, scale, np.zeros(n))
+    assert problem.cells is not None and problem.cells.xc.shape[0] == 4
+    theta = np.tile([6.0, 0.2, -0.1, 0.3, 1.0, 0.4], (6, 1))
+    by_cell = Objective(problem, np.ascontiguousarray(y)).evaluate(theta, 2)
+    problem.cells = None
+    by_obs = Objective(problem, np.ascontiguousarray(y)).evaluate(theta, 2)
+    for a, b in zip(by_cell, by_obs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-8)

@@ -75,6 +75,9 @@ class Family(ABC):
     #: Whether :meth:`count_terms` is implemented. Such families must also have
     #: ``constant(0) == 0`` so that both can be summed over non-zero entries only.
     has_count_terms: bool = False
+    #: Whether every term of :meth:`derivatives` is affine in ``y``: sums over observations
+    #: with equal predictors then equal their count times the terms at their mean ``y``.
+    affine_in_y: bool = False
     #: Bounds on the scale predictor; a feature whose optimum lies beyond is stopped there.
     scale_bounds: tuple[float, float] = (-np.inf, np.inf)
     #: Link of the location model: ``"log"``, ``"identity"`` or ``"logit"``. Size factors

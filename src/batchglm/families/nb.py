@@ -25,6 +25,7 @@ class NegativeBinomial(Family):
     has_scale = True
     scale_name = "size r (var = mu + mu^2 / r)"
     has_count_terms = True
+    affine_in_y = True
     #: ``log r`` between log(1e-8) and log(1e8): DESeq2's dispersion range. At the upper
     #: bound the fit is numerically the Poisson fit (under-dispersed features).
     scale_bounds = (float(np.log(1e-8)), float(np.log(1e8)))

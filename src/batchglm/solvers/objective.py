@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.design import Design
-from batchglm.families import Family
+from batchglm.families import Derivatives, Family
 from batchglm.families.scratch import Scratch
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts
@@ -22,6 +22,9 @@ Array = NDArray[np.float64]
 #: Scale designs with more distinct rows than this share of observations are treated
 #: observation by observation (continuous covariates).
 _GROUPED_SHARE = 0.5
+#: Designs whose observations fall into at most this share of distinct cells (equal design
+#: rows and offset) are summed cell by cell.
+_CELL_SHARE = 0.25
 
 
 def unique_rows(matrix: Array) -> tuple[Array, NDArray[np.intp]]:
@@ -41,6 +44,84 @@ def unique_rows(matrix: Array) -> tuple[Array, NDArray[np.intp]]:
     """
     rows, index = np.unique(matrix, axis=0, return_inverse=True)
     return rows, index.ravel().astype(np.intp)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The rows the likelihood is summed over: observations, or cells of equal ones.
+
+    Attributes
+    ----------
+    xc : ndarray
+        Constrained location design rows ``(m, k_loc)``.
+    offset : ndarray
+        Location offsets ``(m,)``.
+    weight : ndarray or None
+        Observations per row ``(m, 1)``; ``None`` for plain observations.
+    scale_groups : GroupSums
+        Maps rows to scale groups.
+    pp_loc, pp_cross : PairProducts or None
+        Batched cross-products over these rows.
+    cell_of_obs : GroupSums or None
+        Sums observations into cells (only for cells).
+    """
+
+    xc: Array
+    offset: Array
+    weight: Array | None
+    scale_groups: GroupSums
+    pp_loc: PairProducts
+    pp_cross: PairProducts | None
+    cell_of_obs: GroupSums | None = None
+
+    def eta_loc(self, a: Array, out: Array | None = None) -> Array:
+        """Location predictor at these rows, ``(m, F)``.
+
+        Parameters
+        ----------
+        a : ndarray
+            Free location coefficients ``(F, k_loc)``.
+        out : ndarray, optional
+            Where to write the result.
+
+        Returns
+        -------
+        ndarray
+            ``offset + X C a``.
+        """
+        eta = np.matmul(self.xc, a.T, out=out)
+        eta += self.offset[:, None]
+        return eta
+
+
+def _cells(
+    xc: Array, zc: Array, offset: Array, scale_index: NDArray[np.intp], n_scale: int,
+    has_scale: bool,
+) -> Rows | None:
+    """Group observations that share every predictor (design rows and offset).
+
+    For a family whose per-observation terms are affine in ``y`` (NB without its count
+    terms), the sum over a cell equals the cell size times the terms at the cell's mean
+    ``y``. Categorical designs without varying size factors then cost a handful of rows
+    per feature instead of one per observation; the count terms still see every count.
+    """
+    n = offset.size
+    rows, index = unique_rows(np.column_stack([xc, zc, offset]))
+    if rows.shape[0] > _CELL_SHARE * n:
+        return None
+    first = np.empty(rows.shape[0], dtype=np.intp)
+    first[index[::-1]] = np.arange(n)[::-1]
+    xc_c, zc_c = xc[first], zc[first]
+    weight = np.bincount(index, minlength=rows.shape[0]).astype(np.float64)[:, None]
+    return Rows(
+        xc=xc_c,
+        offset=offset[first],
+        weight=weight,
+        scale_groups=GroupSums(scale_index[first], n_scale),
+        pp_loc=PairProducts(xc_c, xc_c, symmetric=True),
+        pp_cross=PairProducts(xc_c, zc_c) if has_scale else None,
+        cell_of_obs=GroupSums(index, rows.shape[0]),
+    )
 
 
 @dataclass
@@ -65,6 +146,8 @@ class Problem:
     scale_groups: GroupSums = field(init=False)
     loc_rows: Array = field(init=False)
     loc_groups: GroupSums = field(init=False)
+    rows: Rows = field(init=False)
+    cells: Rows | None = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.offset.size
@@ -80,9 +163,19 @@ class Problem:
         self.loc_groups = GroupSums(lindex, lrows.shape[0])
         self.k_loc = xc.shape[1]
         self.k_scale = zc.shape[1] if self.family.has_scale else 0
-        self.pp_loc = PairProducts(xc, xc, symmetric=True)
-        if self.family.has_scale:
-            self.pp_cross = PairProducts(xc, zc)
+        has_scale = self.family.has_scale
+        self.rows = Rows(
+            xc=xc,
+            offset=self.offset,
+            weight=None,
+            scale_groups=self.scale_groups,
+            pp_loc=PairProducts(xc, xc, symmetric=True),
+            pp_cross=PairProducts(xc, zc) if has_scale else None,
+        )
+        self.cells = None
+        if self.family.affine_in_y and not self.scale_groups.identity:
+            self.cells = _cells(xc, zc, self.offset, index, rows.shape[0], has_scale)
+        if has_scale:
             self.pp_scale = PairProducts(rows, rows, symmetric=True)
 
     @property
@@ -105,9 +198,7 @@ class Problem:
         ndarray
             ``offset + X C a``.
         """
-        eta = np.matmul(self.loc.reduced, a.T, out=out)
-        eta += self.offset[:, None]
-        return eta
+        return self.rows.eta_loc(a, out)
 
     def eta_scale_groups(self, b: Array) -> Array:
         """Scale predictor per scale group, ``(n_groups, F)``.
@@ -138,14 +229,31 @@ class Objective:
         Pre-built count table for ``y``.
     """
 
-    def __init__(self, problem: Problem, y: Array, table: CountTable | None = None) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        y: Array,
+        table: CountTable | None = None,
+        constant: Array | None = None,
+    ) -> None:
         self.problem = problem
-        self.y = y
         groups = problem.scale_groups
-        if table is None and problem.family.has_count_terms:
+        self.rows = problem.cells if problem.cells is not None else problem.rows
+        if self.rows.cell_of_obs is not None and y.shape[0] == groups.index.size:
+            # Build what needs single counts, then keep only the cell means.
+            if table is None and problem.family.has_count_terms:
+                table = CountTable(y, groups.index, groups.n_groups)
+            self.table = table
+            self._constant = constant
+            self.y = y
+            self._constant = self.constant()
+            assert self.rows.weight is not None
+            y = self.rows.cell_of_obs(y) / self.rows.weight
+        elif table is None and problem.family.has_count_terms:
             table = CountTable(y, groups.index, groups.n_groups)
         self.table = table
-        self._constant: Array | None = None
+        self._constant = constant
+        self.y = np.ascontiguousarray(y)
         self.scratch = Scratch()
 
     @property
@@ -167,10 +275,8 @@ class Objective:
             Objective over the kept features.
         """
         table = self.table.subset(keep) if self.table is not None else None
-        out = Objective(self.problem, np.ascontiguousarray(self.y[:, keep]), table)
-        if self._constant is not None:
-            out._constant = self._constant[keep]
-        return out
+        constant = self._constant[keep] if self._constant is not None else None
+        return Objective(self.problem, self.y[:, keep], table, constant)
 
     def constant(self) -> Array:
         """Parameter-free part of the log-likelihood per feature, ``(F,)``."""
@@ -205,16 +311,19 @@ class Objective:
         """
         p = self.problem
         fam = p.family
+        rows = self.rows
         a, b = theta[:, : p.k_loc], theta[:, p.k_loc :]
-        n_obs, n_feat = self.y.shape
-        eta_loc = p.eta_loc(a, out=self.scratch("eta_loc", (n_obs, n_feat)))
+        n_rows, n_feat = self.y.shape
+        eta_loc = rows.eta_loc(a, out=self.scratch("eta_loc", (n_rows, n_feat)))
         if fam.has_scale:
             eta_s_groups = p.eta_scale_groups(b)
-            eta_scale = p.scale_groups.expand(eta_s_groups)
+            eta_scale = rows.scale_groups.expand(eta_s_groups)
         else:
             eta_s_groups = np.zeros((1, theta.shape[0]))
             eta_scale = eta_s_groups
         der = fam.derivatives(self.y, eta_loc, eta_scale, order, self.scratch)
+        if rows.weight is not None:
+            der = _weighted(der, rows.weight)
         counts = (
             self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
         )
@@ -227,20 +336,34 @@ class Objective:
         grad = np.empty((theta.shape[0], k))
         hess = np.empty((theta.shape[0], k, k))
         kl = p.k_loc
-        grad[:, :kl] = (p.loc.reduced.T @ der.d_loc).T
-        hess[:, :kl, :kl] = p.pp_loc(der.d2_loc)
+        grad[:, :kl] = (rows.xc.T @ der.d_loc).T
+        hess[:, :kl, :kl] = rows.pp_loc(der.d2_loc)
         if fam.has_scale:
             assert der.d_scale is not None and der.d2_scale is not None
-            assert der.d2_cross is not None
-            d_s = p.scale_groups(der.d_scale)
-            d2_s = p.scale_groups(der.d2_scale)
+            assert der.d2_cross is not None and rows.pp_cross is not None
+            d_s = rows.scale_groups(der.d_scale)
+            d2_s = rows.scale_groups(der.d2_scale)
             if counts is not None:
                 assert counts[1] is not None and counts[2] is not None
                 d_s = d_s + counts[1]
                 d2_s = d2_s + counts[2]
             grad[:, kl:] = (p.scale_rows.T @ d_s).T
-            cross = p.pp_cross(der.d2_cross)
+            cross = rows.pp_cross(der.d2_cross)
             hess[:, :kl, kl:] = cross
             hess[:, kl:, :kl] = np.swapaxes(cross, 1, 2)
             hess[:, kl:, kl:] = p.pp_scale(d2_s)
         return ll, grad, hess
+
+
+def _weighted(der: Derivatives, weight: Array) -> Derivatives:
+    """Terms of cells of ``weight`` observations each, from the terms at their mean."""
+
+    def times(v: Array | None) -> Array | None:
+        return None if v is None else v * weight
+
+    ll = times(der.ll)
+    d_loc = times(der.d_loc)
+    d2_loc = times(der.d2_loc)
+    assert ll is not None and d_loc is not None and d2_loc is not None
+    return Derivatives(ll, d_loc, times(der.d_scale), d2_loc, times(der.d2_cross),
+                       times(der.d2_scale))
