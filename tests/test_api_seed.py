@@ -29,6 +29,7 @@ import batchglm as bg
 import batchglm.api as glm
 from batchglm.api import SeedArray
 from batchglm.api.models import nb_glm
+from batchglm.api.models.nb_glm import _common as nb_glm_common
 
 SEEDS = (0, 1, 2)
 
@@ -564,7 +565,8 @@ def test_training_strategies_all_run_the_exact_solver(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(nb_glm, "_logged_notices", set())  # a fresh "once per process"
+    # a fresh "once per process"
+    monkeypatch.setattr(nb_glm_common, "_logged_notices", set())
     fake = type("R", (), {"converged": pd.Series([True])})()
 
     def fake_fit(*args: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,1 @@
+"""``python -m batchglm.demo_seed``: the seed tutorial through ``batchglm.api``."""
