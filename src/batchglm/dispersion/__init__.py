@@ -6,6 +6,9 @@
     res = bg.fit(counts, design)
     disp = bg.dispersion.estimate_dispersions(counts, res)   # genewise, trend, map
     disp.to_frame()
+    # any scale model (e.g. dispersion varying by batch): gene-wise Cox-Reid only
+    gw = bg.dispersion.genewise_dispersions(counts, bg.fit(counts, design, "~ 1 + batch"))
+    gw.coef
 
 Differential tests use these through ``dispersion="map"`` or ``"ql"`` in
 :func:`batchglm.de.wald`, :func:`batchglm.de.lrt` and :func:`batchglm.de.ql_f`.
@@ -14,10 +17,13 @@ Differential tests use these through ``dispersion="map"`` or ``"ql"`` in
 from __future__ import annotations
 
 from batchglm.dispersion.cox_reid import LogNormalPrior, cox_reid_log_r
+from batchglm.dispersion.cox_reid_design import ScaleSolution, cox_reid_scale
 from batchglm.dispersion.estimate import (
     Dispersions,
+    GenewiseScale,
     QuasiLikelihood,
     estimate_dispersions,
+    genewise_dispersions,
     quasi_likelihood,
     refit_location,
 )
@@ -26,13 +32,17 @@ from batchglm.dispersion.trend import Trend, fit_trend
 
 __all__ = [
     "Dispersions",
+    "GenewiseScale",
     "LogNormalPrior",
     "QuasiLikelihood",
+    "ScaleSolution",
     "SqueezedVariances",
     "Trend",
     "cox_reid_log_r",
+    "cox_reid_scale",
     "estimate_dispersions",
     "fit_trend",
+    "genewise_dispersions",
     "nb_deviance",
     "quasi_likelihood",
     "refit_location",

@@ -19,7 +19,9 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm.data import Data, as_data
+from batchglm.design import Design
 from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
+from batchglm.dispersion.cox_reid_design import cox_reid_scale
 from batchglm.dispersion.quasi_likelihood import SqueezedVariances, nb_deviance, squeeze_var
 from batchglm.dispersion.shrinkage import dispersion_outliers, prior_variance
 from batchglm.dispersion.trend import Trend, fit_trend
@@ -93,8 +95,8 @@ def _blocks(n: int) -> Iterator[slice]:
         yield slice(start, min(start + _BLOCK, n))
 
 
-def check_nb_fit(res: FitResult, data: Data, what: str) -> None:
-    """Raise unless ``res`` is an NB fit with an intercept-only scale model of ``data``.
+def check_nb_fit(res: FitResult, data: Data, what: str, intercept_only: bool = True) -> None:
+    """Raise unless ``res`` is an NB fit of ``data`` (with an intercept-only scale model).
 
     Parameters
     ----------
@@ -104,23 +106,37 @@ def check_nb_fit(res: FitResult, data: Data, what: str) -> None:
         The data it is said to come from.
     what : str
         The option that needs it, for messages.
+    intercept_only : bool
+        Also require an intercept-only scale model (one dispersion per feature).
     """
     if res.family != "nb":
         raise ValueError(
             f"{what} needs a negative binomial fit, but the fit's family is {res.family!r}."
         )
     scale = res.scale.reduced
-    if scale.shape[1] != 1 or not np.allclose(scale, scale[0, 0]):
+    if intercept_only and (scale.shape[1] != 1 or not np.allclose(scale, scale[0, 0])):
         raise ValueError(
             f"{what} shares one dispersion per feature across observations, so it needs "
             "an intercept-only scale model, but the fit's scale model has coefficients "
-            f"{res.scale.names}."
+            f"{res.scale.names}; Cox-Reid estimates for a general scale model come from "
+            "bg.dispersion.genewise_dispersions(data, res)."
         )
     if data.shape != (len(res.obs_names), len(res.feature_names)):
         raise ValueError(
             f"`data` must be the data of the fit, shape ({len(res.obs_names)}, "
             f"{len(res.feature_names)}), but its shape is {data.shape}."
         )
+
+
+def _df_residual(x: Array, n_obs: int) -> int:
+    df_residual = n_obs - int(np.linalg.matrix_rank(x))
+    if df_residual < 1:
+        raise ValueError(
+            "estimating dispersions needs residual degrees of freedom, but the location "
+            f"design leaves {df_residual} (observations minus coefficients); use fewer "
+            "coefficients or more observations."
+        )
+    return df_residual
 
 
 def _means(res: FitResult, sl: slice) -> Array:
@@ -139,7 +155,8 @@ def estimate_dispersions(
         The counts the fit was made on, ``(n_obs, n_features)``.
     res : FitResult
         An NB fit with an intercept-only scale model (from :func:`batchglm.fit`); its
-        fitted means are used.
+        fitted means are used. For a general scale model, gene-wise estimates (without
+        trend or shrinkage) come from :func:`genewise_dispersions`.
     layer : str, optional
         AnnData layer with the counts.
     trend : {"parametric", "local", "mean"}
@@ -155,13 +172,7 @@ def estimate_dispersions(
     check_nb_fit(res, d, "shrinking dispersions")
     n_obs, n_feat = d.shape
     x = res.loc.reduced
-    df_residual = n_obs - int(np.linalg.matrix_rank(x))
-    if df_residual < 1:
-        raise ValueError(
-            "estimating dispersions needs residual degrees of freedom, but the location "
-            f"design leaves {df_residual} (observations minus coefficients); use fewer "
-            "coefficients or more observations."
-        )
+    df_residual = _df_residual(x, n_obs)
     upper = max_alpha(n_obs)
     usable = res.status_codes != Status.ALL_ZERO
     base_mean = np.zeros(n_feat)
@@ -212,6 +223,133 @@ def estimate_dispersions(
         trend_fit=trend_fit,
         df_residual=df_residual,
         usable=usable,
+    )
+
+
+@dataclass(frozen=True)
+class GenewiseScale:
+    """Cox-Reid adjusted scale coefficients of an NB fit with any scale model.
+
+    Attributes
+    ----------
+    feature_names : pandas.Index
+        Feature names.
+    scale : Design
+        The fit's scale design (``log r = Z C b``).
+    coef_free : ndarray
+        Free scale coefficients ``b`` per feature, ``(F, k_scale)``; ``NaN`` for features
+        without an estimate.
+    apl : ndarray
+        The adjusted profile log-likelihood at the estimate.
+    status : ndarray of int8
+        :class:`~batchglm.solvers.status.Status` code per feature (``SCALE_AT_BOUND``
+        where some predictor stopped on ``[-log(alpha_max), log(1e8)]``, e.g.
+        under-dispersion); ``ALL_ZERO`` for features without an estimate.
+    n_iter : ndarray of int
+        Newton iterations used.
+    df_residual : int
+        Observations minus location parameters.
+    usable : ndarray of bool
+        Features with an estimate (not all zero).
+    """
+
+    feature_names: pd.Index
+    scale: Design
+    coef_free: Array
+    apl: Array
+    status: NDArray[np.int8]
+    n_iter: NDArray[np.int32]
+    df_residual: int
+    usable: NDArray[np.bool_]
+
+    @property
+    def coef(self) -> pd.DataFrame:
+        """Full scale coefficients ``C b`` per feature, named like the fit's.
+
+        They satisfy the scale constraints, so they can be passed to
+        :func:`batchglm.fit` as ``fixed_scale``.
+        """
+        full = self.coef_free @ self.scale.constraints.T
+        return pd.DataFrame(full, index=self.feature_names, columns=self.scale.names)
+
+    def log_r(self) -> Array:
+        """``log r`` for every observation and feature, ``(n_obs, F)``.
+
+        Returns
+        -------
+        ndarray
+            Scale predictors ``Z C b``.
+        """
+        return np.asarray(self.scale.reduced @ self.coef_free.T)
+
+    def alpha(self) -> Array:
+        """Dispersion ``alpha = 1 / r`` for every observation and feature, ``(n_obs, F)``.
+
+        Returns
+        -------
+        ndarray
+            ``exp(-log r)``.
+        """
+        return np.exp(-self.log_r())
+
+
+def genewise_dispersions(
+    data: Any, res: FitResult, *, layer: str | None = None, alpha_max: float | None = None
+) -> GenewiseScale:
+    """Cox-Reid adjusted maximum-likelihood scale coefficients for an NB fit.
+
+    Works with any scale model of the fit (several columns, constraints): at the fit's
+    means, each feature's free scale coefficients maximise
+    ``sum_i l(y_i; mu_i, r_i) - 1/2 log det(X^T W X)`` (see
+    :mod:`batchglm.dispersion.cox_reid_design`). With an intercept-only scale model this is
+    the ``genewise`` estimate of :func:`estimate_dispersions`.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The counts the fit was made on, ``(n_obs, n_features)``.
+    res : FitResult
+        An NB fit (from :func:`batchglm.fit`); its fitted means are held fixed.
+    layer : str, optional
+        AnnData layer with the counts.
+    alpha_max : float, optional
+        Largest dispersion, by default ``max(10, n_obs)``.
+
+    Returns
+    -------
+    GenewiseScale
+        Coefficients per feature.
+    """
+    d = as_data(data, layer=layer)
+    check_nb_fit(res, d, "Cox-Reid dispersion estimation", intercept_only=False)
+    n_obs, n_feat = d.shape
+    x = res.loc.reduced
+    z = res.scale.reduced
+    df_residual = _df_residual(x, n_obs)
+    usable = res.status_codes != Status.ALL_ZERO
+    coef = np.full((n_feat, z.shape[1]), np.nan)
+    apl = np.full(n_feat, np.nan)
+    status = np.full(n_feat, Status.ALL_ZERO, dtype=np.int8)
+    n_iter = np.zeros(n_feat, dtype=np.int32)
+    # Newton holds several (n_obs, block) arrays; keep them near 32 MiB each.
+    block = max(8, min(_BLOCK, 2**22 // max(n_obs, 1)))
+    for start in range(0, n_feat, block):
+        sl = slice(start, min(start + block, n_feat))
+        y = d.block(sl)
+        usable[sl] &= y.any(axis=0)
+        use = np.flatnonzero(usable[sl])
+        if not use.size:
+            continue
+        mu = _means(res, sl)
+        sol = cox_reid_scale(
+            np.ascontiguousarray(y[:, use]), np.ascontiguousarray(mu[:, use]), x, z,
+            alpha_max=alpha_max,
+        )
+        at = sl.start + use
+        coef[at], apl[at], status[at], n_iter[at] = sol.b, sol.apl, sol.status, sol.n_iter
+    return GenewiseScale(
+        feature_names=res.feature_names, scale=res.scale, coef_free=coef, apl=apl,
+        status=status, n_iter=n_iter, df_residual=df_residual, usable=usable,
     )
 
 

@@ -141,19 +141,37 @@ def newton_direction(grad: Array, hess: Array) -> tuple[Array, NDArray[np.bool_]
     neg = -hess
     direction = np.empty_like(grad)
     modified = np.zeros(grad.shape[0], dtype=bool)
-    try:
-        chol = np.linalg.cholesky(neg)
-        ok = np.all(np.isfinite(chol), axis=(1, 2))
-    except np.linalg.LinAlgError:
-        chol = None
-        ok = np.zeros(grad.shape[0], dtype=bool)
-    if chol is not None and ok.any():
-        direction[ok] = _cho_solve(chol[ok], grad[ok])
+    ok, chol = _cholesky_where_possible(neg)
+    if ok.any():
+        direction[ok] = _cho_solve(chol, grad[ok])
     bad = ~ok
     if bad.any():
         modified[bad] = True
         direction[bad] = _eig_direction(neg[bad], grad[bad])
     return direction, modified
+
+
+def _cholesky_where_possible(neg: Array) -> tuple[NDArray[np.bool_], NDArray[np.floating]]:
+    """Cholesky factors of the positive definite matrices of a stack, and which those are.
+
+    NumPy's batched Cholesky fails as a whole when one matrix is not positive definite;
+    then eigenvalues (cheap for these small matrices) pick the ones that are, so a single
+    awkward feature never sends the whole batch to the slower modified step.
+    """
+    try:
+        chol = np.linalg.cholesky(neg)
+        ok = np.all(np.isfinite(chol), axis=(1, 2))
+        return ok, chol[ok]
+    except np.linalg.LinAlgError:
+        pass
+    finite = np.all(np.isfinite(neg), axis=(1, 2))
+    vals = np.linalg.eigvalsh(np.where(finite[:, None, None], neg, 0.0))
+    top = np.maximum(np.abs(vals).max(axis=1), np.finfo(np.float64).tiny)
+    ok = finite & (vals.min(axis=1) > 1e-12 * top)
+    try:
+        return ok, np.linalg.cholesky(neg[ok])
+    except np.linalg.LinAlgError:
+        return np.zeros_like(ok), neg[:0]
 
 
 def _cho_solve(chol: NDArray[np.floating], rhs: Array) -> Array:
