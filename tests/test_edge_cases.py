@@ -124,3 +124,13 @@ def test_max_iter_gives_one_warning_naming_the_knob():
     assert len(rec) == 1
     assert (res.status == "max_iter").any()
     assert not res.converged[res.status == "max_iter"].any()
+
+
+def test_fit_logs_its_phases(caplog):
+    y = np.random.default_rng(0).poisson(3.0, (50, 4)).astype(float)
+    y[:, 0] = 0
+    with caplog.at_level("INFO", logger="batchglm"):
+        bg.fit(y, np.ones((50, 1)))
+    text = caplog.text
+    assert "fitting 4 features x 50 observations" in text
+    assert "fitted 4 features in" in text and "'all_zero': 1" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -209,7 +210,9 @@ def fit(
             fam.validate(d.block(sl), sl.start)
     elif fixed_b is not None:
         raise ValueError("`fixed_scale` is not supported for dask input; compute the data first.")
-    show = progress if progress is not None else (n_obs * n_feat > 2e8 and sys.stderr.isatty())
+    # About 1e8 observation-feature pairs take several seconds: worth a bar on a terminal.
+    show = progress if progress is not None else (n_obs * n_feat > 5e7 and sys.stderr.isatty())
+    started = time.perf_counter()
     logger.info("fitting %d features x %d observations (%s, %d free parameters each)",
                 n_feat, n_obs, fam.name, k)
     bar = tqdm(total=n_feat, disable=not show, unit="feature", desc="batchglm.fit")
@@ -237,6 +240,9 @@ def fit(
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 list(pool.map(run, _chunks(n_feat, chunk)))
     bar.close()
+    counts = {Status(int(c)).label: int(k) for c, k in zip(*np.unique(status, return_counts=True),
+                                                            strict=True)}
+    logger.info("fitted %d features in %.2f s: %s", n_feat, time.perf_counter() - started, counts)
     warn_if_unconverged(status, max_iter)
     return FitResult(
         family=fam.name,
