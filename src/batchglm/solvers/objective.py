@@ -239,20 +239,18 @@ class Objective:
         self.problem = problem
         groups = problem.scale_groups
         self.rows = problem.cells if problem.cells is not None else problem.rows
-        if self.rows.cell_of_obs is not None and y.shape[0] == groups.index.size:
-            # Build what needs single counts, then keep only the cell means.
-            if table is None and problem.family.has_count_terms:
-                table = CountTable(y, groups.index, groups.n_groups)
-            self.table = table
-            self._constant = constant
-            self.y = y
-            self._constant = self.constant()
-            assert self.rows.weight is not None
-            y = self.rows.cell_of_obs(y) / self.rows.weight
-        elif table is None and problem.family.has_count_terms:
+        if table is None and problem.family.has_count_terms:
             table = CountTable(y, groups.index, groups.n_groups)
         self.table = table
         self._constant = constant
+        self.y = y
+        cells = self.rows.cell_of_obs
+        if cells is not None and y.shape[0] == groups.index.size:
+            # Count terms and constants need the single counts (taken above); everything
+            # else only the cell means.
+            self._constant = self.constant()
+            assert self.rows.weight is not None
+            y = cells(y) / self.rows.weight
         self.y = np.ascontiguousarray(y)
         self.scratch = Scratch()
 
