@@ -134,3 +134,19 @@ def test_fit_logs_its_phases(caplog):
     text = caplog.text
     assert "fitting 4 features x 50 observations" in text
     assert "fitted 4 features in" in text and "'all_zero': 1" in text
+
+
+def test_large_counts_converge_despite_rounding_noise_in_the_likelihood():
+    # Counts near 1e4: the summed terms are ~1e8 and cancel to ~2e4, so near the optimum
+    # the likelihood's rounding noise (~1e-7) exceeds what a Newton step can still gain.
+    from batchglm.demo.__main__ import design
+
+    dmat, cons = design()
+    sim = bg.simulate(dmat, dmat, n_features=1000, constraints_loc=cons,
+                      constraints_scale=cons, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = bg.fit(sim.data[:, [439]], dmat, dmat, constraints_loc=cons,
+                     constraints_scale=cons)
+    assert res.status.iloc[0] == "converged"
+    assert res.n_iter.iloc[0] < 10

@@ -162,7 +162,12 @@ def solve(
         # above `tol`; a tiny decrement with a gain lost in rounding is convergence.
         flat = ok & (decrement < _NOISE_DECREMENT) & (np.abs(t_ll - ll) <= slack)
         status[idx[flat]] = np.where(at_bound[flat], Status.SCALE_AT_BOUND, Status.CONVERGED)
-        retry = live & ~ok
+        # A plain Newton step promising less than the rounding noise of the summed
+        # likelihood (large counts: sums of 1e8 cancel to 1e4) cannot be verified; the
+        # feature is at its optimum to that precision.
+        noise = live & ~ok & (decrement < _NOISE_DECREMENT) & (expand[idx] <= 1.0)
+        status[idx[noise]] = np.where(at_bound[noise], Status.SCALE_AT_BOUND, Status.CONVERGED)
+        retry = live & ~ok & ~noise
         if retry.any():
             stuck = _halve(work, theta, idx, direction, step, ll, slope, retry, options)
             status[idx[stuck]] = np.where(
@@ -185,7 +190,7 @@ def solve(
             expand[idx] = np.where(grow, np.minimum(2.0 * expand[idx], _MAX_EXPAND), 1.0)
         if on_iteration is not None:
             on_iteration(it + 1, int((status == _RUNNING).sum()))
-        if retry.any():
+        if (retry | noise).any():
             ll, grad, hess = _evaluate(work, theta[idx])
         else:
             ll, grad, hess = t_ll, t_grad, t_hess
