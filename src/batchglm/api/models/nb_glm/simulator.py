@@ -98,10 +98,7 @@ class Simulator:
         coords : mapping, optional
             Seed-style coordinates, e.g. ``{"design_loc_params": names}``.
         """
-        names = None if coords is None else coords.get("design_loc_params")
-        self._design_loc = _design(dmat, "dmat", "design_loc_params", names)
-        self.num_observations = int(self._design_loc.shape[0])
-        self._clear()
+        self._design_loc = self._parse(dmat, coords, "design_loc_params")
 
     def parse_dmat_scale(
         self, dmat: Any, coords: Mapping[str, Sequence[str]] | None = None
@@ -116,10 +113,17 @@ class Simulator:
         coords : mapping, optional
             Seed-style coordinates, e.g. ``{"design_scale_params": names}``.
         """
-        names = None if coords is None else coords.get("design_scale_params")
-        self._design_scale = _design(dmat, "dmat", "design_scale_params", names)
-        self.num_observations = int(self._design_scale.shape[0])
+        self._design_scale = self._parse(dmat, coords, "design_scale_params")
+
+    def _parse(
+        self, dmat: Any, coords: Mapping[str, Sequence[str]] | None, dim: str
+    ) -> SeedArray:
+        """Label a design, record its number of observations and drop earlier draws."""
+        names = None if coords is None else coords.get(dim)
+        design = _design(dmat, "dmat", dim, names)
+        self.num_observations = int(design.shape[0])
         self._clear()
+        return design
 
     def _clear(self) -> None:
         self._sim = None
