@@ -205,3 +205,119 @@ def test_equation_errors():
         build_design(frame, ["a = 0", "b = 0", "c = 0", "d = 0"], 40, "loc")
     with pytest.raises(ValueError, match=r"rank-deficient"):
         build_design(pd.concat([frame, frame["a"].rename("e")], axis=1), ["b = c"], 40, "loc")
+
+
+# --- Equations naming every level of a factor whose formula coding drops a reference ---
+
+LEVELS6 = [f"replicate[s{k}]" for k in range(1, 7)]
+SUM_TO_ZERO6 = ["replicate[s1] + replicate[s2] + replicate[s3] = 0",
+                "replicate[s4] + replicate[s5] + replicate[s6] = 0"]
+
+
+def obs_three_per_condition(per_rep: int) -> pd.DataFrame:
+    """2 conditions x 3 replicates each (replicates s1..s6 nested in the condition)."""
+    rep = np.repeat([f"s{k}" for k in range(1, 7)], per_rep)
+    return pd.DataFrame(
+        {"condition": np.where(np.isin(rep, ["s1", "s2", "s3"]), "ctrl", "stim"),
+         "replicate": rep},
+        index=[f"obs{i}" for i in range(rep.size)],
+    )
+
+
+@pytest.fixture(scope="module")
+def three_per_condition():
+    per_rep, n_genes = 30, 6
+    obs = obs_three_per_condition(per_rep)
+    rng = np.random.default_rng(11)
+    rep_effect = np.array([0.3, -0.1, -0.2, 0.25, 0.05, -0.3])[:, None]
+    log_mu = 1.5 + rng.normal(0.0, 0.5, n_genes) + rep_effect
+    log_mu[3:] += rng.normal(0.0, 0.7, n_genes)
+    mu = np.repeat(np.exp(log_mu), per_rep, axis=0)
+    y = rng.negative_binomial(4.0, 4.0 / (4.0 + mu)).astype(float)
+    return y, obs
+
+
+def test_equations_over_all_levels_code_every_level(three_per_condition):
+    y, obs = three_per_condition
+    f = "~ 1 + condition + replicate"
+    by_eq = bg.fit(y, f, f, obs=obs, constraints_loc=SUM_TO_ZERO6,
+                   constraints_scale=SUM_TO_ZERO6)
+    by_dict = bg.fit(y, f, f, obs=obs, constraints_loc={"replicate": "condition"},
+                     constraints_scale={"replicate": "condition"})
+    names = ["Intercept", "condition[T.stim]", *LEVELS6]
+    assert list(by_eq.coef_loc.columns) == names
+    assert list(by_eq.coef_scale.columns) == names
+    assert by_eq.converged.all()
+    np.testing.assert_array_equal(by_eq.loc.constraints, by_dict.loc.constraints)
+    np.testing.assert_allclose(by_eq.loglik.to_numpy(), by_dict.loglik.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(by_eq.coef_loc.to_numpy(), by_dict.coef_loc.to_numpy(),
+                               atol=1e-10)
+    np.testing.assert_allclose(by_eq.se_loc.to_numpy(), by_dict.se_loc.to_numpy(), rtol=1e-8)
+    # A hand-built matrix over the same columns: the same model, however it is written.
+    c = np.zeros((8, 6))
+    c[[0, 1, 2, 3, 5, 6], np.arange(6)] = 1.0
+    c[4, 2:4] = -1.0  # s3 = -(s1 + s2)
+    c[7, 4:6] = -1.0  # s6 = -(s4 + s5)
+    by_hand = bg.fit(y, by_eq.loc.frame(), by_eq.scale.frame(), constraints_loc=c,
+                     constraints_scale=c)
+    np.testing.assert_allclose(by_hand.loglik.to_numpy(), by_eq.loglik.to_numpy(), rtol=1e-9)
+
+
+def test_equations_over_all_levels_match_closed_form(three_per_condition):
+    """Replicates nested in the condition: the location optimum is each replicate's mean.
+
+    With one scale per condition, the negative binomial mean of a replicate group is its
+    sample mean at the optimum, whatever the dispersion; under sum-to-zero replicates the
+    condition effect is the mean over stimulated replicates of log(mean) minus that over
+    control replicates, and the log-likelihood equals the fit with one mean per replicate.
+    """
+    y, obs = three_per_condition
+    res = bg.fit(y, "~ 1 + condition + replicate", "~ 1 + condition", obs=obs,
+                 constraints_loc=SUM_TO_ZERO6)
+    log_means = np.log(pd.DataFrame(y).groupby(obs["replicate"].to_numpy()).mean().to_numpy())
+    effect = log_means[3:].mean(axis=0) - log_means[:3].mean(axis=0)
+    np.testing.assert_allclose(res.coef_loc["condition[T.stim]"], effect, atol=1e-7)
+    np.testing.assert_allclose(res.coef_loc["Intercept"], log_means[:3].mean(axis=0),
+                               atol=1e-7)
+    np.testing.assert_allclose(res.coef_loc[LEVELS6].to_numpy(),
+                               (log_means - np.repeat(log_means.reshape(2, 3, -1).mean(axis=1),
+                                                      3, axis=0)).T, atol=1e-7)
+    per_rep = bg.fit(y, "~ 0 + replicate", "~ 1 + condition", obs=obs)
+    np.testing.assert_allclose(res.loglik.to_numpy(), per_rep.loglik.to_numpy(), rtol=1e-10)
+
+
+def test_equations_with_formula_coefficients_are_unchanged():
+    obs = obs_three_per_condition(4)
+    d = build_design("~ 1 + condition + replicate", ["replicate[T.s2] = replicate[T.s3]"], 24,
+                     "loc", obs=obs, check=False)
+    assert d.names[2] == "replicate[T.s2]"
+    assert d.n_free == len(d.names) - 1
+    # A formula that already codes every level keeps its own columns.
+    full = build_design("~ 0 + replicate", ["replicate[s1] + replicate[s2] = 0"], 24, "loc",
+                        obs=obs, check=False)
+    assert full.names == LEVELS6
+
+
+def test_equations_over_all_levels_errors():
+    obs = obs_three_per_condition(4)
+    f = "~ 1 + condition + replicate"
+    with pytest.raises(ValueError, match=r"uses replicate\[s1\], but 'replicate' is not a term "
+                                         r"of the formula '~ 1 \+ condition'.*add 'replicate'"):
+        build_design("~ 1 + condition", SUM_TO_ZERO6, 24, "loc", obs=obs)
+    with pytest.raises(ValueError, match=r"uses replicate\[s9\], but 's9' is not a level of "
+                                         r"'replicate'; its levels are \['s1', 's2'"):
+        build_design(f, ["replicate[s1] + replicate[s9] = 0"], 24, "loc", obs=obs)
+    with pytest.raises(ValueError, match=r"uses 'C\(replicate\)\[s1\]'.*so write replicate\[s1\]"):
+        build_design("~ 1 + condition + C(replicate)", ["C(replicate)[s1] = 0"], 24, "loc",
+                     obs=obs)
+    with pytest.raises(ValueError, match=r"uses 'replicate\[T.s2\]' together with "
+                                         r"replicate\[s1\].*as replicate\[<level>\]"):
+        build_design(f, ["replicate[s1] + replicate[T.s2] = 0"], 24, "scale", obs=obs)
+    # Coding every level needs a constraint per condition: one is not enough.
+    with pytest.raises(ValueError, match=r"stays rank-deficient after `constraints_loc`.*"
+                                         r"'replicate\[s4\]'"):
+        build_design(f, SUM_TO_ZERO6[:1], 24, "loc", obs=obs)
+    with pytest.raises(ValueError, match=r"uses the name 'batch\[b1\]', which is not a coef"):
+        build_design(f, ["batch[b1] = 0"], 24, "loc", obs=obs)
+    with pytest.raises(ValueError, match=r"`constraints_loc` could not be parsed"):
+        build_design(f, ["replicate[s1] + = 0"], 24, "loc", obs=obs)

@@ -12,7 +12,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from batchglm.constraints import constraint_matrix
 from batchglm.formula import evaluate_formula
-from batchglm.named_constraints import equations_matrix, is_named, nested_design, suggestion
+from batchglm.named_constraints import (
+    equation_design,
+    equations_matrix,
+    is_named,
+    nested_design,
+    suggestion,
+)
 
 Array = NDArray[np.float64]
 
@@ -87,7 +93,8 @@ def build_design(
     constraints : array_like, dict, str, list of str or None
         A matrix (see :func:`batchglm.constraints.constraint_matrix`), nested factors
         ``{"replicate": "condition"}`` (formula designs only), or equations over coefficient
-        names (see :mod:`batchglm.named_constraints`).
+        names; with a formula, equations naming every level (``replicate[r1]``) code that
+        factor by every level (see :mod:`batchglm.named_constraints`).
     n_obs : int
         Number of observations in the data.
     which : str
@@ -113,6 +120,9 @@ def build_design(
             design, c_named = nested_design(formula, table, constraints, which)
         else:
             design = evaluate_formula(formula, table, arg)
+            if is_named(constraints) and isinstance(constraints, str | list | tuple):
+                # Equations may name every level of a factor (sum-to-zero over replicates).
+                design = equation_design(formula, table, design, constraints, which)
     elif isinstance(constraints, Mapping):
         raise ValueError(
             f"`constraints_{which}` names nested factors ({dict(constraints)!r}), which needs "

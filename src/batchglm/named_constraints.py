@@ -14,6 +14,13 @@ that :mod:`batchglm.constraints` builds from matrices, so fits are identical:
 * **Equations** over coefficient names, a string or a list of strings such as
   ``["replicate[T.r2] + replicate[T.r3] = 0"]``, parsed by formulaic's linear-constraint
   parser. Right-hand sides must be zero: constraints are a reparametrisation, not offsets.
+  With a formula design, equations may also name *every* level of a factor, as one writes
+  a sum-to-zero over replicates: ``["replicate[r1] + replicate[r2] = 0", ...]`` with
+  ``"~ 1 + condition + replicate"``. Treatment coding has no column for the reference
+  level ``r1``, so a factor whose levels the equations name as ``factor[level]`` is coded
+  like the nested-factor dict codes it: its term is replaced by one indicator column per
+  level, appended after the formula's other columns. The fit is then the same as with the
+  dict, and identifiability is checked after the constraints as for any design.
 
 From the constraint rows ``R theta = 0``, ``C`` is the basis of the null space of ``R`` read
 off its reduced row echelon form: each constraint solves for its leftmost parameter (the
@@ -29,7 +36,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula
 from formulaic.errors import FormulaicError
-from formulaic.utils.constraints import LinearConstraints
+from formulaic.utils.constraints import LinearConstraintParser, LinearConstraints
 from numpy.typing import NDArray
 
 from batchglm.formula import (
@@ -89,6 +96,24 @@ def _matches(term: str, key: str) -> bool:
     return term == key or re.fullmatch(rf"C\(\s*`?{re.escape(key)}`?\s*(,.*)?\)", term) is not None
 
 
+def _level_coded(
+    formula: str, obs: pd.DataFrame, keys: Sequence[str], which: str
+) -> list[pd.DataFrame]:
+    # The formula without the terms of `keys`, then one indicator block per key with a
+    # column `key[level]` for every level (no reference level dropped).
+    parsed = parse_formula(formula, f"design_{which}")
+    kept = [t for t in parsed if not any(_matches(str(t), key) for key in keys)]
+    blocks = [evaluate_formula(Formula(kept), obs, f"design_{which}", text=formula)]
+    for key in keys:
+        levels = _factor(obs, key, f"constraints_{which}", "factor")
+        codes = levels.cat.codes.to_numpy()
+        n_lvl = len(levels.cat.categories)
+        blocks.append(pd.DataFrame(
+            (codes[:, None] == np.arange(n_lvl)).astype(np.float64), index=obs.index,
+            columns=[f"{key}[{lvl}]" for lvl in levels.cat.categories]))
+    return blocks
+
+
 def nested_design(
     formula: str,
     obs: pd.DataFrame,
@@ -116,6 +141,13 @@ def nested_design(
         constrained factor, named ``factor[level]``.
     C : ndarray
         Reparametrisation matrix ``(p, p_free)``.
+
+    Raises
+    ------
+    ValueError
+        For an empty or non-string dict, a factor that is no term of the formula, a
+        grouping that is no column of ``obs``, missing levels, or a factor not nested in
+        its grouping.
     """
     arg = f"constraints_{which}"
     if len(spec) == 0:
@@ -126,35 +158,22 @@ def nested_design(
                 f"`{arg}` must map factor names to grouping names (strings), like "
                 f"{{'replicate': 'condition'}}, but it has the entry {key!r}: {group!r}."
             )
-    parsed = parse_formula(formula, f"design_{which}")
-    terms = list(parsed)
-    names = [str(t) for t in terms]
-    kept = []
-    for term, name in zip(terms, names, strict=True):
-        if not any(_matches(name, key) for key in spec):
-            kept.append(term)
+    names = [str(t) for t in parse_formula(formula, f"design_{which}")]
     missing = [key for key in spec if not any(_matches(n, key) for n in names)]
     if missing:
         raise ValueError(
             f"`{arg}` constrains {missing}, but the formula {formula!r} of `design_{which}` "
             f"has no such term; its terms are {names}. Add the factor to the formula."
         )
-    base = evaluate_formula(Formula(kept), obs, f"design_{which}", text=formula)
-
-    blocks = [base]
+    blocks = _level_coded(formula, obs, list(spec), which)
     rows: list[Array] = []
-    offset = base.shape[1]
-    for key, group in spec.items():
-        levels = _factor(obs, key, arg, "factor")
-        codes = levels.cat.codes.to_numpy()
-        n_lvl = len(levels.cat.categories)
-        cols = [f"{key}[{lvl}]" for lvl in levels.cat.categories]
-        blocks.append(pd.DataFrame(
-            (codes[:, None] == np.arange(n_lvl)).astype(np.float64), index=obs.index,
-            columns=cols))
+    offset = blocks[0].shape[1]
+    for (key, group), block in zip(spec.items(), blocks[1:], strict=True):
+        n_lvl = block.shape[1]
         if group == ALL_LEVELS:
             members = [np.arange(n_lvl)]
         else:
+            levels = _factor(obs, key, arg, "factor")
             outer = _factor(obs, group, arg, "grouping")
             members = _nested_members(levels, outer, key, group, arg)
         for idx in members:
@@ -191,6 +210,147 @@ def _nested_members(
     return [np.flatnonzero(present[:, j]) for j in range(present.shape[1]) if present[:, j].any()]
 
 
+def _parse_error(which: str, equations: list[str], err: Exception) -> ValueError:
+    return ValueError(
+        f"`{which}` could not be parsed as linear constraints ({equations!r}): "
+        f"{one_line(str(err))}"
+    )
+
+
+def equation_names(spec: str | Sequence[str], which: str) -> list[str]:
+    """Coefficient names that linear-constraint equations use, in order of appearance.
+
+    Parameters
+    ----------
+    spec : str or sequence of str
+        Equations such as ``["replicate[r1] + replicate[r2] = 0"]``.
+    which : str
+        Argument name for messages, e.g. ``"constraints_loc"``.
+
+    Returns
+    -------
+    list of str
+        The distinct names (backticks removed), ordered by where they first occur.
+
+    Raises
+    ------
+    ValueError
+        When the equations cannot be parsed (formulaic's linear-constraint syntax).
+    """
+    equations = [spec] if isinstance(spec, str) else list(spec)
+    text = ", ".join(equations)
+    try:
+        terms = LinearConstraintParser(variable_names=[]).get_terms(text)
+    except (FormulaicError, ValueError) as err:
+        raise _parse_error(which, equations, err) from None
+    groups = terms if isinstance(terms, tuple) else ([] if terms is None else (terms,))
+    found = {str(f.factor.expr) for group in groups for f in group if f.factor != 1}
+    return sorted(found, key=lambda name: (text.find(name), name))
+
+
+def equation_design(
+    formula: str,
+    obs: pd.DataFrame,
+    design: pd.DataFrame,
+    spec: str | Sequence[str],
+    which: str,
+) -> pd.DataFrame:
+    """Return the formula design for equations that name every level of a factor.
+
+    A sum-to-zero over replicates is naturally written over all levels,
+    ``"replicate[r1] + replicate[r2] = 0"``, but formulaic's treatment coding of
+    ``"~ 1 + condition + replicate"`` drops the reference level (its columns are
+    ``replicate[T.r2]``, ...). When the equations name ``factor[level]`` coefficients the
+    formula lacks, and ``factor`` is a column of ``obs`` and a main-effect term of the
+    formula, the term is coded with one indicator column per level, named
+    ``factor[level]`` and appended after the formula's other columns, exactly as the
+    nested-factor dict ``{"replicate": "condition"}`` codes it (original batchglm's
+    full-rank replicate coding). Identifiability is checked afterwards, on the constrained
+    design, by :func:`batchglm.design.check_identifiable`.
+
+    Parameters
+    ----------
+    formula : str
+        The design's formula.
+    obs : pandas.DataFrame
+        Observation annotations it is evaluated on, ``(n_obs, ...)``.
+    design : pandas.DataFrame
+        The formula's design as formulaic codes it, ``(n_obs, p)``.
+    spec : str or sequence of str
+        The equations.
+    which : str
+        ``"loc"`` or ``"scale"``, for messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``design`` itself when the equations only use its columns (or names that are no
+        level of any factor, which :func:`equations_matrix` reports); otherwise the design
+        with the named factors coded by every level, ``(n_obs, p')``.
+
+    Raises
+    ------
+    ValueError
+        When a named factor is not a main-effect term of the formula, a named level does
+        not occur, a factor is named as ``C(factor)[level]``, or the equations mix the
+        treatment-coded names of a factor with its every-level names.
+    """
+    arg = f"constraints_{which}"
+    used = equation_names(spec, arg)
+    have = {str(c) for c in design.columns}
+    columns = [str(c) for c in obs.columns]
+    named: dict[str, list[str]] = {}
+    for name in used:
+        match = re.fullmatch(r"(.+)\[(.*)\]", name)
+        if name in have or match is None:
+            continue
+        prefix, level = match.group(1), match.group(2)
+        key = next((c for c in columns if _matches(prefix, c)), None)
+        if key is None:
+            continue
+        if prefix != key:
+            raise ValueError(
+                f"`{arg}` uses {name!r}; a level of {key!r} is named with the bare factor "
+                f"name, so write {key}[{level}]."
+            )
+        named.setdefault(key, []).append(level)
+    if not named:
+        return design
+    terms = [str(t) for t in parse_formula(formula, f"design_{which}")]
+    for key, levels in named.items():
+        if not any(_matches(t, key) for t in terms):
+            raise ValueError(
+                f"`{arg}` uses {key}[{levels[0]}], but {key!r} is not a term of the formula "
+                f"{formula!r} of `design_{which}` (its terms are {terms}); add {key!r} to "
+                "the formula."
+            )
+    blocks = _level_coded(formula, obs, list(named), which)
+    for (key, levels), block in zip(named.items(), blocks[1:], strict=True):
+        known = [str(c)[len(key) + 1 : -1] for c in block.columns]
+        bad = [lvl for lvl in levels if lvl not in known]
+        if bad:
+            raise ValueError(
+                f"`{arg}` uses {key}[{bad[0]}], but {bad[0]!r} is not a level of {key!r}; "
+                f"its levels are {known}."
+            )
+    coded = pd.concat(blocks, axis=1)
+    stale = [name for name in used if name in have and name not in coded.columns]
+    if stale:
+        key = next((k for k in named if stale[0].startswith(f"{k}[")), next(iter(named)))
+        raise ValueError(
+            f"`{arg}` uses {stale[0]!r} together with {key}[{named[key][0]}]; naming a "
+            f"level codes {key!r} with every level ({key}[<level>] for each of its levels), "
+            f"so write every {key!r} coefficient as {key}[<level>]."
+        )
+    dup = coded.columns[coded.columns.duplicated()].tolist()
+    if dup:
+        raise ValueError(
+            f"`{arg}` codes {list(named)} by every level, which adds columns {dup} that the "
+            "rest of the formula already has; rename those columns."
+        )
+    return coded
+
+
 def equations_matrix(
     spec: str | Sequence[str], names: Sequence[str], which: str
 ) -> Array:
@@ -210,6 +370,12 @@ def equations_matrix(
     -------
     ndarray
         ``C`` of shape ``(p, p_free)``.
+
+    Raises
+    ------
+    ValueError
+        For a name that is no coefficient, equations that cannot be parsed, a non-zero
+        right-hand side, or constraints that fix every parameter.
     """
     equations = [spec] if isinstance(spec, str) else list(spec)
     try:
@@ -220,10 +386,7 @@ def equations_matrix(
             f"design; its coefficients are {list(names)}."
         ) from None
     except (FormulaicError, ValueError) as err:
-        raise ValueError(
-            f"`{which}` could not be parsed as linear constraints ({equations!r}): "
-            f"{one_line(str(err))}"
-        ) from None
+        raise _parse_error(which, equations, err) from None
     r = np.asarray(lc.constraint_matrix, dtype=np.float64)
     rhs = np.asarray(lc.constraint_values, dtype=np.float64)
     if np.any(rhs != 0):
