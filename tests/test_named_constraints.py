@@ -304,9 +304,16 @@ def test_equations_over_all_levels_errors():
     with pytest.raises(ValueError, match=r"uses replicate\[s1\], but 'replicate' is not a term "
                                          r"of the formula '~ 1 \+ condition'.*add 'replicate'"):
         build_design("~ 1 + condition", SUM_TO_ZERO6, 24, "loc", obs=obs)
-    with pytest.raises(ValueError, match=r"uses replicate\[s9\], but 's9' is not a level of "
-                                         r"'replicate'; its levels are \['s1', 's2'"):
+    with pytest.raises(ValueError, match=r"uses replicate\[s9\], but no observation has level "
+                                         r"'s9' of 'replicate'; its levels are \['s1', 's2'"):
         build_design(f, ["replicate[s1] + replicate[s9] = 0"], 24, "loc", obs=obs)
+    # An unused category is no level either: it would be a column of zeros.
+    unused = obs.assign(replicate=pd.Categorical(obs["replicate"], categories=[
+        *(f"s{k}" for k in range(1, 7)), "s7"]))
+    with pytest.raises(ValueError, match=r"no observation has level 's7'"):
+        build_design(f, ["replicate[s1] + replicate[s7] = 0"], 24, "loc", obs=unused)
+    ok = build_design(f, SUM_TO_ZERO6, 24, "loc", obs=unused)
+    assert ok.names[2:] == LEVELS6
     with pytest.raises(ValueError, match=r"uses 'C\(replicate\)\[s1\]'.*so write replicate\[s1\]"):
         build_design("~ 1 + condition + C(replicate)", ["C(replicate)[s1] = 0"], 24, "loc",
                      obs=obs)

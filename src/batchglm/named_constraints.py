@@ -330,8 +330,8 @@ def equation_design(
         bad = [lvl for lvl in levels if lvl not in known]
         if bad:
             raise ValueError(
-                f"`{arg}` uses {key}[{bad[0]}], but {bad[0]!r} is not a level of {key!r}; "
-                f"its levels are {known}."
+                f"`{arg}` uses {key}[{bad[0]}], but no observation has level {bad[0]!r} "
+                f"of {key!r}; its levels are {known}."
             )
     coded = pd.concat(blocks, axis=1)
     stale = [name for name in used if name in have and name not in coded.columns]
