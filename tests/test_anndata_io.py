@@ -75,8 +75,11 @@ def test_explicit_obs_overrides_adata_obs(fitted):
     other = adata.obs.rename(columns={"condition": "group"})
     res = bg.fit(adata, "~ 1 + group", obs=other)
     assert list(res.coef_loc.columns) == ["Intercept", "group[T.treated]"]
-    with pytest.raises(ValueError, match=r"`obs` must be indexed by the AnnData's obs_names"):
-        bg.fit(adata, "~ 1 + group", obs=other.iloc[::-1])
+    # A reordered table is matched to obs_names by name (docs/inputs.md).
+    reordered = bg.fit(adata, "~ 1 + group", obs=other.iloc[::-1])
+    pd.testing.assert_frame_equal(reordered.coef_loc, res.coef_loc)
+    with pytest.raises(ValueError, match=r"`obs` must name the same observations as `data`"):
+        bg.fit(adata, "~ 1 + group", obs=other.iloc[1:])
 
 
 def test_input_errors(fitted):
@@ -187,6 +190,7 @@ def test_output_errors(fitted):
         slashed.to_anndata(adata.copy())
     dup = adata.copy()
     dup.var_names = ["g"] * 6
-    dup_res = bg.fit(dup, "~ 1")
+    with pytest.warns(UserWarning, match=r"6 features sharing 1 name\(s\), e.g. \['g'\]"):
+        dup_res = bg.fit(dup, "~ 1")
     with pytest.raises(ValueError, match=r"feature names must be unique"):
         dup_res.to_anndata(dup)

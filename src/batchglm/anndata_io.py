@@ -133,9 +133,10 @@ def _design_record(design: Design, names: pd.Index) -> dict[str, Any]:
 def to_anndata(result: FitResult, adata: AnnData, key_added: str = "batchglm") -> AnnData:
     """Store a fit in an AnnData, in place.
 
-    Features are matched by name: every fitted feature must be in ``adata.var_names``;
-    variables of ``adata`` that were not fitted get NaN, ``converged=False`` and status
-    ``"not_fitted"``.
+    Features are matched by name, never by position: every fitted feature must be in
+    ``adata.var_names`` (in any order); variables of ``adata`` that were not fitted (a fit
+    of a subset of genes) get NaN, ``converged=False`` and status ``"not_fitted"``.
+    Duplicated names on either side cannot be matched and are refused.
 
     Parameters
     ----------
@@ -163,6 +164,12 @@ def to_anndata(result: FitResult, adata: AnnData, key_added: str = "batchglm") -
           (solver settings such as ``max_iter`` and ``tol``); ``n_obs``; ``version``.
 
         All of these survive ``write_h5ad`` / ``read_h5ad``.
+
+    Raises
+    ------
+    ValueError
+        When a fitted feature is not in ``adata.var_names``, feature names repeat on
+        either side, ``key_added`` is not a plain name, or a coefficient name holds ``/``.
     """
     import batchglm
 
@@ -179,11 +186,14 @@ def to_anndata(result: FitResult, adata: AnnData, key_added: str = "batchglm") -
             f"{len(missing)} fitted features are not in `adata.var_names`, e.g. "
             f"{[str(m) for m in missing[:5]]}; write the fit to the AnnData it came from."
         )
-    if result.feature_names.has_duplicates or var_names.has_duplicates:
-        raise ValueError(
-            "feature names must be unique to match a fit to an AnnData; call "
-            "`adata.var_names_make_unique()` before fitting."
-        )
+    for side, names in (("the fit's", result.feature_names), ("`adata.var_names`", var_names)):
+        dup = names[names.duplicated()].unique()
+        if len(dup):
+            raise ValueError(
+                f"feature names must be unique to match a fit to an AnnData by name, but "
+                f"{side} repeat {len(dup)} name(s), e.g. {[str(v) for v in dup[:5]]}; call "
+                "`adata.var_names_make_unique()` before fitting."
+            )
     coef_loc, coef_scale = result.coef_loc, result.coef_scale
     for name in [*coef_loc.columns, *coef_scale.columns]:
         if "/" in name:

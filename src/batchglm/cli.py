@@ -12,7 +12,8 @@ Examples::
 
 Inputs are ``.h5ad`` files or CSV/TSV count tables (first column: names) with a separate
 observation table (``--obs``, first column: observation names). A count table may hold
-observations in rows or in columns; it is matched to the ``--obs`` names either way.
+observations in rows or in columns; its observations keep their order and the ``--obs``
+rows are matched to them by name (any order); names that differ as sets are an error.
 Errors print one line, ``batchglm: error: ...``, to stderr and exit with status 1
 (``--debug`` shows the traceback instead).
 """
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from batchglm.align import as_names, positions
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -78,6 +81,15 @@ def _read_obs(path: str | None) -> pd.DataFrame | None:
     return None if path is None else _read_table(path, "obs")
 
 
+def _obs_in_order(obs: pd.DataFrame, names: pd.Index, path: str) -> pd.DataFrame:
+    """Reorder the obs table to the input's observations, matching them by name."""
+    pos = positions(
+        as_names(names), obs.index, what="the obs table", target_what=repr(path),
+        axis="observation", hint="give the obs table one row per observation of the input",
+    )
+    return obs if pos is None else obs.iloc[pos]
+
+
 def _counts_to_anndata(counts: pd.DataFrame, obs: pd.DataFrame | None, path: str) -> AnnData:
     import anndata
 
@@ -85,17 +97,19 @@ def _counts_to_anndata(counts: pd.DataFrame, obs: pd.DataFrame | None, path: str
         names = pd.Index(obs.index.astype(str))
         if names.has_duplicates:
             raise CliError("the obs table has duplicate observation names (first column).")
-        if names.isin(counts.index).all():
-            counts = counts.loc[names]
-        elif names.isin(counts.columns.astype(str)).all():
-            counts = counts.T
-            counts.index = counts.index.astype(str)
-            counts = counts.loc[names]
-        else:
+        # Observations are the side of the table that the obs names label (rows or
+        # columns); the table's order is kept and obs follows it by name.
+        in_rows = int(names.isin(as_names(counts.index)).sum())
+        in_cols = int(names.isin(as_names(counts.columns)).sum())
+        if in_rows == 0 and in_cols == 0:
             raise CliError(
                 f"the observation names of the obs table (e.g. {list(names[:3])}) are neither "
                 f"the row names nor the column names of the count table {path!r}."
             )
+        if in_cols > in_rows:
+            counts = counts.T
+        counts.index = as_names(counts.index)
+        obs = _obs_in_order(obs, counts.index, path)
     try:
         values = counts.to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
@@ -121,13 +135,7 @@ def _read_input(path: str, obs_path: str | None) -> AnnData:
         except (OSError, ValueError, KeyError) as err:
             raise CliError(f"could not read {path!r} as an .h5ad file: {err}") from None
         if obs is not None:
-            missing = pd.Index(adata.obs_names).difference(obs.index)
-            if len(missing):
-                raise CliError(
-                    f"the obs table lacks {len(missing)} observations of {path!r}, e.g. "
-                    f"{list(missing[:3])}."
-                )
-            adata.obs = obs.loc[adata.obs_names]
+            adata.obs = _obs_in_order(obs, adata.obs_names, path)
         return adata
     return _counts_to_anndata(_read_table(path, "input"), obs, path)
 

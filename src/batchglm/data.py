@@ -71,6 +71,38 @@ class Data:
             part = np.asarray(part)
         return np.ascontiguousarray(part, dtype=np.float64)
 
+    def reorder(
+        self, obs: NDArray[np.intp] | None, features: NDArray[np.intp] | None
+    ) -> Data:
+        """Take observations and features in another order.
+
+        Parameters
+        ----------
+        obs : ndarray of intp or None
+            Observation positions, ``(n_obs,)``; ``None`` keeps the order.
+        features : ndarray of intp or None
+            Feature positions, ``(n_features,)``; ``None`` keeps the order.
+
+        Returns
+        -------
+        Data
+            ``self`` when nothing moves; otherwise a copy in the same storage (sparse
+            stays sparse, dask stays lazy).
+        """
+        if obs is None and features is None:
+            return self
+        values = self.values
+        if obs is not None:
+            values = values[obs]
+        if features is not None:
+            values = values[:, features]
+        return Data(
+            values,
+            self.feature_names if features is None else self.feature_names[features],
+            self.obs_names if obs is None else self.obs_names[obs],
+            obs=self.obs if self.obs is None or obs is None else self.obs.iloc[obs],
+        )
+
     @property
     def shape(self) -> tuple[int, int]:
         """``(n_obs, n_features)``."""
@@ -78,26 +110,51 @@ class Data:
         return int(n), int(f)
 
 
-def as_data(data: ArrayLike | pd.DataFrame | AnnData, layer: str | None = None) -> Data:
+def as_data(
+    data: ArrayLike | pd.DataFrame | AnnData | Data,
+    layer: str | None = None,
+    *,
+    warn_duplicates: bool = True,
+) -> Data:
     """Convert supported inputs into :class:`Data`.
 
     Parameters
     ----------
-    data : array_like, pandas.DataFrame or anndata.AnnData
-        ``(n_obs, n_features)``; DataFrame columns become feature names. An AnnData gives
-        its ``var_names``, ``obs_names`` and ``.obs`` (see :mod:`batchglm.anndata_io`).
+    data : array_like, pandas.DataFrame, anndata.AnnData or Data
+        ``(n_obs, n_features)``; DataFrame columns become feature names and its index the
+        observation names. An AnnData gives its ``var_names``, ``obs_names`` and ``.obs``
+        (see :mod:`batchglm.anndata_io`). Arrays get positional names (``0, 1, ...`` and
+        ``feature0, feature1, ...``), which :mod:`batchglm.align` treats as no names. A
+        :class:`Data` is returned as it is.
     layer : str, optional
         AnnData layer to read instead of ``.X``; only for AnnData input.
+    warn_duplicates : bool
+        Emit a :class:`batchglm.align.DuplicateNamesWarning` when feature or observation
+        names repeat (names are kept as given either way).
 
     Returns
     -------
     Data
-        Dense float64 values with names.
+        Values in their own storage, with names.
+
+    Raises
+    ------
+    ValueError
+        When a ``layer`` is given for non-AnnData input, the data are not numeric, or they
+        have no observation or no feature.
     """
+    from batchglm.align import as_names
+    from batchglm.align import warn_duplicates as warn
     from batchglm.anndata_io import is_anndata, read_anndata
 
+    if isinstance(data, Data) and layer is None:
+        return data
     if is_anndata(data):
-        return read_anndata(data, layer)
+        out = read_anndata(data, layer)
+        if warn_duplicates:
+            warn(out.feature_names, "feature", "AnnData")
+            warn(out.obs_names, "observation", "AnnData")
+        return out
     if layer is not None:
         raise ValueError(
             f"`layer` ({layer!r}) selects an AnnData layer, but `data` is a "
@@ -111,8 +168,8 @@ def as_data(data: ArrayLike | pd.DataFrame | AnnData, layer: str | None = None) 
                 "`data` must hold numbers only, but the DataFrame has columns of dtypes "
                 f"{sorted({str(t) for t in data.dtypes})}."
             ) from None
-        features = pd.Index(data.columns.astype(str))
-        obs = pd.Index(data.index.astype(str))
+        features = as_names(data.columns)
+        obs = as_names(data.index)
     else:
         values = as_matrix(data, "`data`")
         features = pd.Index([f"feature{j}" for j in range(values.shape[1])])
@@ -122,6 +179,9 @@ def as_data(data: ArrayLike | pd.DataFrame | AnnData, layer: str | None = None) 
             f"`data` must have at least one observation and one feature, but its shape is "
             f"{values.shape}."
         )
+    if warn_duplicates:
+        warn(features, "feature", type(data).__name__)
+        warn(obs, "observation", type(data).__name__)
     return Data(values, features, obs)
 
 

@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from batchglm.align import align_inputs
 from batchglm.dask_fit import fit_dask
 from batchglm.data import as_data, as_size_factors
 from batchglm.design import Design, build_design
@@ -157,14 +158,10 @@ def fit(
     fam = get_family(family)
     d = as_data(data, layer=layer)
     n_obs, n_feat = d.shape
-    if obs is None:
-        obs = d.obs
-    elif d.obs is not None and not pd.Index(obs.index).astype(str).equals(d.obs_names):
-        # A reordered table would silently pair observations with the wrong annotations.
-        raise ValueError(
-            "`obs` must be indexed by the AnnData's obs_names, in the same order; "
-            "reorder it with obs.loc[adata.obs_names] or leave `obs` out to use adata.obs."
-        )
+    # Labelled inputs follow the data's names, never their positions (docs/inputs.md).
+    obs, design_loc, design_scale, size_factors, fixed_scale = align_inputs(
+        d, obs, design_loc, design_scale, size_factors, fixed_scale
+    )
     loc = build_design(design_loc, constraints_loc, n_obs, "loc", obs=obs)
     if not fam.has_scale and (design_scale is not None or constraints_scale is not None):
         raise ValueError(

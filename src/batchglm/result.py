@@ -11,6 +11,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy.linalg import block_diag
 
+from batchglm.align import name_position
 from batchglm.design import Design
 from batchglm.solvers.status import CONVERGED_CODES, Status
 
@@ -34,9 +35,10 @@ class FitResult:
     family : str
         Family name.
     feature_names : pandas.Index
-        Feature names.
+        Feature names, as given (duplicates are kept; look-ups by a duplicated name are
+        refused, see :mod:`batchglm.align`).
     obs_names : pandas.Index
-        Observation names.
+        Observation names, as given.
     loc, scale : Design
         Designs with coefficient names and constraint matrices.
     size_factors : ndarray
@@ -110,10 +112,19 @@ class FitResult:
         ndarray or pandas.DataFrame
             ``(F, p, p)`` array for all features, or a labelled ``(p, p)`` DataFrame with a
             ``(model, coefficient)`` MultiIndex for one feature.
+
+        Raises
+        ------
+        KeyError
+            When the name is not a feature of the fit.
+        ValueError
+            When the name is shared by several features (duplicated names are kept as
+            given); look such features up by position.
         """
         if feature is None:
             return self._cov_full
-        pos = self.feature_names.get_loc(feature) if isinstance(feature, str) else feature
+        pos = (name_position(self.feature_names, feature, "feature")
+               if isinstance(feature, str) else int(feature))
         index = pd.MultiIndex.from_tuples(
             [("loc", n) for n in self.loc.names]
             + ([("scale", n) for n in self.scale.names] if self._cov_full.shape[1]

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from batchglm.align import data_of_fit
 from batchglm.de.result import DEResult
 from batchglm.dispersion.estimate import (
     Dispersions,
@@ -93,7 +94,9 @@ def shrunken_fit(
     Parameters
     ----------
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
-        The counts of the fit.
+        The counts of the fit. Named observations and features are matched to the fit's
+        names and reordered; different names are an error (see
+        :func:`batchglm.align.data_of_fit`).
     res : FitResult
         An NB fit with an intercept-only scale model.
     dispersion : {"map", "ql"}
@@ -108,10 +111,12 @@ def shrunken_fit(
     Shrunken
         The refit and the estimates.
     """
-    disp = estimate_dispersions(data, res, layer=layer, trend=trend)
+    # Converted (and matched to the fit by name) once for the three passes below.
+    d = data_of_fit(data, res, layer=layer)
+    disp = estimate_dispersions(d, res, trend=trend)
     alpha = disp.map if dispersion == "map" else disp.trend
-    refit = refit_location(data, res, alpha, layer=layer)
-    ql = quasi_likelihood(data, refit, disp, layer=layer) if dispersion == "ql" else None
+    refit = refit_location(d, res, alpha)
+    ql = quasi_likelihood(d, refit, disp) if dispersion == "ql" else None
     return Shrunken(refit, alpha, disp, ql)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from batchglm.data import Data, as_data
+from batchglm.align import data_of_fit
+from batchglm.data import Data
 from batchglm.design import Design
 from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
 from batchglm.dispersion.cox_reid_design import cox_reid_scale
@@ -152,7 +153,9 @@ def estimate_dispersions(
     Parameters
     ----------
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
-        The counts the fit was made on, ``(n_obs, n_features)``.
+        The counts the fit was made on, ``(n_obs, n_features)``. Named observations and
+        features are matched to the fit's names (and reordered); unnamed data pair by
+        position (see :func:`batchglm.align.data_of_fit`).
     res : FitResult
         An NB fit with an intercept-only scale model (from :func:`batchglm.fit`); its
         fitted means are used. For a general scale model, gene-wise estimates (without
@@ -168,7 +171,7 @@ def estimate_dispersions(
     Dispersions
         Estimates per feature.
     """
-    d = as_data(data, layer=layer)
+    d = data_of_fit(data, res, layer=layer)
     check_nb_fit(res, d, "shrinking dispersions")
     n_obs, n_feat = d.shape
     x = res.loc.reduced
@@ -307,7 +310,9 @@ def genewise_dispersions(
     Parameters
     ----------
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
-        The counts the fit was made on, ``(n_obs, n_features)``.
+        The counts the fit was made on, ``(n_obs, n_features)``. Named observations and
+        features are matched to the fit's names (and reordered); unnamed data pair by
+        position (see :func:`batchglm.align.data_of_fit`).
     res : FitResult
         An NB fit (from :func:`batchglm.fit`); its fitted means are held fixed.
     layer : str, optional
@@ -320,7 +325,7 @@ def genewise_dispersions(
     GenewiseScale
         Coefficients per feature.
     """
-    d = as_data(data, layer=layer)
+    d = data_of_fit(data, res, layer=layer)
     check_nb_fit(res, d, "Cox-Reid dispersion estimation", intercept_only=False)
     n_obs, n_feat = d.shape
     x = res.loc.reduced
@@ -378,7 +383,7 @@ def refit_location(data: Any, res: FitResult, alpha: Array, *, layer: str | None
     Parameters
     ----------
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
-        The counts of the fit.
+        The counts of the fit, matched to it by name where named.
     res : FitResult
         The original fit (design, constraints and size factors are reused).
     alpha : ndarray
@@ -399,8 +404,8 @@ def refit_location(data: Any, res: FitResult, alpha: Array, *, layer: str | None
 
     c = res.loc.constraints if constraints_loc is None else constraints_loc
     return fit(
-        data, res.design_loc, constraints_loc=c, size_factors=res.size_factors,
-        fixed_scale=fixed_log_r(alpha), layer=layer,
+        data_of_fit(data, res, layer=layer), res.design_loc, constraints_loc=c,
+        size_factors=res.size_factors, fixed_scale=fixed_log_r(alpha),
         max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
         tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
     )
@@ -444,7 +449,7 @@ def quasi_likelihood(
     Parameters
     ----------
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
-        The counts.
+        The counts, matched to ``res_trend`` by name where named.
     res_trend : FitResult
         Location fit with the scale fixed at ``disp.trend`` (see :func:`refit_location`).
     disp : Dispersions
@@ -459,7 +464,7 @@ def quasi_likelihood(
     QuasiLikelihood
         Raw and moderated QL dispersions.
     """
-    d = as_data(data, layer=layer)
+    d = data_of_fit(data, res_trend, layer=layer)
     n_feat = d.shape[1]
     r = 1.0 / disp.trend
     s2 = np.full(n_feat, np.nan)

@@ -1,0 +1,354 @@
+"""Matching labelled inputs to the data by observation and feature names.
+
+One rule for every input that comes with names (see ``docs/inputs.md``):
+
+* both sides carry names: they are matched **by name** and the input is reordered to the
+  data's order (the fit's order for ``data=`` given to tests and dispersion estimates);
+  names that differ as sets are an error naming a few missing and extra names;
+* duplicated names on either side cannot be matched by name: an error, unless both sides
+  list the very same names in the same order (then nothing needs matching);
+* a side without names pairs **by position**: numpy arrays and lists, and pandas objects
+  whose labels are the default ``0, 1, ..., n-1`` (a ``RangeIndex``). A default index that
+  is a permutation of the other side's default index (``obs.sample(frac=1)``) is still
+  matched by name, since its labels say where each row came from.
+
+Names are compared as strings, as :func:`batchglm.data.as_data` stores them.
+Duplicated names in the data are kept as given (results use them unchanged) and get one
+:class:`DuplicateNamesWarning` at input; look-ups by such a name are refused
+(:func:`name_position`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from batchglm.data import Data
+    from batchglm.result import FitResult
+
+T = TypeVar("T")
+
+#: How many example names a message shows.
+_SHOWN = 5
+
+
+class DuplicateNamesWarning(UserWarning):
+    """The data name two or more features (or observations) alike."""
+
+
+def as_names(labels: Any) -> pd.Index:
+    """Labels as an index of strings, the form names are compared in.
+
+    Parameters
+    ----------
+    labels : pandas.Index or sequence
+        Row or column labels; a MultiIndex is flattened to tuples first.
+
+    Returns
+    -------
+    pandas.Index
+        One string per label, in order.
+    """
+    index = labels if isinstance(labels, pd.Index) else pd.Index(labels)
+    if isinstance(index, pd.MultiIndex):
+        index = index.to_flat_index()
+    return pd.Index(index.astype(str))
+
+
+def is_default(names: pd.Index, axis: str) -> bool:
+    """Whether names are only positions, i.e. carry no names.
+
+    Parameters
+    ----------
+    names : pandas.Index
+        String names (see :func:`as_names`).
+    axis : {"observation", "feature"}
+        Which names: for features, ``feature0, feature1, ...`` (what
+        :func:`batchglm.data.as_data` gives a numpy array) also counts as unnamed.
+
+    Returns
+    -------
+    bool
+        True for ``"0", "1", ..., "n-1"`` in order (and, for features,
+        ``"feature0", ...``).
+    """
+    n = len(names)
+    if names.equals(pd.Index([str(i) for i in range(n)])):
+        return True
+    return axis == "feature" and names.equals(pd.Index([f"feature{j}" for j in range(n)]))
+
+
+def _examples(names: pd.Index) -> list[str]:
+    return [str(v) for v in names[:_SHOWN]]
+
+
+def _duplicated(names: pd.Index) -> pd.Index:
+    return pd.Index(names[names.duplicated()].unique())
+
+
+def positions(
+    target: pd.Index,
+    labels: Any,
+    *,
+    what: str,
+    target_what: str,
+    axis: str,
+    hint: str | None = None,
+) -> NDArray[np.intp] | None:
+    """Where each target name sits among an input's labels, or None to pair by position.
+
+    Parameters
+    ----------
+    target : pandas.Index
+        String names in the order wanted (the data's, or the fit's).
+    labels : pandas.Index or sequence
+        The input's labels, one per row (any type; compared as strings).
+    what : str
+        The input, for messages, e.g. ``"`obs`"``.
+    target_what : str
+        The side holding ``target``, for messages, e.g. ``"`data`"``.
+    axis : {"observation", "feature"}
+        What the names name.
+    hint : str, optional
+        How to fix a mismatch; by default, to select the rows by name or drop the names.
+
+    Returns
+    -------
+    ndarray of intp or None
+        ``pos`` with ``labels[pos] == target``; ``None`` when the labels already are the
+        target in order, or one side has no names (the caller checks the lengths).
+
+    Raises
+    ------
+    ValueError
+        When both sides have names and they differ as sets, or either side has duplicated
+        names that are not already in the same order.
+    """
+    given = as_names(labels)
+    if given.equals(target):
+        return None
+    same_set = (
+        len(given) == len(target)
+        and not given.has_duplicates
+        and not target.has_duplicates
+        and bool(given.isin(target).all())
+    )
+    if is_default(target, axis) or is_default(given, axis):
+        # Positions only; a shuffled default index still says where its rows came from.
+        return given.get_indexer(target) if same_set else None
+    for side, names in ((what, given), (target_what, target)):
+        dup = _duplicated(names)
+        if len(dup):
+            raise ValueError(
+                f"{what} can only be matched to {target_what} by {axis} name when the names "
+                f"are unique, but {side} repeats {len(dup)} name(s), e.g. {_examples(dup)}; "
+                f"make the names unique on both sides (e.g. adata.{_fix(axis)}()) or give "
+                "them in the same order."
+            )
+    if same_set:
+        return given.get_indexer(target)
+    missing = target[~target.isin(given)]
+    extra = given[~given.isin(target)]
+    parts = []
+    if len(missing):
+        parts.append(
+            f"{what} lacks {len(missing)} {axis}s of {target_what} (e.g. {_examples(missing)})"
+        )
+    if len(extra):
+        parts.append(
+            f"{what} has {len(extra)} {axis} name(s) that {target_what} lacks "
+            f"(e.g. {_examples(extra)})"
+        )
+    fix = hint or (
+        "select its rows by name (e.g. obs.loc[counts.index]), or pass it without names (a "
+        "numpy array) to pair by position"
+    )
+    raise ValueError(
+        f"{what} must name the same {axis}s as {target_what}, but " + " and ".join(parts)
+        + f"; {fix}."
+    )
+
+
+def _fix(axis: str) -> str:
+    return "var_names_make_unique" if axis == "feature" else "obs_names_make_unique"
+
+
+def align_rows(value: T, target: pd.Index, *, what: str, target_what: str, axis: str) -> T:
+    """Reorder the rows of a labelled input to the target names.
+
+    Parameters
+    ----------
+    value : object
+        A pandas Series or DataFrame (its index is matched); anything else is returned as
+        it is and pairs by position.
+    target : pandas.Index
+        String names in the order wanted.
+    what, target_what : str
+        Both sides, for messages.
+    axis : {"observation", "feature"}
+        What the names name.
+
+    Returns
+    -------
+    object
+        ``value`` with rows in the target's order (the same object when nothing moves).
+
+    Raises
+    ------
+    ValueError
+        As :func:`positions`.
+    """
+    if not isinstance(value, pd.Series | pd.DataFrame):
+        return value
+    pos = positions(target, value.index, what=what, target_what=target_what, axis=axis)
+    if pos is None:
+        return value
+    return value.iloc[pos]  # type: ignore[return-value]
+
+
+def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
+    """Return the data a fit was made on, observations and features in the fit's order.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame, AnnData or Data
+        Counts ``(n_obs, n_features)``. With names, they are matched to the fit's
+        ``obs_names`` and ``feature_names`` and reordered; without, they pair by position.
+    res : FitResult
+        The fit.
+    layer : str, optional
+        AnnData layer with the counts.
+
+    Returns
+    -------
+    Data
+        The data in the fit's order (no copy when it already is).
+
+    Raises
+    ------
+    ValueError
+        When the data's names and the fit's differ as sets, or are duplicated and in
+        another order.
+    """
+    from batchglm.data import Data, as_data
+
+    d = data if isinstance(data, Data) else as_data(data, layer=layer, warn_duplicates=False)
+    rows = positions(res.obs_names, d.obs_names, what="`data`", target_what="the fit",
+                     axis="observation", hint="pass the data the fit was made on")
+    cols = positions(res.feature_names, d.feature_names, what="`data`", target_what="the fit",
+                     axis="feature", hint="pass the data the fit was made on")
+    return d.reorder(rows, cols)
+
+
+def warn_duplicates(names: pd.Index, axis: str, source: str) -> None:
+    """Warn once that some names are repeated, and how to make them unique.
+
+    Parameters
+    ----------
+    names : pandas.Index
+        Feature or observation names.
+    axis : {"observation", "feature"}
+        What the names name.
+    source : str
+        Where they came from, e.g. ``"AnnData"`` or ``"DataFrame"``, for the fix shown.
+    """
+    dup = _duplicated(names)
+    if not len(dup):
+        return
+    n_rows = int(names.isin(dup).sum())
+    if source == "AnnData":
+        fix = f"call adata.{_fix(axis)}() before fitting"
+    else:
+        fix = "give the DataFrame unique " + ("column names" if axis == "feature" else
+                                              "index labels")
+    warnings.warn(
+        f"`data` has {n_rows} {axis}s sharing {len(dup)} name(s), e.g. {_examples(dup)}; "
+        f"results keep these names, so look-ups and matching by them are refused; {fix}.",
+        DuplicateNamesWarning,
+        stacklevel=4,
+    )
+
+
+def name_position(names: pd.Index, name: str, axis: str) -> int:
+    """Position of one name, refusing names that are missing or repeated.
+
+    Parameters
+    ----------
+    names : pandas.Index
+        Feature (or observation) names.
+    name : str
+        The name looked up.
+    axis : {"observation", "feature"}
+        What the names name, for messages.
+
+    Returns
+    -------
+    int
+        Its position.
+
+    Raises
+    ------
+    KeyError
+        When ``name`` is not among ``names``.
+    ValueError
+        When ``name`` occurs more than once.
+    """
+    hits = np.flatnonzero(names == name)
+    if hits.size == 0:
+        raise KeyError(f"{axis} {name!r} is not in the fit; its {axis}s are e.g. "
+                       f"{_examples(names)}.")
+    if hits.size > 1:
+        raise ValueError(
+            f"{axis} name {name!r} is ambiguous: it names {hits.size} {axis}s (positions "
+            f"{hits[:_SHOWN].tolist()}); look it up by position, or make the names unique "
+            f"before fitting (e.g. adata.{_fix(axis)}())."
+        )
+    return int(hits[0])
+
+
+def align_inputs(
+    d: Data, obs: T, design_loc: Any, design_scale: Any, size_factors: Any, fixed_scale: Any
+) -> tuple[T | pd.DataFrame | None, Any, Any, Any, Any]:
+    """Put the labelled inputs of :func:`batchglm.fit` in the data's order.
+
+    Parameters
+    ----------
+    d : Data
+        The data.
+    obs : pandas.DataFrame or None
+        Observation annotations; ``None`` takes the data's own (an AnnData's ``.obs``).
+    design_loc, design_scale : object
+        Designs; DataFrames are matched by their index.
+    size_factors : object
+        Size factors; a Series (or one-column DataFrame) is matched by its index.
+    fixed_scale : object
+        Known scale coefficients; a DataFrame or Series is matched by feature names.
+
+    Returns
+    -------
+    tuple
+        ``(obs, design_loc, design_scale, size_factors, fixed_scale)``, reordered where
+        labelled; unlabelled inputs are returned as they are.
+
+    Raises
+    ------
+    ValueError
+        As :func:`positions`, naming the input that does not match.
+    """
+    def rows(value: Any, what: str) -> Any:
+        return align_rows(value, d.obs_names, what=what, target_what="`data`",
+                          axis="observation")
+
+    return (
+        d.obs if obs is None else rows(obs, "`obs`"),
+        rows(design_loc, "`design_loc`"),
+        rows(design_scale, "`design_scale`"),
+        rows(size_factors, "`size_factors`"),
+        align_rows(fixed_scale, d.feature_names, what="`fixed_scale`", target_what="`data`",
+                   axis="feature"),
+    )
