@@ -352,3 +352,42 @@ def align_inputs(
         align_rows(fixed_scale, d.feature_names, what="`fixed_scale`", target_what="`data`",
                    axis="feature"),
     )
+
+
+def align_to_data(data: Any, **inputs: Any) -> list[Any]:
+    """Reorder labelled per-observation inputs to a data argument's observation names.
+
+    For callers that look at designs before :func:`batchglm.fit` does (which aligns its own
+    inputs), without converting the data.
+
+    Parameters
+    ----------
+    data : object
+        Anything :func:`batchglm.fit` accepts; only an AnnData's ``obs_names`` or a
+        DataFrame's index are read. Other data pair every input by position.
+    **inputs : object
+        Inputs by argument name, e.g. ``full_loc=frame``; pandas objects are matched by
+        their index, anything else is returned as it is.
+
+    Returns
+    -------
+    list
+        The inputs in the order given, reordered where labelled.
+
+    Raises
+    ------
+    ValueError
+        As :func:`positions`.
+    """
+    from batchglm.anndata_io import is_anndata
+
+    if is_anndata(data):
+        target = as_names(data.obs_names)
+    elif isinstance(data, pd.DataFrame):
+        target = as_names(data.index)
+    else:
+        return list(inputs.values())
+    return [
+        align_rows(value, target, what=f"`{name}`", target_what="`data`", axis="observation")
+        for name, value in inputs.items()
+    ]

@@ -10,6 +10,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from batchglm.align import align_to_data
 from batchglm.constraints import constraint_matrix
 from batchglm.de.nested import check_nested, outside_columns
 from batchglm.de.result import DEResult, fitted_mean
@@ -188,6 +189,9 @@ def lrt(
         reduced_scale = full_scale
         if constraints_reduced_scale is None:
             constraints_reduced_scale = constraints_full_scale
+    full_loc, reduced_loc, full_scale, reduced_scale = align_to_data(
+        data, full_loc=full_loc, reduced_loc=reduced_loc, full_scale=full_scale,
+        reduced_scale=reduced_scale)
     n_obs = _n_obs(data)
     pre_df: list[int] = []
     if n_obs is not None:
