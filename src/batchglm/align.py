@@ -156,22 +156,24 @@ def positions(
     extra = given[~given.isin(target)]
     parts = []
     if len(missing):
-        parts.append(
-            f"{what} lacks {len(missing)} {axis}s of {target_what} (e.g. {_examples(missing)})"
-        )
+        parts.append(f"lacks {_count(len(missing), axis)} of {target_what} "
+                     f"(e.g. {_examples(missing)})")
     if len(extra):
-        parts.append(
-            f"{what} has {len(extra)} {axis} name(s) that {target_what} lacks "
-            f"(e.g. {_examples(extra)})"
-        )
+        parts.append(f"has {_count(len(extra), axis)} that {target_what} lacks "
+                     f"(e.g. {_examples(extra)})")
     fix = hint or (
         "select its rows by name (e.g. obs.loc[counts.index]), or pass it without names (a "
         "numpy array) to pair by position"
     )
     raise ValueError(
-        f"{what} must name the same {axis}s as {target_what}, but " + " and ".join(parts)
+        f"{what} must name the same {axis}s as {target_what}, but {what} "
+        + " and ".join(parts)
         + f"; {fix}."
     )
+
+
+def _count(n: int, axis: str) -> str:
+    return f"{n} {axis}" + ("" if n == 1 else "s")
 
 
 def _fix(axis: str) -> str:
