@@ -92,10 +92,13 @@ class Data:
         if obs is None and features is None:
             return self
         values = self.values
-        if obs is not None:
-            values = values[obs]
-        if features is not None:
-            values = values[:, features]
+        if self.kind == "dense" and obs is not None and features is not None:
+            values = values[np.ix_(obs, features)]  # one copy, not two
+        else:
+            if obs is not None:
+                values = values[obs]
+            if features is not None:
+                values = values[:, features]
         return Data(
             values,
             self.feature_names if features is None else self.feature_names[features],
