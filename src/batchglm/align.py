@@ -78,6 +78,8 @@ def is_default(names: pd.Index, axis: str) -> bool:
         ``"feature0", ...``).
     """
     n = len(names)
+    if n and names[0] not in ("0", "feature0"):
+        return False  # the common case, without building n strings
     if names.equals(pd.Index([str(i) for i in range(n)])):
         return True
     return axis == "feature" and names.equals(pd.Index([f"feature{j}" for j in range(n)]))
@@ -132,15 +134,13 @@ def positions(
     given = as_names(labels)
     if given.equals(target):
         return None
-    same_set = (
-        len(given) == len(target)
-        and not given.has_duplicates
-        and not target.has_duplicates
-        and bool(given.isin(target).all())
-    )
+    unique = given.is_unique and target.is_unique
+    # One hash look-up serves the set comparison and the reordering.
+    pos = given.get_indexer(target) if unique and len(given) == len(target) else None
+    same_set = pos is not None and bool((pos >= 0).all())
     if is_default(target, axis) or is_default(given, axis):
         # Positions only; a shuffled default index still says where its rows came from.
-        return given.get_indexer(target) if same_set else None
+        return pos if same_set else None
     for side, names in ((what, given), (target_what, target)):
         dup = _duplicated(names)
         if len(dup):
@@ -151,7 +151,7 @@ def positions(
                 "them in the same order."
             )
     if same_set:
-        return given.get_indexer(target)
+        return pos
     missing = target[~target.isin(given)]
     extra = given[~given.isin(target)]
     parts = []
