@@ -81,7 +81,8 @@ def test_lookup_by_a_duplicated_name_is_refused(fitted):
 def test_matching_by_duplicated_names_is_refused(counts, group, fitted):
     obs = pd.DataFrame({"g": group}, index=[f"s{i}" for i in range(N_OBS)])
     dup_obs = counts.rename(index={"s1": "s0"})
-    with pytest.warns(DuplicateNamesWarning):
+    with pytest.warns(DuplicateNamesWarning, match=r"`data` has 2 observations sharing 1 "
+                      r"name\(s\), e.g. \['s0'\]; .*give the DataFrame unique index labels"):
         # The same names in the same order need no matching.
         same = bg.fit(dup_obs, "~ 1 + g", obs=obs.rename(index={"s1": "s0"}),
                       family="poisson")
