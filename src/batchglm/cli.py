@@ -15,7 +15,8 @@ observation table (``--obs``, first column: observation names). A count table ma
 observations in rows or in columns; its observations keep their order and the ``--obs``
 rows are matched to them by name (any order); names that differ as sets are an error.
 Errors print one line, ``batchglm: error: ...``, to stderr and exit with status 1
-(``--debug`` shows the traceback instead).
+(``--debug`` shows the traceback instead); warnings (e.g. about ``--obs`` columns used in a
+formula, see ``docs/annotations.md``) print one line each, ``batchglm: warning: ...``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -379,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    print(f"batchglm: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``batchglm`` console script.
 
@@ -398,7 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="batchglm: %(message)s")
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            # One line per warning, like the errors, instead of a file name and source line.
+            warnings.showwarning = _show_warning
+            args.func(args)
     except (CliError, ValueError, KeyError, OSError) as err:
         if args.debug:
             raise

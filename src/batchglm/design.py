@@ -11,7 +11,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from batchglm.constraints import constraint_matrix
-from batchglm.formula import evaluate_formula
+from batchglm.formula import drop_unused_levels, evaluate_formula
 from batchglm.named_constraints import (
     equation_design,
     equations_matrix,
@@ -102,12 +102,27 @@ def build_design(
     check : bool
         Check identifiability (needed for fitting, not for simulating).
     obs : pandas.DataFrame, optional
-        Observation annotations for formulas, one row per observation.
+        Observation annotations for formulas, one row per observation. Categories that no
+        observation has are dropped from the columns the formula uses (with a warning); the
+        design keeps the table it was evaluated on as ``Design.obs``.
 
     Returns
     -------
     Design
         The validated design.
+
+    Raises
+    ------
+    ValueError
+        For designs or constraints of the wrong shape or with non-finite entries, and (with
+        ``check=True``) for designs that stay rank-deficient after the constraints
+        (:func:`check_identifiable`).
+
+    Warns
+    -----
+    batchglm.formula.AnnotationWarning
+        For formula designs: unused categories dropped, integer-coded group labels used as
+        numbers, single-level factors dropping out (see ``docs/annotations.md``).
     """
     arg = f"design_{which}"
     formula: str | None = None
@@ -115,7 +130,7 @@ def build_design(
     table: pd.DataFrame | None = None
     if isinstance(design, str):
         formula = design
-        table = _obs_table(obs, n_obs)
+        table = drop_unused_levels(formula, _obs_table(obs, n_obs), arg)
         if isinstance(constraints, Mapping):
             design, c_named = nested_design(formula, table, constraints, which)
         else:
@@ -184,31 +199,87 @@ def build_design(
 def check_identifiable(design: Design, which: str) -> None:
     """Raise ``ValueError`` naming the columns that stay confounded after constraints.
 
+    The rank of the constrained design ``X C`` ``(n_obs, k)`` is decided on its columns
+    scaled to unit Euclidean norm (equilibrated), so that it does not depend on the units of
+    a covariate (a column on a 1e8 or a 1e-8 scale is as identifiable as on a unit scale).
+    The work is a thin QR factorisation ``X C D = Q R`` (``R`` is ``k x k``, ``Q`` is never
+    formed) and the singular value decomposition of ``R``: ``O(n_obs k^2)`` time and
+    ``O(n_obs k)`` memory. A singular value below ``max(n_obs, k) * eps * s_max`` counts as
+    zero (the default of ``numpy.linalg.matrix_rank``; Golub & Van Loan, *Matrix
+    Computations*, 4th ed., sec. 5.4); coefficients with a non-negligible weight in a null
+    vector (relative to its largest weight, both on equilibrated columns) are named.
+
     Parameters
     ----------
     design : Design
         The design to check.
     which : str
         ``"loc"`` or ``"scale"``, for messages.
+
+    Raises
+    ------
+    ValueError
+        When ``X C`` has rank below its number of columns; the message names the confounded
+        columns, all-zero columns separately, and for formula designs suggests named
+        constraints.
     """
-    rows = np.unique(design.reduced, axis=0)
-    _, s, vt = np.linalg.svd(rows, full_matrices=True)
-    tol = max(rows.shape) * np.finfo(np.float64).eps * (s[0] if s.size else 1.0)
-    rank = int((s > tol).sum())
     k = design.n_free
+    rank, null = _rank_and_null_space(design.reduced)
     if rank == k:
         return
-    null = design.constraints @ vt[rank:].T
-    involved = [design.names[j] for j in np.flatnonzero(np.abs(null).max(axis=1) > 1e-8)]
+    # Null vectors of X C, mapped to the full coefficients, on equilibrated full columns.
+    full_norms = _column_norms(design.matrix)
+    full_scale = np.where(full_norms > 0.0, full_norms, 1.0)
+    weights = np.abs(design.constraints @ null) * full_scale[:, None]
+    weights /= np.maximum(weights.max(axis=0, keepdims=True), np.finfo(np.float64).tiny)
+    involved_idx = np.flatnonzero(weights.max(axis=1) > _NULL_WEIGHT)
+    involved = [design.names[j] for j in involved_idx]
+    zero = [design.names[j] for j in involved_idx if full_norms[j] == 0.0]
     message = (
         f"`design_{which}` stays rank-deficient after `constraints_{which}`: rank {rank} "
-        f"for {k} free parameters ({k - rank} too many). These columns are confounded: "
-        f"{involved}. Drop columns or add constraints (e.g. sum-to-zero rows over "
-        "replicates nested in a condition)."
+        f"for {k} free parameters ({k - rank} too many). "
     )
-    if design.formula is not None and design.obs is not None:
-        message += " " + suggestion(design.formula, design.obs, involved, which)
-    raise ValueError(message)
+    if zero:
+        message += (
+            f"These columns are all zero (no observation has a non-zero value, e.g. a level "
+            f"without observations): {zero}; drop them. "
+        )
+    rest = [name for name in involved if name not in zero]
+    if rest:
+        message += (
+            f"These columns are confounded: {rest}. Drop columns or add constraints (e.g. "
+            "sum-to-zero rows over replicates nested in a condition)."
+        )
+        if design.formula is not None and design.obs is not None:
+            message += " " + suggestion(design.formula, design.obs, rest, which)
+    raise ValueError(message.strip())
+
+
+#: Relative weight above which a coefficient counts as part of a null vector.
+_NULL_WEIGHT = 1e-6
+
+
+def _column_norms(x: Array) -> Array:
+    # Euclidean norms of the columns, without forming the n_obs x k array x * x.
+    return np.asarray(np.sqrt(np.einsum("ij,ij->j", x, x)), dtype=np.float64)
+
+
+def _rank_and_null_space(x: Array) -> tuple[int, Array]:
+    """Numerical rank of ``x`` ``(n, k)`` and a basis ``(k, k - rank)`` of its null space.
+
+    Columns are equilibrated (unit norm) before the decision; the basis is returned in the
+    original coordinates. Uses a thin QR of ``x`` and the SVD of its ``k x k`` factor ``R``.
+    """
+    n, k = x.shape
+    norms = _column_norms(x)
+    # All-zero columns cannot be scaled; they stay zero and give a null vector each.
+    scale = np.where(norms > 0.0, norms, 1.0)
+    r = np.linalg.qr(x / scale, mode="r")
+    _, s, vt = np.linalg.svd(r, full_matrices=True)
+    tol = max(n, k) * np.finfo(np.float64).eps * (s[0] if s.size else 1.0)
+    rank = int((s > tol).sum())
+    null = vt[rank:].T / scale[:, None]
+    return rank, null
 
 
 def _obs_table(obs: pd.DataFrame | None, n_obs: int) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from batchglm.design import build_design
+from batchglm.formula import evaluate_formula, numeric_uses
 from batchglm.result import FitResult
 
 Array = NDArray[np.float64]
@@ -36,7 +36,16 @@ def level_contrast(res: FitResult, factor: str, level: str, reference: str) -> A
     -------
     ndarray
         ``x(level) - x(reference)``: the difference of the design rows of the two levels,
-        one weight per location coefficient.
+        one weight per location coefficient, shape ``(p,)``.
+
+    Raises
+    ------
+    ValueError
+        When the fit has no formula design; ``factor`` is not a column of its ``obs``;
+        ``factor`` is a numeric column that the formula uses as a number (a slope, e.g.
+        groups coded 1/2/3 written plainly as ``group``), where levels do not exist;
+        ``level`` or ``reference`` is not a level of ``factor`` (levels that no observation
+        has were dropped before the fit); or the difference depends on other variables.
 
     Notes
     -----
@@ -59,6 +68,7 @@ def level_contrast(res: FitResult, factor: str, level: str, reference: str) -> A
             f"{factor!r} is not a column of the fit's `obs`; its columns are "
             f"{[str(c) for c in obs.columns]}."
         )
+    _refuse_numeric(formula, obs, factor, level, reference)
     present = {str(v) for v in pd.unique(obs[factor])}
     for lv in (level, reference):
         if lv not in present:
@@ -79,16 +89,40 @@ def level_contrast(res: FitResult, factor: str, level: str, reference: str) -> A
     # (hence the columns) identical to the fit's.
     stacked = pd.concat(frames, ignore_index=True)
     try:
-        plain = build_design(formula, None, 3 * n, "loc", check=False, obs=stacked)
+        # The fit already warned about its annotations; these rows are only for the weights.
+        plain = evaluate_formula(formula, stacked, "design_loc", warn=False)
     except ValueError as err:
         raise ValueError(
             f"the design rows of {factor!r} = {level!r} and {reference!r} could not be built "
             f"from the formula {formula!r} ({err}); pass `contrast=` as weights over the "
             "coefficients instead."
         ) from None
-    x = plain.matrix
+    x = plain.to_numpy()
     plain_diff = x[n : 2 * n] - x[2 * n :]
-    return _map_columns(res, formula, factor, level, reference, list(plain.names), plain_diff)
+    names = [str(c) for c in plain.columns]
+    return _map_columns(res, formula, factor, level, reference, names, plain_diff)
+
+
+def _refuse_numeric(
+    formula: str, obs: pd.DataFrame, factor: str, level: str, reference: str
+) -> None:
+    # A numeric column written plainly in the formula is one slope, not a set of levels:
+    # "level 3 vs 1" would silently become twice the slope.
+    col = obs[factor]
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return
+    uses = numeric_uses(formula, obs, factor)
+    if not uses:
+        return
+    quoted = factor if factor.isidentifier() else f"`{factor}`"
+    raise ValueError(
+        f"a level contrast ({factor!r}, {level!r}, {reference!r}) needs {factor!r} to be a "
+        f"factor, but it is a numeric column of `obs` that the formula {formula!r} uses as "
+        f"a number in {uses} (one slope, not one coefficient per level). To compare groups, "
+        f"make it a factor: write C({quoted}) in the formula or convert the column with "
+        f"obs[{factor!r}] = obs[{factor!r}].astype('category'), and fit again; to test the "
+        f"slope, use coef={factor!r}."
+    )
 
 
 def _map_columns(
