@@ -108,3 +108,22 @@ def test_rank_check_through_constraints_names_the_full_columns():
         build_design(x, None, n, "loc")
     rows = np.array([[0, 0, -1, 1, 0, 0], [0, 0, 0, 0, -1, 1]], dtype=float)  # seed rows
     assert build_design(x, rows, n, "loc").n_free == 4
+
+
+def test_tall_design_over_many_row_blocks():
+    # Longer than one block of the tall-skinny QR: the rank and the named columns must be
+    # those of the whole matrix (reference: numpy's SVD-based matrix_rank on unit columns).
+    rng = np.random.default_rng(9)
+    n = 200_000
+    depth = rng.normal(size=n) * 1e6
+    batch = (np.arange(n) >= n - 10).astype(float)     # only the last rows, in the last block
+    x = pd.DataFrame({"Intercept": 1.0, "depth": depth, "batch": batch,
+                      "depth_batch": depth * batch})
+    unit = x.to_numpy() / np.linalg.norm(x.to_numpy(), axis=0)
+    assert np.linalg.matrix_rank(unit) == 4
+    assert build_design(x, None, n, "loc").n_free == 4
+    x["late"] = 2.0 * batch - 1e-6 * depth * batch     # a combination of the last two columns
+    assert np.linalg.matrix_rank(x.to_numpy() / np.linalg.norm(x.to_numpy(), axis=0)) == 4
+    with pytest.raises(ValueError, match=r"rank 4 for 5 free parameters.*confounded: "
+                       r"\['batch', 'depth_batch', 'late'\]"):
+        build_design(x, None, n, "loc")
