@@ -205,9 +205,9 @@ def check_identifiable(design: Design, which: str) -> None:
     The work is a thin QR factorisation ``X C D = Q R`` by blocks of rows (``R`` is
     ``k x k``, ``Q`` is never formed) and the singular value decomposition of ``R``:
     ``O(n_obs k^2)`` time, memory of one block of rows beyond the design. A singular value
-    below ``max(n_obs, k) * eps * s_max`` counts as
-    zero (the default of ``numpy.linalg.matrix_rank``; Golub & Van Loan, *Matrix
-    Computations*, 4th ed., sec. 5.4); coefficients with a non-negligible weight in a null
+    below ``max(n_obs, k) * eps * s_max`` counts as zero (the default of
+    ``numpy.linalg.matrix_rank``; Golub & Van Loan, *Matrix Computations*, 4th ed.,
+    sec. 5.4); coefficients with a non-negligible weight in a null
     vector (relative to its largest weight, both on equilibrated columns) are named.
 
     Parameters
