@@ -238,3 +238,25 @@ def test_cli_contrast_on_an_integer_column(tmp_path: Path, capsys):
     np.testing.assert_allclose(de["log2fc"].to_numpy(),
                                _group_log_ratio(y, obs["batch"].to_numpy(), 3, 1) / np.log(2),
                                atol=1e-5)
+
+
+def test_cli_unused_level_in_h5ad_is_dropped(tmp_path: Path, tissue_data, capsys):
+    y, obs = tissue_data
+    ad.AnnData(X=y, obs=obs).write_h5ad(tmp_path / "d.h5ad")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code = main(["fit", "d.h5ad", "--design-loc", "~ 1 + tissue", "--family", "poisson",
+                     "--out", "fit.csv"])
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("batchglm: warning: `obs` column 'tissue' used in `design_loc` "
+                               "has categories that no observation has: ['liver']")
+    fit = pd.read_csv(tmp_path / "fit.csv", index_col=0)
+    groups = np.asarray(obs["tissue"])
+    np.testing.assert_allclose(fit["coef_loc:tissue[T.heart]"].to_numpy(),
+                               _group_log_ratio(y, groups, "heart", "kidney"), atol=1e-6)
