@@ -40,7 +40,7 @@ def test_single_coefficient_is_z_squared(two_by_two):
     np.testing.assert_allclose(de.stat[ok], (z**2)[ok], rtol=1e-10)
     np.testing.assert_allclose(de.pval[ok], 2 * stats.norm.sf(np.abs(z[ok])), rtol=1e-8)
     np.testing.assert_allclose(de.coef_mle, res.coef_loc["cond"])
-    np.testing.assert_allclose(de.coef_sd[ok], res.se_loc["cond"][ok], rtol=1e-10)
+    np.testing.assert_allclose(de.coef_se[ok], res.se_loc["cond"][ok], rtol=1e-10)
     np.testing.assert_allclose(de.log2fc, res.coef_loc["cond"] / np.log(2))
     assert de.df == 1 and de.model == "loc" and de.effect_model == "loc"
     by_index = bg.de.wald(res, coef=1)
@@ -61,17 +61,17 @@ def test_untested_features_are_nan_and_left_out_of_bh(two_by_two):
 
 def test_summary_columns(two_by_two):
     _, _, res = two_by_two
-    tab = bg.de.wald(res, coef="cond").summary()
+    tab = bg.de.wald(res, coef="cond").summary(sort_by=None)
     assert list(tab.columns) == [
-        "feature", "pval", "qval", "log2fc", "mean", "coef_mle", "coef_sd", "stat", "ll",
-        "converged",
+        "baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj", "status",
+        "stat_kind", "lfc_capped", "coef_mle", "coef_se", "loglik", "converged",
     ]
     assert len(tab) == 60
-    assert tab["feature"].tolist() == list(res.feature_names)
-    np.testing.assert_allclose(tab["ll"], res.loglik)
+    assert tab.index.name == "feature" and tab.index.tolist() == list(res.feature_names)
+    np.testing.assert_allclose(tab["loglik"], res.loglik)
     # The mean is the fitted mean without size factors; close to the data mean here.
     y = two_by_two[0]
-    np.testing.assert_allclose(tab["mean"][1:], y.mean(axis=0)[1:], rtol=0.2)
+    np.testing.assert_allclose(tab["baseMean"][1:], y.mean(axis=0)[1:], rtol=0.2)
 
 
 def test_joint_test_equals_quadratic_form(two_by_two):

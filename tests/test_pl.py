@@ -70,7 +70,7 @@ def test_volcano_highlights_significant(de):
 
 @pytest.mark.parametrize("plot", [bg.pl.volcano, bg.pl.ma])
 def test_plot_errors(de, plot):
-    with pytest.raises(ValueError, match=r"`de` must be a DEResult .* DataFrame was given"):
+    with pytest.raises(ValueError, match=r"`de` must be a DEResult .* DETable was given"):
         plot(de.summary())
     with pytest.raises(ValueError, match=r"`alpha` must lie in \(0, 1\)"):
         plot(de, alpha=0.0)

@@ -258,7 +258,7 @@ def cmd_test(args: argparse.Namespace) -> None:
         result = de.wald(res, coef=coef, model=args.model)
     else:
         result = de.wald(res, contrast=tuple(args.contrast), model=args.model)
-    _write_table(result.summary().set_index("feature"), out)
+    _write_table(result.summary(sort_by=None), out)
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_test.add_argument("--model", choices=["loc", "scale"], default="loc",
                         help="model whose coefficients are tested")
     p_test.add_argument("--out", required=True,
-                        help=".csv/.tsv with one row per feature (pval, qval, log2fc, ...)")
+                        help=".csv/.tsv with one row per feature (baseMean, log2FoldChange, lfcSE, "
+                        "stat, pvalue, padj, status, ...)")
     p_test.set_defaults(func=cmd_test)
 
     p_sim = sub.add_parser("simulate", help="simulate data with known parameters",

@@ -12,6 +12,7 @@ from scipy import stats
 
 from batchglm.align import align_to_data
 from batchglm.constraints import constraint_matrix
+from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.nested import check_nested, outside_columns
 from batchglm.de.result import DEResult, fitted_mean
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
@@ -306,6 +307,7 @@ def _scale_effective(res: FitResult) -> Array:
 
 
 def _lrt_fits(full: FitResult, reduced: FitResult, coef: str | None) -> DEResult:
+    check_residual_df(full, "bg.de.lrt")
     df_loc = check_nested(full.loc.reduced, reduced.loc.reduced, "loc", _free_names(reduced.loc))
     df_scale = check_nested(
         _scale_effective(full), _scale_effective(reduced), "scale",
@@ -355,7 +357,7 @@ def _lrt_fits(full: FitResult, reduced: FitResult, coef: str | None) -> DEResult
         pval=pval,
         stat=stat,
         coef_mle=coef_mle,
-        coef_sd=coef_sd,
+        coef_se=coef_sd,
         effect_model=effect_model,
         mean=fitted_mean(full),
         ll=ll_full,

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.lrt import _lrt_fits
 from batchglm.de.result import DEResult
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
@@ -58,6 +59,7 @@ def ql_f(
         ``coef_sd`` (scaled by the QL dispersion) describe a single tested combination.
     """
     check_dispersion("ql", data)
+    check_residual_df(res, "bg.de.ql_f")
     lmat, labels = test_rows(res, coef, contrast, res.loc, "loc")
     c = res.loc.constraints
     l_free = lmat @ c

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,9 +12,17 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm.de.multiple_testing import bh_qvalues
+from batchglm.de.table import DETable
 from batchglm.result import FitResult
+from batchglm.solvers.status import CONVERGED_CODES, Status
 
 Array = NDArray[np.float64]
+
+#: Default cap on ``|log2FoldChange|`` in the results table (glmGamPoi's ``max_lfc``).
+MAX_LFC = 10.0
+
+#: Columns of :meth:`DEResult.summary` that come first, in this order (DESeq2's names).
+MAIN_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj", "status")
 
 #: Inverse location links by family name, for the ``mean`` column. Families added later
 #: that are missing here give ``NaN`` means rather than a wrong scale.
@@ -51,29 +60,33 @@ def fitted_mean(res: FitResult) -> Array:
 
 @dataclass(frozen=True, eq=False)
 class DEResult:
-    """Per-feature results of a Wald or likelihood-ratio test.
+    """Per-feature results of a Wald, likelihood-ratio or quasi-likelihood F test.
 
-    Build it with :func:`batchglm.de.wald` or :func:`batchglm.de.lrt`.
+    Build it with :func:`batchglm.de.wald`, :func:`batchglm.de.lrt` or
+    :func:`batchglm.de.ql_f`; read it with :meth:`summary`.
 
     Attributes
     ----------
     test : str
-        ``"wald"`` or ``"lrt"``.
+        ``"wald"``, ``"lrt"`` or ``"ql_f"``.
     model : str
         The tested model part: ``"loc"``, ``"scale"`` or ``"loc+scale"``.
     tested : str
         What was tested, in words (coefficient names, a contrast, or the two models).
     df : int
-        Degrees of freedom of the chi-squared reference distribution.
+        Degrees of freedom of the chi-squared reference distribution (numerator degrees of
+        freedom of an F test).
     feature_names : pandas.Index
         Feature names.
     pval : ndarray
         P-values; ``NaN`` for features that could not be tested.
     stat : ndarray
-        Test statistics (chi-squared with ``df`` degrees of freedom under the null).
-    coef_mle, coef_sd : ndarray
+        Test statistics: chi-squared with ``df`` degrees of freedom under the null (Wald or
+        likelihood ratio, see ``stat_kind``), or F for ``dispersion="ql"`` and ``ql_f``.
+    coef_mle, coef_se : ndarray
         Estimate and standard error of the reported effect on the natural-log (link)
-        scale; ``NaN`` when the test has several degrees of freedom or no single effect.
+        scale, unbounded; ``NaN`` when the test has several degrees of freedom or no single
+        effect.
     effect_model : str or None
         ``"loc"`` or ``"scale"``: the model the reported effect belongs to.
     mean : ndarray
@@ -102,6 +115,14 @@ class DEResult:
     df_residual : ndarray or None
         Denominator degrees of freedom of the F test per feature (``"ql"``); ``stat`` is
         then F distributed with ``df`` and ``df_residual`` degrees of freedom.
+    stat_kind : ndarray of str or None
+        Per feature, the likelihood statistic behind ``stat``: ``"wald"`` or ``"lrt"``.
+        A Wald test replaces the Wald statistic of features separated in the tested
+        direction by the likelihood-ratio statistic (see :func:`batchglm.de.wald`).
+        ``None``: ``"lrt"`` for ``test`` ``"lrt"``/``"ql_f"``, else ``"wald"``.
+    max_lfc : float
+        Cap on ``|log2FoldChange|`` (10, as glmGamPoi); the raw estimate stays in
+        ``coef_mle``.
     """
 
     test: str
@@ -112,7 +133,7 @@ class DEResult:
     pval: Array
     stat: Array
     coef_mle: Array
-    coef_sd: Array
+    coef_se: Array
     effect_model: str | None
     mean: Array
     ll: Array
@@ -125,6 +146,8 @@ class DEResult:
     nb_dispersion: Array | None = None
     ql_dispersion: Array | None = None
     df_residual: Array | None = None
+    stat_kind: NDArray[np.str_] | None = None
+    max_lfc: float = MAX_LFC
 
     @cached_property
     def qval(self) -> Array:
@@ -138,48 +161,174 @@ class DEResult:
         return bh_qvalues(self.pval)
 
     @property
+    def coef_sd(self) -> Array:
+        """Deprecated name of :attr:`coef_se` (natural-log scale).
+
+        Returns
+        -------
+        ndarray
+            ``coef_se``.
+        """
+        warnings.warn(
+            "`DEResult.coef_sd` is deprecated; use `coef_se` (natural-log scale) or the "
+            "summary's `lfcSE` (log2 scale).", DeprecationWarning, stacklevel=2,
+        )
+        return self.coef_se
+
+    @property
     def log2fc(self) -> Array:
-        """Log2 fold change of the reported effect: ``coef_mle / ln 2``.
+        """Log2 fold change of the reported effect, ``coef_mle / ln 2``, capped at ``max_lfc``.
 
         Returns
         -------
         ndarray
             For a location effect under a log link, the log2 fold change of the mean; for
-            a scale effect, that of the scale parameter (NB: the size ``r``).
+            a scale effect, that of the scale parameter (NB: the size ``r``). Values beyond
+            ``+-max_lfc`` (separated features, whose estimate runs towards infinity) are set
+            to ``+-max_lfc``; ``coef_mle`` keeps the raw estimate.
         """
-        return self.coef_mle / np.log(2.0)
+        return np.clip(self.coef_mle / np.log(2.0), -self.max_lfc, self.max_lfc)
 
-    def summary(self) -> pd.DataFrame:
-        """One row per feature.
+    @property
+    def lfc_capped(self) -> NDArray[np.bool_]:
+        """Whether ``|coef_mle / ln 2|`` exceeds ``max_lfc`` (the fold change was capped).
 
         Returns
         -------
-        pandas.DataFrame
-            Columns ``feature, pval, qval, log2fc, mean, coef_mle, coef_sd, stat, ll,
-            converged``, then ``dispersion`` (the NB dispersion held fixed) for tests with
-            ``dispersion="map"`` or ``"ql"``, and ``ql_dispersion, df_residual`` for
-            ``"ql"``. Features that did not converge (or are all zero) have ``NaN``
-            ``pval`` and ``qval`` and are left out of the Benjamini-Hochberg correction.
+        ndarray of bool
+            One value per feature.
         """
-        table = pd.DataFrame(
-            {
-                "feature": np.asarray(self.feature_names),
-                "pval": self.pval,
-                "qval": self.qval,
-                "log2fc": self.log2fc,
-                "mean": self.mean,
-                "coef_mle": self.coef_mle,
-                "coef_sd": self.coef_sd,
-                "stat": self.stat,
-                "ll": self.ll,
-                "converged": self.converged,
-            }
-        )
+        with np.errstate(invalid="ignore"):
+            return np.asarray(np.abs(self.coef_mle / np.log(2.0)) > self.max_lfc)
+
+    @property
+    def status(self) -> NDArray[np.str_]:
+        """Fit status per feature (:class:`batchglm.Status` labels).
+
+        Returns
+        -------
+        ndarray of str
+            The (full) fit's status: ``converged``, ``separated``, ``scale_at_bound``,
+            ``all_zero``, ``max_iter``, ``stalled`` or ``nonfinite``. Where the full fit
+            reached an optimum but the reduced fit of a likelihood-ratio test did not, the
+            reduced fit's label prefixed by ``reduced_`` (e.g. ``reduced_max_iter``).
+        """
+        labels = np.array([Status(int(s)).label for s in self.fit.status_codes], dtype=object)
+        if self.reduced is not None:
+            ok = np.isin(self.fit.status_codes, [int(s) for s in CONVERGED_CODES])
+            red = self.reduced.status_codes
+            bad = ok & ~np.isin(red, [int(s) for s in CONVERGED_CODES])
+            labels[bad] = [f"reduced_{Status(int(s)).label}" for s in red[bad]]
+        return labels.astype(str)
+
+    @property
+    def kind(self) -> NDArray[np.str_]:
+        """The likelihood statistic behind ``stat`` per feature: ``"wald"`` or ``"lrt"``.
+
+        Returns
+        -------
+        ndarray of str
+            See the ``stat_kind`` attribute.
+        """
+        if self.stat_kind is not None:
+            return self.stat_kind
+        default = "lrt" if self.test in ("lrt", "ql_f") else "wald"
+        return np.full(len(self.feature_names), default)
+
+    def signed_stat(self) -> Array:
+        """Return the ``stat`` column of :meth:`summary`.
+
+        Returns
+        -------
+        ndarray
+            For a one-degree-of-freedom Wald test with a chi-squared reference
+            (``dispersion`` ``"mle"`` or ``"map"``): the signed statistic
+            ``sign(coef_mle) sqrt(stat)``, which is ``z = coef_mle / coef_se`` where the
+            Wald statistic is used and the signed root of the likelihood-ratio statistic
+            where it replaced the Wald statistic (``stat_kind == "lrt"``). Otherwise
+            ``stat`` itself (chi-squared, or F for quasi-likelihood tests).
+        """
+        signed = (self.test == "wald" and self.df == 1 and self.effect_model is not None
+                  and self.dispersion in ("mle", "map"))
+        if not signed:
+            return self.stat
+        with np.errstate(invalid="ignore"):
+            return np.sign(self.coef_mle) * np.sqrt(self.stat)
+
+    def summary(self, sort_by: str | None = "pvalue", n_max: int | None = None) -> DETable:
+        """Return the results table: one row per feature, indexed by feature name.
+
+        Parameters
+        ----------
+        sort_by : str or None
+            Column to sort by, ascending (``NaN`` last; ties keep feature order).
+            ``None`` keeps the features in the order of the fit.
+        n_max : int, optional
+            Return only the first ``n_max`` rows (after sorting).
+
+        Returns
+        -------
+        DETable
+            A :class:`pandas.DataFrame` indexed by feature (index name ``"feature"``) with
+            the columns, in order (DESeq2's names):
+
+            * ``baseMean``: mean over observations of the fitted mean without size factors
+              (:func:`fitted_mean`), not DESeq2's mean of normalised counts;
+            * ``log2FoldChange``: ``coef_mle / ln 2``, capped at ``+-max_lfc``;
+            * ``lfcSE``: standard error of ``log2FoldChange`` (log2 units, uncapped;
+              quasi-likelihood tests scale it by the root of the QL dispersion);
+            * ``stat``: the signed ``z`` for one-degree-of-freedom Wald tests, chi-squared
+              for other Wald and likelihood-ratio tests, F for quasi-likelihood tests (see
+              :meth:`signed_stat`);
+            * ``pvalue``, ``padj`` (Benjamini-Hochberg over the features with a p-value);
+            * ``status``: the fit's status (see :attr:`status`);
+
+            then ``stat_kind`` (``"wald"`` or ``"lrt"``), ``lfc_capped``, ``coef_mle`` and
+            ``coef_se`` (natural-log scale, raw), ``loglik``, ``converged``, and
+            ``dispersion`` (the NB dispersion held fixed) for ``dispersion="map"`` or
+            ``"ql"``, ``ql_dispersion`` and ``df_residual`` for ``"ql"``.
+
+            The old names ``pval``, ``qval``, ``log2fc``, ``mean``, ``ll``, ``coef_sd``
+            and ``feature`` still read the same values (``coef_sd`` is ``coef_se``, natural
+            log) with a :class:`DeprecationWarning`.
+
+        Raises
+        ------
+        ValueError
+            If ``sort_by`` is not a column or ``n_max`` is negative.
+        """
+        ln2 = np.log(2.0)
+        columns: dict[str, object] = {
+            "baseMean": self.mean,
+            "log2FoldChange": self.log2fc,
+            "lfcSE": self.coef_se / ln2,
+            "stat": self.signed_stat(),
+            "pvalue": self.pval,
+            "padj": self.qval,
+            "status": self.status,
+            "stat_kind": self.kind,
+            "lfc_capped": self.lfc_capped,
+            "coef_mle": self.coef_mle,
+            "coef_se": self.coef_se,
+            "loglik": self.ll,
+            "converged": self.converged,
+        }
         extra = {"dispersion": self.nb_dispersion, "ql_dispersion": self.ql_dispersion,
                  "df_residual": self.df_residual}
-        for name, values in extra.items():
-            if values is not None:
-                table[name] = values
+        columns.update({name: values for name, values in extra.items() if values is not None})
+        index = pd.Index(np.asarray(self.feature_names), name="feature")
+        table = DETable(columns, index=index)
+        if sort_by is not None:
+            if sort_by not in table.columns:
+                raise ValueError(
+                    f"`sort_by` must be a column of the table or None, but {sort_by!r} was "
+                    f"given; the columns are {list(table.columns)}."
+                )
+            table = table.sort_values(sort_by, kind="stable", na_position="last")
+        if n_max is not None:
+            if n_max < 0:
+                raise ValueError(f"`n_max` must be at least 0, but {n_max} was given.")
+            table = table.iloc[:n_max]
         return table
 
     def significant(self, alpha: float = 0.05) -> pd.Index:
@@ -194,6 +343,11 @@ class DEResult:
         -------
         pandas.Index
             Names of the significant features.
+
+        Raises
+        ------
+        ValueError
+            If ``alpha`` is not in ``(0, 1)``.
         """
         if not 0 < alpha < 1:
             raise ValueError(f"`alpha` must lie in (0, 1), but {alpha} was given.")

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from batchglm.align import data_of_fit
+from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.result import DEResult
 from batchglm.dispersion.estimate import (
     Dispersions,
@@ -111,6 +112,7 @@ def shrunken_fit(
     Shrunken
         The refit and the estimates.
     """
+    check_residual_df(res, f"dispersion={dispersion!r}")
     # Converted (and matched to the fit by name) once for the three passes below.
     d = data_of_fit(data, res, layer=layer)
     disp = estimate_dispersions(d, res, trend=trend)
@@ -136,7 +138,7 @@ def attach(de: DEResult, shrunk: Shrunken, dispersion: str) -> DEResult:
     -------
     DEResult
         For ``"ql"``: ``stat = chi2 / (df s2_post)`` with p-values from
-        ``F(df, df_total)``, and ``coef_sd`` scaled by ``sqrt(s2_post)``.
+        ``F(df, df_total)``, and ``coef_se`` scaled by ``sqrt(s2_post)``.
     """
     if shrunk.ql is None:
         return replace(de, dispersion=dispersion, nb_dispersion=shrunk.alpha)
@@ -150,7 +152,7 @@ def attach(de: DEResult, shrunk: Shrunken, dispersion: str) -> DEResult:
         de,
         stat=np.where(ok, fstat, np.nan),
         pval=np.where(ok, pval, np.nan),
-        coef_sd=de.coef_sd * np.sqrt(s2),
+        coef_se=de.coef_se * np.sqrt(s2),
         converged=de.converged & ok,
         dispersion=dispersion,
         nb_dispersion=shrunk.alpha,

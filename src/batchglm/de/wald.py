@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -10,11 +13,15 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.levels import level_contrast
-from batchglm.de.result import DEResult, fitted_mean
+from batchglm.de.result import MAX_LFC, DEResult, fitted_mean
+from batchglm.de.separation import lrt_statistic, separated_in_direction
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.design import Design
 from batchglm.result import FitResult
+
+logger = logging.getLogger("batchglm")
 
 Array = NDArray[np.float64]
 
@@ -35,6 +42,7 @@ def wald(
     data: Any = None,
     layer: str | None = None,
     trend: str = "parametric",
+    max_lfc: float = MAX_LFC,
 ) -> DEResult:
     """Wald test of one or several coefficients, or of linear contrasts, per feature.
 
@@ -65,17 +73,30 @@ def wald(
         trended dispersion and divides the statistic by ``df`` times the moderated
         quasi-likelihood dispersion, with an F reference (see :mod:`batchglm.de.shrunken`).
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData, optional
-        The counts of the fit; needed for ``dispersion="map"`` or ``"ql"``.
+        The counts of the fit; needed for ``dispersion="map"`` or ``"ql"``. With
+        ``dispersion="mle"`` it is optional and lets features separated in the tested
+        direction get a likelihood-ratio p-value instead of ``NaN`` (see Notes).
     layer : str, optional
         AnnData layer of ``data`` with the counts.
     trend : {"parametric", "local", "mean"}
         Mean-dispersion trend for ``"map"`` and ``"ql"`` (see
         :func:`batchglm.dispersion.fit_trend`).
+    max_lfc : float
+        Cap on ``|log2FoldChange|`` in the result (glmGamPoi's ``max_lfc``, default 10);
+        the raw estimate stays in ``coef_mle``.
 
     Returns
     -------
     DEResult
         P-values, q-values and the tested effect per feature.
+
+    Raises
+    ------
+    ValueError
+        For an unknown coefficient or a malformed contrast, a combination the constraints
+        fix at zero, ``data`` that is not the fit's, or a fit that estimated its scale
+        without residual degrees of freedom (see
+        :func:`batchglm.de.degrees_of_freedom.check_residual_df`).
 
     Notes
     -----
@@ -90,9 +111,21 @@ def wald(
 
     Features that did not reach an optimum (``res.converged`` is False, which includes
     all-zero features) get ``NaN`` p-values; they are left out of the Benjamini-Hochberg
-    correction. ``coef_mle`` and ``coef_sd`` (and ``log2fc = coef_mle / ln 2``) describe
+    correction. ``coef_mle`` and ``coef_se`` (and ``log2fc = coef_mle / ln 2``) describe
     the tested effect when there is one row; for joint tests they are ``NaN`` and
     ``DEResult.estimates`` holds every tested combination.
+
+    **Separated features.** A feature with status ``separated`` (a group with only zeros)
+    has no finite estimate in the separated direction; its Wald statistic collapses
+    towards 0 there (Hauck-Donner effect), so a clear difference (0 vs 30 counts) would get
+    p close to 1. When some tested combination is not estimable from the observations with
+    non-zero fitted means (:func:`batchglm.de.separation.separated_in_direction`), the
+    Wald statistic of that feature is replaced by the likelihood-ratio statistic of the
+    same hypothesis (the model refitted under ``L theta = 0`` for those features only,
+    with the same dispersion setting; ``stat_kind == "lrt"``), which stays valid at the
+    boundary. This needs ``data``; without it those features get ``NaN`` p-values and a
+    warning. Their ``log2FoldChange`` is capped at ``+-max_lfc``. Combinations that do
+    not involve the separated group keep their Wald test.
 
     With ``dispersion="mle"`` the test is asymptotic and uses per-feature
     maximum-likelihood scales (no shrinkage across features). With few observations it is
@@ -103,13 +136,61 @@ def wald(
     ``docs/validation.md``).
     """
     check_dispersion(dispersion, data, model)
+    if not max_lfc > 0:
+        raise ValueError(f"`max_lfc` must be positive, but {max_lfc} was given.")
+    check_residual_df(res, "bg.de.wald")
     design, start = _model_part(res, model)
     lmat, labels = test_rows(res, coef, contrast, design, model)
     if dispersion == "mle":
-        return _wald_rows(res, design, start, lmat, labels, model)
+        de = _wald_rows(res, design, start, lmat, labels, model)
+        return replace(_boundary_lrt(de, lmat, data, layer), max_lfc=max_lfc)
     shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend)
     de = _wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, model)
-    return attach(de, shrunk, dispersion)
+    de = _boundary_lrt(de, lmat, data, layer)
+    return replace(attach(de, shrunk, dispersion), max_lfc=max_lfc)
+
+
+def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DEResult:
+    """Replace the Wald statistic of features separated in the tested direction by the LR one.
+
+    Without ``data`` those features get ``NaN`` p-values and one warning.
+    """
+    res = de.fit
+    kind = np.full(len(res.feature_names), "wald")
+    if de.model != "loc":
+        return replace(de, stat_kind=kind)
+    c = res.loc.constraints
+    l_free = lmat @ c
+    u, s, _ = np.linalg.svd(l_free, full_matrices=False)
+    basis = u[:, s > _RANK_RTOL * max(s.max(initial=0.0), 1e-300)].T @ l_free
+    hit = np.flatnonzero(separated_in_direction(res, basis) & de.converged)
+    if hit.size == 0:
+        return replace(de, stat_kind=kind)
+    stat, pval = de.stat.copy(), de.pval.copy()
+    names = [str(n) for n in res.feature_names[hit[:5]]]
+    more = f" and {hit.size - 5} more" if hit.size > 5 else ""
+    if data is None:
+        warnings.warn(
+            f"{hit.size} feature(s) ({', '.join(names)}{more}) have status 'separated' in the "
+            f"tested direction ({de.tested}): a group with only zeros makes their Wald "
+            "statistic invalid (Hauck-Donner), so they get NaN p-values; pass the fit's data "
+            "as `data=` to bg.de.wald to test them by likelihood ratio instead.",
+            UserWarning, stacklevel=3,
+        )
+        stat[hit] = np.nan
+        pval[hit] = np.nan
+        kind[hit] = "none"
+        return replace(de, stat=stat, pval=pval, stat_kind=kind)
+    lr, ok = lrt_statistic(data, res, basis, hit, layer=layer)
+    stat[hit] = lr
+    with np.errstate(invalid="ignore"):
+        pval[hit] = np.where(ok, stats.chi2.sf(lr, de.df), np.nan)
+    kind[hit] = "lrt"
+    logger.info(
+        "%d feature(s) separated in the tested direction (%s%s) tested by likelihood ratio "
+        "instead of Wald.", hit.size, ", ".join(names), more,
+    )
+    return replace(de, stat=stat, pval=pval, stat_kind=kind)
 
 
 def test_rows(
@@ -283,10 +364,10 @@ def _wald_rows(
         coef_mle = full_est[:, 0]
         var = np.einsum("j,fjk,k->f", l_free[0], cov, l_free[0])
         with np.errstate(invalid="ignore"):
-            coef_sd = np.sqrt(np.where(var >= 0, var, np.nan))
+            coef_se = np.sqrt(np.where(var >= 0, var, np.nan))
     else:
         coef_mle = np.full(len(res.feature_names), np.nan)
-        coef_sd = coef_mle.copy()
+        coef_se = coef_mle.copy()
     return DEResult(
         test="wald",
         model=model,
@@ -296,7 +377,7 @@ def _wald_rows(
         pval=pval,
         stat=stat,
         coef_mle=coef_mle,
-        coef_sd=coef_sd,
+        coef_se=coef_se,
         effect_model=model if lmat.shape[0] == 1 else None,
         mean=fitted_mean(res),
         ll=res.loglik.to_numpy(),

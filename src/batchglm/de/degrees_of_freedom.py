@@ -1,0 +1,74 @@
+"""Residual degrees of freedom: whether a fit leaves any to estimate its scale from.
+
+Every test entry point (``bg.de.wald``, ``bg.de.lrt``, ``bg.de.ql_f``, whatever the
+``dispersion=`` option) calls :func:`check_residual_df` on the fit whose scale it relies on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from batchglm.result import FitResult
+
+
+def _rank(x: np.ndarray) -> int:
+    if x.size == 0:
+        return 0
+    # Duplicate rows do not change the rank; categorical designs shrink to a few rows.
+    return int(np.linalg.matrix_rank(np.unique(x, axis=0)))
+
+
+def check_residual_df(res: FitResult, test: str) -> int:
+    """Residual degrees of freedom of a fit; an error when its scale needs some and has none.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit whose standard errors or likelihood the test uses.
+    test : str
+        The calling function (``"bg.de.wald"``, ...), named in the message.
+
+    Returns
+    -------
+    int
+        ``n_obs - rank(X C)``: observations minus the rank of the location design after
+        constraints. May be 0 or negative where no scale is estimated.
+
+    Raises
+    ------
+    ValueError
+        When the fit estimated a per-feature scale (NB dispersion, normal standard
+        deviation, beta precision) and ``n_obs - rank(X C) < max(1, rank(Z D))`` with
+        ``Z D`` the scale design after constraints. Then the scale estimate has no
+        information left after the location fit (NB: it runs to its bound and the test
+        becomes a Poisson test of over-dispersed counts), so the p-values would be far too
+        small.
+
+    Notes
+    -----
+    DESeq2 (``DESeqDataSet``: "the design matrix has the same number of samples and
+    coefficients to fit") and glmGamPoi refuse such designs; edgeR sets the dispersion to
+    ``NA``. Families without a scale (``"poisson"``) and fits with ``fixed_scale=`` (e.g.
+    a dispersion known from elsewhere) need no residual degrees of freedom and pass.
+    The condition is necessary, not sufficient: a scale design with a level whose
+    observations are all used up by the location model still has no information on that
+    level's scale.
+    """
+    n_obs = len(res.obs_names)
+    rank_loc = _rank(res.loc.reduced)
+    df = n_obs - rank_loc
+    has_scale = res.theta_free.shape[1] > res.loc.n_free
+    if not has_scale or bool(res.settings.get("fixed_scale", False)):
+        return df
+    rank_scale = _rank(res.scale.reduced)
+    need = max(1, rank_scale)
+    if df < need:
+        raise ValueError(
+            f"`{test}` needs residual degrees of freedom to estimate the {res.family} scale "
+            f"(dispersion) per feature, but the location design has rank {rank_loc} with "
+            f"{n_obs} observations ({df} residual df, {need} needed for the scale model); "
+            "add replicates or drop location coefficients (DESeq2 and glmGamPoi refuse such "
+            "designs too), or test with a known scale via bg.fit(..., fixed_scale=...) or "
+            "family='poisson'."
+        )
+    return df

@@ -1,0 +1,176 @@
+"""Wald tests at the boundary: which features are separated in the tested direction.
+
+A feature with only zeros in a group has no finite maximum-likelihood estimate: the fit
+drives that group's fitted mean towards 0 and stops where the likelihood is flat (status
+``separated``). The Wald statistic of a combination that involves this direction collapses
+towards 0 (Hauck & Donner 1977, JASA 72: 851-853): the estimate grows linearly while its
+standard error grows exponentially, so a clear difference (0 vs 30 counts) gets p close to
+1. The likelihood-ratio statistic stays valid there. :func:`separated_in_direction` finds
+the features whose tested combinations involve a separated direction;
+:func:`lrt_statistic` computes their likelihood-ratio statistic by refitting only them
+under ``L theta = 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from batchglm.data import as_data
+from batchglm.families import get_family
+from batchglm.result import FitResult
+from batchglm.solvers.status import CONVERGED_CODES, Status
+
+Array = NDArray[np.float64]
+
+#: Observations whose fitted log-mean (offset included) lies below the family's
+#: ``separated_eta + _ETA_MARGIN`` count as fitted at zero (mean below about 2e-8).
+_ETA_MARGIN = 3.0
+
+#: A tested row outside the row space of the non-zero observations' design by more than
+#: this fraction of its norm involves a separated direction.
+_ROW_RTOL = 1e-6
+
+#: ``2 (ll_full - ll_reduced)`` down to ``-(_LL_ATOL + _LL_RTOL |ll|)`` counts as 0.
+_LL_ATOL = 5e-3
+_LL_RTOL = 1e-9
+
+
+def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
+    """Features whose tested combinations are not estimable without separated observations.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit of the test.
+    l_free : ndarray
+        Tested rows over the free location parameters, ``L C``, shape ``(r, k)``.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(n_features,)``: True where the status is ``separated`` and some row of ``L C``
+        does not lie in the row space of ``X C`` restricted to the observations whose
+        fitted mean is not (numerically) zero. Such a combination moves with the
+        coefficient that runs to infinity; one that lies in that row space (for example a
+        comparison of two groups that both have counts, when a third group is all zero)
+        keeps a valid Wald test.
+
+    Notes
+    -----
+    Features are grouped by their pattern of zero-fitted observations; the loop runs over
+    distinct patterns (a few per design), not over features.
+    """
+    n_feat = len(res.feature_names)
+    out = np.zeros(n_feat, dtype=bool)
+    fam = get_family(res.family)
+    sep = np.flatnonzero(res.status_codes == Status.SEPARATED)
+    if fam.separated_eta is None or sep.size == 0:
+        return out
+    xc = res.loc.reduced
+    k = res.loc.n_free
+    eta = xc @ res.theta_free[sep, :k].T + np.log(res.size_factors)[:, None]
+    zero = eta < fam.separated_eta + _ETA_MARGIN
+    patterns, inverse = np.unique(zero.T, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    norms = np.linalg.norm(l_free, axis=1)
+    for p, pattern in enumerate(patterns):
+        kept = xc[~pattern]
+        if kept.shape[0] == 0:
+            involved = True
+        else:
+            _, s, vt = np.linalg.svd(np.unique(kept, axis=0), full_matrices=False)
+            basis = vt[s > 1e-10 * max(s.max(initial=0.0), 1e-300)]
+            resid = l_free - (l_free @ basis.T) @ basis
+            involved = bool(np.any(np.linalg.norm(resid, axis=1) > _ROW_RTOL * norms))
+        out[sep[inverse == p]] = involved
+    return out
+
+
+def lrt_statistic(
+    data: Any, res: FitResult, l_free: Array, features: NDArray[np.intp], *,
+    layer: str | None = None,
+) -> tuple[Array, NDArray[np.bool_]]:
+    """Likelihood-ratio statistic of ``L theta = 0`` for some features of a fit.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The data of the fit, ``(n_obs, n_features)``.
+    res : FitResult
+        The (full) fit; its design, scale model, constraints, size factors, family, solver
+        settings and any fixed scale are reused.
+    l_free : ndarray
+        Tested rows over the free location parameters, ``L C``, shape ``(r, k)``, of rank
+        ``r`` (a basis).
+    features : ndarray of int
+        Positions of the features to test.
+    layer : str, optional
+        AnnData layer of ``data``.
+
+    Returns
+    -------
+    stat : ndarray
+        ``2 (ll_full - ll_reduced)`` per feature in ``features`` (chi-squared with ``r``
+        degrees of freedom under the null); ``NaN`` where the reduced fit reached no
+        optimum or lies clearly above the full fit.
+    ok : ndarray of bool
+        Where ``stat`` is usable.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` does not have the fit's shape, or names other features.
+
+    Notes
+    -----
+    The reduced model is the full one restricted by ``L theta = 0``: location constraints
+    ``C_reduced = C N`` with ``N`` an orthonormal basis of the null space of ``L C``. It is
+    fitted with :func:`batchglm.fit` on the selected features only.
+    """
+    from batchglm.fit import fit
+
+    d = as_data(data, layer=layer)
+    n_obs, n_feat = len(res.obs_names), len(res.feature_names)
+    if d.shape != (n_obs, n_feat):
+        raise ValueError(
+            f"`data` must be the data of the fit, shape ({n_obs}, {n_feat}), but its shape "
+            f"is {d.shape}."
+        )
+    generic = d.feature_names.equals(pd.Index([f"feature{j}" for j in range(n_feat)]))
+    if not generic and not d.feature_names.equals(res.feature_names):
+        raise ValueError(
+            "`data` must hold the fit's features in the fit's order, but its feature names "
+            "differ from the fit's."
+        )
+    _, s, vt = np.linalg.svd(l_free, full_matrices=True)
+    rank = int((s > 1e-10 * max(s.max(initial=0.0), 1e-300)).sum())
+    c_reduced = res.loc.constraints @ vt[rank:].T
+    values = d.values[:, features]
+    if d.kind == "dask":
+        values = np.asarray(values)
+    has_scale = res.theta_free.shape[1] > res.loc.n_free
+    fixed = None
+    if has_scale and bool(res.settings.get("fixed_scale", False)):
+        fixed = res.coef_scale.to_numpy()[features]
+    reduced = fit(
+        values, res.loc.matrix,
+        res.scale.matrix if has_scale else None,
+        constraints_loc=c_reduced,
+        constraints_scale=res.scale.constraints if has_scale else None,
+        size_factors=res.size_factors if get_family(res.family).loc_link == "log" else None,
+        family=res.family,
+        fixed_scale=fixed,
+        max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
+        tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
+        n_jobs=1,
+    )
+    ll_full = res.loglik_values[features]
+    stat = 2.0 * (ll_full - reduced.loglik_values)
+    ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
+    ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
+    return np.where(ok, np.maximum(stat, 0.0), np.nan), ok
+
