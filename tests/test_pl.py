@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 os.environ.setdefault("MPLBACKEND", "agg")
 
@@ -77,3 +78,56 @@ def test_plot_errors(de, plot):
     joint = bg.de.wald(de.fit, coef=["p0", "p1"])
     with pytest.raises(ValueError, match=r"plot needs a log2 fold change.* 2 degrees of freedom"):
         plot(joint)
+
+
+@pytest.fixture(scope="module")
+def separated_de():
+    """Three features with one all-zero group; their raw log2 fold changes exceed 20."""
+    rng = np.random.default_rng(6)
+    n, f = 12, 30
+    cond = np.repeat([0.0, 1.0], n // 2)
+    x = np.column_stack([np.ones(n), cond])
+    y = rng.negative_binomial(4.0, 4.0 / (4.0 + 30.0), size=(n, f)).astype(float)
+    y[: n // 2, :2] = 0.0
+    y[n // 2 :, 2] = 0.0
+    de = bg.de.wald(bg.fit(y, x), coef="p1", data=y)
+    assert (np.abs(de.coef_mle[:3]) / np.log(2) > 20).all()
+    return de
+
+
+def _marker_sets(ax):
+    return {t.get_text().split(" (")[0]: c for t, c in
+            zip(ax.get_legend().get_texts(), ax.collections, strict=True)}
+
+
+def test_volcano_clips_capped_fold_changes_to_the_edge(separated_de):
+    ax = bg.pl.volcano(separated_de)
+    sets = _marker_sets(ax)
+    right = sets["log2FC capped at +10"].get_offsets()
+    left = sets["log2FC capped at -10"].get_offsets()
+    assert len(right) == 2 and len(left) == 1
+    np.testing.assert_array_equal(right[:, 0], [10.0, 10.0])
+    np.testing.assert_array_equal(left[:, 0], [-10.0])
+    lo, hi = ax.get_xlim()
+    assert -10.7 < lo < -10 and 10 < hi < 10.7
+    assert _n_points(ax) == 30
+
+
+def test_volcano_draws_zero_p_values_at_the_top(separated_de):
+    pval = separated_de.pval.copy()
+    pval[5] = 0.0
+    de = replace(separated_de, pval=pval)
+    ax = bg.pl.volcano(de)
+    top = _marker_sets(ax)["p = 0"].get_offsets()
+    assert len(top) == 1
+    finite = -np.log10(pval[np.isfinite(pval) & (pval > 0)])
+    assert top[0, 1] == pytest.approx(1.05 * finite.max())
+
+
+def test_ma_clips_capped_fold_changes_to_the_edge(separated_de):
+    ax = bg.pl.ma(separated_de)
+    sets = _marker_sets(ax)
+    np.testing.assert_array_equal(sets["log2FC capped at +10"].get_offsets()[:, 1], [10.0, 10.0])
+    np.testing.assert_array_equal(sets["log2FC capped at -10"].get_offsets()[:, 1], [-10.0])
+    lo, hi = ax.get_ylim()
+    assert -10.7 < lo < -10 and 10 < hi < 10.7
