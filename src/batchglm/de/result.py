@@ -118,7 +118,8 @@ class DEResult:
     stat_kind : ndarray of str or None
         Per feature, the likelihood statistic behind ``stat``: ``"wald"`` or ``"lrt"``.
         A Wald test replaces the Wald statistic of features separated in the tested
-        direction by the likelihood-ratio statistic (see :func:`batchglm.de.wald`).
+        direction by the likelihood-ratio statistic (see :func:`batchglm.de.wald`), or
+        marks them ``"none"`` (``NaN`` p-value) when it was not given the data.
         ``None``: ``"lrt"`` for ``test`` ``"lrt"``/``"ql_f"``, else ``"wald"``.
     max_lfc : float
         Cap on ``|log2FoldChange|`` (10, as glmGamPoi); the raw estimate stays in
