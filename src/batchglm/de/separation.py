@@ -34,6 +34,9 @@ _ETA_MARGIN = 3.0
 #: this fraction of its norm involves a separated direction.
 _ROW_RTOL = 1e-6
 
+#: Elements of one (distinct design rows x features) block of fitted log-means.
+_CHUNK_ELEMENTS = 1 << 20
+
 #: ``2 (ll_full - ll_reduced)`` down to ``-(_LL_ATOL + _LL_RTOL |ll|)`` counts as 0.
 _LL_ATOL = 5e-3
 _LL_RTOL = 1e-9
@@ -61,8 +64,9 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
 
     Notes
     -----
-    Features are grouped by their pattern of zero-fitted observations; the loop runs over
-    distinct patterns (a few per design), not over features.
+    Features are grouped by their pattern of zero-fitted distinct design rows; the loop
+    runs over distinct patterns (a few per design) and feature chunks, not over features.
+    Memory is (distinct design rows x chunk), never (observations x features).
     """
     n_feat = len(res.feature_names)
     out = np.zeros(n_feat, dtype=bool)
@@ -70,24 +74,41 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
     sep = np.flatnonzero(res.status_codes == Status.SEPARATED)
     if fam.separated_eta is None or sep.size == 0:
         return out
-    xc = res.loc.reduced
+    # The kept row space only depends on which distinct design rows keep some observation
+    # with a non-zero fitted mean: row u keeps one iff x_u a + max log(sf) over its
+    # observations lies above the threshold. Working on distinct rows (and chunks of
+    # features) keeps memory at (distinct rows x chunk), whatever the number of cells.
+    rows, inverse_obs = np.unique(res.loc.reduced, axis=0, return_inverse=True)
+    inverse_obs = np.asarray(inverse_obs).ravel()
+    max_offset = np.full(rows.shape[0], -np.inf)
+    np.maximum.at(max_offset, inverse_obs, np.log(res.size_factors))
+    threshold = fam.separated_eta + _ETA_MARGIN
     k = res.loc.n_free
-    eta = xc @ res.theta_free[sep, :k].T + np.log(res.size_factors)[:, None]
-    zero = eta < fam.separated_eta + _ETA_MARGIN
-    patterns, inverse = np.unique(zero.T, axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).ravel()
     norms = np.linalg.norm(l_free, axis=1)
-    for p, pattern in enumerate(patterns):
-        kept = xc[~pattern]
-        if kept.shape[0] == 0:
-            involved = True
-        else:
-            _, s, vt = np.linalg.svd(np.unique(kept, axis=0), full_matrices=False)
-            basis = vt[s > 1e-10 * max(s.max(initial=0.0), 1e-300)]
-            resid = l_free - (l_free @ basis.T) @ basis
-            involved = bool(np.any(np.linalg.norm(resid, axis=1) > _ROW_RTOL * norms))
-        out[sep[inverse == p]] = involved
+    step = max(1, _CHUNK_ELEMENTS // rows.shape[0])
+    verdict: dict[bytes, bool] = {}
+    for start in range(0, sep.size, step):
+        part = sep[start : start + step]
+        eta = rows @ res.theta_free[part, :k].T + max_offset[:, None]
+        zero = eta < threshold
+        patterns, inverse = np.unique(zero.T, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
+        for p, pattern in enumerate(patterns):
+            key = np.packbits(pattern).tobytes()
+            if key not in verdict:
+                verdict[key] = _outside_row_space(l_free, rows[~pattern], norms)
+            out[part[inverse == p]] = verdict[key]
     return out
+
+
+def _outside_row_space(l_free: Array, kept: Array, norms: Array) -> bool:
+    """Whether some row of ``l_free`` leaves the row space of ``kept``."""
+    if kept.shape[0] == 0:
+        return True
+    _, s, vt = np.linalg.svd(kept, full_matrices=False)
+    basis = vt[s > 1e-10 * max(s.max(initial=0.0), 1e-300)]
+    resid = l_free - (l_free @ basis.T) @ basis
+    return bool(np.any(np.linalg.norm(resid, axis=1) > _ROW_RTOL * norms))
 
 
 def lrt_statistic(
