@@ -67,7 +67,7 @@ def run_batchglm(
     res = bg.fit(counts.astype(float), "~ 1 + condition", obs=obs, size_factors=sf)
     de = bg.de.wald(res, coef="condition[T.treated]")
     seconds = time.perf_counter() - t0
-    return de.summary(), seconds
+    return de.summary(sort_by=None), seconds  # feature order: aligned with the truth
 
 
 def run_peer(data_dir: Path, n_cpus: int) -> int:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {args.n_obs} observations x {args.n_features} features, 2 conditions, "
           f"means {args.min_mean:g}..{args.max_mean:g}, {int(truth.sum())} true effects, "
           f"seed {args.seed}")
-    p, fdp, n_hit = power_fdp(ours["qval"].to_numpy(), truth)
+    p, fdp, n_hit = power_fdp(ours["padj"].to_numpy(), truth)
     print(f"batchglm Wald: {t_ours:.2f} s, power {p:.3f}, FDP {fdp:.3f} ({n_hit} at q < 0.05), "
           f"{int(ours['converged'].sum())} converged")
     peer, reason = run_pydeseq2(counts, obs, sf, args.bench_venv, args.n_cpus)
@@ -169,18 +169,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PyDESeq2 skipped: {reason}")
         return 0
     table, info = peer
-    theirs = table.reindex(ours["feature"])
+    theirs = table.reindex(ours.index)
     p2, fdp2, n_hit2 = power_fdp(theirs["padj"].to_numpy(), truth)
     print(f"PyDESeq2 {info['version']} Wald: {info['seconds']:.2f} s, power {p2:.3f}, "
           f"FDP {fdp2:.3f} ({n_hit2} at q < 0.05)")
-    a = ours["pval"].to_numpy()
+    a = ours["pvalue"].to_numpy()
     b = theirs["pvalue"].to_numpy()
     ok = np.isfinite(a) & np.isfinite(b)
     rho_p = stats.spearmanr(a[ok], b[ok]).statistic
     rho_null = stats.spearmanr(a[ok & ~truth], b[ok & ~truth]).statistic
-    rho_lfc = stats.spearmanr(ours["log2fc"].to_numpy()[ok],
+    rho_lfc = stats.spearmanr(ours["log2FoldChange"].to_numpy()[ok],
                               theirs["log2FoldChange"].to_numpy()[ok]).statistic
-    both = (ours["qval"].to_numpy() < 0.05) & (theirs["padj"].to_numpy() < 0.05)
+    both = (ours["padj"].to_numpy() < 0.05) & (theirs["padj"].to_numpy() < 0.05)
     print(f"Spearman rank correlation of Wald p-values: {rho_p:.4f} over {int(ok.sum())} "
           f"features (null features only: {rho_null:.4f})")
     print(f"Spearman rank correlation of log2 fold changes: {rho_lfc:.4f}")
