@@ -195,3 +195,14 @@ def test_null_separated_low_count_genes_match_the_lrt():
     # separated genes alone is selected for extreme splits; see docs/inference.md).
     ok = np.isfinite(de.pval)
     assert np.mean(de.pval[ok] < 0.05) < 0.08
+
+
+def test_data_must_be_the_fits(two_groups):
+    y, _, _, res = two_groups
+    with pytest.raises(ValueError, match=r"`data` must be the data of the fit, shape \(10, 40\), "
+                       r"but its shape is \(10, 39\)"):
+        bg.de.wald(res, coef="p1", data=y[:, 1:])
+    renamed = pd.DataFrame(y, columns=[f"other{j}" for j in range(40)])
+    with pytest.raises(ValueError, match=r"`data` must hold the fit's features in the fit's "
+                       r"order"):
+        bg.de.wald(res, coef="p1", data=renamed)
