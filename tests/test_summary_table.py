@@ -49,7 +49,8 @@ def test_columns_units_and_values_match_statsmodels(poisson_de):
 
 def test_sorting_and_n_max(poisson_de):
     _, _, _, de = poisson_de
-    tab = de.summary()
+    assert list(de.summary().index) == list(de.feature_names)  # default: the fit's order
+    tab = de.summary(sort_by="pvalue")
     assert tab["pvalue"].is_monotonic_increasing
     by_lfc = de.summary(sort_by="log2FoldChange", n_max=3)
     assert len(by_lfc) == 3

@@ -256,14 +256,15 @@ class DEResult:
         with np.errstate(invalid="ignore"):
             return np.sign(self.coef_mle) * np.sqrt(self.stat)
 
-    def summary(self, sort_by: str | None = "pvalue", n_max: int | None = None) -> DETable:
+    def summary(self, sort_by: str | None = None, n_max: int | None = None) -> DETable:
         """Return the results table: one row per feature, indexed by feature name.
 
         Parameters
         ----------
         sort_by : str or None
-            Column to sort by, ascending (``NaN`` last; ties keep feature order).
-            ``None`` keeps the features in the order of the fit.
+            Column to sort by, ascending (``NaN`` last; ties keep feature order), e.g.
+            ``"pvalue"``. ``None`` (the default, as DESeq2's ``results``) keeps the features
+            in the order of the fit, so positions match ``res.feature_names``.
         n_max : int, optional
             Return only the first ``n_max`` rows (after sorting).
 
