@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,8 @@ from batchglm.solvers.status import CONVERGED_CODES, Status
 
 if TYPE_CHECKING:
     from anndata import AnnData
+
+    from batchglm.fitted import FeatureSelection
 
 Array = NDArray[np.float64]
 
@@ -238,3 +240,139 @@ class FitResult:
             f"FitResult(family={self.family!r}, n_features={len(self.feature_names)}, "
             f"loc={self.loc.names}, scale={list(self.coef_scale.columns)}, {state})"
         )
+
+    # -- Fitted values, residuals, predictions and transformed counts ---------------------
+    # Thin wrappers; the computations live in batchglm.fitted, .residuals, .predict, .vst.
+
+    def fitted(self, features: FeatureSelection = None) -> pd.DataFrame:
+        """Fitted mean per observation and feature, size factors included.
+
+        Parameters
+        ----------
+        features : str, slice, sequence of str or int, optional
+            Features to compute (names, positions or a slice); ``None`` for all. Only an
+            ``(n_obs, n_selected)`` block is allocated.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``(n_obs, n_selected)`` means on the response scale, obs_names x feature names.
+        """
+        from batchglm.fitted import fitted
+
+        return fitted(self, features)
+
+    def residuals(
+        self, data: Any, kind: str = "pearson", *, seed: int | None = 0,
+        features: FeatureSelection = None, layer: str | None = None,
+    ) -> pd.DataFrame:
+        """Pearson, deviance or randomized quantile residuals.
+
+        See :func:`batchglm.residuals.residuals` for the definitions (Pearson and deviance
+        residuals equal statsmodels' for NB and Poisson; quantile residuals follow Dunn and
+        Smyth 1996).
+
+        Parameters
+        ----------
+        data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+            The data of the fit.
+        kind : {"pearson", "deviance", "quantile"}
+            Residual type.
+        seed : int or None
+            Seed of ``numpy.random.default_rng`` for randomized quantile residuals.
+        features : str, slice, sequence of str or int, optional
+            Features to compute; ``None`` for all.
+        layer : str, optional
+            AnnData layer of ``data``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``(n_obs, n_selected)`` unitless residuals.
+
+        Raises
+        ------
+        ValueError
+            For an unknown ``kind`` or ``data`` whose shape or names differ from the fit's.
+        """
+        from batchglm.residuals import residuals
+
+        return residuals(self, data, kind, seed=seed, features=features, layer=layer)
+
+    def predict(
+        self, obs_new: Any, *, features: FeatureSelection = None, se: bool = False,
+        size_factors: Any = None,
+    ) -> Any:
+        """Predicted means for new observations (see :func:`batchglm.predict.predict`).
+
+        Parameters
+        ----------
+        obs_new : pandas.DataFrame or array_like
+            New annotations (formula fits) or a new location design matrix.
+        features : str, slice, sequence of str or int, optional
+            Features to predict; ``None`` for all.
+        se : bool
+            Also return standard errors (linear predictor, and the mean by the delta
+            method) as a :class:`batchglm.predict.Prediction`.
+        size_factors : array_like, optional
+            Size factors of the new observations; without them, a size factor of 1.
+
+        Returns
+        -------
+        pandas.DataFrame or batchglm.predict.Prediction
+            ``(n_new, n_selected)`` predicted means on the response scale.
+
+        Raises
+        ------
+        ValueError
+            For unseen factor levels or a design that does not match the fit.
+        """
+        from batchglm.predict import predict
+
+        return predict(self, obs_new, features=features, se=se, size_factors=size_factors)
+
+    def normalized_counts(self, data: Any, *, layer: str | None = None) -> Any:
+        """Divide counts by the fit's size factors (see :mod:`batchglm.vst`).
+
+        Parameters
+        ----------
+        data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+            The counts of the fit.
+        layer : str, optional
+            AnnData layer with the counts.
+
+        Returns
+        -------
+        pandas.DataFrame or scipy.sparse.csr_array
+            Normalised counts; sparse input stays sparse.
+        """
+        from batchglm.vst import normalized_counts
+
+        return normalized_counts(data, self.size_factors, layer=layer)
+
+    def vst(self, data: Any, *, layer: str | None = None) -> pd.DataFrame:
+        """DESeq2's variance-stabilising transformation with this fit's design (log2 scale).
+
+        See :func:`batchglm.vst.vst_fit` (``blind=FALSE`` in DESeq2's terms).
+
+        Parameters
+        ----------
+        data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+            The counts of the fit.
+        layer : str, optional
+            AnnData layer with the counts.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``(n_obs, n_features)`` transformed counts.
+
+        Raises
+        ------
+        ValueError
+            For a fit that is not NB with one dispersion per feature, or when the parametric
+            dispersion trend cannot be fitted.
+        """
+        from batchglm.vst import vst_fit
+
+        return vst_fit(self, data, layer=layer)

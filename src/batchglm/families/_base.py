@@ -306,3 +306,99 @@ class Family(ABC):
         ndarray
             One draw per element.
         """
+
+    # -- Response-scale pieces: fitted means, residuals, predictions ------------------------
+    # Defaults raise, so a family added later fails loudly instead of giving wrong numbers.
+
+    def inverse_link(self, eta_loc: Array) -> Array:
+        """Mean of the response for a location predictor (the inverse location link).
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            Location predictors, offsets included.
+
+        Returns
+        -------
+        ndarray
+            Means, same shape.
+        """
+        raise NotImplementedError(f"family {self.name!r} does not define its inverse link.")
+
+    def d_inverse_link(self, eta_loc: Array) -> Array:
+        """Return the derivative of the mean with respect to the location predictor.
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            Location predictors.
+
+        Returns
+        -------
+        ndarray
+            ``d mu / d eta_loc``, same shape (used by the delta method in predictions).
+        """
+        raise NotImplementedError(
+            f"family {self.name!r} does not define the derivative of its inverse link."
+        )
+
+    def variance(self, mu: Array, eta_scale: Array) -> Array:
+        """Variance of one observation with mean ``mu`` and scale predictor ``eta_scale``.
+
+        Parameters
+        ----------
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            Scale predictors, broadcastable to ``mu``.
+
+        Returns
+        -------
+        ndarray
+            ``Var(y)``, including the scale parameter.
+        """
+        raise NotImplementedError(f"family {self.name!r} does not define its variance.")
+
+    def unit_deviance(self, y: Array, mu: Array, eta_scale: Array) -> Array:
+        """Twice the log-likelihood lost against the saturated mean, at a fixed scale.
+
+        ``2 [max_m l(y; m, s) - l(y; mu, s)]`` elementwise, so ``sign(y - mu)`` times its
+        square root is the deviance residual.
+
+        Parameters
+        ----------
+        y : ndarray
+            Observations.
+        mu : ndarray
+            Means, broadcastable to ``y``.
+        eta_scale : ndarray
+            Scale predictors, broadcastable to ``y``.
+
+        Returns
+        -------
+        ndarray
+            Non-negative deviance contributions.
+        """
+        raise NotImplementedError(f"family {self.name!r} does not define its deviance.")
+
+    def cdf_parts(self, y: Array, mu: Array, eta_scale: Array) -> tuple[Array, Array, Array]:
+        """Probabilities below, at and above each observation.
+
+        Parameters
+        ----------
+        y : ndarray
+            Observations.
+        mu : ndarray
+            Means, broadcastable to ``y``.
+        eta_scale : ndarray
+            Scale predictors, broadcastable to ``y``.
+
+        Returns
+        -------
+        below, at, above : ndarray
+            ``P(Y < y)``, ``P(Y = y)`` (zero for continuous families) and ``P(Y > y)``;
+            the upper tail is computed directly so that it keeps its precision far out.
+        """
+        raise NotImplementedError(
+            f"family {self.name!r} does not define its distribution function."
+        )

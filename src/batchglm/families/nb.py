@@ -199,3 +199,101 @@ class NegativeBinomial(Family):
         mu = np.exp(eta_loc)
         r = np.exp(eta_scale)
         return rng.negative_binomial(r, r / (r + mu)).astype(np.float64)
+
+    def inverse_link(self, eta_loc: Array) -> Array:
+        """Return ``exp(eta_loc)``.
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            ``log(mu)``, size-factor offsets included.
+
+        Returns
+        -------
+        ndarray
+            Means.
+        """
+        return np.exp(eta_loc)
+
+    def d_inverse_link(self, eta_loc: Array) -> Array:
+        """Return ``exp(eta_loc)`` (the log link's derivative is the mean).
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            ``log(mu)``.
+
+        Returns
+        -------
+        ndarray
+            ``d mu / d eta_loc``.
+        """
+        return np.exp(eta_loc)
+
+    def variance(self, mu: Array, eta_scale: Array) -> Array:
+        """Return ``mu + mu^2 / r``.
+
+        Parameters
+        ----------
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            ``log(r)``.
+
+        Returns
+        -------
+        ndarray
+            Variances.
+        """
+        return mu + mu * mu * np.exp(-eta_scale)
+
+    def unit_deviance(self, y: Array, mu: Array, eta_scale: Array) -> Array:
+        """NB unit deviance at a fixed size ``r``.
+
+        ``2 [y log(y / mu) - (y + r) log((y + r) / (mu + r))]``, the deviance of
+        statsmodels' ``NegativeBinomial(alpha=1/r)`` family and of DESeq2/edgeR; the second
+        log is written as ``log1p((y - mu) / (mu + r))`` to stay exact for large ``r``.
+
+        Parameters
+        ----------
+        y : ndarray
+            Counts.
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            ``log(r)``.
+
+        Returns
+        -------
+        ndarray
+            Non-negative deviance contributions.
+        """
+        r = np.exp(eta_scale)
+        with np.errstate(divide="ignore"):
+            dev = 2.0 * (special.xlogy(y, y) - special.xlogy(y, mu)
+                         - (y + r) * np.log1p((y - mu) / (mu + r)))
+        return np.asarray(np.maximum(dev, 0.0), dtype=np.float64)
+
+    def cdf_parts(self, y: Array, mu: Array, eta_scale: Array) -> tuple[Array, Array, Array]:
+        """NB probabilities below, at and above each count.
+
+        Parameters
+        ----------
+        y : ndarray
+            Counts.
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            ``log(r)``.
+
+        Returns
+        -------
+        below, at, above : ndarray
+            ``P(Y < y)``, ``P(Y = y)``, ``P(Y > y)``.
+        """
+        from scipy import stats
+
+        r = np.exp(eta_scale)
+        p = 1.0 / (1.0 + mu / r)
+        return (stats.nbinom.cdf(y - 1.0, r, p), stats.nbinom.pmf(y, r, p),
+                stats.nbinom.sf(y, r, p))

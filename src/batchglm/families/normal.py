@@ -200,3 +200,91 @@ class Normal(Family):
             Draws as float64.
         """
         return rng.normal(eta_loc, np.exp(eta_scale))
+
+    def inverse_link(self, eta_loc: Array) -> Array:
+        """Return ``eta_loc`` (identity link).
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            Means.
+
+        Returns
+        -------
+        ndarray
+            Means.
+        """
+        return np.asarray(eta_loc, dtype=np.float64)
+
+    def d_inverse_link(self, eta_loc: Array) -> Array:
+        """Return ones (identity link).
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            Means.
+
+        Returns
+        -------
+        ndarray
+            ``d mu / d eta_loc``.
+        """
+        return np.ones_like(eta_loc, dtype=np.float64)
+
+    def variance(self, mu: Array, eta_scale: Array) -> Array:
+        """Return ``sd^2 = exp(2 eta_scale)``.
+
+        Parameters
+        ----------
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            ``log(sd)``.
+
+        Returns
+        -------
+        ndarray
+            Variances, broadcast to the shape of ``mu``.
+        """
+        return np.broadcast_to(np.exp(2.0 * eta_scale), np.shape(mu)).astype(np.float64)
+
+    def unit_deviance(self, y: Array, mu: Array, eta_scale: Array) -> Array:
+        """Scaled unit deviance ``(y - mu)^2 / sd^2``.
+
+        Parameters
+        ----------
+        y : ndarray
+            Observations.
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            ``log(sd)``.
+
+        Returns
+        -------
+        ndarray
+            Deviance contributions.
+        """
+        return np.asarray((y - mu) ** 2 * np.exp(-2.0 * eta_scale), dtype=np.float64)
+
+    def cdf_parts(self, y: Array, mu: Array, eta_scale: Array) -> tuple[Array, Array, Array]:
+        """Return normal probabilities below and above each value (none at it).
+
+        Parameters
+        ----------
+        y : ndarray
+            Observations.
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            ``log(sd)``.
+
+        Returns
+        -------
+        below, at, above : ndarray
+            ``P(Y < y)``, zeros, ``P(Y > y)``.
+        """
+        from scipy import special as sp
+
+        z = (y - mu) * np.exp(-eta_scale)
+        return sp.ndtr(z), np.zeros_like(z), sp.ndtr(-z)

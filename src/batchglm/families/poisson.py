@@ -104,3 +104,93 @@ class Poisson(Family):
             Counts as float64.
         """
         return rng.poisson(np.exp(eta_loc)).astype(np.float64)
+
+    def inverse_link(self, eta_loc: Array) -> Array:
+        """Return ``exp(eta_loc)``.
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            ``log(mu)``, size-factor offsets included.
+
+        Returns
+        -------
+        ndarray
+            Means.
+        """
+        return np.exp(eta_loc)
+
+    def d_inverse_link(self, eta_loc: Array) -> Array:
+        """Return ``exp(eta_loc)`` (the log link's derivative is the mean).
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            ``log(mu)``.
+
+        Returns
+        -------
+        ndarray
+            ``d mu / d eta_loc``.
+        """
+        return np.exp(eta_loc)
+
+    def variance(self, mu: Array, eta_scale: Array) -> Array:
+        """Return ``mu``.
+
+        Parameters
+        ----------
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            Ignored.
+
+        Returns
+        -------
+        ndarray
+            Variances.
+        """
+        return np.asarray(mu, dtype=np.float64)
+
+    def unit_deviance(self, y: Array, mu: Array, eta_scale: Array) -> Array:
+        """Poisson unit deviance ``2 [y log(y / mu) - (y - mu)]``.
+
+        Parameters
+        ----------
+        y : ndarray
+            Counts.
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            Ignored.
+
+        Returns
+        -------
+        ndarray
+            Non-negative deviance contributions.
+        """
+        with np.errstate(divide="ignore"):
+            dev = 2.0 * (special.xlogy(y, y) - special.xlogy(y, mu) - (y - mu))
+        return np.asarray(np.maximum(dev, 0.0), dtype=np.float64)
+
+    def cdf_parts(self, y: Array, mu: Array, eta_scale: Array) -> tuple[Array, Array, Array]:
+        """Poisson probabilities below, at and above each count.
+
+        Parameters
+        ----------
+        y : ndarray
+            Counts.
+        mu : ndarray
+            Means.
+        eta_scale : ndarray
+            Ignored.
+
+        Returns
+        -------
+        below, at, above : ndarray
+            ``P(Y < y)``, ``P(Y = y)``, ``P(Y > y)``.
+        """
+        from scipy import stats
+
+        return (stats.poisson.cdf(y - 1.0, mu), stats.poisson.pmf(y, mu),
+                stats.poisson.sf(y, mu))
