@@ -21,13 +21,13 @@ from batchglm.size_factors import size_factors
 from batchglm.solvers.status import ConvergenceWarning, Status
 
 if TYPE_CHECKING:
-    from batchglm import de, dispersion, pl
+    from batchglm import de, dispersion, pl, tl
 
 __version__ = "0.1.0"
 
 #: Submodules loaded on first use: they pull in scipy.stats and matplotlib, which would
 #: otherwise double the import time of every script and of the command line.
-_LAZY = ("de", "dispersion", "pl")
+_LAZY = ("de", "dispersion", "pl", "tl")
 
 
 def __getattr__(name: str) -> Any:
@@ -47,4 +47,5 @@ __all__ = [
     "pseudobulk",
     "simulate",
     "size_factors",
+    "tl",
 ]
