@@ -1,0 +1,188 @@
+"""bg.tl: marker genes in scanpy's layout and per-group pseudobulk tests."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import optimize, stats
+
+import batchglm as bg
+
+sc = pytest.importorskip("scanpy")
+
+
+def _cells(seed: int = 0, n: int = 240, f: int = 12) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["B", "T", "NK", "mono"], n, p=[0.3, 0.3, 0.2, 0.2])
+    mu = np.tile(rng.uniform(2, 30, f), (n, 1))
+    mu[group == "T", :3] *= 5.0
+    mu[group == "NK", 3:5] *= 0.2
+    y = rng.negative_binomial(3, 3 / (3 + mu)).astype(np.float32)
+    obs = pd.DataFrame({"leiden": pd.Categorical(group, categories=["B", "NK", "T", "mono"])},
+                       index=[f"c{i}" for i in range(n)])
+    adata = ad.AnnData(y, obs=obs)
+    adata.var_names = [f"gene{j}" for j in range(f)]
+    return adata
+
+
+def _profile_nb(y: np.ndarray, groups: list[np.ndarray]) -> tuple[float, float]:
+    """Max log-likelihood and 1/r with group means at their MLE (the group averages)."""
+    mu = np.empty_like(y)
+    for g in groups:
+        mu[g] = y[g].mean()
+
+    def nll(log_r):
+        r = np.exp(log_r)
+        return -stats.nbinom.logpmf(y, r, r / (r + mu)).sum()
+
+    opt = optimize.minimize_scalar(nll, bounds=(-5, 10), method="bounded",
+                                   options={"xatol": 1e-10})
+    return -opt.fun, float(np.exp(-opt.x))
+
+
+@pytest.mark.parametrize("reference", ["B", "rest"])
+def test_wald_markers_match_closed_form_group_means(reference):
+    adata = _cells()
+    y = np.asarray(adata.X, dtype=float)
+    bg.tl.rank_genes_groups(adata, "leiden", reference=reference,
+                            size_factors=np.ones(adata.n_obs))
+    levels = ["B", "NK", "T", "mono"]
+    ranked = [g for g in levels if g != reference]
+    uns = adata.uns["rank_genes_groups"]
+    assert list(uns["names"].dtype.names) == ranked
+    labels = adata.obs["leiden"].to_numpy()
+    for gene in (0, 4, 9):
+        idx = [labels == g for g in levels]
+        _, alpha = _profile_nb(y[:, gene], idx)
+        m = np.array([y[i, gene].mean() for i in idx])
+        v = (1 / m + alpha) / np.array([i.sum() for i in idx])
+        for g in ranked:
+            k = levels.index(g)
+            others = [levels.index(reference)] if reference != "rest" else [
+                h for h in range(4) if h != k]
+            est = np.log(m[k]) - np.mean(np.log(m[others]))
+            se = np.sqrt(v[k] + v[others].sum() / len(others) ** 2)
+            row = sc.get.rank_genes_groups_df(adata, group=g).set_index("names").loc[
+                f"gene{gene}"]
+            assert row["logfoldchanges"] == pytest.approx(est / np.log(2), rel=1e-5)
+            assert row["scores"] == pytest.approx(est / se, rel=1e-3)
+            assert row["pvals"] == pytest.approx(2 * stats.norm.sf(abs(est / se)), rel=1e-2)
+
+
+def test_lrt_markers_match_profile_likelihood_ratio():
+    adata = _cells(seed=1)
+    y = np.asarray(adata.X, dtype=float)
+    bg.tl.rank_genes_groups(adata, "leiden", reference="B", method="lrt",
+                            size_factors=np.ones(adata.n_obs), key_added="lrt")
+    labels = adata.obs["leiden"].to_numpy()
+    for gene in (1, 7):
+        full, _ = _profile_nb(y[:, gene], [labels == g for g in ["B", "NK", "T", "mono"]])
+        reduced, _ = _profile_nb(y[:, gene], [np.isin(labels, ["B", "T"]), labels == "NK",
+                                              labels == "mono"])
+        row = sc.get.rank_genes_groups_df(adata, group="T", key="lrt").set_index("names").loc[
+            f"gene{gene}"]
+        stat = 2 * (full - reduced)
+        assert row["scores"] ** 2 == pytest.approx(stat, rel=1e-4)
+        assert row["pvals"] == pytest.approx(stats.chi2.sf(stat, 1), rel=1e-3)
+
+
+def test_scanpy_layout_sorting_and_plots():
+    adata = _cells(seed=2)
+    bg.tl.rank_genes_groups(adata, "leiden", n_genes=5)
+    uns = adata.uns["rank_genes_groups"]
+    assert uns["params"] == {"groupby": "leiden", "reference": "rest", "method": "batchglm_wald",
+                             "use_raw": False, "layer": None,
+                             "corr_method": "benjamini-hochberg"}
+    for field in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj"):
+        assert uns[field].shape == (5,)
+    scores = pd.DataFrame(uns["scores"])
+    assert (scores.diff().iloc[1:] <= 0).all().all()
+    table = sc.get.rank_genes_groups_df(adata, group="T")
+    assert set(table["names"].iloc[:3]) == {"gene0", "gene1", "gene2"}
+    # Library-size factors absorb part of the T cells' 5-fold increase of 3 of 12 genes.
+    assert (table["logfoldchanges"].iloc[:3] > 0.8).all()
+    bg.tl.rank_genes_groups(adata, "leiden", key_added="all")
+    nk = sc.get.rank_genes_groups_df(adata, group="NK", key="all")
+    assert set(nk["names"].iloc[-2:]) == {"gene3", "gene4"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pl.rank_genes_groups_dotplot(adata, n_genes=2, show=False)
+
+
+def test_rank_genes_groups_errors():
+    adata = _cells(seed=3, n=80, f=4)
+    with pytest.raises(ValueError, match=r"`reference` must be 'rest' or a group"):
+        bg.tl.rank_genes_groups(adata, "leiden", reference="DC")
+    with pytest.raises(ValueError, match="`method` must be 'wald' or 'lrt'"):
+        bg.tl.rank_genes_groups(adata, "leiden", method="wilcoxon")
+    with pytest.raises(ValueError, match="`groupby` 'cluster' is not a column"):
+        bg.tl.rank_genes_groups(adata, "cluster")
+    with pytest.raises(ValueError, match="`n_genes` must be at least 1"):
+        bg.tl.rank_genes_groups(adata, "leiden", n_genes=0)
+    adata.obs["one"] = "x"
+    with pytest.raises(ValueError, match="at least two groups to compare, but it has 1"):
+        bg.tl.rank_genes_groups(adata, "one")
+    adata.obs["gap"] = pd.Series(["a", None] * 40, index=adata.obs_names)
+    with pytest.raises(ValueError, match="has 40 missing values"):
+        bg.tl.rank_genes_groups(adata, "gap")
+
+
+def _donor_cells(seed: int = 4) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d in range(10):
+        cond = "ctl" if d < 5 else "trt"
+        for ct, n in (("Tcell", 30), ("Bcell", 25)):
+            rows += [(f"d{d}", cond, ct)] * n
+        if cond == "ctl":
+            rows += [(f"d{d}", cond, "rare")] * 5
+    obs = pd.DataFrame(rows, columns=["donor", "condition", "cell_type"])
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    donor_effect = rng.normal(0, 0.3, (10, 6))
+    mu = np.full((len(obs), 6), 3.0) * np.exp(donor_effect[obs["donor"].str[1:].astype(int)])
+    mu[(obs["cell_type"] == "Tcell").to_numpy() & (obs["condition"] == "trt").to_numpy(), 0] *= 3
+    y = rng.poisson(mu).astype(float)
+    adata = ad.AnnData(y, obs=obs)
+    adata.var_names = [f"gene{j}" for j in range(6)]
+    return adata
+
+
+def test_per_group_pseudobulk_matches_statsmodels_nb():
+    adata = _donor_cells()
+    with pytest.warns(UserWarning, match="group 'rare' of 'cell_type' was not tested"):
+        table = bg.tl.test_per_group(adata, "cell_type", "~ condition", pseudobulk_by="donor",
+                                     coef="condition[T.trt]", dispersion="mle")
+    assert list(table.columns) == ["group", "feature", "baseMean", "log2FoldChange", "lfcSE",
+                                   "stat", "pvalue", "padj"]
+    assert sorted(table["group"].unique()) == ["Bcell", "Tcell"]
+    pb = bg.pseudobulk(adata, "donor", "cell_type")
+    sub = pb[(pb.obs["cell_type"] == "Tcell").to_numpy()]
+    y = np.asarray(sub.X, dtype=float)
+    sf = bg.size_factors(sub, "poscounts")
+    x = np.column_stack([np.ones(sub.n_obs), sub.obs["condition"] == "trt"]).astype(float)
+    t = table[table["group"] == "Tcell"].set_index("feature")
+    for gene in (0, 2, 4):
+        start = sm.GLM(y[:, gene], x, family=sm.families.Poisson(), offset=np.log(sf)).fit()
+        ref = sm.NegativeBinomial(y[:, gene], x, offset=np.log(sf)).fit(
+            start_params=np.append(start.params, 0.1), method="newton", maxiter=200, disp=0,
+            tol=1e-12)
+        assert ref.mle_retvals["converged"]
+        row = t.loc[f"gene{gene}"]
+        assert row["log2FoldChange"] == pytest.approx(ref.params[1] / np.log(2), rel=1e-5)
+        assert row["lfcSE"] == pytest.approx(ref.bse[1] / np.log(2), rel=1e-3)
+        assert row["baseMean"] == pytest.approx((y[:, gene] / sf).mean(), rel=1e-12)
+    assert t.loc["gene0", "padj"] < 0.01
+
+
+def test_per_group_errors():
+    adata = _donor_cells()
+    only_ctl = adata[(adata.obs["condition"] == "ctl").to_numpy()].copy()
+    with pytest.warns(UserWarning, match="was not tested"), pytest.raises(
+            ValueError, match="no group of 'cell_type' could be tested"):
+        bg.tl.test_per_group(only_ctl, "cell_type", "~ condition", pseudobulk_by="donor",
+                             coef="condition[T.trt]")
