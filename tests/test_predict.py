@@ -60,6 +60,9 @@ def test_unseen_levels_and_missing_variables_are_errors():
     _, _, _, res = _poisson_fit()
     with pytest.raises(ValueError, match=r"column 'tissue' has levels \['brain'\] not seen"):
         res.predict(pd.DataFrame({"tissue": ["lung", "brain"], "age": [30.0, 40.0]}))
+    wrapped = bg.fit(res.fitted(), "~ C(tissue) + age", obs=res.obs, family="normal")
+    with pytest.raises(ValueError, match=r"does not match the training annotations.*'brain'"):
+        wrapped.predict(pd.DataFrame({"tissue": ["brain"], "age": [30.0]}))
     with pytest.raises(ValueError, match="could not be evaluated on `obs_new`"):
         res.predict(pd.DataFrame({"tissue": ["lung"]}))
     with pytest.raises(ValueError, match=r"`size_factors` must have one value per observation"):

@@ -114,6 +114,18 @@ def test_scanpy_layout_sorting_and_plots():
         sc.pl.rank_genes_groups_dotplot(adata, n_genes=2, show=False)
 
 
+def test_integer_coded_groups_are_levels():
+    adata = _cells(seed=5, n=160, f=6)
+    adata.obs["code"] = adata.obs["leiden"].cat.codes.astype(int) + 1
+    bg.tl.rank_genes_groups(adata, "code", reference=1, size_factors=np.ones(adata.n_obs))
+    assert list(adata.uns["rank_genes_groups"]["names"].dtype.names) == ["2", "3", "4"]
+    y = np.asarray(adata.X, dtype=float)[:, 0]
+    code = adata.obs["code"].to_numpy()
+    lfc = sc.get.rank_genes_groups_df(adata, group="3").set_index("names").loc[
+        "gene0", "logfoldchanges"]
+    assert lfc == pytest.approx(np.log2(y[code == 3].mean() / y[code == 1].mean()), rel=1e-5)
+
+
 def test_rank_genes_groups_errors():
     adata = _cells(seed=3, n=80, f=4)
     with pytest.raises(ValueError, match=r"`reference` must be 'rest' or a group"):

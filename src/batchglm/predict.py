@@ -119,7 +119,8 @@ def _from_formula(
             mm = spec.get_model_matrix(obs_new, na_action="raise")
     except DataMismatchWarning as err:
         raise ValueError(
-            f"`obs_new` does not match the training annotations: {one_line(str(err))}"
+            f"`obs_new` does not match the training annotations ({one_line(str(err))}); only "
+            "levels seen in training can be predicted."
         ) from None
     except (FormulaicError, ValueError, TypeError, NameError, KeyError) as err:
         raise ValueError(

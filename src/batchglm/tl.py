@@ -94,7 +94,7 @@ def rank_genes_groups(
     adata: AnnData,
     groupby: str,
     *,
-    reference: str = "rest",
+    reference: str | int = "rest",
     layer: str | None = None,
     method: str = "wald",
     size_factors: ArrayLike | str = "normed_sum",
@@ -114,6 +114,10 @@ def rank_genes_groups(
       (unlike pooling the rest into one group, which would mix groups with different
       means into one NB distribution); it differs from scanpy's rest-pooled fold changes.
 
+    Cells are the replicates here, as in scanpy's tests: this ranks markers of clusters.
+    To compare conditions across donors use :func:`test_per_group`, which pseudobulks by
+    donor. Group labels are always factor levels, also when coded as integers.
+
     ``method="wald"`` tests the contrasts of that fit (:func:`batchglm.de.wald`);
     ``method="lrt"`` refits one reduced model per group with the contrast set to zero and
     uses :func:`batchglm.de.lrt` (one fit more per group).
@@ -124,7 +128,7 @@ def rank_genes_groups(
         Cells x features with raw counts in ``.X`` or ``layer``.
     groupby : str
         Column of ``adata.obs`` with the groups (e.g. ``"leiden"``).
-    reference : str
+    reference : str or int
         ``"rest"`` or a level of ``groupby`` (that group is then not ranked itself).
     layer : str, optional
         Layer with the counts; ``None`` uses ``.X``.
@@ -166,6 +170,7 @@ def rank_genes_groups(
         raise ValueError(f"`n_genes` must be at least 1 or None, but {n_genes} was given.")
     col, levels = _levels(adata, groupby)
     labels = [str(lv) for lv in levels]
+    reference = str(reference)  # integer-coded groups: 3 and "3" name the same level
     if reference != "rest" and reference not in labels:
         raise ValueError(
             f"`reference` must be 'rest' or a group of `adata.obs[{groupby!r}]` {labels}, but "
