@@ -91,6 +91,29 @@ def test_lrt_markers_match_profile_likelihood_ratio():
         assert row["pvals"] == pytest.approx(stats.chi2.sf(stat, 1), rel=1e-3)
 
 
+def test_lrt_one_vs_rest_matches_constrained_scipy_fit():
+    adata = _cells(seed=6, n=200, f=3)
+    y = np.asarray(adata.X, dtype=float)[:, 0]
+    labels = adata.obs["leiden"].to_numpy()
+    bg.tl.rank_genes_groups(adata, "leiden", method="lrt", size_factors=np.ones(adata.n_obs))
+    levels = ["B", "NK", "T", "mono"]
+    full, _ = _profile_nb(y, [labels == g for g in levels])
+    others = ["B", "NK", "mono"]
+
+    def nll(p):  # log means of the other groups; T's log mean is their average
+        log_mu = dict(zip(others, p[:3], strict=True)) | {"T": p[:3].mean()}
+        mu = np.exp(np.array([log_mu[g] for g in labels]))
+        r = np.exp(p[3])
+        return -stats.nbinom.logpmf(y, r, r / (r + mu)).sum()
+
+    start = np.append(np.log([y[labels == g].mean() for g in others]), 1.0)
+    opt = optimize.minimize(nll, start, method="Nelder-Mead",
+                            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
+    stat = 2 * (full + opt.fun)
+    row = sc.get.rank_genes_groups_df(adata, group="T").set_index("names").loc["gene0"]
+    assert row["scores"] ** 2 == pytest.approx(stat, rel=1e-4)
+
+
 def test_scanpy_layout_sorting_and_plots():
     adata = _cells(seed=2)
     bg.tl.rank_genes_groups(adata, "leiden", n_genes=5)

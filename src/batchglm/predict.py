@@ -188,16 +188,18 @@ def predict(
     pos = feature_positions(res, features)
     sf = as_size_factors(size_factors, x.shape[0])
     fam = get_family(res.family)
-    coef = res.coef_loc.to_numpy()[pos]
+    k = res.loc.n_free
+    c = res.loc.constraints
+    coef = res.theta_free[pos, :k] @ c.T
     eta = x @ coef.T + np.log(sf)[:, None]
     with np.errstate(over="ignore"):
         mean = pd.DataFrame(fam.inverse_link(eta), index=design.index,
                             columns=res.feature_names[pos])
     if not se:
         return mean
-    p = len(res.loc.names)
-    cov = np.asarray(res.covariance())[pos, :p, :p]
-    var = np.einsum("ij,fjk,ik->if", x, cov, x, optimize=True)
+    # Location block of the free covariance, mapped through C: only the selected features.
+    xc = x @ c
+    var = np.einsum("ij,fjk,ik->if", xc, res.cov_free[pos, :k, :k], xc, optimize=True)
     with np.errstate(invalid="ignore"):
         se_link = np.sqrt(np.where(var >= 0, var, np.nan))
         se_mean = np.abs(fam.d_inverse_link(eta)) * se_link

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
     from batchglm.fitted import FeatureSelection
+    from batchglm.predict import Prediction
 
 Array = NDArray[np.float64]
 
@@ -302,7 +303,7 @@ class FitResult:
     def predict(
         self, obs_new: Any, *, features: FeatureSelection = None, se: bool = False,
         size_factors: Any = None,
-    ) -> Any:
+    ) -> pd.DataFrame | Prediction:
         """Predicted means for new observations (see :func:`batchglm.predict.predict`).
 
         Parameters
