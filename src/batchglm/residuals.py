@@ -1,22 +1,6 @@
 """Residuals of a fit: Pearson, deviance and (randomized) quantile residuals.
 
-Definitions, per observation ``i`` and feature ``j``, with ``mu`` the fitted mean (size
-factors included) and the fitted scale (NB size ``r``, normal ``sd``, beta ``phi``):
-
-* Pearson: ``(y - mu) / sqrt(Var(y))`` with the family's full variance (NB
-  ``mu + mu^2 / r``, Poisson ``mu``, normal ``sd^2``, beta ``mu (1 - mu) / (1 + phi)``).
-  For NB and Poisson this is statsmodels' ``resid_pearson`` at the same parameters; for
-  normal and beta it is the standardised residual (statsmodels' Gaussian GLM divides by
-  ``sqrt(scale)`` only when asked).
-* Deviance: ``sign(y - mu) sqrt(d)`` with ``d`` the unit deviance at the fitted scale, twice
-  the log-likelihood lost against the saturated mean (statsmodels' ``resid_deviance`` for
-  NB and Poisson; ``(y - mu) / sd`` for normal; Ferrari and Cribari-Neto's for beta).
-* Quantile: ``Phi^{-1}(F(y))`` (Dunn and Smyth 1996, J. Comput. Graph. Stat. 5:236). For
-  counts ``F(y)`` is drawn uniformly between ``P(Y < y)`` and ``P(Y <= y)`` ("randomized"
-  quantile residuals), so they are exactly standard normal when the model is right. Upper
-  tails are transformed from the survival function, keeping precision far out.
-
-All residuals are unitless.
+See :func:`residuals` for the definitions (Pearson, deviance, randomized quantile).
 """
 
 from __future__ import annotations
@@ -124,6 +108,27 @@ def residuals(
     ------
     ValueError
         For an unknown ``kind`` or ``data`` that is not the data of the fit.
+
+    Notes
+    -----
+    Definitions, per observation ``i`` and feature ``j``, with ``mu`` the fitted mean (size
+    factors included) and the fitted scale (NB size ``r``, normal ``sd``, beta ``phi``):
+
+    * Pearson: ``(y - mu) / sqrt(Var(y))`` with the family's full variance (NB
+      ``mu + mu^2 / r``, Poisson ``mu``, normal ``sd^2``, beta ``mu (1 - mu) / (1 + phi)``).
+      For NB and Poisson this is statsmodels' ``resid_pearson`` at the same parameters; for
+      normal and beta it is the standardised residual (statsmodels' Gaussian
+      ``resid_pearson`` is ``y - mu``; divide it by ``sd`` to compare).
+    * Deviance: ``sign(y - mu) sqrt(d)`` with ``d`` the unit deviance at the fitted scale, twice
+      the log-likelihood lost against the saturated mean (statsmodels' ``resid_deviance`` for
+      NB and Poisson; ``(y - mu) / sd`` for normal; Ferrari and Cribari-Neto's for beta).
+    * Quantile: ``Phi^{-1}(F(y))`` (Dunn and Smyth 1996, J. Comput. Graph. Stat. 5:236). For
+      counts ``F(y)`` is drawn uniformly between ``P(Y < y)`` and ``P(Y <= y)`` ("randomized"
+      quantile residuals): exactly standard normal at the true parameters, approximately so at
+      fitted ones. Upper
+      tails are transformed from the survival function, keeping precision far out.
+
+    All residuals are unitless.
     """
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {list(KINDS)}, but {kind!r} was given.")
