@@ -125,8 +125,8 @@ def residuals(
     * Quantile: ``Phi^{-1}(F(y))`` (Dunn and Smyth 1996, J. Comput. Graph. Stat. 5:236). For
       counts ``F(y)`` is drawn uniformly between ``P(Y < y)`` and ``P(Y <= y)`` ("randomized"
       quantile residuals): exactly standard normal at the true parameters, approximately so at
-      fitted ones. Upper
-      tails are transformed from the survival function, keeping precision far out.
+      fitted ones. Upper tails
+      are transformed from the survival function, keeping precision far out.
 
     All residuals are unitless.
     """
