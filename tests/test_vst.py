@@ -57,7 +57,7 @@ def test_vst_variance_is_roughly_constant_across_means():
 
 
 def test_fit_vst_and_normalized_counts():
-    data, sf, _ = _trend_counts(seed=1, f=200)
+    data, sf, _ = _trend_counts(seed=1, f=120)
     obs = pd.DataFrame({"batch": np.repeat(["x", "y"], 20)}, index=data.index.astype(str))
     res = bg.fit(data, "~ batch", obs=obs, size_factors=sf)
     out = res.vst(data)
@@ -69,6 +69,13 @@ def test_fit_vst_and_normalized_counts():
     sp = normalized_counts(sparse.csr_array(data.to_numpy()), sf)
     assert sparse.issparse(sp) and sp.nnz == np.count_nonzero(data.to_numpy())
     np.testing.assert_allclose(sp.toarray(), data.to_numpy() / sf[:, None], rtol=1e-15)
+
+
+def test_vst_of_sparse_counts_equals_dense():
+    data, sf, _ = _trend_counts(seed=3, f=60)
+    dense = vst(data.to_numpy(), size_factors=sf)
+    sp = vst(sparse.csr_array(data.to_numpy()), size_factors=sf)
+    np.testing.assert_allclose(sp.to_numpy(), dense.to_numpy(), rtol=1e-10)
 
 
 def test_vst_errors():
