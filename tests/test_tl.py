@@ -57,16 +57,18 @@ def test_wald_markers_match_closed_form_group_means(reference):
     assert list(uns["names"].dtype.names) == ranked
     labels = adata.obs["leiden"].to_numpy()
     for gene in (0, 4, 9):
-        idx = [labels == g for g in levels]
-        _, alpha = _profile_nb(y[:, gene], idx)
-        m = np.array([y[i, gene].mean() for i in idx])
-        v = (1 / m + alpha) / np.array([i.sum() for i in idx])
         for g in ranked:
-            k = levels.index(g)
-            others = [levels.index(reference)] if reference != "rest" else [
-                h for h in range(4) if h != k]
-            est = np.log(m[k]) - np.mean(np.log(m[others]))
-            se = np.sqrt(v[k] + v[others].sum() / len(others) ** 2)
+            # With size factors 1 the group means are the MLEs of the group model; the
+            # dispersion is profiled by scipy over the same groups.
+            if reference == "rest":
+                idx = [labels == g, labels != g]
+            else:
+                idx = [labels == g, labels == reference] + [
+                    labels == h for h in levels if h not in (g, reference)]
+            _, alpha = _profile_nb(y[:, gene], idx)
+            m = np.array([y[i, gene].mean() for i in idx[:2]])
+            v = (1 / m + alpha) / np.array([i.sum() for i in idx[:2]])
+            est, se = np.log(m[0] / m[1]), np.sqrt(v.sum())
             row = sc.get.rank_genes_groups_df(adata, group=g).set_index("names").loc[
                 f"gene{gene}"]
             assert row["logfoldchanges"] == pytest.approx(est / np.log(2), rel=1e-5)
@@ -91,27 +93,42 @@ def test_lrt_markers_match_profile_likelihood_ratio():
         assert row["pvals"] == pytest.approx(stats.chi2.sf(stat, 1), rel=1e-3)
 
 
-def test_lrt_one_vs_rest_matches_constrained_scipy_fit():
+def test_lrt_one_vs_rest_matches_profile_likelihood_ratio():
     adata = _cells(seed=6, n=200, f=3)
     y = np.asarray(adata.X, dtype=float)[:, 0]
     labels = adata.obs["leiden"].to_numpy()
     bg.tl.rank_genes_groups(adata, "leiden", method="lrt", size_factors=np.ones(adata.n_obs))
-    levels = ["B", "NK", "T", "mono"]
-    full, _ = _profile_nb(y, [labels == g for g in levels])
-    others = ["B", "NK", "mono"]
+    for g in ("T", "NK"):
+        full, _ = _profile_nb(y, [labels == g, labels != g])
+        reduced, _ = _profile_nb(y, [np.ones_like(y, dtype=bool)])
+        row = sc.get.rank_genes_groups_df(adata, group=g).set_index("names").loc["gene0"]
+        assert row["scores"] ** 2 == pytest.approx(2 * (full - reduced), rel=1e-4)
 
-    def nll(p):  # log means of the other groups; T's log mean is their average
-        log_mu = dict(zip(others, p[:3], strict=True)) | {"T": p[:3].mean()}
-        mu = np.exp(np.array([log_mu[g] for g in labels]))
-        r = np.exp(p[3])
-        return -stats.nbinom.logpmf(y, r, r / (r + mu)).sum()
 
-    start = np.append(np.log([y[labels == g].mean() for g in others]), 1.0)
-    opt = optimize.minimize(nll, start, method="Nelder-Mead",
-                            options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
-    stat = 2 * (full + opt.fun)
-    row = sc.get.rank_genes_groups_df(adata, group="T").set_index("names").loc["gene0"]
-    assert row["scores"] ** 2 == pytest.approx(stat, rel=1e-4)
+@pytest.mark.parametrize("method", ["wald", "lrt"])
+def test_groups_of_zeros_give_infinite_fold_changes_and_lrt_scores(method):
+    adata = _cells(seed=7)
+    x = np.asarray(adata.X, dtype=float).copy()
+    labels = adata.obs["leiden"].to_numpy()
+    x[labels != "T", 6] = 0.0          # a perfect marker of T
+    x[labels == "T", 6] += 3.0
+    x[labels == "NK", 7] = 0.0         # absent from NK only
+    adata.X = x
+    bg.tl.rank_genes_groups(adata, "leiden", method=method)
+    t = sc.get.rank_genes_groups_df(adata, group="T")
+    assert t["names"].iloc[0] == "gene6"
+    assert t["logfoldchanges"].iloc[0] == np.inf and t["pvals"].iloc[0] < 1e-20
+    nk = sc.get.rank_genes_groups_df(adata, group="NK").set_index("names")
+    assert nk.loc["gene7", "logfoldchanges"] == -np.inf
+    assert nk.loc["gene7", "scores"] < -5 and nk.loc["gene7", "pvals"] < 1e-10
+    # Absent from one other group (a fifth of the cells) is no infinite marker of the rest.
+    b = sc.get.rank_genes_groups_df(adata, group="B").set_index("names")
+    assert 0 < b.loc["gene7", "logfoldchanges"] < 1.0
+    bg.tl.rank_genes_groups(adata, "leiden", method=method, reference="NK", key_added="ref")
+    vs_nk = sc.get.rank_genes_groups_df(adata, group="B", key="ref").set_index("names")
+    assert vs_nk.loc["gene7", "logfoldchanges"] == np.inf
+    assert vs_nk.loc["gene7", "pvals"] < 1e-10
+    assert np.isnan(vs_nk.loc["gene6", "logfoldchanges"])   # zeros in both groups
 
 
 def test_scanpy_layout_sorting_and_plots():

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.fit import fit
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from batchglm.de.result import DEResult
     from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -66,8 +66,21 @@ def _group_design(col: pd.Series, levels: list[Any], groupby: str) -> pd.DataFra
     return pd.DataFrame(values, index=col.index, columns=names)
 
 
+def _zero_groups(adata: AnnData, layer: str | None, x: Array) -> NDArray[np.bool_]:
+    """``(n_groups, n_features)``: whether a group's counts of a feature are all zero."""
+    from scipy import sparse
+
+    from batchglm.data import as_data
+
+    values = as_data(adata, layer=layer).values
+    indicator = sparse.csr_array(x.T)
+    sums = indicator @ values
+    sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
+    return np.asarray(sums == 0)
+
+
 def _ranked(
-    names: pd.Index, score: Array, lfc: Array, de: DEResult, n_genes: int | None
+    names: pd.Index, score: Array, lfc: Array, pval: Array, n_genes: int | None
 ) -> dict[str, NDArray[Any]]:
     # Descending score, features without a test (NaN) last.
     order = np.lexsort((-np.where(np.isnan(score), -np.inf, score), np.isnan(score)))
@@ -76,8 +89,8 @@ def _ranked(
         "names": np.asarray(names[order], dtype=object),
         "scores": score[order].astype(np.float32),
         "logfoldchanges": lfc[order].astype(np.float32),
-        "pvals": np.asarray(de.pval, dtype=np.float64)[order],
-        "pvals_adj": np.asarray(de.qval, dtype=np.float64)[order],
+        "pvals": pval[order],
+        "pvals_adj": bh_qvalues(pval)[order],
     }
 
 
@@ -101,26 +114,36 @@ def rank_genes_groups(
     key_added: str = "rank_genes_groups",
     n_genes: int | None = None,
     **fit_kwargs: Any,
-) -> FitResult:
+) -> None:
     """Rank features for each group against the rest or a reference group (scanpy's layout).
 
-    One negative binomial fit of ``~ 0 + groupby`` (one log mean per group, one dispersion
-    per feature, size factors as offsets) answers every comparison:
+    Negative binomial fits with one dispersion per feature and size factors as offsets:
 
-    * against a reference level: the contrast ``a_group - a_reference``;
-    * ``reference="rest"``: the contrast ``a_group - mean(a_other groups)``, i.e. the
-      group's mean against the *geometric* mean of the other groups' means, each group
-      weighing equally whatever its size. This is the exact test of that hypothesis
-      (unlike pooling the rest into one group, which would mix groups with different
-      means into one NB distribution); it differs from scanpy's rest-pooled fold changes.
+    * against a reference level: one fit of ``~ 0 + groupby`` (one log mean per group)
+      answers every group, by the contrast ``a_group - a_reference``;
+    * ``reference="rest"``: one fit per group of ``~ 1 + is_group``, testing the group's
+      mean against the mean of all other cells pooled, as scanpy does. The rest is then
+      one NB population; when its groups differ this mixture inflates the rest's
+      dispersion, which makes the test conservative, never anti-conservative. (Testing
+      against the geometric mean of the other groups' means, from the one group fit,
+      would be cheaper but makes every feature absent from any one other group an
+      infinite marker.)
+
+    ``method="wald"`` tests the coefficient or contrast (:func:`batchglm.de.wald`);
+    ``method="lrt"`` compares with a reduced fit (:func:`batchglm.de.lrt`): per group
+    against a reference (the two groups merged), one intercept-only fit for the rest.
+
+    A group whose counts of a feature are all zero has a log mean of minus infinity (the
+    fit stops near ``log(1e-9)``, status ``separated``). Its fold change is then infinite:
+    ``logfoldchanges`` is ``+inf`` or ``-inf`` (``NaN`` when both sides are all zero),
+    never the solver's arbitrary stopping value. The Wald statistic of an estimate running
+    off to infinity tends to zero (Hauck-Donner effect), so a perfect marker would rank
+    last; those features get the likelihood-ratio test in both methods (its statistic is
+    finite, bounded by where the fit stopped).
 
     Cells are the replicates here, as in scanpy's tests: this ranks markers of clusters.
     To compare conditions across donors use :func:`test_per_group`, which pseudobulks by
     donor. Group labels are always factor levels, also when coded as integers.
-
-    ``method="wald"`` tests the contrasts of that fit (:func:`batchglm.de.wald`);
-    ``method="lrt"`` refits one reduced model per group with the contrast set to zero and
-    uses :func:`batchglm.de.lrt` (one fit more per group).
 
     Parameters
     ----------
@@ -135,8 +158,8 @@ def rank_genes_groups(
     method : {"wald", "lrt"}
         The test.
     size_factors : array_like or str
-        As in :func:`batchglm.fit`; ``"normed_sum"`` (library size, glmGamPoi's default)
-        by default.
+        As in :func:`batchglm.fit`, computed once from all cells; ``"normed_sum"``
+        (library size, glmGamPoi's default) by default.
     key_added : str
         Key of ``adata.uns`` to write.
     n_genes : int, optional
@@ -144,25 +167,24 @@ def rank_genes_groups(
     **fit_kwargs
         Further arguments of :func:`batchglm.fit`.
 
-    Returns
-    -------
-    FitResult
-        The fit of ``~ 0 + groupby``. ``adata.uns[key_added]`` is written in place in
-        scanpy's layout: ``params`` (``groupby``, ``reference``, ``method``, ``use_raw``,
-        ``layer``, ``corr_method``) and record arrays ``names``, ``scores``,
-        ``logfoldchanges``, ``pvals``, ``pvals_adj`` with one field per ranked group,
-        sorted by score descending. ``scores`` are signed z-scores (the Wald statistic
-        ``estimate / SE``, or ``sign(estimate) sqrt(LR statistic)``); ``logfoldchanges``
-        are log2; ``pvals_adj`` are Benjamini-Hochberg per group. Features whose fit did not
-        converge have NaN scores and come last.
-
     Raises
     ------
     ValueError
         For an unknown ``method`` or ``reference``, a ``groupby`` column that is missing,
         has missing values or fewer than two groups, or a bad ``n_genes``.
+
+    Notes
+    -----
+    ``adata.uns[key_added]`` is written in place in scanpy's layout: ``params``
+    (``groupby``, ``reference``, ``method``, ``use_raw``, ``layer``, ``corr_method``) and
+    record arrays ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj`` with
+    one field per ranked group, sorted by score descending. ``scores`` are signed z-scores
+    (the Wald statistic ``estimate / SE``, or ``sign(estimate) sqrt(LR statistic)``);
+    ``logfoldchanges`` are log2 (normalised scale, size factor 1); ``pvals_adj`` are
+    Benjamini-Hochberg per group over all features. Features whose fit did not converge
+    have NaN scores and come last.
     """
-    from batchglm import de as bgde
+    from batchglm.size_factors import size_factors as named_size_factors
 
     if method not in ("wald", "lrt"):
         raise ValueError(f"`method` must be 'wald' or 'lrt', but {method!r} was given.")
@@ -178,33 +200,29 @@ def rank_genes_groups(
         )
     design = _group_design(col, levels, groupby)
     x = design.to_numpy()
-    res = fit(adata, design, layer=layer, size_factors=size_factors, **fit_kwargs)
-    coef = res.coef_loc.to_numpy()
-    n_groups = len(levels)
-    ref = labels.index(reference) if reference != "rest" else None
+    sf = (named_size_factors(adata, size_factors, layer=layer) if isinstance(size_factors, str)
+          else size_factors)
+    zero = _zero_groups(adata, layer, x)
+    tests = _Tests(adata, layer, sf, method, fit_kwargs)
     columns: dict[str, dict[str, NDArray[Any]]] = {}
-    for g, label in enumerate(labels):
-        if g == ref:
-            continue
-        contrast = np.zeros(n_groups)
-        contrast[g] = 1.0
-        others = [h for h in range(n_groups) if h != g] if ref is None else [ref]
-        contrast[others] -= 1.0 / len(others)
-        if method == "wald":
-            test = bgde.wald(res, contrast=contrast)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                score = test.coef_mle / test.coef_sd
-            lfc = test.coef_mle / _LN2
-        else:
-            # a_g = mean(a_others) written as a reduced design on the other groups' columns
-            reduced = fit(adata, _merged_design(x, g, others, 1.0 / len(others)),
-                          layer=layer, size_factors=res.size_factors, **fit_kwargs)
-            test = bgde.lrt(full=res, reduced=reduced)
-            est = coef @ contrast
-            score = np.sign(est) * np.sqrt(test.stat)
-            lfc = est / _LN2
-        columns[label] = _ranked(res.feature_names, np.asarray(score, dtype=np.float64),
-                                 np.asarray(lfc, dtype=np.float64), test, n_genes)
+    if reference == "rest":
+        for g, label in enumerate(labels):
+            is_g = pd.DataFrame({"Intercept": 1.0, f"{groupby}[{label}]": x[:, g]},
+                                index=design.index)
+            others = np.asarray(np.delete(zero, g, axis=0).all(axis=0))
+            columns[label] = _ranked(tests.feature_names, *tests.run(
+                is_g, np.array([0.0, 1.0]), np.ones((x.shape[0], 1)), zero[g], others,
+                shared_reduced=True), n_genes)
+    else:
+        ref = labels.index(reference)
+        for g, label in enumerate(labels):
+            if g == ref:
+                continue
+            contrast = np.zeros(len(labels))
+            contrast[g], contrast[ref] = 1.0, -1.0
+            columns[label] = _ranked(tests.feature_names, *tests.run(
+                design, contrast, _merged_design(x, g, [ref], 1.0), zero[g], zero[ref],
+                shared_reduced=False), n_genes)
     groups = list(columns)
     out: dict[str, Any] = {
         "params": {
@@ -221,7 +239,65 @@ def rank_genes_groups(
         dtype = np.dtype([(g, a.dtype) for g, a in zip(groups, arrays, strict=True)])
         out[field] = np.rec.fromarrays(arrays, dtype=dtype)
     adata.uns[key_added] = out
-    return res
+
+
+class _Tests:
+    """Fits and tests of one group comparison, with the separation fallback."""
+
+    def __init__(self, adata: AnnData, layer: str | None, sf: Any, method: str,
+                 fit_kwargs: dict[str, Any]) -> None:
+        self.adata, self.layer, self.sf = adata, layer, sf
+        self.method, self.fit_kwargs = method, fit_kwargs
+        self.feature_names = pd.Index(adata.var_names.astype(str))
+        self._shared: FitResult | None = None
+
+    def fit(self, design: Any, features: NDArray[np.intp] | None = None) -> FitResult:
+        data = self.adata if features is None else self.adata[:, features]
+        return fit(data, design, layer=self.layer, size_factors=self.sf, **self.fit_kwargs)
+
+    def reduced(self, design: Any, features: NDArray[np.intp] | None, shared: bool) -> FitResult:
+        if not shared:
+            return self.fit(design, features)
+        if self._shared is None:
+            self._shared = self.fit(design)
+        return self._shared
+
+    def run(self, design: pd.DataFrame, contrast: Array, reduced_design: Array,
+            minus: NDArray[np.bool_], plus: NDArray[np.bool_],
+            shared_reduced: bool) -> tuple[Array, Array, Array]:
+        """Score, log2 fold change and p-value per feature; ``minus``/``plus``: -inf/+inf."""
+        from batchglm import de as bgde
+
+        full = self.fit(design)
+        if self.method == "wald":
+            test = bgde.wald(full, contrast=contrast)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                score = np.asarray(test.coef_mle / test.coef_sd, dtype=np.float64)
+            est = np.asarray(test.coef_mle, dtype=np.float64)
+        else:
+            reduced = self.reduced(reduced_design, None, shared_reduced)
+            test = bgde.lrt(full=full, reduced=reduced)
+            est = full.coef_loc.to_numpy() @ contrast
+            score = np.sign(est) * np.sqrt(test.stat)
+        pval = np.asarray(test.pval, dtype=np.float64).copy()
+        lfc = est / _LN2
+        lfc[minus & plus] = np.nan
+        lfc[minus & ~plus] = -np.inf
+        lfc[plus & ~minus] = np.inf
+        separated = minus ^ plus
+        if self.method == "wald" and separated.any():
+            idx = np.flatnonzero(separated)
+            if shared_reduced:
+                lr = bgde.lrt(full=full, reduced=self.reduced(reduced_design, None, True))
+                stat, p = lr.stat[idx], lr.pval[idx]
+            else:
+                lr = bgde.lrt(full=self.fit(design, idx),
+                              reduced=self.reduced(reduced_design, idx, False))
+                stat, p = lr.stat, lr.pval
+            pval[idx] = p
+            score[idx] = np.sign(lfc[idx]) * np.sqrt(stat)
+            logger.info("%d features with a group of zeros tested by LRT", idx.size)
+        return score, lfc, pval
 
 
 def test_per_group(
