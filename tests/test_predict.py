@@ -86,6 +86,18 @@ def test_matrix_design_fits_take_a_design_matrix():
     assert named.iloc[0, 0] == pytest.approx(y[20:].mean(), rel=1e-8)
 
 
+def test_normal_fit_predicts_least_squares_means_without_size_factors():
+    rng = np.random.default_rng(5)
+    x = np.column_stack([np.ones(30), rng.normal(size=30)])
+    y = x @ np.array([[2.0], [0.5]]) + rng.normal(0, 0.3, (30, 1))
+    res = bg.fit(y, x, family="normal")
+    new = np.array([[1.0, -1.0], [1.0, 2.0]])
+    ols = sm.OLS(y[:, 0], x).fit()
+    np.testing.assert_allclose(res.predict(new).to_numpy()[:, 0], ols.predict(new), rtol=1e-10)
+    with pytest.raises(ValueError, match="identity link for the mean, so `size_factors`"):
+        res.predict(new, size_factors=[1.0, 2.0])
+
+
 def test_nested_constraint_designs_need_a_design_matrix():
     rng = np.random.default_rng(3)
     obs = pd.DataFrame({"cond": np.repeat(["a", "b"], 20),

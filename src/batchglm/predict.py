@@ -170,8 +170,8 @@ def predict(
     Raises
     ------
     ValueError
-        For a design that does not match the fit (see :func:`new_design`) or size factors
-        of the wrong shape.
+        For a design that does not match the fit (see :func:`new_design`), size factors
+        of the wrong shape, or size factors for a family without a log link.
 
     Notes
     -----
@@ -186,8 +186,13 @@ def predict(
     design = new_design(res, obs_new)
     x = design.to_numpy()
     pos = feature_positions(res, features)
-    sf = as_size_factors(size_factors, x.shape[0])
     fam = get_family(res.family)
+    if size_factors is not None and fam.loc_link != "log":
+        raise ValueError(
+            f"family {fam.name!r} has a {fam.loc_link} link for the mean, so `size_factors` "
+            "(an offset for log-link means) must be None."
+        )
+    sf = as_size_factors(size_factors, x.shape[0])
     k = res.loc.n_free
     c = res.loc.constraints
     coef = res.theta_free[pos, :k] @ c.T
