@@ -143,3 +143,20 @@ def test_residual_errors():
         res.residuals(renamed, "pearson")
     # A plain array has no names: only the shape is checked.
     assert res.residuals(data.to_numpy(), "pearson").shape == data.shape
+
+
+def test_feature_blocks_do_not_allocate_the_full_matrix():
+    import tracemalloc
+
+    rng = np.random.default_rng(8)
+    y = rng.poisson(5.0, (3000, 300)).astype(float)
+    res = bg.fit(y, np.ones((3000, 1)), family="poisson")
+    res.fitted(features=[0])  # warm caches
+    tracemalloc.start()
+    block = res.fitted(features=[3, 7])
+    resid = res.residuals(y, "deviance", features=[3, 7])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert block.shape == resid.shape == (3000, 2)
+    full_bytes = y.nbytes  # 7.2 MB
+    assert peak < full_bytes / 10
