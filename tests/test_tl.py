@@ -233,6 +233,11 @@ def test_per_group_pseudobulk_matches_statsmodels_nb():
 
 def test_per_group_errors():
     adata = _donor_cells()
+    with pytest.raises(ValueError, match="give `coef` or `contrast`"):
+        bg.tl.test_per_group(adata, "cell_type", "~ condition", pseudobulk_by="donor")
+    with pytest.raises(ValueError, match="`size_factors` must name a method"):
+        bg.tl.test_per_group(adata, "cell_type", "~ condition", pseudobulk_by="donor",
+                             coef="condition[T.trt]", size_factors=np.ones(3))
     only_ctl = adata[(adata.obs["condition"] == "ctl").to_numpy()].copy()
     with pytest.warns(UserWarning, match="was not tested"), pytest.raises(
             ValueError, match="no group of 'cell_type' could be tested"):

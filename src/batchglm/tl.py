@@ -309,7 +309,7 @@ def test_per_group(
     coef: str | Sequence[str] | None = None,
     contrast: Any = None,
     layer: str | None = None,
-    size_factors: ArrayLike | str = "poscounts",
+    size_factors: str = "poscounts",
     dispersion: str = "map",
     min_cells: int = 1,
 ) -> pd.DataFrame:
@@ -334,9 +334,9 @@ def test_per_group(
         What to test, as in :func:`batchglm.de.wald`.
     layer : str, optional
         Layer with the counts.
-    size_factors : array_like or str
-        Size factor method for each group's pseudobulk samples (``"poscounts"``:
-        DESeq2's, robust to zeros).
+    size_factors : str
+        Size factor method of :func:`batchglm.size_factors`, applied to each group's
+        pseudobulk samples (``"poscounts"``: DESeq2's, robust to zeros).
     dispersion : {"mle", "map", "ql"}
         As in :func:`batchglm.de.wald`.
     min_cells : int
@@ -353,7 +353,8 @@ def test_per_group(
     Raises
     ------
     ValueError
-        When a column is missing or no group could be tested.
+        When a column is missing, neither ``coef`` nor ``contrast`` is given,
+        ``size_factors`` is not a method name, or no group could be tested.
 
     Warns
     -----
@@ -366,6 +367,13 @@ def test_per_group(
     from batchglm.pseudobulk import pseudobulk
 
     _levels(adata, groupby)
+    if coef is None and contrast is None:
+        raise ValueError("give `coef` or `contrast`: what to test in every group.")
+    if not isinstance(size_factors, str):
+        raise ValueError(
+            "`size_factors` must name a method (e.g. 'poscounts'), applied to each group's "
+            f"pseudobulk samples, but a {type(size_factors).__name__} was given."
+        )
     pb = pseudobulk(adata, pseudobulk_by, groupby, layer=layer, min_cells=min_cells)
     tables = []
     for level in pd.unique(pb.obs[groupby]):
