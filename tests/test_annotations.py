@@ -235,7 +235,7 @@ def test_cli_contrast_on_an_integer_column(tmp_path: Path, capsys):
     finally:
         os.chdir(cwd)
     de = pd.read_csv(tmp_path / "de.csv", index_col=0)
-    np.testing.assert_allclose(de["log2fc"].to_numpy(),
+    np.testing.assert_allclose(de["log2FoldChange"].to_numpy(),
                                _group_log_ratio(y, obs["batch"].to_numpy(), 3, 1) / np.log(2),
                                atol=1e-5)
 

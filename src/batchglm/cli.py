@@ -252,13 +252,18 @@ def cmd_test(args: argparse.Namespace) -> None:
     if (args.coef is None) == (args.contrast is None):
         raise CliError("give exactly one of --coef and --contrast.")
     out = _out_path(args.out, [".csv", ".tsv", ".txt"])
-    _, res = _fit(args)
+    adata, res = _fit(args)
+    # With the data at hand, separated features get the likelihood-ratio statistic.
+    data = {"data": adata, "layer": args.layer}
     if args.coef is not None:
         coef = args.coef[0] if len(args.coef) == 1 else list(args.coef)
-        result = de.wald(res, coef=coef, model=args.model)
+        result = de.wald(res, coef=coef, model=args.model, **data)
     else:
-        result = de.wald(res, contrast=tuple(args.contrast), model=args.model)
-    _write_table(result.summary(sort_by=None), out)
+        result = de.wald(res, contrast=tuple(args.contrast), model=args.model, **data)
+    table = pd.DataFrame(result.summary(sort_by=None))
+    # The 0.1 column names, kept at the end for scripts that read them (deprecated).
+    table["pval"], table["qval"], table["log2fc"] = result.pval, result.qval, result.log2fc
+    _write_table(table, out)
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
