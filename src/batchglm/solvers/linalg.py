@@ -119,10 +119,86 @@ class GroupSums:
 
 #: Longest step along a direction of non-negative curvature in the modified Newton step.
 _TRUST_RADIUS = 1.0
+#: Matrices whose equilibrated smallest eigenvalue is below this share of the largest are
+#: not treated as positive definite.
+_DEFINITE_RTOL = 1e-12
+#: Eigenvalues of an equilibrated information matrix below this share of its largest are
+#: floored when inverting (directions the data do not determine).
+_FLAT_RTOL = 1e-14
+
+
+def column_units(matrix: Array) -> Array:
+    """Natural unit of each column of a design: its largest absolute value.
+
+    A coefficient times its column's unit is the most the coefficient changes the linear
+    predictor, so coefficients measured in these units are comparable whatever the units of
+    the covariates. All-zero columns get 1.
+
+    Parameters
+    ----------
+    matrix : ndarray
+        ``(n, k)`` design.
+
+    Returns
+    -------
+    ndarray
+        ``(k,)`` positive units.
+    """
+    if matrix.shape[0] == 0:
+        return np.ones(matrix.shape[1])
+    top = np.abs(matrix).max(axis=0)
+    return np.where((top > 0) & np.isfinite(top), top, 1.0)
+
+
+def lstsq_columns(a: Array, b: Array) -> Array:
+    """Least squares ``min ||a x - b||`` with the columns of ``a`` equilibrated first.
+
+    ``numpy.linalg.lstsq`` drops singular values below a tolerance relative to the largest
+    one, so a design with one column of order 1e8 and another of order 1 would lose the
+    latter. Scaling every column to unit maximum first makes the solution scale with the
+    units of each column and nothing else.
+
+    Parameters
+    ----------
+    a : ndarray
+        ``(n, k)`` matrix.
+    b : ndarray
+        ``(n,)`` or ``(n, m)`` right-hand sides.
+
+    Returns
+    -------
+    ndarray
+        ``(k,)`` or ``(k, m)`` minimum-norm solution in the equilibrated basis.
+    """
+    units = column_units(a)
+    sol, *_ = np.linalg.lstsq(a / units, b, rcond=None)
+    out: Array = sol / (units if sol.ndim == 1 else units[:, None])
+    return out
+
+
+def _equilibrate(neg: Array) -> tuple[Array, Array]:
+    """Jacobi (diagonal) equilibration ``D A D`` with ``D = diag(1 / sqrt|A_ii|)``.
+
+    Returns ``D``'s diagonals ``(F, k)`` and the equilibrated stack. Zero or non-finite
+    diagonals keep a factor of 1. Rescaling a parameter by any factor leaves ``D A D``
+    unchanged, so decisions taken on it (definiteness, flat directions) do not depend on
+    the units of the parameters (van der Sluis, 1969).
+    """
+    diag = np.abs(np.diagonal(neg, axis1=1, axis2=2))
+    ok = np.isfinite(diag) & (diag > 0)
+    d = np.where(ok, 1.0 / np.sqrt(np.where(ok, diag, 1.0)), 1.0)
+    return d, neg * d[:, :, None] * d[:, None, :]
 
 
 def newton_direction(grad: Array, hess: Array) -> tuple[Array, NDArray[np.bool_]]:
     """Solve ``-H d = g`` per feature; fall back to an eigenvalue-modified Newton step.
+
+    The Newton system is solved by Cholesky after Jacobi equilibration of ``-H``, so the
+    direction is invariant to rescaling parameters (and the definiteness test is taken on
+    the equilibrated matrix). Where ``-H`` is not positive definite, the saddle-free step
+    (Dauphin et al., 2014) moves at most one unit along each flat or convex
+    eigen-direction: the caller chooses the parameter units (the Newton solver passes
+    coefficients in units of their design columns, see :func:`column_units`).
 
     Parameters
     ----------
@@ -141,9 +217,10 @@ def newton_direction(grad: Array, hess: Array) -> tuple[Array, NDArray[np.bool_]
     neg = -hess
     direction = np.empty_like(grad)
     modified = np.zeros(grad.shape[0], dtype=bool)
-    ok, chol = _cholesky_where_possible(neg)
+    d, eq = _equilibrate(neg)
+    ok, chol = _cholesky_where_possible(eq)
     if ok.any():
-        direction[ok] = _cho_solve(chol, grad[ok])
+        direction[ok] = d[ok] * _cho_solve(chol, d[ok] * grad[ok])
     bad = ~ok
     if bad.any():
         modified[bad] = True
@@ -167,7 +244,7 @@ def _cholesky_where_possible(neg: Array) -> tuple[NDArray[np.bool_], NDArray[np.
     finite = np.all(np.isfinite(neg), axis=(1, 2))
     vals = np.linalg.eigvalsh(np.where(finite[:, None, None], neg, 0.0))
     top = np.maximum(np.abs(vals).max(axis=1), np.finfo(np.float64).tiny)
-    ok = finite & (vals.min(axis=1) > 1e-12 * top)
+    ok = finite & (vals.min(axis=1) > _DEFINITE_RTOL * top)
     try:
         return ok, np.linalg.cholesky(neg[ok])
     except np.linalg.LinAlgError:
@@ -193,10 +270,16 @@ def _eig_direction(neg_hess: Array, grad: Array) -> Array:
 
 
 def inverse_negative(hess: Array) -> Array:
-    """Return ``(-H)^-1`` per feature via an eigendecomposition.
+    """Return ``(-H)^-1`` per feature, the covariance of the maximum-likelihood estimate.
 
-    Directions with (numerically) no curvature, unidentified at the optimum, get a huge
-    variance only along themselves; well-determined contrasts keep their variances.
+    ``-H`` is first Jacobi-equilibrated, ``A = D (-H) D`` with ``D = diag(1 / sqrt|H_ii|)``
+    (a zero diagonal keeps a factor of 1), then ``A`` is inverted through its
+    eigendecomposition and ``(-H)^-1 = D A^-1 D``. Rescaling a design column by any factor
+    ``c`` leaves ``A`` unchanged, so only that coefficient's variances and covariances
+    change (by ``1 / c`` per index); every other entry and every Wald statistic stay put.
+    Eigenvalues of ``A`` below ``1e-14`` times its largest (directions the data do not
+    determine, e.g. a group with only zeros) are floored there: such directions get a huge
+    variance along themselves only, and contrasts orthogonal to them keep their variances.
 
     Parameters
     ----------
@@ -212,8 +295,10 @@ def inverse_negative(hess: Array) -> Array:
     finite = np.all(np.isfinite(hess), axis=(1, 2))
     if not finite.any():
         return out
-    vals, vecs = np.linalg.eigh(-hess[finite])
+    d, eq = _equilibrate(-hess[finite])
+    vals, vecs = np.linalg.eigh(eq)
     scale = np.maximum(np.abs(vals).max(axis=1, keepdims=True), 1e-300)
-    inv = 1.0 / np.maximum(vals, 1e-14 * scale)
-    out[finite] = np.einsum("fik,fk,fjk->fij", vecs, inv, vecs)
+    inv = 1.0 / np.maximum(vals, _FLAT_RTOL * scale)
+    cov = np.einsum("fik,fk,fjk->fij", vecs, inv, vecs)
+    out[finite] = cov * d[:, :, None] * d[:, None, :]
     return out

@@ -22,8 +22,15 @@ Array = NDArray[np.float64]
 
 _RUNNING = -1
 _ARMIJO = 1e-4
-#: Below this Newton decrement a step that the line search cannot verify (the likelihood
-#: change is at rounding level) still counts as convergence.
+#: Rounding noise of a log-likelihood, in units of machine epsilon times the magnitude of
+#: its summed terms (:attr:`~batchglm.solvers.objective.Evaluation.magnitude`). The
+#: partial sums themselves are rounded to about one unit; a few more cover the rounding of
+#: the terms (random, so they grow like the square root of their number). A generous
+#: factor would end separation walks early: their gains shrink geometrically.
+_NOISE_ULPS = 4.0
+#: Below ``max(_NOISE_DECREMENT, 4 * noise)`` a Newton decrement whose step the line
+#: search cannot verify still counts as convergence (the floor keeps the tolerance of
+#: small-count features as it always was).
 _NOISE_DECREMENT = 1e-6
 #: Shrink the working arrays once this share of features has finished.
 _COMPACT_SHARE = 0.3
@@ -120,9 +127,12 @@ def solve(
 
     # Step multiplier on the scale part, see below.
     expand = np.ones(n_feat)
+    # Directions are computed for coefficients in units of their design columns (u = units *
+    # theta), so active-set projections and trust radii do not depend on covariate units.
+    units = prob.units
     work = objective
     idx = np.arange(n_feat)
-    ll, grad, hess = _evaluate(work, theta[idx])
+    ll, grad, hess, noise = _evaluate(work, theta[idx])
     for it in range(options.max_iter + 1):
         # ll, grad, hess hold the values at theta[idx] for every row of the working set.
         loglik[idx] = ll
@@ -131,12 +141,17 @@ def solve(
         if it == options.max_iter:
             break
         at_bound: NDArray[np.bool_] = np.asarray(active[:, idx].any(axis=0))
+        grad_u = grad / units
+        hess_u = hess / np.multiply.outer(units, units)
         if fix_scale:
-            grad, hess = _drop_scale(grad, hess, kl)
+            grad_u, hess_u = _drop_scale(grad_u, hess_u, kl)
         else:
-            grad, hess = _project_active(grad, hess, active[:, idx], prob)
-        direction, _ = newton_direction(grad, hess)
-        decrement = np.einsum("fk,fk->f", grad, direction)
+            grad_u, hess_u = _project_active(grad_u, hess_u, active[:, idx], prob)
+        direction_u, _ = newton_direction(grad_u, hess_u)
+        decrement = np.einsum("fk,fk->f", grad_u, direction_u)
+        direction = direction_u / units
+        grad = grad_u * units
+        noise_decrement = np.maximum(_NOISE_DECREMENT, 4.0 * noise)
         bad = ~(np.isfinite(decrement) & np.isfinite(ll))
         done = live & ~bad & (decrement < options.tol)
         status[idx[done]] = np.where(at_bound[done], Status.SCALE_AT_BOUND, Status.CONVERGED)
@@ -154,24 +169,25 @@ def solve(
         # The full step nearly always passes, so the trial point is evaluated with derivatives:
         # accepted rows then need no second evaluation in the next iteration.
         trial = theta[idx] + step[:, None] * direction
-        t_ll, t_grad, t_hess = _evaluate(work, trial)
-        slack = 1e-12 * np.abs(ll)
+        t_ll, t_grad, t_hess, t_noise = _evaluate(work, trial)
+        # Both likelihoods carry rounding noise; the Armijo test allows for it.
+        slack = noise + t_noise
         ok = live & (t_ll >= ll + _ARMIJO * step * slope - slack)
         theta[idx[ok]] = trial[ok]
         # Near the optimum the gain is at rounding level and the decrement can stall just
         # above `tol`; a tiny decrement with a gain lost in rounding is convergence.
-        flat = ok & (decrement < _NOISE_DECREMENT) & (np.abs(t_ll - ll) <= slack)
+        flat = ok & (decrement < noise_decrement) & (np.abs(t_ll - ll) <= slack)
         status[idx[flat]] = np.where(at_bound[flat], Status.SCALE_AT_BOUND, Status.CONVERGED)
         # A plain Newton step promising less than the rounding noise of the summed
-        # likelihood (large counts: sums of 1e8 cancel to 1e4) cannot be verified; the
+        # likelihood (large counts: sums of 1e11 cancel to 1e2) cannot be verified; the
         # feature is at its optimum to that precision.
-        noise = live & ~ok & (decrement < _NOISE_DECREMENT) & (expand[idx] <= 1.0)
-        status[idx[noise]] = np.where(at_bound[noise], Status.SCALE_AT_BOUND, Status.CONVERGED)
-        retry = live & ~ok & ~noise
+        lost = live & ~ok & (decrement < noise_decrement) & (expand[idx] <= 1.0)
+        status[idx[lost]] = np.where(at_bound[lost], Status.SCALE_AT_BOUND, Status.CONVERGED)
+        retry = live & ~ok & ~lost
         if retry.any():
-            stuck = _halve(work, theta, idx, direction, step, ll, slope, retry, options)
+            stuck = _halve(work, theta, idx, direction, step, ll, slope, retry, options, slack)
             status[idx[stuck]] = np.where(
-                decrement[stuck] < _NOISE_DECREMENT,
+                decrement[stuck] < noise_decrement[stuck],
                 np.where(at_bound[stuck], Status.SCALE_AT_BOUND, Status.CONVERGED),
                 Status.STALLED,
             )
@@ -190,10 +206,10 @@ def solve(
             expand[idx] = np.where(grow, np.minimum(2.0 * expand[idx], _MAX_EXPAND), 1.0)
         if on_iteration is not None:
             on_iteration(it + 1, int((status == _RUNNING).sum()))
-        if (retry | noise).any():
-            ll, grad, hess = _evaluate(work, theta[idx])
+        if (retry | lost).any():
+            ll, grad, hess, noise = _evaluate(work, theta[idx])
         else:
-            ll, grad, hess = t_ll, t_grad, t_hess
+            ll, grad, hess, noise = t_ll, t_grad, t_hess, t_noise
         running = status[idx] == _RUNNING
         if not running.any():
             loglik[idx] = ll
@@ -204,16 +220,36 @@ def solve(
             hess_out[idx] = hess
             work = work.subset(running)
             idx = idx[running]
-            ll, grad, hess = ll[running], grad[running], hess[running]
+            ll, grad, hess, noise = ll[running], grad[running], hess[running], noise[running]
     status[status == _RUNNING] = Status.MAX_ITER
     return Solution(theta, loglik, hess_out, n_iter, status)
 
 
-def _evaluate(work: Objective, theta: Array) -> tuple[Array, Array, Array]:
+def _evaluate(work: Objective, theta: Array) -> tuple[Array, Array, Array, Array]:
+    """Log-likelihood, gradient, Hessian and the log-likelihood's rounding noise."""
     with np.errstate(all="ignore"):
-        ll, grad, hess = work.evaluate(theta, 2)
-    assert grad is not None and hess is not None
-    return ll, grad, hess
+        ev = work.evaluate_terms(theta, 2)
+    assert ev.grad is not None and ev.hess is not None
+    return ev.ll, ev.grad, ev.hess, rounding_noise(ev.magnitude)
+
+
+def rounding_noise(magnitude: Array) -> Array:
+    """Estimate the rounding noise of a sum whose partial sums have this magnitude.
+
+    Parameters
+    ----------
+    magnitude : ndarray
+        Sum of the absolute partial sums, e.g.
+        :attr:`~batchglm.solvers.objective.Evaluation.magnitude`.
+
+    Returns
+    -------
+    ndarray
+        ``4 * eps * magnitude`` (``eps`` the float64 machine epsilon): changes of the
+        log-likelihood below this cannot be told from rounding.
+    """
+    out: Array = _NOISE_ULPS * np.finfo(np.float64).eps * magnitude
+    return out
 
 
 def _halve(
@@ -226,11 +262,14 @@ def _halve(
     decrement: Array,
     retry: NDArray[np.bool_],
     options: SolverOptions,
+    slack: Array,
 ) -> NDArray[np.bool_]:
-    """Backtrack on the rows in ``retry``; update ``theta`` in place, return rows that failed."""
+    """Backtrack on the rows in ``retry``; update ``theta`` in place, return rows that failed.
+
+    ``slack`` is the rounding noise allowed in the Armijo test.
+    """
     need = retry.copy()
     step = np.where(need, step / 2, 0.0)
-    slack = 1e-12 * np.abs(ll)
     for _ in range(options.max_halvings):
         trial = theta[idx] + step[:, None] * direction
         with np.errstate(all="ignore"):
@@ -283,13 +322,15 @@ def _project_active(
 
     With ``P`` the projector onto the null space of the active groups' design rows, the
     scale gradient becomes ``P g`` and the scale block ``P H P - (I - P)``: the solution then
-    has no component that moves an active predictor.
+    has no component that moves an active predictor. ``grad`` and ``hess`` are taken in
+    units of the design columns (``Problem.units``), so the rows are too.
     """
     rows = np.flatnonzero(active.any(axis=0))
     if rows.size == 0:
         return grad, hess
     kl = prob.k_loc
-    gram = prob.pp_scale(active[:, rows].astype(np.float64))
+    units = prob.units[kl:]
+    gram = prob.pp_scale(active[:, rows].astype(np.float64)) / np.multiply.outer(units, units)
     vals, vecs = np.linalg.eigh(gram)
     null = vals <= 1e-10 * np.maximum(vals.max(axis=1, keepdims=True), 1.0)
     proj = np.einsum("fik,fk,fjk->fij", vecs, null.astype(np.float64), vecs)

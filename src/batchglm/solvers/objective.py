@@ -15,7 +15,7 @@ from batchglm.design import Design
 from batchglm.families import Derivatives, Family
 from batchglm.families.scratch import Scratch
 from batchglm.solvers.count_table import CountTable
-from batchglm.solvers.linalg import GroupSums, PairProducts
+from batchglm.solvers.linalg import GroupSums, PairProducts, column_units
 
 Array = NDArray[np.float64]
 
@@ -136,6 +136,15 @@ class Problem:
         Location and scale designs with constraints.
     offset : ndarray
         Location offset per observation (``log(size_factors)``).
+
+    Attributes
+    ----------
+    units : ndarray
+        ``(k_loc + k_scale,)`` natural unit of each free parameter, the largest absolute
+        value of its column in the constrained design
+        (:func:`~batchglm.solvers.linalg.column_units`). The solver measures steps in
+        parameters times these units, i.e. in changes of the linear predictors, so it does
+        not depend on the units of the covariates.
     """
 
     family: Family
@@ -148,6 +157,7 @@ class Problem:
     loc_groups: GroupSums = field(init=False)
     rows: Rows = field(init=False)
     cells: Rows | None = field(init=False)
+    units: Array = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.offset.size
@@ -177,6 +187,8 @@ class Problem:
             self.cells = _cells(xc, zc, self.offset, index, rows.shape[0], has_scale)
         if has_scale:
             self.pp_scale = PairProducts(rows, rows, symmetric=True)
+        parts = [column_units(xc)] + ([column_units(rows)] if has_scale else [])
+        self.units = np.concatenate(parts)
 
     @property
     def n_params(self) -> int:
@@ -307,6 +319,24 @@ class Objective:
         hess : ndarray or None
             ``(F, k, k)`` observed Hessian of the log-likelihood.
         """
+        ev = self.evaluate_terms(theta, order)
+        return ev.ll, ev.grad, ev.hess
+
+    def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
+        """Like :meth:`evaluate`, plus the magnitude of the summed terms.
+
+        Parameters
+        ----------
+        theta : ndarray
+            Free parameters ``(F, k_loc + k_scale)``.
+        order : int
+            0 for the log-likelihood only, 2 for gradient and Hessian too.
+
+        Returns
+        -------
+        Evaluation
+            Log-likelihood, derivatives and magnitude per feature.
+        """
         p = self.problem
         fam = p.family
         rows = self.rows
@@ -325,11 +355,16 @@ class Objective:
         counts = (
             self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
         )
-        ll = der.ll.sum(axis=0) + self.constant()
+        elementary = der.ll.sum(axis=0)
+        constant = self.constant()
+        ll = elementary + constant
+        magnitude = np.abs(elementary) + np.abs(constant)
         if counts is not None:
-            ll = ll + counts[0].sum(axis=0)
+            count_ll = counts[0].sum(axis=0)
+            ll = ll + count_ll
+            magnitude += np.abs(count_ll)
         if order == 0:
-            return ll, None, None
+            return Evaluation(ll, None, None, magnitude)
         k = p.n_params
         grad = np.empty((theta.shape[0], k))
         hess = np.empty((theta.shape[0], k, k))
@@ -350,7 +385,33 @@ class Objective:
             hess[:, :kl, kl:] = cross
             hess[:, kl:, :kl] = np.swapaxes(cross, 1, 2)
             hess[:, kl:, kl:] = p.pp_scale(d2_s)
-        return ll, grad, hess
+        return Evaluation(ll, grad, hess, magnitude)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The log-likelihood of a block at one parameter point.
+
+    Attributes
+    ----------
+    ll : ndarray
+        ``(F,)`` full log-likelihood including constants.
+    grad : ndarray or None
+        ``(F, k)`` gradient.
+    hess : ndarray or None
+        ``(F, k, k)`` observed Hessian.
+    magnitude : ndarray
+        ``(F,)`` sum of the absolute values of the partial sums that make up ``ll``
+        (per-observation terms, constants, count terms). Each partial sum adds terms of one
+        sign, so this is the size of the numbers whose rounding ``ll`` inherits: its
+        rounding noise is a few machine epsilons times ``magnitude``. For counts near 1e9
+        it is about 1e11 while ``ll`` itself may be a few hundred.
+    """
+
+    ll: Array
+    grad: Array | None
+    hess: Array | None
+    magnitude: Array
 
 
 def _weighted(der: Derivatives, weight: Array) -> Derivatives:
