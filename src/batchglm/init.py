@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.solvers.linalg import GroupSums
+from batchglm.solvers.linalg import GroupSums, lstsq_columns
 from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
@@ -15,10 +15,13 @@ _MAX_LOC_GROUPS = 256
 
 
 def _weighted_lstsq(rows: Array, weights: Array, targets: Array) -> Array:
-    """Solve ``min sum_g w_g (rows_g . x - t_g)^2`` for every column of ``targets``."""
+    """Solve ``min sum_g w_g (rows_g . x - t_g)^2`` for every column of ``targets``.
+
+    Columns of ``rows`` are equilibrated first, so covariates on any scale keep their
+    coefficient (see :func:`~batchglm.solvers.linalg.lstsq_columns`).
+    """
     sw = np.sqrt(weights)[:, None]
-    sol, *_ = np.linalg.lstsq(rows * sw, targets * sw, rcond=None)
-    return np.asarray(sol.T)
+    return np.asarray(lstsq_columns(rows * sw, targets * sw).T)
 
 
 def initial_loc(problem: Problem, y: Array) -> Array:
@@ -88,6 +91,6 @@ def initial_scale(problem: Problem, y: Array, a: Array) -> Array:
     if pooled:
         # Continuous scale design: put the pooled value on the intercept direction.
         ones = np.ones((y.shape[0], 1))
-        coef, *_ = np.linalg.lstsq(problem.scale.reduced, ones, rcond=None)
+        coef = lstsq_columns(problem.scale.reduced, ones)
         return np.asarray(eta.T @ coef.T)
     return _weighted_lstsq(problem.scale_rows, sizes, eta)

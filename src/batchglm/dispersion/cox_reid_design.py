@@ -24,6 +24,12 @@ and with ``M = X^T W X``, ``h_i = x_i^T M^-1 x_i``, ``A_k = M^-1 X^T diag(W' z_k
 
 The per-observation likelihood terms use the NB family's expressions in ``q``, so they
 stay accurate up to the Poisson limit.
+
+Units: the columns of ``X`` and ``Z`` are scaled to unit maximum before solving
+(:func:`~batchglm.solvers.linalg.column_units`), and Newton works on ``u = units * b``.
+``X^T W X`` then stays well conditioned and the saddle-free trust radius means one unit of
+``log r``, whatever the units of the covariates; coefficients, APL values and gradients are
+reported for the design as given.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from numpy.typing import NDArray
 from batchglm.dispersion.cox_reid import _W_FLOOR, cox_reid_log_r, max_alpha
 from batchglm.families.nb import NegativeBinomial
 from batchglm.families.special_diff import digamma_diff, lgamma_diff, trigamma_diff
-from batchglm.solvers.linalg import PairProducts
+from batchglm.solvers.linalg import PairProducts, column_units, lstsq_columns
+from batchglm.solvers.newton import rounding_noise
 from batchglm.solvers.objective import unique_rows
 from batchglm.solvers.status import Status
 
@@ -45,7 +52,9 @@ Array = NDArray[np.float64]
 _ARMIJO = 1e-4
 #: A scale predictor this close to its bound counts as on it.
 _BOUND_TOL = 1e-8
-#: Below this decrement a step whose gain is lost in rounding still counts as convergence.
+#: Below ``max(_NOISE_DECREMENT, 4 * noise)`` (``noise`` the APL's rounding noise, see
+#: :func:`batchglm.solvers.newton.rounding_noise`) a decrement whose step cannot be
+#: verified still counts as convergence.
 _NOISE_DECREMENT = 1e-6
 #: Lagrange multipliers of active bounds smaller than this (in APL units per unit of the
 #: predictor) do not release the bound; it guards against cycling on rounding noise.
@@ -123,7 +132,10 @@ class _APL:
         out.positive = out.y > 0
         return out
 
-    def __call__(self, b: Array, order: int) -> tuple[Array, Array | None, Array | None]:
+    def __call__(
+        self, b: Array, order: int
+    ) -> tuple[Array, Array | None, Array | None, Array]:
+        """APL, its gradient and Hessian in ``b`` (up to ``order``), and its rounding noise."""
         y, mu, x, z = self.y, self.mu, self.x, self.z
         t = z @ b.T
         r = np.exp(t)
@@ -139,8 +151,12 @@ class _APL:
         info = self.xx(w)
         _, logdet = np.linalg.slogdet(info)
         value = ll.sum(axis=0) - 0.5 * logdet
+        # The terms are differences of numbers as large as y |log q| (about 2e10 for counts
+        # of 1e9); the value inherits their rounding.
+        big = np.abs(ll) + r * log1p_q + np.where(self.positive, y * (np.abs(log_q) + log1p_q), 0.0)
+        noise = rounding_noise(big.sum(axis=0) + 0.5 * np.abs(logdet))
         if order == 0:
-            return value, None, None
+            return value, None, None, noise
         inv = 1.0 / (1.0 + q)
         dl = r * (digamma_diff(y, r) + q * inv - log1p_q) - y * inv
         # Where the floor holds W constant its derivatives vanish.
@@ -150,7 +166,7 @@ class _APL:
         grad = z.T @ dl - 0.5 * (z.T @ (dw * h))
         grad = np.ascontiguousarray(grad.T)
         if order == 1:
-            return value, grad, None
+            return value, grad, None, noise
         d2l = dl + (y + mu * q) * inv * inv + r * r * trigamma_diff(y, r)
         d2w = np.where(floored, 0.0, dw * (q - 1.0) * inv)
         hess = self.zz(d2l) - 0.5 * self.zz(d2w * h)
@@ -162,7 +178,7 @@ class _APL:
                 hess[:, j, m] += 0.5 * tr
                 if m != j:
                     hess[:, m, j] += 0.5 * tr
-        return value, grad, hess
+        return value, grad, hess, noise
 
 
 def _project(
@@ -265,7 +281,7 @@ def start_values(y: Array, mu: Array, x: Array, z: Array,
     """
     t0 = cox_reid_log_r(y, mu, x, alpha_max=alpha_max)
     rows, _ = unique_rows(z)
-    coef, *_ = np.linalg.lstsq(rows, np.ones((rows.shape[0], 1)), rcond=None)
+    coef = lstsq_columns(rows, np.ones((rows.shape[0], 1)))
     b0 = t0[:, None] * coef.T
     lo, hi = scale_bounds(y.shape[0], alpha_max)
     eta = rows @ b0.T
@@ -328,23 +344,31 @@ def cox_reid_scale(
             f"`y` {y.shape} and `mu` {mu.shape} must have the same shape, and `x` "
             f"{x.shape} and `z` {z.shape} one row per observation."
         )
-    rows, _ = unique_rows(z)
-    if np.linalg.matrix_rank(rows) < z.shape[1]:
-        raise ValueError(
-            f"the scale design has {z.shape[1]} free coefficients but rank "
-            f"{np.linalg.matrix_rank(rows)}; its coefficients are not identifiable."
-        )
     lo, hi = scale_bounds(n_obs, alpha_max)
     if start is None:
         b = start_values(y, mu, x, z, alpha_max)
     else:
         b = np.array(start, dtype=np.float64).reshape(n_feat, z.shape[1])
-        eta0 = rows @ b.T
+        eta0 = unique_rows(z)[0] @ b.T
         if np.any((eta0 < lo - _BOUND_TOL) | (eta0 > hi + _BOUND_TOL)):
             raise ValueError(
                 f"`start` must keep every scale predictor within [{lo:.4g}, {hi:.4g}] "
                 "(log r), but it does not."
             )
+    # Solve in column units: u = units_z * b, and X scaled to unit columns (which shifts
+    # log det(X^T W X) by 2 sum log units_x, added back below).
+    units_z = column_units(z)
+    units_x = column_units(x)
+    z = z / units_z
+    x = x / units_x
+    b = b * units_z
+    rows, _ = unique_rows(z)
+    rank = int(np.linalg.matrix_rank(rows))
+    if rank < z.shape[1]:
+        raise ValueError(
+            f"the scale design has {z.shape[1]} free coefficients but rank "
+            f"{rank}; its coefficients are not identifiable."
+        )
     k = z.shape[1]
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.full(n_feat, -1, dtype=np.int8)
@@ -356,7 +380,7 @@ def cox_reid_scale(
     releases = np.zeros(n_feat, dtype=np.int32)
     for it in range(max_iter + 1):
         with np.errstate(all="ignore"):
-            value, grad, hess = work(b[idx], 2)
+            value, grad, hess, noise = work(b[idx], 2)
         assert grad is not None and hess is not None
         if it == max_iter:
             break
@@ -406,12 +430,12 @@ def cox_reid_scale(
             break
         accepted = np.zeros_like(live)
         full = np.zeros_like(live)
-        slack = 1e-12 * np.abs(value)
         for halving in range(max_halvings + 1):
             trial = b[idx] + step[:, None] * direction
             with np.errstate(all="ignore"):
-                t_val = work(trial, 0)[0]
-            ok = need & (t_val >= value + _ARMIJO * step * slope - slack)
+                t_val, _, _, t_noise = work(trial, 0)
+            # Both values carry rounding noise; the Armijo test allows for it.
+            ok = need & (t_val >= value + _ARMIJO * step * slope - (noise + t_noise))
             b[idx[ok]] = trial[ok]
             accepted |= ok
             if halving == 0:
@@ -429,7 +453,8 @@ def cox_reid_scale(
         expand[idx] = np.where(full & live & walking & ~hit,
                                np.minimum(2.0 * expand[idx], _MAX_EXPAND), 1.0)
         stuck = need
-        status[idx[stuck]] = np.where(decrement[stuck] < _NOISE_DECREMENT,
+        lost = np.maximum(_NOISE_DECREMENT, 4.0 * noise)
+        status[idx[stuck]] = np.where(decrement[stuck] < lost[stuck],
                                       np.where(at_bound[stuck], Status.SCALE_AT_BOUND,
                                                Status.CONVERGED),
                                       Status.STALLED)
@@ -443,7 +468,8 @@ def cox_reid_scale(
     # One last evaluation so value and gradient belong to the returned coefficients (the
     # final polishing step moved some after their last evaluation).
     with np.errstate(all="ignore"):
-        apl_out, grad, _ = _APL(y, mu, x, z)(b, 1)
+        apl_out, grad, _, _ = _APL(y, mu, x, z)(b, 1)
     assert grad is not None
     grad_out, _, _ = _project(grad, np.zeros((n_feat, k, k)), active, rows)
-    return ScaleSolution(b, apl_out, grad_out, n_iter, status)
+    apl_out = apl_out - np.log(units_x).sum()
+    return ScaleSolution(b / units_z, apl_out, grad_out * units_z, n_iter, status)

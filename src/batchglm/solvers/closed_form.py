@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.families.normal import Normal
-from batchglm.solvers.linalg import inverse_negative
+from batchglm.solvers.linalg import inverse_negative, lstsq_columns
 from batchglm.solvers.objective import Objective, Problem
 from batchglm.solvers.status import Status
 
@@ -70,7 +70,7 @@ def fit_normal(
     """
     n_obs, n_feat = y.shape
     x = problem.loc.reduced
-    sol, *_ = np.linalg.lstsq(x, y - problem.offset[:, None], rcond=None)
+    sol = lstsq_columns(x, y - problem.offset[:, None])
     a: Array = np.asarray(sol.T, dtype=np.float64)
     resid: Array = y - problem.eta_loc(a)
     rss = np.einsum("nf,nf->f", resid, resid)
