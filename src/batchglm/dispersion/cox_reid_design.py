@@ -132,10 +132,15 @@ class _APL:
         out.positive = out.y > 0
         return out
 
-    def __call__(
+    def __call__(self, b: Array, order: int) -> tuple[Array, Array | None, Array | None]:
+        """APL, its gradient and Hessian in ``b`` (up to ``order``)."""
+        value, grad, hess, _ = self.with_noise(b, order)
+        return value, grad, hess
+
+    def with_noise(
         self, b: Array, order: int
     ) -> tuple[Array, Array | None, Array | None, Array]:
-        """APL, its gradient and Hessian in ``b`` (up to ``order``), and its rounding noise."""
+        """Like ``__call__``, plus the APL's rounding noise per feature."""
         y, mu, x, z = self.y, self.mu, self.x, self.z
         t = z @ b.T
         r = np.exp(t)
@@ -380,7 +385,7 @@ def cox_reid_scale(
     releases = np.zeros(n_feat, dtype=np.int32)
     for it in range(max_iter + 1):
         with np.errstate(all="ignore"):
-            value, grad, hess, noise = work(b[idx], 2)
+            value, grad, hess, noise = work.with_noise(b[idx], 2)
         assert grad is not None and hess is not None
         if it == max_iter:
             break
@@ -433,7 +438,7 @@ def cox_reid_scale(
         for halving in range(max_halvings + 1):
             trial = b[idx] + step[:, None] * direction
             with np.errstate(all="ignore"):
-                t_val, _, _, t_noise = work(trial, 0)
+                t_val, _, _, t_noise = work.with_noise(trial, 0)
             # Both values carry rounding noise; the Armijo test allows for it.
             ok = need & (t_val >= value + _ARMIJO * step * slope - (noise + t_noise))
             b[idx[ok]] = trial[ok]
@@ -468,7 +473,7 @@ def cox_reid_scale(
     # One last evaluation so value and gradient belong to the returned coefficients (the
     # final polishing step moved some after their last evaluation).
     with np.errstate(all="ignore"):
-        apl_out, grad, _, _ = _APL(y, mu, x, z)(b, 1)
+        apl_out, grad, _ = _APL(y, mu, x, z)(b, 1)
     assert grad is not None
     grad_out, _, _ = _project(grad, np.zeros((n_feat, k, k)), active, rows)
     apl_out = apl_out - np.log(units_x).sum()
