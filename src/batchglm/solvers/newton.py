@@ -167,30 +167,34 @@ def solve(
         # Both likelihoods carry rounding noise; the Armijo test allows for it.
         slack = noise + t_noise
         ok = live & (t_ll >= ll + _ARMIJO * step * slope - slack)
+        # Where the promised gain is below the likelihood's rounding noise (``quiet``), and
+        # for the polishing step, the likelihood cannot tell whether the step helped; the
+        # decrement can (derivatives do not cancel the way the summed terms do). Such a
+        # step is taken when the decrement at the trial point is smaller.
+        quiet = live & (decrement < noise_decrement) & (expand[idx] <= 1.0)
         polished = polish & np.isfinite(t_ll) & (t_ll >= ll - slack)
-        check = polish & ~polished & np.isfinite(t_ll)
+        check = (quiet | (polish & ~polished)) & np.isfinite(t_ll)
+        better = np.zeros_like(check)
         if check.any():
-            # The likelihood's rounding can hide a gain of 1e-13; the decrement (from
-            # derivatives, which do not cancel) tells whether the step came closer.
             t_dec = _newton_system(t_grad[check], t_hess[check], active[:, idx[check]], prob,
                                    fix_scale)[1]
-            polished[check] = t_dec < decrement[check]
-        theta[idx[ok | polished]] = trial[ok | polished]
-        unpolished = polish & ~polished
-        if unpolished.any():
-            # Keep the values at the point these rows stay at.
-            t_ll[unpolished], t_grad[unpolished] = ll[unpolished], grad[unpolished]
-            t_hess[unpolished], t_noise[unpolished] = hess[unpolished], noise[unpolished]
-        # Near the optimum the gain is at rounding level and the decrement can stall just
-        # above `tol`; a tiny decrement with a gain lost in rounding is convergence.
-        flat = ok & (decrement < noise_decrement) & (np.abs(t_ll - ll) <= slack)
-        status[idx[flat]] = np.where(at_bound[flat], Status.SCALE_AT_BOUND, Status.CONVERGED)
-        # A plain Newton step promising less than the rounding noise of the summed
-        # likelihood (large counts: sums of 1e11 cancel to 1e2) cannot be verified; the
-        # feature is at its optimum to that precision.
-        lost = live & ~ok & (decrement < noise_decrement) & (expand[idx] <= 1.0)
-        status[idx[lost]] = np.where(at_bound[lost], Status.SCALE_AT_BOUND, Status.CONVERGED)
-        retry = live & ~ok & ~lost
+            better[check] = t_dec < decrement[check]
+        polished |= polish & better
+        taken = ok | polished | (quiet & better)
+        theta[idx[taken]] = trial[taken]
+        # Rows that stay put keep the values at their point.
+        keep = (step > 0) & ~taken
+        if keep.any():
+            t_ll[keep], t_grad[keep], t_hess[keep] = ll[keep], grad[keep], hess[keep]
+            t_noise[keep] = noise[keep]
+        # A quiet step that brought the decrement no lower leaves the feature at its optimum
+        # to the precision of the summed likelihood (large counts: sums of 1e11 cancel to
+        # 1e2, the noise is 1e-4), whether the step was kept or not.
+        settled = quiet & ~better
+        status[idx[settled]] = np.where(
+            at_bound[settled], Status.SCALE_AT_BOUND, Status.CONVERGED
+        )
+        retry = live & ~ok & ~quiet
         if retry.any():
             stuck = _halve(work, theta, idx, direction, step, ll, slope, retry, options, slack)
             status[idx[stuck]] = np.where(
@@ -199,7 +203,7 @@ def solve(
                 Status.STALLED,
             )
         n_iter[idx[live]] += 1
-        hit = ok & (limit < 1.0)
+        hit = (ok | (quiet & better)) & (limit < 1.0)
         if hit.any():
             eta = prob.eta_scale_groups(theta[idx[hit], kl:])
             active[:, idx[hit]] |= (eta >= hi - _BOUND_TOL) | (eta <= lo + _BOUND_TOL)
@@ -213,7 +217,7 @@ def solve(
             expand[idx] = np.where(grow, np.minimum(2.0 * expand[idx], _MAX_EXPAND), 1.0)
         if on_iteration is not None:
             on_iteration(it + 1, int((status == _RUNNING).sum()))
-        if (retry | lost).any():
+        if retry.any():
             ll, grad, hess, noise = _evaluate(work, theta[idx])
         else:
             ll, grad, hess, noise = t_ll, t_grad, t_hess, t_noise
