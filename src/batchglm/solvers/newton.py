@@ -1,9 +1,20 @@
 """Damped Newton ascent on the joint location and scale parameters.
 
 Direction: the observed-information Newton step (saddle-free where the Hessian is not
-negative definite). Step control: the step is first shortened so the scale predictor stays
-within the family's bounds, then halved until the Armijo condition holds. Every feature
-carries its own status; converged features leave the working set, so they stop costing time.
+negative definite), solved for coefficients in units of their design columns so that the
+units of covariates do not matter. Step control: the step is first shortened so the scale
+predictor stays within the family's bounds, then halved until the Armijo condition holds.
+Every feature carries its own status; converged features leave the working set, so they
+stop costing time.
+
+Stopping rule. A feature is converged when the Newton decrement ``g^T (-H)^-1 g`` (twice
+the remaining gain, the same in any parametrisation) is below ``tol``; it then takes that
+last Newton step too. The log-likelihood's rounding noise is ``4 eps M``, with ``M`` the
+magnitude of its partial sums (:class:`~batchglm.solvers.objective.Evaluation`): counts of
+1e9 give ``M`` of 1e11 and a noise of 1e-4, far above ``tol``. The Armijo test allows that
+noise, and below a decrement of ``max(1e-6, 4 x noise)`` the likelihood can no longer judge
+a step: the decrement at the trial point does (a step is taken if it lowers it; when it
+does not, the feature is at its optimum to the precision of its likelihood).
 """
 
 from __future__ import annotations
