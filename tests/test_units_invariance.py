@@ -267,3 +267,24 @@ def test_cox_reid_scale_design_ignores_units(shrink, c):
     np.testing.assert_allclose(got.coef_free * [1.0, c], ref.coef_free, rtol=1e-8, atol=1e-10)
     # The APL's log det(X^T W X) shifts by exactly 2 log c when a location column does.
     np.testing.assert_allclose(got.apl + np.log(c), ref.apl, rtol=1e-10)
+
+
+@pytest.mark.parametrize("c", FACTORS)
+def test_separated_feature_keeps_identifiable_standard_errors_on_any_scale(c):
+    # Group 1 has only zeros: its coefficient runs off, the rest stays identifiable.
+    rng = np.random.default_rng(12)
+    n = 60
+    grp = np.repeat([0, 1, 2], 20)
+    depth = rng.uniform(0.2, 1.0, n)
+    x = np.column_stack([np.ones(n), grp == 1, grp == 2, depth]).astype(float)
+    mu = np.exp(2 + 0.5 * (grp == 1) - 0.3 * (grp == 2) + 0.3 * depth)
+    y = rng.negative_binomial(5, 5 / (5 + mu)).astype(float)
+    y[grp == 1] = 0
+    res = _fit(y[:, None], _rescaled(x, 3, c))
+    assert res.status.iloc[0] == "separated"
+    se = res.se_loc.iloc[0].to_numpy() * [1.0, 1.0, 1.0, c]
+    assert se[1] > 1e3  # the separated direction
+    # Without group 1 the same model is an ordinary fit (statsmodels, unit scale).
+    keep = grp != 1
+    ref = sm.NegativeBinomial(y[keep], x[keep][:, [0, 2, 3]]).fit(method="newton", disp=0)
+    np.testing.assert_allclose(se[[0, 2, 3]], ref.bse[:3], rtol=1e-5)
