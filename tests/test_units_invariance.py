@@ -65,6 +65,9 @@ def _assert_rescaled(ref: bg.FitResult, got: bg.FitResult, model: str, j: int, c
     np.testing.assert_array_equal(got.n_iter, ref.n_iter)
     for part in ("loc", "scale") if ref.coef_scale.shape[1] else ("loc",):
         np.testing.assert_allclose(_pvals(got, part), _pvals(ref, part), rtol=1e-8, atol=1e-12)
+    # A joint (2-df) Wald test solves with the whole covariance block.
+    np.testing.assert_allclose(np.asarray(bg.de.wald(got, coef=[1, 2]).pval),
+                               np.asarray(bg.de.wald(ref, coef=[1, 2]).pval), rtol=1e-8)
 
 
 # --- linear algebra --------------------------------------------------------------------
