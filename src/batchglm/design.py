@@ -286,6 +286,27 @@ def _r_factor(x: Array, scale: Array) -> Array:
     return np.asarray(np.linalg.qr(np.vstack(parts), mode="r"))
 
 
+def column_rank(x: Array) -> int:
+    """Numerical rank of a matrix, independent of the units of its columns.
+
+    Columns are scaled to unit norm before the decision (see :func:`check_identifiable`
+    for the threshold), so a covariate on a 1e8 or 1e-8 scale counts like any other.
+
+    Parameters
+    ----------
+    x : ndarray
+        Shape ``(n, k)``; the work is a thin QR by row blocks, never ``n x n``.
+
+    Returns
+    -------
+    int
+        The rank (0 for an empty matrix).
+    """
+    if x.size == 0:
+        return 0
+    return _rank_and_null_space(np.asarray(x, dtype=np.float64))[0]
+
+
 def _rank_and_null_space(x: Array) -> tuple[int, Array]:
     """Numerical rank of ``x`` ``(n, k)`` and a basis ``(k, k - rank)`` of its null space.
 

@@ -6,16 +6,8 @@ Every test entry point (``bg.de.wald``, ``bg.de.lrt``, ``bg.de.ql_f``, whatever 
 
 from __future__ import annotations
 
-import numpy as np
-
+from batchglm.design import column_rank
 from batchglm.result import FitResult
-
-
-def _rank(x: np.ndarray) -> int:
-    if x.size == 0:
-        return 0
-    # Duplicate rows do not change the rank; categorical designs shrink to a few rows.
-    return int(np.linalg.matrix_rank(np.unique(x, axis=0)))
 
 
 def check_residual_df(res: FitResult, test: str) -> int:
@@ -55,12 +47,12 @@ def check_residual_df(res: FitResult, test: str) -> int:
     level's scale.
     """
     n_obs = len(res.obs_names)
-    rank_loc = _rank(res.loc.reduced)
+    rank_loc = column_rank(res.loc.reduced)
     df = n_obs - rank_loc
     has_scale = res.theta_free.shape[1] > res.loc.n_free
     if not has_scale or bool(res.settings.get("fixed_scale", False)):
         return df
-    rank_scale = _rank(res.scale.reduced)
+    rank_scale = column_rank(res.scale.reduced)
     need = max(1, rank_scale)
     if df < need:
         raise ValueError(

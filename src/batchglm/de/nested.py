@@ -5,26 +5,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from batchglm.design import column_rank
+
 Array = NDArray[np.float64]
 
 #: Relative residual above which a reduced column counts as outside the full column space.
 _NESTED_RTOL = 1e-8
-
-
-def column_rank(x: Array) -> int:
-    """Numerical rank of a matrix (the SVD threshold of :func:`numpy.linalg.matrix_rank`).
-
-    Parameters
-    ----------
-    x : ndarray
-        Shape ``(n, k)``.
-
-    Returns
-    -------
-    int
-        The rank.
-    """
-    return int(np.linalg.matrix_rank(x)) if x.size else 0
 
 
 def outside_columns(full: Array, reduced: Array) -> list[int]:
@@ -48,14 +34,18 @@ def outside_columns(full: Array, reduced: Array) -> list[int]:
     -----
     Nesting is a property of column spaces, not of column names: a reduced model may use
     another coding of the same factor. The full column space gets an orthonormal basis from
-    the SVD; a reduced column is inside when its residual after projection is small
-    relative to its norm.
+    the SVD of its equilibrated columns (unit norm, so the decision ignores units); a
+    reduced column is inside when its residual after projection is small relative to its
+    norm.
     """
     if full.shape[0] != reduced.shape[0]:
         raise ValueError(
             f"the full design has {full.shape[0]} rows but the reduced design has "
             f"{reduced.shape[0]}; they must describe the same observations."
         )
+    # Equilibrated columns: the column space is the same, the rank decision unit-free.
+    norms_full = np.linalg.norm(full, axis=0)
+    full = full / np.where(norms_full > 0, norms_full, 1.0)
     u, s, _ = np.linalg.svd(full, full_matrices=False)
     tol = max(full.shape) * np.finfo(np.float64).eps * (s[0] if s.size else 1.0)
     q = u[:, s > tol]
