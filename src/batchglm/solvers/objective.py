@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm.design import Design
@@ -38,12 +39,26 @@ def unique_rows(matrix: Array) -> tuple[Array, NDArray[np.intp]]:
     Returns
     -------
     rows : ndarray
-        ``(n_groups, k)`` distinct rows.
+        ``(n_groups, k)`` distinct rows, in order of first appearance.
     index : ndarray of int
         ``(n,)`` group of each observation.
+
+    Notes
+    -----
+    Rows are hashed as raw bytes (``pandas.factorize`` on a void view): linear time, where
+    ``numpy.unique(axis=0)`` sorts structured records (about 8x slower on 3e5 rows with a
+    continuous covariate, where every row is distinct). Adding 0.0 first maps ``-0.0`` to
+    ``0.0`` so equal numbers have equal bytes.
     """
-    rows, index = np.unique(matrix, axis=0, return_inverse=True)
-    return rows, index.ravel().astype(np.intp)
+    m = np.ascontiguousarray(matrix, dtype=np.float64) + 0.0
+    if m.shape[1] == 0:
+        return m[:1], np.zeros(m.shape[0], dtype=np.intp)
+    keys = m.view(np.dtype((np.void, m.dtype.itemsize * m.shape[1]))).ravel()
+    index = pd.factorize(keys)[0]
+    n_groups = int(index.max()) + 1 if index.size else 0
+    first = np.empty(n_groups, dtype=np.intp)
+    first[index[::-1]] = np.arange(m.shape[0])[::-1]  # the last write is the first row
+    return m[first], index.astype(np.intp)
 
 
 @dataclass(frozen=True)
