@@ -23,7 +23,12 @@ from batchglm.data import Data
 from batchglm.design import Design
 from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
 from batchglm.dispersion.cox_reid_design import cox_reid_scale
-from batchglm.dispersion.quasi_likelihood import SqueezedVariances, nb_deviance, squeeze_var
+from batchglm.dispersion.quasi_likelihood import (
+    SqueezedVariances,
+    nb_deviance,
+    squeeze_var,
+    zero_fit_residual_df,
+)
 from batchglm.dispersion.shrinkage import dispersion_outliers, prior_variance
 from batchglm.dispersion.trend import Trend, fit_trend
 from batchglm.result import FitResult
@@ -418,16 +423,19 @@ class QuasiLikelihood:
     Attributes
     ----------
     s2 : ndarray
-        Per-feature QL dispersion ``deviance / df_residual``.
+        Per-feature QL dispersion ``deviance / df_residual`` (0 where ``df_residual`` is 0,
+        ``NaN`` for features not tested).
     squeezed : SqueezedVariances
         Prior and posterior (moderated) QL dispersions and degrees of freedom.
-    df_residual : int
-        Residual degrees of freedom of the location model.
+    df_residual : ndarray of int
+        Residual degrees of freedom per feature, not counting fitted zeros (see
+        :func:`batchglm.dispersion.quasi_likelihood.zero_fit_residual_df`); at most the
+        location model's ``n_obs - rank``.
     """
 
     s2: Array
     squeezed: SqueezedVariances
-    df_residual: int
+    df_residual: NDArray[np.int64]
 
     @property
     def var_post(self) -> Array:
@@ -445,6 +453,12 @@ def quasi_likelihood(
     abundance_trend: bool = True,
 ) -> QuasiLikelihood:
     """QL dispersions from the deviances of a fit at the trended NB dispersions.
+
+    As edgeR's ``glmQLFit`` (Lund et al. 2012; Lun & Smyth 2017): ``s2 = deviance / d``
+    with ``d`` the residual df without fitted zeros (observations with a zero count and a
+    fitted mean below 1e-4), moderated by :func:`~batchglm.dispersion.squeeze_var` with a
+    prior trending in ``log base_mean``. Features with ``d = 0`` (e.g. all counts in one
+    group of single observations) are tested at the prior.
 
     Parameters
     ----------
@@ -467,8 +481,9 @@ def quasi_likelihood(
     d = data_of_fit(data, res_trend, layer=layer)
     n_feat = d.shape[1]
     r = 1.0 / disp.trend
+    x = res_trend.loc.reduced
     s2 = np.full(n_feat, np.nan)
-    df = disp.df_residual
+    df = np.zeros(n_feat, dtype=np.int64)
     testable = disp.usable & res_trend.converged.to_numpy()
     for sl in _blocks(n_feat):
         use = np.flatnonzero(testable[sl])
@@ -476,8 +491,12 @@ def quasi_likelihood(
             continue
         y = d.block(sl)[:, use]
         mu = _means(res_trend, sl)[:, use]
-        s2[sl.start + use] = nb_deviance(y, mu, r[sl.start + use]) / df
+        at = sl.start + use
+        df[at] = zero_fit_residual_df(y, mu, x)
+        dev = nb_deviance(y, mu, r[at])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s2[at] = np.where(df[at] > 0, dev / df[at], 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = np.log(disp.base_mean) if abundance_trend else None
-    squeezed = squeeze_var(s2, float(df), cov)
+    squeezed = squeeze_var(s2, df.astype(np.float64), cov)
     return QuasiLikelihood(s2, squeezed, df)
