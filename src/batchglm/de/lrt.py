@@ -152,16 +152,16 @@ def lrt(
 
     For a test of the scale model, the plain statistic ignores that the location
     coefficients were estimated, and is anti-conservative in small samples; the Cox-Reid
-    adjusted one is not. Rejection rates at 0.05 of null NB features (two groups of equal
-    size, location effect by group, size ``r`` 1..10, means 5..500; 2000 features each;
-    see ``docs/calibration.md``):
+    adjusted one much less so. Rejection rates at 0.05 of null NB features (two groups of
+    equal size, location effect by group, size ``r`` 0.5..20, means 3..300, size factors;
+    2000 features each, binomial SE 0.005; see ``docs/calibration.md``):
 
     ====  ============  ==========
     n     ``cox_reid``  ``plain``
     ====  ============  ==========
-    6     0.054         0.101
-    10    0.057         0.084
-    20    0.054         0.068
+    6     0.047         0.088
+    10    0.052         0.069
+    20    0.059         0.069
     ====  ============  ==========
 
     Features without an APL optimum (a Cox-Reid fit that stopped on ``max_iter``, stalled
