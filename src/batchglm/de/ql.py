@@ -35,6 +35,12 @@ def ql_f(
     distribution with ``df`` and the moderated residual degrees of freedom, as edgeR's
     ``glmQLFit`` + ``glmQLFTest`` and glmGamPoi's ``test_de``.
 
+    Each feature's residual df leave out its fitted zeros (zero counts whose fitted mean is
+    below 1e-4, e.g. a group of only zeros), as edgeR does: such observations have no
+    deviance and say nothing about the QL dispersion. A feature left with 0 residual df is
+    tested at the prior QL dispersion with the prior's df. Null calibration by stratum,
+    including features with an all-zero group, is in ``docs/calibration.md``.
+
     Parameters
     ----------
     res : FitResult
@@ -55,7 +61,8 @@ def ql_f(
     -------
     DEResult
         ``test="ql_f"``: ``stat`` is the F statistic, ``df`` its numerator and
-        ``df_residual`` its denominator degrees of freedom per feature; ``coef_mle`` and
+        ``df_residual`` its denominator degrees of freedom per feature (prior df plus the
+        feature's own residual df without fitted zeros); ``coef_mle`` and
         ``coef_sd`` (scaled by the QL dispersion) describe a single tested combination.
     """
     check_dispersion("ql", data)

@@ -5,7 +5,8 @@
 posteriori estimate; the Wald or LR statistic keeps its chi-squared reference.
 ``"ql"`` (edgeR, glmGamPoi) refits at the trended dispersion and divides the statistic by
 the moderated quasi-likelihood dispersion, with an F reference whose denominator degrees
-of freedom are the moderated ones.
+of freedom are the moderated ones: the prior's plus the feature's residual df without
+fitted zeros (see :func:`batchglm.dispersion.quasi_likelihood.zero_fit_residual_df`).
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def attach(de: DEResult, shrunk: Shrunken, dispersion: str) -> DEResult:
     -------
     DEResult
         For ``"ql"``: ``stat = chi2 / (df s2_post)`` with p-values from
-        ``F(df, df_total)``, and ``coef_se`` scaled by ``sqrt(s2_post)``.
+        ``F(df, df_total)`` (``df_total`` per feature, the prior df plus the feature's
+        residual df without fitted zeros), and ``coef_se`` scaled by ``sqrt(s2_post)``.
     """
     if shrunk.ql is None:
         return replace(de, dispersion=dispersion, nb_dispersion=shrunk.alpha)
