@@ -23,6 +23,7 @@ from batchglm.data import Data
 from batchglm.design import Design
 from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
 from batchglm.dispersion.cox_reid_design import cox_reid_scale
+from batchglm.dispersion.expected_deviance import expected_deviance
 from batchglm.dispersion.quasi_likelihood import (
     SqueezedVariances,
     nb_deviance,
@@ -423,19 +424,24 @@ class QuasiLikelihood:
     Attributes
     ----------
     s2 : ndarray
-        Per-feature QL dispersion ``deviance / df_residual`` (0 where ``df_residual`` is 0,
-        ``NaN`` for features not tested).
+        Per-feature QL dispersion ``deviance / expected_deviance`` (0 where
+        ``df_residual`` is 0, ``NaN`` for features not tested).
     squeezed : SqueezedVariances
         Prior and posterior (moderated) QL dispersions and degrees of freedom.
     df_residual : ndarray of int
         Residual degrees of freedom per feature, not counting fitted zeros (see
         :func:`batchglm.dispersion.quasi_likelihood.zero_fit_residual_df`); at most the
         location model's ``n_obs - rank``.
+    expected_deviance : ndarray or None
+        The divisor of ``s2`` per feature: the deviance expected under the NB model at the
+        fitted means (see :mod:`batchglm.dispersion.expected_deviance`), or ``None`` when
+        ``s2`` was divided by ``df_residual``.
     """
 
     s2: Array
     squeezed: SqueezedVariances
     df_residual: NDArray[np.int64]
+    expected_deviance: Array | None = None
 
     @property
     def var_post(self) -> Array:
@@ -450,15 +456,20 @@ class QuasiLikelihood:
 
 def quasi_likelihood(
     data: Any, res_trend: FitResult, disp: Dispersions, *, layer: str | None = None,
-    abundance_trend: bool = True,
+    abundance_trend: bool = True, deviance_bias: bool = True,
 ) -> QuasiLikelihood:
     """QL dispersions from the deviances of a fit at the trended NB dispersions.
 
-    As edgeR's ``glmQLFit`` (Lund et al. 2012; Lun & Smyth 2017): ``s2 = deviance / d``
-    with ``d`` the residual df without fitted zeros (observations with a zero count and a
-    fitted mean below 1e-4), moderated by :func:`~batchglm.dispersion.squeeze_var` with a
-    prior trending in ``log base_mean``. Features with ``d = 0`` (e.g. all counts in one
-    group of single observations) are tested at the prior.
+    As edgeR's ``glmQLFit`` (Lund et al. 2012; Lun & Smyth 2017), moderated by
+    :func:`~batchglm.dispersion.squeeze_var` with ``d`` degrees of freedom per feature
+    and a prior trending in ``log base_mean``; ``d`` is the residual df without fitted
+    zeros (observations with a zero count and a fitted mean below 1e-4). The raw QL
+    dispersion is ``deviance / E[deviance]``, the deviance over its expectation under the
+    NB model at the fitted means (:mod:`batchglm.dispersion.expected_deviance`): at small
+    means that expectation is well below ``d`` and ``deviance / d`` would make the QL
+    dispersions, and with them the tests, anti-conservative (``docs/calibration.md``).
+    Features with ``d = 0`` (e.g. all counts in one group of single observations) are
+    tested at the prior.
 
     Parameters
     ----------
@@ -472,6 +483,9 @@ def quasi_likelihood(
         AnnData layer with the counts.
     abundance_trend : bool
         Let the prior QL dispersion trend with ``log base_mean`` (edgeR's default).
+    deviance_bias : bool
+        Divide the deviance by its expectation (default) rather than by ``d`` (edgeR 3's
+        ``glmQLFit``).
 
     Returns
     -------
@@ -484,6 +498,7 @@ def quasi_likelihood(
     x = res_trend.loc.reduced
     s2 = np.full(n_feat, np.nan)
     df = np.zeros(n_feat, dtype=np.int64)
+    divisor = np.full(n_feat, np.nan)
     testable = disp.usable & res_trend.converged.to_numpy()
     for sl in _blocks(n_feat):
         use = np.flatnonzero(testable[sl])
@@ -494,9 +509,10 @@ def quasi_likelihood(
         at = sl.start + use
         df[at] = zero_fit_residual_df(y, mu, x)
         dev = nb_deviance(y, mu, r[at])
+        divisor[at] = expected_deviance(mu, r[at], x) if deviance_bias else df[at]
         with np.errstate(divide="ignore", invalid="ignore"):
-            s2[at] = np.where(df[at] > 0, dev / df[at], 0.0)
+            s2[at] = np.where((df[at] > 0) & (divisor[at] > 0), dev / divisor[at], 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = np.log(disp.base_mean) if abundance_trend else None
     squeezed = squeeze_var(s2, df.astype(np.float64), cov)
-    return QuasiLikelihood(s2, squeezed, df)
+    return QuasiLikelihood(s2, squeezed, df, divisor if deviance_bias else None)
