@@ -23,7 +23,7 @@ from batchglm.data import Data
 from batchglm.design import Design
 from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
 from batchglm.dispersion.cox_reid_design import cox_reid_scale
-from batchglm.dispersion.expected_deviance import expected_deviance
+from batchglm.dispersion.expected_deviance import KappaTable, expected_deviance
 from batchglm.dispersion.quasi_likelihood import (
     SqueezedVariances,
     nb_deviance,
@@ -500,6 +500,7 @@ def quasi_likelihood(
     df = np.zeros(n_feat, dtype=np.int64)
     divisor = np.full(n_feat, np.nan)
     testable = disp.usable & res_trend.converged.to_numpy()
+    table = KappaTable.build(r[testable]) if deviance_bias and testable.any() else None
     for sl in _blocks(n_feat):
         use = np.flatnonzero(testable[sl])
         if not use.size:
@@ -509,7 +510,7 @@ def quasi_likelihood(
         at = sl.start + use
         df[at] = zero_fit_residual_df(y, mu, x)
         dev = nb_deviance(y, mu, r[at])
-        divisor[at] = expected_deviance(mu, r[at], x) if deviance_bias else df[at]
+        divisor[at] = expected_deviance(mu, r[at], x, table) if deviance_bias else df[at]
         with np.errstate(divide="ignore", invalid="ignore"):
             s2[at] = np.where((df[at] > 0) & (divisor[at] > 0), dev / divisor[at], 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):

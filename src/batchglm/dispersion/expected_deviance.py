@@ -15,10 +15,11 @@ it) is our own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy import special, stats
-from scipy.interpolate import RegularGridInterpolator
 
 Array = NDArray[np.float64]
 
@@ -59,6 +60,83 @@ def gamma_limit(r: Array) -> Array:
     return np.asarray(2.0 * r * (np.log(r) - special.digamma(r)))
 
 
+@dataclass(frozen=True)
+class KappaTable:
+    """Exact ``kappa(mu, r)`` on a grid in ``(log mu, log r)``, built once per fit.
+
+    Attributes
+    ----------
+    log_mu : ndarray
+        Equally spaced grid of ``log mu`` over ``[log 1e-4, log 64]``.
+    log_r : ndarray
+        Equally spaced grid of ``log r`` over the range of the sizes it was built for.
+    values : ndarray
+        ``kappa`` at the grid points, ``(len(log_mu), len(log_r))``.
+    """
+
+    log_mu: Array
+    log_r: Array
+    values: Array
+
+    @classmethod
+    def build(cls, r: Array) -> KappaTable:
+        """Tabulate ``kappa`` for sizes in the range of ``r``.
+
+        Parameters
+        ----------
+        r : ndarray
+            NB sizes ``(F,)`` the table must cover; finite and positive.
+
+        Returns
+        -------
+        KappaTable
+            The table.
+        """
+        log_r = np.log(r)
+        lo, hi = float(log_r.min()), float(log_r.max())
+        grid_r = np.linspace(lo, hi if hi > lo else lo + 1e-6, _N_R)
+        grid_mu = np.linspace(np.log(_MU_MIN), np.log(_MU_MAX), _N_MU)
+        values = np.array([[_exact(float(np.exp(m)), float(np.exp(t))) for t in grid_r]
+                           for m in grid_mu])
+        return cls(grid_mu, grid_r, values)
+
+    def __call__(self, mu: Array, r: Array) -> Array:
+        """Compute ``kappa(mu, r)``, the expected NB unit deviance, at each fitted mean.
+
+        Parameters
+        ----------
+        mu : ndarray
+            Fitted means ``(n_obs, F)`` on the count scale.
+        r : ndarray
+            NB size per feature ``(F,)``, inside the table's range.
+
+        Returns
+        -------
+        ndarray
+            ``E[d(Y; mu, r)]`` for ``Y ~ NB(mu, r)``, ``(n_obs, F)``: the table interpolated
+            linearly in ``(log mu, log r)``; 0 below ``mu = 1e-4``; above ``mu = 64`` the
+            gamma limit plus the table's last difference from it shrunk as ``64 / mu``.
+        """
+        # Along log r once per feature, then along log mu per observation.
+        pos_r = np.interp(np.log(r), self.log_r, np.arange(self.log_r.size, dtype=np.float64))
+        j = np.minimum(pos_r.astype(np.int64), self.log_r.size - 2)
+        t = pos_r - j
+        rows = self.values[:, j] * (1.0 - t) + self.values[:, j + 1] * t  # (n_mu, F)
+        step = self.log_mu[1] - self.log_mu[0]
+        pos = (np.log(np.clip(mu, _MU_MIN, _MU_MAX)) - self.log_mu[0]) / step
+        i = np.minimum(pos.astype(np.int64), self.log_mu.size - 2)
+        u = pos - i
+        kappa = (np.take_along_axis(rows, i, axis=0) * (1.0 - u)
+                 + np.take_along_axis(rows, i + 1, axis=0) * u)
+        big = mu > _MU_MAX
+        if big.any():
+            limit = np.broadcast_to(gamma_limit(r)[None, :], mu.shape)
+            kappa = np.where(
+                big, limit + (kappa - limit) * _MU_MAX / np.maximum(mu, _MU_MAX), kappa
+            )
+        return np.asarray(np.where(mu < _MU_MIN, 0.0, kappa))
+
+
 def expected_unit_deviance(mu: Array, r: Array) -> Array:
     """Compute ``kappa(mu, r)``, the expected NB unit deviance, at each fitted mean.
 
@@ -72,30 +150,14 @@ def expected_unit_deviance(mu: Array, r: Array) -> Array:
     Returns
     -------
     ndarray
-        ``E[d(Y; mu, r)]`` for ``Y ~ NB(mu, r)``, ``(n_obs, F)``: from a table of exact
-        sums over ``1e-4 <= mu <= 64`` and the range of ``r``, interpolated linearly in
-        ``(log mu, log r)``; 0 below ``mu = 1e-4``; above ``mu = 64`` the gamma limit plus
-        the table's last difference from it shrunk as ``64 / mu``.
+        ``(n_obs, F)``, from a :class:`KappaTable` built for ``r`` (see its ``__call__``).
     """
-    log_r = np.log(r)
-    lo, hi = float(log_r.min()), float(log_r.max())
-    grid_r = np.linspace(lo, hi if hi > lo else lo + 1e-6, _N_R)
-    grid_mu = np.linspace(np.log(_MU_MIN), np.log(_MU_MAX), _N_MU)
-    table = np.array([[_exact(float(np.exp(m)), float(np.exp(s))) for s in grid_r]
-                      for m in grid_mu])
-    interp = RegularGridInterpolator((grid_mu, grid_r), table)
-    log_mu = np.log(np.clip(mu, _MU_MIN, _MU_MAX))
-    rr = np.broadcast_to(log_r[None, :], mu.shape)
-    kappa = interp(np.stack([log_mu.ravel(), rr.ravel()], axis=1)).reshape(mu.shape)
-    big = mu > _MU_MAX
-    if big.any():
-        limit = np.broadcast_to(gamma_limit(r)[None, :], mu.shape)
-        kappa = np.where(big, limit + (kappa - limit) * _MU_MAX / np.maximum(mu, _MU_MAX),
-                         kappa)
-    return np.asarray(np.where(mu < _MU_MIN, 0.0, kappa))
+    return KappaTable.build(r)(mu, r)
 
 
-def expected_deviance(mu: Array, r: Array, x: Array) -> Array:
+def expected_deviance(
+    mu: Array, r: Array, x: Array, table: KappaTable | None = None
+) -> Array:
     """Approximate the expected residual deviance of NB fits per feature.
 
     ``sum_i (1 - h_i) kappa(mu_i, r)`` with ``h_i`` the leverages at the IRLS weights
@@ -111,6 +173,9 @@ def expected_deviance(mu: Array, r: Array, x: Array) -> Array:
         NB size per feature ``(F,)``.
     x : ndarray
         Location design after constraints ``(n_obs, k)``.
+    table : KappaTable, optional
+        A table covering ``r`` (built for ``r`` when not given); build one per fit and
+        reuse it across blocks of features.
 
     Returns
     -------
@@ -122,5 +187,5 @@ def expected_deviance(mu: Array, r: Array, x: Array) -> Array:
     info = np.einsum("ik,if,il->fkl", x, w, x)
     inv = np.linalg.pinv(info, hermitian=True)
     lev = np.einsum("ik,fkl,il->if", x, inv, x) * w
-    kappa = expected_unit_deviance(mu, r)
+    kappa = (table if table is not None else KappaTable.build(r))(mu, r)
     return np.asarray(np.sum(np.clip(1.0 - lev, 0.0, 1.0) * kappa, axis=0))
