@@ -2,7 +2,8 @@
 
 As in edgeR's ``glmQLFit`` and glmGamPoi's ``overdispersion_shrinkage``: the NB dispersion of
 every feature is fixed at the mean-dispersion trend, and what the trend misses is carried by
-a per-feature quasi-likelihood (QL) dispersion ``s2 = deviance / df_residual``. Under the
+a per-feature quasi-likelihood (QL) dispersion ``s2``, the deviance over its expectation
+(``d`` for large counts, see :mod:`batchglm.dispersion.expected_deviance`). Under the
 model ``s2 ~ s0^2 chi2(d) / d``, and across features ``1 / s0^2``-scaled variances follow a
 scaled inverse chi-squared prior with ``d0`` degrees of freedom, so ``s2`` is marginally
 ``s0^2 F(d, d0)``. The prior is fitted by moments of ``log s2`` (limma's ``fitFDist`` as
