@@ -94,6 +94,8 @@ def test_scale_test_errors():
     with pytest.raises(ValueError, match=r"differ in the location model .* leave "
                                          r"`scale_test` out"):
         bg.de.lrt(y, full_loc=x, reduced_loc=x[:, :1], scale_test="cox_reid")
+    with pytest.raises(ValueError, match=r"`dispersion='ql'` tests the location model only"):
+        bg.de.lrt(y, full_loc=x, reduced_loc=x[:, :1], dispersion="ql", scale_test="plain")
     normal = np.log1p(y)
     with pytest.raises(ValueError, match=r"family is 'normal'; use `scale_test='plain'`"):
         bg.de.lrt(normal, full_loc=x, full_scale=x, reduced_scale=x[:, :1], family="normal",
@@ -121,3 +123,29 @@ def test_null_calibration_and_power_at_ten_observations():
     # statistic of 0: p-values pile up at 1, so no test of uniformity above.
     # A 16-fold drop of r (more variance in group B) stands out from the null rate.
     assert np.nanmean(de.pval[:100] < 0.05) > 0.4
+
+
+def test_features_without_an_apl_optimum_are_named(monkeypatch, caplog):
+    import dataclasses
+    import importlib
+
+    from batchglm.solvers.status import Status
+
+    # `batchglm.de.lrt` the attribute is the function; the module is looked up by name.
+    lrt_module = importlib.import_module("batchglm.de.lrt")
+
+    real = lrt_module.genewise_dispersions
+
+    def first_stalls(data, res, **kwargs):
+        gw = real(data, res, **kwargs)
+        status = gw.status.copy()
+        status[0] = Status.MAX_ITER
+        return dataclasses.replace(gw, status=status)
+
+    monkeypatch.setattr(lrt_module, "genewise_dispersions", first_stalls)
+    y, x, sf = _draw(35, 8, 5)
+    with caplog.at_level("WARNING", logger="batchglm"):
+        de = bg.de.lrt(y, full_loc=x, full_scale=x, reduced_scale=x[:, :1], size_factors=sf)
+    assert np.isnan(de.pval[0]) and np.isfinite(de.pval[1:]).all()
+    assert "1 feature(s) have no Cox-Reid adjusted profile likelihood optimum (e.g. " \
+        "feature0)" in caplog.text

@@ -177,6 +177,12 @@ def lrt(
         counts or for a family other than NB.
     """
     shrink = dispersion != "mle"
+    if shrink and scale_test is not None:
+        raise ValueError(
+            f"`scale_test={scale_test!r}` chooses the statistic of a test of the scale model, "
+            f"but `dispersion={dispersion!r}` tests the location model only; leave "
+            "`scale_test` out."
+        )
     if full is not None or reduced is not None:
         given = [
             name
@@ -338,6 +344,13 @@ def _cox_reid_stat(
     optimum = np.isin(gw_full.status, CONVERGED_CODES) & np.isin(gw_red.status,
                                                                   CONVERGED_CODES)
     ok = gw_full.usable & gw_red.usable & optimum
+    lost = gw_full.usable & gw_red.usable & ~optimum
+    if lost.any():
+        logger.warning(
+            "%d feature(s) have no Cox-Reid adjusted profile likelihood optimum (e.g. %s) "
+            "and get NaN p-values in the scale test; `scale_test='plain'` tests them "
+            "without the adjustment.", int(lost.sum()), full.feature_names[lost][0],
+        )
     stat = np.where(ok, 2.0 * (gw_full.apl - gw_red.apl), np.nan)
     return stat, gw_full.apl, ok
 
