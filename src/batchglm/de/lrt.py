@@ -99,7 +99,7 @@ def lrt(
         Scale constraints of each model, likewise.
     coef : str, optional
         Coefficient of the full model whose estimate to report as the effect (``coef_mle``,
-        ``coef_sd``, ``log2fc``). A name found in both models is taken from the tested
+        ``coef_se``, ``log2fc``). A name found in both models is taken from the tested
         one (from the location model when both are tested). By
         default, the one column of the full design that the reduced design lacks, when
         there is exactly one (compared by values, not names); otherwise no effect.
@@ -463,7 +463,7 @@ def _lrt_fits(
     n_feat = len(full.feature_names)
     if effect is None:
         coef_mle = np.full(n_feat, np.nan)
-        coef_sd = coef_mle.copy()
+        coef_se = coef_mle.copy()
         effect_model = None
         estimates = pd.DataFrame(index=full.feature_names)
     else:
@@ -471,7 +471,7 @@ def _lrt_fits(
         coefs = full.coef_loc if effect_model == "loc" else full.coef_scale
         ses = full.se_loc if effect_model == "loc" else full.se_scale
         coef_mle = coefs[name].to_numpy()
-        coef_sd = ses[name].to_numpy()
+        coef_se = ses[name].to_numpy()
         estimates = coefs[[name]]
     tested = f"full {_describe(full)} vs reduced {_describe(reduced)}{tested_note}"
     return DEResult(
@@ -483,7 +483,7 @@ def _lrt_fits(
         pval=pval,
         stat=stat,
         coef_mle=coef_mle,
-        coef_se=coef_sd,
+        coef_se=coef_se,
         effect_model=effect_model,
         mean=fitted_mean(full),
         ll=ll_full,

@@ -63,7 +63,7 @@ def ql_f(
         ``test="ql_f"``: ``stat`` is the F statistic, ``df`` its numerator and
         ``df_residual`` its denominator degrees of freedom per feature (prior df plus the
         feature's own residual df without fitted zeros); ``coef_mle`` and
-        ``coef_sd`` (scaled by the QL dispersion) describe a single tested combination.
+        ``coef_se`` (scaled by the QL dispersion) describe a single tested combination.
     """
     check_dispersion("ql", data)
     check_residual_df(res, "bg.de.ql_f")
