@@ -7,6 +7,8 @@ maximised over the scale coefficients by ``scipy.optimize``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,8 +82,10 @@ def test_ready_fits_need_the_counts():
     by_fits = bg.de.lrt(y, full=full, reduced=reduced)
     by_data = bg.de.lrt(y, full_loc=x, full_scale=x, reduced_scale=x[:, :1], size_factors=sf)
     np.testing.assert_allclose(by_fits.pval, by_data.pval, rtol=1e-7)
+    kept = bg.de.lrt(full=full, reduced=reduced)  # the fits keep their data
+    np.testing.assert_allclose(kept.pval, by_fits.pval, rtol=1e-12)
     with pytest.raises(ValueError, match=r"needs the counts: pass the fits' data as `data=`"):
-        bg.de.lrt(full=full, reduced=reduced)
+        bg.de.lrt(full=replace(full, data=None), reduced=replace(reduced, data=None))
     plain = bg.de.lrt(full=full, reduced=reduced, scale_test="plain")
     assert np.isfinite(plain.pval).all()
 

@@ -7,6 +7,8 @@ scipy.optimize maximisations of the NB likelihood, and closed forms.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,12 +97,21 @@ def test_separated_rows_of_the_table(two_groups):
 
 def test_without_data_separated_features_get_nan_and_a_warning(two_groups):
     _, _, _, res = two_groups
+    bare = replace(res, data=None)  # a result built without its data
     with pytest.warns(UserWarning, match=r"2 feature\(s\) \(feature0, feature1\) have status "
                       r"'separated'.*pass the fit's data as `data=`"):
-        de = bg.de.wald(res, coef="p1")
+        de = bg.de.wald(bare, coef="p1")
     assert np.isnan(de.pval[:2]).all() and np.isfinite(de.pval[2:]).all()
     assert list(de.kind[:2]) == ["none", "none"]
     assert list(de.summary(sort_by=None)["status"].iloc[:2]) == ["separated", "separated"]
+
+
+def test_the_fit_keeps_its_data_for_the_boundary_lrt(two_groups):
+    y, _, _, res = two_groups
+    kept = bg.de.wald(res, coef="p1")
+    given = bg.de.wald(res, coef="p1", data=y)
+    np.testing.assert_array_equal(kept.pval, given.pval)
+    assert list(kept.kind[:2]) == ["lrt", "lrt"]
 
 
 def test_map_dispersion_uses_the_same_refit(two_groups):

@@ -254,6 +254,7 @@ def fit(
         n_iter_values=n_iter,
         status_codes=status,
         settings={"max_iter": max_iter, "tol": tol, "fixed_scale": fixed_b is not None},
+        data=d,
     )
 
 

@@ -18,6 +18,7 @@ from batchglm.solvers.status import CONVERGED_CODES, Status
 if TYPE_CHECKING:
     from anndata import AnnData
 
+    from batchglm.data import Data
     from batchglm.fitted import FeatureSelection
     from batchglm.predict import Prediction
 
@@ -58,6 +59,12 @@ class FitResult:
         :class:`~batchglm.solvers.status.Status` code per feature.
     settings : dict
         Solver settings used.
+    data : Data or None
+        The data the fit was made on, in the fit's order (a reference, not a copy: dense
+        arrays, sparse matrices, dask arrays and backed files stay where they are). Tests
+        that need the counts again (``dispersion="map"``/``"ql"``, the likelihood-ratio
+        statistic of separated features, Cox-Reid scale tests) use it when no ``data=`` is
+        given. ``None`` for results built by hand.
     """
 
     family: str
@@ -72,6 +79,7 @@ class FitResult:
     n_iter_values: NDArray[np.int32]
     status_codes: NDArray[np.int8]
     settings: dict[str, object] = field(default_factory=dict)
+    data: Data | None = field(default=None, repr=False)
 
     @property
     def _k_loc(self) -> int:

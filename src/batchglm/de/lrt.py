@@ -73,7 +73,8 @@ def lrt(
     Parameters
     ----------
     data : array_like, pandas.DataFrame or AnnData, optional
-        Observations ``(n_obs, n_features)``, anything :func:`batchglm.fit` accepts.
+        Observations ``(n_obs, n_features)``, anything :func:`batchglm.fit` accepts. With
+        ready fits ``full=``/``reduced=`` it defaults to the data of ``full`` (``res.data``).
     full_loc : design, optional
         Location design of the full model (matrix, DataFrame, or a formula with ``obs``).
     reduced_loc : design, optional
@@ -213,6 +214,9 @@ def lrt(
             )
         if not isinstance(full, FitResult) or not isinstance(reduced, FitResult):
             raise ValueError("`full` and `reduced` must be FitResult objects from bg.fit.")
+        if data is None and full.data is not None:
+            data = full.data  # the counts both fits were made on (checked above)
+            fit_kwargs.pop("layer", None)
         check_dispersion(dispersion, data)
         if not shrink:
             if cox_reid and data is None:

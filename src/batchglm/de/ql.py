@@ -50,8 +50,8 @@ def ql_f(
     contrast : array_like, pandas.Series, pandas.DataFrame, dict or tuple, optional
         Instead of ``coef``: contrasts over the location coefficients, as in
         :func:`batchglm.de.wald`.
-    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
-        The counts the fit was made on.
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData, optional
+        The counts the fit was made on; by default ``res.data`` (kept by the fit).
     layer : str, optional
         AnnData layer of ``data`` with the counts.
     trend : {"parametric", "local", "mean"}
@@ -65,6 +65,8 @@ def ql_f(
         feature's own residual df without fitted zeros); ``coef_mle`` and
         ``coef_se`` (scaled by the QL dispersion) describe a single tested combination.
     """
+    if data is None:
+        data, layer = res.data, None
     check_dispersion("ql", data)
     check_residual_df(res, "bg.de.ql_f")
     lmat, labels = test_rows(res, coef, contrast, res.loc, "loc")

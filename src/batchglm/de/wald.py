@@ -73,9 +73,10 @@ def wald(
         trended dispersion and divides the statistic by ``df`` times the moderated
         quasi-likelihood dispersion, with an F reference (see :mod:`batchglm.de.shrunken`).
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData, optional
-        The counts of the fit; needed for ``dispersion="map"`` or ``"ql"``. With
-        ``dispersion="mle"`` it is optional and lets features separated in the tested
-        direction get a likelihood-ratio p-value instead of ``NaN`` (see Notes).
+        The counts of the fit, for ``dispersion="map"`` or ``"ql"`` and for the
+        likelihood-ratio p-values of features separated in the tested direction (see
+        Notes). By default the data the fit was made on (``res.data``, kept by reference);
+        only results built without it give ``NaN`` p-values to separated features.
     layer : str, optional
         AnnData layer of ``data`` with the counts.
     trend : {"parametric", "local", "mean"}
@@ -135,6 +136,8 @@ def wald(
     ``dispersion="map"`` or ``"ql"`` are calibrated down to 3 vs 3 samples (see
     ``docs/validation.md``).
     """
+    if data is None:
+        data, layer = res.data, None
     check_dispersion(dispersion, data, model)
     if not max_lfc > 0:
         raise ValueError(f"`max_lfc` must be positive, but {max_lfc} was given.")
