@@ -260,3 +260,16 @@ def test_cli_unused_level_in_h5ad_is_dropped(tmp_path: Path, tissue_data, capsys
     groups = np.asarray(obs["tissue"])
     np.testing.assert_allclose(fit["coef_loc:tissue[T.heart]"].to_numpy(),
                                _group_log_ratio(y, groups, "heart", "kidney"), atol=1e-6)
+
+
+def test_level_contrast_accepts_integer_levels_of_an_integer_coded_factor():
+    rng = np.random.default_rng(11)
+    grp = np.repeat([1, 2, 3], 4)
+    mu = np.where(grp == 3, 80.0, 20.0)[:, None]
+    y = rng.negative_binomial(5, 5 / (5 + mu), size=(12, 6)).astype(float)
+    obs = pd.DataFrame({"grp": grp}, index=[f"s{i}" for i in range(12)])
+    res = bg.fit(pd.DataFrame(y, index=obs.index), "~ 1 + C(grp)", obs=obs)
+    by_int = bg.de.wald(res, contrast=("grp", 3, 1))
+    by_str = bg.de.wald(res, contrast=("grp", "3", "1"))
+    np.testing.assert_array_equal(by_int.pval, by_str.pval)
+    np.testing.assert_allclose(by_int.coef_mle, res.coef_loc["C(grp)[T.3]"], rtol=1e-12)

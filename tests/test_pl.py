@@ -131,3 +131,11 @@ def test_ma_clips_capped_fold_changes_to_the_edge(separated_de):
     np.testing.assert_array_equal(sets["log2FC capped at -10"].get_offsets()[:, 1], [-10.0])
     lo, hi = ax.get_ylim()
     assert -10.7 < lo < -10 and 10 < hi < 10.7
+
+
+@pytest.mark.parametrize("plot", [bg.pl.volcano, bg.pl.ma])
+def test_legend_counts_significant_features_drawn_at_the_edge(separated_de, plot):
+    n_sig = int((separated_de.summary()["padj"] < 0.05).sum())
+    assert n_sig >= 3  # the three separated features are clearly DE (LRT p-values)
+    labels = [t.get_text() for t in plot(separated_de).get_legend().get_texts()]
+    assert f"q < 0.05 ({n_sig} in all)" in labels

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,3 +92,23 @@ def test_cli_refuses_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1
     assert err.startswith("batchglm: error: `bg.de.wald` needs residual degrees of freedom")
     assert not (tmp_path / "de.csv").exists()
+
+
+def test_mle_tests_with_few_residual_df_warn_and_point_to_shrinkage():
+    rng = np.random.default_rng(21)
+    n = 8
+    x = np.column_stack([np.ones(n), np.repeat([0.0, 1.0], n // 2)])
+    y = rng.negative_binomial(5, 5 / (5 + 20.0), size=(n, 10)).astype(float)
+    res = bg.fit(y, x)
+    with pytest.warns(UserWarning, match=r"bg.de.wald with dispersion='mle' .* 6 residual df "
+                      r".*dispersion='map' \(DESeq2\) or 'ql'"):
+        bg.de.wald(res, coef="p1")
+    with pytest.warns(UserWarning, match=r"bg.de.lrt with dispersion='mle'"):
+        bg.de.lrt(y, x, x[:, :1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bg.de.wald(res, coef="p1", dispersion="map")  # shrunken: no warning
+        bg.de.wald(bg.fit(y, x, family="poisson"), coef="p1")  # no scale: no warning
+        big = rng.negative_binomial(5, 5 / (5 + 20.0), size=(40, 10)).astype(float)
+        xb = np.column_stack([np.ones(40), np.repeat([0.0, 1.0], 20)])
+        bg.de.wald(bg.fit(big, xb), coef="p1")  # 38 residual df: no warning

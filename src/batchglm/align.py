@@ -21,7 +21,7 @@ Duplicated names in the data are kept as given (results use them unchanged) and 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -224,12 +224,13 @@ def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
     res : FitResult
         The fit.
     layer : str, optional
-        AnnData layer with the counts.
+        AnnData layer with the counts; by default the layer the fit was made from
+        (``res.settings["layer"]``), so an AnnData is not silently read from ``.X``.
 
     Returns
     -------
     Data
-        The data in the fit's order (no copy when it already is).
+        The data in the fit's order (no copy when it already is), named as the fit.
 
     Raises
     ------
@@ -239,12 +240,18 @@ def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
     """
     from batchglm.data import Data, as_data
 
+    if layer is None and not isinstance(data, Data):
+        # An AnnData is read from the layer the fit used, not silently from `.X`.
+        layer = cast("str | None", res.settings.get("layer"))
     d = data if isinstance(data, Data) else as_data(data, layer=layer, warn_duplicates=False)
     rows = positions(res.obs_names, d.obs_names, what="`data`", target_what="the fit",
                      axis="observation", hint="pass the data the fit was made on")
     cols = positions(res.feature_names, d.feature_names, what="`data`", target_what="the fit",
                      axis="feature", hint="pass the data the fit was made on")
-    return d.reorder(rows, cols)
+    d = d.reorder(rows, cols)
+    # Matched or positional: from here on the data carry the fit's names (an unnamed array
+    # must not turn the fit's gene names into feature0, feature1, ...).
+    return Data(d.values, res.feature_names, res.obs_names, d.obs)
 
 
 def warn_duplicates(names: pd.Index, axis: str, source: str) -> None:

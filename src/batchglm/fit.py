@@ -253,7 +253,8 @@ def fit(
         loglik_values=loglik,
         n_iter_values=n_iter,
         status_codes=status,
-        settings={"max_iter": max_iter, "tol": tol, "fixed_scale": fixed_b is not None},
+        settings={"max_iter": max_iter, "tol": tol, "fixed_scale": fixed_b is not None,
+                  "layer": layer},
         data=d,
     )
 

@@ -51,10 +51,11 @@ def _check_alpha(alpha: float) -> None:
 
 
 def _scatter(ax: Axes, x: NDArray[np.float64], y: NDArray[np.float64],
-             sig: NDArray[np.bool_], alpha: float) -> None:
+             sig: NDArray[np.bool_], alpha: float, n_sig: int) -> None:
+    # ``n_sig`` counts every significant feature, the ones drawn at the edge included.
     ax.scatter(x[~sig], y[~sig], s=6, c=_NS_COLOUR, linewidths=0, label="not significant")
     ax.scatter(x[sig], y[sig], s=8, c=_SIG_COLOUR, linewidths=0,
-               label=f"q < {alpha:g} ({int(sig.sum())})")
+               label=f"q < {alpha:g} ({n_sig} in all)")
 
 
 def _edge(ax: Axes, x: NDArray[np.float64], y: NDArray[np.float64],
@@ -110,7 +111,7 @@ def volcano(de: DEResult, ax: Axes | None = None, *, alpha: float = 0.05) -> Axe
     capped = tab["lfc_capped"].to_numpy(dtype=bool)
     plain = ~capped & ~zero
     ax = _axes(ax)
-    _scatter(ax, x[plain], y[plain], sig[plain], alpha)
+    _scatter(ax, x[plain], y[plain], sig[plain], alpha, int(sig.sum()))
     right, left = capped & (x > 0), capped & (x < 0)
     _edge(ax, x[right], y[right], sig[right], ">", f"log2FC capped at +{de.max_lfc:g}")
     _edge(ax, x[left], y[left], sig[left], "<", f"log2FC capped at -{de.max_lfc:g}")
@@ -166,7 +167,7 @@ def ma(de: DEResult, ax: Axes | None = None, *, alpha: float = 0.05) -> Axes:
     y = tab["log2FoldChange"].to_numpy()
     capped = tab["lfc_capped"].to_numpy(dtype=bool)
     ax = _axes(ax)
-    _scatter(ax, x[~capped], y[~capped], sig[~capped], alpha)
+    _scatter(ax, x[~capped], y[~capped], sig[~capped], alpha, int(sig.sum()))
     up, down = capped & (y > 0), capped & (y < 0)
     _edge(ax, x[up], y[up], sig[up], "^", f"log2FC capped at +{de.max_lfc:g}")
     _edge(ax, x[down], y[down], sig[down], "v", f"log2FC capped at -{de.max_lfc:g}")

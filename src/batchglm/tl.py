@@ -272,7 +272,7 @@ class _Tests:
         if self.method == "wald":
             test = bgde.wald(full, contrast=contrast)
             with np.errstate(divide="ignore", invalid="ignore"):
-                score = np.asarray(test.coef_mle / test.coef_sd, dtype=np.float64)
+                score = np.asarray(test.coef_mle / test.coef_se, dtype=np.float64)
             est = np.asarray(test.coef_mle, dtype=np.float64)
         else:
             reduced = self.reduced(reduced_design, None, shared_reduced)
@@ -388,16 +388,12 @@ def test_per_group(
             )
             continue
         counts = np.asarray(sub.X, dtype=np.float64) / res.size_factors[:, None]
-        tables.append(pd.DataFrame({
-            "group": str(level),
-            "feature": test.feature_names,
-            "baseMean": counts.mean(axis=0),
-            "log2FoldChange": test.coef_mle / _LN2,
-            "lfcSE": test.coef_sd / _LN2,
-            "stat": test.stat,
-            "pvalue": test.pval,
-            "padj": test.qval,
-        }))
+        # The test's own table (signed z, capped fold changes, status), with DESeq2's
+        # baseMean (mean of the counts over size factors) and the group in front.
+        table = pd.DataFrame(test.summary()).reset_index()
+        table["baseMean"] = counts.mean(axis=0)
+        table.insert(0, "group", str(level))
+        tables.append(table)
         logger.info("tested group %r of %r: %d samples", level, groupby, sub.n_obs)
     if not tables:
         raise ValueError(

@@ -6,6 +6,8 @@ Every test entry point (``bg.de.wald``, ``bg.de.lrt``, ``bg.de.ql_f``, whatever 
 
 from __future__ import annotations
 
+import warnings
+
 from batchglm.design import column_rank
 from batchglm.result import FitResult
 
@@ -64,3 +66,44 @@ def check_residual_df(res: FitResult, test: str) -> int:
             "family='poisson'."
         )
     return df
+
+
+#: Below this many residual degrees of freedom, tests with per-feature maximum-likelihood
+#: scales reject noticeably more often than their level (NB, two groups: about 0.12 at 0.05
+#: with 8 residual df, 0.086 with 18, 0.058 with 48; docs/validation.md).
+SMALL_SAMPLE_DF = 20
+
+
+def warn_small_sample(res: FitResult, test: str) -> None:
+    """Warn when a test with per-feature ML scales has few residual degrees of freedom.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit whose per-feature scale estimates the test uses.
+    test : str
+        The calling function, named in the message.
+
+    Warns
+    -----
+    UserWarning
+        For fits with an estimated per-feature scale (not Poisson, not ``fixed_scale``)
+        and ``0 < n_obs - rank(X C) < SMALL_SAMPLE_DF``: the maximum-likelihood scale is
+        biased low with few residual degrees of freedom, so the test is anti-conservative;
+        the message points to ``dispersion="map"`` (DESeq2) and ``"ql"`` / ``bg.de.ql_f``
+        (edgeR, glmGamPoi), which share information across features.
+    """
+    has_scale = res.theta_free.shape[1] > res.loc.n_free
+    if not has_scale or bool(res.settings.get("fixed_scale", False)):
+        return
+    df = len(res.obs_names) - column_rank(res.loc.reduced)
+    if 0 < df < SMALL_SAMPLE_DF:
+        shrink = ("dispersion='map' (DESeq2) or 'ql' (edgeR/glmGamPoi; or bg.de.ql_f)"
+                  if res.family == "nb" else "more observations")
+        warnings.warn(
+            f"{test} with dispersion='mle' uses each feature's own maximum-likelihood "
+            f"{res.family} scale, which with {df} residual df makes the test "
+            f"anti-conservative (too many small p-values); use {shrink}. See "
+            "docs/validation.md for the measured rates.",
+            UserWarning, stacklevel=3,
+        )

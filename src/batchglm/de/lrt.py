@@ -12,7 +12,7 @@ from scipy import stats
 
 from batchglm.align import align_to_data
 from batchglm.constraints import constraint_matrix
-from batchglm.de.degrees_of_freedom import check_residual_df
+from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.nested import check_nested, outside_columns
 from batchglm.de.result import DEResult, fitted_mean
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
@@ -225,6 +225,8 @@ def lrt(
                     "the default for NB) needs the counts: pass the fits' data as `data=`, "
                     "or `scale_test='plain'` for the unadjusted likelihood ratio."
                 )
+            if not _scale_only(full, reduced):
+                warn_small_sample(full, "bg.de.lrt")
             return _lrt_fits(full, reduced, coef, _cr_data(cox_reid, data, fit_kwargs))
         layer = fit_kwargs.get("layer")
         shrunk = shrunken_fit(data, full, dispersion, layer=layer, trend=trend)
@@ -286,6 +288,8 @@ def lrt(
             family=family, **kwargs,
         )
         cox_reid = _use_cox_reid(scale_test, res_full, res_reduced)
+        if not _scale_only(res_full, res_reduced):
+            warn_small_sample(res_full, "bg.de.lrt")
         return _lrt_fits(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
     shrunk = shrunken_fit(data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend)
     res_reduced = fit(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -24,16 +23,6 @@ MAX_LFC = 10.0
 #: Columns of :meth:`DEResult.summary` that come first, in this order (DESeq2's names).
 MAIN_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj", "status")
 
-#: Inverse location links by family name, for the ``mean`` column. Families added later
-#: that are missing here give ``NaN`` means rather than a wrong scale.
-_INVERSE_LINK: dict[str, Callable[[Array], Array]] = {
-    "nb": np.exp,
-    "poisson": np.exp,
-    "normal": lambda eta: eta,
-    "beta": lambda eta: 1.0 / (1.0 + np.exp(-eta)),
-}
-
-
 def fitted_mean(res: FitResult) -> Array:
     """Mean over observations of the fitted location parameter, without size factors.
 
@@ -45,17 +34,15 @@ def fitted_mean(res: FitResult) -> Array:
     Returns
     -------
     ndarray
-        One value per feature: ``mean_i g^{-1}(x_i . a)`` (for NB, the mean of the counts
-        normalised by the size factors as the model sees it). ``NaN`` for families whose
-        location link is not known here.
+        One value per feature: ``mean_i g^{-1}(x_i . a)`` with the family's inverse link
+        (for NB, the mean of the counts normalised by the size factors as the model sees it).
     """
-    inv = _INVERSE_LINK.get(res.family)
-    n_feat = len(res.feature_names)
-    if inv is None:
-        return np.full(n_feat, np.nan)
+    from batchglm.families import get_family
+
     eta = res.loc.matrix @ res.coef_loc.to_numpy().T
     with np.errstate(over="ignore"):
-        return np.asarray(inv(eta), dtype=np.float64).mean(axis=0)
+        mean = get_family(res.family).inverse_link(eta)
+    return np.asarray(mean, dtype=np.float64).mean(axis=0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,8 +173,15 @@ class DEResult:
             For a location effect under a log link, the log2 fold change of the mean; for
             a scale effect, that of the scale parameter (NB: the size ``r``). Values beyond
             ``+-max_lfc`` (separated features, whose estimate runs towards infinity) are set
-            to ``+-max_lfc``; ``coef_mle`` keeps the raw estimate.
+            to ``+-max_lfc``; ``coef_mle`` keeps the raw estimate. ``NaN`` for location
+            effects of families whose mean link is not the log (``"normal"``: identity,
+            ``"beta"``: logit), where a coefficient is no fold change; ``coef_mle`` and
+            ``coef_se`` then hold the effect on the link scale.
         """
+        from batchglm.families import get_family
+
+        if self.effect_model == "loc" and get_family(self.fit.family).loc_link != "log":
+            return np.full(len(self.coef_mle), np.nan)
         return np.clip(self.coef_mle / np.log(2.0), -self.max_lfc, self.max_lfc)
 
     @property
@@ -303,7 +297,7 @@ class DEResult:
         columns: dict[str, object] = {
             "baseMean": self.mean,
             "log2FoldChange": self.log2fc,
-            "lfcSE": self.coef_se / ln2,
+            "lfcSE": np.where(np.isnan(self.log2fc), np.nan, self.coef_se / ln2),
             "stat": self.signed_stat(),
             "pvalue": self.pval,
             "padj": self.qval,

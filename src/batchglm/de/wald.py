@@ -13,7 +13,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from batchglm.de.degrees_of_freedom import check_residual_df
+from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
 from batchglm.de.result import MAX_LFC, DEResult, fitted_mean
 from batchglm.de.separation import lrt_statistic, separated_in_direction
@@ -145,6 +145,7 @@ def wald(
     design, start = _model_part(res, model)
     lmat, labels = test_rows(res, coef, contrast, design, model)
     if dispersion == "mle":
+        warn_small_sample(res, "bg.de.wald")
         de = _wald_rows(res, design, start, lmat, labels, model)
         return replace(_boundary_lrt(de, lmat, data, layer), max_lfc=max_lfc)
     shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend)
@@ -290,12 +291,13 @@ def _contrast_rows(
 ) -> tuple[Array, list[str]]:
     names = design.names
     p = len(names)
-    if isinstance(contrast, tuple) and len(contrast) == 3 and all(
-        isinstance(x, str) for x in contrast
+    if isinstance(contrast, tuple) and len(contrast) == 3 and isinstance(contrast[0], str) and all(
+        isinstance(x, str | int | np.integer) and not isinstance(x, bool) for x in contrast[1:]
     ):
         if model != "loc":
             raise ValueError("contrasts by level names are only available for `model='loc'`.")
-        factor, level, ref = contrast
+        # Levels of integer-coded factors may be given as numbers: ("group", 3, 1).
+        factor, level, ref = contrast[0], str(contrast[1]), str(contrast[2])
         row = level_contrast(res, factor, level, ref)
         return row[None, :], [f"{factor}: {level} vs {ref}"]
     if isinstance(contrast, Mapping | pd.Series):

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from batchglm.align import data_of_fit
 from batchglm.data import Data
-from batchglm.design import Design
+from batchglm.design import Design, column_rank
 from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
 from batchglm.dispersion.cox_reid_design import cox_reid_scale
 from batchglm.dispersion.expected_deviance import KappaTable, expected_deviance
@@ -136,7 +136,7 @@ def check_nb_fit(res: FitResult, data: Data, what: str, intercept_only: bool = T
 
 
 def _df_residual(x: Array, n_obs: int) -> int:
-    df_residual = n_obs - int(np.linalg.matrix_rank(x))
+    df_residual = n_obs - column_rank(x)
     if df_residual < 1:
         raise ValueError(
             "estimating dispersions needs residual degrees of freedom, but the location "

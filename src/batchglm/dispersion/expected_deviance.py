@@ -183,6 +183,10 @@ def expected_deviance(
         Per feature ``(F,)``; about ``n_obs - rank(x)`` for large counts and small
         dispersions, less at small means, more for strongly over-dispersed counts.
     """
+    # Leverages do not depend on the units of the columns; unit-norm columns keep the
+    # pseudo-inverse's relative cut-off from mistaking a 1e8-scale covariate for noise.
+    norms = np.linalg.norm(x, axis=0)
+    x = x / np.where(norms > 0.0, norms, 1.0)
     w = mu / (1.0 + mu / r[None, :])
     info = np.einsum("ik,if,il->fkl", x, w, x)
     inv = np.linalg.pinv(info, hermitian=True)

@@ -27,6 +27,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
+from batchglm.design import column_rank
+
 Array = NDArray[np.float64]
 
 
@@ -144,14 +146,14 @@ def zero_fit_residual_df(
     n_obs, n_feat = y.shape
     zero = (y < tol) & (mu < tol)
     n_zero = zero.sum(axis=0)
-    df = np.full(n_feat, n_obs - int(np.linalg.matrix_rank(x)), dtype=np.int64)
+    df = np.full(n_feat, n_obs - column_rank(x), dtype=np.int64)
     df[n_zero == n_obs] = 0
     some = np.flatnonzero((n_zero > 0) & (n_zero < n_obs))
     if some.size:
         patterns, inverse = np.unique(zero[:, some].T, axis=0, return_inverse=True)
         kept = ~patterns
         df_pattern = np.array(
-            [int(k.sum()) - int(np.linalg.matrix_rank(x[k])) for k in kept], dtype=np.int64
+            [int(k.sum()) - column_rank(x[k]) for k in kept], dtype=np.int64
         )
         df[some] = df_pattern[np.ravel(inverse)]
     return np.maximum(df, 0)
