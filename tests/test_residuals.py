@@ -136,10 +136,12 @@ def test_residual_errors():
         res.residuals(data, "working")
     with pytest.raises(ValueError, match=r"must be the data of the fit, shape \(80, 6\)"):
         res.residuals(data.iloc[:, :5], "pearson")
-    with pytest.raises(ValueError, match="fit's observation names in the fit's order"):
-        res.residuals(data.iloc[::-1], "pearson")
+    # Reordered observations are matched by name (docs/inputs.md), never paired by position.
+    pd.testing.assert_frame_equal(res.residuals(data.iloc[::-1], "pearson"),
+                                  res.residuals(data, "pearson"))
     renamed = data.rename(columns={"gene0": "other"})
-    with pytest.raises(ValueError, match="fit's feature names in the fit's order"):
+    with pytest.raises(ValueError, match=r"`data` must name the same features as the fit, "
+                       r"but `data` lacks 1 feature of the fit \(e.g. \['gene0'\]\)"):
         res.residuals(renamed, "pearson")
     # A plain array has no names: only the shape is checked.
     assert res.residuals(data.to_numpy(), "pearson").shape == data.shape

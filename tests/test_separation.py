@@ -214,6 +214,9 @@ def test_data_must_be_the_fits(two_groups):
                        r"but its shape is \(10, 39\)"):
         bg.de.wald(res, coef="p1", data=y[:, 1:])
     renamed = pd.DataFrame(y, columns=[f"other{j}" for j in range(40)])
-    with pytest.raises(ValueError, match=r"`data` must hold the fit's features in the fit's "
-                       r"order"):
-        bg.de.wald(res, coef="p1", data=renamed)
+    # The fit was made on an unnamed array, so named data pair with it by position.
+    np.testing.assert_array_equal(bg.de.wald(res, coef="p1", data=renamed).pval,
+                                  bg.de.wald(res, coef="p1").pval)
+    named = bg.fit(pd.DataFrame(y, columns=[f"g{j}" for j in range(40)]), res.loc.matrix)
+    with pytest.raises(ValueError, match=r"`data` must name the same features as the fit"):
+        bg.de.wald(named, coef="p1", data=renamed)

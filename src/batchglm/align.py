@@ -235,8 +235,8 @@ def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
     Raises
     ------
     ValueError
-        When the data's names and the fit's differ as sets, or are duplicated and in
-        another order.
+        When the data's shape differs from the fit's, its names and the fit's differ as
+        sets, or are duplicated and in another order.
     """
     from batchglm.data import Data, as_data
 
@@ -244,6 +244,11 @@ def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
         # An AnnData is read from the layer the fit used, not silently from `.X`.
         layer = cast("str | None", res.settings.get("layer"))
     d = data if isinstance(data, Data) else as_data(data, layer=layer, warn_duplicates=False)
+    want = (len(res.obs_names), len(res.feature_names))
+    if d.shape != want:
+        raise ValueError(
+            f"`data` must be the data of the fit, shape {want}, but its shape is {d.shape}."
+        )
     rows = positions(res.obs_names, d.obs_names, what="`data`", target_what="the fit",
                      axis="observation", hint="pass the data the fit was made on")
     cols = positions(res.feature_names, d.feature_names, what="`data`", target_what="the fit",

@@ -12,7 +12,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import sparse, special
 
-from batchglm.data import as_data
+from batchglm.align import data_of_fit
 from batchglm.families import get_family
 from batchglm.fitted import FeatureSelection, feature_positions, linear_predictors
 from batchglm.result import FitResult
@@ -49,22 +49,7 @@ def data_block(
         When the shape differs from the fit's, or when ``data`` carries observation or
         feature names (DataFrame, AnnData) that differ from the fit's.
     """
-    from batchglm.anndata_io import is_anndata
-
-    d = as_data(data, layer=layer)
-    want = (len(res.obs_names), len(res.feature_names))
-    if d.shape != want:
-        raise ValueError(
-            f"`data` must be the data of the fit, shape {want}, but its shape is {d.shape}."
-        )
-    if isinstance(data, pd.DataFrame) or is_anndata(data):
-        for what, have, fit_names in (("observation", d.obs_names, res.obs_names),
-                                      ("feature", d.feature_names, res.feature_names)):
-            if not pd.Index(have).equals(pd.Index(fit_names).astype(str)):
-                raise ValueError(
-                    f"`data` must have the fit's {what} names in the fit's order, but they "
-                    "differ; pass the data the fit was made from."
-                )
+    d = data_of_fit(data, res, layer=layer)
     block = d.values[:, positions]
     if sparse.issparse(block):
         block = block.toarray()

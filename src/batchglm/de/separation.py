@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
-from batchglm.data import as_data
+from batchglm.align import data_of_fit
 from batchglm.families import get_family
 from batchglm.result import FitResult
 from batchglm.solvers.status import CONVERGED_CODES, Status
@@ -154,19 +153,7 @@ def lrt_statistic(
     """
     from batchglm.fit import fit
 
-    d = as_data(data, layer=layer)
-    n_obs, n_feat = len(res.obs_names), len(res.feature_names)
-    if d.shape != (n_obs, n_feat):
-        raise ValueError(
-            f"`data` must be the data of the fit, shape ({n_obs}, {n_feat}), but its shape "
-            f"is {d.shape}."
-        )
-    generic = d.feature_names.equals(pd.Index([f"feature{j}" for j in range(n_feat)]))
-    if not generic and not d.feature_names.equals(res.feature_names):
-        raise ValueError(
-            "`data` must hold the fit's features in the fit's order, but its feature names "
-            "differ from the fit's."
-        )
+    d = data_of_fit(data, res, layer=layer)
     _, s, vt = np.linalg.svd(l_free, full_matrices=True)
     rank = int((s > 1e-10 * max(s.max(initial=0.0), 1e-300)).sum())
     c_reduced = res.loc.constraints @ vt[rank:].T
