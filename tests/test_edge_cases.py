@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import batchglm as bg
+from batchglm.de import SmallSampleWarning
 
 from conftest import seed_example_1
 from reference import fit_feature, null_basis
@@ -30,6 +31,7 @@ def awkward():
     y[:, 5] = rng.negative_binomial(5, 5 / (5 + 1e6), 400)  # counts near 1e6
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", SmallSampleWarning)  # few df: documented
         res = bg.fit(y, dmat, constraints_loc=cons)
     return dmat, cons, y, res
 
@@ -146,6 +148,7 @@ def test_large_counts_converge_despite_rounding_noise_in_the_likelihood():
                       constraints_scale=cons, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", SmallSampleWarning)  # few df: documented
         res = bg.fit(sim.data[:, [439]], dmat, dmat, constraints_loc=cons,
                      constraints_scale=cons)
     assert res.status.iloc[0] == "converged"

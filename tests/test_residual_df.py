@@ -100,10 +100,11 @@ def test_mle_tests_with_few_residual_df_warn_and_point_to_shrinkage():
     x = np.column_stack([np.ones(n), np.repeat([0.0, 1.0], n // 2)])
     y = rng.negative_binomial(5, 5 / (5 + 20.0), size=(n, 10)).astype(float)
     res = bg.fit(y, x)
-    with pytest.warns(UserWarning, match=r"bg.de.wald with dispersion='mle' .* 6 residual df "
-                      r".*dispersion='map' \(DESeq2\) or 'ql'"):
+    with pytest.warns(bg.de.SmallSampleWarning,
+                      match=r"bg.de.wald with dispersion='mle' .* 6 residual df "
+                            r".*dispersion='map' \(DESeq2\) or 'ql'"):
         bg.de.wald(res, coef="p1")
-    with pytest.warns(UserWarning, match=r"bg.de.lrt with dispersion='mle'"):
+    with pytest.warns(bg.de.SmallSampleWarning, match=r"bg.de.lrt with dispersion='mle'"):
         bg.de.lrt(y, x, x[:, :1])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -21,7 +21,7 @@ freedom are handled as described in ``docs/inference.md``.
 
 from __future__ import annotations
 
-from batchglm.de.degrees_of_freedom import check_residual_df
+from batchglm.de.degrees_of_freedom import SmallSampleWarning, check_residual_df
 from batchglm.de.lrt import lrt
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.nested import check_nested
@@ -31,6 +31,7 @@ from batchglm.de.table import DETable
 from batchglm.de.wald import wald
 
 __all__ = [
-    "DEResult", "DETable", "bh_qvalues", "check_nested", "check_residual_df", "lrt", "ql_f",
+    "DEResult", "DETable", "SmallSampleWarning", "bh_qvalues", "check_nested",
+    "check_residual_df", "lrt", "ql_f",
     "wald",
 ]

@@ -68,6 +68,10 @@ def check_residual_df(res: FitResult, test: str) -> int:
     return df
 
 
+class SmallSampleWarning(UserWarning):
+    """A test whose reference distribution is unreliable at this sample size."""
+
+
 #: Below this many residual degrees of freedom, tests with per-feature maximum-likelihood
 #: scales reject noticeably more often than their level (NB, two groups: about 0.12 at 0.05
 #: with 8 residual df, 0.086 with 18, 0.058 with 48; docs/validation.md).
@@ -86,7 +90,7 @@ def warn_small_sample(res: FitResult, test: str) -> None:
 
     Warns
     -----
-    UserWarning
+    SmallSampleWarning
         For fits with an estimated per-feature scale (not Poisson, not ``fixed_scale``)
         and ``0 < n_obs - rank(X C) < SMALL_SAMPLE_DF``: the maximum-likelihood scale is
         biased low with few residual degrees of freedom, so the test is anti-conservative;
@@ -105,5 +109,5 @@ def warn_small_sample(res: FitResult, test: str) -> None:
             f"{res.family} scale, which with {df} residual df makes the test "
             f"anti-conservative (too many small p-values); use {shrink}. See "
             "docs/validation.md for the measured rates.",
-            UserWarning, stacklevel=3,
+            SmallSampleWarning, stacklevel=3,
         )
