@@ -15,12 +15,18 @@ With few replicates, share information across features (DESeq2 / edgeR style)::
     de = bg.de.wald(res, coef="condition", dispersion="map", data=counts)
     de = bg.de.ql_f(res, coef="condition", data=counts)  # quasi-likelihood F test
 
+Contrasts can be written as users write them::
+
+    de = bg.de.wald(res, contrast="condition[T.stim] - condition[T.ifn]")
+    de = bg.de.wald(res, contrast=bg.de.cond(condition="stim") - bg.de.cond(condition="ifn"))
+
 Separated features (a group with only zeros) and designs without residual degrees of
 freedom are handled as described in ``docs/inference.md``.
 """
 
 from __future__ import annotations
 
+from batchglm.de.contrasts import Cond, cond
 from batchglm.de.degrees_of_freedom import SmallSampleWarning, check_residual_df
 from batchglm.de.lrt import lrt
 from batchglm.de.multiple_testing import bh_qvalues
@@ -31,7 +37,6 @@ from batchglm.de.table import DETable
 from batchglm.de.wald import wald
 
 __all__ = [
-    "DEResult", "DETable", "SmallSampleWarning", "bh_qvalues", "check_nested",
-    "check_residual_df", "lrt", "ql_f",
-    "wald",
+    "Cond", "DEResult", "DETable", "SmallSampleWarning", "bh_qvalues", "check_nested",
+    "check_residual_df", "cond", "lrt", "ql_f", "wald",
 ]

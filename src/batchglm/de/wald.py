@@ -13,6 +13,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from batchglm.de.contrasts import Cond, expression_rows
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
 from batchglm.de.result import MAX_LFC, DEResult, fitted_mean
@@ -29,7 +30,8 @@ Array = NDArray[np.float64]
 _RANK_RTOL = 1e-10
 
 Coef = str | int
-ContrastLike = ArrayLike | pd.Series | pd.DataFrame | Mapping[str, float] | tuple[str, str, str]
+ContrastLike = (ArrayLike | pd.Series | pd.DataFrame | Mapping[str, float] | tuple[str, str, str]
+                | str | Cond)
 
 
 def wald(
@@ -60,7 +62,10 @@ def wald(
         matrix with one row per contrast (or a DataFrame with coefficient-name columns)
         tests all rows jointly. A tuple ``(factor, level, reference)`` such as
         ``("condition", "treated", "control")`` compares two levels of a factor; it needs a
-        fit from a formula.
+        fit from a formula. A string such as ``"condition[T.stim] - condition[T.ctrl]"``
+        is a linear expression over coefficient names (comma-separated expressions are
+        tested jointly), and ``bg.de.cond(condition="stim") - bg.de.cond(condition="ctrl")``
+        compares design rows of a formula fit (see :mod:`batchglm.de.contrasts`).
     model : {"loc", "scale"}
         The model whose coefficients are tested.
     dispersion : {"mle", "map", "ql"}
@@ -289,6 +294,9 @@ def _describe(row: Array, names: list[str]) -> str:
 def _contrast_rows(
     contrast: ContrastLike, design: Design, model: str, res: FitResult
 ) -> tuple[Array, list[str]]:
+    if isinstance(contrast, str | Cond):
+        # Strings ("b - a") and bg.de.cond(...) combinations: see batchglm.de.contrasts.
+        return expression_rows(contrast, design, model, res)
     names = design.names
     p = len(names)
     if isinstance(contrast, tuple) and len(contrast) == 3 and isinstance(contrast[0], str) and all(
