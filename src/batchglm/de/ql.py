@@ -12,6 +12,7 @@ from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.lrt import _lrt_fits
 from batchglm.de.result import DEResult
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
+from batchglm.de.threshold import check_threshold, treat_ql
 from batchglm.de.wald import _RANK_RTOL, Coef, ContrastLike, _wald_rows, test_rows
 from batchglm.dispersion.estimate import refit_location
 from batchglm.result import FitResult
@@ -25,6 +26,7 @@ def ql_f(
     data: Any = None,
     layer: str | None = None,
     trend: str = "parametric",
+    lfc_threshold: float = 0.0,
 ) -> DEResult:
     """Quasi-likelihood F test that location coefficients or contrasts are zero.
 
@@ -56,6 +58,10 @@ def ql_f(
         AnnData layer of ``data`` with the counts.
     trend : {"parametric", "local", "mean"}
         The mean-dispersion trend.
+    lfc_threshold : float
+        With ``T > 0`` (log2 units), test ``|log2FoldChange| > T`` instead of ``!= 0`` by
+        edgeR's TREAT (``glmTreat``, McCarthy & Smyth 2009); one coefficient or contrast
+        only. See :func:`batchglm.de.threshold.treat_ql`.
 
     Returns
     -------
@@ -68,6 +74,7 @@ def ql_f(
     if data is None:
         data, layer = res.data, None
     check_dispersion("ql", data)
+    check_threshold(lfc_threshold, "greaterAbs")
     check_residual_df(res, "bg.de.ql_f")
     lmat, labels = test_rows(res, coef, contrast, res.loc, "loc")
     c = res.loc.constraints
@@ -88,4 +95,5 @@ def ql_f(
         wald_de, test="ql_f", stat=lr.stat, pval=lr.pval, df=lr.df,
         converged=lr.converged, reduced=reduced, ll_reduced=lr.ll_reduced,
     )
-    return attach(de, shrunk, "ql")
+    de = attach(de, shrunk, "ql")
+    return treat_ql(de, data, shrunk, lmat, lfc_threshold, layer) if lfc_threshold > 0 else de

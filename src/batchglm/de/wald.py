@@ -19,6 +19,7 @@ from batchglm.de.levels import level_contrast
 from batchglm.de.result import MAX_LFC, DEResult, fitted_mean
 from batchglm.de.separation import lrt_statistic, separated_in_direction
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
+from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
 from batchglm.result import FitResult
 
@@ -45,6 +46,8 @@ def wald(
     layer: str | None = None,
     trend: str = "parametric",
     max_lfc: float = MAX_LFC,
+    lfc_threshold: float = 0.0,
+    alt_hypothesis: str = "greaterAbs",
 ) -> DEResult:
     """Wald test of one or several coefficients, or of linear contrasts, per feature.
 
@@ -90,11 +93,19 @@ def wald(
     max_lfc : float
         Cap on ``|log2FoldChange|`` in the result (glmGamPoi's ``max_lfc``, default 10);
         the raw estimate stays in ``coef_mle``.
+    lfc_threshold : float
+        Test against a minimum effect size instead of zero: a threshold ``T >= 0`` on
+        ``|log2FoldChange|`` (log2 units), as DESeq2's ``lfcThreshold``; needs a single
+        coefficient or contrast. See :mod:`batchglm.de.threshold`.
+    alt_hypothesis : {"greaterAbs", "lessAbs", "greater", "less"}
+        The alternative with ``lfc_threshold``, as DESeq2's ``altHypothesis``:
+        ``|LFC| > T``, ``|LFC| < T``, ``LFC > T``, ``LFC < -T``.
 
     Returns
     -------
     DEResult
-        P-values, q-values and the tested effect per feature.
+        P-values, q-values and the tested effect per feature; a
+        :class:`batchglm.de.threshold.ThresholdedDEResult` with a threshold.
 
     Raises
     ------
@@ -144,6 +155,7 @@ def wald(
     if data is None:
         data, layer = res.data, None
     check_dispersion(dispersion, data, model)
+    check_threshold(lfc_threshold, alt_hypothesis)
     if not max_lfc > 0:
         raise ValueError(f"`max_lfc` must be positive, but {max_lfc} was given.")
     check_residual_df(res, "bg.de.wald")
@@ -152,11 +164,13 @@ def wald(
     if dispersion == "mle":
         warn_small_sample(res, "bg.de.wald")
         de = _wald_rows(res, design, start, lmat, labels, model)
-        return replace(_boundary_lrt(de, lmat, data, layer), max_lfc=max_lfc)
+        de = replace(_boundary_lrt(de, lmat, data, layer), max_lfc=max_lfc)
+        return wald_threshold(de, lfc_threshold, alt_hypothesis)
     shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend)
     de = _wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, model)
     de = _boundary_lrt(de, lmat, data, layer)
-    return replace(attach(de, shrunk, dispersion), max_lfc=max_lfc)
+    de = replace(attach(de, shrunk, dispersion), max_lfc=max_lfc)
+    return wald_threshold(de, lfc_threshold, alt_hypothesis)
 
 
 def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DEResult:
