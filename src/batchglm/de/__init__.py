@@ -15,6 +15,14 @@ With few replicates, share information across features (DESeq2 / edgeR style)::
     de = bg.de.wald(res, coef="condition", dispersion="map", data=counts)
     de = bg.de.ql_f(res, coef="condition", data=counts)  # quasi-likelihood F test
 
+Shrunken fold changes (apeglm's Cauchy prior, DESeq2's normal prior) and tests against
+a minimum fold change (DESeq2's ``lfcThreshold``, edgeR's TREAT)::
+
+    shrunk = bg.de.lfc_shrink(res, coef="condition[T.stim]", data=counts)
+    de = bg.de.wald(res, coef="condition[T.stim]", lfc_threshold=1, dispersion="map",
+                    data=counts)
+    de = bg.de.ql_f(res, coef="condition[T.stim]", data=counts, lfc_threshold=1)
+
 Contrasts can be written as users write them::
 
     de = bg.de.wald(res, contrast="condition[T.stim] - condition[T.ifn]")
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 from batchglm.de.contrasts import Cond, cond
 from batchglm.de.degrees_of_freedom import SmallSampleWarning, check_residual_df
+from batchglm.de.lfc_shrink import ShrunkenLFC, lfc_shrink
 from batchglm.de.lrt import lrt
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.nested import check_nested
@@ -37,6 +46,6 @@ from batchglm.de.table import DETable
 from batchglm.de.wald import wald
 
 __all__ = [
-    "Cond", "DEResult", "DETable", "SmallSampleWarning", "bh_qvalues", "check_nested",
-    "check_residual_df", "cond", "lrt", "ql_f", "wald",
+    "Cond", "DEResult", "DETable", "ShrunkenLFC", "SmallSampleWarning", "bh_qvalues",
+    "check_nested", "check_residual_df", "cond", "lfc_shrink", "lrt", "ql_f", "wald",
 ]

@@ -1,0 +1,208 @@
+"""Shrunken log fold changes against an independent per-feature MAP (scipy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import linalg, optimize, special, stats
+
+import batchglm as bg
+from batchglm.de.lfc_shrink import apeglm_prior_scale, normal_prior_sd, svalues
+
+LN2 = np.log(2.0)
+
+
+@pytest.fixture(scope="module")
+def case() -> tuple[np.ndarray, np.ndarray, bg.FitResult]:
+    rng = np.random.default_rng(5)
+    n, n_feat = 8, 80
+    group = np.repeat([0, 1, 2, 3], 2)
+    x = np.column_stack([np.ones(n), group == 1, group == 2, group == 3]).astype(float)
+    base = np.r_[rng.uniform(0.3, 3.0, 40), rng.uniform(50.0, 500.0, 40)]
+    eff = rng.normal(0.0, 0.8, size=(3, n_feat))
+    eff[:, :8] = [[3.0] * 8, [0.0] * 8, [-2.0] * 8]
+    mu = base * np.exp(x[:, 1:] @ eff)
+    y = rng.negative_binomial(10, 10 / (10 + mu)).astype(float)
+    return y, x, bg.fit(y, x)
+
+
+def _map_scipy(y, x, sf, r, weights, scale, kind):
+    """Mode of the same penalised NB likelihood by scipy's BFGS, in the original coefficients.
+
+    Cauchy (or normal) prior on ``weights . a``, normal(0, 15^2) on the projection of ``a``
+    orthogonal to ``weights``; the NB log-likelihood is written out with ``gammaln``.
+    """
+    w = weights / np.linalg.norm(weights)
+    proj = np.eye(len(w)) - np.outer(w, w)
+    const = special.gammaln(y + r) - special.gammaln(r) - special.gammaln(y + 1)
+
+    def nlp(a):
+        mu = sf * np.exp(x @ a)
+        ll = np.sum(const + r * np.log(r / (r + mu)) + y * np.log(mu / (r + mu)))
+        c = weights @ a / scale
+        prior = np.log1p(c**2) if kind == "apeglm" else 0.5 * c**2
+        return -ll + prior + (proj @ a) @ (proj @ a) / (2 * 15.0**2)
+
+    def grad(a):
+        mu = sf * np.exp(x @ a)
+        c = weights @ a
+        dprior = 2 * c / (scale**2 + c**2) if kind == "apeglm" else c / scale**2
+        return -x.T @ (r * (y - mu) / (r + mu)) + dprior * weights + proj @ a / 15.0**2
+
+    best = None
+    for start in (0.0, 2.0, -2.0):
+        a0 = np.zeros(x.shape[1])
+        a0[0] = np.log(y.mean() + 0.5)
+        a0 += start * weights / (weights @ weights)
+        fit = optimize.minimize(nlp, a0, jac=grad, method="BFGS", options={"gtol": 1e-11})
+        if best is None or fit.fun < best.fun:
+            best = fit
+    return best.x, nlp
+
+
+def _numeric_sd(nlp, a, weights):
+    # Posterior SD of weights . a: inverse of a central-difference Hessian.
+    k = len(a)
+    h = 1e-4
+    hess = np.zeros((k, k))
+    for i in range(k):
+        for j in range(k):
+            ei, ej = np.eye(k)[i] * h, np.eye(k)[j] * h
+            hess[i, j] = (nlp(a + ei + ej) - nlp(a + ei - ej) - nlp(a - ei + ej)
+                          + nlp(a - ei - ej)) / (4 * h * h)
+    return float(np.sqrt(weights @ np.linalg.solve(hess, weights)))
+
+
+@pytest.mark.parametrize("kind", ["apeglm", "normal"])
+def test_coefficient_matches_scipy_map(case, kind: str) -> None:
+    y, x, res = case
+    sh = bg.de.lfc_shrink(res, coef=1, type=kind, data=y)
+    assert sh.converged.all()
+    scale = sh.prior_scale * LN2
+    weights = np.array([0.0, 1.0, 0.0, 0.0])
+    for g in (0, 3, 20, 45, 70):
+        r = 1.0 / sh.de.nb_dispersion[g]
+        a, nlp = _map_scipy(y[:, g], x, res.size_factors, r, weights, scale, kind)
+        assert sh.coef_map[g] == pytest.approx(a[1], abs=1e-6)
+        assert sh.coef_sd[g] == pytest.approx(_numeric_sd(nlp, a, weights), rel=1e-4)
+
+
+def test_contrast_matches_scipy_map(case) -> None:
+    y, x, res = case
+    sh = bg.de.lfc_shrink(res, contrast="p1 - p3", data=y)
+    weights = np.array([0.0, 1.0, 0.0, -1.0])
+    scale = sh.prior_scale * LN2
+    for g in (1, 25, 60):
+        r = 1.0 / sh.de.nb_dispersion[g]
+        a, _ = _map_scipy(y[:, g], x, res.size_factors, r, weights, scale, "apeglm")
+        assert sh.coef_map[g] == pytest.approx(weights @ a, abs=1e-6)
+    # The p-values are those of the unshrunken Wald test at the MAP dispersions.
+    plain = bg.de.wald(res, contrast=[0, 1, 0, -1], dispersion="map", data=y)
+    np.testing.assert_array_equal(sh.summary()["pvalue"], plain.summary()["pvalue"])
+
+
+def test_shrinks_noise_not_signal(case) -> None:
+    y, _, res = case
+    sh = bg.de.lfc_shrink(res, coef="p1", data=y, dispersion="mle")
+    tab = sh.summary()
+    mle, post = tab["log2FoldChange_MLE"].to_numpy(), tab["log2FoldChange"].to_numpy()
+    ratio = np.abs(post) / np.abs(mle)
+    low, high = slice(8, 40), slice(40, 80)
+    # Noisy low-count fold changes are pulled strongly towards 0; well-determined ones
+    # (hundreds of counts) keep almost all of their size, as do the strong low-count ones.
+    assert np.median(ratio[low]) < 0.5
+    assert np.median(ratio[high]) > 0.9
+    assert np.all(np.abs(post[:8]) > 1.5)
+    big = np.abs(mle) > 0.05
+    assert np.all(np.sign(post[big]) == np.sign(mle[big]))
+    # The posterior SD is below the MLE standard error where the prior matters.
+    assert np.median(tab["lfcSE"].to_numpy()[low] / tab["lfcSE_MLE"].to_numpy()[low]) < 1
+
+
+def test_prior_scale_estimators_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.normal(0, 0.5, size=500)
+    # Equal variances: the Efron-Morris estimate is mean(b^2) - D.
+    a = apeglm_prior_scale(b, np.full(500, 0.3))
+    assert a**2 == pytest.approx(np.mean(b**2) - 0.09, rel=1e-8)
+    assert apeglm_prior_scale(b * 10, np.full(500, 0.3)) == 1.0  # apeglm caps at 1
+    assert apeglm_prior_scale(b * 1e-4, np.full(500, 1.0)) == pytest.approx(1e-3)
+    lfc = np.r_[rng.normal(0, 1, 999), 50.0]
+    want = np.quantile(np.abs(lfc[:-1]), 0.95) / stats.norm.ppf(0.975)
+    assert normal_prior_sd(lfc) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="no feature has a finite effect"):
+        apeglm_prior_scale(np.array([]), np.array([]))
+    with pytest.raises(ValueError, match="no feature has a finite fold change below 10"):
+        normal_prior_sd(np.array([12.0, np.inf]))
+
+
+def test_svalues_and_lfsr(case) -> None:
+    lfsr = np.array([0.2, np.nan, 0.01, 0.05])
+    np.testing.assert_allclose(svalues(lfsr), [(0.2 + 0.01 + 0.05) / 3, np.nan, 0.01, 0.03])
+    y, _, res = case
+    sh = bg.de.lfc_shrink(res, coef=2, data=y, svalue=True, prior_scale=0.5)
+    assert sh.prior_scale == 0.5
+    np.testing.assert_allclose(sh.lfsr, stats.norm.cdf(-np.abs(sh.coef_map) / sh.coef_sd))
+    tab = sh.summary(sort_by="svalue", n_max=5)
+    assert list(tab["svalue"]) == sorted(tab["svalue"])
+    assert "stat" not in tab.columns
+
+
+def test_from_test_result(case) -> None:
+    y, _, res = case
+    with pytest.warns(UserWarning, match="are separated in the tested direction"):
+        de = bg.de.wald(res, coef="p2", dispersion="map", data=y, lfc_threshold=0.5)
+    sh = bg.de.lfc_shrink(de, coef="p2", data=y)
+    direct = bg.de.lfc_shrink(res, coef="p2", data=y)
+    np.testing.assert_allclose(sh.coef_map, direct.coef_map, rtol=1e-10)
+    # The thresholded p-values are kept.
+    np.testing.assert_array_equal(sh.summary()["pvalue"], de.pval)
+    with pytest.raises(ValueError, match="tested 'p2 .* but `coef`/`contrast` give 'p1'"):
+        bg.de.lfc_shrink(de, coef="p1", data=y)
+    lrt = bg.de.lrt(y, full_loc=res.design_loc.to_numpy(),
+                    reduced_loc=res.design_loc.to_numpy()[:, [0, 1, 3]])
+    with pytest.raises(ValueError, match="needs a Wald test of the location model"):
+        bg.de.lfc_shrink(lrt, coef="p2", data=y)
+
+
+def test_errors(case) -> None:
+    y, x, res = case
+    with pytest.raises(ValueError, match="`type` must be 'apeglm' or 'normal'"):
+        bg.de.lfc_shrink(res, coef=1, data=y, type="ashr")
+    with pytest.raises(ValueError, match="pass the fit's data as `data=`"):
+        bg.de.lfc_shrink(res, coef=1)
+    with pytest.raises(ValueError, match="`prior_scale` must be positive"):
+        bg.de.lfc_shrink(res, coef=1, data=y, prior_scale=0.0)
+    with pytest.raises(ValueError, match="`dispersion` must be 'map' or 'mle' for lfc_shrink"):
+        bg.de.lfc_shrink(res, coef=1, data=y, dispersion="ql")
+    with pytest.raises(ValueError, match="shrinks one coefficient or contrast, but 2 were"):
+        bg.de.lfc_shrink(res, coef=[1, 2], data=y)
+    pois = bg.fit(y, x, family="poisson")
+    with pytest.raises(ValueError, match="is for negative binomial fits, but .* 'poisson'"):
+        bg.de.lfc_shrink(pois, coef=1, data=y, dispersion="mle")
+    sh = bg.de.lfc_shrink(res, coef=1, data=y, prior_scale=1.0)
+    with pytest.raises(ValueError, match="`sort_by` must be a column"):
+        sh.summary(sort_by="nope")
+    with pytest.raises(ValueError, match="`n_max` must be at least 0"):
+        sh.summary(n_max=-1)
+
+
+def test_contrast_reparametrisation_is_exact_for_constraints() -> None:
+    # With a sum-to-zero constraint the tested difference is one free direction; the
+    # shrunken value matches scipy on the free parameters.
+    rng = np.random.default_rng(2)
+    n = 9
+    x = np.column_stack([np.ones(n), np.repeat(np.eye(3), 3, axis=0)])
+    y = rng.negative_binomial(5, 5 / (5 + rng.gamma(2, 5, size=(n, 30)))).astype(float)
+    res = bg.fit(y, x, constraints_loc=["p1 + p2 + p3 = 0"])
+    sh = bg.de.lfc_shrink(res, contrast=pd.Series({"p1": 1.0, "p2": -1.0}), data=y,
+                          prior_scale=0.8)
+    c = res.loc.constraints
+    xf = x @ c
+    weights = np.array([0.0, 1.0, -1.0, 0.0]) @ c
+    for g in (0, 7):
+        r = 1.0 / sh.de.nb_dispersion[g]
+        a, _ = _map_scipy(y[:, g], xf, res.size_factors, r, weights, 0.8 * LN2, "apeglm")
+        assert sh.coef_map[g] == pytest.approx(weights @ a, abs=1e-6)
+    assert linalg.norm(weights) > 0
