@@ -201,7 +201,8 @@ def wald_threshold(de: DEResult, lfc_threshold: float, alt_hypothesis: str) -> D
             "ratio) or bg.de.ql_f(..., lfc_threshold=...) instead.",
             UserWarning, stacklevel=3,
         )
-    ok &= ~lrt
+    # Separated features tested without data ("none") already have NaN and a warning.
+    ok &= de.kind == "wald"
     pval = np.where(ok, pval, np.nan)
     stat = np.where(ok, stat, np.nan)
     return _promote(
