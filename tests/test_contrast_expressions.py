@@ -148,3 +148,17 @@ def test_cond_arithmetic_rejects_non_numbers() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert str(-c) == "-1*cond(condition='stim')"
+
+
+def test_cond_refuses_recoded_columns_of_named_constraints() -> None:
+    rng = np.random.default_rng(4)
+    obs = pd.DataFrame({"condition": np.repeat(["ctrl", "stim"], 12),
+                        "replicate": np.repeat([f"r{k}" for k in range(1, 7)], 4)})
+    y = rng.poisson(15, size=(24, 4))
+    res = bg.fit(y, "~ 1 + condition + replicate", obs=obs,
+                 constraints_loc={"replicate": "condition"})
+    with pytest.raises(ValueError, match="named constraints recode them"):
+        bg.de.wald(res, contrast=bg.de.cond(condition="stim") - bg.de.cond(condition="ctrl"))
+    # A string over the (recoded) coefficient names still works.
+    de = bg.de.wald(res, contrast="condition[T.stim]")
+    np.testing.assert_allclose(de.coef_mle, res.coef_loc["condition[T.stim]"], rtol=1e-12)

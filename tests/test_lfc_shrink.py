@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse
 from scipy import linalg, optimize, special, stats
 
 import batchglm as bg
@@ -206,3 +207,11 @@ def test_contrast_reparametrisation_is_exact_for_constraints() -> None:
         a, _ = _map_scipy(y[:, g], xf, res.size_factors, r, weights, 0.8 * LN2, "apeglm")
         assert sh.coef_map[g] == pytest.approx(weights @ a, abs=1e-6)
     assert linalg.norm(weights) > 0
+
+
+def test_sparse_counts_give_the_same_result(case) -> None:
+    y, _, res = case
+    dense = bg.de.lfc_shrink(res, coef=3, data=y, dispersion="mle")
+    sparse = bg.de.lfc_shrink(res, coef=3, data=scipy.sparse.csr_matrix(y), dispersion="mle")
+    np.testing.assert_allclose(sparse.coef_map, dense.coef_map, rtol=1e-12)
+    np.testing.assert_allclose(sparse.coef_sd, dense.coef_sd, rtol=1e-12)
