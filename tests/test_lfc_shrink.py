@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ import batchglm as bg
 from batchglm.de.lfc_shrink import apeglm_prior_scale, normal_prior_sd, svalues
 
 LN2 = np.log(2.0)
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +218,22 @@ def test_sparse_counts_give_the_same_result(case) -> None:
     sparse = bg.de.lfc_shrink(res, coef=3, data=scipy.sparse.csr_matrix(y), dispersion="mle")
     np.testing.assert_allclose(sparse.coef_map, dense.coef_map, rtol=1e-12)
     np.testing.assert_allclose(sparse.coef_sd, dense.coef_sd, rtol=1e-12)
+
+
+def test_normal_prior_close_to_deseq2() -> None:
+    # DESeq2 1.38.3 lfcShrink(type="normal") (benchmarks/lfc_shrink_normal_deseq2.R). Our
+    # prior is on the tested effect only and our MAP dispersions differ slightly from
+    # DESeq2's, so the agreement is close, not exact (measured: |log2FC| differences median
+    # 0.004, max 0.051; lfcSE ratios median 1.013, range 0.993 to 1.146).
+    table = pd.read_csv(DATA / "threshold_counts.csv", index_col=0)
+    sf = table.loc["sizeFactor"].to_numpy()
+    y = table.drop(index="sizeFactor").T
+    ref = pd.read_csv(DATA / "lfc_normal_deseq2.csv")
+    x = np.column_stack([np.ones(8), np.repeat([0.0, 1.0], 4)])
+    sh = bg.de.lfc_shrink(bg.fit(y, x, size_factors=sf), coef=1, type="normal", data=y)
+    diff = np.abs(sh.log2fc - ref["log2FoldChange"].to_numpy())
+    assert np.median(diff) < 0.01
+    assert diff.max() < 0.1
+    se_ratio = sh.coef_sd / LN2 / ref["lfcSE"].to_numpy()
+    assert np.median(np.abs(se_ratio - 1)) < 0.03
+    assert np.all(np.abs(se_ratio - 1) < 0.2)
