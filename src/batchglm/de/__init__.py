@@ -10,6 +10,11 @@
     de.summary()           # DataFrame indexed by feature: baseMean, log2FoldChange, lfcSE,
                            # stat, pvalue, padj, status, ... sorted by pvalue
 
+The whole bulk pipeline (DESeq2's ``DESeq`` + ``results``: size factors, MAP
+dispersions, Wald test, Cook's outliers, independent filtering) in one call::
+
+    de = bg.de.test(adata, "~ condition", contrast=("condition", "trt", "ctrl"))
+
 With few replicates, share information across features (DESeq2 / edgeR style)::
 
     de = bg.de.wald(res, coef="condition", dispersion="map", data=counts)
@@ -40,12 +45,14 @@ from batchglm.de.lfc_shrink import ShrunkenLFC, lfc_shrink
 from batchglm.de.lrt import lrt
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.nested import check_nested
+from batchglm.de.pipeline import PipelineResult, test
 from batchglm.de.ql import ql_f
 from batchglm.de.result import DEResult
 from batchglm.de.table import DETable
 from batchglm.de.wald import wald
 
 __all__ = [
-    "Cond", "DEResult", "DETable", "ShrunkenLFC", "SmallSampleWarning", "bh_qvalues",
-    "check_nested", "check_residual_df", "cond", "lfc_shrink", "lrt", "ql_f", "wald",
+    "Cond", "DEResult", "DETable", "PipelineResult", "ShrunkenLFC", "SmallSampleWarning",
+    "bh_qvalues", "check_nested", "check_residual_df", "cond", "lfc_shrink", "lrt", "ql_f",
+    "test", "wald",
 ]
