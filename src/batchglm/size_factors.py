@@ -7,6 +7,7 @@
   the number of observations, the median is over each observation's positive counts, and
   the factors are scaled to geometric mean 1.
 * ``"normed_sum"``: total count per observation divided by the mean total.
+* ``"tmm"``: edgeR's TMM effective library sizes (see :mod:`batchglm.tmm`).
 
 Every method needs one pass over the features: per-feature geometric means depend only on
 that feature, and the medians are taken over the collected ``(observation, log ratio)``
@@ -25,7 +26,7 @@ from batchglm.data import Data, as_data
 
 Array = NDArray[np.float64]
 
-METHODS = ("median_ratio", "poscounts", "normed_sum")
+METHODS = ("median_ratio", "poscounts", "normed_sum", "tmm")
 #: Features per dense block; bounded so a block of a tall matrix stays small.
 _BLOCK_BYTES = 16 * 2**20
 
@@ -114,7 +115,7 @@ def size_factors(data: Any, method: str = "median_ratio", *, layer: str | None =
     ----------
     data : array_like, scipy.sparse, dask array, pandas.DataFrame or AnnData
         Counts ``(n_obs, n_features)``; sparse input is never densified.
-    method : {"median_ratio", "poscounts", "normed_sum"}
+    method : {"median_ratio", "poscounts", "normed_sum", "tmm"}
         See the module description.
     layer : str, optional
         AnnData layer with the counts.
@@ -131,6 +132,10 @@ def size_factors(data: Any, method: str = "median_ratio", *, layer: str | None =
         )
     d = data if isinstance(data, Data) else as_data(data, layer=layer)
     n_obs = d.shape[0]
+    if method == "tmm":  # edgeR's TMM, in its own module
+        from batchglm.tmm import tmm_size_factors
+
+        return tmm_size_factors(d)
     if method == "normed_sum":
         total = _totals(d)
         if np.any(total <= 0):

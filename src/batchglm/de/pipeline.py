@@ -256,18 +256,18 @@ def _check_args(method: str, dispersion: str | None, coef: Any, contrast: Any,
 
 
 def _run_test(data: Any, res: FitResult, *, method: str, dispersion: str, coef: Any,
-              contrast: Any, reduced: Any, layer: str | None, obs: Any,
-              progress: bool | None) -> DEResult:
+              contrast: Any, reduced: Any, layer: str | None, obs: Any, model: str,
+              design_scale: Any, fit_args: dict[str, Any]) -> DEResult:
     from batchglm import de
     from batchglm.fit import fit
 
     if method == "wald":
         return de.wald(res, coef=coef, contrast=contrast, dispersion=dispersion, data=data,
-                       layer=layer)
+                       layer=layer, model=model)
     if method == "ql":
         return de.ql_f(res, coef=coef, contrast=contrast, data=data, layer=layer)
-    red = fit(data, reduced, obs=obs, layer=layer, size_factors=res.size_factors,
-              progress=progress)
+    red = fit(data, reduced, design_scale, obs=obs, layer=layer,
+              size_factors=res.size_factors, **fit_args)
     if dispersion == "mle":
         return de.lrt(full=res, reduced=red, coef=coef)
     return de.lrt(data, full=res, reduced=red, coef=coef, dispersion=dispersion, layer=layer)
@@ -331,7 +331,7 @@ def test(
     method: str = "wald",
     reduced: Any = None,
     dispersion: str | None = None,
-    size_factors: Any = "median_ratio",
+    size_factors: Any = "default",
     obs: pd.DataFrame | None = None,
     layer: str | None = None,
     cooks_cutoff: float | str | None = "default",
@@ -340,6 +340,13 @@ def test(
     lfc_threshold: float = 0.0,
     min_replicates_for_replace: float = MIN_REPLICATES_FOR_REPLACE,
     progress: bool | None = None,
+    model: str = "loc",
+    family: str = "nb",
+    design_scale: Any = None,
+    constraints_loc: Any = None,
+    constraints_scale: Any = None,
+    max_iter: int = 100,
+    tol: float = 1e-10,
 ) -> PipelineResult:
     """Differential expression of bulk counts in one call: fit, test, outliers, filtering.
 
@@ -366,12 +373,14 @@ def test(
         Reduced design for ``method="lrt"``, e.g. ``"~ 1"``.
     dispersion : {"map", "mle", "ql"}, optional
         NB dispersions: ``"map"`` (DESeq2's empirical-Bayes shrinkage; the default for
-        ``"wald"`` and ``"lrt"``), ``"mle"`` (per feature, no sharing) or ``"ql"``
+        ``"wald"`` and ``"lrt"`` of the NB location model), ``"mle"`` (per feature, no
+        sharing; the default for other families and for ``model="scale"``) or ``"ql"``
         (trend + quasi-likelihood F test; the only choice for ``method="ql"``).
-    size_factors : {"median_ratio", "poscounts", "normed_sum", "tmm"} or array_like
-        Size factors; ``"median_ratio"`` (DESeq2's default) by default, ``"tmm"`` for
-        edgeR's effective library sizes (:func:`batchglm.tmm.tmm_size_factors`), or an
-        array (one positive factor per observation).
+    size_factors : {"default", "median_ratio", "poscounts", "normed_sum", "tmm"}, array or None
+        Size factors. ``"default"``: ``"median_ratio"`` (DESeq2's default) for the count
+        families ``"nb"`` and ``"poisson"``, none for others; ``"tmm"`` gives edgeR's
+        effective library sizes (:func:`batchglm.tmm.tmm_size_factors`); an array gives
+        one positive factor per observation; ``None`` fits unnormalised counts.
     obs : pandas.DataFrame, optional
         Observation annotations for formula designs (default: ``adata.obs``).
     layer : str, optional
@@ -396,6 +405,16 @@ def test(
         never replaces (outliers are then only flagged).
     progress : bool, optional
         Progress bars of the fits.
+    model : {"loc", "scale"}
+        The model part whose coefficients a Wald test tests (``"scale"`` needs
+        ``dispersion="mle"``).
+    family : str
+        Noise model (see :func:`batchglm.fit`); Cook's distances (``cooks_cutoff``) are
+        defined for ``"nb"`` and ``"poisson"`` only and skipped for other families when
+        left at ``"default"``.
+    design_scale, constraints_loc, constraints_scale, max_iter, tol
+        Passed on to :func:`batchglm.fit` (the reduced fit of an LRT gets all but
+        ``constraints_loc``).
 
     Returns
     -------
@@ -421,12 +440,29 @@ def test(
     """
     from batchglm.fit import fit
 
+    counts_family = family in ("nb", "poisson")
+    if dispersion is None and (family != "nb" or model != "loc") and method != "ql":
+        dispersion = "mle"
     dispersion = _check_args(method, dispersion, coef, contrast, reduced, alpha,
                              lfc_threshold, cooks_cutoff, min_replicates_for_replace)
-    res = fit(data, design, obs=obs, layer=layer, size_factors=size_factors,
-              progress=progress)
+    if lfc_threshold > 0 and model != "loc":
+        raise ValueError("`lfc_threshold` > 0 applies to location effects (`model='loc'`).")
+    if isinstance(cooks_cutoff, str) and not counts_family:
+        cooks_cutoff = None
+    if cooks_cutoff is not None and not counts_family:
+        raise ValueError(
+            f"Cook's distances are defined for NB and Poisson fits, but family {family!r} "
+            "was given; set `cooks_cutoff=None`."
+        )
+    if isinstance(size_factors, str) and size_factors == "default":
+        size_factors = "median_ratio" if counts_family else None
+    fit_args = {"family": family, "max_iter": max_iter, "tol": tol,
+                "constraints_scale": constraints_scale, "progress": progress}
+    res = fit(data, design, design_scale, obs=obs, layer=layer, size_factors=size_factors,
+              constraints_loc=constraints_loc, **fit_args)
     run = {"method": method, "dispersion": dispersion, "coef": coef, "contrast": contrast,
-           "reduced": reduced, "layer": layer, "obs": obs, "progress": progress}
+           "reduced": reduced, "layer": layer, "obs": obs, "model": model,
+           "design_scale": design_scale, "fit_args": fit_args}
     de_res = _run_test(data, res, **run)
     d = data_of_fit(data, res, layer=layer)
     values = d.values
@@ -450,8 +486,8 @@ def test(
                         out.replace_obs.size, int(replaced.sum()))
             new_data = _as_input(values, res)
             obs_new = res.obs
-            res = fit(new_data, _design_of(design, res), obs=obs_new, size_factors=sf,
-                      progress=progress)
+            res = fit(new_data, _design_of(design, res), design_scale, obs=obs_new,
+                      size_factors=sf, constraints_loc=constraints_loc, **fit_args)
             de_res = _run_test(new_data, res, **{**run, "layer": None, "obs": obs_new,
                                                  "reduced": reduced})
             max_cooks = out.max_cooks_kept
