@@ -6,6 +6,8 @@ Examples::
         --constraints-loc '{"replicate": "condition"}' --layer counts --out fitted.h5ad
     batchglm test data.h5ad --design-loc "~ 1 + condition" --coef "condition[T.treated]" \
         --layer counts --out de.csv
+    batchglm test counts.csv --obs samples.csv --design-loc "~ condition" \
+        --contrast condition trt ctrl --size-factors tmm --test ql --out -
     batchglm fit counts.tsv --obs samples.tsv --design-loc "~ 1 + condition" --out fit.csv
     batchglm simulate --obs samples.csv --design-loc "~ 1 + condition" --n-features 100 \
         --seed 0 --out sim.h5ad
@@ -166,15 +168,28 @@ def _constraints(values: list[str] | None, flag: str) -> Any:
     )
 
 
-def _size_factors(adata: AnnData, column: str | None) -> Any:
-    if column is None:
+#: ``--size-factors`` values that name a method rather than an obs column.
+SIZE_FACTOR_METHODS = ("median_ratio", "poscounts", "normed_sum", "tmm")
+
+
+def _size_factors(adata: AnnData, value: str | None) -> Any:
+    """Resolve a method name (``median_ratio``, ..., ``tmm``), ``none``, or an obs column."""
+    if value is None or value == "none":
         return None
-    if column not in adata.obs.columns:
+    if value in SIZE_FACTOR_METHODS:
+        if value in adata.obs.columns:
+            raise CliError(
+                f"--size-factors {value!r} is both a method and a column of obs; rename the "
+                "column to use it."
+            )
+        return value
+    if value not in adata.obs.columns:
         raise CliError(
-            f"--size-factors {column!r} is not a column of obs; its columns are "
+            f"--size-factors {value!r} is not a column of obs nor a method "
+            f"({', '.join(SIZE_FACTOR_METHODS)}, none); the columns of obs are "
             f"{[str(c) for c in adata.obs.columns]}."
         )
-    return adata.obs[column].to_numpy(dtype=np.float64)
+    return adata.obs[value].to_numpy(dtype=np.float64)
 
 
 def _fit(args: argparse.Namespace) -> tuple[AnnData, FitResult]:
@@ -239,8 +254,60 @@ def cmd_fit(args: argparse.Namespace) -> None:
         _write_table(_fit_table(res), out)
 
 
+def _cooks_cutoff(value: str) -> float | str | None:
+    if value.lower() == "none":
+        return None
+    if value.lower() == "default":
+        return "default"
+    try:
+        cutoff = float(value)
+    except ValueError:
+        cutoff = float("nan")
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise CliError(
+            f"--cooks-cutoff must be a positive number, 'default' or 'none', but {value!r} "
+            "was given."
+        )
+    return cutoff
+
+
+def _test_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the test's options before anything is read or fitted."""
+    if args.test == "lrt":
+        if args.reduced is None:
+            raise CliError("--test lrt needs --reduced, e.g. --reduced \"~ 1\".")
+        if args.contrast is not None:
+            raise CliError("--test lrt compares --design-loc with --reduced; drop --contrast.")
+        if args.coef is not None and len(args.coef) > 1:
+            raise CliError("--test lrt reports one --coef as the effect; give at most one.")
+    else:
+        if args.reduced is not None:
+            raise CliError(f"--reduced is only used by --test lrt, not --test {args.test}.")
+        if (args.coef is None) == (args.contrast is None):
+            raise CliError("give exactly one of --coef and --contrast.")
+    if not 0 < args.alpha < 1:
+        raise CliError(f"--alpha must lie in (0, 1), but {args.alpha:g} was given.")
+    if not (np.isfinite(args.lfc_threshold) and args.lfc_threshold >= 0):
+        raise CliError(f"--lfc-threshold must be >= 0, but {args.lfc_threshold:g} was given.")
+    coef: Any = None
+    if args.coef is not None:
+        coef = args.coef[0] if len(args.coef) == 1 else list(args.coef)
+    return {
+        "coef": coef,
+        "contrast": None if args.contrast is None else tuple(args.contrast),
+        "method": args.test,
+        "reduced": args.reduced,
+        "dispersion": args.dispersion,
+        "cooks_cutoff": _cooks_cutoff(args.cooks_cutoff),
+        "independent_filtering": not args.no_independent_filtering,
+        "alpha": args.alpha,
+        "lfc_threshold": args.lfc_threshold,
+        "model": args.model,
+    }
+
+
 def cmd_test(args: argparse.Namespace) -> None:
-    """Run ``batchglm test`` (a Wald test per feature).
+    """Run ``batchglm test``: :func:`batchglm.de.test` (fit, test, outliers, filtering).
 
     Parameters
     ----------
@@ -249,21 +316,41 @@ def cmd_test(args: argparse.Namespace) -> None:
     """
     from batchglm import de
 
-    if (args.coef is None) == (args.contrast is None):
-        raise CliError("give exactly one of --coef and --contrast.")
-    out = _out_path(args.out, [".csv", ".tsv", ".txt"])
-    adata, res = _fit(args)
-    # With the data at hand, separated features get the likelihood-ratio statistic.
-    data = {"data": adata, "layer": args.layer}
-    if args.coef is not None:
-        coef = args.coef[0] if len(args.coef) == 1 else list(args.coef)
-        result = de.wald(res, coef=coef, model=args.model, **data)
-    else:
-        result = de.wald(res, contrast=tuple(args.contrast), model=args.model, **data)
-    table = pd.DataFrame(result.summary(sort_by=None))
+    options = _test_options(args)
+    to_stdout = args.out == "-"
+    out = None if to_stdout else _out_path(args.out, [".csv", ".tsv", ".txt"])
+    adata = _read_input(args.input, args.obs)
+    sf = args.size_factors
+    if sf is None:
+        sf = "median_ratio" if args.family in ("nb", "poisson") else "none"
+    result = de.test(
+        adata,
+        args.design_loc,
+        layer=args.layer,
+        size_factors=_size_factors(adata, sf),
+        design_scale=args.design_scale,
+        constraints_loc=_constraints(args.constraints_loc, "--constraints-loc"),
+        constraints_scale=_constraints(args.constraints_scale, "--constraints-scale"),
+        family=args.family,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        **options,
+    )
+    if args.sort_by is not None and args.sort_by not in result.summary(n_max=0).columns:
+        raise CliError(
+            f"--sort-by {args.sort_by!r} is not a column of the table; its columns are "
+            f"{list(result.summary(n_max=0).columns)}."
+        )
+    table = pd.DataFrame(result.summary(sort_by=args.sort_by))
     # The 0.1 column names, kept at the end for scripts that read them (deprecated).
-    table["pval"], table["qval"], table["log2fc"] = result.pval, result.qval, result.log2fc
-    _write_table(table, out)
+    table["pval"], table["qval"], table["log2fc"] = (
+        table["pvalue"], table["padj"], table["log2FoldChange"])
+    # The summary goes to stderr when stdout carries the table.
+    print(f"batchglm: {result.summary_line()}", file=sys.stderr if to_stdout else sys.stdout)
+    if out is None:
+        table.to_csv(sys.stdout)
+    else:
+        _write_table(table, out)
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -327,7 +414,10 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--obs", help="CSV/TSV observation table (first column: names)")
     p.add_argument("--layer", help="AnnData layer with the counts (default: X)")
     _add_model_args(p)
-    p.add_argument("--size-factors", metavar="COLUMN", help="obs column with size factors")
+    p.add_argument("--size-factors", metavar="METHOD|COLUMN",
+                   help="median_ratio (DESeq2), poscounts, normed_sum, tmm (edgeR), none, or "
+                        "an obs column with size factors (test: median_ratio for nb/poisson; "
+                        "fit: none)")
     p.add_argument("--max-iter", type=int, default=100, help="Newton iterations per feature")
     p.add_argument("--tol", type=float, default=1e-10, help="convergence tolerance")
 
@@ -359,19 +449,42 @@ def build_parser() -> argparse.ArgumentParser:
                        help=".h5ad (the input with the fit added) or .csv/.tsv table")
     p_fit.set_defaults(func=cmd_fit)
 
-    p_test = sub.add_parser("test", help="Wald test per feature",
-                            description="Fit, then Wald-test a coefficient per feature.")
+    p_test = sub.add_parser(
+        "test", help="differential test per feature (DESeq2-style pipeline)",
+        description="Fit, then test per feature as DESeq2 (size factors, MAP dispersions, "
+                    "Wald test, Cook's outliers, independent filtering) or edgeR (--test ql). "
+                    "Prints one summary line; --out - writes the table to stdout (the "
+                    "summary line then goes to stderr).")
     _add_fit_args(p_test)
     p_test.add_argument("--coef", action="append",
                         help='coefficient to test, e.g. "condition[T.treated]" (repeat for '
-                             "a joint test)")
+                             "a joint test; with --test lrt: the effect to report)")
     p_test.add_argument("--contrast", nargs=3, metavar=("FACTOR", "LEVEL", "REFERENCE"),
                         help="compare two levels of a factor")
     p_test.add_argument("--model", choices=["loc", "scale"], default="loc",
                         help="model whose coefficients are tested")
+    p_test.add_argument("--test", choices=["wald", "lrt", "ql"], default="wald",
+                        help="wald (default, DESeq2), lrt (against --reduced) or ql "
+                             "(quasi-likelihood F test, edgeR)")
+    p_test.add_argument("--reduced", metavar="FORMULA",
+                        help='reduced location formula for --test lrt, e.g. "~ 1"')
+    p_test.add_argument("--dispersion", choices=["mle", "map", "ql"], default=None,
+                        help="NB dispersions: map (default for wald/lrt, DESeq2), mle (per "
+                             "feature; default for other families and --model scale) or ql")
+    p_test.add_argument("--cooks-cutoff", default="default", metavar="FLOAT|none",
+                        help="Cook's distance cutoff for count outliers (default: DESeq2's "
+                             "F(0.99; p, n - p) quantile; none: off)")
+    p_test.add_argument("--no-independent-filtering", action="store_true",
+                        help="adjust all p-values (default: filter low baseMean as DESeq2)")
+    p_test.add_argument("--alpha", type=float, default=0.1,
+                        help="FDR for independent filtering and the summary (default 0.1)")
+    p_test.add_argument("--lfc-threshold", type=float, default=0.0,
+                        help="test |log2FoldChange| > this (log2 units; Wald, default 0)")
+    p_test.add_argument("--sort-by", metavar="COLUMN",
+                        help="sort the table by this column, e.g. pvalue (default: input order)")
     p_test.add_argument("--out", required=True,
                         help=".csv/.tsv with one row per feature (baseMean, log2FoldChange, lfcSE, "
-                        "stat, pvalue, padj, status, ...)")
+                        "stat, pvalue, padj, status, maxCooks, ...), or - for stdout (CSV)")
     p_test.set_defaults(func=cmd_test)
 
     p_sim = sub.add_parser("simulate", help="simulate data with known parameters",
