@@ -271,8 +271,23 @@ def _cooks_cutoff(value: str) -> float | str | None:
     return cutoff
 
 
+def _number(value: str, flag: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise CliError(f"{flag} must be a number, but {value!r} was given.") from None
+
+
 def _test_options(args: argparse.Namespace) -> dict[str, Any]:
     """Check the test's options before anything is read or fitted."""
+    if args.test not in ("wald", "lrt", "ql"):
+        raise CliError(f"--test must be wald, lrt or ql, but {args.test!r} was given.")
+    if args.dispersion not in (None, "mle", "map", "ql"):
+        raise CliError(
+            f"--dispersion must be mle, map or ql, but {args.dispersion!r} was given."
+        )
+    alpha = _number(args.alpha, "--alpha")
+    lfc_threshold = _number(args.lfc_threshold, "--lfc-threshold")
     if args.test == "lrt":
         if args.reduced is None:
             raise CliError("--test lrt needs --reduced, e.g. --reduced \"~ 1\".")
@@ -285,10 +300,10 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
             raise CliError(f"--reduced is only used by --test lrt, not --test {args.test}.")
         if (args.coef is None) == (args.contrast is None):
             raise CliError("give exactly one of --coef and --contrast.")
-    if not 0 < args.alpha < 1:
-        raise CliError(f"--alpha must lie in (0, 1), but {args.alpha:g} was given.")
-    if not (np.isfinite(args.lfc_threshold) and args.lfc_threshold >= 0):
-        raise CliError(f"--lfc-threshold must be >= 0, but {args.lfc_threshold:g} was given.")
+    if not 0 < alpha < 1:
+        raise CliError(f"--alpha must lie in (0, 1), but {alpha:g} was given.")
+    if not (np.isfinite(lfc_threshold) and lfc_threshold >= 0):
+        raise CliError(f"--lfc-threshold must be >= 0, but {lfc_threshold:g} was given.")
     coef: Any = None
     if args.coef is not None:
         coef = args.coef[0] if len(args.coef) == 1 else list(args.coef)
@@ -300,8 +315,8 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
         "dispersion": args.dispersion,
         "cooks_cutoff": _cooks_cutoff(args.cooks_cutoff),
         "independent_filtering": not args.no_independent_filtering,
-        "alpha": args.alpha,
-        "lfc_threshold": args.lfc_threshold,
+        "alpha": alpha,
+        "lfc_threshold": lfc_threshold,
         "model": args.model,
     }
 
@@ -463,12 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compare two levels of a factor")
     p_test.add_argument("--model", choices=["loc", "scale"], default="loc",
                         help="model whose coefficients are tested")
-    p_test.add_argument("--test", choices=["wald", "lrt", "ql"], default="wald",
+    p_test.add_argument("--test", default="wald", metavar="{wald,lrt,ql}",
                         help="wald (default, DESeq2), lrt (against --reduced) or ql "
                              "(quasi-likelihood F test, edgeR)")
     p_test.add_argument("--reduced", metavar="FORMULA",
                         help='reduced location formula for --test lrt, e.g. "~ 1"')
-    p_test.add_argument("--dispersion", choices=["mle", "map", "ql"], default=None,
+    p_test.add_argument("--dispersion", default=None, metavar="{mle,map,ql}",
                         help="NB dispersions: map (default for wald/lrt, DESeq2), mle (per "
                              "feature; default for other families and --model scale) or ql")
     p_test.add_argument("--cooks-cutoff", default="default", metavar="FLOAT|none",
@@ -476,9 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "F(0.99; p, n - p) quantile; none: off)")
     p_test.add_argument("--no-independent-filtering", action="store_true",
                         help="adjust all p-values (default: filter low baseMean as DESeq2)")
-    p_test.add_argument("--alpha", type=float, default=0.1,
+    p_test.add_argument("--alpha", default="0.1",
                         help="FDR for independent filtering and the summary (default 0.1)")
-    p_test.add_argument("--lfc-threshold", type=float, default=0.0,
+    p_test.add_argument("--lfc-threshold", default="0",
                         help="test |log2FoldChange| > this (log2 units; Wald, default 0)")
     p_test.add_argument("--sort-by", metavar="COLUMN",
                         help="sort the table by this column, e.g. pvalue (default: input order)")

@@ -1,0 +1,158 @@
+"""``batchglm test`` runs bg.de.test: every pipeline flag, and one-line errors for bad values."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import batchglm as bg
+from batchglm.cli import main
+
+N_GENES = 120
+SAMPLES = [f"s{i}" for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cli_pipeline")
+    rng = np.random.default_rng(21)
+    lib = np.array([1, 1, 4, 4, 1, 1, 4, 4.0])  # library sizes differ 4-fold
+    lfc = np.where(np.arange(N_GENES) < 25, 2.0, 0.0)
+    group = np.repeat([0, 1], 4)
+    mu = lib[:, None] * np.exp(rng.uniform(1, 6, N_GENES))[None, :] * np.exp(
+        np.outer(group, lfc))
+    y = rng.negative_binomial(8, 8 / (8 + mu))
+    y[1, 30] = 40 * y[:, 30].max() + 100  # one outlier count
+    genes = [f"gene{j}" for j in range(N_GENES)]
+    pd.DataFrame(y.T, index=pd.Index(genes, name="gene"), columns=SAMPLES).to_csv(
+        d / "counts.csv")
+    coldata = pd.DataFrame({"condition": np.repeat(["ctrl", "trt"], 4), "depth": lib},
+                           index=pd.Index(SAMPLES, name="sample"))
+    coldata.to_csv(d / "coldata.csv")
+    return d
+
+
+def _counts(workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    counts = pd.read_csv(workdir / "counts.csv", index_col=0).T
+    obs = pd.read_csv(workdir / "coldata.csv", index_col=0)
+    return counts, obs
+
+
+BASE = ["test", "counts.csv", "--obs", "coldata.csv", "--design-loc", "~ condition"]
+COEF = ["--coef", "condition[T.trt]"]
+
+
+def _run(workdir: Path, args: list[str], capsys) -> tuple[int, str, str]:
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        code = main(args)
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _table(workdir: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(workdir / name, index_col=0)
+
+
+def test_default_is_the_pipeline_with_median_ratio(workdir, capsys):
+    code, out, err = _run(workdir, [*BASE, *COEF, "--out", "de.csv"], capsys)
+    assert code == 0, err
+    table = _table(workdir, "de.csv")
+    counts, obs = _counts(workdir)
+    ref = bg.de.test(counts, "~ condition", obs=obs, coef="condition[T.trt]").summary()
+    np.testing.assert_allclose(table["baseMean"], ref["baseMean"], rtol=1e-12)
+    np.testing.assert_allclose(table["pvalue"], ref["pvalue"], rtol=1e-10)
+    assert table.loc["gene30", "status"] == "outlier"
+    assert list(table.columns[:10]) == ["baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue",
+                                        "padj", "status", "maxCooks", "replaced", "filtered"]
+    # Deprecated names of old scripts, at the end.
+    assert list(table.columns[-3:]) == ["pval", "qval", "log2fc"]
+    np.testing.assert_allclose(table["qval"], table["padj"], equal_nan=True)
+    # One summary line on stdout.
+    assert re.fullmatch(r"batchglm: 120 features, 119 tested, \d+ with padj < 0\.1 \(1 Cook's "
+                        r"outliers, .*\)\n", out), out
+    sig = int(re.search(r"(\d+) with padj", out).group(1))
+    assert sig == int((ref["padj"] < 0.1).sum()) and sig >= 20
+
+
+@pytest.mark.parametrize(
+    ("flag", "kwargs"),
+    [
+        (["--size-factors", "tmm"], {"size_factors": "tmm"}),
+        (["--size-factors", "poscounts"], {"size_factors": "poscounts"}),
+        (["--size-factors", "none"], {"size_factors": None}),
+        (["--test", "lrt", "--reduced", "~ 1"], {"method": "lrt", "reduced": "~ 1"}),
+        (["--test", "ql"], {"method": "ql"}),
+        (["--dispersion", "mle"], {"dispersion": "mle"}),
+        (["--cooks-cutoff", "none"], {"cooks_cutoff": None}),
+        (["--cooks-cutoff", "2.5"], {"cooks_cutoff": 2.5}),
+        (["--no-independent-filtering"], {"independent_filtering": False}),
+        (["--alpha", "0.05"], {"alpha": 0.05}),
+        (["--lfc-threshold", "1"], {"lfc_threshold": 1.0}),
+    ],
+)
+def test_flags_match_the_python_call(workdir, capsys, flag, kwargs):
+    code, out, err = _run(workdir, [*BASE, *COEF, *flag, "--out", "f.csv"], capsys)
+    assert code == 0, err
+    table = _table(workdir, "f.csv")
+    counts, obs = _counts(workdir)
+    ref = bg.de.test(counts, "~ condition", obs=obs, coef="condition[T.trt]", **kwargs)
+    np.testing.assert_allclose(table["pvalue"], ref.summary()["pvalue"], rtol=1e-10)
+    np.testing.assert_allclose(table["padj"], ref.summary()["padj"], rtol=1e-10)
+    np.testing.assert_array_equal(table["status"], ref.summary()["status"])
+    assert f"padj < {kwargs.get('alpha', 0.1):g}" in out
+
+
+def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
+    code, out, err = _run(workdir, [*BASE, *COEF, "--size-factors", "depth", "--sort-by",
+                                    "pvalue", "--out", "-"], capsys)
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out), index_col=0)
+    assert len(table) == N_GENES and table["pvalue"].dropna().is_monotonic_increasing
+    assert err.startswith("batchglm: 120 features")  # the summary moves to stderr
+    counts, obs = _counts(workdir)
+    ref = bg.de.test(counts, "~ condition", obs=obs, coef="condition[T.trt]",
+                     size_factors=obs["depth"].to_numpy())
+    np.testing.assert_allclose(table["baseMean"].sort_index(),
+                               ref.summary()["baseMean"].sort_index(), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--test", "anova"], r"--test must be wald, lrt or ql, but 'anova'"),
+        (["--dispersion", "robust"], r"--dispersion must be mle, map or ql, but 'robust'"),
+        (["--test", "lrt"], r"--test lrt needs --reduced"),
+        (["--reduced", "~ 1"], r"--reduced is only used by --test lrt, not --test wald"),
+        (["--cooks-cutoff", "big"], r"--cooks-cutoff must be a positive number, 'default' or "
+                                    r"'none', but 'big'"),
+        (["--cooks-cutoff", "-1"], r"--cooks-cutoff must be a positive number"),
+        (["--alpha", "2"], r"--alpha must lie in \(0, 1\), but 2 was given"),
+        (["--alpha", "x"], r"--alpha must be a number, but 'x' was given"),
+        (["--lfc-threshold", "-1"], r"--lfc-threshold must be >= 0, but -1 was given"),
+        (["--lfc-threshold", "1", "--test", "ql"], r"`lfc_threshold` > 0 needs a Wald test"),
+        (["--sort-by", "nope"], r"--sort-by 'nope' is not a column of the table"),
+        (["--size-factors", "rle"], r"--size-factors 'rle' is not a column of obs nor a method"),
+        (["--out", "de.xlsx"], r"--out 'de.xlsx' must end in one of .csv, .tsv, .txt"),
+    ],
+)
+def test_bad_values_are_one_line_errors(workdir, capsys, flags, match):
+    code, _, err = _run(workdir, [*BASE, *COEF, "--out", "x.csv", *flags], capsys)
+    assert code == 1
+    assert err.startswith("batchglm: error: ") and err.count("\n") == 1, err
+    assert re.search(match, err), err
+
+
+def test_lrt_rejects_a_contrast(workdir, capsys):
+    code, _, err = _run(workdir, [*BASE, "--contrast", "condition", "trt", "ctrl", "--test",
+                                  "lrt", "--reduced", "~ 1", "--out", "x.csv"], capsys)
+    assert code == 1 and "drop --contrast" in err
