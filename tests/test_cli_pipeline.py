@@ -156,3 +156,24 @@ def test_lrt_rejects_a_contrast(workdir, capsys):
     code, _, err = _run(workdir, [*BASE, "--contrast", "condition", "trt", "ctrl", "--test",
                                   "lrt", "--reduced", "~ 1", "--out", "x.csv"], capsys)
     assert code == 1 and "drop --contrast" in err
+
+
+def test_fit_accepts_size_factor_methods(workdir, capsys):
+    code, _, err = _run(workdir, ["fit", "counts.csv", "--obs", "coldata.csv", "--design-loc",
+                                  "~ condition", "--size-factors", "tmm", "--out", "fit.csv"],
+                        capsys)
+    assert code == 0, err
+    counts, obs = _counts(workdir)
+    ref = bg.fit(counts, "~ condition", obs=obs, size_factors="tmm")
+    np.testing.assert_allclose(_table(workdir, "fit.csv")["loglik"], ref.loglik, rtol=1e-12)
+
+
+def test_a_method_name_that_is_also_a_column_is_an_error(workdir, capsys):
+    obs = pd.read_csv(workdir / "coldata.csv", index_col=0)
+    obs["tmm"] = 1.0
+    obs.to_csv(workdir / "coldata_tmm.csv")
+    code, _, err = _run(workdir, ["test", "counts.csv", "--obs", "coldata_tmm.csv",
+                                  "--design-loc", "~ condition", *COEF, "--size-factors",
+                                  "tmm", "--out", "x.csv"], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "--size-factors 'tmm' is both a method and a column of obs" in err
