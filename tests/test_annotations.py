@@ -229,8 +229,9 @@ def test_cli_contrast_on_an_integer_column(tmp_path: Path, capsys):
         assert lines[0].startswith("batchglm: warning: `obs` column 'batch'")
         assert len(lines) == 2
         assert not (tmp_path / "de.csv").exists()
+        # Raw group means: `batchglm test` now estimates median-ratio size factors by default.
         code = main([*base[:5], "~ 1 + C(batch)", "--out", "de.csv", "--contrast", "batch",
-                     "3", "1"])
+                     "3", "1", "--size-factors", "none"])
         assert code == 0, capsys.readouterr().err
     finally:
         os.chdir(cwd)
