@@ -78,7 +78,7 @@ def test_fit_accepts_a_method_name():
 def test_size_factor_errors():
     y, _ = _counts(5, n_feat=20)
     with pytest.raises(ValueError, match=r"must be an array or one of \['median_ratio'"):
-        bg.size_factors(y, "tmm")
+        bg.size_factors(y, "rle")
     with pytest.raises(ValueError, match=r"must be an array or one of"):
         bg.fit(y, np.ones((8, 1)), size_factors="upper_quartile")
     holes = y.copy()
