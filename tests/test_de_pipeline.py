@@ -197,3 +197,15 @@ def test_cooks_cutoff_needs_a_count_family():
         bg.de.test(y, "~ g", obs=obs, coef="g[T.b]", family="normal", cooks_cutoff=3.0)
     de = bg.de.test(y, "~ g", obs=obs, coef="g[T.b]", family="normal")  # default: skipped
     assert de.cooks_cutoff is None and de.dispersion == "mle"
+
+
+def test_sparse_input_gives_the_dense_results(five_vs_five, default_run):
+    import scipy.sparse as sp
+
+    sparse_data = ad.AnnData(X=sp.csr_matrix(five_vs_five.X), obs=five_vs_five.obs,
+                             var=five_vs_five.var)
+    de = bg.de.test(sparse_data, "~ condition", coef=COEF)
+    np.testing.assert_allclose(de.summary()["pvalue"], default_run.summary()["pvalue"],
+                               rtol=1e-10)
+    np.testing.assert_allclose(de.summary()["maxCooks"], default_run.summary()["maxCooks"],
+                               rtol=1e-10)
