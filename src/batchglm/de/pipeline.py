@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from scipy import sparse, stats
+from scipy import sparse
 
 from batchglm.align import data_of_fit
 from batchglm.de.cooks import CooksOutliers, default_cutoff, design_cells, find_outliers
@@ -44,6 +44,7 @@ from batchglm.de.independent_filtering import independent_filtering as filter_by
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.result import DEResult
 from batchglm.de.table import DETable
+from batchglm.de.threshold import wald_threshold
 from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -300,22 +301,6 @@ def _replaced_counts(values: Any, sf: Array, out: CooksOutliers) -> Any:
     return dense
 
 
-def _threshold(de_res: DEResult, lfc_threshold: float) -> DEResult:
-    """DESeq2's ``altHypothesis="greaterAbs"`` Wald test of ``|log2FoldChange| > T``."""
-    from dataclasses import replace
-
-    ln2 = np.log(2.0)
-    lfc, se = de_res.coef_mle / ln2, de_res.coef_se / ln2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = (np.abs(lfc) - lfc_threshold) / se
-        pval = np.minimum(1.0, 2.0 * stats.norm.sf(z))
-        stat = np.maximum(z, 0.0) ** 2
-    wald_rows = de_res.kind == "wald"
-    pval = np.where(wald_rows & np.isfinite(de_res.pval), pval, np.nan)
-    return replace(de_res, pval=pval, stat=np.where(wald_rows, stat, np.nan),
-                   tested=f"{de_res.tested}; |log2FoldChange| > {lfc_threshold:g}")
-
-
 def _two_group(x: Array) -> bool:
     """Tell whether the design is one two-level factor (DESeq2's ``dontFilter`` rule applies)."""
     cells = design_cells(x)
@@ -496,7 +481,7 @@ def test(
         if outliers.any() and _two_group(res.loc.reduced):
             outliers &= ~(out.n_above_max >= 3)
     if lfc_threshold > 0:
-        de_res = _threshold(de_res, lfc_threshold)
+        de_res = wald_threshold(de_res, lfc_threshold, "greaterAbs")
     pval = np.where(outliers, np.nan, de_res.pval)
     base_mean = _base_mean(values, sf)
     filt: FilterResult | None = None
