@@ -102,6 +102,19 @@ class PipelineResult(DEResult):
     filter_num_rej: pd.DataFrame | None = None
     alpha: float = 0.1
     size_factors: Array | None = None
+    signed: Array | None = None
+
+    def signed_stat(self) -> Array:
+        """Return the ``stat`` column, thresholded as DESeq2's when a threshold was tested.
+
+        See :func:`batchglm.de.threshold.wald_threshold`; without a threshold, the plain one.
+
+        Returns
+        -------
+        ndarray
+            One value per feature.
+        """
+        return super().signed_stat() if self.signed is None else self.signed
 
     @property
     def qval(self) -> Array:
@@ -498,7 +511,7 @@ def test(
         filter_threshold=filt.threshold if filt is not None else float("nan"),
         filter_theta=filt.theta if filt is not None else float("nan"),
         filter_num_rej=filt.num_rejections if filt is not None else None,
-        alpha=alpha, size_factors=sf,
+        alpha=alpha, size_factors=sf, signed=getattr(de_res, "signed", None),
     )
 
 
