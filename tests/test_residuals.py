@@ -134,8 +134,10 @@ def test_residual_errors():
     data, _, _, res = _count_data("nb")
     with pytest.raises(ValueError, match="`kind` must be one of"):
         res.residuals(data, "working")
+    with pytest.raises(ValueError, match=r"`data` lacks 1 feature of the fit"):
+        res.residuals(data.iloc[:, :5], "pearson")  # named: the names say what is missing
     with pytest.raises(ValueError, match=r"must be the data of the fit, shape \(80, 6\)"):
-        res.residuals(data.iloc[:, :5], "pearson")
+        res.residuals(data.to_numpy()[:, :5], "pearson")
     # Reordered observations are matched by name (docs/inputs.md), never paired by position.
     pd.testing.assert_frame_equal(res.residuals(data.iloc[::-1], "pearson"),
                                   res.residuals(data, "pearson"))

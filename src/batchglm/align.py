@@ -245,7 +245,12 @@ def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
         layer = cast("str | None", res.settings.get("layer"))
     d = data if isinstance(data, Data) else as_data(data, layer=layer, warn_duplicates=False)
     want = (len(res.obs_names), len(res.feature_names))
-    if d.shape != want:
+    named = [not is_default(d.obs_names, "observation")
+             and not is_default(res.obs_names, "observation"),
+             not is_default(d.feature_names, "feature")
+             and not is_default(res.feature_names, "feature")]
+    if d.shape != want and not all(named):
+        # Names, where both sides have them, say more than the shape (checked below).
         raise ValueError(
             f"`data` must be the data of the fit, shape {want}, but its shape is {d.shape}."
         )
