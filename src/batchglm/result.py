@@ -17,6 +17,8 @@ from batchglm.solvers.status import CONVERGED_CODES, Status
 if TYPE_CHECKING:
     from anndata import AnnData
 
+    from batchglm.mixed.random_effects import RandomEffects
+
 Array = NDArray[np.float64]
 
 
@@ -53,6 +55,13 @@ class FitResult:
         :class:`~batchglm.solvers.status.Status` code per feature.
     settings : dict
         Solver settings used.
+    random : RandomEffects or None
+        Mixed models (``bg.fit(..., random_effects=...)``): variances and modes of the
+        random intercepts; ``None`` for plain GLMs.
+    df_loc : ndarray or None
+        Denominator degrees of freedom per location coefficient ``(p_loc,)`` for
+        small-sample Wald tests (t / F references); ``None`` uses the normal / chi-squared
+        reference.
     """
 
     family: str
@@ -67,6 +76,8 @@ class FitResult:
     n_iter_values: NDArray[np.int32]
     status_codes: NDArray[np.int8]
     settings: dict[str, object] = field(default_factory=dict)
+    random: RandomEffects | None = None
+    df_loc: Array | None = None
 
     @property
     def _k_loc(self) -> int:
@@ -227,3 +238,41 @@ class FitResult:
             f"FitResult(family={self.family!r}, n_features={len(self.feature_names)}, "
             f"loc={self.loc.names}, scale={list(self.coef_scale.columns)}, {state})"
         )
+
+    @property
+    def random_var(self) -> pd.DataFrame:
+        """Random-intercept variances, features x grouping factors (natural-log scale).
+
+        Raises
+        ------
+        ValueError
+            For a fit without random effects.
+        """
+        return self._random().variance_frame(self.feature_names)
+
+    def random_effects(self, factor: str | None = None) -> pd.DataFrame:
+        """Predicted random intercepts (conditional modes), groups x features.
+
+        Parameters
+        ----------
+        factor : str, optional
+            The grouping factor; by default the only one.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``u_g`` on the natural-log scale of the mean, one row per group.
+
+        Raises
+        ------
+        ValueError
+            For a fit without random effects or an unknown factor.
+        """
+        return self._random().modes_frame(factor, self.feature_names)
+
+    def _random(self) -> RandomEffects:
+        if self.random is None:
+            raise ValueError(
+                "this fit has no random effects; fit with `bg.fit(..., random_effects=...)`."
+            )
+        return self.random

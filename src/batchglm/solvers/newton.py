@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.solvers.linalg import newton_direction
-from batchglm.solvers.objective import Objective, Problem
+from batchglm.solvers.protocol import SolverObjective, SolverProblem
 from batchglm.solvers.status import Status
 
 Array = NDArray[np.float64]
@@ -79,7 +79,7 @@ class Solution:
 
 
 def solve(
-    objective: Objective,
+    objective: SolverObjective,
     theta0: Array,
     options: SolverOptions,
     on_iteration: Callable[[int, int], None] | None = None,
@@ -89,8 +89,8 @@ def solve(
 
     Parameters
     ----------
-    objective : Objective
-        The block's log-likelihood.
+    objective : SolverObjective
+        The block's log-likelihood (or any objective with that interface).
     theta0 : ndarray
         Starting values ``(F, k)``.
     options : SolverOptions
@@ -209,7 +209,7 @@ def solve(
     return Solution(theta, loglik, hess_out, n_iter, status)
 
 
-def _evaluate(work: Objective, theta: Array) -> tuple[Array, Array, Array]:
+def _evaluate(work: SolverObjective, theta: Array) -> tuple[Array, Array, Array]:
     with np.errstate(all="ignore"):
         ll, grad, hess = work.evaluate(theta, 2)
     assert grad is not None and hess is not None
@@ -217,7 +217,7 @@ def _evaluate(work: Objective, theta: Array) -> tuple[Array, Array, Array]:
 
 
 def _halve(
-    work: Objective,
+    work: SolverObjective,
     theta: Array,
     idx: NDArray[np.intp],
     direction: Array,
@@ -277,7 +277,7 @@ def _drop_scale(grad: Array, hess: Array, kl: int) -> tuple[Array, Array]:
 
 
 def _project_active(
-    grad: Array, hess: Array, active: NDArray[np.bool_], prob: Problem
+    grad: Array, hess: Array, active: NDArray[np.bool_], prob: SolverProblem
 ) -> tuple[Array, Array]:
     """Restrict the scale part of the Newton system to directions that keep active groups.
 

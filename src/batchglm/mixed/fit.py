@@ -1,0 +1,263 @@
+"""Orchestration of a random-intercept fit over feature chunks.
+
+Per chunk: the plain GLM (:func:`batchglm.fit`'s block fit) gives starting values for the
+fixed effects and the scale; a moment estimate starts ``sigma``; the engine of
+:mod:`batchglm.solvers.newton` then maximises the Laplace objective of
+:mod:`batchglm.mixed.laplace`. Nothing loops over features.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
+
+from batchglm.data import Data
+from batchglm.design import Design
+from batchglm.mixed.grouping import Grouping, parse_random_effects
+from batchglm.mixed.laplace import LaplaceObjective
+from batchglm.mixed.random_effects import RandomEffects
+from batchglm.mixed.small_sample import between_within_df
+from batchglm.result import FitResult
+from batchglm.solvers.linalg import inverse_negative
+from batchglm.solvers.newton import SolverOptions, solve
+from batchglm.solvers.objective import Problem
+from batchglm.solvers.status import Status, warn_if_unconverged
+
+logger = logging.getLogger("batchglm")
+
+Array = NDArray[np.float64]
+
+#: ``sigma^2`` below this counts as a variance on its boundary (zero): the Newton
+#: decrement ``1e-10`` leaves ``|sigma|`` about ``1e-5`` away from an optimum at zero.
+VAR_AT_BOUND = 1e-6
+#: Families with a log link whose log-likelihood is concave in the predictor.
+FAMILIES = ("nb", "poisson")
+
+Block = tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8], Array, Array]
+
+
+def fit_mixed(
+    d: Data,
+    problem: Problem,
+    grouping: Grouping,
+    options: SolverOptions,
+    chunk: int,
+    n_jobs: int,
+    settings: dict[str, object],
+) -> FitResult:
+    """Fit a random-intercept GLM per feature by maximising the Laplace likelihood.
+
+    Parameters
+    ----------
+    d : Data
+        The observations (dense or sparse; densified one chunk at a time).
+    problem : Problem
+        Fixed-effect designs, family and offsets.
+    grouping : Grouping
+        The random-intercept factor.
+    options : SolverOptions
+        Newton settings of the outer problem.
+    chunk : int
+        Features per chunk.
+    n_jobs : int
+        Threads over chunks.
+    settings : dict
+        Recorded in the result.
+
+    Returns
+    -------
+    FitResult
+        Fixed effects (``coef_loc``, ``se_loc`` from the inverse observed information of
+        the Laplace likelihood), scale, Laplace ``loglik``, and ``random_var`` /
+        ``random_effects``.
+
+    Raises
+    ------
+    ValueError
+        For a family other than ``nb`` or ``poisson``, or dask data.
+    """
+    fam = problem.family
+    if fam.name not in FAMILIES:
+        raise ValueError(
+            f"`random_effects` needs family 'nb' or 'poisson' (log link), but family "
+            f"{fam.name!r} was given."
+        )
+    if d.kind == "dask":
+        raise ValueError("`random_effects` is not supported for dask input; compute it first.")
+    n_obs, n_feat = d.shape
+    k = problem.n_params
+    theta = np.zeros((n_feat, k))
+    cov = np.full((n_feat, k, k), np.nan)
+    loglik = np.zeros(n_feat)
+    n_iter = np.zeros(n_feat, dtype=np.int32)
+    status = np.zeros(n_feat, dtype=np.int8)
+    var = np.zeros(n_feat)
+    modes = np.zeros((grouping.n_groups, n_feat))
+    logger.info("fitting %d features x %d observations with random intercepts for %r "
+                "(%d groups, %s)", n_feat, n_obs, grouping.factor, grouping.n_groups, fam.name)
+
+    def run(sl: slice) -> None:
+        out = fit_block(problem, d.block(sl), grouping, options)
+        theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_jobs == 1:
+            for sl in _chunks(n_feat, chunk):
+                run(sl)
+        else:
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                list(pool.map(run, _chunks(n_feat, chunk)))
+    warn_if_unconverged(status, options.max_iter)
+    return FitResult(
+        family=fam.name,
+        feature_names=d.feature_names,
+        obs_names=d.obs_names,
+        loc=problem.loc,
+        scale=problem.scale,
+        size_factors=np.exp(problem.offset),
+        theta_free=theta,
+        cov_free=cov,
+        loglik_values=loglik,
+        n_iter_values=n_iter,
+        status_codes=status,
+        settings={**settings, "random_effects": [grouping.factor], "method": "laplace"},
+        random=RandomEffects([grouping.factor], [grouping.levels], var[:, None], [modes]),
+        df_loc=between_within_df(problem.loc.matrix, grouping.sums),
+    )
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def start_sigma(problem: Problem, y: Array, a: Array, grouping: Grouping) -> Array:
+    """Moment start for ``sigma``: root mean square of the groups' log observed/fitted ratio.
+
+    Parameters
+    ----------
+    problem : Problem
+        Designs and offsets.
+    y : ndarray
+        Counts ``(n_obs, F)``.
+    a : ndarray
+        Fixed-effect location coefficients of the plain GLM ``(F, k_loc)``.
+    grouping : Grouping
+        The groups.
+
+    Returns
+    -------
+    ndarray
+        ``(F,)`` starting values in ``[0.05, 2]`` (never 0: ``sigma = 0`` is a stationary
+        point of the Laplace likelihood, so a start there would stay there).
+    """
+    mu = np.exp(problem.eta_loc(a))
+    ratio = np.log((grouping.sums(y) + 0.5) / (grouping.sums(mu) + 0.5))
+    return np.clip(np.sqrt((ratio * ratio).mean(axis=0)), 0.05, 2.0)
+
+
+def fit_block(problem: Problem, y: Array, grouping: Grouping, options: SolverOptions) -> Block:
+    """Fit one chunk of features.
+
+    Parameters
+    ----------
+    problem : Problem
+        Designs, family and offsets.
+    y : ndarray
+        Counts ``(n_obs, F)``.
+    grouping : Grouping
+        The random-intercept factor.
+    options : SolverOptions
+        Newton settings.
+
+    Returns
+    -------
+    tuple
+        ``theta (F, k)``, ``cov (F, k, k)``, ``loglik``, ``n_iter``, ``status``, variance
+        ``(F,)`` and modes ``(n_groups, F)`` on the natural-log scale.
+    """
+    from batchglm.fit import _fit_block
+
+    theta, cov, loglik, n_iter, status = _fit_block(problem, y, options)
+    n_feat = y.shape[1]
+    var = np.zeros(n_feat)
+    modes = np.zeros((grouping.n_groups, n_feat))
+    fit = status != Status.ALL_ZERO
+    if not fit.any():
+        return theta, cov, loglik, n_iter, status, var, modes
+    kl = problem.k_loc
+    yf = np.ascontiguousarray(y[:, fit])
+    a0, b0 = theta[fit, :kl], theta[fit, kl:]
+    start = np.column_stack([a0, start_sigma(problem, yf, a0, grouping), b0])
+    objective = LaplaceObjective(problem, yf, grouping.sums)
+    sol = solve(objective, start, options)
+    objective.evaluate(sol.theta, 0)
+    mode = objective.last_mode
+    assert mode is not None
+    sigma = sol.theta[:, kl]
+    sol_status = sol.status
+    at_bound = (sigma * sigma < VAR_AT_BOUND) & (sol_status == Status.CONVERGED)
+    sol_status[at_bound] = Status.RANDOM_VAR_AT_BOUND
+    keep = np.r_[np.arange(kl), np.arange(kl + 1, kl + 1 + problem.k_scale)]
+    cov_full = inverse_negative(sol.hess)[:, keep][:, :, keep]
+    if at_bound.any():
+        # On the boundary the sigma curvature can vanish; the fixed effects decouple from
+        # sigma there (the likelihood is even in sigma), so invert their block alone.
+        block = sol.hess[at_bound][:, keep][:, :, keep]
+        cov_full[at_bound] = inverse_negative(block)
+    theta[fit] = sol.theta[:, keep]
+    cov[fit] = cov_full
+    loglik[fit] = sol.loglik
+    n_iter[fit] = sol.n_iter
+    status[fit] = sol_status
+    var[fit] = sigma * sigma
+    modes[:, fit] = sigma[None, :] * mode.v
+    return theta, cov, loglik, n_iter, status, var, modes
+
+
+def mixed_grouping(
+    random_effects: str | Sequence[str], obs: pd.DataFrame | None, n_obs: int, loc: Design,
+    family: str, fixed_scale: bool,
+) -> Grouping:
+    """Check the arguments of a mixed fit and return its grouping factor.
+
+    Parameters
+    ----------
+    random_effects : str or sequence of str
+        As in :func:`batchglm.fit`.
+    obs : pandas.DataFrame or None
+        Observation annotations.
+    n_obs : int
+        Number of observations.
+    loc : Design
+        Fixed location design.
+    family : str
+        Family name.
+    fixed_scale : bool
+        Whether ``fixed_scale`` was given.
+
+    Returns
+    -------
+    Grouping
+        The random-intercept factor.
+
+    Raises
+    ------
+    ValueError
+        For a family other than ``nb``/``poisson``, with ``fixed_scale``, or a bad factor
+        (see :func:`batchglm.mixed.grouping.parse_random_effects`).
+    """
+    if family not in FAMILIES:
+        raise ValueError(
+            f"`random_effects` needs family 'nb' or 'poisson' (log link), but family "
+            f"{family!r} was given."
+        )
+    if fixed_scale:
+        raise ValueError("`fixed_scale` must be None with `random_effects`.")
+    return parse_random_effects(random_effects, obs, n_obs, loc)
