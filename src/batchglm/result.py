@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
     from batchglm.mixed.random_effects import RandomEffects
+    from batchglm.mixed.small_sample import SmallSample
 
 Array = NDArray[np.float64]
 
@@ -58,10 +59,10 @@ class FitResult:
     random : RandomEffects or None
         Mixed models (``bg.fit(..., random_effects=...)``): variances and modes of the
         random intercepts; ``None`` for plain GLMs.
-    df_loc : ndarray or None
-        Denominator degrees of freedom per location coefficient ``(p_loc,)`` for
-        small-sample Wald tests (t / F references); ``None`` uses the normal / chi-squared
-        reference.
+    small_sample : SmallSample or None
+        Mixed models: denominator degrees of freedom per location coefficient for
+        small-sample Wald tests (t / F references, see :mod:`batchglm.mixed.small_sample`);
+        ``None`` uses the chi-squared reference.
     """
 
     family: str
@@ -77,7 +78,7 @@ class FitResult:
     status_codes: NDArray[np.int8]
     settings: dict[str, object] = field(default_factory=dict)
     random: RandomEffects | None = None
-    df_loc: Array | None = None
+    small_sample: SmallSample | None = None
 
     @property
     def _k_loc(self) -> int:

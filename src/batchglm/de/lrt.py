@@ -12,12 +12,14 @@ from scipy import stats
 
 from batchglm.constraints import constraint_matrix
 from batchglm.de.nested import check_nested, outside_columns
+from batchglm.de.pseudoreplication import warn_lrt
 from batchglm.de.result import DEResult, fitted_mean
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.design import Design
 from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
+from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
 from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -160,7 +162,9 @@ def lrt(
         if not isinstance(full, FitResult) or not isinstance(reduced, FitResult):
             raise ValueError("`full` and `reduced` must be FitResult objects from bg.fit.")
         _check_same_fit_setup(full, reduced)
+        check_same_random_effects(full, reduced)
         check_dispersion(dispersion, data)
+        check_mixed_dispersion(dispersion, (full, reduced))
         if not shrink:
             return _lrt_fits(full, reduced, coef)
         layer = fit_kwargs.get("layer")
@@ -175,6 +179,7 @@ def lrt(
         )
     check_dispersion(dispersion, data, "scale" if reduced_scale is not None and shrink
                      else "loc")
+    check_mixed_dispersion(dispersion, random_effects=fit_kwargs.get("random_effects"))
     if reduced_loc is None and reduced_scale is None:
         raise ValueError(
             "give a reduced model: `reduced_loc` and/or `reduced_scale` (a design left at "
@@ -310,6 +315,7 @@ def _lrt_fits(full: FitResult, reduced: FitResult, coef: str | None) -> DEResult
     df = df_loc + df_scale
     if df <= 0:
         raise ValueError(_SAME_SPACE)
+    warn_lrt(full, reduced)
     ll_full = full.loglik.to_numpy()
     ll_red = reduced.loglik.to_numpy()
     stat = 2.0 * (ll_full - ll_red)

@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from batchglm.de.levels import level_contrast
+from batchglm.de.pseudoreplication import warn_wald
 from batchglm.de.result import DEResult, fitted_mean
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.design import Design
+from batchglm.mixed.random_effects import check_mixed_dispersion
+from batchglm.mixed.small_sample import reference_sf
 from batchglm.result import FitResult
 
 Array = NDArray[np.float64]
@@ -103,8 +105,10 @@ def wald(
     ``docs/validation.md``).
     """
     check_dispersion(dispersion, data, model)
+    check_mixed_dispersion(dispersion, (res,))
     design, start = _model_part(res, model)
     lmat, labels = test_rows(res, coef, contrast, design, model)
+    warn_wald(res, lmat, labels, model)
     if dispersion == "mle":
         return _wald_rows(res, design, start, lmat, labels, model)
     shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend)
@@ -275,7 +279,7 @@ def _wald_rows(
 
     converged = res.converged.to_numpy()
     with np.errstate(invalid="ignore"):
-        pval = stats.chi2.sf(stat, rank)
+        pval = reference_sf(res, model, lmat, rank)(stat)
     pval = np.where(converged & np.isfinite(stat), pval, np.nan)
 
     full_est = (theta @ c.T) @ lmat.T

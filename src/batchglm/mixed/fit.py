@@ -22,7 +22,7 @@ from batchglm.design import Design
 from batchglm.mixed.grouping import Grouping, parse_random_effects
 from batchglm.mixed.laplace import LaplaceObjective
 from batchglm.mixed.random_effects import RandomEffects
-from batchglm.mixed.small_sample import between_within_df
+from batchglm.mixed.small_sample import between_within
 from batchglm.result import FitResult
 from batchglm.solvers.linalg import inverse_negative
 from batchglm.solvers.newton import SolverOptions, solve
@@ -128,7 +128,7 @@ def fit_mixed(
         status_codes=status,
         settings={**settings, "random_effects": [grouping.factor], "method": "laplace"},
         random=RandomEffects([grouping.factor], [grouping.levels], var[:, None], [modes]),
-        df_loc=between_within_df(problem.loc.matrix, grouping.sums),
+        small_sample=between_within(problem.loc.matrix, grouping.sums),
     )
 
 

@@ -1,28 +1,70 @@
-"""Denominator degrees of freedom of fixed effects in a random-intercept model.
+"""Small-sample reference of Wald tests of fixed effects in a random-intercept model.
 
-The "between-within" rule (SAS PROC MIXED ``DDFM=BETWITHIN``; Pinheiro and Bates 2000,
-*Mixed-Effects Models in S and S-PLUS*, section 2.4.2, as nlme computes it): a coefficient
-whose design column is constant within every group (a condition that donors are nested in,
-the intercept) is estimated from group-to-group contrasts and gets
-``n_groups - rank(group-level design)`` degrees of freedom; a coefficient that varies
-within groups (a cell-level covariate) gets the within-group residual degrees of freedom
-``n_obs - n_groups - (rank(X) - rank(group-level design))``. With 4 vs 4 donors a condition
-effect is then referred to a t distribution with 6 degrees of freedom instead of the
-normal distribution, which is what keeps the Wald test calibrated with few donors.
+Two corrections, both exact for a balanced linear mixed model with one random intercept
+and both needed with few groups (4 vs 4 donors):
+
+* Degrees of freedom, by the "between-within" rule (SAS PROC MIXED ``DDFM=BETWITHIN``;
+  Pinheiro and Bates 2000, *Mixed-Effects Models in S and S-PLUS*, section 2.4.2, as nlme
+  computes it): a coefficient whose design column is constant within every group (a
+  condition that donors are nested in, the intercept) is estimated from group-to-group
+  contrasts and gets ``d = n_groups - p_b`` degrees of freedom, ``p_b`` the rank of the
+  group-level design; a coefficient that varies within groups (a cell-level covariate) gets
+  the within-group residual degrees of freedom ``n_obs - n_groups - (rank(X) - p_b)``.
+* The variance of group-level coefficients. Maximum likelihood (as the Laplace fit and
+  glmmTMB's default) estimates the between-group variance with divisor ``n_groups``, REML
+  (Patterson and Thompson 1971, *Biometrika* 58:545) with ``n_groups - p_b``; in the
+  balanced one-way model the Wald variance of a group-level coefficient is proportional to
+  that estimate, so the statistic of a test involving only group-level coefficients is
+  multiplied by ``(n_groups - p_b) / n_groups`` before it is referred to ``F(rank, d)``
+  (``t(d)`` for one coefficient). With 3 vs 3 donors the uncorrected test rejected 10 % of
+  null genes at 0.05.
+
+``res.se_loc`` stays the inverse observed information of the marginal likelihood (what
+glmmTMB reports); only the test's reference changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.typing import NDArray
+from scipy import stats
 
 from batchglm.solvers.linalg import GroupSums
+
+if TYPE_CHECKING:
+    from batchglm.result import FitResult
 
 Array = NDArray[np.float64]
 
 
-def between_within_df(x: Array, groups: GroupSums) -> Array:
-    """Denominator degrees of freedom per design column.
+@dataclass(frozen=True)
+class SmallSample:
+    """Per location coefficient: denominator df and whether it is group-level.
+
+    Attributes
+    ----------
+    df : ndarray
+        ``(p,)`` denominator degrees of freedom.
+    between : ndarray of bool
+        ``(p,)`` whether the design column is constant within groups.
+    n_groups : int
+        Number of groups.
+    rank_between : int
+        Rank of the group-level design.
+    """
+
+    df: Array
+    between: NDArray[np.bool_]
+    n_groups: int
+    rank_between: int
+
+
+def between_within(x: Array, groups: GroupSums) -> SmallSample:
+    """Classify the design columns and give their denominator degrees of freedom.
 
     Parameters
     ----------
@@ -33,16 +75,53 @@ def between_within_df(x: Array, groups: GroupSums) -> Array:
 
     Returns
     -------
-    ndarray
-        ``(p,)`` degrees of freedom (at least 1).
+    SmallSample
+        Degrees of freedom (at least 1) and group-level flags.
     """
     n_obs = x.shape[0]
     n_groups = groups.n_groups
     sizes = np.bincount(groups.index, minlength=n_groups).astype(np.float64)[:, None]
     means = groups(x) / sizes
     between = np.all(np.isclose(groups.expand(means), x, rtol=1e-10, atol=1e-12), axis=0)
-    rank_b = np.linalg.matrix_rank(x[:, between]) if between.any() else 0
-    rank_x = np.linalg.matrix_rank(x)
+    rank_b = int(np.linalg.matrix_rank(x[:, between])) if between.any() else 0
+    rank_x = int(np.linalg.matrix_rank(x))
     df_between = max(n_groups - rank_b, 1)
     df_within = max(n_obs - n_groups - (rank_x - rank_b), 1)
-    return np.where(between, float(df_between), float(df_within))
+    df = np.where(between, float(df_between), float(df_within))
+    return SmallSample(df, np.asarray(between, dtype=bool), n_groups, rank_b)
+
+
+def reference_sf(
+    res: FitResult, model: str, lmat: Array, rank: int
+) -> Callable[[Array], Array]:
+    """Survival function of a Wald statistic's reference distribution.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit; ``res.small_sample`` (set by mixed fits) switches to the small-sample
+        reference.
+    model : str
+        ``"loc"`` or ``"scale"``.
+    lmat : ndarray
+        ``(n_tests, p)`` tested combinations of the model's coefficients.
+    rank : int
+        Degrees of freedom of the test.
+
+    Returns
+    -------
+    callable
+        Maps statistics ``W`` to p-values: ``chi2(rank)`` without ``small_sample``, else
+        ``F(rank, d)`` for ``c W / rank`` with ``d`` the smallest denominator df among the
+        coefficients involved and ``c = (n_groups - p_b) / n_groups`` when they are all
+        group-level (else 1).
+    """
+    ss = res.small_sample
+    if ss is None or model != "loc":
+        return lambda stat: np.asarray(stats.chi2.sf(stat, rank))
+    used = np.any(lmat != 0, axis=0)
+    if not used.any():
+        used = np.ones_like(used)
+    d = float(ss.df[used].min())
+    factor = (ss.n_groups - ss.rank_between) / ss.n_groups if ss.between[used].all() else 1.0
+    return lambda stat: np.asarray(stats.f.sf(factor * stat / rank, rank, d))
