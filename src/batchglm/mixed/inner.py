@@ -101,24 +101,32 @@ def solve_modes(
     v = np.zeros((n_groups, n_feat)) if v0 is None else v0.copy()
     sig = sigma[None, :]
     step_cap = _MAX_ETA_STEP / np.maximum(np.abs(sig), 1e-300)
-    converged = np.zeros(n_feat, dtype=bool)
+    eta = eta_fixed + groups.expand(sig * v)
+    der = family.derivatives(y, eta, eta_scale, 2)
     it = 0
     while True:
-        eta = eta_fixed + groups.expand(sig * v)
-        der = family.derivatives(y, eta, eta_scale, 2)
         s1 = groups(der.d_loc)
         s2 = groups(der.d2_loc)
-        grad = sig * s1 - v
-        curv = 1.0 - sig * sig * s2
-        step = grad / curv
-        small = np.abs(step) <= _TOL * (1.0 + np.abs(v))
-        converged = np.asarray(small.all(axis=0), dtype=bool)
+        step = (sig * s1 - v) / (1.0 - sig * sig * s2)
+        converged = np.asarray((np.abs(step) <= _TOL * (1.0 + np.abs(v))).all(axis=0),
+                               dtype=bool)
         if converged.all() or it >= _MAX_ITER:
             break
         step = np.clip(step, -step_cap, step_cap)
-        v = _damped(family, y, eta_fixed, eta_scale, sig, groups, v, step, der.ll)
+        # The full step nearly always increases the concave group objective; it is checked
+        # on the terms of the next evaluation, and only failing pairs are backtracked.
+        base = _group_objective(der.ll, v, groups)
+        trial = v + step
+        eta = eta_fixed + groups.expand(sig * trial)
+        der = family.derivatives(y, eta, eta_scale, 2)
+        bad = _group_objective(der.ll, trial, groups) < base - 1e-13 * (1.0 + np.abs(base))
+        if bad.any():
+            trial = _backtrack(family, y, eta_fixed, eta_scale, sig, groups, v, step / 2,
+                               base, bad, trial)
+            eta = eta_fixed + groups.expand(sig * trial)
+            der = family.derivatives(y, eta, eta_scale, 2)
+        v = trial
         it += 1
-    # `der` is already at the final `v` (the loop ends right after an evaluation).
     return Mode(v, eta, der, s1, s2, it, converged)
 
 
@@ -126,7 +134,7 @@ def _group_objective(ll: Array, v: Array, groups: GroupSums) -> Array:
     return groups(ll) - 0.5 * v * v
 
 
-def _damped(
+def _backtrack(
     family: Family,
     y: Array,
     eta_fixed: Array,
@@ -135,13 +143,14 @@ def _damped(
     groups: GroupSums,
     v: Array,
     step: Array,
-    ll: Array,
+    base: Array,
+    need: NDArray[np.bool_],
+    new: Array,
 ) -> Array:
-    """Halve the steps of pairs whose objective would decrease; return the new modes."""
-    base = _group_objective(ll, v, groups)
+    """Halve the steps of the pairs in ``need`` until their objective does not decrease."""
+    need = need.copy()
+    new = new.copy()
     slack = 1e-13 * (1.0 + np.abs(base))
-    need = np.ones_like(v, dtype=bool)
-    new = v.copy()
     for _ in range(_MAX_HALVINGS):
         trial = np.where(need, v + step, new)
         eta = eta_fixed + groups.expand(sig * trial)
@@ -152,4 +161,6 @@ def _damped(
         if not need.any():
             break
         step = step / 2
+    # Pairs that never improved (at their mode to rounding) stay where they were.
+    new[need] = v[need]
     return new
