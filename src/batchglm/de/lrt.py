@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from batchglm.constraints import constraint_matrix
 from batchglm.de.nested import check_nested, outside_columns
@@ -20,6 +19,7 @@ from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
+from batchglm.mixed.small_sample import lrt_reference_sf
 from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -330,7 +330,8 @@ def _lrt_fits(full: FitResult, reduced: FitResult, coef: str | None) -> DEResult
         )
     stat = np.where(stat < 0, 0.0, stat)
     stat = np.where(missed, np.nan, stat)
-    pval = np.where(converged & ~missed, stats.chi2.sf(np.nan_to_num(stat), df), np.nan)
+    sf = lrt_reference_sf(full, reduced, df_loc, df_scale)
+    pval = np.where(converged & ~missed, sf(np.nan_to_num(stat)), np.nan)
 
     model = "loc" if df_scale == 0 else "scale" if df_loc == 0 else "loc+scale"
     effect = _effect(full, reduced, coef, df_loc, df_scale)

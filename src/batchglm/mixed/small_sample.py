@@ -125,3 +125,41 @@ def reference_sf(
     d = float(ss.df[used].min())
     factor = (ss.n_groups - ss.rank_between) / ss.n_groups if ss.between[used].all() else 1.0
     return lambda stat: np.asarray(stats.f.sf(factor * stat / rank, rank, d))
+
+
+def lrt_reference_sf(
+    full: FitResult, reduced: FitResult, df_loc: int, df_scale: int
+) -> Callable[[Array], Array]:
+    """Survival function of a likelihood-ratio statistic's reference distribution.
+
+    Parameters
+    ----------
+    full, reduced : FitResult
+        The nested fits; ``full.small_sample`` (mixed fits) enables the small-sample form.
+    df_loc, df_scale : int
+        Location and scale parameters the reduced model lacks.
+
+    Returns
+    -------
+    callable
+        Maps ``LR = 2 (ll_full - ll_reduced)`` to p-values. Plain ``chi2(df)`` unless the
+        test drops only group-level location columns of a mixed fit; then, with ``G``
+        groups and ``p_b`` the rank of the full group-level design,
+        ``F = (exp(LR / G) - 1) (G - p_b) / df`` is referred to ``F(df, G - p_b)``: in a
+        balanced one-way model where group means carry the information, ``LR`` under
+        maximum likelihood is ``G log(RSS_0 / RSS_1)`` and this ``F`` is the exact F test
+        (a Bartlett-type correction of the chi-squared reference, which rejected 9-11 % of
+        null genes at 0.05 with 4 vs 4 donors).
+    """
+    df = df_loc + df_scale
+    ss = full.small_sample
+    if ss is None or df_scale != 0 or df_loc == 0:
+        return lambda stat: np.asarray(stats.chi2.sf(stat, df))
+    from batchglm.de.nested import outside_columns
+
+    dropped = outside_columns(reduced.loc.reduced, full.loc.matrix)
+    if not dropped or not ss.between[dropped].all():
+        return lambda stat: np.asarray(stats.chi2.sf(stat, df))
+    g = ss.n_groups
+    d = max(g - ss.rank_between, 1)
+    return lambda stat: np.asarray(stats.f.sf(np.expm1(stat / g) * d / df, df, d))
