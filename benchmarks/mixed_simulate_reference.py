@@ -40,7 +40,8 @@ def simulate(design: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         obs["x"] = np.round(rng.normal(size=n), 4)
         beta = rng.normal(0, 0.3, GENES)
         gamma = rng.normal(0, 0.2, GENES)
-        eta = eta + (donor_id >= N_DONORS // 2)[:, None] * beta + obs["x"].to_numpy()[:, None] * gamma
+        stim = (donor_id >= N_DONORS // 2)[:, None]
+        eta = eta + stim * beta + obs["x"].to_numpy()[:, None] * gamma
     size = rng.uniform(1.0, 20.0, GENES)
     mu = np.exp(eta)
     y = rng.negative_binomial(size, size / (size + mu))
