@@ -203,6 +203,23 @@ class LaplaceObjective:
             grad[:, kl + 1 :] = (p.scale_rows.T @ d_s).T
         return ll, grad, mode
 
+    def _mode_sensitivities(self, theta: Array, mode: Mode) -> list[Array]:
+        """``dv_g / dtheta_i = J_{v_g theta_i} / H_g`` per parameter, each ``(n_groups, F)``."""
+        p = self.base
+        kl = p.k_loc
+        sig = theta[None, :, kl]
+        inv_h = 1.0 / (1.0 - sig * sig * mode.s2)
+        d2 = mode.der.d2_loc
+        out = [sig * self.groups(d2 * p.rows.xc[:, i : i + 1]) * inv_h for i in range(kl)]
+        out.append((mode.s1 + sig * mode.v * mode.s2) * inv_h)
+        if p.family.has_scale:
+            c2 = mode.der.d2_cross
+            assert c2 is not None
+            zc = p.scale.reduced
+            out += [sig * self.groups(c2 * zc[:, i : i + 1]) * inv_h
+                    for i in range(p.k_scale)]
+        return out
+
     def evaluate(
         self, theta: Array, order: int
     ) -> tuple[Array, Array | None, Array | None]:
@@ -234,15 +251,19 @@ class LaplaceObjective:
         assert grad is not None
         k = theta.shape[1]
         hess = np.empty((theta.shape[0], k, k))
+        sens = self._mode_sensitivities(theta, mode)
         for i in range(k):
             h = _FD_STEP * np.maximum(1.0, np.abs(theta[:, i]))
             up = theta.copy()
             up[:, i] += h
             down = theta.copy()
             down[:, i] -= h
+            # Start the inner solves at the modes predicted to first order, so that one or
+            # two Newton steps reach them.
+            shift = sens[i] * h[None, :]
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                g_up = self._value_and_gradient(up, 2, mode.v)[1]
-                g_down = self._value_and_gradient(down, 2, mode.v)[1]
+                g_up = self._value_and_gradient(up, 2, mode.v + shift)[1]
+                g_down = self._value_and_gradient(down, 2, mode.v - shift)[1]
             assert g_up is not None and g_down is not None
             hess[:, :, i] = (g_up - g_down) / (2.0 * h[:, None])
         hess = 0.5 * (hess + np.swapaxes(hess, 1, 2))
