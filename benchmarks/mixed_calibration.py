@@ -21,16 +21,20 @@ Run: ``PYTHONPATH=src python benchmarks/mixed_calibration.py``; writes
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from pathlib import Path
 
-import anndata as ad
-import numpy as np
-import pandas as pd
-from scipy import stats
+# benchmarks/sparse.py would shadow the `sparse` package that anndata's dask support imports.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import batchglm as bg
+import anndata as ad  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
+
+import batchglm as bg  # noqa: E402
 
 
 def simulate(n_null: int, n_de: int, fold: float, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
