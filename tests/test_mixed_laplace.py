@@ -230,6 +230,10 @@ def test_errors() -> None:
         bg.fit(y, "~ x", obs=obs.assign(d2=obs.donor.where(obs.index != "c0")), random_effects="d2")
     with pytest.raises(ValueError, match="`fixed_scale` must be None"):
         bg.fit(y, "~ x", obs=obs, random_effects="donor", fixed_scale=np.zeros(2))
+    bad = y.copy()
+    bad[0, 1] = -1.0
+    with pytest.raises(ValueError, match="non-negative"):
+        bg.fit(bad, "~ x", obs=obs, random_effects="donor")
     glm = bg.fit(y, "~ x", obs=obs)
     with pytest.raises(ValueError, match="this fit has no random effects"):
         glm.random_effects()
@@ -243,3 +247,16 @@ def test_errors() -> None:
     red = bg.fit(y, "~ x", obs=obs)
     with pytest.raises(ValueError, match="must have the same random effects"):
         bg.de.lrt(full=res, reduced=red)
+
+
+def test_sparse_chunks_and_threads_give_the_same_fit() -> None:
+    from scipy import sparse
+
+    y, obs = _data("nb", 6, n_feat=5)
+    dense = bg.fit(y, "~ x", obs=obs, random_effects="donor", n_jobs=1)
+    chunked = bg.fit(sparse.csr_matrix(y), "~ x", obs=obs, random_effects="donor",
+                     chunk_size=2, n_jobs=2)
+    np.testing.assert_allclose(chunked.coef_loc, dense.coef_loc, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(chunked.random_var, dense.random_var, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(chunked.loglik, dense.loglik, rtol=1e-12)
+    np.testing.assert_allclose(chunked.random_effects(), dense.random_effects(), atol=1e-10)

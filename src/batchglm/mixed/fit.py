@@ -80,7 +80,8 @@ def fit_mixed(
     Raises
     ------
     ValueError
-        For a family other than ``nb`` or ``poisson``, or dask data.
+        For a family other than ``nb`` or ``poisson``, dask data, or values that are not
+        non-negative integer counts.
     """
     fam = problem.family
     if fam.name not in FAMILIES:
@@ -91,6 +92,12 @@ def fit_mixed(
     if d.kind == "dask":
         raise ValueError("`random_effects` is not supported for dask input; compute it first.")
     n_obs, n_feat = d.shape
+    # Bad values fail before any fitting, as in `bg.fit`.
+    if d.kind == "dense":
+        fam.validate(d.values)
+    else:
+        for sl in _chunks(n_feat, chunk):
+            fam.validate(d.block(sl), sl.start)
     k = problem.n_params
     theta = np.zeros((n_feat, k))
     cov = np.full((n_feat, k, k), np.nan)
