@@ -220,8 +220,10 @@ def test_errors() -> None:
         bg.fit(y, "~ x", obs=obs, random_effects="batch")
     with pytest.raises(ValueError, match="no `obs` was given"):
         bg.fit(y, np.ones((y.shape[0], 1)), random_effects="donor")
-    with pytest.raises(ValueError, match="Several factors are not supported"):
-        bg.fit(y, "~ x", obs=obs, random_effects=["donor", "condition"])
+    with pytest.raises(ValueError, match="one or several distinct columns"):
+        bg.fit(y, "~ x", obs=obs, random_effects=["donor", "donor"])
+    with pytest.raises(ValueError, match="one or several distinct columns"):
+        bg.fit(y, "~ x", obs=obs, random_effects=[])
     with pytest.raises(ValueError, match="already coded by fixed effects"):
         bg.fit(y, "~ x + donor", obs=obs, random_effects="donor")
     with pytest.raises(ValueError, match="between 2 and n_obs - 1"):

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from batchglm.data import Data
 from batchglm.design import Design
 from batchglm.mixed.grouping import Grouping, parse_random_effects
+from batchglm.mixed.joint import JointLaplaceObjective
 from batchglm.mixed.laplace import LaplaceObjective
 from batchglm.mixed.random_effects import RandomEffects
 from batchglm.mixed.small_sample import between_within
@@ -45,7 +46,7 @@ Block = tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8], Array, A
 def fit_mixed(
     d: Data,
     problem: Problem,
-    grouping: Grouping,
+    groupings: list[Grouping],
     options: SolverOptions,
     chunk: int,
     n_jobs: int,
@@ -59,8 +60,8 @@ def fit_mixed(
         The observations (dense or sparse; densified one chunk at a time).
     problem : Problem
         Fixed-effect designs, family and offsets.
-    grouping : Grouping
-        The random-intercept factor.
+    groupings : list of Grouping
+        The random-intercept factors (several: see :mod:`batchglm.mixed.joint`).
     options : SolverOptions
         Newton settings of the outer problem.
     chunk : int
@@ -104,13 +105,16 @@ def fit_mixed(
     loglik = np.zeros(n_feat)
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.zeros(n_feat, dtype=np.int8)
-    var = np.zeros(n_feat)
-    modes = np.zeros((grouping.n_groups, n_feat))
-    logger.info("fitting %d features x %d observations with random intercepts for %r "
-                "(%d groups, %s)", n_feat, n_obs, grouping.factor, grouping.n_groups, fam.name)
+    n_fac = len(groupings)
+    var = np.zeros((n_feat, n_fac))
+    q = sum(g.n_groups for g in groupings)
+    modes = np.zeros((q, n_feat))
+    factors = [g.factor for g in groupings]
+    logger.info("fitting %d features x %d observations with random intercepts for %s "
+                "(%d groups, %s)", n_feat, n_obs, factors, q, fam.name)
 
     def run(sl: slice) -> None:
-        out = fit_block(problem, d.block(sl), grouping, options)
+        out = fit_block(problem, d.block(sl), groupings, options)
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out
 
     with threadpool_limits(limits=1, user_api="blas"):
@@ -133,9 +137,11 @@ def fit_mixed(
         loglik_values=loglik,
         n_iter_values=n_iter,
         status_codes=status,
-        settings={**settings, "random_effects": [grouping.factor], "method": "laplace"},
-        random=RandomEffects([grouping.factor], [grouping.levels], var[:, None], [modes]),
-        small_sample=between_within(problem.loc.matrix, grouping.sums),
+        settings={**settings, "random_effects": factors, "method": "laplace"},
+        random=RandomEffects(factors, [g.levels for g in groupings], var,
+                             np.split(modes, np.cumsum([g.n_groups for g in groupings])[:-1])),
+        # With several factors the first one names the replicates (see docs/mixed_model.md).
+        small_sample=between_within(problem.loc.matrix, groupings[0].sums),
     )
 
 
@@ -169,7 +175,9 @@ def start_sigma(problem: Problem, y: Array, a: Array, grouping: Grouping) -> Arr
     return np.clip(np.sqrt((ratio * ratio).mean(axis=0)), 0.05, 2.0)
 
 
-def fit_block(problem: Problem, y: Array, grouping: Grouping, options: SolverOptions) -> Block:
+def fit_block(
+    problem: Problem, y: Array, groupings: list[Grouping], options: SolverOptions
+) -> Block:
     """Fit one chunk of features.
 
     Parameters
@@ -178,60 +186,70 @@ def fit_block(problem: Problem, y: Array, grouping: Grouping, options: SolverOpt
         Designs, family and offsets.
     y : ndarray
         Counts ``(n_obs, F)``.
-    grouping : Grouping
-        The random-intercept factor.
+    groupings : list of Grouping
+        The random-intercept factors.
     options : SolverOptions
         Newton settings.
 
     Returns
     -------
     tuple
-        ``theta (F, k)``, ``cov (F, k, k)``, ``loglik``, ``n_iter``, ``status``, variance
-        ``(F,)`` and modes ``(n_groups, F)`` on the natural-log scale.
+        ``theta (F, k)``, ``cov (F, k, k)``, ``loglik``, ``n_iter``, ``status``, variances
+        ``(F, n_factors)`` and modes ``(total groups, F)`` on the natural-log scale.
     """
     from batchglm.fit import _fit_block
 
     theta, cov, loglik, n_iter, status = _fit_block(problem, y, options)
     n_feat = y.shape[1]
-    var = np.zeros(n_feat)
-    modes = np.zeros((grouping.n_groups, n_feat))
+    n_fac = len(groupings)
+    factor_of = np.repeat(np.arange(n_fac), [g.n_groups for g in groupings])
+    var = np.zeros((n_feat, n_fac))
+    modes = np.zeros((factor_of.size, n_feat))
     fit = status != Status.ALL_ZERO
     if not fit.any():
         return theta, cov, loglik, n_iter, status, var, modes
     kl = problem.k_loc
     yf = np.ascontiguousarray(y[:, fit])
     a0, b0 = theta[fit, :kl], theta[fit, kl:]
-    start = np.column_stack([a0, start_sigma(problem, yf, a0, grouping), b0])
-    objective = LaplaceObjective(problem, yf, grouping.sums)
+    # Several factors share the group-to-group variation at the start.
+    sig0 = [start_sigma(problem, yf, a0, g) / np.sqrt(n_fac) for g in groupings]
+    start = np.column_stack([a0, *sig0, b0])
+    objective: LaplaceObjective | JointLaplaceObjective
+    if n_fac == 1:
+        objective = LaplaceObjective(problem, yf, groupings[0].sums)
+    else:
+        objective = JointLaplaceObjective(problem, yf, groupings)
     sol = solve(objective, start, options)
     objective.evaluate(sol.theta, 0)
-    mode = objective.last_mode
-    assert mode is not None
-    sigma = sol.theta[:, kl]
+    sigma = sol.theta[:, kl : kl + n_fac]
     sol_status = sol.status
-    at_bound = (sigma * sigma < VAR_AT_BOUND) & (sol_status == Status.CONVERGED)
+    zero = sigma * sigma < VAR_AT_BOUND
+    at_bound = zero.any(axis=1) & (sol_status == Status.CONVERGED)
     sol_status[at_bound] = Status.RANDOM_VAR_AT_BOUND
-    keep = np.r_[np.arange(kl), np.arange(kl + 1, kl + 1 + problem.k_scale)]
-    cov_full = inverse_negative(sol.hess)[:, keep][:, :, keep]
-    if at_bound.any():
-        # On the boundary the sigma curvature can vanish; the fixed effects decouple from
-        # sigma there (the likelihood is even in sigma), so invert their block alone.
-        block = sol.hess[at_bound][:, keep][:, :, keep]
-        cov_full[at_bound] = inverse_negative(block)
+    # On the boundary a sigma's curvature can vanish; the other parameters decouple from
+    # it there (the likelihood is even in each sigma), so it is taken out before inverting.
+    hess = sol.hess.copy()
+    for j in range(n_fac):
+        rows = zero[:, j]
+        hess[rows, kl + j, :] = 0.0
+        hess[rows, :, kl + j] = 0.0
+        hess[rows, kl + j, kl + j] = -1.0
+    keep = np.r_[np.arange(kl), np.arange(kl + n_fac, kl + n_fac + problem.k_scale)]
+    cov_fit = inverse_negative(hess)[:, keep][:, :, keep]
     theta[fit] = sol.theta[:, keep]
-    cov[fit] = cov_full
+    cov[fit] = cov_fit
     loglik[fit] = sol.loglik
     n_iter[fit] = sol.n_iter
     status[fit] = sol_status
     var[fit] = sigma * sigma
-    modes[:, fit] = sigma[None, :] * mode.v
+    modes[:, fit] = sigma.T[factor_of] * objective.modes
     return theta, cov, loglik, n_iter, status, var, modes
 
 
 def mixed_grouping(
     random_effects: str | Sequence[str], obs: pd.DataFrame | None, n_obs: int, loc: Design,
     family: str, fixed_scale: bool,
-) -> Grouping:
+) -> list[Grouping]:
     """Check the arguments of a mixed fit and return its grouping factor.
 
     Parameters
@@ -251,8 +269,8 @@ def mixed_grouping(
 
     Returns
     -------
-    Grouping
-        The random-intercept factor.
+    list of Grouping
+        The random-intercept factors.
 
     Raises
     ------

@@ -41,14 +41,14 @@ class Grouping:
 
 def parse_random_effects(
     random_effects: str | Sequence[str], obs: pd.DataFrame | None, n_obs: int, loc: Design
-) -> Grouping:
-    """Check ``random_effects`` and turn it into a group index.
+) -> list[Grouping]:
+    """Check ``random_effects`` and turn every factor into a group index.
 
     Parameters
     ----------
     random_effects : str or sequence of str
-        Name of the ``obs`` column whose levels get random intercepts (a list of one name
-        is accepted).
+        Name(s) of the ``obs`` columns whose levels get random intercepts (several
+        factors may be crossed or nested, e.g. ``["batch", "donor"]``).
     obs : pandas.DataFrame or None
         Observation annotations.
     n_obs : int
@@ -58,24 +58,26 @@ def parse_random_effects(
 
     Returns
     -------
-    Grouping
-        The factor's groups.
+    list of Grouping
+        One per factor, in the given order.
 
     Raises
     ------
     ValueError
-        Without ``obs``, for an unknown column, several factors, missing labels, fewer
+        Without ``obs``, for no or repeated names, an unknown column, missing labels, fewer
         than two levels, one level per observation, or a factor the fixed design already
         spans.
     """
     names = [random_effects] if isinstance(random_effects, str) else list(random_effects)
-    if len(names) != 1 or not all(isinstance(n, str) for n in names):
+    if not names or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
         raise ValueError(
-            "`random_effects` must name one column of `obs` (random intercepts for one "
-            f"grouping factor); {random_effects!r} was given. Several factors are not "
-            "supported yet."
+            "`random_effects` must name one or several distinct columns of `obs`, but "
+            f"{random_effects!r} was given."
         )
-    factor = names[0]
+    return [_one_factor(name, obs, n_obs, loc) for name in names]
+
+
+def _one_factor(factor: str, obs: pd.DataFrame | None, n_obs: int, loc: Design) -> Grouping:
     if obs is None:
         raise ValueError(
             f"`random_effects={factor!r}` names a column of `obs`, but no `obs` was given; "
