@@ -134,7 +134,8 @@ def fit(
         the location model, ``log mu = offset + X a + u_donor`` with ``u ~ N(0, sigma^2)``
         per feature (several names: one variance per factor, crossed or nested), fitted by
         maximising the Laplace approximation of the marginal likelihood (as glmmTMB).
-        Families ``"nb"`` and ``"poisson"``. The result has ``random_var``, ``random_effects(factor)``, between-within degrees of freedom for
+        Families ``"nb"`` and ``"poisson"``. The result has ``random_var``,
+        ``random_effects(factor)``, between-within degrees of freedom for
         :func:`batchglm.de.wald`, and the Laplace marginal log-likelihood in ``loglik``;
         see ``docs/mixed_model.md``.
 
