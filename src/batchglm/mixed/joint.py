@@ -34,7 +34,6 @@ from batchglm.mixed.grouping import Grouping
 from batchglm.mixed.laplace import OuterProblem
 from batchglm.mixed.third_derivatives import third_derivatives
 from batchglm.solvers.count_table import CountTable
-from batchglm.solvers.linalg import PairProducts
 from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
@@ -43,6 +42,62 @@ _FD_STEP = 1e-4
 _TOL = 1e-10
 _MAX_ITER = 100
 _MAX_HALVINGS = 40
+
+
+class JointLayout:
+    """Where every observation sits among the ``q`` groups of all factors.
+
+    Parameters
+    ----------
+    groupings : list of Grouping
+        The factors.
+    n_obs : int
+        Number of observations.
+    """
+
+    def __init__(self, groupings: list[Grouping], n_obs: int) -> None:
+        sizes = [g.n_groups for g in groupings]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        self.q = int(sum(sizes))
+        #: Column of each observation's group in each factor, ``(K, n_obs)``.
+        self.cols = np.stack([g.sums.index + o for g, o in zip(groupings, offsets,
+                                                                 strict=True)])
+        rows = np.tile(np.arange(n_obs), len(groupings))
+        self.z = sparse.csr_array((np.ones(rows.size), (rows, self.cols.ravel())),
+                                  shape=(n_obs, self.q))
+        self.zt = self.z.T.tocsr()
+        self.factor_of = np.repeat(np.arange(len(groupings)), sizes)
+        # Per pair of factors, the distinct (group, group) cells that occur: Z^T D Z has
+        # entries only there, so it is built from sums over cells (no q^2 x n_obs array).
+        self.cells: list[tuple[sparse.csr_array, NDArray[np.intp], NDArray[np.intp]]] = []
+        for k in range(len(groupings)):
+            for kk in range(k, len(groupings)):
+                pairs, index = np.unique(np.stack([self.cols[k], self.cols[kk]], axis=1),
+                                         axis=0, return_inverse=True)
+                index = index.ravel()
+                ind = sparse.csr_array((np.ones(n_obs), (index, np.arange(n_obs))),
+                                       shape=(pairs.shape[0], n_obs))
+                self.cells.append((ind, pairs[:, 0], pairs[:, 1]))
+
+    def cross(self, w: Array) -> Array:
+        """``Z^T diag(w_f) Z`` for every feature, ``(F, q, q)``.
+
+        Parameters
+        ----------
+        w : ndarray
+            Per-observation weights ``(n_obs, F)``.
+
+        Returns
+        -------
+        ndarray
+            The batched matrices.
+        """
+        out = np.zeros((w.shape[1], self.q, self.q))
+        for ind, rows, cols in self.cells:
+            sums = np.asarray(ind @ w).T
+            out[:, rows, cols] = sums
+            out[:, cols, rows] = sums
+        return out
 
 
 class JointProblem(OuterProblem):
@@ -78,6 +133,7 @@ class JointLaplaceObjective:
         modes: Array | None = None,
         table: CountTable | None = None,
         constant: Array | None = None,
+        layout: JointLayout | None = None,
     ) -> None:
         self.base = problem
         self._problem = JointProblem(problem)
@@ -85,19 +141,12 @@ class JointLaplaceObjective:
         self._problem.k_loc = problem.k_loc + len(groupings)
         self.groupings = groupings
         self.y = np.ascontiguousarray(y)
-        n_obs = y.shape[0]
-        sizes = [g.n_groups for g in groupings]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
-        self.q = int(sum(sizes))
-        #: Column of each observation's group in each factor, ``(K, n_obs)``.
-        self.cols = np.stack([g.sums.index + o for g, o in zip(groupings, self.offsets,
-                                                                 strict=True)])
-        rows = np.tile(np.arange(n_obs), len(groupings))
-        self.z = sparse.csr_array((np.ones(rows.size), (rows, self.cols.ravel())),
-                                  shape=(n_obs, self.q))
-        self.zt = self.z.T.tocsr()
-        self.pp = PairProducts(self.z.toarray(), self.z.toarray(), symmetric=True)
-        self.factor_of = np.repeat(np.arange(len(groupings)), sizes)
+        self.layout = layout if layout is not None else JointLayout(groupings, y.shape[0])
+        self.q = self.layout.q
+        self.cols = self.layout.cols
+        self.z = self.layout.z
+        self.zt = self.layout.zt
+        self.factor_of = self.layout.factor_of
         fam = problem.family
         sg = problem.scale_groups
         if table is None and fam.has_count_terms:
@@ -129,7 +178,8 @@ class JointLaplaceObjective:
         """
         table = self.table.subset(keep) if self.table is not None else None
         return JointLaplaceObjective(self.base, self.y[:, keep], self.groupings,
-                                     self.modes[:, keep], table, self.constant[keep])
+                                     self.modes[:, keep], table, self.constant[keep],
+                                     self.layout)
 
     def _eta(self, eta_fixed: Array, sig_g: Array, v: Array) -> Array:
         return eta_fixed + np.asarray(self.z @ (sig_g * v))
@@ -148,7 +198,7 @@ class JointLaplaceObjective:
         der = fam.derivatives(self.y, eta, eta_scale, 2)
         for _ in range(_MAX_ITER + 1):
             zd1 = np.asarray(self.zt @ der.d_loc)
-            m = self.pp(der.d2_loc)
+            m = self.layout.cross(der.d2_loc)
             sgt = sig_g.T
             h = eye - sgt[:, :, None] * m * sgt[:, None, :]
             grad = sig_g * zd1 - v
@@ -220,7 +270,7 @@ class JointLaplaceObjective:
         grad = np.empty_like(theta)
         w_loc = der.d_loc + 0.5 * (d3 * c + der.d2_loc * w)
         grad[:, :kl] = (p.rows.xc.T @ w_loc).T
-        m = self.pp(der.d2_loc)
+        m = self.layout.cross(der.d2_loc)
         diag = np.einsum("fgh,hf,fhg->gf", m, sig_g, hinv)  # diag(M Lambda H^-1)
         for k, ck in enumerate(self.cols):
             e = v[ck]  # (n, F) mode of each observation's group in factor k
