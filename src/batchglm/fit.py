@@ -59,6 +59,7 @@ def fit(
     chunk_size: int | None = None,
     n_jobs: int | None = None,
     fixed_scale: ArrayLike | pd.DataFrame | None = None,
+    random_effects: str | Sequence[str] | None = None,
 ) -> FitResult:
     """Fit one location/scale GLM per feature by exact maximum likelihood.
 
@@ -129,6 +130,15 @@ def fit(
         Threads fitting chunks in parallel; by default the number of CPU cores available to
         this process. NumPy releases the GIL in its element-wise kernels, so threads scale
         without copying data.
+    random_effects : str or list of str, optional
+        Name of an ``obs`` column (e.g. ``"donor"``) whose levels get random intercepts in
+        the location model, ``log mu = offset + X a + u_donor`` with ``u ~ N(0, sigma^2)``
+        per feature (several names: one variance per factor, crossed or nested), fitted by
+        maximising the Laplace approximation of the marginal likelihood (as glmmTMB).
+        Families ``"nb"`` and ``"poisson"``. The result has ``random_var``,
+        ``random_effects(factor)``, between-within degrees of freedom for
+        :func:`batchglm.de.wald`, and the Laplace marginal log-likelihood in ``loglik``;
+        see ``docs/mixed_model.md``.
 
     Returns
     -------
@@ -188,6 +198,13 @@ def fit(
     fixed_b = _fixed_scale(fixed_scale, scale, n_feat, fam.has_scale)
     problem = Problem(fam, loc, scale, np.log(sf))
     options = SolverOptions(max_iter=max_iter, tol=tol)
+    if random_effects is not None:
+        from batchglm.mixed.fit import fit_mixed, mixed_grouping
+
+        grouping = mixed_grouping(random_effects, obs, n_obs, loc, fam.name, fixed_b is not None)
+        chunk_m = max(8, _CHUNK_BYTES // (8 * n_obs)) if chunk_size is None else chunk_size
+        return fit_mixed(d, problem, grouping, options, chunk_m, _n_jobs(n_jobs),
+                         {"max_iter": max_iter, "tol": tol, "fixed_scale": False})
     k = problem.n_params
     theta = np.zeros((n_feat, k))
     cov = np.full((n_feat, k, k), np.nan)

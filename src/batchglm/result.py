@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from batchglm.data import Data
     from batchglm.fitted import FeatureSelection
+    from batchglm.mixed.random_effects import RandomEffects
+    from batchglm.mixed.small_sample import SmallSample
     from batchglm.predict import Prediction
 
 Array = NDArray[np.float64]
@@ -65,6 +67,13 @@ class FitResult:
         that need the counts again (``dispersion="map"``/``"ql"``, the likelihood-ratio
         statistic of separated features, Cox-Reid scale tests) use it when no ``data=`` is
         given. ``None`` for results built by hand.
+    random : RandomEffects or None
+        Mixed models (``bg.fit(..., random_effects=...)``): variances and modes of the
+        random intercepts; ``None`` for plain GLMs.
+    small_sample : SmallSample or None
+        Mixed models: denominator degrees of freedom per location coefficient for
+        small-sample Wald tests (t / F references, see :mod:`batchglm.mixed.small_sample`);
+        ``None`` uses the chi-squared reference.
     """
 
     family: str
@@ -80,6 +89,8 @@ class FitResult:
     status_codes: NDArray[np.int8]
     settings: dict[str, object] = field(default_factory=dict)
     data: Data | None = field(default=None, repr=False)
+    random: RandomEffects | None = None
+    small_sample: SmallSample | None = None
 
     @property
     def _k_loc(self) -> int:
@@ -385,3 +396,43 @@ class FitResult:
         from batchglm.vst import vst_fit
 
         return vst_fit(self, data, layer=layer)
+
+    # -- Mixed models -----------------------------------------------------------------
+
+    @property
+    def random_var(self) -> pd.DataFrame:
+        """Random-intercept variances, features x grouping factors (natural-log scale).
+
+        Raises
+        ------
+        ValueError
+            For a fit without random effects.
+        """
+        return self._random().variance_frame(self.feature_names)
+
+    def random_effects(self, factor: str | None = None) -> pd.DataFrame:
+        """Predicted random intercepts (conditional modes), groups x features.
+
+        Parameters
+        ----------
+        factor : str, optional
+            The grouping factor; by default the only one.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``u_g`` on the natural-log scale of the mean, one row per group.
+
+        Raises
+        ------
+        ValueError
+            For a fit without random effects or an unknown factor.
+        """
+        return self._random().modes_frame(factor, self.feature_names)
+
+    def _random(self) -> RandomEffects:
+        if self.random is None:
+            raise ValueError(
+                "this fit has no random effects; fit with `bg.fit(..., random_effects=...)`."
+            )
+        return self.random

@@ -8,18 +8,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from batchglm.align import align_to_data
 from batchglm.constraints import constraint_matrix
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.nested import check_nested, outside_columns
+from batchglm.de.pseudoreplication import warn_lrt
 from batchglm.de.result import DEResult, fitted_mean
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.design import Design
 from batchglm.dispersion.estimate import fixed_log_r, genewise_dispersions, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
+from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
+from batchglm.mixed.small_sample import lrt_reference_sf
 from batchglm.result import FitResult
 from batchglm.solvers.status import CONVERGED_CODES
 
@@ -214,10 +216,12 @@ def lrt(
             )
         if not isinstance(full, FitResult) or not isinstance(reduced, FitResult):
             raise ValueError("`full` and `reduced` must be FitResult objects from bg.fit.")
+        check_same_random_effects(full, reduced)
         if data is None and full.data is not None:
             data = full.data  # the counts both fits were made on (checked above)
             fit_kwargs.pop("layer", None)
         check_dispersion(dispersion, data)
+        check_mixed_dispersion(dispersion, (full, reduced))
         if not shrink:
             if cox_reid and data is None:
                 raise ValueError(
@@ -240,6 +244,7 @@ def lrt(
         )
     check_dispersion(dispersion, data, "scale" if reduced_scale is not None and shrink
                      else "loc")
+    check_mixed_dispersion(dispersion, random_effects=fit_kwargs.get("random_effects"))
     if reduced_loc is None and reduced_scale is None:
         raise ValueError(
             "give a reduced model: `reduced_loc` and/or `reduced_scale` (a design left at "
@@ -444,6 +449,7 @@ def _lrt_fits(
     df = df_loc + df_scale
     if df <= 0:
         raise ValueError(_SAME_SPACE)
+    warn_lrt(full, reduced)
     ll_full = full.loglik.to_numpy()
     ll_red = reduced.loglik.to_numpy()
     stat = 2.0 * (ll_full - ll_red)
@@ -464,7 +470,8 @@ def _lrt_fits(
         converged &= cr_ok
         stat = np.where(missed, np.nan, np.maximum(cr_stat, 0.0))
         tested_note = " (Cox-Reid adjusted profile likelihood ratio)"
-    pval = np.where(converged & ~missed, stats.chi2.sf(np.nan_to_num(stat), df), np.nan)
+    sf = lrt_reference_sf(full, reduced, df_loc, df_scale)
+    pval = np.where(converged & ~missed, sf(np.nan_to_num(stat)), np.nan)
 
     model = "loc" if df_scale == 0 else "scale" if df_loc == 0 else "loc+scale"
     effect = _effect(full, reduced, coef, df_loc, df_scale)

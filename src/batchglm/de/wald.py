@@ -16,11 +16,14 @@ from scipy import stats
 from batchglm.de.contrasts import Cond, expression_rows
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
+from batchglm.de.pseudoreplication import warn_wald
 from batchglm.de.result import MAX_LFC, DEResult, fitted_mean
 from batchglm.de.separation import lrt_statistic, separated_in_direction
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
+from batchglm.mixed.random_effects import check_mixed_dispersion
+from batchglm.mixed.small_sample import reference_sf
 from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -155,12 +158,14 @@ def wald(
     if data is None:
         data, layer = res.data, None
     check_dispersion(dispersion, data, model)
+    check_mixed_dispersion(dispersion, (res,))
     check_threshold(lfc_threshold, alt_hypothesis)
     if not max_lfc > 0:
         raise ValueError(f"`max_lfc` must be positive, but {max_lfc} was given.")
     check_residual_df(res, "bg.de.wald")
     design, start = _model_part(res, model)
     lmat, labels = test_rows(res, coef, contrast, design, model)
+    warn_wald(res, lmat, labels, model)
     if dispersion == "mle":
         warn_small_sample(res, "bg.de.wald")
         de = _wald_rows(res, design, start, lmat, labels, model)
@@ -180,7 +185,8 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
     """
     res = de.fit
     kind = np.full(len(res.feature_names), "wald")
-    if de.model != "loc":
+    if de.model != "loc" or res.random is not None:
+        # Mixed fits: the reduced refit below would drop the random effects.
         return replace(de, stat_kind=kind)
     c = res.loc.constraints
     l_free = lmat @ c
@@ -383,7 +389,7 @@ def _wald_rows(
 
     converged = res.converged.to_numpy()
     with np.errstate(invalid="ignore"):
-        pval = stats.chi2.sf(stat, rank)
+        pval = reference_sf(res, model, lmat, rank)(stat)
     pval = np.where(converged & np.isfinite(stat), pval, np.nan)
 
     full_est = (theta @ c.T) @ lmat.T

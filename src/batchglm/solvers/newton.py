@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.solvers.linalg import newton_direction
-from batchglm.solvers.objective import Objective, Problem
+from batchglm.solvers.protocol import SolverObjective, SolverProblem
 from batchglm.solvers.status import Status
 
 Array = NDArray[np.float64]
@@ -97,7 +97,7 @@ class Solution:
 
 
 def solve(
-    objective: Objective,
+    objective: SolverObjective,
     theta0: Array,
     options: SolverOptions,
     on_iteration: Callable[[int, int], None] | None = None,
@@ -107,8 +107,8 @@ def solve(
 
     Parameters
     ----------
-    objective : Objective
-        The block's log-likelihood.
+    objective : SolverObjective
+        The block's log-likelihood (or any objective with that interface).
     theta0 : ndarray
         Starting values ``(F, k)``.
     options : SolverOptions
@@ -248,7 +248,7 @@ def solve(
 
 
 def _newton_system(
-    grad: Array, hess: Array, active: NDArray[np.bool_], prob: Problem, fix_scale: bool
+    grad: Array, hess: Array, active: NDArray[np.bool_], prob: SolverProblem, fix_scale: bool
 ) -> tuple[Array, Array, Array]:
     """Newton direction, decrement and projected gradient (all in the coefficients' units).
 
@@ -269,7 +269,7 @@ def _newton_system(
     return direction_u / units, decrement, grad_u * units
 
 
-def _evaluate(work: Objective, theta: Array) -> tuple[Array, Array, Array, Array]:
+def _evaluate(work: SolverObjective, theta: Array) -> tuple[Array, Array, Array, Array]:
     """Log-likelihood, gradient, Hessian and the log-likelihood's rounding noise."""
     with np.errstate(all="ignore"):
         ev = work.evaluate_terms(theta, 2)
@@ -297,7 +297,7 @@ def rounding_noise(magnitude: Array) -> Array:
 
 
 def _halve(
-    work: Objective,
+    work: SolverObjective,
     theta: Array,
     idx: NDArray[np.intp],
     direction: Array,
@@ -360,7 +360,7 @@ def _drop_scale(grad: Array, hess: Array, kl: int) -> tuple[Array, Array]:
 
 
 def _project_active(
-    grad: Array, hess: Array, active: NDArray[np.bool_], prob: Problem
+    grad: Array, hess: Array, active: NDArray[np.bool_], prob: SolverProblem
 ) -> tuple[Array, Array]:
     """Restrict the scale part of the Newton system to directions that keep active groups.
 

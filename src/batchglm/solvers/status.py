@@ -32,6 +32,9 @@ class Status(IntEnum):
     STALLED = 5
     #: The likelihood or its derivatives became NaN or infinite.
     NONFINITE = 6
+    #: Mixed models: the random-intercept variance optimum is zero (the data show no
+    #: group-to-group variation beyond the noise model); an optimum on the boundary.
+    RANDOM_VAR_AT_BOUND = 7
 
     @property
     def label(self) -> str:
@@ -40,7 +43,9 @@ class Status(IntEnum):
 
 
 #: Codes that count as converged.
-CONVERGED_CODES = (Status.CONVERGED, Status.SCALE_AT_BOUND, Status.SEPARATED)
+CONVERGED_CODES = (
+    Status.CONVERGED, Status.SCALE_AT_BOUND, Status.SEPARATED, Status.RANDOM_VAR_AT_BOUND
+)
 
 
 class ConvergenceWarning(UserWarning):

@@ -1,0 +1,18 @@
+"""Negative binomial and Poisson GLMs with random intercepts, fitted by the Laplace method.
+
+``bg.fit(..., random_effects="donor")`` lands here (see :mod:`batchglm.mixed.fit`). The
+modules, one idea each:
+
+* :mod:`batchglm.mixed.grouping`: the grouping factor as a group index per observation.
+* :mod:`batchglm.mixed.third_derivatives`: third derivatives of the log-likelihood in the
+  predictors, which the gradient of the Laplace objective needs.
+* :mod:`batchglm.mixed.inner`: the batched mode of the random intercepts (features x groups).
+* :mod:`batchglm.mixed.laplace`: the Laplace marginal log-likelihood as an objective for
+  the Newton engine of :mod:`batchglm.solvers.newton`.
+* :mod:`batchglm.mixed.small_sample`: between-within denominator degrees of freedom.
+* :mod:`batchglm.mixed.fit`: orchestration over feature chunks.
+
+See ``docs/mixed_model.md``.
+"""
+
+from __future__ import annotations

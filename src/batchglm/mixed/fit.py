@@ -1,0 +1,288 @@
+"""Orchestration of a random-intercept fit over feature chunks.
+
+Per chunk: the plain GLM (:func:`batchglm.fit`'s block fit) gives starting values for the
+fixed effects and the scale; a moment estimate starts ``sigma``; the engine of
+:mod:`batchglm.solvers.newton` then maximises the Laplace objective of
+:mod:`batchglm.mixed.laplace`. Nothing loops over features.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
+
+from batchglm.data import Data
+from batchglm.design import Design
+from batchglm.mixed.grouping import Grouping, parse_random_effects
+from batchglm.mixed.joint import JointLaplaceObjective
+from batchglm.mixed.laplace import LaplaceObjective
+from batchglm.mixed.random_effects import RandomEffects
+from batchglm.mixed.small_sample import between_within
+from batchglm.result import FitResult
+from batchglm.solvers.linalg import inverse_negative
+from batchglm.solvers.newton import SolverOptions, solve
+from batchglm.solvers.objective import Problem
+from batchglm.solvers.status import Status, warn_if_unconverged
+
+logger = logging.getLogger("batchglm")
+
+Array = NDArray[np.float64]
+
+#: ``sigma^2`` below this counts as a variance on its boundary (zero): the Newton
+#: decrement ``1e-10`` leaves ``|sigma|`` about ``1e-5`` away from an optimum at zero.
+VAR_AT_BOUND = 1e-6
+#: Families with a log link whose log-likelihood is concave in the predictor.
+FAMILIES = ("nb", "poisson")
+
+Block = tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8], Array, Array]
+
+
+def fit_mixed(
+    d: Data,
+    problem: Problem,
+    groupings: list[Grouping],
+    options: SolverOptions,
+    chunk: int,
+    n_jobs: int,
+    settings: dict[str, object],
+) -> FitResult:
+    """Fit a random-intercept GLM per feature by maximising the Laplace likelihood.
+
+    Parameters
+    ----------
+    d : Data
+        The observations (dense or sparse; densified one chunk at a time).
+    problem : Problem
+        Fixed-effect designs, family and offsets.
+    groupings : list of Grouping
+        The random-intercept factors (several: see :mod:`batchglm.mixed.joint`).
+    options : SolverOptions
+        Newton settings of the outer problem.
+    chunk : int
+        Features per chunk.
+    n_jobs : int
+        Threads over chunks.
+    settings : dict
+        Recorded in the result.
+
+    Returns
+    -------
+    FitResult
+        Fixed effects (``coef_loc``, ``se_loc`` from the inverse observed information of
+        the Laplace likelihood), scale, Laplace ``loglik``, and ``random_var`` /
+        ``random_effects``.
+
+    Raises
+    ------
+    ValueError
+        For a family other than ``nb`` or ``poisson``, dask data, or values that are not
+        non-negative integer counts.
+    """
+    fam = problem.family
+    if fam.name not in FAMILIES:
+        raise ValueError(
+            f"`random_effects` needs family 'nb' or 'poisson' (log link), but family "
+            f"{fam.name!r} was given."
+        )
+    if d.kind == "dask":
+        raise ValueError("`random_effects` is not supported for dask input; compute it first.")
+    n_obs, n_feat = d.shape
+    # Bad values fail before any fitting, as in `bg.fit`.
+    if d.kind == "dense":
+        fam.validate(d.values)
+    else:
+        for sl in _chunks(n_feat, chunk):
+            fam.validate(d.block(sl), sl.start)
+    k = problem.n_params
+    theta = np.zeros((n_feat, k))
+    cov = np.full((n_feat, k, k), np.nan)
+    loglik = np.zeros(n_feat)
+    n_iter = np.zeros(n_feat, dtype=np.int32)
+    status = np.zeros(n_feat, dtype=np.int8)
+    n_fac = len(groupings)
+    var = np.zeros((n_feat, n_fac))
+    q = sum(g.n_groups for g in groupings)
+    modes = np.zeros((q, n_feat))
+    factors = [g.factor for g in groupings]
+    logger.info("fitting %d features x %d observations with random intercepts for %s "
+                "(%d groups, %s)", n_feat, n_obs, factors, q, fam.name)
+
+    def run(sl: slice) -> None:
+        out = fit_block(problem, d.block(sl), groupings, options)
+        theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if n_jobs == 1:
+            for sl in _chunks(n_feat, chunk):
+                run(sl)
+        else:
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                list(pool.map(run, _chunks(n_feat, chunk)))
+    warn_if_unconverged(status, options.max_iter)
+    return FitResult(
+        family=fam.name,
+        feature_names=d.feature_names,
+        obs_names=d.obs_names,
+        loc=problem.loc,
+        scale=problem.scale,
+        size_factors=np.exp(problem.offset),
+        theta_free=theta,
+        cov_free=cov,
+        loglik_values=loglik,
+        n_iter_values=n_iter,
+        status_codes=status,
+        settings={**settings, "random_effects": factors, "method": "laplace"},
+        random=RandomEffects(factors, [g.levels for g in groupings], var,
+                             np.split(modes, np.cumsum([g.n_groups for g in groupings])[:-1])),
+        # With several factors the first one names the replicates (see docs/mixed_model.md).
+        small_sample=between_within(problem.loc.matrix, groupings[0].sums),
+    )
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def start_sigma(problem: Problem, y: Array, a: Array, grouping: Grouping) -> Array:
+    """Moment start for ``sigma``: root mean square of the groups' log observed/fitted ratio.
+
+    Parameters
+    ----------
+    problem : Problem
+        Designs and offsets.
+    y : ndarray
+        Counts ``(n_obs, F)``.
+    a : ndarray
+        Fixed-effect location coefficients of the plain GLM ``(F, k_loc)``.
+    grouping : Grouping
+        The groups.
+
+    Returns
+    -------
+    ndarray
+        ``(F,)`` starting values in ``[0.05, 2]`` (never 0: ``sigma = 0`` is a stationary
+        point of the Laplace likelihood, so a start there would stay there).
+    """
+    mu = np.exp(problem.eta_loc(a))
+    ratio = np.log((grouping.sums(y) + 0.5) / (grouping.sums(mu) + 0.5))
+    return np.clip(np.sqrt((ratio * ratio).mean(axis=0)), 0.05, 2.0)
+
+
+def fit_block(
+    problem: Problem, y: Array, groupings: list[Grouping], options: SolverOptions
+) -> Block:
+    """Fit one chunk of features.
+
+    Parameters
+    ----------
+    problem : Problem
+        Designs, family and offsets.
+    y : ndarray
+        Counts ``(n_obs, F)``.
+    groupings : list of Grouping
+        The random-intercept factors.
+    options : SolverOptions
+        Newton settings.
+
+    Returns
+    -------
+    tuple
+        ``theta (F, k)``, ``cov (F, k, k)``, ``loglik``, ``n_iter``, ``status``, variances
+        ``(F, n_factors)`` and modes ``(total groups, F)`` on the natural-log scale.
+    """
+    from batchglm.fit import _fit_block
+
+    theta, cov, loglik, n_iter, status = _fit_block(problem, y, options)
+    n_feat = y.shape[1]
+    n_fac = len(groupings)
+    factor_of = np.repeat(np.arange(n_fac), [g.n_groups for g in groupings])
+    var = np.zeros((n_feat, n_fac))
+    modes = np.zeros((factor_of.size, n_feat))
+    fit = status != Status.ALL_ZERO
+    if not fit.any():
+        return theta, cov, loglik, n_iter, status, var, modes
+    kl = problem.k_loc
+    yf = np.ascontiguousarray(y[:, fit])
+    a0, b0 = theta[fit, :kl], theta[fit, kl:]
+    # Several factors share the group-to-group variation at the start.
+    sig0 = [start_sigma(problem, yf, a0, g) / np.sqrt(n_fac) for g in groupings]
+    start = np.column_stack([a0, *sig0, b0])
+    objective: LaplaceObjective | JointLaplaceObjective
+    if n_fac == 1:
+        objective = LaplaceObjective(problem, yf, groupings[0].sums)
+    else:
+        objective = JointLaplaceObjective(problem, yf, groupings)
+    sol = solve(objective, start, options)
+    objective.evaluate(sol.theta, 0)
+    sigma = sol.theta[:, kl : kl + n_fac]
+    sol_status = sol.status
+    zero = sigma * sigma < VAR_AT_BOUND
+    at_bound = zero.any(axis=1) & (sol_status == Status.CONVERGED)
+    sol_status[at_bound] = Status.RANDOM_VAR_AT_BOUND
+    # On the boundary a sigma's curvature can vanish; the other parameters decouple from
+    # it there (the likelihood is even in each sigma), so it is taken out before inverting.
+    hess = sol.hess.copy()
+    for j in range(n_fac):
+        rows = zero[:, j]
+        hess[rows, kl + j, :] = 0.0
+        hess[rows, :, kl + j] = 0.0
+        hess[rows, kl + j, kl + j] = -1.0
+    keep = np.r_[np.arange(kl), np.arange(kl + n_fac, kl + n_fac + problem.k_scale)]
+    cov_fit = inverse_negative(hess)[:, keep][:, :, keep]
+    theta[fit] = sol.theta[:, keep]
+    cov[fit] = cov_fit
+    loglik[fit] = sol.loglik
+    n_iter[fit] = sol.n_iter
+    status[fit] = sol_status
+    var[fit] = sigma * sigma
+    modes[:, fit] = sigma.T[factor_of] * objective.modes
+    return theta, cov, loglik, n_iter, status, var, modes
+
+
+def mixed_grouping(
+    random_effects: str | Sequence[str], obs: pd.DataFrame | None, n_obs: int, loc: Design,
+    family: str, fixed_scale: bool,
+) -> list[Grouping]:
+    """Check the arguments of a mixed fit and return its grouping factor.
+
+    Parameters
+    ----------
+    random_effects : str or sequence of str
+        As in :func:`batchglm.fit`.
+    obs : pandas.DataFrame or None
+        Observation annotations.
+    n_obs : int
+        Number of observations.
+    loc : Design
+        Fixed location design.
+    family : str
+        Family name.
+    fixed_scale : bool
+        Whether ``fixed_scale`` was given.
+
+    Returns
+    -------
+    list of Grouping
+        The random-intercept factors.
+
+    Raises
+    ------
+    ValueError
+        For a family other than ``nb``/``poisson``, with ``fixed_scale``, or a bad factor
+        (see :func:`batchglm.mixed.grouping.parse_random_effects`).
+    """
+    if family not in FAMILIES:
+        raise ValueError(
+            f"`random_effects` needs family 'nb' or 'poisson' (log link), but family "
+            f"{family!r} was given."
+        )
+    if fixed_scale:
+        raise ValueError("`fixed_scale` must be None with `random_effects`.")
+    return parse_random_effects(random_effects, obs, n_obs, loc)
