@@ -195,3 +195,21 @@ def test_errors_name_what_must_hold(tmp_path, files):
     with pytest.raises(IndexError, match=r"indexed as store\[:, features\]"):
         d.values[3]
     assert as_data(d) is d
+
+
+def test_views_keep_the_files_and_the_store_refuses_to_densify(files):
+    root, y, _, _ = files
+    d = read_backed(root / "cells.h5ad", memory_budget=0)
+    view = d.reorder(None, np.arange(36, -1, -1)).values
+    directory = d.values.directory
+    del d
+    import gc
+
+    gc.collect()
+    assert directory.exists()
+    np.testing.assert_array_equal(view[:, [0]].toarray()[:, 0], y[:, 36])
+    with pytest.raises(TypeError, match=r"keeps a 400 x 37 matrix on disk"):
+        np.asarray(view)
+    del view
+    gc.collect()
+    assert not directory.exists()

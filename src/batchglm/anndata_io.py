@@ -172,6 +172,8 @@ def read_backed(
     obs = read_elem(root["obs"])
     var = read_elem(root["var"])
     values = feature_blocked(matrix, memory_budget=memory_budget, tmp_dir=tmp_dir)
+    if getattr(values, "source", None) is None and hasattr(root, "close"):
+        root.close()  # everything is read; a CSC store read on demand keeps the file open
     return Data(
         values,
         pd.Index(var.index.astype(str)),

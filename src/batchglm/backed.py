@@ -106,7 +106,7 @@ def _row_blocks(values: Any, fmt: str | None, n_obs: int, n_feat: int) -> list[s
     return [slice(s, min(s + rows, n_obs)) for s in range(0, n_obs, rows)]
 
 
-@dataclass
+@dataclass(eq=False)
 class FeatureBlockStore:
     """Feature blocks of a matrix in files on disk, read one block at a time.
 
@@ -138,6 +138,8 @@ class FeatureBlockStore:
     #: stored); set by :meth:`take`.
     obs_order: NDArray[np.intp] | None = None
     feature_order: NDArray[np.intp] | None = None
+    #: The store that owns the files (views keep it, and so its files, alive).
+    owner: FeatureBlockStore | None = field(default=None, repr=False)
     _starts: NDArray[np.intp] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -172,7 +174,22 @@ class FeatureBlockStore:
             else self.feature_order[features])
         view = copy.copy(self)
         view.obs_order, view.feature_order = rows, cols
+        view.owner = self if self.owner is None else self.owner
         return view
+
+    def __array__(self, *args: Any, **kwargs: Any) -> NDArray[Any]:
+        """Refuse to turn the whole matrix into one array.
+
+        Raises
+        ------
+        TypeError
+            Always: the matrix is kept on disk to be read by feature blocks.
+        """
+        raise TypeError(
+            f"a FeatureBlockStore keeps a {self.shape[0]} x {self.shape[1]} matrix on disk to "
+            "be read by feature blocks (Data.block); converting it whole would load it into "
+            "memory. Read it with a larger `memory_budget` to get an in-memory matrix."
+        )
 
     @property
     def dtype(self) -> np.dtype[Any]:
