@@ -213,3 +213,16 @@ def test_views_keep_the_files_and_the_store_refuses_to_densify(files):
     del view
     gc.collect()
     assert not directory.exists()
+
+
+def test_pseudobulk_and_size_factors_of_a_backed_file(files):
+    root, y, obs, ref = files
+    adata = ad.read_h5ad(root / "cells.h5ad", backed="r")
+    adata.obs["donor"] = [f"d{i % 5}" for i in range(adata.n_obs)]
+    pb = bg.pseudobulk(adata, "donor", "group", n_jobs=2)
+    expect = pd.DataFrame(y.astype(np.float64)).groupby(
+        [adata.obs["donor"].to_numpy(), obs["group"].to_numpy()]).sum()
+    expect.index = ["_".join(t) for t in expect.index]
+    np.testing.assert_array_equal(pb.X, expect.loc[pb.obs_names].to_numpy())
+    d = read_backed(root / "cells.zarr", memory_budget=0)
+    np.testing.assert_allclose(bg.size_factors(d, "poscounts"), ref.size_factors, rtol=1e-12)
