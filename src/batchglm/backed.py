@@ -409,35 +409,30 @@ def _csr_to_disk(
 def _csr_to_memory(
     values: Any, fblocks: list[slice], n_obs: int, n_feat: int, nnz: int, idx: np.dtype[Any]
 ) -> sparse.csc_array:
-    # Pieces of each row block, kept in the source's dtype, then copied feature block by
-    # feature block into the final arrays while the pieces of that block are released.
-    pieces: list[list[tuple[Any, Any, Any]]] = [[] for _ in fblocks]
+    # Each row block once as CSC in the source's dtype (a feature block is a contiguous
+    # range of it), then the final arrays are filled feature block by feature block.
+    pieces = []
     col_nnz = np.zeros(n_feat, dtype=np.int64)
     for rb in _row_blocks(values, "csr", n_obs, n_feat):
         piece = _csr_rows(values, rb)
-        counts = np.diff(piece.indptr)
-        col_nnz += counts
-        for i, fb in enumerate(fblocks):
-            lo, hi = piece.indptr[fb.start], piece.indptr[fb.stop]
-            pieces[i].append(
-                (piece.data[lo:hi].copy(), piece.indices[lo:hi].astype(idx) + rb.start,
-                 counts[fb])
-            )
+        piece.indices = piece.indices.astype(idx, copy=False)
+        col_nnz += np.diff(piece.indptr)
+        pieces.append((rb.start, piece))
     indptr = np.concatenate([[0], np.cumsum(col_nnz)])
-    total = int(indptr[-1])
-    data = np.empty(total)
-    indices = np.empty(total, dtype=idx)
-    for i, fb in enumerate(fblocks):
-        vals = np.concatenate([p[0] for p in pieces[i]])
-        rows = np.concatenate([p[1] for p in pieces[i]])
-        cnt = np.stack([p[2] for p in pieces[i]])
+    data = np.empty(int(indptr[-1]))
+    indices = np.empty(int(indptr[-1]), dtype=idx)
+    for fb in fblocks:
         width = fb.stop - fb.start
+        vals = np.concatenate([p.data[p.indptr[fb.start]:p.indptr[fb.stop]] for _, p in pieces])
+        rows = np.concatenate([p.indices[p.indptr[fb.start]:p.indptr[fb.stop]] + np.asarray(s, idx)
+                               for s, p in pieces])
+        cnt = np.stack([np.diff(p.indptr[fb.start:fb.stop + 1]) for _, p in pieces])
         col = np.repeat(np.tile(np.arange(width), cnt.shape[0]), cnt.ravel())
+        # Row blocks in order: a stable sort by feature leaves each feature's rows sorted.
         order = np.argsort(col, kind="stable")
         lo, hi = indptr[fb.start], indptr[fb.stop]
         data[lo:hi] = vals[order]
         indices[lo:hi] = rows[order]
-        pieces[i] = []
     return sparse.csc_array((data, indices, indptr), shape=(n_obs, n_feat))
 
 

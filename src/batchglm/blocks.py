@@ -3,8 +3,8 @@
 Every pass that touches the data matrix (the fit, size factors, pseudobulk sums, the
 on-disk relayout of :mod:`batchglm.backed`) walks the features in contiguous blocks of
 ``block_size(n_obs)`` features, so one dense float64 block ``(n_obs, width)`` stays near
-:data:`BLOCK_BYTES` (4 MiB: element-wise passes run from cache) and never below
-:data:`MIN_BLOCK` features. :func:`map_blocks` runs a function on every block, on threads
+:data:`BLOCK_BYTES` (4 MiB: element-wise passes run from cache; one feature at least).
+:func:`map_blocks` runs a function on every block, on threads
 for in-memory and on-disk data (NumPy releases the GIL in its kernels; BLAS is held to one
 thread per worker so the threads do not oversubscribe the cores) and as one dask task per
 block for dask input, with an optional ``tqdm.auto`` progress bar counted in features.
@@ -25,8 +25,10 @@ T = TypeVar("T")
 
 #: Bytes of one dense float64 feature block ``(n_obs, width)``.
 BLOCK_BYTES = 4 * 2**20
-#: Fewest features per block, so per-block overheads stay small on very tall data.
-MIN_BLOCK = 8
+#: Fewest features per block. One: the fit's working memory is about 16 times a dense block,
+#: so a floor above one would let a million cells take gigabytes per thread; per-block
+#: overheads are small next to the work on such tall blocks.
+MIN_BLOCK = 1
 #: Observation-feature pairs above which a pass takes seconds: worth a bar on a terminal.
 PROGRESS_PAIRS = 5e7
 
