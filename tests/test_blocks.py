@@ -138,3 +138,15 @@ def test_progress_bar_is_drawn_when_asked(counts, capsys):
     assert "batchglm.size_factors" in capsys.readouterr().err
     size_factors(counts, "normed_sum", progress=False)
     assert "batchglm.size_factors" not in capsys.readouterr().err
+
+
+def test_fold_blocks_combines_in_block_order():
+    spans = blocks.feature_blocks(50, 3)
+    for jobs in (1, 3):
+        out = blocks.fold_blocks(lambda sl: [sl.start], spans, lambda a, r: a + r, [],
+                                 n_jobs=jobs)
+        assert out == [s.start for s in spans]
+    arr = da.from_array(np.arange(40.0).reshape(4, 10), chunks=(2, 4))
+    out = blocks.fold_dask_blocks(lambda chunk, sl: [(sl.start, float(chunk.sum()))], arr, 3,
+                                  lambda a, r: a + r, [])
+    assert out == [(0, 192.0), (3, 228.0), (6, 264.0), (9, 96.0)]

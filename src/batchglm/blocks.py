@@ -180,6 +180,74 @@ def map_blocks(
         bar.close()
 
 
+def fold_blocks(
+    func: Callable[[slice], T],
+    blocks: Sequence[slice],
+    combine: Callable[[Any, T], Any],
+    initial: Any,
+    *,
+    n_jobs: int | None = None,
+    progress: bool = False,
+    desc: str = "batchglm",
+) -> Any:
+    """Fold ``combine`` over ``func(block)`` in block order, holding few results at once.
+
+    Like :func:`map_blocks`, but the blocks run in windows of ``2 n_jobs`` and each window's
+    results are folded into the accumulator before the next starts, so memory holds a few
+    block results, not all of them (per-block row sums of a tall matrix would otherwise
+    add up to ``n_obs x n_blocks``).
+
+    Parameters
+    ----------
+    func : callable
+        ``func(block) -> result``.
+    blocks : sequence of slice
+        Feature slices.
+    combine : callable
+        ``combine(accumulator, result) -> accumulator``, applied in block order, so the
+        result does not depend on ``n_jobs``.
+    initial : object
+        The starting accumulator.
+    n_jobs : int, optional
+        Threads; by default the available CPU cores.
+    progress : bool
+        Draw a ``tqdm.auto`` bar counted in features.
+    desc : str
+        Label of the bar.
+
+    Returns
+    -------
+    object
+        The final accumulator.
+
+    Raises
+    ------
+    Exception
+        The first exception raised by ``func`` (earliest block of its window).
+    """
+    jobs = min(n_workers(n_jobs), max(len(blocks), 1))
+    window = 2 * jobs
+    acc = initial
+    bar = tqdm(total=sum(_width(b) for b in blocks), disable=not progress, unit="feature",
+               desc=desc)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            for start in range(0, len(blocks), window):
+                part = blocks[start : start + window]
+                if jobs == 1:
+                    results = []
+                    for b in part:
+                        results.append(func(b))
+                        bar.update(_width(b))
+                else:
+                    results = _threaded(func, part, jobs, bar)
+                for r in results:
+                    acc = combine(acc, r)
+    finally:
+        bar.close()
+    return acc
+
+
 def _threaded(func: Callable[[slice], T], blocks: Sequence[slice], jobs: int, bar: Any) -> list[T]:
     pool = ThreadPoolExecutor(max_workers=jobs)
     futures = [pool.submit(func, b) for b in blocks]
@@ -204,6 +272,48 @@ def _threaded(func: Callable[[slice], T], blocks: Sequence[slice], jobs: int, ba
 
 def _width(block: slice) -> int:
     return int(block.stop - block.start)
+
+
+def fold_dask_blocks(
+    func: Callable[[Any, slice], T],
+    values: Any,
+    size: int,
+    combine: Callable[[Any, T], Any],
+    initial: Any,
+) -> Any:
+    """Fold ``combine`` over ``func(chunk, block)`` of a dask array's feature blocks.
+
+    The fold runs in the task graph, in block order, so only the final accumulator comes
+    back to the caller.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(chunk, block) -> result`` as in :func:`map_dask_blocks`.
+    values : dask.array.Array
+        ``(n_obs, n_features)``.
+    size : int
+        Features per block.
+    combine : callable
+        ``combine(accumulator, result) -> accumulator``, in block order.
+    initial : object
+        The starting accumulator.
+
+    Returns
+    -------
+    object
+        The final accumulator.
+    """
+    import dask
+
+    arr = values.rechunk({0: -1, 1: size})
+    acc: Any = initial
+    start = 0
+    for width, chunk in zip(arr.chunks[1], arr.to_delayed().ravel(), strict=True):
+        part = dask.delayed(func)(chunk, slice(start, start + int(width)))
+        acc = dask.delayed(combine)(acc, part)
+        start += int(width)
+    return dask.compute(acc)[0]
 
 
 def map_dask_blocks(

@@ -49,7 +49,7 @@ def _per_block(d: Data, func: Any, n_jobs: int | None, progress: bool | None) ->
     )
 
 
-def _row_medians(rows: NDArray[np.intp], values: Array, n_obs: int) -> Array:
+def _row_medians(rows: NDArray[np.integer[Any]], values: Array, n_obs: int) -> Array:
     """Median of ``values`` within each row label; ``NaN`` for rows without values."""
     order = np.lexsort((values, rows))
     rows, values = rows[order], values[order]
@@ -63,7 +63,7 @@ def _row_medians(rows: NDArray[np.intp], values: Array, n_obs: int) -> Array:
     return out
 
 
-def _log_ratios(y: Any, method: str) -> tuple[NDArray[np.intp], Array]:
+def _log_ratios(y: Any, method: str) -> tuple[NDArray[np.integer[Any]], Array]:
     """``(observation, log y - log geometric mean)`` for the entries of one feature block."""
     n_obs = y.shape[0]
     if sparse.issparse(y):
@@ -82,7 +82,7 @@ def _log_ratios(y: Any, method: str) -> tuple[NDArray[np.intp], Array]:
             keep_col = np.asarray(nnz > 0)
             log_gm = log_sum / n_obs
         keep = keep_col[col]
-        return csc.indices[keep].astype(np.intp), logs[keep] - log_gm[col[keep]]
+        return csc.indices[keep].astype(_rows_dtype(n_obs)), logs[keep] - log_gm[col[keep]]
     y = np.asarray(y, dtype=np.float64)
     _check_counts(y)
     positive = y > 0
@@ -92,12 +92,17 @@ def _log_ratios(y: Any, method: str) -> tuple[NDArray[np.intp], Array]:
     cols = np.asarray(positive.all(axis=0) if method == "median_ratio" else positive.any(axis=0))
     # Column-major order, as the sparse branch gives: results do not depend on storage.
     c, r = np.nonzero((positive & cols[None, :]).T)
-    return r.astype(np.intp), logs[r, c] - log_sum[c] / n_obs
+    return r.astype(_rows_dtype(n_obs)), logs[r, c] - log_sum[c] / n_obs
+
+
+def _rows_dtype(n_obs: int) -> type[np.signedinteger[Any]]:
+    # The collected pairs are as many as the non-zeros: int32 rows keep them at 12 bytes.
+    return np.int32 if n_obs < 2**31 else np.int64
 
 
 def _log_ratio_entries(
     d: Data, method: str, n_jobs: int | None, progress: bool | None
-) -> tuple[NDArray[np.intp], Array]:
+) -> tuple[NDArray[np.integer[Any]], Array]:
     """All blocks' ``(observation, log ratio)`` pairs, blocks in feature order."""
     parts = _per_block(d, lambda y: _log_ratios(y, method), n_jobs, progress)
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
@@ -120,11 +125,28 @@ def _block_totals(y: Any) -> Array:
     return np.asarray(y.sum(axis=1))
 
 
+def _add(total: Array, part: Array) -> Array:
+    return total + part
+
+
 def _totals(d: Data, n_jobs: int | None, progress: bool | None) -> Array:
-    total = np.zeros(d.shape[0])
-    for part in _per_block(d, _block_totals, n_jobs, progress):
-        total += part  # in feature-block order, so any n_jobs gives the same sums
-    return total
+    """Per-observation totals, summed in feature-block order (any ``n_jobs``, same sums)."""
+    n_obs, n_feat = d.shape
+    size = blocks.block_size(n_obs)
+    start = np.zeros(n_obs)
+    if d.kind == "dask":
+        from batchglm.dask_fit import dense_block
+
+        def on_chunk(chunk: Any, sl: slice) -> Array:
+            return _block_totals(sparse.csc_array(chunk) if sparse.issparse(chunk)
+                                 else dense_block(chunk))
+
+        return np.asarray(blocks.fold_dask_blocks(on_chunk, d.values, size, _add, start))
+    return np.asarray(blocks.fold_blocks(
+        lambda sl: _block_totals(d.stored_block(sl)), blocks.feature_blocks(n_feat, size),
+        _add, start, n_jobs=n_jobs, progress=blocks.show_progress(progress, n_obs, n_feat),
+        desc="batchglm.size_factors",
+    ))
 
 
 def size_factors(
