@@ -1,8 +1,10 @@
 """Input data and size factors.
 
 Data stay in their own storage: dense numpy, scipy.sparse (kept sparse, in CSC layout so
-feature blocks are cheap to cut) or dask (kept lazy). The solver only ever sees dense
-float64 blocks of a few features, made by :meth:`Data.block`.
+feature blocks are cheap to cut), dask (kept lazy) or, for matrices on disk (backed
+``.h5ad``, zarr), feature blocks laid out in one streaming pass (:mod:`batchglm.backed`).
+The solver only ever sees dense float64 blocks of a few features, made by
+:meth:`Data.block`, in the blocks of :mod:`batchglm.blocks`.
 """
 
 from __future__ import annotations
