@@ -226,3 +226,13 @@ def test_pseudobulk_and_size_factors_of_a_backed_file(files):
     np.testing.assert_array_equal(pb.X, expect.loc[pb.obs_names].to_numpy())
     d = read_backed(root / "cells.zarr", memory_budget=0)
     np.testing.assert_allclose(bg.size_factors(d, "poscounts"), ref.size_factors, rtol=1e-12)
+
+
+def test_relayout_progress_bar_and_shape_error(files, capsys, tmp_path):
+    root, *_ = files
+    read_backed(root / "cells.h5ad", memory_budget=0, progress=True)
+    assert "batchglm.read" in capsys.readouterr().err
+    with h5py.File(tmp_path / "v.h5", "w") as fh:
+        fh["v"] = np.arange(5.0)
+        with pytest.raises(ValueError, match=r"must be 2-D \(n_obs, n_features\), but it has 1"):
+            backed.feature_blocked(fh["v"])

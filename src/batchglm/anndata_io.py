@@ -110,6 +110,7 @@ def read_backed(
     *,
     memory_budget: int | None = None,
     tmp_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
 ) -> Data:
     """Read a ``.h5ad`` file or ``.zarr`` store without loading its matrix whole.
 
@@ -128,6 +129,8 @@ def read_backed(
         ``0``: always on disk).
     tmp_dir : path-like, optional
         Directory for on-disk feature blocks; default the system's temporary directory.
+    progress : bool, optional
+        Progress bar over row blocks; by default only for large matrices on a terminal.
 
     Returns
     -------
@@ -171,7 +174,8 @@ def read_backed(
     matrix = sparse_dataset(elem) if encoding in ("csr_matrix", "csc_matrix") else elem
     obs = read_elem(root["obs"])
     var = read_elem(root["var"])
-    values = feature_blocked(matrix, memory_budget=memory_budget, tmp_dir=tmp_dir)
+    values = feature_blocked(matrix, memory_budget=memory_budget, tmp_dir=tmp_dir,
+                             progress=progress)
     if getattr(values, "source", None) is None and hasattr(root, "close"):
         root.close()  # everything is read; a CSC store read on demand keeps the file open
     return Data(

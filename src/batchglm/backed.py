@@ -30,6 +30,7 @@ import copy
 import os
 import shutil
 import tempfile
+import threading
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
+from tqdm.auto import tqdm
 
-from batchglm.blocks import block_size, feature_blocks
+from batchglm.blocks import block_size, feature_blocks, show_progress
 
 Array = NDArray[np.float64]
 
@@ -86,8 +88,18 @@ def _sparse_format(values: Any) -> str | None:
     return None
 
 
-def _row_blocks(values: Any, fmt: str | None, n_obs: int, n_feat: int) -> list[slice]:
-    """Observation slices with about the same number of entries each."""
+#: Whether the current relayout draws a progress bar (set by :func:`feature_blocked`).
+_SHOW = threading.local()
+
+
+def _row_blocks(values: Any, fmt: str | None, n_obs: int, n_feat: int) -> Any:
+    """Observation slices with about the same number of entries each (with a bar if asked)."""
+    spans = _row_spans(values, fmt, n_obs, n_feat)
+    return tqdm(spans, disable=not getattr(_SHOW, "on", False), unit="row block",
+                desc="batchglm.read")
+
+
+def _row_spans(values: Any, fmt: str | None, n_obs: int, n_feat: int) -> list[slice]:
     if fmt == "csr":
         indptr = np.asarray(values.group["indptr"][:], dtype=np.int64)
         nnz = int(indptr[-1])
@@ -301,6 +313,7 @@ def feature_blocked(
     *,
     memory_budget: int | None = None,
     tmp_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
 ) -> Any:
     """Lay a matrix on disk out by feature blocks, reading it once in row blocks.
 
@@ -313,6 +326,9 @@ def feature_blocked(
         :data:`DEFAULT_MEMORY_BUDGET` (2 GiB). ``0`` always goes to disk.
     tmp_dir : path-like, optional
         Where the on-disk blocks go; default the system's temporary directory.
+    progress : bool, optional
+        A ``tqdm.auto`` bar over row blocks; by default only for large matrices on a
+        terminal (:func:`batchglm.blocks.show_progress`).
 
     Returns
     -------
@@ -334,6 +350,16 @@ def feature_blocked(
             "dimension(s)."
         )
     n_obs, n_feat = shape
+    _SHOW.on = show_progress(progress, n_obs, n_feat)
+    try:
+        return _relayout(values, budget, tmp_dir, n_obs, n_feat)
+    finally:
+        _SHOW.on = False
+
+
+def _relayout(
+    values: Any, budget: int, tmp_dir: str | os.PathLike[str] | None, n_obs: int, n_feat: int
+) -> Any:
     dtype = np.dtype(values.dtype)
     if dtype.kind not in "iuf":
         raise ValueError(f"a matrix on disk must be numeric, but its dtype is {dtype}.")
@@ -391,7 +417,7 @@ def _csr_to_disk(
 ) -> FeatureBlockStore:
     directory = _make_dir(tmp_dir)
     rblocks = _row_blocks(values, "csr", n_obs, n_feat)
-    counts = np.zeros((len(rblocks), n_feat), dtype=np.int64)
+    counts = np.zeros((len(rblocks.iterable), n_feat), dtype=np.int64)
     store = FeatureBlockStore((n_obs, n_feat), fblocks, False, directory, dtype, idx, counts)
     weakref.finalize(store, _cleanup, str(directory))
     for r, rb in enumerate(rblocks):
