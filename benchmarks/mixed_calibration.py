@@ -93,8 +93,8 @@ def main() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fw = bg.de.wald(fixed, coef=coef).summary()
-    rows.append(_row("fixed donors (constraints), Wald", fw["pvalue"].to_numpy(), fw["padj"].to_numpy(),
-                     args.null, time.perf_counter() - t0))
+    rows.append(_row("fixed donors (constraints), Wald", fw["pvalue"].to_numpy(),
+                     fw["padj"].to_numpy(), args.null, time.perf_counter() - t0))
     t0 = time.perf_counter()
     adata = ad.AnnData(X=y, obs=obs)
     pb = bg.pseudobulk(adata, sample="donor")

@@ -1,12 +1,15 @@
 """Input data and size factors.
 
 Data stay in their own storage: dense numpy, scipy.sparse (kept sparse, in CSC layout so
-feature blocks are cheap to cut) or dask (kept lazy). The solver only ever sees dense
-float64 blocks of a few features, made by :meth:`Data.block`.
+feature blocks are cheap to cut), dask (kept lazy) or, for matrices on disk (backed
+``.h5ad``, zarr), feature blocks laid out in one streaming pass (:mod:`batchglm.backed`).
+The solver only ever sees dense float64 blocks of a few features, made by
+:meth:`Data.block`, in the blocks of :mod:`batchglm.blocks`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +30,9 @@ class Data:
 
     Attributes
     ----------
-    values : ndarray
-        ``(n_obs, n_features)`` float64.
+    values : ndarray, scipy.sparse.csc_array, dask.array.Array or FeatureBlockStore
+        ``(n_obs, n_features)``: dense float64, sparse CSC float64, a lazy dask array, or
+        feature blocks on disk (:mod:`batchglm.backed`).
     feature_names : pandas.Index
         One name per feature.
     obs_names : pandas.Index
@@ -44,11 +48,15 @@ class Data:
 
     @property
     def kind(self) -> str:
-        """Storage: ``"dense"``, ``"sparse"`` or ``"dask"``."""
+        """Storage: ``"dense"``, ``"sparse"``, ``"dask"`` or ``"disk"`` (feature blocks)."""
+        from batchglm.backed import FeatureBlockStore
+
         if isinstance(self.values, np.ndarray):
             return "dense"
         if sparse.issparse(self.values):
             return "sparse"
+        if isinstance(self.values, FeatureBlockStore):
+            return "disk"
         return "dask"
 
     def block(self, features: slice) -> Array:
@@ -64,12 +72,31 @@ class Data:
         ndarray
             The block.
         """
-        part = self.values[:, features]
+        part = self.stored_block(features)
         if sparse.issparse(part):
             part = part.toarray()
-        elif not isinstance(part, np.ndarray):
-            part = np.asarray(part)
         return np.ascontiguousarray(part, dtype=np.float64)
+
+    def stored_block(self, features: slice) -> Any:
+        """Return some features in their stored form, ``(n_obs, n_block)``.
+
+        Parameters
+        ----------
+        features : slice
+            Feature positions.
+
+        Returns
+        -------
+        ndarray or scipy.sparse.csc_array
+            Dense for dense data, CSC for sparse and sparse on-disk data; a dask block is
+            computed (numpy, or CSC when its chunks are sparse).
+        """
+        part = self.values[:, features]
+        if self.kind == "dask":
+            part = part.compute()
+        if sparse.issparse(part):
+            return sparse.csc_array(part)
+        return np.asarray(part)
 
     def reorder(
         self, obs: NDArray[np.intp] | None, features: NDArray[np.intp] | None
@@ -92,7 +119,9 @@ class Data:
         if obs is None and features is None:
             return self
         values = self.values
-        if self.kind == "dense" and obs is not None and features is not None:
+        if self.kind == "disk":
+            values = values.take(obs, features)
+        elif self.kind == "dense" and obs is not None and features is not None:
             values = values[np.ix_(obs, features)]  # one copy, not two
         else:
             if obs is not None:
@@ -123,9 +152,11 @@ def as_data(
 
     Parameters
     ----------
-    data : array_like, pandas.DataFrame, anndata.AnnData or Data
-        ``(n_obs, n_features)``; DataFrame columns become feature names and its index the
-        observation names. An AnnData gives its ``var_names``, ``obs_names`` and ``.obs``
+    data : array_like, pandas.DataFrame, anndata.AnnData, Data, str or path
+        ``(n_obs, n_features)``; a path to a ``.h5ad`` file or ``.zarr`` store is read with
+        :func:`batchglm.anndata_io.read_backed` (the matrix stays on disk). DataFrame
+        columns become feature names and its index the observation names. An AnnData gives
+        its ``var_names``, ``obs_names`` and ``.obs``
         (see :mod:`batchglm.anndata_io`). Arrays get positional names (``0, 1, ...`` and
         ``feature0, feature1, ...``), which :mod:`batchglm.align` treats as no names. A
         :class:`Data` is returned as it is.
@@ -152,6 +183,14 @@ def as_data(
 
     if isinstance(data, Data) and layer is None:
         return data
+    if isinstance(data, str | os.PathLike):
+        from batchglm.anndata_io import read_backed
+
+        out = read_backed(data, layer)
+        if warn_duplicates:
+            warn(out.feature_names, "feature", "AnnData")
+            warn(out.obs_names, "observation", "AnnData")
+        return out
     if is_anndata(data):
         out = read_anndata(data, layer)
         if warn_duplicates:
@@ -200,11 +239,22 @@ def as_matrix(values: Any, what: str) -> Any:
 
     Returns
     -------
-    ndarray, scipy.sparse.csc_array or dask.array.Array
-        Dense float64, sparse CSC float64, or the dask array as it is.
+    ndarray, scipy.sparse.csc_array, dask.array.Array or FeatureBlockStore
+        Dense float64, sparse CSC float64, the dask array as it is, or for a matrix on
+        disk its feature-blocked copy (:func:`batchglm.backed.feature_blocked`).
+
+    Raises
+    ------
+    ValueError
+        When the values are not numeric or not 2-D.
     """
+    from batchglm.backed import feature_blocked, is_backed
     from batchglm.dask_fit import is_dask_array
 
+    if is_backed(values):
+        # On disk (h5py / zarr / anndata sparse dataset): one streaming pass in row blocks
+        # into feature blocks, never the whole matrix at once (batchglm.backed).
+        return feature_blocked(values)
     if sparse.issparse(values) or is_dask_array(values):
         dtype = np.dtype(values.dtype)
         if dtype.kind not in "iuf":

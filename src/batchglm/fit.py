@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from batchglm import blocks
 from batchglm.align import align_inputs
 from batchglm.dask_fit import fit_dask
 from batchglm.data import as_data, as_size_factors
@@ -36,8 +34,6 @@ logger = logging.getLogger("batchglm")
 
 Array = NDArray[np.float64]
 
-#: Working arrays of a chunk stay near this size, so element-wise passes run from cache.
-_CHUNK_BYTES = 4 * 2**20
 #: Fitted mean given to all-zero features.
 _ALL_ZERO_MEAN = 1e-8
 
@@ -202,9 +198,10 @@ def fit(
         from batchglm.mixed.fit import fit_mixed, mixed_grouping
 
         grouping = mixed_grouping(random_effects, obs, n_obs, loc, fam.name, fixed_b is not None)
-        chunk_m = max(8, _CHUNK_BYTES // (8 * n_obs)) if chunk_size is None else chunk_size
-        return fit_mixed(d, problem, grouping, options, chunk_m, _n_jobs(n_jobs),
-                         {"max_iter": max_iter, "tol": tol, "fixed_scale": False})
+        return fit_mixed(d, problem, grouping, options, blocks.block_size(n_obs, chunk_size),
+                         blocks.n_workers(n_jobs),
+                         {"max_iter": max_iter, "tol": tol, "fixed_scale": False,
+                          "layer": layer})
     k = problem.n_params
     theta = np.zeros((n_feat, k))
     cov = np.full((n_feat, k, k), np.nan)
@@ -212,48 +209,38 @@ def fit(
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.zeros(n_feat, dtype=np.int8)
 
-    chunk = max(8, _CHUNK_BYTES // (8 * n_obs)) if chunk_size is None else chunk_size
-    if chunk < 1:
-        raise ValueError(f"`chunk_size` must be at least 1, but {chunk_size} was given.")
-    jobs = _n_jobs(n_jobs)
+    # One block rule and one parallel map for every pass (batchglm.blocks).
+    chunk = blocks.block_size(n_obs, chunk_size)
+    jobs = blocks.n_workers(n_jobs)
     if d.kind == "dense":
         fam.validate(d.values)
-    elif d.kind == "sparse":
-        # One streaming pass so bad values fail fast, before any fitting.
-        for sl in _chunks(n_feat, chunk):
-            fam.validate(d.block(sl), sl.start)
-    elif fixed_b is not None:
+    elif d.kind == "dask" and fixed_b is not None:
         raise ValueError("`fixed_scale` is not supported for dask input; compute the data first.")
-    # About 1e8 observation-feature pairs take several seconds: worth a bar on a terminal.
-    show = progress if progress is not None else (n_obs * n_feat > 5e7 and sys.stderr.isatty())
+    show = blocks.show_progress(progress, n_obs, n_feat)
     started = time.perf_counter()
     logger.info("fitting %d features x %d observations (%s, %d free parameters each)",
                 n_feat, n_obs, fam.name, k)
-    bar = tqdm(total=n_feat, disable=not show, unit="feature", desc="batchglm.fit")
 
     def run(sl: slice) -> None:
         y = d.block(sl)
+        if d.kind != "dense":
+            # Sparse and on-disk blocks are checked as they are read: one pass, not two.
+            fam.validate(y, sl.start)
         fixed = None if fixed_b is None else fixed_b[sl]
         out = _fit_block(problem, y, options, fixed)
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
-        bar.update(y.shape[1])
 
-    # Parallelism comes from threads over chunks. The batched products are small, so
-    # multi-threaded BLAS would only add synchronisation, which collapses when other
-    # processes compete for the cores.
-    with threadpool_limits(limits=1, user_api="blas"):
-        if d.kind == "dask":
+    if d.kind == "dask":
+        with threadpool_limits(limits=1, user_api="blas"), tqdm(
+            total=n_feat, disable=not show, unit="feature", desc="batchglm.fit"
+        ) as bar:
             theta, cov, loglik, n_iter, status = fit_dask(
                 d.values, problem, options, _fit_block, fam.validate, chunk
             )
             bar.update(n_feat)
-        elif jobs == 1:
-            for sl in _chunks(n_feat, chunk):
-                run(sl)
-        else:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                list(pool.map(run, _chunks(n_feat, chunk)))
-    bar.close()
+    else:
+        blocks.map_blocks(run, blocks.feature_blocks(n_feat, chunk), n_jobs=jobs,
+                          progress=show, desc="batchglm.fit")
     counts = {Status(int(c)).label: int(k) for c, k in zip(*np.unique(status, return_counts=True),
                                                             strict=True)}
     logger.info("fitted %d features in %.2f s: %s", n_feat, time.perf_counter() - started, counts)
@@ -299,21 +286,6 @@ def _fixed_scale(
     if np.abs(free @ scale.constraints.T - full).max() > 1e-8 * (1.0 + np.abs(full).max()):
         raise ValueError("`fixed_scale` must satisfy `constraints_scale`, but it does not.")
     return np.ascontiguousarray(free)
-
-
-def _n_jobs(n_jobs: int | None) -> int:
-    if n_jobs is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1
-        )
-    if n_jobs < 1:
-        raise ValueError(f"`n_jobs` must be at least 1, but {n_jobs} was given.")
-    return n_jobs
-
-
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
 
 
 def _fit_block(

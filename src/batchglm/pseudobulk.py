@@ -8,11 +8,14 @@ for :func:`batchglm.fit` with ``dispersion="map"`` or ``"ql"`` tests.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from batchglm import blocks
+from batchglm.data import as_data
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -32,6 +35,8 @@ def pseudobulk(
     *,
     layer: str | None = None,
     min_cells: int = 1,
+    n_jobs: int | None = None,
+    progress: bool | None = None,
 ) -> AnnData:
     """Sum counts over the cells of each sample (and group, e.g. cell type).
 
@@ -47,6 +52,12 @@ def pseudobulk(
         Layer with the counts; ``None`` uses ``.X``.
     min_cells : int
         Pseudobulk samples with fewer cells are dropped.
+    n_jobs : int, optional
+        Threads summing feature blocks (:func:`batchglm.blocks.map_blocks`); by default the
+        available CPU cores; dask input runs one dask task per block. The sums do not
+        depend on ``n_jobs``.
+    progress : bool, optional
+        Progress bar over feature blocks; by default only for long passes on a terminal.
 
     Returns
     -------
@@ -56,6 +67,12 @@ def pseudobulk(
         ``obs`` column that is constant within each pseudobulk sample (sample-level
         annotations such as condition or batch); columns that vary within a sample are
         dropped. ``var`` is copied. Names join the key values with ``"_"``.
+
+    Raises
+    ------
+    ValueError
+        When a key is not a column of ``adata.obs`` or has missing values, ``layer`` is not
+        a layer, or ``min_cells`` is below 1.
     """
     import anndata
 
@@ -73,7 +90,7 @@ def pseudobulk(
             f"`layer` {layer!r} is not a layer of the AnnData; its layers are "
             f"{list(adata.layers.keys())}."
         )
-    values = adata.X if layer is None else adata.layers[layer]
+    d = as_data(adata, layer=layer, warn_duplicates=False)
     obs = adata.obs
     if obs[keys].isna().to_numpy().any():
         raise ValueError(f"the key columns {keys} of `adata.obs` must not have missing values.")
@@ -84,8 +101,28 @@ def pseudobulk(
     indicator = sparse.csr_array(
         (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_groups, len(codes))
     )
-    summed = indicator @ values
-    summed = summed.toarray() if sparse.issparse(summed) else np.asarray(summed)
+    summed = np.zeros((n_groups, d.shape[1]))
+
+    def add(block: Any) -> Any:
+        part = indicator @ block
+        return part.toarray() if sparse.issparse(part) else np.asarray(part)
+
+    # Feature blocks in parallel, as in the fit (batchglm.blocks); a backed AnnData is read
+    # once in row blocks into feature blocks (batchglm.backed), never whole.
+    n_obs, n_feat = d.shape
+    size = blocks.block_size(n_obs)
+    show = blocks.show_progress(progress, n_obs, n_feat)
+    if d.kind == "dask":
+        parts = blocks.map_dask_blocks(lambda chunk, sl: add(chunk), d.values, size,
+                                       progress=show, desc="batchglm.pseudobulk")
+        starts = np.cumsum([0] + [p.shape[1] for p in parts])
+        spans = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    else:
+        spans = blocks.feature_blocks(n_feat, size)
+        parts = blocks.map_blocks(lambda sl: add(d.stored_block(sl)), spans, n_jobs=n_jobs,
+                                  progress=show, desc="batchglm.pseudobulk")
+    for sl, part in zip(spans, parts, strict=True):
+        summed[:, sl] = part
     keep = n_cells >= min_cells
     names = ["_".join(t) for t in uniques]
     table = pd.DataFrame({"_group": codes}, index=obs.index)

@@ -9,8 +9,9 @@
 * ``"normed_sum"``: total count per observation divided by the mean total.
 * ``"tmm"``: edgeR's TMM effective library sizes (see :mod:`batchglm.tmm`).
 
-Every method needs one pass over the features: per-feature geometric means depend only on
-that feature, and the medians are taken over the collected ``(observation, log ratio)``
+Every method is one pass over the feature blocks of :mod:`batchglm.blocks`, in parallel
+threads (dask tasks for dask input); one pass suffices: per-feature geometric means depend
+only on that feature, and the medians are taken over the collected ``(observation, log ratio)``
 pairs, which are no more than the non-zero entries.
 """
 
@@ -22,23 +23,34 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+from batchglm import blocks
 from batchglm.data import Data, as_data
 
 Array = NDArray[np.float64]
 
 METHODS = ("median_ratio", "poscounts", "normed_sum", "tmm")
-#: Features per dense block; bounded so a block of a tall matrix stays small.
-_BLOCK_BYTES = 16 * 2**20
 
 
-def _blocks(d: Data) -> Any:
+def _per_block(d: Data, func: Any, n_jobs: int | None, progress: bool | None) -> list[Any]:
+    """``func(stored_block)`` over the feature blocks of :mod:`batchglm.blocks`, in order."""
     n_obs, n_feat = d.shape
-    step = max(1, _BLOCK_BYTES // (8 * n_obs))
-    for start in range(0, n_feat, step):
-        yield slice(start, min(start + step, n_feat))
+    size = blocks.block_size(n_obs)
+    show = blocks.show_progress(progress, n_obs, n_feat)
+    if d.kind == "dask":
+        from batchglm.dask_fit import dense_block
+
+        def on_chunk(chunk: Any, sl: slice) -> Any:
+            return func(sparse.csc_array(chunk) if sparse.issparse(chunk) else dense_block(chunk))
+
+        return blocks.map_dask_blocks(on_chunk, d.values, size, progress=show,
+                                      desc="batchglm.size_factors")
+    return blocks.map_blocks(
+        lambda sl: func(d.stored_block(sl)), blocks.feature_blocks(n_feat, size), n_jobs=n_jobs,
+        progress=show, desc="batchglm.size_factors",
+    )
 
 
-def _row_medians(rows: NDArray[np.intp], values: Array, n_obs: int) -> Array:
+def _row_medians(rows: NDArray[np.integer[Any]], values: Array, n_obs: int) -> Array:
     """Median of ``values`` within each row label; ``NaN`` for rows without values."""
     order = np.lexsort((values, rows))
     rows, values = rows[order], values[order]
@@ -52,13 +64,11 @@ def _row_medians(rows: NDArray[np.intp], values: Array, n_obs: int) -> Array:
     return out
 
 
-def _log_ratio_entries(d: Data, method: str) -> tuple[NDArray[np.intp], Array]:
-    """``(observation, log y - log geometric mean)`` for the entries the median uses."""
-    n_obs = d.shape[0]
-    rows: list[NDArray[np.intp]] = []
-    vals: list[Array] = []
-    if d.kind == "sparse":
-        csc = sparse.csc_array(d.values)
+def _log_ratios(y: Any, method: str) -> tuple[NDArray[np.integer[Any]], Array]:
+    """``(observation, log y - log geometric mean)`` for the entries of one feature block."""
+    n_obs = y.shape[0]
+    if sparse.issparse(y):
+        csc = sparse.csc_array(y, dtype=np.float64, copy=True)
         csc.sum_duplicates()
         csc.eliminate_zeros()
         _check_counts(csc.data)
@@ -73,22 +83,30 @@ def _log_ratio_entries(d: Data, method: str) -> tuple[NDArray[np.intp], Array]:
             keep_col = np.asarray(nnz > 0)
             log_gm = log_sum / n_obs
         keep = keep_col[col]
-        return csc.indices[keep].astype(np.intp), logs[keep] - log_gm[col[keep]]
-    for sl in _blocks(d):
-        y = d.block(sl)
-        _check_counts(y)
-        positive = y > 0
-        with np.errstate(divide="ignore"):
-            logs = np.log(y)
-        log_sum = np.where(positive, logs, 0.0).sum(axis=0)
-        cols = np.asarray(
-            positive.all(axis=0) if method == "median_ratio" else positive.any(axis=0)
-        )
-        mask = positive & cols[None, :]
-        r, c = np.nonzero(mask)
-        rows.append(r.astype(np.intp))
-        vals.append(logs[r, c] - log_sum[c] / n_obs)
-    return np.concatenate(rows), np.concatenate(vals)
+        return csc.indices[keep].astype(_rows_dtype(n_obs)), logs[keep] - log_gm[col[keep]]
+    y = np.asarray(y, dtype=np.float64)
+    _check_counts(y)
+    positive = y > 0
+    with np.errstate(divide="ignore"):
+        logs = np.log(y)
+    log_sum = np.where(positive, logs, 0.0).sum(axis=0)
+    cols = np.asarray(positive.all(axis=0) if method == "median_ratio" else positive.any(axis=0))
+    # Column-major order, as the sparse branch gives: results do not depend on storage.
+    c, r = np.nonzero((positive & cols[None, :]).T)
+    return r.astype(_rows_dtype(n_obs)), logs[r, c] - log_sum[c] / n_obs
+
+
+def _rows_dtype(n_obs: int) -> type[np.signedinteger[Any]]:
+    # The collected pairs are as many as the non-zeros: int32 rows keep them at 12 bytes.
+    return np.int32 if n_obs < 2**31 else np.int64
+
+
+def _log_ratio_entries(
+    d: Data, method: str, n_jobs: int | None, progress: bool | None
+) -> tuple[NDArray[np.integer[Any]], Array]:
+    """All blocks' ``(observation, log ratio)`` pairs, blocks in feature order."""
+    parts = _per_block(d, lambda y: _log_ratios(y, method), n_jobs, progress)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 def _check_counts(values: Array) -> None:
@@ -99,16 +117,47 @@ def _check_counts(values: Array) -> None:
         )
 
 
-def _totals(d: Data) -> Array:
-    if d.kind == "sparse":
-        return np.asarray(d.values.sum(axis=1), dtype=np.float64).ravel()
-    total = np.zeros(d.shape[0])
-    for sl in _blocks(d):
-        total += d.block(sl).sum(axis=1)
-    return total
+def _block_totals(y: Any) -> Array:
+    if sparse.issparse(y):
+        _check_counts(y.data)
+        return np.asarray(y.sum(axis=1), dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64)
+    _check_counts(y)
+    return np.asarray(y.sum(axis=1))
 
 
-def size_factors(data: Any, method: str = "median_ratio", *, layer: str | None = None) -> Array:
+def _add(total: Array, part: Array) -> Array:
+    return total + part
+
+
+def _totals(d: Data, n_jobs: int | None, progress: bool | None) -> Array:
+    """Per-observation totals, summed in feature-block order (any ``n_jobs``, same sums)."""
+    n_obs, n_feat = d.shape
+    size = blocks.block_size(n_obs)
+    start = np.zeros(n_obs)
+    if d.kind == "dask":
+        from batchglm.dask_fit import dense_block
+
+        def on_chunk(chunk: Any, sl: slice) -> Array:
+            return _block_totals(sparse.csc_array(chunk) if sparse.issparse(chunk)
+                                 else dense_block(chunk))
+
+        return np.asarray(blocks.fold_dask_blocks(on_chunk, d.values, size, _add, start))
+    return np.asarray(blocks.fold_blocks(
+        lambda sl: _block_totals(d.stored_block(sl)), blocks.feature_blocks(n_feat, size),
+        _add, start, n_jobs=n_jobs, progress=blocks.show_progress(progress, n_obs, n_feat),
+        desc="batchglm.size_factors",
+    ))
+
+
+def size_factors(
+    data: Any,
+    method: str = "median_ratio",
+    *,
+    layer: str | None = None,
+    n_jobs: int | None = None,
+    progress: bool | None = None,
+) -> Array:
     """Per-observation size factors computed from counts.
 
     Parameters
@@ -119,11 +168,23 @@ def size_factors(data: Any, method: str = "median_ratio", *, layer: str | None =
         See the module description.
     layer : str, optional
         AnnData layer with the counts.
+    n_jobs : int, optional
+        Threads over feature blocks (:func:`batchglm.blocks.map_blocks`); by default the
+        available CPU cores. Dask input runs one dask task per block instead. The result
+        does not depend on ``n_jobs``.
+    progress : bool, optional
+        Progress bar over feature blocks; by default only for long passes on a terminal.
 
     Returns
     -------
     ndarray
         Positive factors, shape ``(n_obs,)``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, negative or non-finite counts, or observations the method
+        cannot normalise (no positive count among the features it uses).
     """
     if method not in METHODS:
         raise ValueError(
@@ -137,14 +198,14 @@ def size_factors(data: Any, method: str = "median_ratio", *, layer: str | None =
 
         return tmm_size_factors(d)
     if method == "normed_sum":
-        total = _totals(d)
+        total = _totals(d, n_jobs, progress)
         if np.any(total <= 0):
             raise ValueError(
                 f"size factors by 'normed_sum' need a positive total count in every "
                 f"observation, but observation {int(np.argmax(total <= 0))} has none."
             )
         return np.asarray(total / total.mean())
-    rows, vals = _log_ratio_entries(d, method)
+    rows, vals = _log_ratio_entries(d, method, n_jobs, progress)
     log_sf = _row_medians(rows, vals, n_obs)
     if method == "median_ratio" and rows.size == 0:
         raise ValueError(

@@ -10,7 +10,6 @@ per-feature QL dispersion instead, see :func:`quasi_likelihood`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from batchglm import blocks
 from batchglm.align import data_of_fit
 from batchglm.data import Data
 from batchglm.design import Design, column_rank
@@ -38,8 +38,6 @@ from batchglm.solvers.status import Status
 Array = NDArray[np.float64]
 
 #: Features per block: the grid search holds a few ``(n_obs, block)`` arrays at a time.
-_BLOCK = 2048
-#: Gene-wise estimates below this are left out of the trend and prior fits (DESeq2).
 _FIT_FLOOR = 100 * MIN_ALPHA
 
 
@@ -97,9 +95,6 @@ class Dispersions:
         )
 
 
-def _blocks(n: int) -> Iterator[slice]:
-    for start in range(0, n, _BLOCK):
-        yield slice(start, min(start + _BLOCK, n))
 
 
 def check_nb_fit(res: FitResult, data: Data, what: str, intercept_only: bool = True) -> None:
@@ -186,7 +181,7 @@ def estimate_dispersions(
     usable = res.status_codes != Status.ALL_ZERO
     base_mean = np.zeros(n_feat)
     log_r_gene = np.full(n_feat, np.nan)
-    for sl in _blocks(n_feat):
+    def _pass1(sl: slice) -> None:
         y = d.block(sl)
         base_mean[sl] = (y / res.size_factors[:, None]).mean(axis=0)
         use = np.flatnonzero(usable[sl])
@@ -196,6 +191,8 @@ def estimate_dispersions(
                 np.ascontiguousarray(y[:, use]), np.ascontiguousarray(mu[:, use]), x,
                 alpha_max=upper,
             )
+
+    blocks.map_blocks(_pass1, blocks.feature_blocks(n_feat, blocks.block_size(n_obs)))
     usable &= base_mean > 0
     genewise = np.where(usable, np.exp(-log_r_gene), np.nan)
     for_fit = usable & (genewise >= _FIT_FLOOR)
@@ -206,10 +203,10 @@ def estimate_dispersions(
         np.log(genewise[for_fit]), np.log(trend_alpha[for_fit]), df_residual
     )
     log_r_map = np.full(n_feat, np.nan)
-    for sl in _blocks(n_feat):
+    def _pass2(sl: slice) -> None:
         use = np.flatnonzero(usable[sl])
         if not use.size:
-            continue
+            return
         y = d.block(sl)
         mu = _means(res, sl)
         prior = LogNormalPrior(np.log(trend_alpha[sl.start + use]), prior_var)
@@ -217,6 +214,8 @@ def estimate_dispersions(
             np.ascontiguousarray(y[:, use]), np.ascontiguousarray(mu[:, use]), x,
             prior=prior, alpha_max=upper,
         )
+
+    blocks.map_blocks(_pass2, blocks.feature_blocks(n_feat, blocks.block_size(n_obs)))
     map_alpha = np.where(usable, np.exp(-log_r_map), np.nan)
     with np.errstate(invalid="ignore"):
         outlier = usable & dispersion_outliers(np.log(genewise), np.log(trend_alpha), resid_var)
@@ -342,10 +341,8 @@ def genewise_dispersions(
     apl = np.full(n_feat, np.nan)
     status = np.full(n_feat, Status.ALL_ZERO, dtype=np.int8)
     n_iter = np.zeros(n_feat, dtype=np.int32)
-    # Newton holds several (n_obs, block) arrays; keep them near 32 MiB each.
-    block = max(8, min(_BLOCK, 2**22 // max(n_obs, 1)))
-    for start in range(0, n_feat, block):
-        sl = slice(start, min(start + block, n_feat))
+    # The one feature-block rule of every pass (batchglm.blocks).
+    for sl in blocks.feature_blocks(n_feat, blocks.block_size(n_obs)):
         y = d.block(sl)
         usable[sl] &= y.any(axis=0)
         use = np.flatnonzero(usable[sl])
@@ -501,10 +498,10 @@ def quasi_likelihood(
     divisor = np.full(n_feat, np.nan)
     testable = disp.usable & res_trend.converged.to_numpy()
     table = KappaTable.build(r[testable]) if deviance_bias and testable.any() else None
-    for sl in _blocks(n_feat):
+    def _pass3(sl: slice) -> None:
         use = np.flatnonzero(testable[sl])
         if not use.size:
-            continue
+            return
         y = d.block(sl)[:, use]
         mu = _means(res_trend, sl)[:, use]
         at = sl.start + use
@@ -513,6 +510,8 @@ def quasi_likelihood(
         divisor[at] = expected_deviance(mu, r[at], x, table) if deviance_bias else df[at]
         with np.errstate(divide="ignore", invalid="ignore"):
             s2[at] = np.where((df[at] > 0) & (divisor[at] > 0), dev / divisor[at], 0.0)
+
+    blocks.map_blocks(_pass3, blocks.feature_blocks(n_feat, blocks.block_size(d.shape[0])))
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = np.log(disp.base_mean) if abundance_trend else None
     squeezed = squeeze_var(s2, df.astype(np.float64), cov)

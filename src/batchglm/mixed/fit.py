@@ -9,14 +9,13 @@ fixed effects and the scale; a moment estimate starts ``sigma``; the engine of
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from threadpoolctl import threadpool_limits
 
+from batchglm import blocks
 from batchglm.data import Data
 from batchglm.design import Design
 from batchglm.mixed.grouping import Grouping, parse_random_effects
@@ -96,9 +95,6 @@ def fit_mixed(
     # Bad values fail before any fitting, as in `bg.fit`.
     if d.kind == "dense":
         fam.validate(d.values)
-    else:
-        for sl in _chunks(n_feat, chunk):
-            fam.validate(d.block(sl), sl.start)
     k = problem.n_params
     theta = np.zeros((n_feat, k))
     cov = np.full((n_feat, k, k), np.nan)
@@ -114,16 +110,15 @@ def fit_mixed(
                 "(%d groups, %s)", n_feat, n_obs, factors, q, fam.name)
 
     def run(sl: slice) -> None:
-        out = fit_block(problem, d.block(sl), groupings, options)
+        y = d.block(sl)
+        if d.kind != "dense":
+            fam.validate(y, sl.start)  # sparse and on-disk blocks: checked as they are read
+        out = fit_block(problem, y, groupings, options)
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        if n_jobs == 1:
-            for sl in _chunks(n_feat, chunk):
-                run(sl)
-        else:
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                list(pool.map(run, _chunks(n_feat, chunk)))
+    # The feature-block rule and parallel map of every pass (threads, BLAS held to one).
+    blocks.map_blocks(run, blocks.feature_blocks(n_feat, chunk), n_jobs=n_jobs,
+                      desc="batchglm.fit (mixed)")
     warn_if_unconverged(status, options.max_iter)
     return FitResult(
         family=fam.name,
@@ -142,12 +137,9 @@ def fit_mixed(
                              np.split(modes, np.cumsum([g.n_groups for g in groupings])[:-1])),
         # With several factors the first one names the replicates (see docs/mixed_model.md).
         small_sample=between_within(problem.loc.matrix, groupings[0].sums),
+        data=d,
     )
 
-
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
 
 
 def start_sigma(problem: Problem, y: Array, a: Array, grouping: Grouping) -> Array:
