@@ -26,6 +26,7 @@ demo-seed: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	MPLBACKEND=agg $(BIN)/python -m pytest -q
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 test-slow: $(VENV)/.installed-test
@@ -33,6 +34,7 @@ test-slow: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test

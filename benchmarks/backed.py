@@ -76,23 +76,28 @@ def write_file(path: Path, n_obs: int, n_feat: int, seed: int) -> dict[str, floa
     rng = np.random.default_rng(seed)
     idx = np.arange(n_obs)
     obs = pd.DataFrame(
-        {"condition": pd.Categorical(np.where(idx % 2, "treated", "control")),
-         "batch": pd.Categorical([f"b{b}" for b in (idx // 2) % 4])},
+        {
+            "condition": pd.Categorical(np.where(idx % 2, "treated", "control")),
+            "batch": pd.Categorical([f"b{b}" for b in (idx // 2) % 4]),
+        },
         index=[f"cell{i}" for i in range(n_obs)],
     )
-    x = np.column_stack([np.ones(n_obs), idx % 2] + [((idx // 2) % 4 == b) * 1.0
-                                                      for b in (1, 2, 3)])
+    x = np.column_stack(
+        [np.ones(n_obs), idx % 2] + [((idx // 2) % 4 == b) * 1.0 for b in (1, 2, 3)]
+    )
     sf = np.exp(rng.normal(0.0, 0.3, n_obs))
     # Means 0.02 .. 0.3 with r 1 .. 10 give about 10 % non-zero counts.
-    coef = np.column_stack([rng.uniform(np.log(0.02), np.log(0.3), n_feat),
-                            rng.uniform(-0.3, 0.3, (n_feat, 4))])
+    coef = np.column_stack(
+        [rng.uniform(np.log(0.02), np.log(0.3), n_feat), rng.uniform(-0.3, 0.3, (n_feat, 4))]
+    )
     r = rng.integers(1, 11, n_feat).astype(float)
     parts = []
     for start in range(0, n_feat, 100):
         sl = slice(start, min(start + 100, n_feat))
         mu = sf[:, None] * np.exp(x @ coef[sl].T)
-        parts.append(sp.csr_matrix(
-            rng.negative_binomial(r[sl], r[sl] / (r[sl] + mu)).astype(np.float32)))
+        parts.append(
+            sp.csr_matrix(rng.negative_binomial(r[sl], r[sl] / (r[sl] + mu)).astype(np.float32))
+        )
     csr = sp.hstack(parts, format="csr")
     del parts
     var = pd.DataFrame(index=[f"gene{j}" for j in range(n_feat)])
@@ -166,8 +171,9 @@ def main() -> None:
     parser.add_argument("--n-features", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--modes", default="memory,disk")
-    parser.add_argument("--measure", nargs=3, metavar=("PATH", "MODE", "TMP"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", nargs=3, metavar=("PATH", "MODE", "TMP"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(Path(args.measure[0]), args.measure[1], args.measure[2])))
@@ -181,7 +187,9 @@ def main() -> None:
         for mode in args.modes.split(","):
             out = subprocess.run(
                 [sys.executable, __file__, "--measure", str(path), mode, tmp],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     csr = info["csr_bytes"]

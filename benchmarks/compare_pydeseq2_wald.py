@@ -84,12 +84,19 @@ def run_peer(data_dir: Path, n_cpus: int) -> int:
     sf = np.load(data_dir / "size_factors.npy")
     meta = pd.read_csv(data_dir / "metadata.csv", index_col=0, dtype=str)
     counts_df = pd.DataFrame(
-        counts.astype(np.int64), index=meta.index,
+        counts.astype(np.int64),
+        index=meta.index,
         columns=[f"feature{j}" for j in range(counts.shape[1])],
     )
     inference = DefaultInference(n_cpus=n_cpus)
-    dds = DeseqDataSet(counts=counts_df, metadata=meta, design="~condition",
-                       refit_cooks=False, inference=inference, quiet=True)
+    dds = DeseqDataSet(
+        counts=counts_df,
+        metadata=meta,
+        design="~condition",
+        refit_cooks=False,
+        inference=inference,
+        quiet=True,
+    )
     t0 = time.perf_counter()
     # The steps of DeseqDataSet.deseq2() (pydeseq2 0.5), with the given size factors.
     dds.obs["size_factors"] = sf
@@ -101,8 +108,14 @@ def run_peer(data_dir: Path, n_cpus: int) -> int:
     dds.fit_MAP_dispersions()
     dds.fit_LFC()
     dds.calculate_cooks()
-    ds = DeseqStats(dds, contrast=["condition", "treated", "control"], inference=inference,
-                    cooks_filter=False, independent_filter=False, quiet=True)
+    ds = DeseqStats(
+        dds,
+        contrast=["condition", "treated", "control"],
+        inference=inference,
+        cooks_filter=False,
+        independent_filter=False,
+        quiet=True,
+    )
     ds.summary()
     seconds = time.perf_counter() - t0
     out = ds.results_df[["log2FoldChange", "pvalue", "padj", "baseMean"]]
@@ -121,8 +134,15 @@ def run_pydeseq2(counts, obs, sf, venv: Path, n_cpus: int):
         np.save(d / "size_factors.npy", sf)
         obs.to_csv(d / "metadata.csv")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        cmd = [str(py), str(Path(__file__).resolve()), "--peer", "--data-dir", str(d),
-               "--n-cpus", str(n_cpus)]
+        cmd = [
+            str(py),
+            str(Path(__file__).resolve()),
+            "--peer",
+            "--data-dir",
+            str(d),
+            "--n-cpus",
+            str(n_cpus),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
         if proc.returncode != 0:
             return None, f"PyDESeq2 failed: {proc.stderr.strip().splitlines()[-3:]}"
@@ -154,16 +174,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from scipy import stats
 
-    counts, obs, sf, lfc = simulate(args.n_obs, args.n_features, args.min_mean,
-                                    args.max_mean, args.seed)
+    counts, obs, sf, lfc = simulate(
+        args.n_obs, args.n_features, args.min_mean, args.max_mean, args.seed
+    )
     truth = lfc != 0
     ours, t_ours = run_batchglm(counts, obs, sf)
-    print(f"data: {args.n_obs} observations x {args.n_features} features, 2 conditions, "
-          f"means {args.min_mean:g}..{args.max_mean:g}, {int(truth.sum())} true effects, "
-          f"seed {args.seed}")
+    print(
+        f"data: {args.n_obs} observations x {args.n_features} features, 2 conditions, "
+        f"means {args.min_mean:g}..{args.max_mean:g}, {int(truth.sum())} true effects, "
+        f"seed {args.seed}"
+    )
     p, fdp, n_hit = power_fdp(ours["padj"].to_numpy(), truth)
-    print(f"batchglm Wald: {t_ours:.2f} s, power {p:.3f}, FDP {fdp:.3f} ({n_hit} at q < 0.05), "
-          f"{int(ours['converged'].sum())} converged")
+    print(
+        f"batchglm Wald: {t_ours:.2f} s, power {p:.3f}, FDP {fdp:.3f} ({n_hit} at q < 0.05), "
+        f"{int(ours['converged'].sum())} converged"
+    )
     peer, reason = run_pydeseq2(counts, obs, sf, args.bench_venv, args.n_cpus)
     if peer is None:
         print(f"PyDESeq2 skipped: {reason}")
@@ -171,18 +196,23 @@ def main(argv: list[str] | None = None) -> int:
     table, info = peer
     theirs = table.reindex(ours.index)
     p2, fdp2, n_hit2 = power_fdp(theirs["padj"].to_numpy(), truth)
-    print(f"PyDESeq2 {info['version']} Wald: {info['seconds']:.2f} s, power {p2:.3f}, "
-          f"FDP {fdp2:.3f} ({n_hit2} at q < 0.05)")
+    print(
+        f"PyDESeq2 {info['version']} Wald: {info['seconds']:.2f} s, power {p2:.3f}, "
+        f"FDP {fdp2:.3f} ({n_hit2} at q < 0.05)"
+    )
     a = ours["pvalue"].to_numpy()
     b = theirs["pvalue"].to_numpy()
     ok = np.isfinite(a) & np.isfinite(b)
     rho_p = stats.spearmanr(a[ok], b[ok]).statistic
     rho_null = stats.spearmanr(a[ok & ~truth], b[ok & ~truth]).statistic
-    rho_lfc = stats.spearmanr(ours["log2FoldChange"].to_numpy()[ok],
-                              theirs["log2FoldChange"].to_numpy()[ok]).statistic
+    rho_lfc = stats.spearmanr(
+        ours["log2FoldChange"].to_numpy()[ok], theirs["log2FoldChange"].to_numpy()[ok]
+    ).statistic
     both = (ours["padj"].to_numpy() < 0.05) & (theirs["padj"].to_numpy() < 0.05)
-    print(f"Spearman rank correlation of Wald p-values: {rho_p:.4f} over {int(ok.sum())} "
-          f"features (null features only: {rho_null:.4f})")
+    print(
+        f"Spearman rank correlation of Wald p-values: {rho_p:.4f} over {int(ok.sum())} "
+        f"features (null features only: {rho_null:.4f})"
+    )
     print(f"Spearman rank correlation of log2 fold changes: {rho_lfc:.4f}")
     print(f"significant in both at q < 0.05: {int(both.sum())}")
     return 0

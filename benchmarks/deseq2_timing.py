@@ -47,8 +47,9 @@ def _time_batchglm(name: str, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        bg.de.test(counts, f"~ {factor}", obs=coldata, coef=f"{factor}[T.{level}]",
-                   dispersion="map").summary()
+        bg.de.test(
+            counts, f"~ {factor}", obs=coldata, coef=f"{factor}[T.{level}]", dispersion="map"
+        ).summary()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -57,11 +58,15 @@ def _time_deseq2(name: str, repeats: int) -> float | None:
     if shutil.which("Rscript") is None:
         return None
     factor, ref, level = SETS[name]
-    script = R_TIMING.format(counts=DATA / f"deseq2_{name}_counts.csv.gz",
-                             coldata=DATA / f"deseq2_{name}_coldata.csv", factor=factor,
-                             ref=ref, level=level, repeats=repeats)
-    done = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True,
-                          check=False)
+    script = R_TIMING.format(
+        counts=DATA / f"deseq2_{name}_counts.csv.gz",
+        coldata=DATA / f"deseq2_{name}_coldata.csv",
+        factor=factor,
+        ref=ref,
+        level=level,
+        repeats=repeats,
+    )
+    done = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return None
     return float(done.stdout.split()[-1])

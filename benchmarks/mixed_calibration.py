@@ -43,9 +43,10 @@ def simulate(n_null: int, n_de: int, fold: float, seed: int) -> tuple[np.ndarray
     sizes = rng.integers(50, 201, 8)
     gid = np.repeat(np.arange(8), sizes)
     stim = gid >= 4
-    obs = pd.DataFrame({"donor": [f"d{g}" for g in gid],
-                        "condition": np.where(stim, "stim", "ctrl")},
-                       index=[f"c{i}" for i in range(gid.size)])
+    obs = pd.DataFrame(
+        {"donor": [f"d{g}" for g in gid], "condition": np.where(stim, "stim", "ctrl")},
+        index=[f"c{i}" for i in range(gid.size)],
+    )
     n = n_null + n_de
     u = rng.normal(size=(8, n)) * np.sqrt(rng.uniform(0.05, 0.3, n))
     effect = np.r_[np.zeros(n_null), np.full(n_de, np.log(fold))]
@@ -60,9 +61,11 @@ def _row(name: str, pval: np.ndarray, qval: np.ndarray, n_null: int, seconds: fl
     hits = np.nan_to_num(qval, nan=1.0) < 0.05
     fdr = hits[:n_null].sum() / max(hits.sum(), 1)
     power_p = (np.nan_to_num(pval[n_null:], nan=1.0) < 0.05).mean()
-    return (f"| {name} | {(null < 0.05).mean():.3f} | {stats.kstest(null, 'uniform').pvalue:.3g}"
-            f" | {power_p:.3f} | {(np.nan_to_num(de, nan=1.0) < 0.05).mean():.3f} | {fdr:.3f}"
-            f" | {seconds:.0f} |")
+    return (
+        f"| {name} | {(null < 0.05).mean():.3f} | {stats.kstest(null, 'uniform').pvalue:.3g}"
+        f" | {power_p:.3f} | {(np.nan_to_num(de, nan=1.0) < 0.05).mean():.3f} | {fdr:.3f}"
+        f" | {seconds:.0f} |"
+    )
 
 
 def main() -> None:
@@ -80,28 +83,56 @@ def main() -> None:
     full = bg.fit(y, "~ condition", obs=obs, random_effects="donor")
     t_full = time.perf_counter() - t0
     w = bg.de.wald(full, coef=coef).summary()
-    rows.append(_row("mixed, Wald (t, between-within df)", w["pvalue"].to_numpy(),
-                     w["padj"].to_numpy(), args.null, t_full))
+    rows.append(
+        _row(
+            "mixed, Wald (t, between-within df)",
+            w["pvalue"].to_numpy(),
+            w["padj"].to_numpy(),
+            args.null,
+            t_full,
+        )
+    )
     t0 = time.perf_counter()
     reduced = bg.fit(y, "~ 1", obs=obs, random_effects="donor")
     t_red = time.perf_counter() - t0
     lr = bg.de.lrt(full=full, reduced=reduced).summary()
-    rows.append(_row("mixed, LRT (Bartlett-type F)", lr["pvalue"].to_numpy(), lr["padj"].to_numpy(),
-                     args.null, t_full + t_red))
+    rows.append(
+        _row(
+            "mixed, LRT (Bartlett-type F)",
+            lr["pvalue"].to_numpy(),
+            lr["padj"].to_numpy(),
+            args.null,
+            t_full + t_red,
+        )
+    )
     t0 = time.perf_counter()
     fixed = bg.fit(y, "~ condition + donor", obs=obs, constraints_loc={"donor": "condition"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fw = bg.de.wald(fixed, coef=coef).summary()
-    rows.append(_row("fixed donors (constraints), Wald", fw["pvalue"].to_numpy(),
-                     fw["padj"].to_numpy(), args.null, time.perf_counter() - t0))
+    rows.append(
+        _row(
+            "fixed donors (constraints), Wald",
+            fw["pvalue"].to_numpy(),
+            fw["padj"].to_numpy(),
+            args.null,
+            time.perf_counter() - t0,
+        )
+    )
     t0 = time.perf_counter()
     adata = ad.AnnData(X=y, obs=obs)
     pb = bg.pseudobulk(adata, sample="donor")
     pres = bg.fit(pb, "~ condition", size_factors="median_ratio")
     q = bg.de.ql_f(pres, coef=coef, data=pb).summary()
-    rows.append(_row("pseudobulk, ql_f", q["pvalue"].to_numpy(), q["padj"].to_numpy(), args.null,
-                     time.perf_counter() - t0))
+    rows.append(
+        _row(
+            "pseudobulk, ql_f",
+            q["pvalue"].to_numpy(),
+            q["padj"].to_numpy(),
+            args.null,
+            time.perf_counter() - t0,
+        )
+    )
     lines = [
         "# Cell-level tests with donors nested in condition: calibration and power",
         "",

@@ -33,14 +33,22 @@ def simulate_nested(seed: int, genes: int = 100) -> tuple[pd.DataFrame, pd.DataF
     donor_id = np.repeat(np.arange(12), 15)
     batch_id = donor_id // 4
     stim = donor_id % 4 >= 2
-    obs = pd.DataFrame({"donor": [f"d{i}" for i in donor_id],
-                        "batch": [f"b{i}" for i in batch_id],
-                        "condition": np.where(stim, "stim", "ctrl")},
-                       index=[f"c{i}" for i in range(donor_id.size)])
+    obs = pd.DataFrame(
+        {
+            "donor": [f"d{i}" for i in donor_id],
+            "batch": [f"b{i}" for i in batch_id],
+            "condition": np.where(stim, "stim", "ctrl"),
+        },
+        index=[f"c{i}" for i in range(donor_id.size)],
+    )
     u_donor = rng.normal(size=(12, genes)) * np.sqrt(rng.uniform(0.0, 0.4, genes))
     u_batch = rng.normal(size=(3, genes)) * np.sqrt(rng.uniform(0.0, 0.4, genes))
-    eta = (rng.uniform(-0.5, 2.0, genes)[None, :] + u_donor[donor_id] + u_batch[batch_id]
-           + stim[:, None] * rng.normal(0, 0.3, genes))
+    eta = (
+        rng.uniform(-0.5, 2.0, genes)[None, :]
+        + u_donor[donor_id]
+        + u_batch[batch_id]
+        + stim[:, None] * rng.normal(0, 0.3, genes)
+    )
     size = rng.uniform(1.0, 20.0, genes)
     mu = np.exp(eta)
     y = rng.negative_binomial(size, size / (size + mu))
@@ -55,8 +63,7 @@ def simulate(design: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     donor_id = np.repeat(np.arange(N_DONORS), CELLS)
     n = donor_id.size
-    obs = pd.DataFrame({"donor": [f"d{i}" for i in donor_id]},
-                       index=[f"c{i}" for i in range(n)])
+    obs = pd.DataFrame({"donor": [f"d{i}" for i in donor_id]}, index=[f"c{i}" for i in range(n)])
     var = rng.uniform(0.0, 0.4, GENES)
     u = rng.normal(size=(N_DONORS, GENES)) * np.sqrt(var)
     eta = rng.uniform(-0.5, 2.0, GENES)[None, :] + u[donor_id]

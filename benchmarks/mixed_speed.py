@@ -58,12 +58,20 @@ def simulate(n_cells: int, n_genes: int, seed: int = 0) -> tuple[np.ndarray, pd.
     """Counts ``(n_cells, n_genes)`` and obs with donor, condition and covariate x."""
     rng = np.random.default_rng(seed)
     gid = rng.integers(0, 8, n_cells)
-    obs = pd.DataFrame({"donor": [f"d{g}" for g in gid],
-                        "condition": np.where(gid < 4, "ctrl", "stim"),
-                        "x": rng.normal(size=n_cells)}, index=[f"c{i}" for i in range(n_cells)])
+    obs = pd.DataFrame(
+        {
+            "donor": [f"d{g}" for g in gid],
+            "condition": np.where(gid < 4, "ctrl", "stim"),
+            "x": rng.normal(size=n_cells),
+        },
+        index=[f"c{i}" for i in range(n_cells)],
+    )
     u = rng.normal(size=(8, n_genes)) * np.sqrt(rng.uniform(0.05, 0.3, n_genes))
-    eta = (rng.uniform(-1.0, 1.5, n_genes) + u[gid]
-           + 0.2 * obs["x"].to_numpy()[:, None] * rng.normal(size=n_genes))
+    eta = (
+        rng.uniform(-1.0, 1.5, n_genes)
+        + u[gid]
+        + 0.2 * obs["x"].to_numpy()[:, None] * rng.normal(size=n_genes)
+    )
     size = rng.uniform(2.0, 10.0, n_genes)
     mu = np.exp(eta)
     return rng.negative_binomial(size, size / (size + mu)).astype(np.float64), obs
@@ -93,11 +101,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cpath, opath, rpath = (Path(tmp) / n for n in ("y.csv", "obs.csv", "loop.R"))
             pd.DataFrame(y[:, : args.tmb_genes].astype(int)).add_prefix("g").to_csv(
-                cpath, index=False)
+                cpath, index=False
+            )
             obs.to_csv(opath, index=False)
             rpath.write_text(R_LOOP)
-            out = subprocess.run(["Rscript", str(rpath), str(cpath), str(opath)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                ["Rscript", str(rpath), str(cpath), str(opath)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             tmb = float(out.stdout.split()[-1])
     lines = [
         "# Random-intercept NB fit: speed",

@@ -35,8 +35,9 @@ def simulate(n_obs: int, n_feat: int, seed: int) -> tuple[sp.csr_array, np.ndarr
     cond = idx % 2
     batch = (idx // 2) % 4
     x = np.column_stack([np.ones(n_obs), cond] + [(batch == b) * 1.0 for b in (1, 2, 3)])
-    coef = np.column_stack([rng.uniform(np.log(0.005), np.log(0.5), n_feat),
-                            rng.uniform(-0.3, 0.3, (n_feat, 4))])
+    coef = np.column_stack(
+        [rng.uniform(np.log(0.005), np.log(0.5), n_feat), rng.uniform(-0.3, 0.3, (n_feat, 4))]
+    )
     r = rng.integers(1, 11, n_feat).astype(float)
     sf = np.exp(rng.normal(0.0, 0.3, n_obs))
     sf /= np.exp(np.log(sf).mean())

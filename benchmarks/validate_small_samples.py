@@ -55,9 +55,11 @@ def simulate(n_per_group: int, n_features: int, de_fraction: float, seed: int):
 def write_inputs(d: Path, y: np.ndarray, cond: np.ndarray, sf: np.ndarray) -> None:
     names = [f"s{i}" for i in range(y.shape[0])]
     pd.DataFrame(y.T, index=[f"g{j}" for j in range(y.shape[1])], columns=names).to_csv(
-        d / "counts.csv")
+        d / "counts.csv"
+    )
     pd.DataFrame({"sample": names, "condition": np.where(cond > 0, "B", "A"), "sf": sf}).to_csv(
-        d / "samples.csv", index=False)
+        d / "samples.csv", index=False
+    )
 
 
 def pydeseq2_worker(d: Path) -> None:
@@ -72,8 +74,14 @@ def pydeseq2_worker(d: Path) -> None:
     counts = pd.read_csv(d / "counts.csv", index_col=0).T
     samples = pd.read_csv(d / "samples.csv", index_col=0)
     inference = DefaultInference(n_cpus=2)
-    dds = DeseqDataSet(counts=counts, metadata=samples[["condition"]], design="~condition",
-                       refit_cooks=False, inference=inference, quiet=True)
+    dds = DeseqDataSet(
+        counts=counts,
+        metadata=samples[["condition"]],
+        design="~condition",
+        refit_cooks=False,
+        inference=inference,
+        quiet=True,
+    )
     sf = samples["sf"].to_numpy()
     dds.obs["size_factors"] = sf
     dds.layers["normed_counts"] = dds.X / sf[:, None]
@@ -83,15 +91,23 @@ def pydeseq2_worker(d: Path) -> None:
     dds.fit_dispersion_prior()
     dds.fit_MAP_dispersions()
     dds.fit_LFC()
-    ds = DeseqStats(dds, contrast=["condition", "B", "A"], cooks_filter=False,
-                    independent_filter=False, inference=inference, quiet=True)
+    ds = DeseqStats(
+        dds,
+        contrast=["condition", "B", "A"],
+        cooks_filter=False,
+        independent_filter=False,
+        inference=inference,
+        quiet=True,
+    )
     ds.summary()
-    pd.DataFrame({
-        "pval": ds.results_df["pvalue"].to_numpy(),
-        "dispersion": np.asarray(dds.var["dispersions"], dtype=float),
-        "genewise": np.asarray(dds.var["genewise_dispersions"], dtype=float),
-        "trend": np.asarray(dds.var["fitted_dispersions"], dtype=float),
-    }).to_csv(d / "pydeseq2.csv", index=False)
+    pd.DataFrame(
+        {
+            "pval": ds.results_df["pvalue"].to_numpy(),
+            "dispersion": np.asarray(dds.var["dispersions"], dtype=float),
+            "genewise": np.asarray(dds.var["genewise_dispersions"], dtype=float),
+            "trend": np.asarray(dds.var["fitted_dispersions"], dtype=float),
+        }
+    ).to_csv(d / "pydeseq2.csv", index=False)
 
 
 def run_peers(d: Path) -> dict[str, pd.DataFrame | str]:
@@ -124,14 +140,22 @@ def run_batchglm(y: np.ndarray, cond: np.ndarray, sf: np.ndarray) -> dict[str, p
     disp = bg.dispersion.estimate_dispersions(yf, res)
     out = {}
     mle = bg.de.wald(res, coef="p1")
-    out["bg_mle"] = pd.DataFrame({
-        "pval": mle.pval, "dispersion": np.exp(-res.coef_scale.to_numpy().ravel())})
+    out["bg_mle"] = pd.DataFrame(
+        {"pval": mle.pval, "dispersion": np.exp(-res.coef_scale.to_numpy().ravel())}
+    )
     wmap = bg.de.wald(res, coef="p1", dispersion="map", data=yf)
-    out["bg_map"] = pd.DataFrame({"pval": wmap.pval, "dispersion": disp.map,
-                                  "genewise": disp.genewise, "trend": disp.trend})
+    out["bg_map"] = pd.DataFrame(
+        {"pval": wmap.pval, "dispersion": disp.map, "genewise": disp.genewise, "trend": disp.trend}
+    )
     qlf = bg.de.ql_f(res, coef="p1", data=yf)
-    out["bg_ql"] = pd.DataFrame({"pval": qlf.pval, "dispersion": disp.trend,
-                                 "genewise": disp.genewise, "ql_dispersion": qlf.ql_dispersion})
+    out["bg_ql"] = pd.DataFrame(
+        {
+            "pval": qlf.pval,
+            "dispersion": disp.trend,
+            "genewise": disp.genewise,
+            "ql_dispersion": qlf.ql_dispersion,
+        }
+    )
     return out
 
 
@@ -178,8 +202,12 @@ def evaluate(n_per_group: int, n_features: int, seed: int, lines: list[str]) -> 
             results: dict[str, pd.DataFrame | str] = dict(run_batchglm(y, cond, sf))
             bg_seconds = time.perf_counter() - t0
             results.update(run_peers(d))
-        summary[kind] = {"results": results, "truth": truth, "alpha": alpha,
-                         "bg_seconds": bg_seconds}
+        summary[kind] = {
+            "results": results,
+            "truth": truth,
+            "alpha": alpha,
+            "bg_seconds": bg_seconds,
+        }
     return summary
 
 
@@ -206,23 +234,33 @@ def report(summaries: list[dict], command: str) -> str:
     for s in summaries:
         n = s["n_per_group"]
         null, de = s["null"], s["de"]
-        out += [f"## {n} vs {n} samples", "",
-                f"### Null calibration ({len(null['truth'])} null features)", "",
-                "| method | rejected at p < 0.05 | KS p-value (uniform) | q < 0.05 |",
-                "|---|---|---|---|"]
+        out += [
+            f"## {n} vs {n} samples",
+            "",
+            f"### Null calibration ({len(null['truth'])} null features)",
+            "",
+            "| method | rejected at p < 0.05 | KS p-value (uniform) | q < 0.05 |",
+            "|---|---|---|---|",
+        ]
         for tool, table in null["results"].items():
             if isinstance(table, str):
                 out.append(f"| {LABELS[tool]} | {table} | | |")
                 continue
             p = table["pval"].to_numpy()
             pf = p[np.isfinite(p)]
-            out.append(f"| {LABELS[tool]} | {np.mean(pf < 0.05):.4f} | "
-                       f"{kstest(pf, 'uniform').pvalue:.3g} | {int(np.sum(bh(p) < 0.05))} |")
+            out.append(
+                f"| {LABELS[tool]} | {np.mean(pf < 0.05):.4f} | "
+                f"{kstest(pf, 'uniform').pvalue:.3g} | {int(np.sum(bh(p) < 0.05))} |"
+            )
         n_de = int(de["truth"].sum())
-        out += ["", f"### FDR and power ({n_de} of {len(de['truth'])} features change 2- to "
-                "4-fold), BH q < 0.05 and < 0.1", "",
-                "| method | discoveries (0.05) | FDP (0.05) | power (0.05) | FDP (0.1) | "
-                "power (0.1) |", "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            f"### FDR and power ({n_de} of {len(de['truth'])} features change 2- to "
+            "4-fold), BH q < 0.05 and < 0.1",
+            "",
+            "| method | discoveries (0.05) | FDP (0.05) | power (0.05) | FDP (0.1) | power (0.1) |",
+            "|---|---|---|---|---|---|",
+        ]
         for tool, table in de["results"].items():
             if isinstance(table, str):
                 out.append(f"| {LABELS[tool]} | {table} | | | | |")
@@ -237,32 +275,52 @@ def report(summaries: list[dict], command: str) -> str:
                     row += f"| {int(hits.sum())} "
                 row += f"| {fdp:.3f} | {power:.3f} "
             out.append(row + "|")
-        out += ["", "### Agreement with the peers (Spearman rank correlation, DE data set)", "",
-                "| peer | compared with | p-values | final dispersions | gene-wise dispersions |"
-                " QL dispersions |", "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "### Agreement with the peers (Spearman rank correlation, DE data set)",
+            "",
+            "| peer | compared with | p-values | final dispersions | gene-wise dispersions |"
+            " QL dispersions |",
+            "|---|---|---|---|---|---|",
+        ]
         for tool, partner in PARTNER.items():
             table = de["results"][tool]
             if isinstance(table, str):
                 out.append(f"| {LABELS[tool]} | | {table} | | | |")
                 continue
             mine = de["results"][partner]
-            cells = [spearman(mine["pval"].to_numpy(), table["pval"].to_numpy()),
-                     spearman(mine["dispersion"].to_numpy(), table["dispersion"].to_numpy()),
-                     spearman(mine["genewise"].to_numpy(), table["genewise"].to_numpy())]
-            ql = (spearman(mine["ql_dispersion"].to_numpy(), table["ql_dispersion"].to_numpy())
-                  if "ql_dispersion" in table and "ql_dispersion" in mine else np.nan)
+            cells = [
+                spearman(mine["pval"].to_numpy(), table["pval"].to_numpy()),
+                spearman(mine["dispersion"].to_numpy(), table["dispersion"].to_numpy()),
+                spearman(mine["genewise"].to_numpy(), table["genewise"].to_numpy()),
+            ]
+            ql = (
+                spearman(mine["ql_dispersion"].to_numpy(), table["ql_dispersion"].to_numpy())
+                if "ql_dispersion" in table and "ql_dispersion" in mine
+                else np.nan
+            )
             text = " | ".join(f"{c:.3f}" for c in [*cells, ql]).replace("nan", "-")
             out.append(f"| {LABELS[tool]} | {LABELS[partner]} | {text} |")
-        out += ["", "Final dispersions: MAP for DESeq2/PyDESeq2 and batchglm `map`; the trend "
-                "(NB dispersion of the QL fit) for edgeR, glmGamPoi and batchglm `ql_f`. "
-                "Gene-wise: Cox-Reid MLE (edgeR: tagwise, itself shrunk).", ""]
-        errs = {t: np.median(np.abs(np.log(tab["dispersion"].to_numpy() / de["alpha"])))
-                for t, tab in de["results"].items() if not isinstance(tab, str)
-                and t in ("bg_mle", "bg_map", "pydeseq2", "deseq2")}
-        out += ["Median |log(estimated / true dispersion)|: "
-                + ", ".join(f"{LABELS[t]} {v:.3f}" for t, v in errs.items()), ""]
+        out += [
+            "",
+            "Final dispersions: MAP for DESeq2/PyDESeq2 and batchglm `map`; the trend "
+            "(NB dispersion of the QL fit) for edgeR, glmGamPoi and batchglm `ql_f`. "
+            "Gene-wise: Cox-Reid MLE (edgeR: tagwise, itself shrunk).",
+            "",
+        ]
+        errs = {
+            t: np.median(np.abs(np.log(tab["dispersion"].to_numpy() / de["alpha"])))
+            for t, tab in de["results"].items()
+            if not isinstance(tab, str) and t in ("bg_mle", "bg_map", "pydeseq2", "deseq2")
+        }
+        out += [
+            "Median |log(estimated / true dispersion)|: "
+            + ", ".join(f"{LABELS[t]} {v:.3f}" for t, v in errs.items()),
+            "",
+        ]
     out += [
-        "## Notes", "",
+        "## Notes",
+        "",
         "* Gene-wise dispersions of edgeR are its tagwise estimates (already shrunk by "
         "weighted likelihood), so that column compares different quantities; against "
         "glmGamPoi's and DESeq2's Cox-Reid estimates the agreement is close to 1 (below 1 "
@@ -291,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summaries = [evaluate(n, args.n_features, args.seed + 10 * n, []) for n in args.n_per_group]
     command = ".venv/bin/python benchmarks/validate_small_samples.py " + " ".join(
-        a for a in (sys.argv[1:] if argv is None else argv))
+        a for a in (sys.argv[1:] if argv is None else argv)
+    )
     text = report(summaries, command.strip())
     if args.out is not None:
         args.out.write_text(text + "\n")

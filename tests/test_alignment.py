@@ -40,8 +40,10 @@ def counts() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def obs() -> pd.DataFrame:
     return pd.DataFrame(
-        {"condition": np.repeat(["ctrl", "trt"], N_OBS // 2),
-         "batch": np.tile(["b1", "b2", "b3"], N_OBS // 3)},
+        {
+            "condition": np.repeat(["ctrl", "trt"], N_OBS // 2),
+            "batch": np.tile(["b1", "b2", "b3"], N_OBS // 3),
+        },
         index=NAMES,
     )
 
@@ -78,12 +80,21 @@ def test_obs_dataframe_is_matched_by_name(counts, obs, ordered):
     assert list(res.obs_names) == NAMES
 
 
-def test_poisson_effect_matches_closed_form_with_shuffled_obs_and_size_factors(
-        counts, obs, sf):
-    res = bg.fit(counts, "~ 1 + condition", obs=obs.iloc[PERM],
-                 size_factors=sf.iloc[PERM[::-1]], family="poisson", tol=1e-14)
-    np.testing.assert_allclose(res.coef_loc["condition[T.trt]"].to_numpy(),
-                               _poisson_effect(counts, obs, sf), rtol=1e-8, atol=1e-10)
+def test_poisson_effect_matches_closed_form_with_shuffled_obs_and_size_factors(counts, obs, sf):
+    res = bg.fit(
+        counts,
+        "~ 1 + condition",
+        obs=obs.iloc[PERM],
+        size_factors=sf.iloc[PERM[::-1]],
+        family="poisson",
+        tol=1e-14,
+    )
+    np.testing.assert_allclose(
+        res.coef_loc["condition[T.trt]"].to_numpy(),
+        _poisson_effect(counts, obs, sf),
+        rtol=1e-8,
+        atol=1e-10,
+    )
 
 
 def test_size_factor_series_is_matched_by_name(counts, obs, sf):
@@ -111,8 +122,9 @@ def test_fixed_scale_frame_is_matched_by_feature_name(counts, obs, ordered):
 
 
 def test_anndata_with_a_reordered_obs_table(counts, obs, ordered):
-    adata = ad.AnnData(counts.to_numpy(), obs=pd.DataFrame(index=NAMES),
-                       var=pd.DataFrame(index=GENES))
+    adata = ad.AnnData(
+        counts.to_numpy(), obs=pd.DataFrame(index=NAMES), var=pd.DataFrame(index=GENES)
+    )
     _same_fit(bg.fit(adata, "~ 1 + condition", obs=obs.iloc[PERM]), ordered)
 
 
@@ -121,8 +133,7 @@ def test_unnamed_inputs_pair_by_position(counts, obs, ordered):
     _same_fit(bg.fit(counts, "~ 1 + condition", obs=obs.reset_index(drop=True)), ordered)
     # Unnamed data: a named obs table pairs by position as it is given.
     res = bg.fit(counts.to_numpy(), "~ 1 + condition", obs=obs.iloc[PERM])
-    plain = bg.fit(counts.to_numpy(), "~ 1 + condition",
-                   obs=obs.iloc[PERM].reset_index(drop=True))
+    plain = bg.fit(counts.to_numpy(), "~ 1 + condition", obs=obs.iloc[PERM].reset_index(drop=True))
     np.testing.assert_array_equal(res.coef_loc.to_numpy(), plain.coef_loc.to_numpy())
     assert not np.allclose(res.coef_loc.to_numpy(), ordered.coef_loc.to_numpy())
 
@@ -137,45 +148,67 @@ def test_shuffled_default_index_still_says_where_rows_came_from(counts, obs, ord
 @pytest.mark.parametrize(
     ("rows", "match"),
     [
-        (slice(1, None), r"`obs` must name the same observations as `data`, but `obs` lacks "
-                         r"1 observation of `data` \(e.g. \['sample0'\]\); select its rows"),
+        (
+            slice(1, None),
+            r"`obs` must name the same observations as `data`, but `obs` lacks "
+            r"1 observation of `data` \(e.g. \['sample0'\]\); select its rows",
+        ),
         ("extra", r"but `obs` has 1 observation that `data` lacks \(e.g. \['intruder'\]\)"),
     ],
 )
 def test_obs_with_other_names_is_refused(counts, obs, rows, match):
-    table = obs.iloc[rows] if rows != "extra" else pd.concat(
-        [obs, pd.DataFrame({"condition": ["ctrl"], "batch": ["b1"]}, index=["intruder"])])
+    table = (
+        obs.iloc[rows]
+        if rows != "extra"
+        else pd.concat(
+            [obs, pd.DataFrame({"condition": ["ctrl"], "batch": ["b1"]}, index=["intruder"])]
+        )
+    )
     with pytest.raises(ValueError, match=match):
         bg.fit(counts, "~ 1 + condition", obs=table)
 
 
 def test_other_named_inputs_are_refused(counts, obs, sf, ordered):
     renamed = sf.rename(lambda s: s.replace("sample", "s"))
-    with pytest.raises(ValueError, match=r"`size_factors` must name the same observations as "
-                                         r"`data`, but `size_factors` lacks 12 observations"):
+    with pytest.raises(
+        ValueError,
+        match=r"`size_factors` must name the same observations as "
+        r"`data`, but `size_factors` lacks 12 observations",
+    ):
         bg.fit(counts, "~ 1 + condition", obs=obs, size_factors=renamed)
     design = pd.DataFrame({"Intercept": 1.0}, index=[f"x{i}" for i in range(N_OBS)])
     with pytest.raises(ValueError, match=r"`design_scale` must name the same observations"):
         bg.fit(counts, "~ 1 + condition", design, obs=obs)
     known = ordered.coef_scale.rename(index={"gene2": "GENE2"})
-    with pytest.raises(ValueError, match=r"`fixed_scale` must name the same features as "
-                                         r"`data`, but `fixed_scale` lacks 1 feature of "
-                                         r"`data` \(e.g. \['gene2'\]\) and has 1 feature "
-                                         r"that `data` lacks \(e.g. \['GENE2'\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`fixed_scale` must name the same features as "
+        r"`data`, but `fixed_scale` lacks 1 feature of "
+        r"`data` \(e.g. \['gene2'\]\) and has 1 feature "
+        r"that `data` lacks \(e.g. \['GENE2'\]\)",
+    ):
         bg.fit(counts, "~ 1 + condition", obs=obs, fixed_scale=known)
 
 
 def test_positions_rule():
     target = pd.Index(["a", "b", "c"])
     np.testing.assert_array_equal(
-        positions(target, ["c", "a", "b"], what="x", target_what="y", axis="observation"),
-        [1, 2, 0])
-    assert positions(target, ["a", "b", "c"], what="x", target_what="y",
-                     axis="observation") is None
-    assert positions(target, pd.RangeIndex(3), what="x", target_what="y",
-                     axis="observation") is None
-    assert positions(pd.Index(["feature0", "feature1"]), ["g", "h"], what="x",
-                     target_what="y", axis="feature") is None
+        positions(target, ["c", "a", "b"], what="x", target_what="y", axis="observation"), [1, 2, 0]
+    )
+    assert positions(target, ["a", "b", "c"], what="x", target_what="y", axis="observation") is None
+    assert (
+        positions(target, pd.RangeIndex(3), what="x", target_what="y", axis="observation") is None
+    )
+    assert (
+        positions(
+            pd.Index(["feature0", "feature1"]),
+            ["g", "h"],
+            what="x",
+            target_what="y",
+            axis="feature",
+        )
+        is None
+    )
 
 
 def _shuffled(counts: pd.DataFrame) -> pd.DataFrame:
@@ -185,8 +218,7 @@ def _shuffled(counts: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.parametrize("dispersion", ["map", "ql"])
 def test_wald_data_is_matched_to_the_fit(counts, ordered, dispersion):
     good = bg.de.wald(ordered, "condition[T.trt]", dispersion=dispersion, data=counts)
-    res = bg.de.wald(ordered, "condition[T.trt]", dispersion=dispersion,
-                     data=_shuffled(counts))
+    res = bg.de.wald(ordered, "condition[T.trt]", dispersion=dispersion, data=_shuffled(counts))
     np.testing.assert_array_equal(res.pval, good.pval)
     np.testing.assert_array_equal(res.coef_mle, good.coef_mle)
     assert list(res.feature_names) == GENES
@@ -204,9 +236,11 @@ def test_ql_f_lrt_and_dispersions_match_data_to_the_fit(counts, obs, ordered):
     gw = bg.dispersion.genewise_dispersions(_shuffled(counts), ordered)
     pd.testing.assert_frame_equal(gw.coef, gw_good.coef)
     shuffled = _shuffled(counts)
-    adata = ad.AnnData(sparse.csr_matrix(shuffled.to_numpy()),  # reordered, kept sparse
-                       obs=pd.DataFrame(index=shuffled.index),
-                       var=pd.DataFrame(index=shuffled.columns))
+    adata = ad.AnnData(
+        sparse.csr_matrix(shuffled.to_numpy()),  # reordered, kept sparse
+        obs=pd.DataFrame(index=shuffled.index),
+        var=pd.DataFrame(index=shuffled.columns),
+    )
     est = bg.dispersion.estimate_dispersions(adata, ordered)
     est_good = bg.dispersion.estimate_dispersions(counts, ordered)
     pd.testing.assert_frame_equal(est.to_frame(), est_good.to_frame())
@@ -214,35 +248,45 @@ def test_ql_f_lrt_and_dispersions_match_data_to_the_fit(counts, obs, ordered):
 
 def test_data_with_other_names_is_refused(counts, ordered):
     other = counts.rename(columns={"gene4": "gene9"})
-    with pytest.raises(ValueError, match=r"`data` must name the same features as the fit, "
-                                         r"but `data` lacks 1 feature of the fit \(e.g. "
-                                         r"\['gene4'\]\) and has 1 feature that the "
-                                         r"fit lacks \(e.g. \['gene9'\]\); pass the data the "
-                                         r"fit was made on"):
+    with pytest.raises(
+        ValueError,
+        match=r"`data` must name the same features as the fit, "
+        r"but `data` lacks 1 feature of the fit \(e.g. "
+        r"\['gene4'\]\) and has 1 feature that the "
+        r"fit lacks \(e.g. \['gene9'\]\); pass the data the "
+        r"fit was made on",
+    ):
         bg.de.wald(ordered, "condition[T.trt]", dispersion="map", data=other)
     with pytest.raises(ValueError, match=r"`data` must name the same observations as the fit"):
         bg.dispersion.genewise_dispersions(counts.iloc[:-1], ordered)
 
 
 def test_lrt_with_reordered_designs(counts, obs):
-    loc = pd.DataFrame({"Intercept": 1.0, "b2": (obs["batch"] == "b2") * 1.0,
-                        "trt": (obs["condition"] == "trt") * 1.0})
+    loc = pd.DataFrame(
+        {
+            "Intercept": 1.0,
+            "b2": (obs["batch"] == "b2") * 1.0,
+            "trt": (obs["condition"] == "trt") * 1.0,
+        }
+    )
     good = bg.de.lrt(counts, loc, loc[["Intercept", "b2"]])
     res = bg.de.lrt(counts, loc.iloc[PERM], loc[["Intercept", "b2"]].iloc[PERM[::-1]])
     np.testing.assert_array_equal(res.pval, good.pval)
     by_obs = bg.de.lrt(counts, "~ 1 + condition", "~ 1", obs=obs.iloc[PERM])
     np.testing.assert_array_equal(
-        by_obs.pval, bg.de.lrt(counts, "~ 1 + condition", "~ 1", obs=obs).pval)
+        by_obs.pval, bg.de.lrt(counts, "~ 1 + condition", "~ 1", obs=obs).pval
+    )
 
 
 def test_to_anndata_matches_features_by_name(counts, ordered):
-    target = ad.AnnData(np.zeros((N_OBS, N_FEAT)), var=pd.DataFrame(
-        index=[GENES[j] for j in GENE_PERM]))
+    target = ad.AnnData(
+        np.zeros((N_OBS, N_FEAT)), var=pd.DataFrame(index=[GENES[j] for j in GENE_PERM])
+    )
     ordered.to_anndata(target)
-    pd.testing.assert_frame_equal(
-        target.varm["batchglm_coef_loc"].loc[GENES], ordered.coef_loc)
-    np.testing.assert_array_equal(target.var["batchglm_loglik"].loc[GENES],
-                                  ordered.loglik.to_numpy())
+    pd.testing.assert_frame_equal(target.varm["batchglm_coef_loc"].loc[GENES], ordered.coef_loc)
+    np.testing.assert_array_equal(
+        target.var["batchglm_loglik"].loc[GENES], ordered.loglik.to_numpy()
+    )
 
 
 def _cli(tmp: Path, args: list[str], capsys) -> tuple[int, str]:
@@ -259,36 +303,78 @@ def test_cli_matches_count_table_and_obs_by_name(tmp_path, counts, obs, capsys):
     # Genes x samples with samples shuffled, and an obs table in yet another order.
     counts.iloc[PERM].T.to_csv(tmp_path / "counts.tsv", sep="\t")
     obs.iloc[PERM[::-1]].to_csv(tmp_path / "obs.csv")
-    code, err = _cli(tmp_path, ["fit", "counts.tsv", "--obs", "obs.csv", "--design-loc",
-                                "~ 1 + condition", "--out", "fit.csv"], capsys)
+    code, err = _cli(
+        tmp_path,
+        [
+            "fit",
+            "counts.tsv",
+            "--obs",
+            "obs.csv",
+            "--design-loc",
+            "~ 1 + condition",
+            "--out",
+            "fit.csv",
+        ],
+        capsys,
+    )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "fit.csv", index_col=0)
     direct = bg.fit(counts, "~ 1 + condition", obs=obs)
-    np.testing.assert_allclose(table["coef_loc:condition[T.trt]"].to_numpy(),
-                               direct.coef_loc["condition[T.trt]"].to_numpy(), rtol=1e-12)
-    adata = ad.AnnData(counts.iloc[PERM].to_numpy(), obs=pd.DataFrame(index=counts.index[PERM]),
-                       var=pd.DataFrame(index=GENES))
+    np.testing.assert_allclose(
+        table["coef_loc:condition[T.trt]"].to_numpy(),
+        direct.coef_loc["condition[T.trt]"].to_numpy(),
+        rtol=1e-12,
+    )
+    adata = ad.AnnData(
+        counts.iloc[PERM].to_numpy(),
+        obs=pd.DataFrame(index=counts.index[PERM]),
+        var=pd.DataFrame(index=GENES),
+    )
     adata.write_h5ad(tmp_path / "data.h5ad")
-    code, err = _cli(tmp_path, ["fit", "data.h5ad", "--obs", "obs.csv", "--design-loc",
-                                "~ 1 + condition", "--out", "fit2.csv"], capsys)
+    code, err = _cli(
+        tmp_path,
+        [
+            "fit",
+            "data.h5ad",
+            "--obs",
+            "obs.csv",
+            "--design-loc",
+            "~ 1 + condition",
+            "--out",
+            "fit2.csv",
+        ],
+        capsys,
+    )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "fit2.csv", index_col=0)
-    np.testing.assert_allclose(table["coef_loc:condition[T.trt]"].to_numpy(),
-                               direct.coef_loc["condition[T.trt]"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        table["coef_loc:condition[T.trt]"].to_numpy(),
+        direct.coef_loc["condition[T.trt]"].to_numpy(),
+        rtol=1e-12,
+    )
 
 
 def test_cli_refuses_tables_with_other_samples(tmp_path, counts, obs, capsys):
     counts.T.to_csv(tmp_path / "counts.tsv", sep="\t")
     obs.iloc[1:].to_csv(tmp_path / "short.csv")
-    code, err = _cli(tmp_path, ["fit", "counts.tsv", "--obs", "short.csv", "--design-loc",
-                                "~ 1", "--out", "x.csv"], capsys)
+    code, err = _cli(
+        tmp_path,
+        ["fit", "counts.tsv", "--obs", "short.csv", "--design-loc", "~ 1", "--out", "x.csv"],
+        capsys,
+    )
     assert code == 1
-    assert ("the obs table lacks 1 observation of 'counts.tsv' (e.g. ['sample0']); give the "
-            "obs table one row per observation of the input") in err
-    extra = pd.concat([obs, pd.DataFrame({"condition": ["ctrl"], "batch": ["b1"]},
-                                         index=["intruder"])])
+    assert (
+        "the obs table lacks 1 observation of 'counts.tsv' (e.g. ['sample0']); give the "
+        "obs table one row per observation of the input"
+    ) in err
+    extra = pd.concat(
+        [obs, pd.DataFrame({"condition": ["ctrl"], "batch": ["b1"]}, index=["intruder"])]
+    )
     extra.to_csv(tmp_path / "extra.csv")
-    code, err = _cli(tmp_path, ["fit", "counts.tsv", "--obs", "extra.csv", "--design-loc",
-                                "~ 1", "--out", "x.csv"], capsys)
+    code, err = _cli(
+        tmp_path,
+        ["fit", "counts.tsv", "--obs", "extra.csv", "--design-loc", "~ 1", "--out", "x.csv"],
+        capsys,
+    )
     assert code == 1
     assert "has 1 observation that 'counts.tsv' lacks (e.g. ['intruder'])" in err

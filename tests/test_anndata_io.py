@@ -19,19 +19,22 @@ FORMULA = "~ 1 + condition + replicate"
 
 def make_adata(n: int = 80, n_features: int = 6) -> ad.AnnData:
     dmat, cons = seed_example_1(n)
-    sim = bg.simulate(dmat, dmat, n_features=n_features, constraints_loc=cons,
-                      constraints_scale=cons, seed=2)
+    sim = bg.simulate(
+        dmat, dmat, n_features=n_features, constraints_loc=cons, constraints_scale=cons, seed=2
+    )
     q = n // 4
     obs = pd.DataFrame(
         {
-            "condition": pd.Categorical(np.repeat(["untreated", "treated"], 2 * q),
-                                        categories=["untreated", "treated"]),
+            "condition": pd.Categorical(
+                np.repeat(["untreated", "treated"], 2 * q), categories=["untreated", "treated"]
+            ),
             "replicate": np.repeat(["r1", "r2", "r3", "r4"], q),
         },
         index=[f"cell{i}" for i in range(n)],
     )
-    adata = ad.AnnData(X=sim.data.copy(), obs=obs,
-                       var=pd.DataFrame(index=[f"gene{j}" for j in range(n_features)]))
+    adata = ad.AnnData(
+        X=sim.data.copy(), obs=obs, var=pd.DataFrame(index=[f"gene{j}" for j in range(n_features)])
+    )
     adata.layers["counts"] = sp.csr_matrix(sim.data)
     return adata
 
@@ -51,11 +54,11 @@ def test_every_input_gives_the_dense_fit(fitted, kind):
         other = bg.fit(adata, FORMULA, "~ 1 + condition", constraints_loc=SPEC)
     else:
         a2 = adata.copy()
-        a2.layers["raw"] = {"csr": sp.csr_matrix, "csc": sp.csc_matrix,
-                            "dense_layer": np.asarray}[kind](y)
+        a2.layers["raw"] = {"csr": sp.csr_matrix, "csc": sp.csc_matrix, "dense_layer": np.asarray}[
+            kind
+        ](y)
         other = bg.fit(a2, FORMULA, "~ 1 + condition", layer="raw", constraints_loc=SPEC)
-    dense = bg.fit(np.asarray(y), FORMULA, "~ 1 + condition", obs=adata.obs,
-                   constraints_loc=SPEC)
+    dense = bg.fit(np.asarray(y), FORMULA, "~ 1 + condition", obs=adata.obs, constraints_loc=SPEC)
     np.testing.assert_array_equal(other.loglik.to_numpy(), dense.loglik.to_numpy())
     np.testing.assert_array_equal(res.loglik.to_numpy(), dense.loglik.to_numpy())
 
@@ -84,8 +87,11 @@ def test_explicit_obs_overrides_adata_obs(fitted):
 
 def test_input_errors(fitted):
     adata, _ = fitted
-    with pytest.raises(ValueError, match=r"`layer` 'raw' is not a layer of the AnnData; its "
-                                         r"layers are \['counts'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"`layer` 'raw' is not a layer of the AnnData; its "
+        r"layers are \['counts'\]",
+    ):
         bg.fit(adata, "~ 1", layer="raw")
     empty = ad.AnnData(obs=adata.obs, var=adata.var)
     empty.layers["counts"] = adata.X
@@ -95,8 +101,11 @@ def test_input_errors(fitted):
     text.layers["words"] = np.array([["a", "b"], ["c", "d"]], dtype=object)
     with pytest.raises(ValueError, match=r"layer 'words' must be numeric"):
         bg.fit(text, "~ 1", layer="words")
-    with pytest.raises(ValueError, match=r"at least one observation and one feature, but "
-                                         r"the AnnData has shape \(0, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"at least one observation and one feature, but "
+        r"the AnnData has shape \(0, 3\)",
+    ):
         bg.fit(ad.AnnData(X=np.zeros((0, 3))), "~ 1")
 
 
@@ -110,8 +119,13 @@ def test_to_anndata_writes_every_key(fitted, tmp_path):
         assert isinstance(frame, pd.DataFrame)
         pd.testing.assert_frame_equal(frame, getattr(res, part))
     assert list(out.varm["bg_coef_loc"].columns) == [
-        "Intercept", "condition[T.treated]", "replicate[r1]", "replicate[r2]",
-        "replicate[r3]", "replicate[r4]"]
+        "Intercept",
+        "condition[T.treated]",
+        "replicate[r1]",
+        "replicate[r2]",
+        "replicate[r3]",
+        "replicate[r4]",
+    ]
     np.testing.assert_array_equal(out.var["bg_loglik"], res.loglik)
     np.testing.assert_array_equal(out.var["bg_converged"], res.converged)
     info = out.uns["bg"]
@@ -126,14 +140,14 @@ def test_to_anndata_writes_every_key(fitted, tmp_path):
     out.write_h5ad(path)
     back = ad.read_h5ad(path)
     for part in ("coef_loc", "coef_scale", "se_loc", "se_scale"):
-        pd.testing.assert_frame_equal(back.varm[f"bg_{part}"], out.varm[f"bg_{part}"],
-                                      check_dtype=False)
+        pd.testing.assert_frame_equal(
+            back.varm[f"bg_{part}"], out.varm[f"bg_{part}"], check_dtype=False
+        )
     for col in ("loglik", "converged", "status", "n_iter"):
         np.testing.assert_array_equal(back.var[f"bg_{col}"], out.var[f"bg_{col}"])
     assert _nested_keys(back.uns["bg"]) == _nested_keys(info)
     assert back.uns["bg"]["loc"]["constraint_spec"] == SPEC
-    np.testing.assert_array_equal(back.uns["bg"]["loc"]["coef_names"],
-                                  info["loc"]["coef_names"])
+    np.testing.assert_array_equal(back.uns["bg"]["loc"]["coef_names"], info["loc"]["coef_names"])
     np.testing.assert_array_equal(back.uns["bg"]["scale"]["constraints"], np.eye(2))
 
 
@@ -172,7 +186,13 @@ def test_subset_fit_into_the_full_anndata(fitted):
     assert coef.loc[["gene0", "gene2", "gene3", "gene5"]].isna().all().all()
     pd.testing.assert_frame_equal(coef.loc[["gene4", "gene1"]], res.coef_loc)
     assert list(out.var["batchglm_status"].astype(str)) == [
-        "not_fitted", "converged", "not_fitted", "not_fitted", "converged", "not_fitted"]
+        "not_fitted",
+        "converged",
+        "not_fitted",
+        "not_fitted",
+        "converged",
+        "not_fitted",
+    ]
     assert not out.var["batchglm_converged"].iloc[0]
     assert out.var["batchglm_n_iter"].iloc[0] == -1
 

@@ -55,20 +55,20 @@ def run_example_1() -> dict[str, Any]:
     # In [4]:
     ncells = 2000
     dmat = np.zeros([ncells, 6])
-    dmat[:,0] = 1
-    dmat[:500,1] = 1 # bio rep 1
-    dmat[500:1000,2] = 1 # bio rep 2
-    dmat[1000:1500,3] = 1 # bio rep 3
-    dmat[1500:2000,4] = 1 # bio rep 4
-    dmat[1000:2000,5] = 1 # condition effect
+    dmat[:, 0] = 1
+    dmat[:500, 1] = 1  # bio rep 1
+    dmat[500:1000, 2] = 1  # bio rep 2
+    dmat[1000:1500, 3] = 1  # bio rep 3
+    dmat[1500:2000, 4] = 1  # bio rep 4
+    dmat[1000:2000, 5] = 1  # condition effect
     print(np.unique(dmat, axis=0))
 
     # In [5]:
     sim = glm.models.nb_glm.Simulator(num_features=100)
 
     # In [6]:
-    sim.parse_dmat_loc(dmat = dmat)
-    sim.parse_dmat_scale(dmat = dmat)
+    sim.parse_dmat_loc(dmat=dmat)
+    sim.parse_dmat_scale(dmat=dmat)
     sim.generate_params()
     sim.generate_data()
 
@@ -94,11 +94,11 @@ def run_example_1() -> dict[str, Any]:
     constraints_loc = np.zeros([2, dmat_est_loc.shape[1]])
     # Constraint 0: Account for perfect confouding at biological replicate and treatment level
     # by constraining biological replicate coefficients not to produce mean effects across conditions.
-    constraints_loc[0,3] = -1
-    constraints_loc[0,4:5] = 1
+    constraints_loc[0, 3] = -1
+    constraints_loc[0, 4:5] = 1
     # Constraint 1: Account for fact that first level of biological replicates was not absorbed into offset.
-    constraints_loc[1,1] = -1
-    constraints_loc[1,2:5] = 1
+    constraints_loc[1, 1] = -1
+    constraints_loc[1, 2:5] = 1
     constraints_loc
 
     # In [14]:
@@ -106,11 +106,21 @@ def run_example_1() -> dict[str, Any]:
 
     # In [15]:
     from numpy.linalg import matrix_rank
+
     constraints_loc_mod = constraints_loc.copy()
-    constraints_loc_mod[constraints_loc_mod==-1] = 1
+    constraints_loc_mod[constraints_loc_mod == -1] = 1
     print(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))
-    print("rank deficiency without constraints: "+ str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0)]))))
-    print("rank deficiency with constraints: "+ str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))))
+    print(
+        "rank deficiency without constraints: "
+        + str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0)])))
+    )
+    print(
+        "rank deficiency with constraints: "
+        + str(
+            dmat_est_loc.shape[1]
+            - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))
+        )
+    )
 
     # In [16]:
     X = sim.X
@@ -119,9 +129,8 @@ def run_example_1() -> dict[str, Any]:
 
     # input data
     input_data = glm.models.nb_glm.InputData.new(
-        data=X,
-        design_loc=design_loc,
-        design_scale=design_scale)
+        data=X, design_loc=design_loc, design_scale=design_scale
+    )
     input_data.constraints_loc = constraints_loc
     input_data.constraints_scale = constraints_scale
 
@@ -130,7 +139,7 @@ def run_example_1() -> dict[str, Any]:
     estimator.initialize()
 
     # In [18]:
-    estimator.train_sequence('QUICK')
+    estimator.train_sequence("QUICK")
 
     # In [19]:
     estimator.par_link_loc
@@ -139,22 +148,35 @@ def run_example_1() -> dict[str, Any]:
     estimator.par_link_scale
 
     # In [21]:
-    check_21 = np.max(estimator.par_link_loc[1,:]+np.sum(estimator.par_link_loc[2:5,:], axis=0))
+    check_21 = np.max(estimator.par_link_loc[1, :] + np.sum(estimator.par_link_loc[2:5, :], axis=0))
 
     # In [22]:
-    check_22 = np.max(np.sum(estimator.par_link_loc[1:3,:], axis=0)+np.sum(estimator.par_link_loc[3:5,:], axis=0))
+    check_22 = np.max(
+        np.sum(estimator.par_link_loc[1:3, :], axis=0)
+        + np.sum(estimator.par_link_loc[3:5, :], axis=0)
+    )
 
     # In [23]:
-    locdiff = glm.utils.stats.rmsd(np.matmul(estimator.design_loc, estimator.par_link_loc),
-                                   np.matmul(sim.design_loc, sim.par_link_loc))
+    locdiff = glm.utils.stats.rmsd(
+        np.matmul(estimator.design_loc, estimator.par_link_loc),
+        np.matmul(sim.design_loc, sim.par_link_loc),
+    )
     print("Root mean squared deviation of location: %.2f" % locdiff)
 
-    scalediff = glm.utils.stats.rmsd(np.matmul(estimator.design_scale, estimator.par_link_scale),
-                                     np.matmul(sim.design_scale, sim.par_link_scale))
+    scalediff = glm.utils.stats.rmsd(
+        np.matmul(estimator.design_scale, estimator.par_link_scale),
+        np.matmul(sim.design_scale, sim.par_link_scale),
+    )
     print("Root mean squared deviation of scale:    %.2f" % scalediff)
 
-    return dict(sim=sim, estimator=estimator, input_data=input_data, checks=[check_21, check_22],
-                locdiff=locdiff, scalediff=scalediff)
+    return dict(
+        sim=sim,
+        estimator=estimator,
+        input_data=input_data,
+        checks=[check_21, check_22],
+        locdiff=locdiff,
+        scalediff=scalediff,
+    )
 
 
 def run_example_2() -> dict[str, Any]:
@@ -164,28 +186,28 @@ def run_example_2() -> dict[str, Any]:
     # In [24]:
     ncells = 2000
     dmat = np.zeros([ncells, 10])
-    dmat[:,0] = 1
-    dmat[:500,1] = 1 # bio rep 1
-    dmat[500:1000,2] = 1 # bio rep 2
-    dmat[1000:1500,3] = 1 # bio rep 3
-    dmat[1500:2000,4] = 1 # bio rep 4
-    dmat[0:250,5] = 1 # tech rep 1
-    dmat[1000:1250,5] = 1 # tech rep 1
-    dmat[250:500,6] = 1 # tech rep 2
-    dmat[1250:1500,6] = 1 # tech rep 2
-    dmat[500:750,7] = 1 # tech rep 3
-    dmat[1500:1750,7] = 1 # tech rep 3
-    dmat[750:1000,8] = 1 # tech rep 4
-    dmat[1750:2000,8] = 1 # tech rep 4
-    dmat[1000:2000,9] = 1 # condition effect
+    dmat[:, 0] = 1
+    dmat[:500, 1] = 1  # bio rep 1
+    dmat[500:1000, 2] = 1  # bio rep 2
+    dmat[1000:1500, 3] = 1  # bio rep 3
+    dmat[1500:2000, 4] = 1  # bio rep 4
+    dmat[0:250, 5] = 1  # tech rep 1
+    dmat[1000:1250, 5] = 1  # tech rep 1
+    dmat[250:500, 6] = 1  # tech rep 2
+    dmat[1250:1500, 6] = 1  # tech rep 2
+    dmat[500:750, 7] = 1  # tech rep 3
+    dmat[1500:1750, 7] = 1  # tech rep 3
+    dmat[750:1000, 8] = 1  # tech rep 4
+    dmat[1750:2000, 8] = 1  # tech rep 4
+    dmat[1000:2000, 9] = 1  # condition effect
     print(np.unique(dmat, axis=0))
 
     # In [25]:
     sim = glm.models.nb_glm.Simulator(num_features=100)
 
     # In [26]:
-    sim.parse_dmat_loc(dmat = dmat)
-    sim.parse_dmat_scale(dmat = dmat)
+    sim.parse_dmat_loc(dmat=dmat)
+    sim.parse_dmat_scale(dmat=dmat)
     sim.generate_params()
     sim.generate_data()
 
@@ -205,18 +227,18 @@ def run_example_2() -> dict[str, Any]:
     constraints_loc = np.zeros([4, dmat_est_loc.shape[1]])
     # Constraint 0: Account for perfect confouding at biological replicate and treatment level
     # by constraining biological replicate coefficients not to produce mean effects across conditions.
-    constraints_loc[0,3] = -1
-    constraints_loc[0,4:5] = 1
+    constraints_loc[0, 3] = -1
+    constraints_loc[0, 4:5] = 1
     # Constraint 1: Account for fact that first level of biological replicates was not absorbed into offset.
-    constraints_loc[1,1] = -1
-    constraints_loc[1,2:5] = 1
+    constraints_loc[1, 1] = -1
+    constraints_loc[1, 2:5] = 1
     # Constraint 2: Account for perfect confouding at biological replicate and technical replicate
     # by constraining technical replicate coefficients not to produce mean effects across biological replicates.
-    constraints_loc[2,7] = -1
-    constraints_loc[2,8:9] = 1
+    constraints_loc[2, 7] = -1
+    constraints_loc[2, 8:9] = 1
     # Constraint 3: Account for fact that first level of technical replicates was not absorbed into offset.
-    constraints_loc[3,5] = -1
-    constraints_loc[3,6:9] = 1
+    constraints_loc[3, 5] = -1
+    constraints_loc[3, 6:9] = 1
 
     constraints_loc
 
@@ -225,11 +247,21 @@ def run_example_2() -> dict[str, Any]:
 
     # In [33]:
     from numpy.linalg import matrix_rank
+
     constraints_loc_mod = constraints_loc.copy()
-    constraints_loc_mod[constraints_loc_mod==-1] = 1
+    constraints_loc_mod[constraints_loc_mod == -1] = 1
     print(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))
-    print("rank deficiency without constraints: "+ str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0)]))))
-    print("rank deficiency with constraints: "+ str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))))
+    print(
+        "rank deficiency without constraints: "
+        + str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0)])))
+    )
+    print(
+        "rank deficiency with constraints: "
+        + str(
+            dmat_est_loc.shape[1]
+            - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))
+        )
+    )
 
     # In [34]:
     X = sim.X
@@ -238,9 +270,8 @@ def run_example_2() -> dict[str, Any]:
 
     # input data
     input_data = glm.models.nb_glm.InputData.new(
-        data=X,
-        design_loc=design_loc,
-        design_scale=design_scale)
+        data=X, design_loc=design_loc, design_scale=design_scale
+    )
     input_data.constraints_loc = constraints_loc
     input_data.constraints_scale = constraints_scale
 
@@ -249,25 +280,38 @@ def run_example_2() -> dict[str, Any]:
     estimator.initialize()
 
     # In [36]:
-    estimator.train_sequence('QUICK')
+    estimator.train_sequence("QUICK")
 
     # In [37]:
-    check_37 = np.max(estimator.par_link_loc[1,:]+np.sum(estimator.par_link_loc[2:5,:], axis=0))
+    check_37 = np.max(estimator.par_link_loc[1, :] + np.sum(estimator.par_link_loc[2:5, :], axis=0))
 
     # In [38]:
-    check_38 = np.max(np.sum(estimator.par_link_loc[1:3,:], axis=0)+np.sum(estimator.par_link_loc[3:5,:], axis=0))
+    check_38 = np.max(
+        np.sum(estimator.par_link_loc[1:3, :], axis=0)
+        + np.sum(estimator.par_link_loc[3:5, :], axis=0)
+    )
 
     # In [39]:
-    locdiff = glm.utils.stats.rmsd(np.matmul(estimator.design_loc, estimator.par_link_loc),
-                                   np.matmul(sim.design_loc, sim.par_link_loc))
+    locdiff = glm.utils.stats.rmsd(
+        np.matmul(estimator.design_loc, estimator.par_link_loc),
+        np.matmul(sim.design_loc, sim.par_link_loc),
+    )
     print("Root mean squared deviation of location: %.2f" % locdiff)
 
-    scalediff = glm.utils.stats.rmsd(np.matmul(estimator.design_scale, estimator.par_link_scale),
-                                     np.matmul(sim.design_scale, sim.par_link_scale))
+    scalediff = glm.utils.stats.rmsd(
+        np.matmul(estimator.design_scale, estimator.par_link_scale),
+        np.matmul(sim.design_scale, sim.par_link_scale),
+    )
     print("Root mean squared deviation of scale:    %.2f" % scalediff)
 
-    return dict(sim=sim, estimator=estimator, input_data=input_data, checks=[check_37, check_38],
-                locdiff=locdiff, scalediff=scalediff)
+    return dict(
+        sim=sim,
+        estimator=estimator,
+        input_data=input_data,
+        checks=[check_37, check_38],
+        locdiff=locdiff,
+        scalediff=scalediff,
+    )
 
 
 def run_example_3() -> dict[str, Any]:
@@ -277,24 +321,24 @@ def run_example_3() -> dict[str, Any]:
     # In [42]:
     ncells = 2000
     dmat = np.zeros([ncells, 8])
-    dmat[:,0] = 1
-    dmat[:500,1] = 1 # bio rep 1
-    dmat[500:1000,2] = 1 # bio rep 2
-    dmat[1000:1500,3] = 1 # bio rep 3
-    dmat[1500:2000,4] = 1 # bio rep 4
-    dmat[0:250,5] = 1 # tech rep 1
-    dmat[1000:1250,5] = 1 # tech rep 1
-    dmat[250:500,6] = 1 # tech rep 2
-    dmat[1250:1500,6] = 1 # tech rep 2
-    dmat[1000:2000,7] = 1 # condition effect
+    dmat[:, 0] = 1
+    dmat[:500, 1] = 1  # bio rep 1
+    dmat[500:1000, 2] = 1  # bio rep 2
+    dmat[1000:1500, 3] = 1  # bio rep 3
+    dmat[1500:2000, 4] = 1  # bio rep 4
+    dmat[0:250, 5] = 1  # tech rep 1
+    dmat[1000:1250, 5] = 1  # tech rep 1
+    dmat[250:500, 6] = 1  # tech rep 2
+    dmat[1250:1500, 6] = 1  # tech rep 2
+    dmat[1000:2000, 7] = 1  # condition effect
     print(np.unique(dmat, axis=0))
 
     # In [43]:
     sim = glm.models.nb_glm.Simulator(num_features=100)
 
     # In [44]:
-    sim.parse_dmat_loc(dmat = dmat)
-    sim.parse_dmat_scale(dmat = dmat)
+    sim.parse_dmat_loc(dmat=dmat)
+    sim.parse_dmat_scale(dmat=dmat)
     sim.generate_params()
     sim.generate_data()
 
@@ -314,14 +358,14 @@ def run_example_3() -> dict[str, Any]:
     constraints_loc = np.zeros([3, dmat_est_loc.shape[1]])
     # Constraint 0: Account for perfect confouding at biological replicate and treatment level
     # by constraining biological replicate coefficients not to produce mean effects across conditions.
-    constraints_loc[0,3] = -1
-    constraints_loc[0,4:5] = 1
+    constraints_loc[0, 3] = -1
+    constraints_loc[0, 4:5] = 1
     # Constraint 1: Account for fact that first level of biological replicates was not absorbed into offset.
-    constraints_loc[1,1] = -1
-    constraints_loc[1,2:5] = 1
+    constraints_loc[1, 1] = -1
+    constraints_loc[1, 2:5] = 1
     # Constraint 2: Account for fact that first level of technical replicates was not absorbed into offset.
-    constraints_loc[2,5] = -1
-    constraints_loc[2,6:7] = 1
+    constraints_loc[2, 5] = -1
+    constraints_loc[2, 6:7] = 1
 
     constraints_loc
 
@@ -330,11 +374,21 @@ def run_example_3() -> dict[str, Any]:
 
     # In [None]:
     from numpy.linalg import matrix_rank
+
     constraints_loc_mod = constraints_loc.copy()
-    constraints_loc_mod[constraints_loc_mod==-1] = 1
+    constraints_loc_mod[constraints_loc_mod == -1] = 1
     print(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))
-    print("rank deficiency without constraints: "+ str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0)]))))
-    print("rank deficiency with constraints: "+ str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))))
+    print(
+        "rank deficiency without constraints: "
+        + str(dmat_est_loc.shape[1] - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0)])))
+    )
+    print(
+        "rank deficiency with constraints: "
+        + str(
+            dmat_est_loc.shape[1]
+            - matrix_rank(np.vstack([np.unique(dmat_est_loc, axis=0), constraints_loc_mod]))
+        )
+    )
 
     # In [34]:
     X = sim.X
@@ -343,9 +397,8 @@ def run_example_3() -> dict[str, Any]:
 
     # input data
     input_data = glm.models.nb_glm.InputData.new(
-        data=X,
-        design_loc=design_loc,
-        design_scale=design_scale)
+        data=X, design_loc=design_loc, design_scale=design_scale
+    )
     input_data.constraints_loc = constraints_loc
     input_data.constraints_scale = constraints_scale
 
@@ -354,25 +407,38 @@ def run_example_3() -> dict[str, Any]:
     estimator.initialize()
 
     # In [36]:
-    estimator.train_sequence('QUICK')
+    estimator.train_sequence("QUICK")
 
     # In [37]:
-    check_37 = np.max(estimator.par_link_loc[1,:]+np.sum(estimator.par_link_loc[2:5,:], axis=0))
+    check_37 = np.max(estimator.par_link_loc[1, :] + np.sum(estimator.par_link_loc[2:5, :], axis=0))
 
     # In [38]:
-    check_38 = np.max(np.sum(estimator.par_link_loc[1:3,:], axis=0)+np.sum(estimator.par_link_loc[3:5,:], axis=0))
+    check_38 = np.max(
+        np.sum(estimator.par_link_loc[1:3, :], axis=0)
+        + np.sum(estimator.par_link_loc[3:5, :], axis=0)
+    )
 
     # In [39]:
-    locdiff = glm.utils.stats.rmsd(np.matmul(estimator.design_loc, estimator.par_link_loc),
-                                   np.matmul(sim.design_loc, sim.par_link_loc))
+    locdiff = glm.utils.stats.rmsd(
+        np.matmul(estimator.design_loc, estimator.par_link_loc),
+        np.matmul(sim.design_loc, sim.par_link_loc),
+    )
     print("Root mean squared deviation of location: %.2f" % locdiff)
 
-    scalediff = glm.utils.stats.rmsd(np.matmul(estimator.design_scale, estimator.par_link_scale),
-                                     np.matmul(sim.design_scale, sim.par_link_scale))
+    scalediff = glm.utils.stats.rmsd(
+        np.matmul(estimator.design_scale, estimator.par_link_scale),
+        np.matmul(sim.design_scale, sim.par_link_scale),
+    )
     print("Root mean squared deviation of scale:    %.2f" % scalediff)
 
-    return dict(sim=sim, estimator=estimator, input_data=input_data, checks=[check_37, check_38],
-                locdiff=locdiff, scalediff=scalediff)
+    return dict(
+        sim=sim,
+        estimator=estimator,
+        input_data=input_data,
+        checks=[check_37, check_38],
+        locdiff=locdiff,
+        scalediff=scalediff,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -582,7 +648,9 @@ def test_training_strategies_all_run_the_exact_solver(
     est.train_sequence([{"learning_rate": 0.1, "optim_algo": "ADAM"}])
     est.train(learning_rate=0.5)
     assert len(calls) == len(nb_glm.SEED_TRAINING_STRATEGIES) + 3
-    notices = [r for r in caplog.records if "exact" in r.getMessage() and "strateg" in r.getMessage()]
+    notices = [
+        r for r in caplog.records if "exact" in r.getMessage() and "strateg" in r.getMessage()
+    ]
     assert len(notices) == 1
     with pytest.raises(ValueError, match="Unknown training strategy"):
         est.train_sequence("ADAM_PLEASE")
@@ -606,9 +674,11 @@ def test_results_before_training_raise() -> None:
 
 def _par() -> SeedArray:
     values = np.arange(18.0).reshape(6, 3) - 8.0
-    return SeedArray(values, dims=("design_loc_params", "features"),
-                     coords={"design_loc_params": [f"p{j}" for j in range(6)],
-                             "features": ["a", "b", "c"]})
+    return SeedArray(
+        values,
+        dims=("design_loc_params", "features"),
+        coords={"design_loc_params": [f"p{j}" for j in range(6)], "features": ["a", "b", "c"]},
+    )
 
 
 @pytest.mark.parametrize("kind", ["ndarray", "DataArray", "SeedArray", "DataFrame"])

@@ -34,8 +34,9 @@ def _counts(n, f, seed, density=0.4):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     y, obs, var = _counts(400, 37, seed=11)
-    adata = ad.AnnData(X=sp.csr_matrix(y), obs=obs, var=var,
-                       layers={"csc": sp.csc_matrix(y), "dense": y.copy()})
+    adata = ad.AnnData(
+        X=sp.csr_matrix(y), obs=obs, var=var, layers={"csc": sp.csc_matrix(y), "dense": y.copy()}
+    )
     root = tmp_path_factory.mktemp("backed")
     adata.write_h5ad(root / "cells.h5ad")
     adata.write_zarr(root / "cells.zarr")
@@ -45,8 +46,9 @@ def files(tmp_path_factory):
 
 def _same(res, ref):
     np.testing.assert_array_equal(res.status.astype(str), ref.status.astype(str))
-    np.testing.assert_allclose(res.coef_loc.to_numpy(), ref.coef_loc.to_numpy(), rtol=1e-10,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        res.coef_loc.to_numpy(), ref.coef_loc.to_numpy(), rtol=1e-10, atol=1e-10
+    )
     np.testing.assert_allclose(res.se_loc.to_numpy(), ref.se_loc.to_numpy(), rtol=1e-10)
     np.testing.assert_allclose(res.loglik.to_numpy(), ref.loglik.to_numpy(), rtol=1e-12)
 
@@ -96,8 +98,9 @@ def test_backed_anndata_and_path_input(files):
     import zarr
 
     group = zarr.open_group(str(root / "cells.zarr"), mode="r")
-    lazy = ad.AnnData(X=ad.io.sparse_dataset(group["X"]), obs=adata.obs.copy(),
-                      var=adata.var.copy())
+    lazy = ad.AnnData(
+        X=ad.io.sparse_dataset(group["X"]), obs=adata.obs.copy(), var=adata.var.copy()
+    )
     _same(bg.fit(lazy, "~ group", size_factors="poscounts"), ref)
 
 
@@ -120,9 +123,16 @@ def test_dask_cluster_on_the_same_file_matches(files):
     with h5py.File(root / "cells.h5ad", "r") as fh:
         arr = read_elem_lazy(fh["X"], chunks=(100, -1))  # CSR row blocks from the file
         obs = ad.io.read_elem(fh["obs"])
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                      dashboard_address=None, silence_logs=40) as lc, \
-                distributed.Client(lc):
+        with (
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=False,
+                dashboard_address=None,
+                silence_logs=40,
+            ) as lc,
+            distributed.Client(lc),
+        ):
             sf = bg.size_factors(arr, "poscounts")
             res = bg.fit(arr, "~ group", obs=obs, size_factors=sf)
     np.testing.assert_allclose(sf, ref.size_factors, rtol=1e-12)
@@ -220,8 +230,11 @@ def test_pseudobulk_and_size_factors_of_a_backed_file(files):
     adata = ad.read_h5ad(root / "cells.h5ad", backed="r")
     adata.obs["donor"] = [f"d{i % 5}" for i in range(adata.n_obs)]
     pb = bg.pseudobulk(adata, "donor", "group", n_jobs=2)
-    expect = pd.DataFrame(y.astype(np.float64)).groupby(
-        [adata.obs["donor"].to_numpy(), obs["group"].to_numpy()]).sum()
+    expect = (
+        pd.DataFrame(y.astype(np.float64))
+        .groupby([adata.obs["donor"].to_numpy(), obs["group"].to_numpy()])
+        .sum()
+    )
     expect.index = ["_".join(t) for t in expect.index]
     np.testing.assert_array_equal(pb.X, expect.loc[pb.obs_names].to_numpy())
     d = read_backed(root / "cells.zarr", memory_budget=0)

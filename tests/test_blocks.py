@@ -108,13 +108,14 @@ def test_size_factor_errors_name_the_problem(counts):
 def test_pseudobulk_parallel_matches_groupby_sum(counts):
     rng = np.random.default_rng(3)
     obs = pd.DataFrame(
-        {"donor": rng.choice(["d1", "d2", "d3", "d4"], counts.shape[0]),
-         "cell_type": rng.choice(["T", "B"], counts.shape[0])},
+        {
+            "donor": rng.choice(["d1", "d2", "d3", "d4"], counts.shape[0]),
+            "cell_type": rng.choice(["T", "B"], counts.shape[0]),
+        },
         index=[f"c{i}" for i in range(counts.shape[0])],
     )
     var = pd.DataFrame(index=[f"g{j}" for j in range(counts.shape[1])])
-    ref = pd.DataFrame(counts, index=obs.index).groupby(
-        [obs["donor"], obs["cell_type"]]).sum()
+    ref = pd.DataFrame(counts, index=obs.index).groupby([obs["donor"], obs["cell_type"]]).sum()
     ref.index = ["_".join(t) for t in ref.index]
     for x in (counts, sp.csr_matrix(counts)):
         adata = ad.AnnData(X=x, obs=obs, var=var)
@@ -128,8 +129,9 @@ def test_fit_threads_and_blocks_do_not_change_the_result(counts):
     design = np.column_stack([np.ones(counts.shape[0]), np.arange(counts.shape[0]) % 2])
     one = bg.fit(counts, design, n_jobs=1, chunk_size=13)
     many = bg.fit(sp.csr_array(counts), design, n_jobs=3)
-    np.testing.assert_allclose(many.coef_loc.to_numpy(), one.coef_loc.to_numpy(), rtol=1e-10,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        many.coef_loc.to_numpy(), one.coef_loc.to_numpy(), rtol=1e-10, atol=1e-12
+    )
     np.testing.assert_allclose(many.loglik.to_numpy(), one.loglik.to_numpy(), rtol=1e-12)
 
 
@@ -143,10 +145,10 @@ def test_progress_bar_is_drawn_when_asked(counts, capsys):
 def test_fold_blocks_combines_in_block_order():
     spans = blocks.feature_blocks(50, 3)
     for jobs in (1, 3):
-        out = blocks.fold_blocks(lambda sl: [sl.start], spans, lambda a, r: a + r, [],
-                                 n_jobs=jobs)
+        out = blocks.fold_blocks(lambda sl: [sl.start], spans, lambda a, r: a + r, [], n_jobs=jobs)
         assert out == [s.start for s in spans]
     arr = da.from_array(np.arange(40.0).reshape(4, 10), chunks=(2, 4))
-    out = blocks.fold_dask_blocks(lambda chunk, sl: [(sl.start, float(chunk.sum()))], arr, 3,
-                                  lambda a, r: a + r, [])
+    out = blocks.fold_dask_blocks(
+        lambda chunk, sl: [(sl.start, float(chunk.sum()))], arr, 3, lambda a, r: a + r, []
+    )
     assert out == [(0, 192.0), (3, 228.0), (6, 264.0), (9, 96.0)]

@@ -25,15 +25,15 @@ def workdir(tmp_path_factory) -> Path:
     lib = np.array([1, 1, 4, 4, 1, 1, 4, 4.0])  # library sizes differ 4-fold
     lfc = np.where(np.arange(N_GENES) < 25, 2.0, 0.0)
     group = np.repeat([0, 1], 4)
-    mu = lib[:, None] * np.exp(rng.uniform(1, 6, N_GENES))[None, :] * np.exp(
-        np.outer(group, lfc))
+    mu = lib[:, None] * np.exp(rng.uniform(1, 6, N_GENES))[None, :] * np.exp(np.outer(group, lfc))
     y = rng.negative_binomial(8, 8 / (8 + mu))
     y[1, 30] = 40 * y[:, 30].max() + 100  # one outlier count
     genes = [f"gene{j}" for j in range(N_GENES)]
-    pd.DataFrame(y.T, index=pd.Index(genes, name="gene"), columns=SAMPLES).to_csv(
-        d / "counts.csv")
-    coldata = pd.DataFrame({"condition": np.repeat(["ctrl", "trt"], 4), "depth": lib},
-                           index=pd.Index(SAMPLES, name="sample"))
+    pd.DataFrame(y.T, index=pd.Index(genes, name="gene"), columns=SAMPLES).to_csv(d / "counts.csv")
+    coldata = pd.DataFrame(
+        {"condition": np.repeat(["ctrl", "trt"], 4), "depth": lib},
+        index=pd.Index(SAMPLES, name="sample"),
+    )
     coldata.to_csv(d / "coldata.csv")
     return d
 
@@ -72,14 +72,27 @@ def test_default_is_the_pipeline_with_median_ratio(workdir, capsys):
     np.testing.assert_allclose(table["baseMean"], ref["baseMean"], rtol=1e-12)
     np.testing.assert_allclose(table["pvalue"], ref["pvalue"], rtol=1e-10)
     assert table.loc["gene30", "status"] == "outlier"
-    assert list(table.columns[:10]) == ["baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue",
-                                        "padj", "status", "maxCooks", "replaced", "filtered"]
+    assert list(table.columns[:10]) == [
+        "baseMean",
+        "log2FoldChange",
+        "lfcSE",
+        "stat",
+        "pvalue",
+        "padj",
+        "status",
+        "maxCooks",
+        "replaced",
+        "filtered",
+    ]
     # Deprecated names of old scripts, at the end.
     assert list(table.columns[-3:]) == ["pval", "qval", "log2fc"]
     np.testing.assert_allclose(table["qval"], table["padj"], equal_nan=True)
     # One summary line on stdout.
-    assert re.fullmatch(r"batchglm: 120 features, 119 tested, \d+ with padj < 0\.1 \(1 Cook's "
-                        r"outliers, .*\)\n", out), out
+    assert re.fullmatch(
+        r"batchglm: 120 features, 119 tested, \d+ with padj < 0\.1 \(1 Cook's "
+        r"outliers, .*\)\n",
+        out,
+    ), out
     sig = int(re.search(r"(\d+) with padj", out).group(1))
     assert sig == int((ref["padj"] < 0.1).sum()) and sig >= 20
 
@@ -113,17 +126,26 @@ def test_flags_match_the_python_call(workdir, capsys, flag, kwargs):
 
 
 def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
-    code, out, err = _run(workdir, [*BASE, *COEF, "--size-factors", "depth", "--sort-by",
-                                    "pvalue", "--out", "-"], capsys)
+    code, out, err = _run(
+        workdir,
+        [*BASE, *COEF, "--size-factors", "depth", "--sort-by", "pvalue", "--out", "-"],
+        capsys,
+    )
     assert code == 0, err
     table = pd.read_csv(io.StringIO(out), index_col=0)
     assert len(table) == N_GENES and table["pvalue"].dropna().is_monotonic_increasing
     assert err.startswith("batchglm: 120 features")  # the summary moves to stderr
     counts, obs = _counts(workdir)
-    ref = bg.de.test(counts, "~ condition", obs=obs, coef="condition[T.trt]",
-                     size_factors=obs["depth"].to_numpy())
-    np.testing.assert_allclose(table["baseMean"].sort_index(),
-                               ref.summary()["baseMean"].sort_index(), rtol=1e-12)
+    ref = bg.de.test(
+        counts,
+        "~ condition",
+        obs=obs,
+        coef="condition[T.trt]",
+        size_factors=obs["depth"].to_numpy(),
+    )
+    np.testing.assert_allclose(
+        table["baseMean"].sort_index(), ref.summary()["baseMean"].sort_index(), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,8 +155,11 @@ def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
         (["--dispersion", "robust"], r"--dispersion must be mle, map or ql, but 'robust'"),
         (["--test", "lrt"], r"--test lrt needs --reduced"),
         (["--reduced", "~ 1"], r"--reduced is only used by --test lrt, not --test wald"),
-        (["--cooks-cutoff", "big"], r"--cooks-cutoff must be a positive number, 'default' or "
-                                    r"'none', but 'big'"),
+        (
+            ["--cooks-cutoff", "big"],
+            r"--cooks-cutoff must be a positive number, 'default' or "
+            r"'none', but 'big'",
+        ),
         (["--cooks-cutoff", "-1"], r"--cooks-cutoff must be a positive number"),
         (["--alpha", "2"], r"--alpha must lie in \(0, 1\), but 2 was given"),
         (["--alpha", "x"], r"--alpha must be a number, but 'x' was given"),
@@ -153,15 +178,43 @@ def test_bad_values_are_one_line_errors(workdir, capsys, flags, match):
 
 
 def test_lrt_rejects_a_contrast(workdir, capsys):
-    code, _, err = _run(workdir, [*BASE, "--contrast", "condition", "trt", "ctrl", "--test",
-                                  "lrt", "--reduced", "~ 1", "--out", "x.csv"], capsys)
+    code, _, err = _run(
+        workdir,
+        [
+            *BASE,
+            "--contrast",
+            "condition",
+            "trt",
+            "ctrl",
+            "--test",
+            "lrt",
+            "--reduced",
+            "~ 1",
+            "--out",
+            "x.csv",
+        ],
+        capsys,
+    )
     assert code == 1 and "drop --contrast" in err
 
 
 def test_fit_accepts_size_factor_methods(workdir, capsys):
-    code, _, err = _run(workdir, ["fit", "counts.csv", "--obs", "coldata.csv", "--design-loc",
-                                  "~ condition", "--size-factors", "tmm", "--out", "fit.csv"],
-                        capsys)
+    code, _, err = _run(
+        workdir,
+        [
+            "fit",
+            "counts.csv",
+            "--obs",
+            "coldata.csv",
+            "--design-loc",
+            "~ condition",
+            "--size-factors",
+            "tmm",
+            "--out",
+            "fit.csv",
+        ],
+        capsys,
+    )
     assert code == 0, err
     counts, obs = _counts(workdir)
     ref = bg.fit(counts, "~ condition", obs=obs, size_factors="tmm")
@@ -172,8 +225,22 @@ def test_a_method_name_that_is_also_a_column_is_an_error(workdir, capsys):
     obs = pd.read_csv(workdir / "coldata.csv", index_col=0)
     obs["tmm"] = 1.0
     obs.to_csv(workdir / "coldata_tmm.csv")
-    code, _, err = _run(workdir, ["test", "counts.csv", "--obs", "coldata_tmm.csv",
-                                  "--design-loc", "~ condition", *COEF, "--size-factors",
-                                  "tmm", "--out", "x.csv"], capsys)
+    code, _, err = _run(
+        workdir,
+        [
+            "test",
+            "counts.csv",
+            "--obs",
+            "coldata_tmm.csv",
+            "--design-loc",
+            "~ condition",
+            *COEF,
+            "--size-factors",
+            "tmm",
+            "--out",
+            "x.csv",
+        ],
+        capsys,
+    )
     assert code == 1 and err.count("\n") == 1
     assert "--size-factors 'tmm' is both a method and a column of obs" in err

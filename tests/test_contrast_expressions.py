@@ -17,11 +17,13 @@ NAMES = ["Intercept", "condition[T.ifn]", "condition[T.stim]", "batch[T.b]", "do
 @pytest.fixture(scope="module")
 def formula_fit() -> tuple[bg.FitResult, pd.DataFrame]:
     rng = np.random.default_rng(7)
-    obs = pd.DataFrame({
-        "condition": pd.Categorical(np.repeat(["ctrl", "ifn", "stim"], 6)),
-        "batch": np.tile(["a", "b"], 9),
-        "dose": np.tile([0.0, 0.5, 1.5], 6),
-    })
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical(np.repeat(["ctrl", "ifn", "stim"], 6)),
+            "batch": np.tile(["a", "b"], 9),
+            "dose": np.tile([0.0, 0.5, 1.5], 6),
+        }
+    )
     stim = (obs["condition"] == "stim").to_numpy()
     mu = rng.gamma(2.0, 30.0, size=(1, 12)) * np.exp(0.4 * stim)[:, None]
     y = rng.negative_binomial(4, 4 / (4 + mu))
@@ -68,52 +70,64 @@ def test_cond_matches_level_tuple_and_slope(formula_fit) -> None:
     by_cond = bg.de.wald(res, contrast=cond(condition="stim") - cond(condition="ifn"))
     by_tuple = bg.de.wald(res, contrast=("condition", "stim", "ifn"))
     np.testing.assert_allclose(by_cond.pval, by_tuple.pval, rtol=1e-12)
-    np.testing.assert_allclose(by_cond.coef_mle, res.coef_loc["condition[T.stim]"]
-                               - res.coef_loc["condition[T.ifn]"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        by_cond.coef_mle,
+        res.coef_loc["condition[T.stim]"] - res.coef_loc["condition[T.ifn]"],
+        rtol=1e-12,
+        atol=1e-14,
+    )
     # Fixing another variable on both sides changes nothing without interactions.
-    fixed = bg.de.wald(res, contrast=cond(condition="stim", batch="b")
-                       - cond(condition="ctrl", batch="b"))
+    fixed = bg.de.wald(
+        res, contrast=cond(condition="stim", batch="b") - cond(condition="ctrl", batch="b")
+    )
     np.testing.assert_allclose(fixed.coef_mle, res.coef_loc["condition[T.stim]"], rtol=1e-12)
     # A numeric variable: the exact formula weights give dose 1.5 vs 0 = 1.5 * slope.
     slope = bg.de.wald(res, contrast=cond(dose=1.5) - cond(dose=0))
     np.testing.assert_allclose(slope.coef_mle, 1.5 * res.coef_loc["dose"], rtol=1e-12)
     # Average of two levels against the reference, with numbers and division.
-    avg = bg.de.wald(res, contrast=(cond(condition="stim") + cond(condition="ifn")) / 2
-                     - 1 * cond(condition="ctrl"))
+    avg = bg.de.wald(
+        res,
+        contrast=(cond(condition="stim") + cond(condition="ifn")) / 2 - 1 * cond(condition="ctrl"),
+    )
     want = 0.5 * (res.coef_loc["condition[T.stim]"] + res.coef_loc["condition[T.ifn]"])
     np.testing.assert_allclose(avg.coef_mle, want, rtol=1e-12)
 
 
 def test_cond_with_interaction_needs_the_other_variable() -> None:
     rng = np.random.default_rng(3)
-    obs = pd.DataFrame({"condition": np.repeat(["ctrl", "stim"], 8),
-                        "batch": np.tile(["a", "a", "b", "b"], 4)})
+    obs = pd.DataFrame(
+        {"condition": np.repeat(["ctrl", "stim"], 8), "batch": np.tile(["a", "a", "b", "b"], 4)}
+    )
     y = rng.poisson(20, size=(16, 5))
     res = bg.fit(y, "~ condition * batch", obs=obs)
     cond = bg.de.cond
     with pytest.raises(ValueError, match="depends on variables it does not fix"):
         bg.de.wald(res, contrast=cond(condition="stim") - cond(condition="ctrl"))
-    in_b = bg.de.wald(res, contrast=cond(condition="stim", batch="b")
-                      - cond(condition="ctrl", batch="b"))
+    in_b = bg.de.wald(
+        res, contrast=cond(condition="stim", batch="b") - cond(condition="ctrl", batch="b")
+    )
     want = res.coef_loc["condition[T.stim]"] + res.coef_loc["condition[T.stim]:batch[T.b]"]
     np.testing.assert_allclose(in_b.coef_mle, want, rtol=1e-12)
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("condition[T.foo] - dose", r"names 'condition\[T.foo\]', which is not a coefficient"),
-    ("`nope` - dose", r"names 'nope', which is not a coefficient"),
-    ("dose *", "unexpected end of the expression"),
-    ("dose * dose", "a product of two coefficients is not linear"),
-    ("1 / dose", "division by a coefficient is not linear"),
-    ("dose / 0", "division by zero"),
-    ("(dose", r"missing '\)'"),
-    ("dose + 1", "has a constant term 1"),
-    ("dose = 2", "has a constant term -2"),
-    ("dose - dose", "gives all-zero weights"),
-    ("dose )", r"unexpected '\)'"),
-    ("dose,", "has an empty expression"),
-    ("`dose", "missing closing '`'"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("condition[T.foo] - dose", r"names 'condition\[T.foo\]', which is not a coefficient"),
+        ("`nope` - dose", r"names 'nope', which is not a coefficient"),
+        ("dose *", "unexpected end of the expression"),
+        ("dose * dose", "a product of two coefficients is not linear"),
+        ("1 / dose", "division by a coefficient is not linear"),
+        ("dose / 0", "division by zero"),
+        ("(dose", r"missing '\)'"),
+        ("dose + 1", "has a constant term 1"),
+        ("dose = 2", "has a constant term -2"),
+        ("dose - dose", "gives all-zero weights"),
+        ("dose )", r"unexpected '\)'"),
+        ("dose,", "has an empty expression"),
+        ("`dose", "missing closing '`'"),
+    ],
+)
 def test_expression_errors(formula_fit, text: str, match: str) -> None:
     res, _ = formula_fit
     with pytest.raises(ValueError, match=match):
@@ -152,11 +166,16 @@ def test_cond_arithmetic_rejects_non_numbers() -> None:
 
 def test_cond_refuses_recoded_columns_of_named_constraints() -> None:
     rng = np.random.default_rng(4)
-    obs = pd.DataFrame({"condition": np.repeat(["ctrl", "stim"], 12),
-                        "replicate": np.repeat([f"r{k}" for k in range(1, 7)], 4)})
+    obs = pd.DataFrame(
+        {
+            "condition": np.repeat(["ctrl", "stim"], 12),
+            "replicate": np.repeat([f"r{k}" for k in range(1, 7)], 4),
+        }
+    )
     y = rng.poisson(15, size=(24, 4))
-    res = bg.fit(y, "~ 1 + condition + replicate", obs=obs,
-                 constraints_loc={"replicate": "condition"})
+    res = bg.fit(
+        y, "~ 1 + condition + replicate", obs=obs, constraints_loc={"replicate": "condition"}
+    )
     with pytest.raises(ValueError, match="named constraints recode them"):
         bg.de.wald(res, contrast=bg.de.cond(condition="stim") - bg.de.cond(condition="ctrl"))
     # A string over the (recoded) coefficient names still works.

@@ -24,8 +24,9 @@ def _robust_alpha(normed: np.ndarray, groups: np.ndarray) -> float:
         v = normed[groups == g]
         if v.size < 3:
             continue
-        trim, scale = ((1 / 3, 2.04) if v.size <= 3 else (1 / 4, 1.86) if v.size <= 23
-                       else (1 / 8, 1.51))
+        trim, scale = (
+            (1 / 3, 2.04) if v.size <= 3 else (1 / 4, 1.86) if v.size <= 23 else (1 / 8, 1.51)
+        )
         centre = stats.trim_mean(v, trim)
         variances.append(scale * stats.trim_mean((v - centre) ** 2, trim))
     m = normed.mean()
@@ -37,8 +38,11 @@ def two_groups():
     rng = np.random.default_rng(11)
     groups = np.repeat([0, 1], [5, 4])
     sf = rng.uniform(0.6, 1.6, 9)
-    mu = sf[:, None] * np.exp(rng.uniform(1.5, 5, 12))[None, :] * np.where(
-        groups[:, None] == 1, 2.0, 1.0)
+    mu = (
+        sf[:, None]
+        * np.exp(rng.uniform(1.5, 5, 12))[None, :]
+        * np.where(groups[:, None] == 1, 2.0, 1.0)
+    )
     y = rng.negative_binomial(8, 8 / (8 + mu)).astype(float)
     y[2, 3] = 40 * y[:, 3].max() + 50  # one wild count
     x = np.column_stack([np.ones(9), groups])

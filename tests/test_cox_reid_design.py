@@ -73,12 +73,20 @@ def test_maximum_matches_scipy_on_a_two_column_design():
     assert np.all(sol.status == Status.CONVERGED)
     assert np.abs(sol.grad).max() < 1e-7
     for j in range(5):
+
         def neg(b, j=j):
             return -_apl_reference(y[:, j], mu[:, j], x, z, b)
+
         best = min(
-            (optimize.minimize(neg, s0, method="Nelder-Mead",
-                               options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})
-             for s0 in ([1.0, 0.0], [2.0, -1.0], [0.5, 1.0])),
+            (
+                optimize.minimize(
+                    neg,
+                    s0,
+                    method="Nelder-Mead",
+                    options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000},
+                )
+                for s0 in ([1.0, 0.0], [2.0, -1.0], [0.5, 1.0])
+            ),
             key=lambda o: o.fun,
         )
         ours = _apl_reference(y[:, j], mu[:, j], x, z, sol.b[j])
@@ -132,8 +140,9 @@ def test_genewise_dispersions_with_constraints_and_refit():
     y[:, 3] = 0.0
     # three batch columns whose effects sum to zero: two free scale coefficients
     batch3 = np.arange(y.shape[0]) % 3
-    design_scale = np.column_stack([np.ones(y.shape[0])]
-                                   + [(batch3 == g).astype(float) for g in range(3)])
+    design_scale = np.column_stack(
+        [np.ones(y.shape[0])] + [(batch3 == g).astype(float) for g in range(3)]
+    )
     constraints = np.array([[0.0, -1.0, 1.0, 1.0]])
     res = bg.fit(y, x, design_scale, constraints_scale=constraints)
     gw = genewise_dispersions(y, res)
@@ -146,19 +155,30 @@ def test_genewise_dispersions_with_constraints_and_refit():
     ml = res.coef_scale.to_numpy()[ok, 0]
     assert np.median(ml - gw.coef.to_numpy()[ok, 0]) > 0
     # the full coefficients satisfy the constraints, so they can be held fixed in a refit
-    refit = bg.fit(y, x, design_scale, constraints_scale=constraints,
-                   fixed_scale=np.nan_to_num(gw.coef.to_numpy()))
+    refit = bg.fit(
+        y,
+        x,
+        design_scale,
+        constraints_scale=constraints,
+        fixed_scale=np.nan_to_num(gw.coef.to_numpy()),
+    )
     assert refit.converged.to_numpy()[ok].all()
 
 
 def test_errors():
     y, x, z = _simulate(5, n_feat=10)
     res, mu = _fitted(y, x, z)
-    with pytest.raises(ValueError, match=r"needs\s+an intercept-only scale model.*"
-                                         r"genewise_dispersions"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs\s+an intercept-only scale model.*"
+        r"genewise_dispersions",
+    ):
         estimate_dispersions(y, res)
-    with pytest.raises(ValueError, match=r"Cox-Reid dispersion estimation needs a negative "
-                                         r"binomial fit"):
+    with pytest.raises(
+        ValueError,
+        match=r"Cox-Reid dispersion estimation needs a negative "
+        r"binomial fit",
+    ):
         genewise_dispersions(y, bg.fit(y, x, family="poisson"))
     with pytest.raises(ValueError, match=r"must be the data of the fit"):
         genewise_dispersions(y[:, :5], res)

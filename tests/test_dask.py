@@ -23,8 +23,9 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def data():
     dmat, cons = seed_example_1(400)
-    sim = bg.simulate(dmat, dmat, n_features=60, constraints_loc=cons, constraints_scale=cons,
-                      seed=21)
+    sim = bg.simulate(
+        dmat, dmat, n_features=60, constraints_loc=cons, constraints_scale=cons, seed=21
+    )
     y = sim.data.copy()
     y[:, 7] = 0  # an all-zero feature travels too
     ref = bg.fit(y, dmat, dmat, constraints_loc=cons, constraints_scale=cons)
@@ -34,8 +35,9 @@ def data():
 def _same(res, ref):
     np.testing.assert_array_equal(res.status.astype(str), ref.status.astype(str))
     np.testing.assert_allclose(res.loglik.to_numpy(), ref.loglik.to_numpy(), rtol=1e-12)
-    np.testing.assert_allclose(res.coef_loc.to_numpy(), ref.coef_loc.to_numpy(),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        res.coef_loc.to_numpy(), ref.coef_loc.to_numpy(), rtol=1e-9, atol=1e-12
+    )
     np.testing.assert_allclose(res.se_scale.to_numpy(), ref.se_scale.to_numpy(), rtol=1e-7)
 
 
@@ -64,24 +66,33 @@ def test_invalid_values_name_global_positions(data):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as lc, \
-            distributed.Client(lc) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        ) as lc,
+        distributed.Client(lc) as client,
+    ):
         yield lc, client
 
 
 def test_local_cluster_matches_in_memory(data, cluster):
     dmat, cons, y, ref = data
-    res = bg.fit(da.from_array(y, chunks=(400, 8)), dmat, dmat, constraints_loc=cons,
-                 constraints_scale=cons)
+    res = bg.fit(
+        da.from_array(y, chunks=(400, 8)), dmat, dmat, constraints_loc=cons, constraints_scale=cons
+    )
     _same(res, ref)
 
 
 def test_worker_killed_mid_fit_does_not_change_the_result(cluster):
     _, client = cluster
     dmat, cons = seed_example_1(4000)
-    sim = bg.simulate(dmat, dmat, n_features=240, constraints_loc=cons, constraints_scale=cons,
-                      seed=5)
+    sim = bg.simulate(
+        dmat, dmat, n_features=240, constraints_loc=cons, constraints_scale=cons, seed=5
+    )
     ref = bg.fit(sim.data, dmat, dmat, constraints_loc=cons, constraints_scale=cons)
     arr = da.from_array(sim.data, chunks=(4000, 8))
     out: dict[str, object] = {}

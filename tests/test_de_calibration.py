@@ -80,10 +80,8 @@ def effect_tests():
     full = bg.fit(y, x, size_factors=sf)
     wald = bg.de.wald(full, coef="p1")
     lrt = bg.de.lrt(full=full, reduced=bg.fit(y, x[:, :1], size_factors=sf))
-    scale_lrt = bg.de.lrt(y, full_loc=x, full_scale=x, reduced_scale=x[:, :1],
-                          size_factors=sf)
-    return {"wald": (wald, loc != 0), "lrt": (lrt, loc != 0), "scale_lrt": (scale_lrt,
-                                                                            scale != 0)}
+    scale_lrt = bg.de.lrt(y, full_loc=x, full_scale=x, reduced_scale=x[:, :1], size_factors=sf)
+    return {"wald": (wald, loc != 0), "lrt": (lrt, loc != 0), "scale_lrt": (scale_lrt, scale != 0)}
 
 
 @pytest.mark.parametrize("which", ["wald", "lrt", "scale_lrt"])

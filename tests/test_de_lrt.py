@@ -26,8 +26,9 @@ def data():
     batch = np.repeat([0.0, 1.0], n // 2)
     x = np.column_stack([np.ones(n), cond, batch])
     lfc = np.where(np.arange(f) < f // 2, rng.choice([-1.0, 1.0], f) * 0.8, 0.0)
-    log_r = np.log(rng.uniform(2, 10, f))[None, :] + np.outer(cond, np.where(
-        np.arange(f) % 4 == 0, np.log(6.0), 0.0))
+    log_r = np.log(rng.uniform(2, 10, f))[None, :] + np.outer(
+        cond, np.where(np.arange(f) % 4 == 0, np.log(6.0), 0.0)
+    )
     mu = np.exp(rng.uniform(1, 4, f)[None, :] + np.outer(cond, lfc) + 0.2 * batch[:, None])
     y = _nb(rng, mu, np.exp(log_r))
     return y, x
@@ -85,31 +86,53 @@ def test_scale_lrt(data):
 
 def test_joint_loc_and_scale_lrt(data):
     y, x = data
-    de = bg.de.lrt(y, full_loc=x, reduced_loc=x[:, [0, 2]], full_scale=x[:, :2],
-                   reduced_scale=x[:, :1])
+    de = bg.de.lrt(
+        y, full_loc=x, reduced_loc=x[:, [0, 2]], full_scale=x[:, :2], reduced_scale=x[:, :1]
+    )
     assert de.model == "loc+scale" and de.df == 2 and de.effect_model is None
     with pytest.raises(ValueError, match=r"needs a log2 fold change"):
         bg.pl.volcano(de)
-    named = bg.de.lrt(y, full_loc=x, reduced_loc=x[:, [0, 2]], full_scale=x[:, :2],
-                      reduced_scale=x[:, :1], coef="p1")
+    named = bg.de.lrt(
+        y,
+        full_loc=x,
+        reduced_loc=x[:, [0, 2]],
+        full_scale=x[:, :2],
+        reduced_scale=x[:, :1],
+        coef="p1",
+    )
     assert named.effect_model == "loc"
-    named_scale = bg.de.lrt(y, full_loc=x, full_scale=np.column_stack([x[:, :2], x[:, 2]]),
-                            reduced_scale=x[:, :1], coef="p2")
+    named_scale = bg.de.lrt(
+        y,
+        full_loc=x,
+        full_scale=np.column_stack([x[:, :2], x[:, 2]]),
+        reduced_scale=x[:, :1],
+        coef="p2",
+    )
     assert named_scale.effect_model == "scale" and named_scale.df == 2
 
 
 def test_lrt_with_constraints():
     dmat, cons = seed_example_1(400)
     sim = bg.simulate(dmat, n_features=20, constraints_loc=cons, seed=11)
-    de = bg.de.lrt(sim.data, full_loc=dmat, reduced_loc=dmat[:, :5],
-                   constraints_full_loc=cons, constraints_reduced_loc=cons[:, :5])
+    de = bg.de.lrt(
+        sim.data,
+        full_loc=dmat,
+        reduced_loc=dmat[:, :5],
+        constraints_full_loc=cons,
+        constraints_reduced_loc=cons[:, :5],
+    )
     assert de.df == 1
     full = bg.fit(sim.data, dmat, constraints_loc=cons)
     reduced = bg.fit(sim.data, dmat[:, :5], constraints_loc=cons[:, :5])
     np.testing.assert_allclose(de.stat, 2 * (full.loglik - reduced.loglik), rtol=1e-9)
     # The scale test keeps the constrained location model in both fits.
-    sc = bg.de.lrt(sim.data, full_loc=dmat, constraints_full_loc=cons,
-                   full_scale=dmat[:, [0, 5]], reduced_scale=dmat[:, [0]])
+    sc = bg.de.lrt(
+        sim.data,
+        full_loc=dmat,
+        constraints_full_loc=cons,
+        full_scale=dmat[:, [0, 5]],
+        reduced_scale=dmat[:, [0]],
+    )
     assert sc.df == 1 and sc.reduced is not None
     assert sc.reduced.loc.n_free == 4
 
@@ -120,8 +143,7 @@ def test_lrt_matches_independent_reference(data):
     loc_de = bg.de.lrt(y, full_loc=x, reduced_loc=x[:, [0, 2]])
     # The plain likelihood ratio; the Cox-Reid adjusted default is checked in
     # test_scale_lrt.py.
-    scale_de = bg.de.lrt(y, full_loc=x, full_scale=z_full, reduced_scale=z_red,
-                         scale_test="plain")
+    scale_de = bg.de.lrt(y, full_loc=x, full_scale=z_full, reduced_scale=z_red, scale_test="plain")
     offset = np.zeros(y.shape[0])
     for j in (0, 3, 4, 41):
         yj = y[:, j]
@@ -180,9 +202,17 @@ def test_argument_errors(data):
     with pytest.raises(ValueError, match=r"same features in the same order"):
         bg.de.lrt(full=full, reduced=bg.fit(y[:, :4], x[:, :1]))
     with pytest.raises(ValueError, match=r"same observations"):
-        bg.de.lrt(full=full, reduced=bg.fit(pd.DataFrame(small).iloc[::-1].reset_index(
-            drop=True).rename(index=lambda i: f"o{i}").set_axis(
-            [f"feature{j}" for j in range(3)], axis=1), x[:, :1]))
+        bg.de.lrt(
+            full=full,
+            reduced=bg.fit(
+                pd.DataFrame(small)
+                .iloc[::-1]
+                .reset_index(drop=True)
+                .rename(index=lambda i: f"o{i}")
+                .set_axis([f"feature{j}" for j in range(3)], axis=1),
+                x[:, :1],
+            ),
+        )
     with pytest.raises(ValueError, match=r"same size factors"):
         bg.de.lrt(full=full, reduced=bg.fit(small, x[:, :1], size_factors=np.full(len(y), 2.0)))
     with pytest.raises(ValueError, match=r"`coef` 'nope' is not a coefficient of the full"):
@@ -197,14 +227,23 @@ def test_fit_errors_pass_through(data):
 
 def test_lrt_with_formulas(data):
     y, x = data
-    obs = pd.DataFrame({"condition": np.where(x[:, 1] == 1, "treated", "control"),
-                        "batch": np.where(x[:, 2] == 1, "b2", "b1")})
+    obs = pd.DataFrame(
+        {
+            "condition": np.where(x[:, 1] == 1, "treated", "control"),
+            "batch": np.where(x[:, 2] == 1, "b2", "b1"),
+        }
+    )
     de = bg.de.lrt(y, full_loc="~ 1 + condition + batch", reduced_loc="~ 1 + batch", obs=obs)
     ref = bg.de.lrt(y, full_loc=x, reduced_loc=x[:, [0, 2]])
     np.testing.assert_allclose(de.stat, ref.stat, rtol=1e-8, atol=1e-8)
     assert list(de.estimates.columns) == ["condition[T.treated]"]
-    sc = bg.de.lrt(y, full_loc="~ 1 + condition + batch", full_scale="~ 1 + condition",
-                   reduced_scale="~ 1", obs=obs)
+    sc = bg.de.lrt(
+        y,
+        full_loc="~ 1 + condition + batch",
+        full_scale="~ 1 + condition",
+        reduced_scale="~ 1",
+        obs=obs,
+    )
     assert sc.model == "scale" and sc.effect_model == "scale"
     with pytest.raises(ValueError, match=r"reduced `loc` model is not nested .*'condition"):
         bg.de.lrt(y[:, :3], full_loc="~ 1 + batch", reduced_loc="~ 1 + condition", obs=obs)

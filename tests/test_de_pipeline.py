@@ -21,8 +21,9 @@ def _data(n_per_group: int, n_genes: int = 150, seed: int = 0) -> ad.AnnData:
     group = np.repeat([0, 1], n_per_group)
     mu = sf[:, None] * base[None, :] * np.exp(np.outer(group, lfc))
     y = rng.negative_binomial(10, 10 / (10 + mu)).astype(float)
-    obs = pd.DataFrame({"condition": np.repeat(["ctrl", "trt"], n_per_group)},
-                       index=[f"s{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {"condition": np.repeat(["ctrl", "trt"], n_per_group)}, index=[f"s{i}" for i in range(n)]
+    )
     return ad.AnnData(X=y, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
 
 
@@ -43,9 +44,18 @@ def default_run(five_vs_five):
 
 def test_single_outlier_count_is_flagged(five_vs_five, default_run):
     table = default_run.summary()
-    assert list(table.columns[:10]) == ["baseMean", "log2FoldChange", "lfcSE", "stat",
-                                        "pvalue", "padj", "status", "maxCooks", "replaced",
-                                        "filtered"]
+    assert list(table.columns[:10]) == [
+        "baseMean",
+        "log2FoldChange",
+        "lfcSE",
+        "stat",
+        "pvalue",
+        "padj",
+        "status",
+        "maxCooks",
+        "replaced",
+        "filtered",
+    ]
     row = table.loc["g7"]
     assert row["status"] == "outlier" and np.isnan(row["pvalue"]) and np.isnan(row["padj"])
     assert row["maxCooks"] > stats.f.ppf(0.99, 2, 8)
@@ -66,8 +76,9 @@ def test_base_mean_and_size_factors_are_deseq2s(five_vs_five, default_run):
     usable = np.isfinite(log_geo)
     sf = np.exp(np.median(np.log(y[:, usable]) - log_geo[usable], axis=1))
     np.testing.assert_allclose(default_run.size_factors, sf, rtol=1e-12)
-    np.testing.assert_allclose(default_run.summary()["baseMean"], (y / sf[:, None]).mean(0),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        default_run.summary()["baseMean"], (y / sf[:, None]).mean(0), rtol=1e-12
+    )
     assert default_run.dispersion == "map"
 
 
@@ -115,10 +126,16 @@ def test_outliers_are_replaced_with_seven_or_more_replicates():
     fixed = y.copy()
     normed = y[:, 5] / sf
     fixed[2, 5] = np.trunc(stats.trim_mean(normed, 0.2) * sf[2])
-    ref = bg.de.test(ad.AnnData(X=fixed, obs=adata.obs, var=adata.var), "~ condition",
-                     coef=COEF, cooks_cutoff=None, size_factors=sf)
-    np.testing.assert_allclose(table.loc["g5", "pvalue"], ref.summary().loc["g5", "pvalue"],
-                               rtol=1e-6)
+    ref = bg.de.test(
+        ad.AnnData(X=fixed, obs=adata.obs, var=adata.var),
+        "~ condition",
+        coef=COEF,
+        cooks_cutoff=None,
+        size_factors=sf,
+    )
+    np.testing.assert_allclose(
+        table.loc["g5", "pvalue"], ref.summary().loc["g5", "pvalue"], rtol=1e-6
+    )
     assert table.loc["g5", "pvalue"] > 1e-4
     # Without replacement, the feature is flagged instead.
     flagged = bg.de.test(adata, "~ condition", coef=COEF, min_replicates_for_replace=np.inf)
@@ -136,21 +153,24 @@ def test_lfc_threshold_is_deseq2_greater_abs(default_run, five_vs_five):
     assert ok.sum() > 100
     np.testing.assert_allclose(got[ok], expected[ok], rtol=1e-10)
     stat = de.summary()["stat"].to_numpy()
-    np.testing.assert_allclose(stat[ok], (np.sign(lfc) * np.maximum((np.abs(lfc) - t) / se,
-                                                                   0))[ok], atol=1e-12)
+    np.testing.assert_allclose(
+        stat[ok], (np.sign(lfc) * np.maximum((np.abs(lfc) - t) / se, 0))[ok], atol=1e-12
+    )
 
 
 def test_lrt_and_ql_route_to_the_tests(five_vs_five):
     sf = bg.de.test(five_vs_five, "~ condition", coef=COEF).size_factors
     common = {"cooks_cutoff": None, "independent_filtering": False}
     lrt = bg.de.test(five_vs_five, "~ condition", method="lrt", reduced="~ 1", **common)
-    ref = bg.de.lrt(five_vs_five, full_loc="~ condition", reduced_loc="~ 1",
-                    size_factors=sf, dispersion="map")
+    ref = bg.de.lrt(
+        five_vs_five, full_loc="~ condition", reduced_loc="~ 1", size_factors=sf, dispersion="map"
+    )
     np.testing.assert_allclose(lrt.pval, ref.pval, rtol=1e-8)
     ql = bg.de.test(five_vs_five, "~ condition", method="ql", coef=COEF, **common)
     res = bg.fit(five_vs_five, "~ condition", size_factors=sf)
-    np.testing.assert_allclose(ql.pval, bg.de.ql_f(res, coef=COEF, data=five_vs_five).pval,
-                               rtol=1e-8)
+    np.testing.assert_allclose(
+        ql.pval, bg.de.ql_f(res, coef=COEF, data=five_vs_five).pval, rtol=1e-8
+    )
     assert ql.dispersion == "ql" and "ql_dispersion" in ql.summary().columns
 
 
@@ -171,8 +191,15 @@ def test_summary_line_and_sorting(default_run):
         ({"dispersion": "robust"}, r"`dispersion` must be 'mle', 'map' or 'ql'"),
         ({"method": "ql", "dispersion": "map"}, r"`dispersion` must be 'ql' \(or None\)"),
         ({"method": "lrt", "coef": None}, r"`method='lrt'` needs the reduced design"),
-        ({"method": "lrt", "coef": None, "reduced": "~ 1",
-          "contrast": ("condition", "trt", "ctrl")}, r"drop `contrast`"),
+        (
+            {
+                "method": "lrt",
+                "coef": None,
+                "reduced": "~ 1",
+                "contrast": ("condition", "trt", "ctrl"),
+            },
+            r"drop `contrast`",
+        ),
         ({"reduced": "~ 1"}, r"`reduced` is only used by method='lrt'"),
         ({"coef": None}, r"needs exactly one of `coef` and `contrast`"),
         ({"alpha": 0.0}, r"`alpha` must lie in \(0, 1\), but 0.0"),
@@ -202,10 +229,11 @@ def test_cooks_cutoff_needs_a_count_family():
 def test_sparse_input_gives_the_dense_results(five_vs_five, default_run):
     import scipy.sparse as sp
 
-    sparse_data = ad.AnnData(X=sp.csr_matrix(five_vs_five.X), obs=five_vs_five.obs,
-                             var=five_vs_five.var)
+    sparse_data = ad.AnnData(
+        X=sp.csr_matrix(five_vs_five.X), obs=five_vs_five.obs, var=five_vs_five.var
+    )
     de = bg.de.test(sparse_data, "~ condition", coef=COEF)
-    np.testing.assert_allclose(de.summary()["pvalue"], default_run.summary()["pvalue"],
-                               rtol=1e-10)
-    np.testing.assert_allclose(de.summary()["maxCooks"], default_run.summary()["maxCooks"],
-                               rtol=1e-10)
+    np.testing.assert_allclose(de.summary()["pvalue"], default_run.summary()["pvalue"], rtol=1e-10)
+    np.testing.assert_allclose(
+        de.summary()["maxCooks"], default_run.summary()["maxCooks"], rtol=1e-10
+    )

@@ -63,8 +63,19 @@ def test_summary_columns(two_by_two):
     _, _, res = two_by_two
     tab = bg.de.wald(res, coef="cond").summary(sort_by=None)
     assert list(tab.columns) == [
-        "baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj", "status",
-        "stat_kind", "lfc_capped", "coef_mle", "coef_se", "loglik", "converged",
+        "baseMean",
+        "log2FoldChange",
+        "lfcSE",
+        "stat",
+        "pvalue",
+        "padj",
+        "status",
+        "stat_kind",
+        "lfc_capped",
+        "coef_mle",
+        "coef_se",
+        "loglik",
+        "converged",
     ]
     assert len(tab) == 60
     assert tab.index.name == "feature" and tab.index.tolist() == list(res.feature_names)
@@ -210,17 +221,21 @@ def test_bh_qvalues_errors():
 def formula_fits():
     rng = np.random.default_rng(8)
     n = 60
-    obs = pd.DataFrame({
-        "condition": np.repeat(["A", "B", "C"], n // 3),
-        "rep": np.tile(["r1", "r2"], n // 2),
-    })
+    obs = pd.DataFrame(
+        {
+            "condition": np.repeat(["A", "B", "C"], n // 3),
+            "rep": np.tile(["r1", "r2"], n // 2),
+        }
+    )
     obs["replicate"] = obs["condition"] + obs["rep"]
     mu = np.exp(rng.uniform(1, 3, 12))[None, :] * np.where(
-        obs["condition"].to_numpy()[:, None] == "B", 2.0, 1.0)
+        obs["condition"].to_numpy()[:, None] == "B", 2.0, 1.0
+    )
     y = rng.negative_binomial(5.0, 5.0 / (5.0 + mu)).astype(float)
     plain = bg.fit(y, "~ 1 + condition", obs=obs)
-    nested = bg.fit(y, "~ 1 + condition + replicate", obs=obs,
-                    constraints_loc={"replicate": "condition"})
+    nested = bg.fit(
+        y, "~ 1 + condition + replicate", obs=obs, constraints_loc={"replicate": "condition"}
+    )
     crossed = bg.fit(y, "~ 1 + condition * rep", obs=obs)
     return plain, nested, crossed
 
@@ -230,8 +245,9 @@ def test_level_contrast_from_formula(formula_fits):
     de = bg.de.wald(plain, contrast=("condition", "B", "C"))
     ref = bg.de.wald(plain, contrast={"condition[T.B]": 1.0, "condition[T.C]": -1.0})
     np.testing.assert_allclose(de.stat, ref.stat, rtol=1e-12)
-    np.testing.assert_allclose(de.coef_mle, plain.coef_loc["condition[T.B]"]
-                               - plain.coef_loc["condition[T.C]"])
+    np.testing.assert_allclose(
+        de.coef_mle, plain.coef_loc["condition[T.B]"] - plain.coef_loc["condition[T.C]"]
+    )
     assert de.tested == "condition: B vs C"
     vs_reference = bg.de.wald(plain, contrast=("condition", "B", "A"))
     np.testing.assert_allclose(vs_reference.stat, bg.de.wald(plain, coef="condition[T.B]").stat)

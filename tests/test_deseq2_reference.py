@@ -53,8 +53,13 @@ def at_deseq2_dispersions(request):
     counts, coldata, ref = _load(name)
     factor, _, level = SETS[name]
     sf = ref["sizeFactor"].to_numpy()[: len(coldata)]
-    res = bg.fit(counts, f"~ {factor}", obs=coldata, size_factors=sf,
-                 fixed_scale=-np.log(ref["dispersion"].to_numpy()))
+    res = bg.fit(
+        counts,
+        f"~ {factor}",
+        obs=coldata,
+        size_factors=sf,
+        fixed_scale=-np.log(ref["dispersion"].to_numpy()),
+    )
     de = bg.de.wald(res, coef=f"{factor}[T.{level}]", data=counts)
     # DESeq2 floors fitted means at 0.5 in its IRLS (minmu), which shrinks the fold change
     # of features with a near-empty group; compare where no fitted mean is below 0.5.
@@ -67,10 +72,12 @@ def at_deseq2_dispersions(request):
 def test_size_factors_match_deseq2_and_edger(name):
     counts, coldata, ref = _load(name)
     n = len(coldata)
-    np.testing.assert_allclose(size_factors(counts, "median_ratio"),
-                               ref["sizeFactor"].to_numpy()[:n], rtol=2e-6)
-    np.testing.assert_allclose(tmm_norm_factors(counts), ref["tmmNormFactor"].to_numpy()[:n],
-                               rtol=2e-6)
+    np.testing.assert_allclose(
+        size_factors(counts, "median_ratio"), ref["sizeFactor"].to_numpy()[:n], rtol=2e-6
+    )
+    np.testing.assert_allclose(
+        tmm_norm_factors(counts), ref["tmmNormFactor"].to_numpy()[:n], rtol=2e-6
+    )
 
 
 def test_wald_at_deseq2_dispersions(at_deseq2_dispersions):
@@ -93,8 +100,9 @@ def test_independent_filtering_reproduces_deseq2(name):
     assert filt.threshold == pytest.approx(_filter_threshold(name), rel=1e-6)
     padj = ref["padj"].to_numpy()
     np.testing.assert_array_equal(np.isnan(filt.padj), np.isnan(padj))
-    np.testing.assert_allclose(filt.padj[~np.isnan(padj)], padj[~np.isnan(padj)], rtol=1e-5,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        filt.padj[~np.isnan(padj)], padj[~np.isnan(padj)], rtol=1e-5, atol=1e-12
+    )
 
 
 def test_cooks_distance_matches_deseq2(at_deseq2_dispersions):

@@ -49,7 +49,8 @@ def test_cox_reid_maximum_matches_a_scalar_optimiser():
     for j in range(12):
         opt = optimize.minimize_scalar(
             lambda t, j=j: -_apl_reference(y[:, j], mu[:, j], x, t),
-            bounds=(-np.log(10.0), np.log(1e8)), method="bounded",
+            bounds=(-np.log(10.0), np.log(1e8)),
+            method="bounded",
             options={"xatol": 1e-9},
         )
         assert -opt.fun <= _apl_reference(y[:, j], mu[:, j], x, got[j]) + 1e-7
@@ -129,11 +130,14 @@ def test_dispersion_errors():
     bare = replace(res, data=None)  # a result built without its data
     with pytest.raises(ValueError, match=r"pass\s+the fit's data as `data=`"):
         bg.de.wald(bare, coef="p1", dispersion="map")
-    np.testing.assert_array_equal(bg.de.wald(res, coef="p1", dispersion="map").pval,
-                                  bg.de.wald(res, coef="p1", dispersion="map", data=y).pval)
+    np.testing.assert_array_equal(
+        bg.de.wald(res, coef="p1", dispersion="map").pval,
+        bg.de.wald(res, coef="p1", dispersion="map", data=y).pval,
+    )
     with pytest.raises(ValueError, match=r"only applies\s+to tests of the location model"):
-        bg.de.wald(bg.fit(y, x, x, size_factors=sf), coef="p1", model="scale",
-                   dispersion="map", data=y)
+        bg.de.wald(
+            bg.fit(y, x, x, size_factors=sf), coef="p1", model="scale", dispersion="map", data=y
+        )
     with pytest.raises(ValueError, match=r"needs\s+an intercept-only scale model"):
         bg.de.wald(bg.fit(y, x, x, size_factors=sf), coef="p1", dispersion="map", data=y)
     with pytest.raises(ValueError, match=r"needs a negative binomial fit"):
@@ -143,14 +147,14 @@ def test_dispersion_errors():
     with pytest.raises(ValueError, match=r"`trend` must be 'parametric', 'local' or 'mean'"):
         bg.de.wald(res, coef="p1", dispersion="map", data=y, trend="loess")
     with pytest.raises(ValueError, match=r"only applies\s+to tests of the location model"):
-        bg.de.lrt(y, x, full_scale=x, reduced_scale=x[:, :1], size_factors=sf,
-                  dispersion="map")
+        bg.de.lrt(y, x, full_scale=x, reduced_scale=x[:, :1], size_factors=sf, dispersion="map")
     with pytest.raises(ValueError, match=r"cover every free location parameter"):
         bg.de.ql_f(res, coef=["p0", "p1"], data=y)
     with pytest.raises(ValueError, match=r"pass\s+the fit's data as `data=`"):
         bg.de.ql_f(bare, coef="p1")
-    np.testing.assert_array_equal(bg.de.ql_f(res, coef="p1").pval,
-                                  bg.de.ql_f(res, coef="p1", data=y).pval)
+    np.testing.assert_array_equal(
+        bg.de.ql_f(res, coef="p1").pval, bg.de.ql_f(res, coef="p1", data=y).pval
+    )
     with pytest.raises(ValueError, match=r"0 residual df"):
         saturated = np.eye(6)
         bg.de.wald(bg.fit(y, saturated), coef="p1", dispersion="map", data=y)
@@ -174,8 +178,9 @@ def test_ready_fits_lrt_and_ql_f_agree():
     assert {"dispersion", "ql_dispersion", "df_residual"} <= set(tab.columns)
     assert "dispersion='ql'" in repr(qlf)
     # a contrast by weights tests the same thing
-    np.testing.assert_allclose(bg.de.ql_f(full, contrast=[0.0, 1.0], data=y).pval, qlf.pval,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        bg.de.ql_f(full, contrast=[0.0, 1.0], data=y).pval, qlf.pval, rtol=1e-6
+    )
 
 
 def test_all_zero_and_one_sided_features_are_handled():

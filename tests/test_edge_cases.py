@@ -89,8 +89,9 @@ def test_large_counts_reach_the_reference_optimum(awkward):
     dmat, cons, y, res = awkward
     basis = null_basis(cons, dmat.shape[1])
     x = dmat @ basis
-    start = np.concatenate([np.linalg.lstsq(basis, res.coef_loc.iloc[5].to_numpy() + 0.1,
-                                            rcond=None)[0], [1.0]])
+    start = np.concatenate(
+        [np.linalg.lstsq(basis, res.coef_loc.iloc[5].to_numpy() + 0.1, rcond=None)[0], [1.0]]
+    )
     _, ll_ref = fit_feature(y[:, 5], x, np.ones((400, 1)), np.zeros(400), start)
     assert res.loglik.iloc[5] >= ll_ref - 1e-3
 
@@ -98,10 +99,10 @@ def test_large_counts_reach_the_reference_optimum(awkward):
 def test_awkward_features_do_not_change_the_others(awkward):
     dmat, cons, y, res = awkward
     alone = bg.fit(y[:, 6:], dmat, constraints_loc=cons)
-    np.testing.assert_allclose(res.coef_loc.iloc[6:].to_numpy(), alone.coef_loc.to_numpy(),
-                               rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(res.loglik.iloc[6:].to_numpy(), alone.loglik.to_numpy(),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        res.coef_loc.iloc[6:].to_numpy(), alone.coef_loc.to_numpy(), rtol=1e-10, atol=1e-12
+    )
+    np.testing.assert_allclose(res.loglik.iloc[6:].to_numpy(), alone.loglik.to_numpy(), rtol=1e-12)
 
 
 def test_chunking_does_not_change_results(awkward):
@@ -111,18 +112,19 @@ def test_chunking_does_not_change_results(awkward):
     np.testing.assert_array_equal(threaded.status, res.status)
     # separated features stop anywhere on a flat ridge; compare the rest
     keep = (res.status != "separated").to_numpy()
-    np.testing.assert_allclose(one.coef_loc.to_numpy()[keep], res.coef_loc.to_numpy()[keep],
-                               rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(
+        one.coef_loc.to_numpy()[keep], res.coef_loc.to_numpy()[keep], rtol=1e-8, atol=1e-8
+    )
     np.testing.assert_allclose(one.loglik.to_numpy(), res.loglik.to_numpy(), rtol=1e-9)
 
 
 def test_max_iter_gives_one_warning_naming_the_knob():
     dmat, cons = seed_example_1(400)
-    sim = bg.simulate(dmat, dmat, n_features=20, constraints_loc=cons,
-                      constraints_scale=cons, seed=2)
+    sim = bg.simulate(
+        dmat, dmat, n_features=20, constraints_loc=cons, constraints_scale=cons, seed=2
+    )
     with pytest.warns(bg.ConvergenceWarning, match="Increase `max_iter`") as rec:
-        res = bg.fit(sim.data, dmat, dmat, constraints_loc=cons, constraints_scale=cons,
-                     max_iter=1)
+        res = bg.fit(sim.data, dmat, dmat, constraints_loc=cons, constraints_scale=cons, max_iter=1)
     assert len(rec) == 1
     assert (res.status == "max_iter").any()
     assert not res.converged[res.status == "max_iter"].any()
@@ -144,12 +146,12 @@ def test_large_counts_converge_despite_rounding_noise_in_the_likelihood():
     from batchglm.demo.__main__ import design
 
     dmat, cons = design()
-    sim = bg.simulate(dmat, dmat, n_features=1000, constraints_loc=cons,
-                      constraints_scale=cons, seed=3)
+    sim = bg.simulate(
+        dmat, dmat, n_features=1000, constraints_loc=cons, constraints_scale=cons, seed=3
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warnings.simplefilter("ignore", SmallSampleWarning)  # few df: documented
-        res = bg.fit(sim.data[:, [439]], dmat, dmat, constraints_loc=cons,
-                     constraints_scale=cons)
+        res = bg.fit(sim.data[:, [439]], dmat, dmat, constraints_loc=cons, constraints_scale=cons)
     assert res.status.iloc[0] == "converged"
     assert res.n_iter.iloc[0] < 10

@@ -18,7 +18,6 @@ FAM = get_family("beta")
 N_REF = 8  # features compared with statsmodels
 
 
-
 def _beta_logpdf(y, mu, phi):
     return stats.beta.logpdf(y, mu * phi, (1 - mu) * phi)
 
@@ -72,14 +71,18 @@ def test_sample_stays_inside_the_unit_interval():
     assert np.all((y > 0) & (y < 1))
 
 
-@pytest.mark.parametrize(("value", "shown"), [(0.0, "0.0"), (1.0, "1.0"), (1.5, "1.5"),
-                                               (-0.25, "-0.25")])
+@pytest.mark.parametrize(
+    ("value", "shown"), [(0.0, "0.0"), (1.0, "1.0"), (1.5, "1.5"), (-0.25, "-0.25")]
+)
 def test_values_outside_the_open_unit_interval_are_errors(value, shown):
     y = np.full((6, 3), 0.5)
     y[4, 2] = value
-    with pytest.raises(ValueError, match=rf"'beta' needs values strictly between 0 and 1, but "
-                                         rf"`data` has 1 values at or outside 0 and 1; the first "
-                                         rf"is {shown} at observation 4, feature 2"):
+    with pytest.raises(
+        ValueError,
+        match=rf"'beta' needs values strictly between 0 and 1, but "
+        rf"`data` has 1 values at or outside 0 and 1; the first "
+        rf"is {shown} at observation 4, feature 2",
+    ):
         bg.fit(y, np.ones((6, 1)), family="beta")
 
 
@@ -88,8 +91,11 @@ def test_nan_and_size_factors_are_errors():
     y[0, 1] = np.nan
     with pytest.raises(ValueError, match=r"must be finite.*nan at observation 0, feature 1"):
         bg.fit(y, np.ones((6, 1)), family="beta")
-    with pytest.raises(ValueError, match=r"'beta' has a logit link for the mean, so "
-                                         r"`size_factors`.*must be None"):
+    with pytest.raises(
+        ValueError,
+        match=r"'beta' has a logit link for the mean, so "
+        r"`size_factors`.*must be None",
+    ):
         bg.fit(np.full((6, 3), 0.5), np.ones((6, 1)), size_factors=np.ones(6), family="beta")
 
 
@@ -131,5 +137,4 @@ def test_standard_errors_are_inverse_observed_information(regression):
     for j in range(3):
         theta = np.concatenate([res.coef_loc.iloc[j], res.coef_scale.iloc[j]])
         hess = numerical_hessian(lambda t, j=j: _ll(t, y[:, j], x, z), theta)
-        np.testing.assert_allclose(res.covariance()[j], np.linalg.inv(-hess),
-                                   rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(res.covariance()[j], np.linalg.inv(-hess), rtol=1e-4, atol=1e-9)

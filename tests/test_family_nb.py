@@ -36,8 +36,11 @@ def _mp_logpmf(y, mu, r):
     mp.mp.dps = 40
     y, mu, r = mp.mpf(y), mp.mpf(mu), mp.mpf(r)
     return float(
-        mp.loggamma(y + r) - mp.loggamma(r) - mp.loggamma(y + 1)
-        + r * mp.log(r / (r + mu)) + y * mp.log(mu / (r + mu))
+        mp.loggamma(y + r)
+        - mp.loggamma(r)
+        - mp.loggamma(y + 1)
+        + r * mp.log(r / (r + mu))
+        + y * mp.log(mu / (r + mu))
     )
 
 

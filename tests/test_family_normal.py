@@ -16,7 +16,6 @@ FAM = get_family("normal")
 N_REF = 10  # features compared with the references
 
 
-
 @pytest.fixture
 def grid():
     rng = np.random.default_rng(2)
@@ -43,12 +42,15 @@ def test_derivatives_match_finite_differences(grid):
     up_l, dn_l = FAM.derivatives(y, el + h, es, 2), FAM.derivatives(y, el - h, es, 2)
     up_s, dn_s = FAM.derivatives(y, el, es + h, 2), FAM.derivatives(y, el, es - h, 2)
     np.testing.assert_allclose(d.d2_loc, (up_l.d_loc - dn_l.d_loc) / (2 * h), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(d.d2_cross, (up_l.d_scale - dn_l.d_scale) / (2 * h),
-                               rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(d.d2_cross, (up_s.d_loc - dn_s.d_loc) / (2 * h),
-                               rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(d.d2_scale, (up_s.d_scale - dn_s.d_scale) / (2 * h),
-                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        d.d2_cross, (up_l.d_scale - dn_l.d_scale) / (2 * h), rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        d.d2_cross, (up_s.d_loc - dn_s.d_loc) / (2 * h), rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        d.d2_scale, (up_s.d_scale - dn_s.d_scale) / (2 * h), rtol=1e-5, atol=1e-4
+    )
 
 
 def test_sample_has_requested_moments():
@@ -64,8 +66,11 @@ def test_non_finite_data_and_size_factors_are_errors():
     y[4, 1] = np.inf
     with pytest.raises(ValueError, match=r"must be finite.*inf at observation 4, feature 1"):
         bg.fit(y, dmat, family="normal")
-    with pytest.raises(ValueError, match=r"'normal' has a identity link for the mean, so "
-                                         r"`size_factors`.*must be None"):
+    with pytest.raises(
+        ValueError,
+        match=r"'normal' has a identity link for the mean, so "
+        r"`size_factors`.*must be None",
+    ):
         bg.fit(np.zeros((5, 2)), dmat, size_factors=np.ones(5), family="normal")
 
 
@@ -130,8 +135,12 @@ def test_scale_model_reaches_scipy_optimize(data):
     deficits = []
     for j in range(N_REF):
         start = np.concatenate([np.linalg.lstsq(x, y[:, j], rcond=None)[0], [0.0, 0.0]])
-        ref = optimize.minimize(lambda t, j=j: -_normal_ll(t, y[:, j], x, z), start,
-                                method="BFGS", options={"gtol": 1e-8})
+        ref = optimize.minimize(
+            lambda t, j=j: -_normal_ll(t, y[:, j], x, z),
+            start,
+            method="BFGS",
+            options={"gtol": 1e-8},
+        )
         deficits.append(-ref.fun - res.loglik.iloc[j])
         ours = np.concatenate([res.coef_loc.iloc[j], res.coef_scale.iloc[j]])
         assert res.loglik.iloc[j] == pytest.approx(_normal_ll(ours, y[:, j], x, z), rel=1e-10)
@@ -150,8 +159,7 @@ def test_standard_errors_are_inverse_observed_information(data, scale_model):
     for j in range(3):
         theta = np.concatenate([res.coef_loc.iloc[j], res.coef_scale.iloc[j]])
         hess = numerical_hessian(lambda t, j=j: _normal_ll(t, y[:, j], x, z), theta)
-        np.testing.assert_allclose(res.covariance()[j], np.linalg.inv(-hess),
-                                   rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(res.covariance()[j], np.linalg.inv(-hess), rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize("scale_model", ["intercept", "design"])
@@ -163,9 +171,13 @@ def test_constant_features_stop_at_the_sd_bound(scale_model):
     y = np.column_stack([np.zeros(n), np.full(n, 7.5), rng.normal(size=n)])
     res = bg.fit(y, x, z, family="normal")
     assert list(res.status) == ["scale_at_bound", "scale_at_bound", "converged"]
-    np.testing.assert_allclose(res.coef_loc.iloc[:2].to_numpy(), [[0.0, 0.0], [7.5, 0.0]],
-                               atol=1e-9)
-    sd = np.exp(z @ res.coef_scale.iloc[:2].to_numpy().T) if z is not None else np.exp(
-        res.coef_scale.iloc[:2].to_numpy().T)
+    np.testing.assert_allclose(
+        res.coef_loc.iloc[:2].to_numpy(), [[0.0, 0.0], [7.5, 0.0]], atol=1e-9
+    )
+    sd = (
+        np.exp(z @ res.coef_scale.iloc[:2].to_numpy().T)
+        if z is not None
+        else np.exp(res.coef_scale.iloc[:2].to_numpy().T)
+    )
     np.testing.assert_allclose(sd, 1e-10, rtol=1e-6)
     assert np.isfinite(res.loglik).all()

@@ -16,7 +16,6 @@ FAM = get_family("poisson")
 N_REF = 12  # features compared with statsmodels
 
 
-
 @pytest.fixture
 def grid():
     rng = np.random.default_rng(1)
@@ -55,13 +54,19 @@ def test_domain_errors():
     dmat = np.ones((5, 1))
     bad = y.copy()
     bad[2, 1] = -1.0
-    with pytest.raises(ValueError, match=r"'poisson' needs non-negative counts.*-1.0 at "
-                                         r"observation 2, feature 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"'poisson' needs non-negative counts.*-1.0 at "
+        r"observation 2, feature 1",
+    ):
         bg.fit(bad, dmat, family="poisson")
     bad = y.copy()
     bad[3, 2] = 0.5
-    with pytest.raises(ValueError, match=r"'poisson' needs integer counts.*0.5 at observation 3, "
-                                         r"feature 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"'poisson' needs integer counts.*0.5 at observation 3, "
+        r"feature 2",
+    ):
         bg.fit(bad, dmat, family="poisson")
     bad = y.copy()
     bad[1, 0] = np.nan
@@ -85,8 +90,7 @@ def regression():
     n = 150
     x = np.column_stack([np.ones(n), np.repeat([0.0, 1.0], n // 2), rng.normal(size=n)])
     sf = rng.uniform(0.5, 2.0, size=n)
-    coef = np.column_stack([rng.uniform(-1, 4, 30), rng.normal(0, 0.5, 30),
-                            rng.normal(0, 0.3, 30)])
+    coef = np.column_stack([rng.uniform(-1, 4, 30), rng.normal(0, 0.5, 30), rng.normal(0, 0.3, 30)])
     y = rng.poisson(sf[:, None] * np.exp(x @ coef.T)).astype(float)
     res = bg.fit(y, x, size_factors=sf, family="poisson")
     return x, sf, y, res
@@ -108,6 +112,7 @@ def test_fit_reaches_statsmodels_glm(regression):
 def test_standard_errors_are_inverse_observed_information(regression):
     x, sf, y, res = regression
     for j in range(3):
+
         def ll(a, j=j):
             return stats.poisson.logpmf(y[:, j], sf * np.exp(x @ a)).sum()
 

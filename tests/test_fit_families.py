@@ -66,8 +66,11 @@ def test_family_names():
     assert sorted(f for f in FAMILIES) == ["beta", "nb", "normal", "poisson"]
     for name in FAMILIES:
         assert get_family(name).name == name
-    with pytest.raises(ValueError, match=r"`family` must be one of \['beta', 'nb', 'normal', "
-                                         r"'poisson'\], but 'gamma'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`family` must be one of \['beta', 'nb', 'normal', "
+        r"'poisson'\], but 'gamma'",
+    ):
         get_family("gamma")
 
 
@@ -90,15 +93,17 @@ def test_nb_draws_are_unchanged():
 
 @pytest.mark.parametrize("family", ["normal", "beta"])
 def test_simulate_size_factors_need_a_log_link(family):
-    with pytest.raises(ValueError, match=rf"'{family}' has a \w+ link for the mean, so "
-                                         r"`size_factors`.*must be None"):
+    with pytest.raises(
+        ValueError,
+        match=rf"'{family}' has a \w+ link for the mean, so "
+        r"`size_factors`.*must be None",
+    ):
         bg.simulate(np.ones((4, 1)), n_features=2, family=family, size_factors=np.ones(4))
 
 
 def test_poisson_simulation_with_size_factors():
     sf = np.repeat([0.5, 2.0], 2000)
-    sim = bg.simulate(np.ones((4000, 1)), n_features=3, family="poisson", size_factors=sf,
-                      seed=0)
+    sim = bg.simulate(np.ones((4000, 1)), n_features=3, family="poisson", size_factors=sf, seed=0)
     res = bg.fit(sim.data, np.ones((4000, 1)), size_factors=sf, family="poisson")
     np.testing.assert_allclose(res.coef_loc, sim.coef_loc, atol=0.01)
     ratio = sim.data[2000:].mean(axis=0) / sim.data[:2000].mean(axis=0)

@@ -13,12 +13,12 @@ from reference import fit_feature, nb_loglik, null_basis, numerical_hessian
 CHECKED = 8  # features compared with the slow reference per example
 
 
-
 @pytest.fixture(scope="module", params=["example_1", "example_2"])
 def seeded_fit(request):
     dmat, cons = seed_example_1(1000) if request.param == "example_1" else seed_example_2(1000)
-    sim = bg.simulate(dmat, dmat, n_features=40, constraints_loc=cons, constraints_scale=cons,
-                      seed=7)
+    sim = bg.simulate(
+        dmat, dmat, n_features=40, constraints_loc=cons, constraints_scale=cons, seed=7
+    )
     res = bg.fit(sim.data, dmat, dmat, constraints_loc=cons, constraints_scale=cons)
     return dmat, cons, sim, res
 
@@ -50,10 +50,12 @@ def test_reaches_the_maximum_of_an_independent_optimiser(seeded_fit):
     x = dmat @ basis
     offset = np.zeros(dmat.shape[0])
     for j in range(CHECKED):
-        start = np.concatenate([
-            np.linalg.lstsq(basis, sim.coef_loc.iloc[j].to_numpy(), rcond=None)[0],
-            np.linalg.lstsq(basis, sim.coef_scale.iloc[j].to_numpy(), rcond=None)[0],
-        ])
+        start = np.concatenate(
+            [
+                np.linalg.lstsq(basis, sim.coef_loc.iloc[j].to_numpy(), rcond=None)[0],
+                np.linalg.lstsq(basis, sim.coef_scale.iloc[j].to_numpy(), rcond=None)[0],
+            ]
+        )
         _, ll_ref = fit_feature(sim.data[:, j], x, x, offset, start)
         assert res.loglik.iloc[j] >= ll_ref - 1e-3
 
@@ -64,10 +66,12 @@ def test_standard_errors_match_finite_difference_observed_information(seeded_fit
     k = c.shape[1]
     for j in range(3):
         y = sim.data[:, j]
-        free = np.concatenate([
-            np.linalg.lstsq(c, res.coef_loc.iloc[j].to_numpy(), rcond=None)[0],
-            np.linalg.lstsq(c, res.coef_scale.iloc[j].to_numpy(), rcond=None)[0],
-        ])
+        free = np.concatenate(
+            [
+                np.linalg.lstsq(c, res.coef_loc.iloc[j].to_numpy(), rcond=None)[0],
+                np.linalg.lstsq(c, res.coef_scale.iloc[j].to_numpy(), rcond=None)[0],
+            ]
+        )
 
         def ll(theta, y=y):
             mu = np.exp(dmat @ (c @ theta[:k]))

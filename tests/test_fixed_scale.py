@@ -46,8 +46,13 @@ def test_fixed_scale_errors(fitted):
     with pytest.raises(ValueError, match=r"`fixed_scale` must be finite"):
         bg.fit(sim.data, dmat, constraints_loc=cons, fixed_scale=np.full(20, np.nan))
     with pytest.raises(ValueError, match=r"must satisfy `constraints_scale`"):
-        bg.fit(sim.data, dmat, dmat, constraints_loc=cons, constraints_scale=cons,
-               fixed_scale=np.ones((20, 6)))
+        bg.fit(
+            sim.data,
+            dmat,
+            dmat,
+            constraints_loc=cons,
+            constraints_scale=cons,
+            fixed_scale=np.ones((20, 6)),
+        )
     with pytest.raises(ValueError, match=r"without a scale parameter"):
-        bg.fit(sim.data, dmat, constraints_loc=cons, family="poisson",
-               fixed_scale=np.zeros(20))
+        bg.fit(sim.data, dmat, constraints_loc=cons, family="poisson", fixed_scale=np.zeros(20))

@@ -18,8 +18,9 @@ def obs_example_1(n: int) -> pd.DataFrame:
     q = n // 4
     return pd.DataFrame(
         {
-            "condition": pd.Categorical(np.repeat(["untreated", "treated"], 2 * q),
-                                        categories=["untreated", "treated"]),
+            "condition": pd.Categorical(
+                np.repeat(["untreated", "treated"], 2 * q), categories=["untreated", "treated"]
+            ),
             "replicate": np.repeat(["r1", "r2", "r3", "r4"], q),
             "depth": np.linspace(-1.0, 1.0, n),
         },
@@ -73,8 +74,11 @@ def test_simulate_accepts_formulas(small):
 
 def test_unknown_variables_are_named(small):
     y, obs = small
-    with pytest.raises(ValueError, match=r"not columns of `obs`: \['batch', 'donor'\]; "
-                                         r"`obs` has columns \['condition'"):
+    with pytest.raises(
+        ValueError,
+        match=r"not columns of `obs`: \['batch', 'donor'\]; "
+        r"`obs` has columns \['condition'",
+    ):
         bg.fit(y, "~ 1 + condition + batch + donor", obs=obs)
     with pytest.raises(ValueError, match=r"`design_scale` formula .*\['batch'\]"):
         bg.fit(y, "~ 1", "~ batch", obs=obs)
@@ -109,9 +113,13 @@ def test_formula_errors(small):
 
 def test_confounded_formula_suggests_the_dict_form(small):
     y, obs = small
-    with pytest.raises(ValueError, match=(
-        r"stays rank-deficient.*confounded: \['condition\[T.treated\]', 'replicate\[T.r3\]', "
-        r"'replicate\[T.r4\]'\].*constraints_loc=\{'replicate': 'condition'\}")):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"stays rank-deficient.*confounded: \['condition\[T.treated\]', 'replicate\[T.r3\]', "
+            r"'replicate\[T.r4\]'\].*constraints_loc=\{'replicate': 'condition'\}"
+        ),
+    ):
         bg.fit(y, "~ 1 + condition + replicate", obs=obs)
     with pytest.raises(ValueError, match=r"constraints_scale=\{'replicate': 'condition'\}"):
         bg.fit(y, "~ 1", "~ 1 + condition + replicate", obs=obs)

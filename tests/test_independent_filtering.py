@@ -42,8 +42,9 @@ def test_rejection_curve_and_choice_follow_deseq2_rule():
         keep = (base_mean >= np.quantile(base_mean, t)) & np.isfinite(p)
         counts.append(int((false_discovery_control(p[keep]) < 0.1).sum()))
     np.testing.assert_array_equal(out.num_rejections["numRej"], counts)
-    curve = sm_lowess(np.asarray(counts, float), theta, frac=0.2, it=3, delta=0.0,
-                      return_sorted=False)
+    curve = sm_lowess(
+        np.asarray(counts, float), theta, frac=0.2, it=3, delta=0.0, return_sorted=False
+    )
     resid = np.asarray(counts)[np.asarray(counts) > 0] - curve[np.asarray(counts) > 0]
     j = int(np.flatnonzero(np.asarray(counts) > curve.max() - np.sqrt(np.mean(resid**2)))[0])
     assert out.theta == pytest.approx(theta[j])

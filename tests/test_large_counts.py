@@ -57,12 +57,14 @@ def test_nb_counts_above_int32_reach_the_reference_optimum(two_groups, dtype):
     g = x[:, 1] == 1
     log_a, log_b = np.log(y[~g].mean(0)), np.log(y[g].mean(0))
     # A saturated two-group design: the location MLE is the log group mean, whatever r.
-    np.testing.assert_allclose(res.coef_loc.to_numpy(), np.column_stack([log_a, log_b - log_a]),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        res.coef_loc.to_numpy(), np.column_stack([log_a, log_b - log_a]), atol=1e-10
+    )
     mu = np.where(g[:, None], np.exp(log_b), np.exp(log_a))
     for f in range(y.shape[1]):
-        ref = optimize.brentq(_nb_score_log_r, 0.0, 10.0, args=(y[:, f].astype(float), mu[:, f]),
-                              xtol=1e-12)
+        ref = optimize.brentq(
+            _nb_score_log_r, 0.0, 10.0, args=(y[:, f].astype(float), mu[:, f]), xtol=1e-12
+        )
         assert res.coef_scale.iloc[f, 0] == pytest.approx(ref, abs=1e-6)
     assert np.isfinite(np.asarray(bg.de.wald(res, coef="p1").pval)).all()
     with warnings.catch_warnings():
@@ -93,8 +95,9 @@ def _nb_scores(theta: np.ndarray, y: np.ndarray, x: np.ndarray, z: np.ndarray) -
     k = x.shape[1]
     mu, r = np.exp(x @ theta[:k]), np.exp(z @ theta[k:])
     d_loc = (y - mu) * r / (r + mu)
-    d_scale = r * (special.digamma(y + r) - special.digamma(r) - np.log1p(mu / r)
-                   + (mu - y) / (r + mu))
+    d_scale = r * (
+        special.digamma(y + r) - special.digamma(r) - np.log1p(mu / r) + (mu - y) / (r + mu)
+    )
     return np.concatenate([x.T @ d_loc, z.T @ d_scale])
 
 
@@ -181,6 +184,7 @@ def test_cox_reid_group_dispersions_with_counts_above_int32(two_groups):
     assert (sol.status == bg.Status.CONVERGED).all()
     for f in range(y.shape[1]):
         for grp, t in ((~g, sol.b[f, 0]), (g, sol.b[f, 0] + sol.b[f, 1])):
-            ref = optimize.brentq(_apl_score_log_r, 0.0, 10.0, args=(yf[grp, f], mu[grp, f]),
-                                  xtol=1e-12)
+            ref = optimize.brentq(
+                _apl_score_log_r, 0.0, 10.0, args=(yf[grp, f], mu[grp, f]), xtol=1e-12
+            )
             assert t == pytest.approx(ref, abs=1e-6)

@@ -73,8 +73,9 @@ def _numeric_sd(nlp, a, weights):
     for i in range(k):
         for j in range(k):
             ei, ej = np.eye(k)[i] * h, np.eye(k)[j] * h
-            hess[i, j] = (nlp(a + ei + ej) - nlp(a + ei - ej) - nlp(a - ei + ej)
-                          + nlp(a - ei - ej)) / (4 * h * h)
+            hess[i, j] = (
+                nlp(a + ei + ej) - nlp(a + ei - ej) - nlp(a - ei + ej) + nlp(a - ei - ej)
+            ) / (4 * h * h)
     return float(np.sqrt(weights @ np.linalg.solve(hess, weights)))
 
 
@@ -164,8 +165,9 @@ def test_from_test_result(case) -> None:
     np.testing.assert_array_equal(sh.summary()["pvalue"], de.pval)
     with pytest.raises(ValueError, match="tested 'p2 .* but `coef`/`contrast` give 'p1'"):
         bg.de.lfc_shrink(de, coef="p1", data=y)
-    lrt = bg.de.lrt(y, full_loc=res.design_loc.to_numpy(),
-                    reduced_loc=res.design_loc.to_numpy()[:, [0, 1, 3]])
+    lrt = bg.de.lrt(
+        y, full_loc=res.design_loc.to_numpy(), reduced_loc=res.design_loc.to_numpy()[:, [0, 1, 3]]
+    )
     with pytest.raises(ValueError, match="needs a Wald test of the location model"):
         bg.de.lfc_shrink(lrt, coef="p2", data=y)
 
@@ -200,8 +202,7 @@ def test_contrast_reparametrisation_is_exact_for_constraints() -> None:
     x = np.column_stack([np.ones(n), np.repeat(np.eye(3), 3, axis=0)])
     y = rng.negative_binomial(5, 5 / (5 + rng.gamma(2, 5, size=(n, 30)))).astype(float)
     res = bg.fit(y, x, constraints_loc=["p1 + p2 + p3 = 0"])
-    sh = bg.de.lfc_shrink(res, contrast=pd.Series({"p1": 1.0, "p2": -1.0}), data=y,
-                          prior_scale=0.8)
+    sh = bg.de.lfc_shrink(res, contrast=pd.Series({"p1": 1.0, "p2": -1.0}), data=y, prior_scale=0.8)
     c = res.loc.constraints
     xf = x @ c
     weights = np.array([0.0, 1.0, -1.0, 0.0]) @ c

@@ -12,15 +12,17 @@ from scipy import stats
 import batchglm as bg
 
 
-def _cells(seed: int, n_genes: int, cells: int, n_donors: int = 8,
-           effect: float = 0.0) -> tuple[np.ndarray, pd.DataFrame]:
+def _cells(
+    seed: int, n_genes: int, cells: int, n_donors: int = 8, effect: float = 0.0
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Cell-level NB counts, donors nested in condition, donor variance 0.05-0.3."""
     rng = np.random.default_rng(seed)
     gid = np.repeat(np.arange(n_donors), cells)
     stim = gid >= n_donors // 2
-    obs = pd.DataFrame({"donor": [f"d{g}" for g in gid],
-                        "condition": np.where(stim, "stim", "ctrl")},
-                       index=[f"c{i}" for i in range(gid.size)])
+    obs = pd.DataFrame(
+        {"donor": [f"d{g}" for g in gid], "condition": np.where(stim, "stim", "ctrl")},
+        index=[f"c{i}" for i in range(gid.size)],
+    )
     var = rng.uniform(0.05, 0.3, n_genes)
     u = rng.normal(size=(n_donors, n_genes)) * np.sqrt(var)
     mu = np.exp(rng.uniform(-0.5, 1.5, n_genes) + u[gid] + effect * stim[:, None])
@@ -66,15 +68,22 @@ def test_wald_small_sample_reference_is_t_with_between_df() -> None:
 def test_wald_warns_about_pseudoreplication() -> None:
     y, obs = _cells(23, n_genes=10, cells=30)
     fixed = bg.fit(y, "~ condition + donor", obs=obs, constraints_loc={"donor": "condition"})
-    with pytest.warns(UserWarning, match=r"`condition\[T.stim\]` is constant within the "
-                      r"levels of 'donor'.*random_effects='donor'.*bg.pseudobulk"):
+    with pytest.warns(
+        UserWarning,
+        match=r"`condition\[T.stim\]` is constant within the "
+        r"levels of 'donor'.*random_effects='donor'.*bg.pseudobulk",
+    ):
         bg.de.wald(fixed, coef="condition[T.stim]")
-    with pytest.warns(UserWarning,
-                      match=r"`condition: stim vs ctrl` is constant.*'donor'.*pseudoreplication"):
+    with pytest.warns(
+        UserWarning, match=r"`condition: stim vs ctrl` is constant.*'donor'.*pseudoreplication"
+    ):
         bg.de.wald(fixed, contrast=("condition", "stim", "ctrl"))
     reduced = bg.fit(y, "~ donor", obs=obs, constraints_loc={"donor": "condition"})
-    with pytest.warns(UserWarning, match=r"`condition\[T.stim\]` is constant within the "
-                      r"levels of 'donor'"):
+    with pytest.warns(
+        UserWarning,
+        match=r"`condition\[T.stim\]` is constant within the "
+        r"levels of 'donor'",
+    ):
         bg.de.lrt(full=fixed, reduced=reduced)
     # No warning where each observation is its own donor (pseudobulk) or the factor is
     # the tested one, or without a nested fixed factor.

@@ -31,12 +31,15 @@ def _fit(design: str, formula: str, factors: list[str]) -> tuple[bg.FitResult, p
     return res, ref[ref.converged]
 
 
-@pytest.mark.parametrize(("design", "formula", "factors"), [
-    ("intercept", "~ 1", ["donor"]),
-    ("condition", "~ condition + x", ["donor"]),
-    # Donors nested in batches (100 genes): the joint inner solve of mixed/joint.py.
-    ("nested", "~ condition", ["donor", "batch"]),
-])
+@pytest.mark.parametrize(
+    ("design", "formula", "factors"),
+    [
+        ("intercept", "~ 1", ["donor"]),
+        ("condition", "~ condition + x", ["donor"]),
+        # Donors nested in batches (100 genes): the joint inner solve of mixed/joint.py.
+        ("nested", "~ condition", ["donor", "batch"]),
+    ],
+)
 def test_agrees_with_glmmtmb(design: str, formula: str, factors: list[str]) -> None:
     res, ref = _fit(design, formula, factors)
     genes = ref.index

@@ -21,15 +21,21 @@ from batchglm.solvers.linalg import GroupSums
 from batchglm.solvers.objective import Problem
 
 
-def _data(family: str, seed: int, n_groups: int = 6, cells: int = 25, n_feat: int = 4,
-          var: float = 0.3) -> tuple[np.ndarray, pd.DataFrame]:
+def _data(
+    family: str, seed: int, n_groups: int = 6, cells: int = 25, n_feat: int = 4, var: float = 0.3
+) -> tuple[np.ndarray, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     gid = np.repeat(np.arange(n_groups), cells)
     n = gid.size
     x = rng.normal(size=n)
-    obs = pd.DataFrame({"donor": [f"d{g}" for g in gid], "x": x,
-                        "condition": np.where(gid < n_groups // 2, "a", "b")},
-                       index=[f"c{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {
+            "donor": [f"d{g}" for g in gid],
+            "x": x,
+            "condition": np.where(gid < n_groups // 2, "a", "b"),
+        },
+        index=[f"c{i}" for i in range(n)],
+    )
     u = rng.normal(size=(n_groups, n_feat)) * np.sqrt(var)
     mu = np.exp(0.8 + 0.3 * x[:, None] + u[gid])
     if family == "nb":
@@ -45,19 +51,38 @@ def _cond_ll(family: str, y: np.ndarray, eta: np.ndarray, log_r: float) -> np.nd
     if family == "poisson":
         return y * eta - mu - special.gammaln(y + 1)
     r = np.exp(log_r)
-    return (special.gammaln(y + r) - special.gammaln(r) - special.gammaln(y + 1)
-            + r * (log_r - np.logaddexp(log_r, eta)) + y * (eta - np.logaddexp(log_r, eta)))
+    return (
+        special.gammaln(y + r)
+        - special.gammaln(r)
+        - special.gammaln(y + 1)
+        + r * (log_r - np.logaddexp(log_r, eta))
+        + y * (eta - np.logaddexp(log_r, eta))
+    )
 
 
-def _group_joint(family: str, y: np.ndarray, eta: np.ndarray, gid: np.ndarray,
-                 u: np.ndarray, sd: float, log_r: float) -> np.ndarray:
+def _group_joint(
+    family: str,
+    y: np.ndarray,
+    eta: np.ndarray,
+    gid: np.ndarray,
+    u: np.ndarray,
+    sd: float,
+    log_r: float,
+) -> np.ndarray:
     """Per-group ``sum_j ll_j(eta_j + u_g) - u_g^2 / (2 sd^2)``."""
     ll = _cond_ll(family, y, eta + u[gid], log_r)
     return np.bincount(gid, ll, minlength=u.size) - 0.5 * u * u / sd**2
 
 
-def _laplace_ref(family: str, y: np.ndarray, x: np.ndarray, gid: np.ndarray,
-                 a: np.ndarray, log_var: float, log_r: float) -> float:
+def _laplace_ref(
+    family: str,
+    y: np.ndarray,
+    x: np.ndarray,
+    gid: np.ndarray,
+    a: np.ndarray,
+    log_var: float,
+    log_r: float,
+) -> float:
     """Laplace marginal log-likelihood of one gene: modes by scipy's Newton on numeric
     derivatives, numeric curvature."""
     sd = np.exp(0.5 * log_var)
@@ -79,8 +104,16 @@ def _laplace_ref(family: str, y: np.ndarray, x: np.ndarray, gid: np.ndarray,
     return float((joint(u_hat) - 0.5 * np.log(sd**2 * curv)).sum())
 
 
-def _agq(family: str, y: np.ndarray, x: np.ndarray, gid: np.ndarray, a: np.ndarray,
-         var: float, log_r: float, n_nodes: int = 40) -> float:
+def _agq(
+    family: str,
+    y: np.ndarray,
+    x: np.ndarray,
+    gid: np.ndarray,
+    a: np.ndarray,
+    var: float,
+    log_r: float,
+    n_nodes: int = 40,
+) -> float:
     """Marginal log-likelihood by adaptive Gauss-Hermite quadrature around each mode."""
     nodes, weights = np.polynomial.hermite.hermgauss(n_nodes)
     total = 0.0
@@ -92,8 +125,9 @@ def _agq(family: str, y: np.ndarray, x: np.ndarray, gid: np.ndarray, a: np.ndarr
             ll = _cond_ll(family, yy[:, None], eta[:, None] + u[None, :], log_r).sum(axis=0)
             return ll - 0.5 * u * u / var - 0.5 * np.log(2 * np.pi * var)
 
-        u_hat = optimize.minimize_scalar(lambda u: -log_joint(np.array([u]))[0],
-                                         bounds=(-10, 10), method="bounded").x
+        u_hat = optimize.minimize_scalar(
+            lambda u: -log_joint(np.array([u]))[0], bounds=(-10, 10), method="bounded"
+        ).x
         h = 1e-4
         f = log_joint(np.array([u_hat - h, u_hat, u_hat + h]))
         scale = 1.0 / np.sqrt(-(f[0] - 2 * f[1] + f[2]) / h**2)
@@ -109,8 +143,9 @@ def test_gradient_matches_finite_differences(family: str) -> None:
     n = y.shape[0]
     x = np.column_stack([np.ones(n), obs.x])
     fam = get_family(family)
-    prob = Problem(fam, build_design(x, None, n, "loc"), build_design(None, None, n, "scale"),
-                   np.zeros(n))
+    prob = Problem(
+        fam, build_design(x, None, n, "loc"), build_design(None, None, n, "scale"), np.zeros(n)
+    )
     gid = pd.factorize(obs.donor)[0].astype(np.intp)
     obj = LaplaceObjective(prob, y, GroupSums(gid, 6))
     cols = [np.full(3, 0.7), np.full(3, 0.2), np.full(3, 0.5)]
@@ -125,8 +160,15 @@ def test_gradient_matches_finite_differences(family: str) -> None:
     # The value is the Laplace approximation computed independently.
     ll = obj.evaluate(theta, 0)[0]
     for f in range(3):
-        ref = _laplace_ref(family, y[:, f], x, gid, theta[f, :2], np.log(0.25),
-                           theta[f, 3] if family == "nb" else 0.0)
+        ref = _laplace_ref(
+            family,
+            y[:, f],
+            x,
+            gid,
+            theta[f, :2],
+            np.log(0.25),
+            theta[f, 3] if family == "nb" else 0.0,
+        )
         assert ll[f] == pytest.approx(ref, abs=1e-5)
 
 
@@ -144,8 +186,7 @@ def test_fit_is_the_scipy_maximum_of_the_same_objective(family: str) -> None:
             ours.append(res.coef_scale.iloc[f, 0])
 
         def neg(p: np.ndarray, yy: np.ndarray = y[:, f]) -> float:
-            return -_laplace_ref(family, yy, x, gid, p[:2], p[2],
-                                 p[3] if family == "nb" else 0.0)
+            return -_laplace_ref(family, yy, x, gid, p[:2], p[2], p[3] if family == "nb" else 0.0)
 
         # Our estimate is the maximum of the independently computed objective: its numeric
         # gradient vanishes, its Hessian is negative definite, and a Newton step from it
@@ -160,8 +201,11 @@ def test_fit_is_the_scipy_maximum_of_the_same_objective(family: str) -> None:
         for i in range(k):
             for j in range(i, k):
                 hess[i, j] = hess[j, i] = (
-                    neg(p0 + eye[i] + eye[j]) - neg(p0 + eye[i] - eye[j])
-                    - neg(p0 - eye[i] + eye[j]) + neg(p0 - eye[i] - eye[j])) / (4 * h * h)
+                    neg(p0 + eye[i] + eye[j])
+                    - neg(p0 + eye[i] - eye[j])
+                    - neg(p0 - eye[i] + eye[j])
+                    + neg(p0 - eye[i] - eye[j])
+                ) / (4 * h * h)
         assert np.all(np.linalg.eigvalsh(hess) > 0)
         step = np.linalg.solve(hess, grad)
         assert np.abs(step).max() < 1e-3
@@ -177,8 +221,15 @@ def test_laplace_is_close_to_quadrature() -> None:
     x = np.column_stack([np.ones(n), obs.x])
     gid = pd.factorize(obs.donor)[0]
     for f in range(2):
-        agq = _agq("nb", y[:, f], x, gid, res.coef_loc.iloc[f].to_numpy(),
-                   res.random_var.iloc[f, 0], res.coef_scale.iloc[f, 0])
+        agq = _agq(
+            "nb",
+            y[:, f],
+            x,
+            gid,
+            res.coef_loc.iloc[f].to_numpy(),
+            res.random_var.iloc[f, 0],
+            res.coef_scale.iloc[f, 0],
+        )
         # Laplace's error shrinks with the group size; 40 observations per group here.
         assert abs(res.loglik.iloc[f] - agq) < 0.02
 
@@ -206,8 +257,9 @@ def test_results_and_boundary() -> None:
     # The random intercepts explain what the GLM cannot.
     assert (res.loglik.iloc[1:] > glm.loglik.iloc[1:] + 1.0).all()
     # Modes follow the donors' observed log mean ratios (shrunken towards zero).
-    ratio = np.log(pd.DataFrame(y).groupby(obs.donor.to_numpy()).mean()
-                   / y.mean(axis=0)).iloc[:, 1:]
+    ratio = np.log(pd.DataFrame(y).groupby(obs.donor.to_numpy()).mean() / y.mean(axis=0)).iloc[
+        :, 1:
+    ]
     for f in range(1, 6):
         assert np.corrcoef(modes.iloc[:, f], ratio.iloc[:, f - 1])[0, 1] > 0.95
 
@@ -256,8 +308,9 @@ def test_sparse_chunks_and_threads_give_the_same_fit() -> None:
 
     y, obs = _data("nb", 6, n_feat=5)
     dense = bg.fit(y, "~ x", obs=obs, random_effects="donor", n_jobs=1)
-    chunked = bg.fit(sparse.csr_matrix(y), "~ x", obs=obs, random_effects="donor",
-                     chunk_size=2, n_jobs=2)
+    chunked = bg.fit(
+        sparse.csr_matrix(y), "~ x", obs=obs, random_effects="donor", chunk_size=2, n_jobs=2
+    )
     np.testing.assert_allclose(chunked.coef_loc, dense.coef_loc, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(chunked.random_var, dense.random_var, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(chunked.loglik, dense.loglik, rtol=1e-12)
@@ -284,8 +337,9 @@ def test_joint_objective_for_several_factors(family: str) -> None:
     gd, gp = parse_random_effects(["donor", "plate"], obs, n, loc)
     scale = [np.full(n_feat, 1.5)] if family == "nb" else []
     # One factor: the joint objective is the one-factor objective.
-    theta1 = np.column_stack([np.full(n_feat, 0.5), np.full(n_feat, 0.1),
-                              np.full(n_feat, 0.4), *scale])
+    theta1 = np.column_stack(
+        [np.full(n_feat, 0.5), np.full(n_feat, 0.1), np.full(n_feat, 0.4), *scale]
+    )
     one = LaplaceObjective(prob, y, gd.sums).evaluate(theta1, 2)
     joint = JointLaplaceObjective(prob, y, [gd]).evaluate(theta1, 2)
     np.testing.assert_allclose(joint[0], one[0], rtol=1e-12)
@@ -305,6 +359,13 @@ def test_joint_objective_for_several_factors(family: str) -> None:
     zero[:, 3] = 0.0
     ll0 = obj.evaluate(zero, 0)[0]
     for f in range(n_feat):
-        ref = _laplace_ref(family, y[:, f], x, donor, zero[f, :2], np.log(0.16),
-                           zero[f, 4] if family == "nb" else 0.0)
+        ref = _laplace_ref(
+            family,
+            y[:, f],
+            x,
+            donor,
+            zero[f, :2],
+            np.log(0.16),
+            zero[f, 4] if family == "nb" else 0.0,
+        )
         assert ll0[f] == pytest.approx(ref, abs=1e-5)

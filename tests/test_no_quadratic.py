@@ -47,10 +47,16 @@ _LARGE_FIT = textwrap.dedent(
 
 
 def test_large_continuous_design_fits_in_bounded_memory():
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _LARGE_FIT], env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _LARGE_FIT], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     slope, se = np.array(out["slope"]), np.array(out["se"])
@@ -64,8 +70,13 @@ def test_large_continuous_design_fits_in_bounded_memory():
 def test_rank_decision_does_not_depend_on_units(scale):
     rng = np.random.default_rng(3)
     n = 40
-    x = pd.DataFrame({"Intercept": 1.0, "treated": np.repeat([0.0, 1.0], n // 2),
-                      "depth": rng.normal(size=n) * scale})
+    x = pd.DataFrame(
+        {
+            "Intercept": 1.0,
+            "treated": np.repeat([0.0, 1.0], n // 2),
+            "depth": rng.normal(size=n) * scale,
+        }
+    )
     d = build_design(x, None, n, "loc")
     assert d.n_free == 3
 
@@ -75,15 +86,20 @@ def test_collinear_column_is_found_and_named_at_any_scale(scale):
     rng = np.random.default_rng(4)
     n = 30
     a, b = rng.normal(size=n), rng.normal(size=n)
-    x = pd.DataFrame({
-        "Intercept": 1.0,
-        "a": a * scale,
-        "other": rng.normal(size=n),
-        "b": b / scale,
-        "a_plus_b": 2.0 * a + 3.0 * b,          # in units of its own
-    })
-    with pytest.raises(ValueError, match=r"rank 4 for 5 free parameters \(1 too many\)\. These "
-                       r"columns are confounded: \['a', 'b', 'a_plus_b'\]\."):
+    x = pd.DataFrame(
+        {
+            "Intercept": 1.0,
+            "a": a * scale,
+            "other": rng.normal(size=n),
+            "b": b / scale,
+            "a_plus_b": 2.0 * a + 3.0 * b,  # in units of its own
+        }
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"rank 4 for 5 free parameters \(1 too many\)\. These "
+        r"columns are confounded: \['a', 'b', 'a_plus_b'\]\.",
+    ):
         build_design(x, None, n, "loc")
 
 
@@ -101,10 +117,15 @@ def test_rank_check_through_constraints_names_the_full_columns():
     n = 16
     cond = np.repeat([0.0, 1.0], n // 2)
     b = np.repeat(np.eye(4), n // 4, axis=0)
-    x = pd.DataFrame(np.column_stack([np.ones(n), cond * 1e6, b]),
-                     columns=["Intercept", "cond", "b1", "b2", "b3", "b4"])
-    with pytest.raises(ValueError, match=r"\(2 too many\).*\['Intercept', 'cond', 'b1', 'b2', "
-                       r"'b3', 'b4'\]"):
+    x = pd.DataFrame(
+        np.column_stack([np.ones(n), cond * 1e6, b]),
+        columns=["Intercept", "cond", "b1", "b2", "b3", "b4"],
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"\(2 too many\).*\['Intercept', 'cond', 'b1', 'b2', "
+        r"'b3', 'b4'\]",
+    ):
         build_design(x, None, n, "loc")
     rows = np.array([[0, 0, -1, 1, 0, 0], [0, 0, 0, 0, -1, 1]], dtype=float)  # seed rows
     assert build_design(x, rows, n, "loc").n_free == 4
@@ -116,14 +137,18 @@ def test_tall_design_over_many_row_blocks():
     rng = np.random.default_rng(9)
     n = 200_000
     depth = rng.normal(size=n) * 1e6
-    batch = (np.arange(n) >= n - 10).astype(float)     # only the last rows, in the last block
-    x = pd.DataFrame({"Intercept": 1.0, "depth": depth, "batch": batch,
-                      "depth_batch": depth * batch})
+    batch = (np.arange(n) >= n - 10).astype(float)  # only the last rows, in the last block
+    x = pd.DataFrame(
+        {"Intercept": 1.0, "depth": depth, "batch": batch, "depth_batch": depth * batch}
+    )
     unit = x.to_numpy() / np.linalg.norm(x.to_numpy(), axis=0)
     assert np.linalg.matrix_rank(unit) == 4
     assert build_design(x, None, n, "loc").n_free == 4
-    x["late"] = 2.0 * batch - 1e-6 * depth * batch     # a combination of the last two columns
+    x["late"] = 2.0 * batch - 1e-6 * depth * batch  # a combination of the last two columns
     assert np.linalg.matrix_rank(x.to_numpy() / np.linalg.norm(x.to_numpy(), axis=0)) == 4
-    with pytest.raises(ValueError, match=r"rank 4 for 5 free parameters.*confounded: "
-                       r"\['batch', 'depth_batch', 'late'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"rank 4 for 5 free parameters.*confounded: "
+        r"\['batch', 'depth_batch', 'late'\]",
+    ):
         build_design(x, None, n, "loc")

@@ -30,10 +30,14 @@ def test_gradient_and_hessian(continuous_scale):
     obj = Objective(problem, np.ascontiguousarray(y))
     assert problem.scale_groups.identity == continuous_scale
     rng = np.random.default_rng(0)
-    theta = np.column_stack([
-        rng.uniform(5, 7, 5), rng.uniform(-0.5, 0.5, (5, 3)),
-        rng.uniform(0, 2, 5), rng.uniform(-0.5, 0.5, (5, problem.k_scale - 1)),
-    ])
+    theta = np.column_stack(
+        [
+            rng.uniform(5, 7, 5),
+            rng.uniform(-0.5, 0.5, (5, 3)),
+            rng.uniform(0, 2, 5),
+            rng.uniform(-0.5, 0.5, (5, problem.k_scale - 1)),
+        ]
+    )
     _, grad, hess = obj.evaluate(theta, 2)
     h = 1e-5
     for i in range(problem.n_params):

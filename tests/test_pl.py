@@ -96,8 +96,10 @@ def separated_de():
 
 
 def _marker_sets(ax):
-    return {t.get_text().split(" (")[0]: c for t, c in
-            zip(ax.get_legend().get_texts(), ax.collections, strict=True)}
+    return {
+        t.get_text().split(" (")[0]: c
+        for t, c in zip(ax.get_legend().get_texts(), ax.collections, strict=True)
+    }
 
 
 def test_volcano_clips_capped_fold_changes_to_the_edge(separated_de):

@@ -28,19 +28,23 @@ def _poisson_fit(seed: int = 7, n: int = 90):
 
 def test_prediction_and_standard_errors_match_statsmodels():
     data, obs, sf, res = _poisson_fit()
-    new = pd.DataFrame({"tissue": ["lung", "gut", "liver"], "age": [25.0, 50.0, 80.0]},
-                       index=["n1", "n2", "n3"])
+    new = pd.DataFrame(
+        {"tissue": ["lung", "gut", "liver"], "age": [25.0, 50.0, 80.0]}, index=["n1", "n2", "n3"]
+    )
     new_sf = np.array([1.0, 0.5, 3.0])
     pred = res.predict(new, se=True, size_factors=new_sf)
     assert isinstance(pred, Prediction)
     assert list(pred.mean.index) == ["n1", "n2", "n3"]
-    x_train = np.column_stack([np.ones(len(obs)), obs["tissue"] == "liver",
-                               obs["tissue"] == "lung", obs["age"]]).astype(float)
-    x_new = np.column_stack([np.ones(3), new["tissue"] == "liver", new["tissue"] == "lung",
-                             new["age"]]).astype(float)
+    x_train = np.column_stack(
+        [np.ones(len(obs)), obs["tissue"] == "liver", obs["tissue"] == "lung", obs["age"]]
+    ).astype(float)
+    x_new = np.column_stack(
+        [np.ones(3), new["tissue"] == "liver", new["tissue"] == "lung", new["age"]]
+    ).astype(float)
     for name in data.columns:
-        ref = sm.GLM(data[name].to_numpy(), x_train, family=sm.families.Poisson(),
-                     offset=np.log(sf)).fit(tol=1e-12)
+        ref = sm.GLM(
+            data[name].to_numpy(), x_train, family=sm.families.Poisson(), offset=np.log(sf)
+        ).fit(tol=1e-12)
         p = ref.get_prediction(x_new, offset=np.log(new_sf))
         np.testing.assert_allclose(pred.mean[name], p.predicted_mean, rtol=1e-6)
         np.testing.assert_allclose(pred.se_link[name], p.linpred.se, rtol=1e-5)
@@ -52,8 +56,9 @@ def test_predict_on_training_obs_equals_fitted():
     again = res.predict(obs, size_factors=res.size_factors)
     np.testing.assert_allclose(again.to_numpy(), res.fitted().to_numpy(), rtol=1e-12)
     normalised = res.predict(obs, features=["b", "d"])
-    np.testing.assert_allclose(normalised.to_numpy(),
-                               res.fitted(["b", "d"]).to_numpy() / sf[:, None], rtol=1e-12)
+    np.testing.assert_allclose(
+        normalised.to_numpy(), res.fitted(["b", "d"]).to_numpy() / sf[:, None], rtol=1e-12
+    )
 
 
 def test_unseen_levels_and_missing_variables_are_errors():
@@ -76,8 +81,7 @@ def test_matrix_design_fits_take_a_design_matrix():
     res = bg.fit(y, x, family="poisson")
     pred = res.predict(np.array([[1.0, 0.0], [1.0, 1.0]]))
     # Poisson MLE with group indicators: the group means.
-    np.testing.assert_allclose(pred.to_numpy()[:, 0], [y[:20].mean(), y[20:].mean()],
-                               rtol=1e-8)
+    np.testing.assert_allclose(pred.to_numpy()[:, 0], [y[:20].mean(), y[20:].mean()], rtol=1e-8)
     with pytest.raises(ValueError, match=r"must have shape \(n_new, 2\)"):
         res.predict(np.ones((2, 3)))
     with pytest.raises(ValueError, match="the fit has a matrix design"):
@@ -100,13 +104,14 @@ def test_normal_fit_predicts_least_squares_means_without_size_factors():
 
 def test_nested_constraint_designs_need_a_design_matrix():
     rng = np.random.default_rng(3)
-    obs = pd.DataFrame({"cond": np.repeat(["a", "b"], 20),
-                        "rep": np.repeat(["r1", "r2", "r3", "r4"], 10)})
+    obs = pd.DataFrame(
+        {"cond": np.repeat(["a", "b"], 20), "rep": np.repeat(["r1", "r2", "r3", "r4"], 10)}
+    )
     y = rng.poisson(20, (40, 2)).astype(float)
-    res = bg.fit(y, "~ 1 + cond + rep", obs=obs, constraints_loc={"rep": "cond"},
-                 family="poisson")
+    res = bg.fit(y, "~ 1 + cond + rep", obs=obs, constraints_loc={"rep": "cond"}, family="poisson")
     with pytest.raises(ValueError, match="without nested-factor constraints"):
         res.predict(obs)
     design = res.design_loc.iloc[:2]
-    np.testing.assert_allclose(res.predict(design).to_numpy(),
-                               res.fitted().to_numpy()[:2], rtol=1e-12)
+    np.testing.assert_allclose(
+        res.predict(design).to_numpy(), res.fitted().to_numpy()[:2], rtol=1e-12
+    )

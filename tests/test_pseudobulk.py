@@ -20,8 +20,9 @@ def cells():
         {
             "donor": donor,
             "cell_type": rng.choice(["T", "B"], n),
-            "condition": pd.Categorical(np.where(np.isin(donor, ["d0", "d1", "d2"]), "ctrl",
-                                                 "stim")),
+            "condition": pd.Categorical(
+                np.where(np.isin(donor, ["d0", "d1", "d2"]), "ctrl", "stim")
+            ),
             "qc": rng.normal(size=n),
         },
         index=[f"cell{i}" for i in range(n)],
@@ -39,8 +40,9 @@ def test_sums_by_sample_and_cell_type(cells):
     assert list(pb.obs.columns) == ["donor", "cell_type", "condition", "n_cells"]
     assert isinstance(pb.obs["condition"].dtype, pd.CategoricalDtype)
     for name, row in pb.obs.iterrows():
-        member = ((adata.obs["donor"] == row["donor"])
-                  & (adata.obs["cell_type"] == row["cell_type"])).to_numpy()
+        member = (
+            (adata.obs["donor"] == row["donor"]) & (adata.obs["cell_type"] == row["cell_type"])
+        ).to_numpy()
         np.testing.assert_allclose(pb[name].X.ravel(), x[member].sum(axis=0))
         assert row["n_cells"] == member.sum()
         assert name == f"{row['donor']}_{row['cell_type']}"

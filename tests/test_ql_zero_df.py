@@ -25,25 +25,35 @@ TINY = 1e-9
 def _groups(sizes):
     """Intercept plus treatment dummies for consecutive groups of the given sizes."""
     g = np.repeat(np.arange(len(sizes)), sizes)
-    return np.column_stack([np.ones(len(g))] + [(g == k).astype(float)
-                                                for k in range(1, len(sizes))])
+    return np.column_stack(
+        [np.ones(len(g))] + [(g == k).astype(float) for k in range(1, len(sizes))]
+    )
 
 
 def test_residual_df_two_groups_by_hand():
     x = _groups([3, 3])
     #        no zeros | one zero count | group B fitted zero | all zero | A has one obs left
-    y = np.array([[4, 0, 2, 0, 0],
-                  [1, 3, 5, 0, 0],
-                  [2, 2, 1, 0, 6],
-                  [5, 1, 0, 0, 0],
-                  [3, 4, 0, 0, 0],
-                  [6, 2, 0, 0, 0]], dtype=float)
-    mu = np.array([[3, 1.5, 8 / 3, TINY, TINY],
-                   [3, 1.5, 8 / 3, TINY, TINY],
-                   [3, 1.5, 8 / 3, TINY, 6.0],
-                   [4, 2.3, TINY, TINY, TINY],
-                   [4, 2.3, TINY, TINY, TINY],
-                   [4, 2.3, TINY, TINY, TINY]])
+    y = np.array(
+        [
+            [4, 0, 2, 0, 0],
+            [1, 3, 5, 0, 0],
+            [2, 2, 1, 0, 6],
+            [5, 1, 0, 0, 0],
+            [3, 4, 0, 0, 0],
+            [6, 2, 0, 0, 0],
+        ],
+        dtype=float,
+    )
+    mu = np.array(
+        [
+            [3, 1.5, 8 / 3, TINY, TINY],
+            [3, 1.5, 8 / 3, TINY, TINY],
+            [3, 1.5, 8 / 3, TINY, 6.0],
+            [4, 2.3, TINY, TINY, TINY],
+            [4, 2.3, TINY, TINY, TINY],
+            [4, 2.3, TINY, TINY, TINY],
+        ]
+    )
     # Feature 4 pretends obs 0 and 1 are fitted zeros too: 1 observation, rank 1.
     mu[:2, 4] = TINY
     np.testing.assert_array_equal(zero_fit_residual_df(y, mu, x), [4, 4, 2, 0, 0])
@@ -64,8 +74,9 @@ def test_residual_df_four_groups_by_hand():
     np.testing.assert_array_equal(zero_fit_residual_df(y, mu, x), expected)
     # Grouping by pattern gives the per-feature answers in any order and with repeats.
     order = np.r_[4, 0, 2, 2, 1, 3, 4]
-    np.testing.assert_array_equal(zero_fit_residual_df(y[:, order], mu[:, order], x),
-                                  np.asarray(expected)[order])
+    np.testing.assert_array_equal(
+        zero_fit_residual_df(y[:, order], mu[:, order], x), np.asarray(expected)[order]
+    )
     # A zero count with a fitted mean well above 0 is an ordinary observation.
     y2 = y[:, :1].copy()
     y2[0] = 0.0
@@ -82,8 +93,9 @@ def test_squeeze_var_with_per_feature_df():
     out = squeeze_var(s2, d)
     assert 4.5 < out.df_prior < 8.0
     np.testing.assert_allclose(np.nanmedian(out.var_prior), s0, rtol=0.1)
-    np.testing.assert_allclose(out.var_post, (out.df_prior * s0 + d * s2) / (out.df_prior + d),
-                               rtol=0.15)
+    np.testing.assert_allclose(
+        out.var_post, (out.df_prior * s0 + d * s2) / (out.df_prior + d), rtol=0.15
+    )
     # Features without residual df add nothing to the prior and get it as posterior.
     extra = np.r_[s2, 0.0, 50.0]
     out0 = squeeze_var(extra, np.r_[d, 0.0, 0.0])
@@ -109,8 +121,11 @@ def test_squeeze_var_prior_for_df_zero_follows_the_covariate_trend():
 def test_squeeze_var_errors():
     with pytest.raises(ValueError, match=r"must be >= 0, but the smallest given is -1.0"):
         squeeze_var(np.ones(5), np.array([3.0, 3.0, -1.0, 3.0, 3.0]))
-    with pytest.raises(ValueError, match=r"at least 2 testable features\s+with positive "
-                                         r"residual degrees of freedom, but there are 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"at least 2 testable features\s+with positive "
+        r"residual degrees of freedom, but there are 1",
+    ):
         squeeze_var(np.ones(4), np.array([0.0, 0.0, 0.0, 2.0]))
 
 
@@ -125,8 +140,9 @@ def _simulate(seed, n_feat, nrep, effect=None):
     mu = sf[:, None] * mean[None, :] * np.exp(np.outer(grp, lfc))
     r = 1.0 / alpha
     y = rng.negative_binomial(r[None, :], r[None, :] / (r[None, :] + mu)).astype(float)
-    obs = pd.DataFrame({"condition": np.where(grp == 1, "B", "A")},
-                       index=[f"s{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {"condition": np.where(grp == 1, "B", "A")}, index=[f"s{i}" for i in range(n)]
+    )
     return y, obs, sf, mean, grp.astype(bool)
 
 
@@ -143,7 +159,7 @@ def test_separated_features_get_the_reduced_df(null_ql):
     shrunk = bg.de.shrunken.shrunken_fit(y, res, "ql")
     ql = shrunk.ql
     assert ql is not None
-    one_zero_group = ((y[grp].sum(0) == 0) ^ (y[~grp].sum(0) == 0))
+    one_zero_group = (y[grp].sum(0) == 0) ^ (y[~grp].sum(0) == 0)
     tested = np.isfinite(ql.s2)
     assert (one_zero_group & tested).sum() > 50
     # 4 + 4 observations: 6 residual df, 3 when one group is all zero.
@@ -152,8 +168,7 @@ def test_separated_features_get_the_reduced_df(null_ql):
     # The F test's denominator df are the prior's plus the feature's own.
     d0 = ql.squeezed.df_prior
     cap = ql.df_residual[tested].sum()
-    np.testing.assert_allclose(de.df_residual[tested],
-                               np.minimum(d0 + ql.df_residual[tested], cap))
+    np.testing.assert_allclose(de.df_residual[tested], np.minimum(d0 + ql.df_residual[tested], cap))
 
 
 def test_null_calibration_by_stratum(null_ql):
@@ -178,10 +193,11 @@ def test_single_count_in_one_group_is_not_significant():
     y, obs, sf, *_ = _simulate(22, 600, 5)
     y[:, 0] = [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
     res = bg.fit(y, "~ 1 + condition", obs=obs, size_factors=sf)
-    for de in (bg.de.ql_f(res, coef="condition[T.B]", data=y),
-               bg.de.wald(res, coef="condition[T.B]", dispersion="ql", data=y),
-               bg.de.lrt(y, "~ 1 + condition", "~ 1", obs=obs, size_factors=sf,
-                         dispersion="ql")):
+    for de in (
+        bg.de.ql_f(res, coef="condition[T.B]", data=y),
+        bg.de.wald(res, coef="condition[T.B]", dispersion="ql", data=y),
+        bg.de.lrt(y, "~ 1 + condition", "~ 1", obs=obs, size_factors=sf, dispersion="ql"),
+    ):
         # edgeR's glmQLFTest gives p = 0.29 and glmGamPoi 0.31 for this count pattern.
         assert de.pval[0] > 0.1
 
@@ -213,8 +229,11 @@ def test_expected_unit_deviance_against_direct_sums():
     np.testing.assert_allclose(got, want, rtol=0.02)
     # Large means: the gamma limit, checked by quadrature of 2 r (g - 1 - log g).
     for size in (0.5, 4.0):
-        quad = integrate.quad(lambda g, r=size: 2 * r * (g - 1 - np.log(g))
-                              * stats.gamma.pdf(g, r, scale=1 / r), 0, np.inf)[0]
+        quad = integrate.quad(
+            lambda g, r=size: 2 * r * (g - 1 - np.log(g)) * stats.gamma.pdf(g, r, scale=1 / r),
+            0,
+            np.inf,
+        )[0]
         assert gamma_limit(np.array([size]))[0] == pytest.approx(quad, rel=1e-6)
 
 
@@ -232,8 +251,10 @@ def test_expected_deviance_matches_simulated_fits():
         y = rng.negative_binomial(size, size / (size + mean), (20000, 8)).astype(float)
         fitted = np.where(grp, y[:, grp].mean(1, keepdims=True), y[:, ~grp].mean(1, keepdims=True))
         with np.errstate(divide="ignore", invalid="ignore"):
-            unit = 2 * (np.where(y > 0, y * np.log(y / fitted), 0.0)
-                        - (y + size) * np.log((y + size) / (fitted + size)))
+            unit = 2 * (
+                np.where(y > 0, y * np.log(y / fitted), 0.0)
+                - (y + size) * np.log((y + size) / (fitted + size))
+            )
         simulated = unit.sum(1).mean()
         expected = expected_deviance(np.full((8, 1), mean), np.array([size]), x)[0]
         assert expected == pytest.approx(simulated, rel=0.07)

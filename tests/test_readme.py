@@ -144,8 +144,13 @@ def test_every_fenced_block_is_found():
     assert sum(c.kind == "bash" for c in found) == text.count("\n```bash\n")
     assert sum(c.kind == "setup" for c in found) == text.count(SETUP_OPEN)
     # The CLI section's bash block holds every subcommand; make is documented, not run.
-    ran = {argv[1] for c in found if c.kind == "bash" for argv in commands(c.code)
-           if argv[0] == "batchglm"}
+    ran = {
+        argv[1]
+        for c in found
+        if c.kind == "bash"
+        for argv in commands(c.code)
+        if argv[0] == "batchglm"
+    }
     assert ran == {"fit", "test", "simulate"}
 
 
@@ -165,14 +170,14 @@ def test_readme_section_runs(section, sandbox, monkeypatch):
 
 
 def test_a_broken_block_fails(sandbox, monkeypatch):
-    text = (
-        "## Broken\n\n<!-- test-setup\nx = 1\n-->\n\n```python\ny = x + 1\nassert y == 3\n```\n"
-    )
+    text = "## Broken\n\n<!-- test-setup\nx = 1\n-->\n\n```python\ny = x + 1\nassert y == 3\n```\n"
     (section,) = parse(text)
     with pytest.raises(AssertionError):
         run_section(section, monkeypatch)
-    shell = parse("## CLI\n\n```bash\nmake demo\nbatchglm fit missing.h5ad --design-loc '~ 1' "
-                  "\\\n    --out fit.csv   # comment\n```\n")
+    shell = parse(
+        "## CLI\n\n```bash\nmake demo\nbatchglm fit missing.h5ad --design-loc '~ 1' "
+        "\\\n    --out fit.csv   # comment\n```\n"
+    )
     with pytest.raises(AssertionError, match=r"line 4: `batchglm fit missing.h5ad .*status 1"):
         run_section(shell[0], monkeypatch)
     with pytest.raises(ValueError, match=r"line 3: '```python' is never closed"):

@@ -22,7 +22,7 @@ def _count_data(family: str, seed: int = 3, n: int = 80, f: int = 6):
     sf = rng.uniform(0.4, 2.5, n)
     beta = np.column_stack([rng.uniform(0.5, 4, f), rng.normal(0, 0.7, f), rng.normal(0, 0.3, f)])
     mu = sf[:, None] * np.exp(x @ beta.T)
-    y = (rng.negative_binomial(4, 4 / (4 + mu)) if family == "nb" else rng.poisson(mu))
+    y = rng.negative_binomial(4, 4 / (4 + mu)) if family == "nb" else rng.poisson(mu)
     data = pd.DataFrame(y.astype(float), index=obs.index, columns=[f"gene{j}" for j in range(f)])
     res = bg.fit(data, "~ cond + x", obs=obs, size_factors=sf, family=family)
     return data, x, sf, res
@@ -62,8 +62,12 @@ def test_feature_blocks_allocate_only_the_block():
     with pytest.raises(KeyError, match=r"feature positions must lie in \[0, 6\)"):
         res.fitted(features=[0, 6])
     assert list(res.fitted(features=[-1]).columns) == ["gene5"]
-    dup = bg.fit(data.set_axis(["a", "a", "b", "c", "d", "e"], axis=1), "~ cond + x",
-                 obs=res.obs, size_factors=res.size_factors)
+    dup = bg.fit(
+        data.set_axis(["a", "a", "b", "c", "d", "e"], axis=1),
+        "~ cond + x",
+        obs=res.obs,
+        size_factors=res.size_factors,
+    )
     with pytest.raises(ValueError, match=r"names are unique, but \['a'\] occur more than once"):
         dup.fitted("a")
     assert dup.fitted([0, 1]).shape == (data.shape[0], 2)
@@ -100,8 +104,9 @@ def test_normal_residuals_are_standardised_exactly():
     sd = np.exp(res.coef_scale.to_numpy()[:, 0])
     expected = (y - x @ res.coef_loc.to_numpy().T) / sd
     for kind in ("pearson", "quantile"):
-        np.testing.assert_allclose(res.residuals(y, kind).to_numpy(), expected, rtol=1e-9,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            res.residuals(y, kind).to_numpy(), expected, rtol=1e-9, atol=1e-12
+        )
     np.testing.assert_allclose(res.residuals(y, "deviance").to_numpy(), expected, rtol=1e-9)
 
 
@@ -121,11 +126,14 @@ def test_beta_residuals_against_scipy():
     np.testing.assert_allclose(p, (yy - m) / np.sqrt(stats.beta.var(a, b)), rtol=1e-10)
     d = res.residuals(y, "deviance").to_numpy()[:, 0]
     for i in (0, 17, 45):
+
         def nll(t, i=i):
             mm = special.expit(t)
             return -stats.beta.logpdf(yy[i], mm * phi, (1 - mm) * phi)
-        best = optimize.minimize_scalar(nll, bounds=(-15, 15), method="bounded",
-                                        options={"xatol": 1e-12}).fun
+
+        best = optimize.minimize_scalar(
+            nll, bounds=(-15, 15), method="bounded", options={"xatol": 1e-12}
+        ).fun
         dev = 2 * (stats.beta.logpdf(yy[i], a[i], b[i]) * -1 - best)
         assert d[i] == pytest.approx(np.sign(yy[i] - m[i]) * np.sqrt(dev), rel=1e-6)
 
@@ -139,11 +147,15 @@ def test_residual_errors():
     with pytest.raises(ValueError, match=r"must be the data of the fit, shape \(80, 6\)"):
         res.residuals(data.to_numpy()[:, :5], "pearson")
     # Reordered observations are matched by name (docs/inputs.md), never paired by position.
-    pd.testing.assert_frame_equal(res.residuals(data.iloc[::-1], "pearson"),
-                                  res.residuals(data, "pearson"))
+    pd.testing.assert_frame_equal(
+        res.residuals(data.iloc[::-1], "pearson"), res.residuals(data, "pearson")
+    )
     renamed = data.rename(columns={"gene0": "other"})
-    with pytest.raises(ValueError, match=r"`data` must name the same features as the fit, "
-                       r"but `data` lacks 1 feature of the fit \(e.g. \['gene0'\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`data` must name the same features as the fit, "
+        r"but `data` lacks 1 feature of the fit \(e.g. \['gene0'\]\)",
+    ):
         res.residuals(renamed, "pearson")
     # A plain array has no names: only the shape is checked.
     assert res.residuals(data.to_numpy(), "pearson").shape == data.shape

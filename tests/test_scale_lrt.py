@@ -45,8 +45,9 @@ def _apl_reference(y, mu, x, z):
     for start in (0.0, 2.0, 4.0):
         b0 = np.zeros(z.shape[1])
         b0[0] = start
-        sol = optimize.minimize(neg, b0, method="Nelder-Mead",
-                                options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000})
+        sol = optimize.minimize(
+            neg, b0, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000}
+        )
         if best is None or sol.fun < best.fun:
             best = sol
     return -best.fun
@@ -68,10 +69,12 @@ def test_adjusted_statistic_matches_independent_apl():
         assert de.stat[j] == pytest.approx(expected, abs=2e-5)
         assert de.pval[j] == pytest.approx(stats.chi2.sf(expected, 1), abs=1e-5)
     # The plain statistic is twice the log-likelihood difference, and larger here.
-    plain = bg.de.lrt(y, full_loc=x, full_scale=x, reduced_scale=x[:, :1], size_factors=sf,
-                      scale_test="plain")
-    np.testing.assert_allclose(plain.stat, np.maximum(
-        2 * (plain.ll - plain.ll_reduced), 0.0), rtol=1e-9, atol=1e-9)
+    plain = bg.de.lrt(
+        y, full_loc=x, full_scale=x, reduced_scale=x[:, :1], size_factors=sf, scale_test="plain"
+    )
+    np.testing.assert_allclose(
+        plain.stat, np.maximum(2 * (plain.ll - plain.ll_reduced), 0.0), rtol=1e-9, atol=1e-9
+    )
     assert "Cox-Reid" not in plain.tested
 
 
@@ -92,22 +95,35 @@ def test_ready_fits_need_the_counts():
 
 def test_scale_test_errors():
     y, x, sf = _draw(33, 8, 10)
-    with pytest.raises(ValueError, match=r"`scale_test` must be 'cox_reid' or 'plain', but "
-                                         r"'reml' was given"):
+    with pytest.raises(
+        ValueError,
+        match=r"`scale_test` must be 'cox_reid' or 'plain', but "
+        r"'reml' was given",
+    ):
         bg.de.lrt(y, full_loc=x, full_scale=x, reduced_scale=x[:, :1], scale_test="reml")
-    with pytest.raises(ValueError, match=r"differ in the location model .* leave "
-                                         r"`scale_test` out"):
+    with pytest.raises(
+        ValueError,
+        match=r"differ in the location model .* leave "
+        r"`scale_test` out",
+    ):
         bg.de.lrt(y, full_loc=x, reduced_loc=x[:, :1], scale_test="cox_reid")
     with pytest.raises(ValueError, match=r"`dispersion='ql'` tests the location model only"):
         bg.de.lrt(y, full_loc=x, reduced_loc=x[:, :1], dispersion="ql", scale_test="plain")
     normal = np.log1p(y)
     with pytest.raises(ValueError, match=r"family is 'normal'; use `scale_test='plain'`"):
-        bg.de.lrt(normal, full_loc=x, full_scale=x, reduced_scale=x[:, :1], family="normal",
-                  scale_test="cox_reid")
+        bg.de.lrt(
+            normal,
+            full_loc=x,
+            full_scale=x,
+            reduced_scale=x[:, :1],
+            family="normal",
+            scale_test="cox_reid",
+        )
     # Other families keep the plain statistic by default.
     de = bg.de.lrt(normal, full_loc=x, full_scale=x, reduced_scale=x[:, :1], family="normal")
-    np.testing.assert_allclose(de.stat, np.maximum(2 * (de.ll - de.ll_reduced), 0.0),
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        de.stat, np.maximum(2 * (de.ll - de.ll_reduced), 0.0), rtol=1e-9, atol=1e-9
+    )
 
 
 def test_null_calibration_and_power_at_ten_observations():
@@ -116,8 +132,9 @@ def test_null_calibration_and_power_at_ten_observations():
     effect[:100] = -np.log(16.0)
     y, x, sf = _draw(34, 10, n_feat, effect)
     obs = pd.DataFrame({"g": np.where(x[:, 1] == 1, "B", "A")})
-    de = bg.de.lrt(y, full_loc="~ 1 + g", full_scale="~ 1 + g", reduced_scale="~ 1", obs=obs,
-                   size_factors=sf)
+    de = bg.de.lrt(
+        y, full_loc="~ 1 + g", full_scale="~ 1 + g", reduced_scale="~ 1", obs=obs, size_factors=sf
+    )
     null = de.pval[100:]
     assert np.isfinite(null).mean() > 0.99
     rate = np.nanmean(null < 0.05)
@@ -151,5 +168,7 @@ def test_features_without_an_apl_optimum_are_named(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="batchglm"):
         de = bg.de.lrt(y, full_loc=x, full_scale=x, reduced_scale=x[:, :1], size_factors=sf)
     assert np.isnan(de.pval[0]) and np.isfinite(de.pval[1:]).all()
-    assert "1 feature(s) have no Cox-Reid adjusted profile likelihood optimum (e.g. " \
+    assert (
+        "1 feature(s) have no Cox-Reid adjusted profile likelihood optimum (e.g. "
         "feature0)" in caplog.text
+    )

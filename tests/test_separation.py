@@ -20,19 +20,26 @@ from batchglm.de.separation import separated_in_direction
 
 
 def _nb_loglik(y, mu, r):
-    return np.sum(gammaln(y + r) - gammaln(r) - gammaln(y + 1) + r * np.log(r / (r + mu))
-                  + y * np.log(mu / (r + mu)))
+    return np.sum(
+        gammaln(y + r)
+        - gammaln(r)
+        - gammaln(y + 1)
+        + r * np.log(r / (r + mu))
+        + y * np.log(mu / (r + mu))
+    )
 
 
 def _nb_max(y, sf):
     """Maximum NB log-likelihood of one common mean ``m * sf`` and size ``r`` (scipy)."""
+
     def neg(par):
         return -_nb_loglik(y, np.exp(par[0]) * sf, np.exp(par[1]))
 
     start = np.array([np.log(y.mean() + 0.1), 0.0])
     best = optimize.minimize(neg, start, method="BFGS", options={"gtol": 1e-8})
-    best = optimize.minimize(neg, best.x, method="Nelder-Mead",
-                             options={"xatol": 1e-9, "fatol": 1e-12})
+    best = optimize.minimize(
+        neg, best.x, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-12}
+    )
     return -best.fun
 
 
@@ -47,7 +54,7 @@ def two_groups():
     mu = sf[:, None] * np.exp(rng.uniform(1.5, 4.0, f))[None, :]
     y = rng.negative_binomial(5.0, 5.0 / (5.0 + mu)).astype(float)
     y[:5, 0] = 0.0
-    y[5:, 0] = [12.0, 41.0, 25.0, 60.0, 30.0]     # over-dispersed: finite NB size
+    y[5:, 0] = [12.0, 41.0, 25.0, 60.0, 30.0]  # over-dispersed: finite NB size
     y[5:, 1] = 0.0
     y[:5, 1] = [35.0, 22.0, 50.0, 18.0, 29.0]
     res = bg.fit(y, x, size_factors=sf)
@@ -98,8 +105,11 @@ def test_separated_rows_of_the_table(two_groups):
 def test_without_data_separated_features_get_nan_and_a_warning(two_groups):
     _, _, _, res = two_groups
     bare = replace(res, data=None)  # a result built without its data
-    with pytest.warns(UserWarning, match=r"2 feature\(s\) \(feature0, feature1\) have status "
-                      r"'separated'.*pass the fit's data as `data=`"):
+    with pytest.warns(
+        UserWarning,
+        match=r"2 feature\(s\) \(feature0, feature1\) have status "
+        r"'separated'.*pass the fit's data as `data=`",
+    ):
         de = bg.de.wald(bare, coef="p1")
     assert np.isnan(de.pval[:2]).all() and np.isfinite(de.pval[2:]).all()
     assert list(de.kind[:2]) == ["none", "none"]
@@ -129,8 +139,8 @@ def four_groups():
     group = np.repeat(["A", "B", "C", "D"], 4)
     obs = pd.DataFrame({"g": group}, index=[f"s{i}" for i in range(16)])
     y = rng.negative_binomial(4.0, 4.0 / (4.0 + 25.0), size=(16, 30)).astype(float)
-    y[group == "A", 0] = 0.0      # reference group all zero
-    y[group == "C", 1] = 0.0      # a non-reference group all zero
+    y[group == "A", 0] = 0.0  # reference group all zero
+    y[group == "C", 1] = 0.0  # a non-reference group all zero
     res = bg.fit(y, "~ 1 + g", obs=obs)
     return y, obs, group, res
 
@@ -210,13 +220,17 @@ def test_null_separated_low_count_genes_match_the_lrt():
 
 def test_data_must_be_the_fits(two_groups):
     y, _, _, res = two_groups
-    with pytest.raises(ValueError, match=r"`data` must be the data of the fit, shape \(10, 40\), "
-                       r"but its shape is \(10, 39\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`data` must be the data of the fit, shape \(10, 40\), "
+        r"but its shape is \(10, 39\)",
+    ):
         bg.de.wald(res, coef="p1", data=y[:, 1:])
     renamed = pd.DataFrame(y, columns=[f"other{j}" for j in range(40)])
     # The fit was made on an unnamed array, so named data pair with it by position.
-    np.testing.assert_array_equal(bg.de.wald(res, coef="p1", data=renamed).pval,
-                                  bg.de.wald(res, coef="p1").pval)
+    np.testing.assert_array_equal(
+        bg.de.wald(res, coef="p1", data=renamed).pval, bg.de.wald(res, coef="p1").pval
+    )
     named = bg.fit(pd.DataFrame(y, columns=[f"g{j}" for j in range(40)]), res.loc.matrix)
     with pytest.raises(ValueError, match=r"`data` must name the same features as the fit"):
         bg.de.wald(named, coef="p1", data=renamed)

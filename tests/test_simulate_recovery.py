@@ -15,8 +15,9 @@ from reference import fit_feature
 @pytest.fixture(scope="module")
 def recovered():
     dmat, cons = seed_example_1(2000)
-    sim = bg.simulate(dmat, dmat, n_features=200, constraints_loc=cons, constraints_scale=cons,
-                      seed=11)
+    sim = bg.simulate(
+        dmat, dmat, n_features=200, constraints_loc=cons, constraints_scale=cons, seed=11
+    )
     res = bg.fit(sim.data, dmat, dmat, constraints_loc=cons, constraints_scale=cons)
     return sim, res
 
@@ -53,13 +54,17 @@ def test_standard_errors_are_calibrated(recovered):
 def test_continuous_designs_with_size_factors_reach_the_reference_optimum():
     rng = np.random.default_rng(4)
     n = 600
-    x = pd.DataFrame({"Intercept": 1.0, "dose": rng.uniform(-1, 1, n),
-                      "treated": (rng.random(n) < 0.5).astype(float)})
+    x = pd.DataFrame(
+        {
+            "Intercept": 1.0,
+            "dose": rng.uniform(-1, 1, n),
+            "treated": (rng.random(n) < 0.5).astype(float),
+        }
+    )
     z = pd.DataFrame({"Intercept": 1.0, "dose": x["dose"]})
     sf = np.exp(rng.normal(0, 0.4, n))
     sim = bg.simulate(x, z, n_features=6, size_factors=sf, seed=4)
-    res = bg.fit(pd.DataFrame(sim.data, columns=[f"g{j}" for j in range(6)]), x, z,
-                 size_factors=sf)
+    res = bg.fit(pd.DataFrame(sim.data, columns=[f"g{j}" for j in range(6)]), x, z, size_factors=sf)
     assert list(res.coef_loc.columns) == ["Intercept", "dose", "treated"]
     assert list(res.coef_loc.index) == [f"g{j}" for j in range(6)]
     for j in range(6):

@@ -40,8 +40,9 @@ def null_pvalues(request):
         "map": bg.de.wald(res, coef="p1", dispersion="map", data=y).pval,
         "ql": bg.de.ql_f(res, coef="p1", data=y).pval,
         "ql_wald": bg.de.wald(res, coef="p1", dispersion="ql", data=y).pval,
-        "map_lrt": bg.de.lrt(full=res, reduced=bg.fit(y, x[:, :1], size_factors=sf), data=y,
-                             dispersion="map").pval,
+        "map_lrt": bg.de.lrt(
+            full=res, reduced=bg.fit(y, x[:, :1], size_factors=sf), data=y, dispersion="map"
+        ).pval,
     }
     return out
 
@@ -65,8 +66,10 @@ def test_power_and_fdr_at_3v3():
     y, x, sf = _draw(3, seed=11, n_de=150)
     res = bg.fit(y, x, size_factors=sf)
     truth = np.arange(N_FEAT) < 150
-    for de in (bg.de.wald(res, coef="p1", dispersion="map", data=y),
-               bg.de.ql_f(res, coef="p1", data=y)):
+    for de in (
+        bg.de.wald(res, coef="p1", dispersion="map", data=y),
+        bg.de.ql_f(res, coef="p1", data=y),
+    ):
         hits = de.qval < 0.1
         assert hits[truth].mean() > 0.5
         assert (hits & ~truth).sum() / max(hits.sum(), 1) < 0.15

@@ -49,8 +49,13 @@ def test_sparse_string_dtype_is_rejected():
 def test_sparse_fit_never_holds_the_dense_matrix():
     rng = np.random.default_rng(0)
     n, f = 20000, 200
-    y = sp.random_array((n, f), density=0.1, format="csr", rng=rng,
-                        data_sampler=lambda size: rng.integers(1, 20, size)).astype(np.float64)
+    y = sp.random_array(
+        (n, f),
+        density=0.1,
+        format="csr",
+        rng=rng,
+        data_sampler=lambda size: rng.integers(1, 20, size),
+    ).astype(np.float64)
     dense_bytes = n * f * 8
     tracemalloc.start()
     try:

@@ -55,9 +55,13 @@ def test_sorting_and_n_max(poisson_de):
     by_lfc = de.summary(sort_by="log2FoldChange", n_max=3)
     assert len(by_lfc) == 3
     assert list(by_lfc.index) == list(
-        de.summary(sort_by=None)["log2FoldChange"].sort_values().index[:3])
-    with pytest.raises(ValueError, match=r"`sort_by` must be a column of the table or None, "
-                       r"but 'pval' was given"):
+        de.summary(sort_by=None)["log2FoldChange"].sort_values().index[:3]
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"`sort_by` must be a column of the table or None, "
+        r"but 'pval' was given",
+    ):
         de.summary(sort_by="pval")
     with pytest.raises(ValueError, match=r"`n_max` must be at least 0, but -1 was given"):
         de.summary(n_max=-1)
@@ -79,8 +83,14 @@ def test_stat_is_chi2_for_joint_and_lrt_tests():
 def test_old_names_warn_and_keep_their_values(poisson_de):
     _, _, _, de = poisson_de
     tab = de.summary(sort_by=None)
-    pairs = {"pval": "pvalue", "qval": "padj", "log2fc": "log2FoldChange", "mean": "baseMean",
-             "ll": "loglik", "coef_sd": "coef_se"}
+    pairs = {
+        "pval": "pvalue",
+        "qval": "padj",
+        "log2fc": "log2FoldChange",
+        "mean": "baseMean",
+        "ll": "loglik",
+        "coef_sd": "coef_se",
+    }
     for old, new in pairs.items():
         with pytest.warns(DeprecationWarning, match=rf"column '{old}' .* use column '{new}'"):
             np.testing.assert_array_equal(tab[old], tab[new])
@@ -97,16 +107,22 @@ def test_old_names_warn_and_keep_their_values(poisson_de):
         assert row.pval == row["pvalue"]
     with pytest.warns(DeprecationWarning):
         legacy = row[["feature", "pval", "log2fc", "converged"]].to_dict()
-    assert legacy == {"feature": tab.index[1], "pval": row["pvalue"],
-                      "log2fc": row["log2FoldChange"], "converged": True}
+    assert legacy == {
+        "feature": tab.index[1],
+        "pval": row["pvalue"],
+        "log2fc": row["log2FoldChange"],
+        "converged": True,
+    }
     with pytest.warns(DeprecationWarning):
         sub = tab[["feature", "pval"]]
     assert list(sub.columns) == ["feature", "pval"]
     np.testing.assert_array_equal(sub["pval"], tab["pvalue"])
-    with pytest.warns(DeprecationWarning, match=r"`DEResult.coef_sd` is deprecated; use "
-                      r"`coef_se`"):
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"`DEResult.coef_sd` is deprecated; use "
+        r"`coef_se`",
+    ):
         np.testing.assert_array_equal(de.coef_sd, de.coef_se)
     # A column of the table maps nothing: its labels are features.
     with pytest.raises(KeyError):
         tab["pvalue"]["pval"]
-

@@ -52,8 +52,11 @@ def test_formula_matches_deseq2(deseq2_case, alt: str) -> None:
     plain = ref[ref["alt"] == "none"]
     want = ref[ref["alt"] == alt]
     de = bg.de.wald(res, coef=1, dispersion="map", data=y)
-    de = replace(de, coef_mle=plain["log2FoldChange"].to_numpy() * LN2,
-                 coef_se=plain["lfcSE"].to_numpy() * LN2)
+    de = replace(
+        de,
+        coef_mle=plain["log2FoldChange"].to_numpy() * LN2,
+        coef_se=plain["lfcSE"].to_numpy() * LN2,
+    )
     out = wald_threshold(de, 1.0, alt)
     np.testing.assert_allclose(out.pval, want["pvalue"], rtol=1e-9, atol=1e-300)
     np.testing.assert_allclose(out.summary()["stat"], want["stat"], rtol=1e-9, atol=1e-12)
@@ -65,8 +68,7 @@ def test_end_to_end_close_to_deseq2(deseq2_case, alt: str) -> None:
     # closely but not exactly; the decisions at 0.05 almost all agree.
     y, _, ref, res = deseq2_case
     want = ref[ref["alt"] == alt]["pvalue"].to_numpy()
-    de = bg.de.wald(res, coef=1, dispersion="map", data=y, lfc_threshold=1.0,
-                    alt_hypothesis=alt)
+    de = bg.de.wald(res, coef=1, dispersion="map", data=y, lfc_threshold=1.0, alt_hypothesis=alt)
     assert isinstance(de, ThresholdedDEResult)
     err = np.abs(np.log10(de.pval) - np.log10(want))
     assert np.median(err) < 0.02
@@ -81,12 +83,14 @@ def test_by_hand_and_zero_threshold(small_fit) -> None:
     b, se = plain.coef_mle / LN2, plain.coef_se / LN2
     z = b / se
     # Zero threshold, one-sided: half of the two-sided p-value on the estimate's side.
-    np.testing.assert_allclose(bg.de.wald(res, coef=1, alt_hypothesis="greater").pval,
-                               stats.norm.sf(z), rtol=1e-12)
+    np.testing.assert_allclose(
+        bg.de.wald(res, coef=1, alt_hypothesis="greater").pval, stats.norm.sf(z), rtol=1e-12
+    )
     t = 0.7
     got = bg.de.wald(res, coef=1, lfc_threshold=t).pval
-    np.testing.assert_allclose(got, np.minimum(1, 2 * stats.norm.sf((np.abs(b) - t) / se)),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        got, np.minimum(1, 2 * stats.norm.sf((np.abs(b) - t) / se)), rtol=1e-12
+    )
     got = bg.de.wald(res, coef=1, lfc_threshold=t, alt_hypothesis="lessAbs").pval
     want = np.maximum(stats.norm.sf((t - b) / se), stats.norm.sf((b + t) / se))
     np.testing.assert_allclose(got, want, rtol=1e-12)
@@ -94,14 +98,16 @@ def test_by_hand_and_zero_threshold(small_fit) -> None:
     np.testing.assert_allclose(got, stats.norm.sf((-t - b) / se), rtol=1e-12)
     # With quasi-likelihood dispersions the reference is Student t with the moderated df.
     ql = bg.de.wald(res, coef=1, dispersion="ql", data=y)
-    got = bg.de.wald(res, coef=1, dispersion="ql", data=y, lfc_threshold=t,
-                     alt_hypothesis="greater").pval
+    got = bg.de.wald(
+        res, coef=1, dispersion="ql", data=y, lfc_threshold=t, alt_hypothesis="greater"
+    ).pval
     zq = (ql.coef_mle / LN2 - t) / (ql.coef_se / LN2)
     np.testing.assert_allclose(got, stats.t.sf(zq, ql.df_residual), rtol=1e-10)
 
 
-def _boundary_loglik(y: np.ndarray, x: np.ndarray, sf: np.ndarray, r: float,
-                     fixed: float | None) -> float:
+def _boundary_loglik(
+    y: np.ndarray, x: np.ndarray, sf: np.ndarray, r: float, fixed: float | None
+) -> float:
     # Independent NB likelihood (scipy.stats) maximised with scipy.optimize: intercept free,
     # the group effect free (None) or held at `fixed` (natural log).
     def nll(p: np.ndarray) -> float:
@@ -110,8 +116,9 @@ def _boundary_loglik(y: np.ndarray, x: np.ndarray, sf: np.ndarray, r: float,
         return -float(stats.nbinom.logpmf(y, r, r / (r + mu)).sum())
 
     start = np.array([np.log(y.mean() + 0.5), 0.0])
-    best = optimize.minimize(nll, start, method="Nelder-Mead",
-                             options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 20000})
+    best = optimize.minimize(
+        nll, start, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 20000}
+    )
     return -float(best.fun)
 
 
@@ -127,14 +134,13 @@ def test_treat_against_scipy_boundary_fits(small_fit) -> None:
         r = 1.0 / plain.nb_dispersion[g]
         ll_full = _boundary_loglik(y[:, g], x, res.size_factors, r, None)
         b = plain.coef_mle[g]
-        near = 2 * (ll_full - _boundary_loglik(y[:, g], x, res.size_factors, r,
-                                               np.sign(b) * tau))
-        far = 2 * (ll_full - _boundary_loglik(y[:, g], x, res.size_factors, r,
-                                              -np.sign(b) * tau))
+        near = 2 * (ll_full - _boundary_loglik(y[:, g], x, res.size_factors, r, np.sign(b) * tau))
+        far = 2 * (ll_full - _boundary_loglik(y[:, g], x, res.size_factors, r, -np.sign(b) * tau))
         s2, df2 = plain.ql_dispersion[g], plain.df_residual[g]
         sign = 1.0 if abs(b) > tau else -1.0
-        want = (stats.t.sf(sign * np.sqrt(max(near, 0) / s2), df2)
-                + stats.t.sf(np.sqrt(max(far, 0) / s2), df2))
+        want = stats.t.sf(sign * np.sqrt(max(near, 0) / s2), df2) + stats.t.sf(
+            np.sqrt(max(far, 0) / s2), df2
+        )
         assert treat.pval[g] == pytest.approx(want, rel=1e-6)
     # TREAT never rejects more easily than the plain test.
     assert np.all(treat.pval >= plain.pval - 1e-12)
@@ -149,12 +155,15 @@ def test_treat_tiny_threshold_is_the_plain_test(small_fit) -> None:
     np.testing.assert_array_equal(zero.pval, plain.pval)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"lfc_threshold": -1.0}, "must be a finite number >= 0"),
-    ({"lfc_threshold": float("nan")}, "must be a finite number >= 0"),
-    ({"alt_hypothesis": "twoSided"}, "`alt_hypothesis` must be one of"),
-    ({"alt_hypothesis": "lessAbs"}, "needs `lfc_threshold` > 0, but 0 was given"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lfc_threshold": -1.0}, "must be a finite number >= 0"),
+        ({"lfc_threshold": float("nan")}, "must be a finite number >= 0"),
+        ({"alt_hypothesis": "twoSided"}, "`alt_hypothesis` must be one of"),
+        ({"alt_hypothesis": "lessAbs"}, "needs `lfc_threshold` > 0, but 0 was given"),
+    ],
+)
 def test_option_errors(small_fit, kwargs: dict, match: str) -> None:
     _, res = small_fit
     with pytest.raises(ValueError, match=match):
@@ -181,7 +190,8 @@ def test_separated_feature_warns(small_fit) -> None:
     assert np.isfinite(de.pval[1:]).all()
     # Without the data the plain test already leaves it untested; the threshold keeps that.
     with pytest.warns(UserWarning, match="they get NaN p-values; pass the fit's data"):
-        de = bg.de.wald(replace(fit, data=None), coef=1, lfc_threshold=1.0,
-                        alt_hypothesis="greater")
+        de = bg.de.wald(
+            replace(fit, data=None), coef=1, lfc_threshold=1.0, alt_hypothesis="greater"
+        )
     assert np.isnan(de.pval[0])
     assert np.isfinite(de.pval[1:]).all()

@@ -23,8 +23,10 @@ def _cells(seed: int = 0, n: int = 240, f: int = 12) -> ad.AnnData:
     mu[group == "T", :3] *= 5.0
     mu[group == "NK", 3:5] *= 0.2
     y = rng.negative_binomial(3, 3 / (3 + mu)).astype(np.float32)
-    obs = pd.DataFrame({"leiden": pd.Categorical(group, categories=["B", "NK", "T", "mono"])},
-                       index=[f"c{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {"leiden": pd.Categorical(group, categories=["B", "NK", "T", "mono"])},
+        index=[f"c{i}" for i in range(n)],
+    )
     adata = ad.AnnData(y, obs=obs)
     adata.var_names = [f"gene{j}" for j in range(f)]
     return adata
@@ -40,8 +42,7 @@ def _profile_nb(y: np.ndarray, groups: list[np.ndarray]) -> tuple[float, float]:
         r = np.exp(log_r)
         return -stats.nbinom.logpmf(y, r, r / (r + mu)).sum()
 
-    opt = optimize.minimize_scalar(nll, bounds=(-5, 10), method="bounded",
-                                   options={"xatol": 1e-10})
+    opt = optimize.minimize_scalar(nll, bounds=(-5, 10), method="bounded", options={"xatol": 1e-10})
     return -opt.fun, float(np.exp(-opt.x))
 
 
@@ -49,8 +50,7 @@ def _profile_nb(y: np.ndarray, groups: list[np.ndarray]) -> tuple[float, float]:
 def test_wald_markers_match_closed_form_group_means(reference):
     adata = _cells()
     y = np.asarray(adata.X, dtype=float)
-    bg.tl.rank_genes_groups(adata, "leiden", reference=reference,
-                            size_factors=np.ones(adata.n_obs))
+    bg.tl.rank_genes_groups(adata, "leiden", reference=reference, size_factors=np.ones(adata.n_obs))
     levels = ["B", "NK", "T", "mono"]
     ranked = [g for g in levels if g != reference]
     uns = adata.uns["rank_genes_groups"]
@@ -64,13 +64,13 @@ def test_wald_markers_match_closed_form_group_means(reference):
                 idx = [labels == g, labels != g]
             else:
                 idx = [labels == g, labels == reference] + [
-                    labels == h for h in levels if h not in (g, reference)]
+                    labels == h for h in levels if h not in (g, reference)
+                ]
             _, alpha = _profile_nb(y[:, gene], idx)
             m = np.array([y[i, gene].mean() for i in idx[:2]])
             v = (1 / m + alpha) / np.array([i.sum() for i in idx[:2]])
             est, se = np.log(m[0] / m[1]), np.sqrt(v.sum())
-            row = sc.get.rank_genes_groups_df(adata, group=g).set_index("names").loc[
-                f"gene{gene}"]
+            row = sc.get.rank_genes_groups_df(adata, group=g).set_index("names").loc[f"gene{gene}"]
             assert row["logfoldchanges"] == pytest.approx(est / np.log(2), rel=1e-5)
             assert row["scores"] == pytest.approx(est / se, rel=1e-3)
             assert row["pvals"] == pytest.approx(2 * stats.norm.sf(abs(est / se)), rel=1e-2)
@@ -79,15 +79,25 @@ def test_wald_markers_match_closed_form_group_means(reference):
 def test_lrt_markers_match_profile_likelihood_ratio():
     adata = _cells(seed=1)
     y = np.asarray(adata.X, dtype=float)
-    bg.tl.rank_genes_groups(adata, "leiden", reference="B", method="lrt",
-                            size_factors=np.ones(adata.n_obs), key_added="lrt")
+    bg.tl.rank_genes_groups(
+        adata,
+        "leiden",
+        reference="B",
+        method="lrt",
+        size_factors=np.ones(adata.n_obs),
+        key_added="lrt",
+    )
     labels = adata.obs["leiden"].to_numpy()
     for gene in (1, 7):
         full, _ = _profile_nb(y[:, gene], [labels == g for g in ["B", "NK", "T", "mono"]])
-        reduced, _ = _profile_nb(y[:, gene], [np.isin(labels, ["B", "T"]), labels == "NK",
-                                              labels == "mono"])
-        row = sc.get.rank_genes_groups_df(adata, group="T", key="lrt").set_index("names").loc[
-            f"gene{gene}"]
+        reduced, _ = _profile_nb(
+            y[:, gene], [np.isin(labels, ["B", "T"]), labels == "NK", labels == "mono"]
+        )
+        row = (
+            sc.get.rank_genes_groups_df(adata, group="T", key="lrt")
+            .set_index("names")
+            .loc[f"gene{gene}"]
+        )
         stat = 2 * (full - reduced)
         assert row["scores"] ** 2 == pytest.approx(stat, rel=1e-4)
         assert row["pvals"] == pytest.approx(stats.chi2.sf(stat, 1), rel=1e-3)
@@ -110,9 +120,9 @@ def test_groups_of_zeros_give_infinite_fold_changes_and_lrt_scores(method):
     adata = _cells(seed=7)
     x = np.asarray(adata.X, dtype=float).copy()
     labels = adata.obs["leiden"].to_numpy()
-    x[labels != "T", 6] = 0.0          # a perfect marker of T
+    x[labels != "T", 6] = 0.0  # a perfect marker of T
     x[labels == "T", 6] += 3.0
-    x[labels == "NK", 7] = 0.0         # absent from NK only
+    x[labels == "NK", 7] = 0.0  # absent from NK only
     adata.X = x
     bg.tl.rank_genes_groups(adata, "leiden", method=method)
     t = sc.get.rank_genes_groups_df(adata, group="T")
@@ -128,16 +138,21 @@ def test_groups_of_zeros_give_infinite_fold_changes_and_lrt_scores(method):
     vs_nk = sc.get.rank_genes_groups_df(adata, group="B", key="ref").set_index("names")
     assert vs_nk.loc["gene7", "logfoldchanges"] == np.inf
     assert vs_nk.loc["gene7", "pvals"] < 1e-10
-    assert np.isnan(vs_nk.loc["gene6", "logfoldchanges"])   # zeros in both groups
+    assert np.isnan(vs_nk.loc["gene6", "logfoldchanges"])  # zeros in both groups
 
 
 def test_scanpy_layout_sorting_and_plots():
     adata = _cells(seed=2)
     bg.tl.rank_genes_groups(adata, "leiden", n_genes=5)
     uns = adata.uns["rank_genes_groups"]
-    assert uns["params"] == {"groupby": "leiden", "reference": "rest", "method": "batchglm_wald",
-                             "use_raw": False, "layer": None,
-                             "corr_method": "benjamini-hochberg"}
+    assert uns["params"] == {
+        "groupby": "leiden",
+        "reference": "rest",
+        "method": "batchglm_wald",
+        "use_raw": False,
+        "layer": None,
+        "corr_method": "benjamini-hochberg",
+    }
     for field in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj"):
         assert uns[field].shape == (5,)
     scores = pd.DataFrame(uns["scores"])
@@ -161,8 +176,11 @@ def test_integer_coded_groups_are_levels():
     assert list(adata.uns["rank_genes_groups"]["names"].dtype.names) == ["2", "3", "4"]
     y = np.asarray(adata.X, dtype=float)[:, 0]
     code = adata.obs["code"].to_numpy()
-    lfc = sc.get.rank_genes_groups_df(adata, group="3").set_index("names").loc[
-        "gene0", "logfoldchanges"]
+    lfc = (
+        sc.get.rank_genes_groups_df(adata, group="3")
+        .set_index("names")
+        .loc["gene0", "logfoldchanges"]
+    )
     assert lfc == pytest.approx(np.log2(y[code == 3].mean() / y[code == 1].mean()), rel=1e-5)
 
 
@@ -207,12 +225,28 @@ def _donor_cells(seed: int = 4) -> ad.AnnData:
 def test_per_group_pseudobulk_matches_statsmodels_nb():
     adata = _donor_cells()
     with pytest.warns(UserWarning, match="group 'rare' of 'cell_type' was not tested"):
-        table = bg.tl.test_per_group(adata, "cell_type", "~ condition", pseudobulk_by="donor",
-                                     coef="condition[T.trt]", dispersion="mle")
-    assert list(table.columns[:9]) == ["group", "feature", "baseMean", "log2FoldChange",
-                                       "lfcSE", "stat", "pvalue", "padj", "status"]
-    np.testing.assert_allclose(table["stat"], table["log2FoldChange"] / table["lfcSE"],
-                               rtol=1e-8)  # a signed z, as bg.de.wald's table
+        table = bg.tl.test_per_group(
+            adata,
+            "cell_type",
+            "~ condition",
+            pseudobulk_by="donor",
+            coef="condition[T.trt]",
+            dispersion="mle",
+        )
+    assert list(table.columns[:9]) == [
+        "group",
+        "feature",
+        "baseMean",
+        "log2FoldChange",
+        "lfcSE",
+        "stat",
+        "pvalue",
+        "padj",
+        "status",
+    ]
+    np.testing.assert_allclose(
+        table["stat"], table["log2FoldChange"] / table["lfcSE"], rtol=1e-8
+    )  # a signed z, as bg.de.wald's table
     assert sorted(table["group"].unique()) == ["Bcell", "Tcell"]
     pb = bg.pseudobulk(adata, "donor", "cell_type")
     sub = pb[(pb.obs["cell_type"] == "Tcell").to_numpy()]
@@ -223,8 +257,12 @@ def test_per_group_pseudobulk_matches_statsmodels_nb():
     for gene in (0, 2, 4):
         start = sm.GLM(y[:, gene], x, family=sm.families.Poisson(), offset=np.log(sf)).fit()
         ref = sm.NegativeBinomial(y[:, gene], x, offset=np.log(sf)).fit(
-            start_params=np.append(start.params, 0.1), method="newton", maxiter=200, disp=0,
-            tol=1e-12)
+            start_params=np.append(start.params, 0.1),
+            method="newton",
+            maxiter=200,
+            disp=0,
+            tol=1e-12,
+        )
         assert ref.mle_retvals["converged"]
         row = t.loc[f"gene{gene}"]
         assert row["log2FoldChange"] == pytest.approx(ref.params[1] / np.log(2), rel=1e-5)
@@ -238,10 +276,19 @@ def test_per_group_errors():
     with pytest.raises(ValueError, match="give `coef` or `contrast`"):
         bg.tl.test_per_group(adata, "cell_type", "~ condition", pseudobulk_by="donor")
     with pytest.raises(ValueError, match="`size_factors` must name a method"):
-        bg.tl.test_per_group(adata, "cell_type", "~ condition", pseudobulk_by="donor",
-                             coef="condition[T.trt]", size_factors=np.ones(3))
+        bg.tl.test_per_group(
+            adata,
+            "cell_type",
+            "~ condition",
+            pseudobulk_by="donor",
+            coef="condition[T.trt]",
+            size_factors=np.ones(3),
+        )
     only_ctl = adata[(adata.obs["condition"] == "ctl").to_numpy()].copy()
-    with pytest.warns(UserWarning, match="was not tested"), pytest.raises(
-            ValueError, match="no group of 'cell_type' could be tested"):
-        bg.tl.test_per_group(only_ctl, "cell_type", "~ condition", pseudobulk_by="donor",
-                             coef="condition[T.trt]")
+    with (
+        pytest.warns(UserWarning, match="was not tested"),
+        pytest.raises(ValueError, match="no group of 'cell_type' could be tested"),
+    ):
+        bg.tl.test_per_group(
+            only_ctl, "cell_type", "~ condition", pseudobulk_by="donor", coef="condition[T.trt]"
+        )

@@ -78,6 +78,7 @@ def test_errors():
         tmm_norm_factors(bad)
     empty = y.copy()
     empty[4] = 0
-    with pytest.raises(ValueError, match="positive total count in every observation, but "
-                       "observation 4"):
+    with pytest.raises(
+        ValueError, match="positive total count in every observation, but observation 4"
+    ):
         tmm_size_factors(empty)

@@ -68,8 +68,11 @@ def _assert_rescaled(ref: bg.FitResult, got: bg.FitResult, model: str, j: int, c
     for part in ("loc", "scale") if ref.coef_scale.shape[1] else ("loc",):
         np.testing.assert_allclose(_pvals(got, part), _pvals(ref, part), rtol=1e-8, atol=1e-12)
     # A joint (2-df) Wald test solves with the whole covariance block.
-    np.testing.assert_allclose(np.asarray(bg.de.wald(got, coef=[1, 2]).pval),
-                               np.asarray(bg.de.wald(ref, coef=[1, 2]).pval), rtol=1e-8)
+    np.testing.assert_allclose(
+        np.asarray(bg.de.wald(got, coef=[1, 2]).pval),
+        np.asarray(bg.de.wald(ref, coef=[1, 2]).pval),
+        rtol=1e-8,
+    )
 
 
 # --- linear algebra --------------------------------------------------------------------
@@ -124,8 +127,11 @@ def test_least_squares_keeps_columns_of_any_units():
     a = rng.normal(size=(30, 4)) * SCALES
     truth = rng.normal(size=4) / SCALES
     np.testing.assert_allclose(lstsq_columns(a, a @ truth), truth, rtol=1e-9)
-    np.testing.assert_allclose(lstsq_columns(a, np.column_stack([a @ truth, 2 * a @ truth])),
-                               np.column_stack([truth, 2 * truth]), rtol=1e-9)
+    np.testing.assert_allclose(
+        lstsq_columns(a, np.column_stack([a @ truth, 2 * a @ truth])),
+        np.column_stack([truth, 2 * truth]),
+        rtol=1e-9,
+    )
 
 
 # --- negative binomial -----------------------------------------------------------------
@@ -237,8 +243,9 @@ def shrink():
     n, g = 16, 40
     depth = rng.uniform(0.2, 1.0, n)
     treated = np.repeat([0.0, 1.0], n // 2)
-    mu = np.exp(rng.uniform(1, 6, g) + np.outer(depth, rng.normal(0, 0.5, g))
-                + 0.4 * treated[:, None])
+    mu = np.exp(
+        rng.uniform(1, 6, g) + np.outer(depth, rng.normal(0, 0.5, g)) + 0.4 * treated[:, None]
+    )
     y = rng.negative_binomial(5, 5 / (5 + mu)).astype(float)
     x = np.column_stack([np.ones(n), depth, treated])
     return x, y, _shared_info_pvals(x, y)

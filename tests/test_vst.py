@@ -18,7 +18,8 @@ def test_closed_form_points_and_defining_properties():
     assert vst_parametric(0.0, a0, a1) == pytest.approx(np.log2(3.0 / 0.2), rel=1e-14)
     # By hand at q = 10: 1 + a1 + 2 a0 q = 4, a0 q (1 + a1 + a0 q) = 0.5 * 3.5 = 1.75.
     assert vst_parametric(10.0, a0, a1) == pytest.approx(
-        np.log2((4.0 + 2.0 * np.sqrt(1.75)) / 0.2), rel=1e-14)
+        np.log2((4.0 + 2.0 * np.sqrt(1.75)) / 0.2), rel=1e-14
+    )
     # Its derivative (natural log units) is sqrt(a0) / sd(q) with var = q + alpha(q) q^2 ...
     q = np.array([0.5, 3.0, 40.0, 900.0])
     h = 1e-5 * q
@@ -63,7 +64,8 @@ def test_fit_vst_and_normalized_counts():
     out = res.vst(data)
     trend = bg.dispersion.estimate_dispersions(data, res).trend_fit
     np.testing.assert_allclose(
-        out.to_numpy(), vst_parametric(data.to_numpy() / sf[:, None], *trend.coef), rtol=1e-12)
+        out.to_numpy(), vst_parametric(data.to_numpy() / sf[:, None], *trend.coef), rtol=1e-12
+    )
     norm = res.normalized_counts(data)
     np.testing.assert_allclose(norm.to_numpy(), data.to_numpy() / sf[:, None], rtol=1e-15)
     sp = normalized_counts(sparse.csr_array(data.to_numpy()), sf)

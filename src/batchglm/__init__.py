@@ -35,6 +35,7 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"batchglm.{name}")
     raise AttributeError(f"module 'batchglm' has no attribute {name!r}")
 
+
 __all__ = [
     "ConvergenceWarning",
     "FitResult",

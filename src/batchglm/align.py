@@ -156,11 +156,13 @@ def positions(
     extra = given[~given.isin(target)]
     parts = []
     if len(missing):
-        parts.append(f"lacks {_count(len(missing), axis)} of {target_what} "
-                     f"(e.g. {_examples(missing)})")
+        parts.append(
+            f"lacks {_count(len(missing), axis)} of {target_what} (e.g. {_examples(missing)})"
+        )
     if len(extra):
-        parts.append(f"has {_count(len(extra), axis)} that {target_what} lacks "
-                     f"(e.g. {_examples(extra)})")
+        parts.append(
+            f"has {_count(len(extra), axis)} that {target_what} lacks (e.g. {_examples(extra)})"
+        )
     fix = hint or (
         "select its rows by name (e.g. obs.loc[counts.index]), or pass it without names (a "
         "numpy array) to pair by position"
@@ -245,19 +247,31 @@ def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
         layer = cast("str | None", res.settings.get("layer"))
     d = data if isinstance(data, Data) else as_data(data, layer=layer, warn_duplicates=False)
     want = (len(res.obs_names), len(res.feature_names))
-    named = [not is_default(d.obs_names, "observation")
-             and not is_default(res.obs_names, "observation"),
-             not is_default(d.feature_names, "feature")
-             and not is_default(res.feature_names, "feature")]
+    named = [
+        not is_default(d.obs_names, "observation") and not is_default(res.obs_names, "observation"),
+        not is_default(d.feature_names, "feature") and not is_default(res.feature_names, "feature"),
+    ]
     if d.shape != want and not all(named):
         # Names, where both sides have them, say more than the shape (checked below).
         raise ValueError(
             f"`data` must be the data of the fit, shape {want}, but its shape is {d.shape}."
         )
-    rows = positions(res.obs_names, d.obs_names, what="`data`", target_what="the fit",
-                     axis="observation", hint="pass the data the fit was made on")
-    cols = positions(res.feature_names, d.feature_names, what="`data`", target_what="the fit",
-                     axis="feature", hint="pass the data the fit was made on")
+    rows = positions(
+        res.obs_names,
+        d.obs_names,
+        what="`data`",
+        target_what="the fit",
+        axis="observation",
+        hint="pass the data the fit was made on",
+    )
+    cols = positions(
+        res.feature_names,
+        d.feature_names,
+        what="`data`",
+        target_what="the fit",
+        axis="feature",
+        hint="pass the data the fit was made on",
+    )
     d = d.reorder(rows, cols)
     # Matched or positional: from here on the data carry the fit's names (an unnamed array
     # must not turn the fit's gene names into feature0, feature1, ...).
@@ -283,8 +297,9 @@ def warn_duplicates(names: pd.Index, axis: str, source: str) -> None:
     if source == "AnnData":
         fix = f"call adata.{_fix(axis)}() before fitting"
     else:
-        fix = "give the DataFrame unique " + ("column names" if axis == "feature" else
-                                              "index labels")
+        fix = "give the DataFrame unique " + (
+            "column names" if axis == "feature" else "index labels"
+        )
     warnings.warn(
         f"`data` has {n_rows} {axis}s sharing {len(dup)} name(s), e.g. {_examples(dup)}; "
         f"results keep these names, so look-ups and matching by them are refused; {fix}.",
@@ -319,8 +334,9 @@ def name_position(names: pd.Index, name: str, axis: str) -> int:
     """
     hits = np.flatnonzero(names == name)
     if hits.size == 0:
-        raise KeyError(f"{axis} {name!r} is not in the fit; its {axis}s are e.g. "
-                       f"{_examples(names)}.")
+        raise KeyError(
+            f"{axis} {name!r} is not in the fit; its {axis}s are e.g. {_examples(names)}."
+        )
     if hits.size > 1:
         raise ValueError(
             f"{axis} name {name!r} is ambiguous: it names {hits.size} {axis}s (positions "
@@ -359,17 +375,18 @@ def align_inputs(
     ValueError
         As :func:`positions`, naming the input that does not match.
     """
+
     def rows(value: Any, what: str) -> Any:
-        return align_rows(value, d.obs_names, what=what, target_what="`data`",
-                          axis="observation")
+        return align_rows(value, d.obs_names, what=what, target_what="`data`", axis="observation")
 
     return (
         d.obs if obs is None else rows(obs, "`obs`"),
         rows(design_loc, "`design_loc`"),
         rows(design_scale, "`design_scale`"),
         rows(size_factors, "`size_factors`"),
-        align_rows(fixed_scale, d.feature_names, what="`fixed_scale`", target_what="`data`",
-                   axis="feature"),
+        align_rows(
+            fixed_scale, d.feature_names, what="`fixed_scale`", target_what="`data`", axis="feature"
+        ),
     )
 
 

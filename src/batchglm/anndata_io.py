@@ -159,8 +159,7 @@ def read_backed(
         root = h5py.File(p, "r")
     else:
         raise ValueError(
-            f"`data` must be an existing .h5ad file or .zarr store, but {str(path)!r} is "
-            "neither."
+            f"`data` must be an existing .h5ad file or .zarr store, but {str(path)!r} is neither."
         )
     key = "X" if layer is None else f"layers/{layer}"
     layers = list(root["layers"].keys()) if "layers" in root else []
@@ -174,8 +173,9 @@ def read_backed(
     matrix = sparse_dataset(elem) if encoding in ("csr_matrix", "csc_matrix") else elem
     obs = read_elem(root["obs"])
     var = read_elem(root["var"])
-    values = feature_blocked(matrix, memory_budget=memory_budget, tmp_dir=tmp_dir,
-                             progress=progress)
+    values = feature_blocked(
+        matrix, memory_budget=memory_budget, tmp_dir=tmp_dir, progress=progress
+    )
     if getattr(values, "source", None) is None and hasattr(root, "close"):
         root.close()  # everything is read; a CSC store read on demand keeps the file open
     return Data(

@@ -95,8 +95,9 @@ _SHOW = threading.local()
 def _row_blocks(values: Any, fmt: str | None, n_obs: int, n_feat: int) -> Any:
     """Observation slices with about the same number of entries each (with a bar if asked)."""
     spans = _row_spans(values, fmt, n_obs, n_feat)
-    return tqdm(spans, disable=not getattr(_SHOW, "on", False), unit="row block",
-                desc="batchglm.read")
+    return tqdm(
+        spans, disable=not getattr(_SHOW, "on", False), unit="row block", desc="batchglm.read"
+    )
 
 
 def _row_spans(values: Any, fmt: str | None, n_obs: int, n_feat: int) -> list[slice]:
@@ -179,11 +180,20 @@ class FeatureBlockStore:
         FeatureBlockStore
             The same files, read in the new order.
         """
-        rows = self.obs_order if obs is None else (
-            np.asarray(obs, dtype=np.intp) if self.obs_order is None else self.obs_order[obs])
-        cols = self.feature_order if features is None else (
-            np.asarray(features, dtype=np.intp) if self.feature_order is None
-            else self.feature_order[features])
+        rows = (
+            self.obs_order
+            if obs is None
+            else (np.asarray(obs, dtype=np.intp) if self.obs_order is None else self.obs_order[obs])
+        )
+        cols = (
+            self.feature_order
+            if features is None
+            else (
+                np.asarray(features, dtype=np.intp)
+                if self.feature_order is None
+                else self.feature_order[features]
+            )
+        )
         view = copy.copy(self)
         view.obs_order, view.feature_order = rows, cols
         view.owner = self if self.owner is None else self.owner
@@ -389,7 +399,11 @@ def _make_dir(tmp_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _dense_to_disk(
-    values: Any, fblocks: list[slice], n_obs: int, n_feat: int, dtype: np.dtype[Any],
+    values: Any,
+    fblocks: list[slice],
+    n_obs: int,
+    n_feat: int,
+    dtype: np.dtype[Any],
     tmp_dir: str | os.PathLike[str] | None,
 ) -> FeatureBlockStore:
     directory = _make_dir(tmp_dir)
@@ -412,8 +426,13 @@ def _csr_rows(values: Any, rb: slice) -> sparse.csc_array:
 
 
 def _csr_to_disk(
-    values: Any, fblocks: list[slice], n_obs: int, n_feat: int, dtype: np.dtype[Any],
-    idx: np.dtype[Any], tmp_dir: str | os.PathLike[str] | None,
+    values: Any,
+    fblocks: list[slice],
+    n_obs: int,
+    n_feat: int,
+    dtype: np.dtype[Any],
+    idx: np.dtype[Any],
+    tmp_dir: str | os.PathLike[str] | None,
 ) -> FeatureBlockStore:
     directory = _make_dir(tmp_dir)
     rblocks = _row_blocks(values, "csr", n_obs, n_feat)
@@ -449,10 +468,14 @@ def _csr_to_memory(
     indices = np.empty(int(indptr[-1]), dtype=idx)
     for fb in fblocks:
         width = fb.stop - fb.start
-        vals = np.concatenate([p.data[p.indptr[fb.start]:p.indptr[fb.stop]] for _, p in pieces])
-        rows = np.concatenate([p.indices[p.indptr[fb.start]:p.indptr[fb.stop]] + np.asarray(s, idx)
-                               for s, p in pieces])
-        cnt = np.stack([np.diff(p.indptr[fb.start:fb.stop + 1]) for _, p in pieces])
+        vals = np.concatenate([p.data[p.indptr[fb.start] : p.indptr[fb.stop]] for _, p in pieces])
+        rows = np.concatenate(
+            [
+                p.indices[p.indptr[fb.start] : p.indptr[fb.stop]] + np.asarray(s, idx)
+                for s, p in pieces
+            ]
+        )
+        cnt = np.stack([np.diff(p.indptr[fb.start : fb.stop + 1]) for _, p in pieces])
         col = np.repeat(np.tile(np.arange(width), cnt.shape[0]), cnt.ravel())
         # Row blocks in order: a stable sort by feature leaves each feature's rows sorted.
         order = np.argsort(col, kind="stable")

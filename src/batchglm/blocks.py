@@ -228,8 +228,9 @@ def fold_blocks(
     jobs = min(n_workers(n_jobs), max(len(blocks), 1))
     window = 2 * jobs
     acc = initial
-    bar = tqdm(total=sum(_width(b) for b in blocks), disable=not progress, unit="feature",
-               desc=desc)
+    bar = tqdm(
+        total=sum(_width(b) for b in blocks), disable=not progress, unit="feature", desc=desc
+    )
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             for start in range(0, len(blocks), window):

@@ -70,8 +70,7 @@ def _read_table(path: str, what: str) -> pd.DataFrame:
     sep = _TABLE_SUFFIXES.get(_suffix(p))
     if sep is None:
         raise CliError(
-            f"{what} file {path!r} must be a .csv, .tsv or .txt table (optionally "
-            "compressed)."
+            f"{what} file {path!r} must be a .csv, .tsv or .txt table (optionally compressed)."
         )
     try:
         table = pd.read_csv(p, sep=sep, index_col=0)
@@ -88,8 +87,12 @@ def _read_obs(path: str | None) -> pd.DataFrame | None:
 def _obs_in_order(obs: pd.DataFrame, names: pd.Index, path: str) -> pd.DataFrame:
     """Reorder the obs table to the input's observations, matching them by name."""
     pos = positions(
-        as_names(names), obs.index, what="the obs table", target_what=repr(path),
-        axis="observation", hint="give the obs table one row per observation of the input",
+        as_names(names),
+        obs.index,
+        what="the obs table",
+        target_what=repr(path),
+        axis="observation",
+        hint="give the obs table one row per observation of the input",
     )
     return obs if pos is None else obs.iloc[pos]
 
@@ -283,14 +286,12 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.test not in ("wald", "lrt", "ql"):
         raise CliError(f"--test must be wald, lrt or ql, but {args.test!r} was given.")
     if args.dispersion not in (None, "mle", "map", "ql"):
-        raise CliError(
-            f"--dispersion must be mle, map or ql, but {args.dispersion!r} was given."
-        )
+        raise CliError(f"--dispersion must be mle, map or ql, but {args.dispersion!r} was given.")
     alpha = _number(args.alpha, "--alpha")
     lfc_threshold = _number(args.lfc_threshold, "--lfc-threshold")
     if args.test == "lrt":
         if args.reduced is None:
-            raise CliError("--test lrt needs --reduced, e.g. --reduced \"~ 1\".")
+            raise CliError('--test lrt needs --reduced, e.g. --reduced "~ 1".')
         if args.contrast is not None:
             raise CliError("--test lrt compares --design-loc with --reduced; drop --contrast.")
         if args.coef is not None and len(args.coef) > 1:
@@ -359,7 +360,10 @@ def cmd_test(args: argparse.Namespace) -> None:
     table = pd.DataFrame(result.summary(sort_by=args.sort_by))
     # The 0.1 column names, kept at the end for scripts that read them (deprecated).
     table["pval"], table["qval"], table["log2fc"] = (
-        table["pvalue"], table["padj"], table["log2FoldChange"])
+        table["pvalue"],
+        table["padj"],
+        table["log2FoldChange"],
+    )
     # The summary goes to stderr when stdout carries the table.
     print(f"batchglm: {result.summary_line()}", file=sys.stderr if to_stdout else sys.stdout)
     if out is None:
@@ -411,16 +415,28 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser, required_loc: bool = True) -> None:
-    p.add_argument("--design-loc", required=required_loc,
-                   help='location formula, e.g. "~ 1 + condition + replicate"')
-    p.add_argument("--design-scale", default=None,
-                   help='scale formula (default: "~ 1", intercept only)')
-    p.add_argument("--constraints-loc", action="append", metavar="SPEC",
-                   help='JSON dict of nested factors, e.g. \'{"replicate": "condition"}\', '
-                        "a JSON list of equations, or one equation per flag, e.g. "
-                        '"replicate[T.r2] + replicate[T.r3] = 0"')
-    p.add_argument("--constraints-scale", action="append", metavar="SPEC",
-                   help="as --constraints-loc, for the scale model")
+    p.add_argument(
+        "--design-loc",
+        required=required_loc,
+        help='location formula, e.g. "~ 1 + condition + replicate"',
+    )
+    p.add_argument(
+        "--design-scale", default=None, help='scale formula (default: "~ 1", intercept only)'
+    )
+    p.add_argument(
+        "--constraints-loc",
+        action="append",
+        metavar="SPEC",
+        help='JSON dict of nested factors, e.g. \'{"replicate": "condition"}\', '
+        "a JSON list of equations, or one equation per flag, e.g. "
+        '"replicate[T.r2] + replicate[T.r3] = 0"',
+    )
+    p.add_argument(
+        "--constraints-scale",
+        action="append",
+        metavar="SPEC",
+        help="as --constraints-loc, for the scale model",
+    )
     p.add_argument("--family", default="nb", help="noise model (default: nb)")
 
 
@@ -429,10 +445,13 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--obs", help="CSV/TSV observation table (first column: names)")
     p.add_argument("--layer", help="AnnData layer with the counts (default: X)")
     _add_model_args(p)
-    p.add_argument("--size-factors", metavar="METHOD|COLUMN",
-                   help="median_ratio (DESeq2), poscounts, normed_sum, tmm (edgeR), none, or "
-                        "an obs column with size factors (test: median_ratio for nb/poisson; "
-                        "fit: none)")
+    p.add_argument(
+        "--size-factors",
+        metavar="METHOD|COLUMN",
+        help="median_ratio (DESeq2), poscounts, normed_sum, tmm (edgeR), none, or "
+        "an obs column with size factors (test: median_ratio for nb/poisson; "
+        "fit: none)",
+    )
     p.add_argument("--max-iter", type=int, default=100, help="Newton iterations per feature")
     p.add_argument("--tol", type=float, default=1e-10, help="convergence tolerance")
 
@@ -456,56 +475,103 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p_fit = sub.add_parser("fit", help="fit a GLM per feature",
-                           description="Fit a GLM per feature; write .h5ad or a table.")
+    p_fit = sub.add_parser(
+        "fit",
+        help="fit a GLM per feature",
+        description="Fit a GLM per feature; write .h5ad or a table.",
+    )
     _add_fit_args(p_fit)
     p_fit.add_argument("--key-added", default="batchglm", help="prefix of the .h5ad keys")
-    p_fit.add_argument("--out", required=True,
-                       help=".h5ad (the input with the fit added) or .csv/.tsv table")
+    p_fit.add_argument(
+        "--out", required=True, help=".h5ad (the input with the fit added) or .csv/.tsv table"
+    )
     p_fit.set_defaults(func=cmd_fit)
 
     p_test = sub.add_parser(
-        "test", help="differential test per feature (DESeq2-style pipeline)",
+        "test",
+        help="differential test per feature (DESeq2-style pipeline)",
         description="Fit, then test per feature as DESeq2 (size factors, MAP dispersions, "
-                    "Wald test, Cook's outliers, independent filtering) or edgeR (--test ql). "
-                    "Prints one summary line; --out - writes the table to stdout (the "
-                    "summary line then goes to stderr).")
+        "Wald test, Cook's outliers, independent filtering) or edgeR (--test ql). "
+        "Prints one summary line; --out - writes the table to stdout (the "
+        "summary line then goes to stderr).",
+    )
     _add_fit_args(p_test)
-    p_test.add_argument("--coef", action="append",
-                        help='coefficient to test, e.g. "condition[T.treated]" (repeat for '
-                             "a joint test; with --test lrt: the effect to report)")
-    p_test.add_argument("--contrast", nargs=3, metavar=("FACTOR", "LEVEL", "REFERENCE"),
-                        help="compare two levels of a factor")
-    p_test.add_argument("--model", choices=["loc", "scale"], default="loc",
-                        help="model whose coefficients are tested")
-    p_test.add_argument("--test", default="wald", metavar="{wald,lrt,ql}",
-                        help="wald (default, DESeq2), lrt (against --reduced) or ql "
-                             "(quasi-likelihood F test, edgeR)")
-    p_test.add_argument("--reduced", metavar="FORMULA",
-                        help='reduced location formula for --test lrt, e.g. "~ 1"')
-    p_test.add_argument("--dispersion", default=None, metavar="{mle,map,ql}",
-                        help="NB dispersions: map (default for wald/lrt, DESeq2), mle (per "
-                             "feature; default for other families and --model scale) or ql")
-    p_test.add_argument("--cooks-cutoff", default="default", metavar="FLOAT|none",
-                        help="Cook's distance cutoff for count outliers (default: DESeq2's "
-                             "F(0.99; p, n - p) quantile; none: off)")
-    p_test.add_argument("--no-independent-filtering", action="store_true",
-                        help="adjust all p-values (default: filter low baseMean as DESeq2)")
-    p_test.add_argument("--alpha", default="0.1",
-                        help="FDR for independent filtering and the summary (default 0.1)")
-    p_test.add_argument("--lfc-threshold", default="0",
-                        help="test |log2FoldChange| > this (log2 units; Wald, default 0)")
-    p_test.add_argument("--sort-by", metavar="COLUMN",
-                        help="sort the table by this column, e.g. pvalue (default: input order)")
-    p_test.add_argument("--out", required=True,
-                        help=".csv/.tsv with one row per feature (baseMean, log2FoldChange, lfcSE, "
-                        "stat, pvalue, padj, status, maxCooks, ...), or - for stdout (CSV)")
+    p_test.add_argument(
+        "--coef",
+        action="append",
+        help='coefficient to test, e.g. "condition[T.treated]" (repeat for '
+        "a joint test; with --test lrt: the effect to report)",
+    )
+    p_test.add_argument(
+        "--contrast",
+        nargs=3,
+        metavar=("FACTOR", "LEVEL", "REFERENCE"),
+        help="compare two levels of a factor",
+    )
+    p_test.add_argument(
+        "--model",
+        choices=["loc", "scale"],
+        default="loc",
+        help="model whose coefficients are tested",
+    )
+    p_test.add_argument(
+        "--test",
+        default="wald",
+        metavar="{wald,lrt,ql}",
+        help="wald (default, DESeq2), lrt (against --reduced) or ql "
+        "(quasi-likelihood F test, edgeR)",
+    )
+    p_test.add_argument(
+        "--reduced", metavar="FORMULA", help='reduced location formula for --test lrt, e.g. "~ 1"'
+    )
+    p_test.add_argument(
+        "--dispersion",
+        default=None,
+        metavar="{mle,map,ql}",
+        help="NB dispersions: map (default for wald/lrt, DESeq2), mle (per "
+        "feature; default for other families and --model scale) or ql",
+    )
+    p_test.add_argument(
+        "--cooks-cutoff",
+        default="default",
+        metavar="FLOAT|none",
+        help="Cook's distance cutoff for count outliers (default: DESeq2's "
+        "F(0.99; p, n - p) quantile; none: off)",
+    )
+    p_test.add_argument(
+        "--no-independent-filtering",
+        action="store_true",
+        help="adjust all p-values (default: filter low baseMean as DESeq2)",
+    )
+    p_test.add_argument(
+        "--alpha", default="0.1", help="FDR for independent filtering and the summary (default 0.1)"
+    )
+    p_test.add_argument(
+        "--lfc-threshold",
+        default="0",
+        help="test |log2FoldChange| > this (log2 units; Wald, default 0)",
+    )
+    p_test.add_argument(
+        "--sort-by",
+        metavar="COLUMN",
+        help="sort the table by this column, e.g. pvalue (default: input order)",
+    )
+    p_test.add_argument(
+        "--out",
+        required=True,
+        help=".csv/.tsv with one row per feature (baseMean, log2FoldChange, lfcSE, "
+        "stat, pvalue, padj, status, maxCooks, ...), or - for stdout (CSV)",
+    )
     p_test.set_defaults(func=cmd_test)
 
-    p_sim = sub.add_parser("simulate", help="simulate data with known parameters",
-                           description="Simulate counts for the observations of --obs.")
-    p_sim.add_argument("--obs", required=True,
-                       help="CSV/TSV observation table (first column: names)")
+    p_sim = sub.add_parser(
+        "simulate",
+        help="simulate data with known parameters",
+        description="Simulate counts for the observations of --obs.",
+    )
+    p_sim.add_argument(
+        "--obs", required=True, help="CSV/TSV observation table (first column: names)"
+    )
     _add_model_args(p_sim)
     p_sim.add_argument("--n-features", type=int, default=100, help="features to simulate")
     p_sim.add_argument("--seed", type=int, default=None, help="random seed")
@@ -542,8 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="batchglm: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="batchglm: %(message)s"
+    )
     try:
         with warnings.catch_warnings():
             # One line per warning, like the errors, instead of a file name and source line.
@@ -558,8 +625,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - one line instead of a traceback, as promised
         if args.debug:
             raise
-        print(f"batchglm: error: {type(err).__name__}: {err} (rerun with --debug for "
-              "the traceback)", file=sys.stderr)
+        print(
+            f"batchglm: error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

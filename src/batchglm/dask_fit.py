@@ -136,7 +136,12 @@ def _fit_packed(
         theta, cov, loglik, n_iter, status = fit_block(problem, y, options)
     n = y.shape[1]
     return np.concatenate(
-        [loglik[:, None], n_iter[:, None].astype(np.float64), status[:, None].astype(np.float64),
-         theta, cov.reshape(n, -1)],
+        [
+            loglik[:, None],
+            n_iter[:, None].astype(np.float64),
+            status[:, None].astype(np.float64),
+            theta,
+            cov.reshape(n, -1),
+        ],
         axis=1,
     )

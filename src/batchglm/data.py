@@ -98,9 +98,7 @@ class Data:
             return sparse.csc_array(part)
         return np.asarray(part)
 
-    def reorder(
-        self, obs: NDArray[np.intp] | None, features: NDArray[np.intp] | None
-    ) -> Data:
+    def reorder(self, obs: NDArray[np.intp] | None, features: NDArray[np.intp] | None) -> Data:
         """Take observations and features in another order.
 
         Parameters

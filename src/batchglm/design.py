@@ -188,7 +188,11 @@ def build_design(
         matrix_form = cast("ArrayLike | None", constraints)
         c = constraint_matrix(matrix_form, matrix.shape[1], f"constraints_{which}")
     out = Design(
-        matrix, names, c, formula=formula, constraint_spec=spec,
+        matrix,
+        names,
+        c,
+        formula=formula,
+        constraint_spec=spec,
         obs=table if formula is not None else None,
     )
     if check:

@@ -198,10 +198,15 @@ def fit(
         from batchglm.mixed.fit import fit_mixed, mixed_grouping
 
         grouping = mixed_grouping(random_effects, obs, n_obs, loc, fam.name, fixed_b is not None)
-        return fit_mixed(d, problem, grouping, options, blocks.block_size(n_obs, chunk_size),
-                         blocks.n_workers(n_jobs),
-                         {"max_iter": max_iter, "tol": tol, "fixed_scale": False,
-                          "layer": layer})
+        return fit_mixed(
+            d,
+            problem,
+            grouping,
+            options,
+            blocks.block_size(n_obs, chunk_size),
+            blocks.n_workers(n_jobs),
+            {"max_iter": max_iter, "tol": tol, "fixed_scale": False, "layer": layer},
+        )
     k = problem.n_params
     theta = np.zeros((n_feat, k))
     cov = np.full((n_feat, k, k), np.nan)
@@ -218,8 +223,13 @@ def fit(
         raise ValueError("`fixed_scale` is not supported for dask input; compute the data first.")
     show = blocks.show_progress(progress, n_obs, n_feat)
     started = time.perf_counter()
-    logger.info("fitting %d features x %d observations (%s, %d free parameters each)",
-                n_feat, n_obs, fam.name, k)
+    logger.info(
+        "fitting %d features x %d observations (%s, %d free parameters each)",
+        n_feat,
+        n_obs,
+        fam.name,
+        k,
+    )
 
     def run(sl: slice) -> None:
         y = d.block(sl)
@@ -231,18 +241,26 @@ def fit(
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
 
     if d.kind == "dask":
-        with threadpool_limits(limits=1, user_api="blas"), tqdm(
-            total=n_feat, disable=not show, unit="feature", desc="batchglm.fit"
-        ) as bar:
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            tqdm(total=n_feat, disable=not show, unit="feature", desc="batchglm.fit") as bar,
+        ):
             theta, cov, loglik, n_iter, status = fit_dask(
                 d.values, problem, options, _fit_block, fam.validate, chunk
             )
             bar.update(n_feat)
     else:
-        blocks.map_blocks(run, blocks.feature_blocks(n_feat, chunk), n_jobs=jobs,
-                          progress=show, desc="batchglm.fit")
-    counts = {Status(int(c)).label: int(k) for c, k in zip(*np.unique(status, return_counts=True),
-                                                            strict=True)}
+        blocks.map_blocks(
+            run,
+            blocks.feature_blocks(n_feat, chunk),
+            n_jobs=jobs,
+            progress=show,
+            desc="batchglm.fit",
+        )
+    counts = {
+        Status(int(c)).label: int(k)
+        for c, k in zip(*np.unique(status, return_counts=True), strict=True)
+    }
     logger.info("fitted %d features in %.2f s: %s", n_feat, time.perf_counter() - started, counts)
     warn_if_unconverged(status, max_iter)
     return FitResult(
@@ -257,8 +275,12 @@ def fit(
         loglik_values=loglik,
         n_iter_values=n_iter,
         status_codes=status,
-        settings={"max_iter": max_iter, "tol": tol, "fixed_scale": fixed_b is not None,
-                  "layer": layer},
+        settings={
+            "max_iter": max_iter,
+            "tol": tol,
+            "fixed_scale": fixed_b is not None,
+            "layer": layer,
+        },
         data=d,
     )
 

@@ -48,11 +48,10 @@ class AnnotationWarning(UserWarning):
 def _warn(message: str) -> None:
     # Point the warning at the first caller outside batchglm (the user's line).
     level, frame = 1, sys._getframe(0)
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
-        _PACKAGE
-    ):
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
     warnings.warn(message, AnnotationWarning, stacklevel=level)
+
 
 #: ANSI colour codes that formulaic puts around the offending token of a syntax error.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29da\u29db]")
@@ -172,7 +171,8 @@ def _model_matrix(parsed: Formula, obs: pd.DataFrame, which: str, shown: str) ->
     if unknown:
         have = [str(c) for c in obs.columns]
         where = (
-            f"`obs` has columns {have}" if have
+            f"`obs` has columns {have}"
+            if have
             else "no `obs` was given (pass `obs=` or an AnnData, whose .obs is used)"
         )
         raise ValueError(
@@ -185,8 +185,7 @@ def _model_matrix(parsed: Formula, obs: pd.DataFrame, which: str, shown: str) ->
         return model_matrix(parsed, obs, na_action="raise")
     except (FormulaicError, ValueError, TypeError, NameError) as err:
         raise ValueError(
-            f"`{which}` formula {shown!r} could not be evaluated on `obs`: "
-            f"{one_line(str(err))}"
+            f"`{which}` formula {shown!r} could not be evaluated on `obs`: {one_line(str(err))}"
         ) from None
 
 
@@ -318,7 +317,8 @@ def check_encoding(spec: Any, obs: pd.DataFrame, which: str, shown: str) -> None
                 )
         if _is_categorical_kind(state) and len(state[1].get("categories", ())) == 1:
             lost = [
-                str(term) for term, factors in spec.term_factors.items()
+                str(term)
+                for term, factors in spec.term_factors.items()
                 if factor in factors and len(spec.term_indices.get(term, [])) == 0
             ]
             if lost:
@@ -362,7 +362,8 @@ def numeric_uses(formula: str, obs: pd.DataFrame, column: str) -> list[str]:
     spec = _model_matrix(parsed, obs, "design_loc", formula).model_spec
     states = spec.encoder_state
     return sorted(
-        str(factor.expr) for factor, names in spec.factor_variables.items()
+        str(factor.expr)
+        for factor, names in spec.factor_variables.items()
         if column in {str(n) for n in names}
         and not _is_categorical_kind(states.get(str(factor.expr)))
     )
@@ -429,6 +430,7 @@ def nested_pairs(
     list of (str, str)
         Nested pairs, in the order of ``inner`` and then ``outer``.
     """
+
     def factors(names: Iterable[str]) -> list[str]:
         return [v for v in names if v in obs.columns and is_categorical(obs[v])]
 

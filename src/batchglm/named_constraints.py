@@ -108,9 +108,13 @@ def _level_coded(
         levels = _factor(obs, key, f"constraints_{which}", "factor")
         codes = levels.cat.codes.to_numpy()
         n_lvl = len(levels.cat.categories)
-        blocks.append(pd.DataFrame(
-            (codes[:, None] == np.arange(n_lvl)).astype(np.float64), index=obs.index,
-            columns=[f"{key}[{lvl}]" for lvl in levels.cat.categories]))
+        blocks.append(
+            pd.DataFrame(
+                (codes[:, None] == np.arange(n_lvl)).astype(np.float64),
+                index=obs.index,
+                columns=[f"{key}[{lvl}]" for lvl in levels.cat.categories],
+            )
+        )
     return blocks
 
 
@@ -212,8 +216,7 @@ def _nested_members(
 
 def _parse_error(which: str, equations: list[str], err: Exception) -> ValueError:
     return ValueError(
-        f"`{which}` could not be parsed as linear constraints ({equations!r}): "
-        f"{one_line(str(err))}"
+        f"`{which}` could not be parsed as linear constraints ({equations!r}): {one_line(str(err))}"
     )
 
 
@@ -351,9 +354,7 @@ def equation_design(
     return coded
 
 
-def equations_matrix(
-    spec: str | Sequence[str], names: Sequence[str], which: str
-) -> Array:
+def equations_matrix(spec: str | Sequence[str], names: Sequence[str], which: str) -> Array:
     """Constraint matrix ``C`` from linear equations over coefficient names.
 
     Parameters
@@ -481,7 +482,8 @@ def suggestion(formula: str, obs: pd.DataFrame, involved: Sequence[str], which: 
         picks.setdefault(a, b)
     example = (
         "{" + ", ".join(f"{k!r}: {v!r}" for k, v in picks.items()) + "}"
-        if picks else "{'<nested factor>': '<grouping factor>'}"
+        if picks
+        else "{'<nested factor>': '<grouping factor>'}"
     )
     return (
         f"For factors nested in others, name them instead: `constraints_{which}="

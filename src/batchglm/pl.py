@@ -50,20 +50,41 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"`alpha` must lie in (0, 1), but {alpha} was given.")
 
 
-def _scatter(ax: Axes, x: NDArray[np.float64], y: NDArray[np.float64],
-             sig: NDArray[np.bool_], alpha: float, n_sig: int) -> None:
+def _scatter(
+    ax: Axes,
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    sig: NDArray[np.bool_],
+    alpha: float,
+    n_sig: int,
+) -> None:
     # ``n_sig`` counts every significant feature, the ones drawn at the edge included.
     ax.scatter(x[~sig], y[~sig], s=6, c=_NS_COLOUR, linewidths=0, label="not significant")
-    ax.scatter(x[sig], y[sig], s=8, c=_SIG_COLOUR, linewidths=0,
-               label=f"q < {alpha:g} ({n_sig} in all)")
+    ax.scatter(
+        x[sig], y[sig], s=8, c=_SIG_COLOUR, linewidths=0, label=f"q < {alpha:g} ({n_sig} in all)"
+    )
 
 
-def _edge(ax: Axes, x: NDArray[np.float64], y: NDArray[np.float64],
-          sig: NDArray[np.bool_], marker: str, label: str) -> None:
+def _edge(
+    ax: Axes,
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    sig: NDArray[np.bool_],
+    marker: str,
+    label: str,
+) -> None:
     """Features drawn at the plot's edge (capped fold change, p = 0) as triangles."""
     if x.size:
-        ax.scatter(x, y, s=22, marker=marker, c=np.where(sig, _SIG_COLOUR, _NS_COLOUR),
-                   edgecolors="0.2", linewidths=0.4, label=f"{label} ({x.size})")
+        ax.scatter(
+            x,
+            y,
+            s=22,
+            marker=marker,
+            c=np.where(sig, _SIG_COLOUR, _NS_COLOUR),
+            edgecolors="0.2",
+            linewidths=0.4,
+            label=f"{label} ({x.size})",
+        )
 
 
 def volcano(de: DEResult, ax: Axes | None = None, *, alpha: float = 0.05) -> Axes:
@@ -159,8 +180,12 @@ def ma(de: DEResult, ax: Axes | None = None, *, alpha: float = 0.05) -> Axes:
     """
     _check_alpha(alpha)
     tab = _table(de, "an MA")
-    ok = (np.isfinite(tab["pvalue"]) & np.isfinite(tab["log2FoldChange"])
-          & np.isfinite(tab["baseMean"]) & (tab["baseMean"] > 0))
+    ok = (
+        np.isfinite(tab["pvalue"])
+        & np.isfinite(tab["log2FoldChange"])
+        & np.isfinite(tab["baseMean"])
+        & (tab["baseMean"] > 0)
+    )
     tab = tab[ok]
     sig = (tab["padj"] < alpha).to_numpy()
     x = tab["baseMean"].to_numpy()
@@ -184,7 +209,8 @@ def ma(de: DEResult, ax: Axes | None = None, *, alpha: float = 0.05) -> Axes:
 
 def _title(de: DEResult) -> str:
     name = {"wald": "Wald", "lrt": "Likelihood-ratio", "ql_f": "Quasi-likelihood F"}.get(
-        de.test, de.test)
+        de.test, de.test
+    )
     return f"{name} test ({de.model} model, df={de.df})"
 
 

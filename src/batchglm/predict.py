@@ -106,8 +106,7 @@ def _from_formula(
         if str(getattr(kind, "value", kind)) != "categorical" or var not in obs_new.columns:
             continue
         seen = list(state.get("categories", []))
-        unseen = sorted({str(v) for v in pd.unique(obs_new[var].dropna())}
-                        - {str(v) for v in seen})
+        unseen = sorted({str(v) for v in pd.unique(obs_new[var].dropna())} - {str(v) for v in seen})
         if unseen:
             raise ValueError(
                 f"`obs_new` column {var!r} has levels {unseen} not seen in training; only "
@@ -124,8 +123,7 @@ def _from_formula(
         ) from None
     except (FormulaicError, ValueError, TypeError, NameError, KeyError) as err:
         raise ValueError(
-            f"the formula {formula!r} could not be evaluated on `obs_new`: "
-            f"{one_line(str(err))}"
+            f"the formula {formula!r} could not be evaluated on `obs_new`: {one_line(str(err))}"
         ) from None
     cols = [str(c) for c in mm.columns]
     if cols != names:
@@ -198,8 +196,9 @@ def predict(
     coef = res.theta_free[pos, :k] @ c.T
     eta = x @ coef.T + np.log(sf)[:, None]
     with np.errstate(over="ignore"):
-        mean = pd.DataFrame(fam.inverse_link(eta), index=design.index,
-                            columns=res.feature_names[pos])
+        mean = pd.DataFrame(
+            fam.inverse_link(eta), index=design.index, columns=res.feature_names[pos]
+        )
     if not se:
         return mean
     # Location block of the free covariance, mapped through C: only the selected features.
@@ -209,7 +208,8 @@ def predict(
         se_link = np.sqrt(np.where(var >= 0, var, np.nan))
         se_mean = np.abs(fam.d_inverse_link(eta)) * se_link
     cols = res.feature_names[pos]
-    return Prediction(mean, pd.DataFrame(se_link, index=design.index, columns=cols),
-                      pd.DataFrame(se_mean, index=design.index, columns=cols))
-
-
+    return Prediction(
+        mean,
+        pd.DataFrame(se_link, index=design.index, columns=cols),
+        pd.DataFrame(se_mean, index=design.index, columns=cols),
+    )

@@ -80,8 +80,7 @@ def pseudobulk(
     missing = [k for k in keys if k not in adata.obs.columns]
     if missing:
         raise ValueError(
-            f"{missing} are not columns of `adata.obs`; its columns are "
-            f"{list(adata.obs.columns)}."
+            f"{missing} are not columns of `adata.obs`; its columns are {list(adata.obs.columns)}."
         )
     if min_cells < 1:
         raise ValueError(f"`min_cells` must be at least 1, but {min_cells} was given.")
@@ -113,14 +112,20 @@ def pseudobulk(
     size = blocks.block_size(n_obs)
     show = blocks.show_progress(progress, n_obs, n_feat)
     if d.kind == "dask":
-        parts = blocks.map_dask_blocks(lambda chunk, sl: add(chunk), d.values, size,
-                                       progress=show, desc="batchglm.pseudobulk")
+        parts = blocks.map_dask_blocks(
+            lambda chunk, sl: add(chunk), d.values, size, progress=show, desc="batchglm.pseudobulk"
+        )
         starts = np.cumsum([0] + [p.shape[1] for p in parts])
         spans = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
     else:
         spans = blocks.feature_blocks(n_feat, size)
-        parts = blocks.map_blocks(lambda sl: add(d.stored_block(sl)), spans, n_jobs=n_jobs,
-                                  progress=show, desc="batchglm.pseudobulk")
+        parts = blocks.map_blocks(
+            lambda sl: add(d.stored_block(sl)),
+            spans,
+            n_jobs=n_jobs,
+            progress=show,
+            desc="batchglm.pseudobulk",
+        )
     for sl, part in zip(spans, parts, strict=True):
         summed[:, sl] = part
     keep = n_cells >= min_cells

@@ -102,16 +102,19 @@ class FitResult:
     @property
     def coef_loc(self) -> pd.DataFrame:
         """Location coefficients, features x coefficient names."""
-        return self._frame(self.theta_free[:, : self._k_loc] @ self.loc.constraints.T,
-                           self.loc.names)
+        return self._frame(
+            self.theta_free[:, : self._k_loc] @ self.loc.constraints.T, self.loc.names
+        )
 
     @property
     def coef_scale(self) -> pd.DataFrame:
         """Scale coefficients, features x coefficient names (empty without a scale model)."""
-        return self._frame(self.theta_free[:, self._k_loc :] @ self.scale.constraints.T
-                           if self.theta_free.shape[1] > self._k_loc
-                           else np.zeros((self.theta_free.shape[0], 0)),
-                           self.scale.names if self.theta_free.shape[1] > self._k_loc else [])
+        return self._frame(
+            self.theta_free[:, self._k_loc :] @ self.scale.constraints.T
+            if self.theta_free.shape[1] > self._k_loc
+            else np.zeros((self.theta_free.shape[0], 0)),
+            self.scale.names if self.theta_free.shape[1] > self._k_loc else [],
+        )
 
     @cached_property
     def _cov_full(self) -> Array:
@@ -145,12 +148,18 @@ class FitResult:
         """
         if feature is None:
             return self._cov_full
-        pos = (name_position(self.feature_names, feature, "feature")
-               if isinstance(feature, str) else int(feature))
+        pos = (
+            name_position(self.feature_names, feature, "feature")
+            if isinstance(feature, str)
+            else int(feature)
+        )
         index = pd.MultiIndex.from_tuples(
             [("loc", n) for n in self.loc.names]
-            + ([("scale", n) for n in self.scale.names] if self._cov_full.shape[1]
-               > len(self.loc.names) else []),
+            + (
+                [("scale", n) for n in self.scale.names]
+                if self._cov_full.shape[1] > len(self.loc.names)
+                else []
+            ),
             names=["model", "coefficient"],
         )
         return pd.DataFrame(self._cov_full[pos], index=index, columns=index)
@@ -283,8 +292,13 @@ class FitResult:
         return fitted(self, features)
 
     def residuals(
-        self, data: Any, kind: str = "pearson", *, seed: int | None = 0,
-        features: FeatureSelection = None, layer: str | None = None,
+        self,
+        data: Any,
+        kind: str = "pearson",
+        *,
+        seed: int | None = 0,
+        features: FeatureSelection = None,
+        layer: str | None = None,
     ) -> pd.DataFrame:
         """Pearson, deviance or randomized quantile residuals.
 
@@ -320,7 +334,11 @@ class FitResult:
         return residuals(self, data, kind, seed=seed, features=features, layer=layer)
 
     def predict(
-        self, obs_new: Any, *, features: FeatureSelection = None, se: bool = False,
+        self,
+        obs_new: Any,
+        *,
+        features: FeatureSelection = None,
+        se: bool = False,
         size_factors: Any = None,
     ) -> pd.DataFrame | Prediction:
         """Predicted means for new observations (see :func:`batchglm.predict.predict`).

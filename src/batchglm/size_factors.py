@@ -42,11 +42,15 @@ def _per_block(d: Data, func: Any, n_jobs: int | None, progress: bool | None) ->
         def on_chunk(chunk: Any, sl: slice) -> Any:
             return func(sparse.csc_array(chunk) if sparse.issparse(chunk) else dense_block(chunk))
 
-        return blocks.map_dask_blocks(on_chunk, d.values, size, progress=show,
-                                      desc="batchglm.size_factors")
+        return blocks.map_dask_blocks(
+            on_chunk, d.values, size, progress=show, desc="batchglm.size_factors"
+        )
     return blocks.map_blocks(
-        lambda sl: func(d.stored_block(sl)), blocks.feature_blocks(n_feat, size), n_jobs=n_jobs,
-        progress=show, desc="batchglm.size_factors",
+        lambda sl: func(d.stored_block(sl)),
+        blocks.feature_blocks(n_feat, size),
+        n_jobs=n_jobs,
+        progress=show,
+        desc="batchglm.size_factors",
     )
 
 
@@ -139,15 +143,22 @@ def _totals(d: Data, n_jobs: int | None, progress: bool | None) -> Array:
         from batchglm.dask_fit import dense_block
 
         def on_chunk(chunk: Any, sl: slice) -> Array:
-            return _block_totals(sparse.csc_array(chunk) if sparse.issparse(chunk)
-                                 else dense_block(chunk))
+            return _block_totals(
+                sparse.csc_array(chunk) if sparse.issparse(chunk) else dense_block(chunk)
+            )
 
         return np.asarray(blocks.fold_dask_blocks(on_chunk, d.values, size, _add, start))
-    return np.asarray(blocks.fold_blocks(
-        lambda sl: _block_totals(d.stored_block(sl)), blocks.feature_blocks(n_feat, size),
-        _add, start, n_jobs=n_jobs, progress=blocks.show_progress(progress, n_obs, n_feat),
-        desc="batchglm.size_factors",
-    ))
+    return np.asarray(
+        blocks.fold_blocks(
+            lambda sl: _block_totals(d.stored_block(sl)),
+            blocks.feature_blocks(n_feat, size),
+            _add,
+            start,
+            n_jobs=n_jobs,
+            progress=blocks.show_progress(progress, n_obs, n_feat),
+            desc="batchglm.size_factors",
+        )
+    )
 
 
 def size_factors(
@@ -188,8 +199,7 @@ def size_factors(
     """
     if method not in METHODS:
         raise ValueError(
-            f"`size_factors` must be an array or one of {list(METHODS)}, but {method!r} was "
-            "given."
+            f"`size_factors` must be an array or one of {list(METHODS)}, but {method!r} was given."
         )
     d = data if isinstance(data, Data) else as_data(data, layer=layer)
     n_obs = d.shape[0]

@@ -200,19 +200,32 @@ def rank_genes_groups(
         )
     design = _group_design(col, levels, groupby)
     x = design.to_numpy()
-    sf = (named_size_factors(adata, size_factors, layer=layer) if isinstance(size_factors, str)
-          else size_factors)
+    sf = (
+        named_size_factors(adata, size_factors, layer=layer)
+        if isinstance(size_factors, str)
+        else size_factors
+    )
     zero = _zero_groups(adata, layer, x)
     tests = _Tests(adata, layer, sf, method, fit_kwargs)
     columns: dict[str, dict[str, NDArray[Any]]] = {}
     if reference == "rest":
         for g, label in enumerate(labels):
-            is_g = pd.DataFrame({"Intercept": 1.0, f"{groupby}[{label}]": x[:, g]},
-                                index=design.index)
+            is_g = pd.DataFrame(
+                {"Intercept": 1.0, f"{groupby}[{label}]": x[:, g]}, index=design.index
+            )
             others = np.asarray(np.delete(zero, g, axis=0).all(axis=0))
-            columns[label] = _ranked(tests.feature_names, *tests.run(
-                is_g, np.array([0.0, 1.0]), np.ones((x.shape[0], 1)), zero[g], others,
-                shared_reduced=True), n_genes)
+            columns[label] = _ranked(
+                tests.feature_names,
+                *tests.run(
+                    is_g,
+                    np.array([0.0, 1.0]),
+                    np.ones((x.shape[0], 1)),
+                    zero[g],
+                    others,
+                    shared_reduced=True,
+                ),
+                n_genes,
+            )
     else:
         ref = labels.index(reference)
         for g, label in enumerate(labels):
@@ -220,9 +233,18 @@ def rank_genes_groups(
                 continue
             contrast = np.zeros(len(labels))
             contrast[g], contrast[ref] = 1.0, -1.0
-            columns[label] = _ranked(tests.feature_names, *tests.run(
-                design, contrast, _merged_design(x, g, [ref], 1.0), zero[g], zero[ref],
-                shared_reduced=False), n_genes)
+            columns[label] = _ranked(
+                tests.feature_names,
+                *tests.run(
+                    design,
+                    contrast,
+                    _merged_design(x, g, [ref], 1.0),
+                    zero[g],
+                    zero[ref],
+                    shared_reduced=False,
+                ),
+                n_genes,
+            )
     groups = list(columns)
     out: dict[str, Any] = {
         "params": {
@@ -244,8 +266,9 @@ def rank_genes_groups(
 class _Tests:
     """Fits and tests of one group comparison, with the separation fallback."""
 
-    def __init__(self, adata: AnnData, layer: str | None, sf: Any, method: str,
-                 fit_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, adata: AnnData, layer: str | None, sf: Any, method: str, fit_kwargs: dict[str, Any]
+    ) -> None:
         self.adata, self.layer, self.sf = adata, layer, sf
         self.method, self.fit_kwargs = method, fit_kwargs
         self.feature_names = pd.Index(adata.var_names.astype(str))
@@ -262,9 +285,15 @@ class _Tests:
             self._shared = self.fit(design)
         return self._shared
 
-    def run(self, design: pd.DataFrame, contrast: Array, reduced_design: Array,
-            minus: NDArray[np.bool_], plus: NDArray[np.bool_],
-            shared_reduced: bool) -> tuple[Array, Array, Array]:
+    def run(
+        self,
+        design: pd.DataFrame,
+        contrast: Array,
+        reduced_design: Array,
+        minus: NDArray[np.bool_],
+        plus: NDArray[np.bool_],
+        shared_reduced: bool,
+    ) -> tuple[Array, Array, Array]:
         """Score, log2 fold change and p-value per feature; ``minus``/``plus``: -inf/+inf."""
         from batchglm import de as bgde
 
@@ -291,8 +320,9 @@ class _Tests:
                 lr = bgde.lrt(full=full, reduced=self.reduced(reduced_design, None, True))
                 stat, p = lr.stat[idx], lr.pval[idx]
             else:
-                lr = bgde.lrt(full=self.fit(design, idx),
-                              reduced=self.reduced(reduced_design, idx, False))
+                lr = bgde.lrt(
+                    full=self.fit(design, idx), reduced=self.reduced(reduced_design, idx, False)
+                )
                 stat, p = lr.stat, lr.pval
             pval[idx] = p
             score[idx] = np.sign(lfc[idx]) * np.sqrt(stat)
@@ -383,7 +413,8 @@ def test_per_group(
             test = bgde.wald(res, coef, contrast=contrast, dispersion=dispersion, data=sub)
         except ValueError as err:
             warnings.warn(
-                f"group {level!r} of {groupby!r} was not tested: {err}", UserWarning,
+                f"group {level!r} of {groupby!r} was not tested: {err}",
+                UserWarning,
                 stacklevel=2,
             )
             continue

@@ -126,8 +126,9 @@ def tmm_norm_factors(data: Any, *, layer: str | None = None) -> Array:
     else:
         ref = int(np.argmin(np.abs(upper_q - upper_q.mean())))
     ref_row = next(r for i, r in enumerate(_rows(d)) if i == ref)[present]
-    f = np.array([_tmm_factor(row[present], ref_row, lib[i], lib[ref])
-                  for i, row in enumerate(_rows(d))])
+    f = np.array(
+        [_tmm_factor(row[present], ref_row, lib[i], lib[ref]) for i, row in enumerate(_rows(d))]
+    )
     return np.asarray(f / np.exp(np.mean(np.log(f))))
 
 

@@ -52,7 +52,19 @@ from batchglm.de.table import DETable
 from batchglm.de.wald import wald
 
 __all__ = [
-    "Cond", "DEResult", "DETable", "PipelineResult", "ShrunkenLFC", "SmallSampleWarning",
-    "bh_qvalues", "check_nested", "check_residual_df", "cond", "lfc_shrink", "lrt", "ql_f",
-    "test", "wald",
+    "Cond",
+    "DEResult",
+    "DETable",
+    "PipelineResult",
+    "ShrunkenLFC",
+    "SmallSampleWarning",
+    "bh_qvalues",
+    "check_nested",
+    "check_residual_df",
+    "cond",
+    "lfc_shrink",
+    "lrt",
+    "ql_f",
+    "test",
+    "wald",
 ]

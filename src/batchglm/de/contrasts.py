@@ -242,7 +242,7 @@ class _Parser:
 
     def atom(self) -> tuple[Array, float]:
         self.skip()
-        rest = self.text[self.pos:]
+        rest = self.text[self.pos :]
         if not rest:
             raise self.error("unexpected end of the expression")
         if rest[0] == "`":
@@ -435,8 +435,7 @@ def _column_value(obs: pd.DataFrame, var: str, value: Any, label: str) -> pd.Ser
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
             raise ValueError(
-                f"`contrast` {label} sets the numeric column {var!r} to {value!r}; give a "
-                "number."
+                f"`contrast` {label} sets the numeric column {var!r} to {value!r}; give a number."
             )
         return pd.Series([value] * n, dtype=np.float64)
     lookup = {str(v): v for v in pd.unique(col)}

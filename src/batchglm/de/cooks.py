@@ -89,8 +89,7 @@ def design_cells(x: Array) -> NDArray[np.intp]:
     ndarray of int
         Labels ``0..n_cells-1`` in order of first appearance.
     """
-    _, first, inverse = np.unique(np.round(x, 12), axis=0, return_index=True,
-                                  return_inverse=True)
+    _, first, inverse = np.unique(np.round(x, 12), axis=0, return_index=True, return_inverse=True)
     order = np.argsort(np.argsort(first))
     return np.asarray(order[np.ravel(inverse)], dtype=np.intp)
 
@@ -230,8 +229,7 @@ def cooks_distance(
 def _check_family(res: FitResult) -> None:
     if res.family not in ("nb", "poisson"):
         raise ValueError(
-            f"Cook's distances need an NB or Poisson fit, but the fit's family is "
-            f"{res.family!r}."
+            f"Cook's distances need an NB or Poisson fit, but the fit's family is {res.family!r}."
         )
 
 
@@ -274,7 +272,11 @@ class CooksOutliers:
 
 
 def find_outliers(
-    data: Any, res: FitResult, cutoff: float, *, layer: str | None = None,
+    data: Any,
+    res: FitResult,
+    cutoff: float,
+    *,
+    layer: str | None = None,
     min_replicates: float = 7,
 ) -> CooksOutliers:
     """Cook's distances of a fit, summarised per feature, in feature blocks.
@@ -336,8 +338,12 @@ def find_outliers(
         rep_obs.append(r.astype(np.intp))
         rep_feat.append((c + sl.start).astype(np.intp))
     return CooksOutliers(
-        cutoff=float(cutoff), max_cooks=max_cooks, max_cooks_kept=max_kept,
-        count_at_max=count_at_max, n_above_max=n_above_max, above=above,
+        cutoff=float(cutoff),
+        max_cooks=max_cooks,
+        max_cooks_kept=max_kept,
+        count_at_max=count_at_max,
+        n_above_max=n_above_max,
+        above=above,
         replace_obs=np.concatenate(rep_obs) if rep_obs else np.zeros(0, np.intp),
         replace_feature=np.concatenate(rep_feat) if rep_feat else np.zeros(0, np.intp),
         replaceable=np.asarray(replaceable),

@@ -102,12 +102,16 @@ def warn_small_sample(res: FitResult, test: str) -> None:
         return
     df = len(res.obs_names) - column_rank(res.loc.reduced)
     if 0 < df < SMALL_SAMPLE_DF:
-        shrink = ("dispersion='map' (DESeq2) or 'ql' (edgeR/glmGamPoi; or bg.de.ql_f)"
-                  if res.family == "nb" else "more observations")
+        shrink = (
+            "dispersion='map' (DESeq2) or 'ql' (edgeR/glmGamPoi; or bg.de.ql_f)"
+            if res.family == "nb"
+            else "more observations"
+        )
         warnings.warn(
             f"{test} with dispersion='mle' uses each feature's own maximum-likelihood "
             f"{res.family} scale, which with {df} residual df makes the test "
             f"anti-conservative (too many small p-values); use {shrink}. See "
             "docs/validation.md for the measured rates.",
-            SmallSampleWarning, stacklevel=3,
+            SmallSampleWarning,
+            stacklevel=3,
         )

@@ -122,8 +122,9 @@ class FilterResult:
     alpha: float
 
 
-def independent_filtering(pvalue: ArrayLike, filter_stat: ArrayLike, alpha: float = 0.1
-                          ) -> FilterResult:
+def independent_filtering(
+    pvalue: ArrayLike, filter_stat: ArrayLike, alpha: float = 0.1
+) -> FilterResult:
     """Choose a ``baseMean`` threshold that maximises rejections, as DESeq2 does.
 
     Parameters
@@ -159,8 +160,7 @@ def independent_filtering(pvalue: ArrayLike, filter_stat: ArrayLike, alpha: floa
     lower = float(np.mean(stat[finite] == 0)) if finite.any() else 0.0
     upper = 0.95 if lower < 0.95 else 1.0
     theta = np.linspace(lower, upper, N_THETA)
-    cutoffs = (np.quantile(stat[finite], theta) if finite.any()
-               else np.full(N_THETA, np.nan))
+    cutoffs = np.quantile(stat[finite], theta) if finite.any() else np.full(N_THETA, np.nan)
     padj_all = np.full((p.size, N_THETA), np.nan)
     for k in range(N_THETA):  # one pass per quantile of a fixed 50-point grid
         use = finite & (stat >= cutoffs[k])
@@ -179,7 +179,12 @@ def independent_filtering(pvalue: ArrayLike, filter_stat: ArrayLike, alpha: floa
         j = int(above[0]) if above.size else 0
     padj = padj_all[:, j]
     filtered = ~(finite & (stat >= cutoffs[j]))
-    table = pd.DataFrame({"theta": theta, "threshold": cutoffs, "numRej": num_rej,
-                          "lowess": curve})
-    return FilterResult(padj=padj, filtered=filtered, threshold=float(cutoffs[j]),
-                        theta=float(theta[j]), num_rejections=table, alpha=float(alpha))
+    table = pd.DataFrame({"theta": theta, "threshold": cutoffs, "numRej": num_rej, "lowess": curve})
+    return FilterResult(
+        padj=padj,
+        filtered=filtered,
+        threshold=float(cutoffs[j]),
+        theta=float(theta[j]),
+        num_rejections=table,
+        alpha=float(alpha),
+    )

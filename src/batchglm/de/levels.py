@@ -16,8 +16,10 @@ def _formula_info(res: FitResult) -> tuple[str | None, pd.DataFrame | None]:
     # Formula fits keep the formula and the observation table on their Design.
     formula = getattr(res.loc, "formula", None)
     obs = getattr(res.loc, "obs", None)
-    return (str(formula) if formula is not None else None,
-            obs if isinstance(obs, pd.DataFrame) else None)
+    return (
+        str(formula) if formula is not None else None,
+        obs if isinstance(obs, pd.DataFrame) else None,
+    )
 
 
 def level_contrast(res: FitResult, factor: str, level: str, reference: str) -> Array:
@@ -155,7 +157,8 @@ def _map_columns(
             )
     moved = np.any(plain_diff != 0, axis=0)
     lost = [
-        m for m, mv in zip(plain_names, moved, strict=True)
+        m
+        for m, mv in zip(plain_names, moved, strict=True)
         if mv and m not in names and not (factor in constrained and m.startswith(f"{factor}["))
     ]
     if lost:

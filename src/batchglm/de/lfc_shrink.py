@@ -234,16 +234,20 @@ def lfc_shrink(
             "`data=`."
         )
     if prior_scale is not None and not (np.isfinite(prior_scale) and prior_scale > 0):
-        raise ValueError(f"`prior_scale` must be positive (log2 units), but {prior_scale} "
-                         "was given.")
+        raise ValueError(
+            f"`prior_scale` must be positive (log2 units), but {prior_scale} was given."
+        )
     de, lmat = _unshrunken(res_or_de, coef, contrast, data, layer, dispersion, trend)
     fit = de.fit
     ln2 = np.log(2.0)
     if prior_scale is None:
         ok = de.converged & np.isfinite(de.coef_mle) & np.isfinite(de.coef_se)
         ok &= de.kind == "wald"
-        scale = (apeglm_prior_scale(de.coef_mle[ok], de.coef_se[ok]) if type == "apeglm"
-                 else normal_prior_sd(de.coef_mle[ok] / ln2) * ln2)
+        scale = (
+            apeglm_prior_scale(de.coef_mle[ok], de.coef_se[ok])
+            if type == "apeglm"
+            else normal_prior_sd(de.coef_mle[ok] / ln2) * ln2
+        )
     else:
         scale = float(prior_scale) * ln2
     l_free = (lmat @ fit.loc.constraints)[0]
@@ -273,15 +277,26 @@ def lfc_shrink(
     with np.errstate(invalid="ignore", divide="ignore"):
         lfsr = stats.norm.cdf(-np.abs(mode) / sd)
     return ShrunkenLFC(
-        de=de, type=type, coef_map=mode, coef_sd=sd, prior_scale=scale / ln2,
-        converged=conv, n_iter=iters, lfsr=lfsr,
+        de=de,
+        type=type,
+        coef_map=mode,
+        coef_sd=sd,
+        prior_scale=scale / ln2,
+        converged=conv,
+        n_iter=iters,
+        lfsr=lfsr,
         svalue=svalues(lfsr) if svalue else None,
     )
 
 
 def _unshrunken(
-    res_or_de: FitResult | DEResult, coef: Any, contrast: Any, data: Any,
-    layer: str | None, dispersion: str, trend: str,
+    res_or_de: FitResult | DEResult,
+    coef: Any,
+    contrast: Any,
+    data: Any,
+    layer: str | None,
+    dispersion: str,
+    trend: str,
 ) -> tuple[DEResult, Array]:
     if dispersion not in ("map", "mle"):
         raise ValueError(
@@ -305,8 +320,15 @@ def _unshrunken(
     else:
         lmat, _ = test_rows(res_or_de, coef, contrast, res_or_de.loc, "loc")
         _one_row(lmat)
-        de = wald(res_or_de, coef, contrast=contrast, dispersion=dispersion, data=data,
-                  layer=layer, trend=trend)
+        de = wald(
+            res_or_de,
+            coef,
+            contrast=contrast,
+            dispersion=dispersion,
+            data=data,
+            layer=layer,
+            trend=trend,
+        )
     _one_row(lmat)
     if de.fit.family != "nb":
         raise ValueError(
@@ -319,8 +341,7 @@ def _unshrunken(
 def _one_row(lmat: Array) -> None:
     if lmat.shape[0] != 1:
         raise ValueError(
-            f"`lfc_shrink` shrinks one coefficient or contrast, but {lmat.shape[0]} were "
-            "given."
+            f"`lfc_shrink` shrinks one coefficient or contrast, but {lmat.shape[0]} were given."
         )
 
 
@@ -356,8 +377,10 @@ def apeglm_prior_scale(mle: Array, se: Array) -> float:
         If no feature has a finite effect and standard error.
     """
     if mle.size == 0:
-        raise ValueError("no feature has a finite effect and standard error to estimate the "
-                         "prior scale from; pass `prior_scale=`.")
+        raise ValueError(
+            "no feature has a finite effect and standard error to estimate the "
+            "prior scale from; pass `prior_scale=`."
+        )
     s2, d = mle**2, se**2
 
     def excess(a: float) -> float:
@@ -397,8 +420,10 @@ def normal_prior_sd(lfc_log2: Array, upper_quantile: float = 0.05) -> float:
     """
     x = np.abs(lfc_log2[np.abs(lfc_log2) < 10])
     if x.size == 0:
-        raise ValueError("no feature has a finite fold change below 10 to estimate the prior "
-                         "from; pass `prior_scale=`.")
+        raise ValueError(
+            "no feature has a finite fold change below 10 to estimate the prior "
+            "from; pass `prior_scale=`."
+        )
     sd = float(np.quantile(x, 1 - upper_quantile) / stats.norm.ppf(1 - upper_quantile / 2))
     return max(sd, 1e-3)
 
@@ -443,8 +468,9 @@ class _Posterior:
         ``"apeglm"`` (Cauchy) or ``"normal"``.
     """
 
-    def __init__(self, y: Array, xg: Array, log_sf: Array, log_r: Array, scale: float,
-                 kind: str) -> None:
+    def __init__(
+        self, y: Array, xg: Array, log_sf: Array, log_r: Array, scale: float, kind: str
+    ) -> None:
         self.y, self.xg, self.log_sf, self.log_r = y, xg, log_sf, log_r
         self.r = np.exp(log_r)
         self.scale, self.kind = scale, kind
@@ -482,8 +508,9 @@ class _Posterior:
         hess[:, np.arange(k), np.arange(k)] += diag
         return grad, hess
 
-    def newton(self, g0: Array, max_iter: int, tol: float
-               ) -> tuple[Array, Array, NDArray[np.bool_], NDArray[np.int64]]:
+    def newton(
+        self, g0: Array, max_iter: int, tol: float
+    ) -> tuple[Array, Array, NDArray[np.bool_], NDArray[np.int64]]:
         g = g0.copy()
         n = g.shape[0]
         rows = np.arange(n)
@@ -498,8 +525,9 @@ class _Posterior:
             try:
                 step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
             except np.linalg.LinAlgError:
-                step = np.stack([np.linalg.lstsq(h, v, rcond=None)[0]
-                                 for h, v in zip(hess, grad, strict=True)])
+                step = np.stack(
+                    [np.linalg.lstsq(h, v, rcond=None)[0] for h, v in zip(hess, grad, strict=True)]
+                )
             n_iter[act] += 1
             t = np.ones(act.size)
             accepted = np.zeros(act.size, dtype=bool)
@@ -521,8 +549,9 @@ class _Posterior:
             done[act] = (moved < tol) | ~accepted
         return g, f, done & np.all(np.isfinite(g), axis=1), n_iter
 
-    def mode(self, start: Array, max_iter: int, tol: float
-             ) -> tuple[Array, Array, NDArray[np.bool_], NDArray[np.int64]]:
+    def mode(
+        self, start: Array, max_iter: int, tol: float
+    ) -> tuple[Array, Array, NDArray[np.bool_], NDArray[np.int64]]:
         at_mle = start.copy()
         at_mle[:, 0] = np.clip(at_mle[:, 0], -30.0, 30.0)
         at_zero = start.copy()

@@ -190,9 +190,12 @@ def lrt(
         given = [
             name
             for name, value in (
-                ("data", None if shrink else data), ("full_loc", full_loc),
+                ("data", None if shrink else data),
+                ("full_loc", full_loc),
                 ("reduced_loc", reduced_loc),
-                ("full_scale", full_scale), ("reduced_scale", reduced_scale), ("obs", obs),
+                ("full_scale", full_scale),
+                ("reduced_scale", reduced_scale),
+                ("obs", obs),
                 ("size_factors", size_factors),
                 ("constraints_full_loc", constraints_full_loc),
                 ("constraints_reduced_loc", constraints_reduced_loc),
@@ -242,8 +245,7 @@ def lrt(
             "pass `data` and `full_loc` (with `reduced_loc` and/or `reduced_scale`), or two "
             "ready fits `full=` and `reduced=`."
         )
-    check_dispersion(dispersion, data, "scale" if reduced_scale is not None and shrink
-                     else "loc")
+    check_dispersion(dispersion, data, "scale" if reduced_scale is not None and shrink else "loc")
     check_mixed_dispersion(dispersion, random_effects=fit_kwargs.get("random_effects"))
     if reduced_loc is None and reduced_scale is None:
         raise ValueError(
@@ -259,8 +261,12 @@ def lrt(
         if constraints_reduced_scale is None:
             constraints_reduced_scale = constraints_full_scale
     full_loc, reduced_loc, full_scale, reduced_scale = align_to_data(
-        data, full_loc=full_loc, reduced_loc=reduced_loc, full_scale=full_scale,
-        reduced_scale=reduced_scale)
+        data,
+        full_loc=full_loc,
+        reduced_loc=reduced_loc,
+        full_scale=full_scale,
+        reduced_scale=reduced_scale,
+    )
     n_obs = _n_obs(data)
     pre_df: list[int] = []
     if n_obs is not None:
@@ -268,8 +274,7 @@ def lrt(
         # `bg.fit` to evaluate; the check after fitting covers them).
         for which, fd, fc, rd, rc in (
             ("loc", full_loc, constraints_full_loc, reduced_loc, constraints_reduced_loc),
-            ("scale", full_scale, constraints_full_scale, reduced_scale,
-             constraints_reduced_scale),
+            ("scale", full_scale, constraints_full_scale, reduced_scale, constraints_reduced_scale),
         ):
             f_eff = _effective(fd, fc, n_obs)
             r_eff = _effective(rd, rc, n_obs)
@@ -282,15 +287,25 @@ def lrt(
     if obs is not None:
         kwargs["obs"] = obs
     res_full = fit(
-        data, full_loc, full_scale, constraints_loc=constraints_full_loc,
-        constraints_scale=constraints_full_scale, size_factors=size_factors, family=family,
+        data,
+        full_loc,
+        full_scale,
+        constraints_loc=constraints_full_loc,
+        constraints_scale=constraints_full_scale,
+        size_factors=size_factors,
+        family=family,
         **kwargs,
     )
     if not shrink:
         res_reduced = fit(
-            data, reduced_loc, reduced_scale, constraints_loc=constraints_reduced_loc,
-            constraints_scale=constraints_reduced_scale, size_factors=size_factors,
-            family=family, **kwargs,
+            data,
+            reduced_loc,
+            reduced_scale,
+            constraints_loc=constraints_reduced_loc,
+            constraints_scale=constraints_reduced_scale,
+            size_factors=size_factors,
+            family=family,
+            **kwargs,
         )
         cox_reid = _use_cox_reid(scale_test, res_full, res_reduced)
         if not _scale_only(res_full, res_reduced):
@@ -298,9 +313,15 @@ def lrt(
         return _lrt_fits(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
     shrunk = shrunken_fit(data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend)
     res_reduced = fit(
-        data, reduced_loc, reduced_scale, constraints_loc=constraints_reduced_loc,
-        constraints_scale=constraints_reduced_scale, size_factors=size_factors, family=family,
-        fixed_scale=fixed_log_r(shrunk.alpha), **kwargs,
+        data,
+        reduced_loc,
+        reduced_scale,
+        constraints_loc=constraints_reduced_loc,
+        constraints_scale=constraints_reduced_scale,
+        size_factors=size_factors,
+        family=family,
+        fixed_scale=fixed_log_r(shrunk.alpha),
+        **kwargs,
     )
     return attach(_lrt_fits(shrunk.fit, res_reduced, coef), shrunk, dispersion)
 
@@ -315,7 +336,9 @@ def _nested_df(full: FitResult, reduced: FitResult) -> tuple[int, int]:
     """Degrees of freedom of the location and the scale part; raise unless nested."""
     df_loc = check_nested(full.loc.reduced, reduced.loc.reduced, "loc", _free_names(reduced.loc))
     df_scale = check_nested(
-        _scale_effective(full), _scale_effective(reduced), "scale",
+        _scale_effective(full),
+        _scale_effective(reduced),
+        "scale",
         _free_names(reduced.scale) if _has_scale(reduced) else None,
     )
     return df_loc, df_scale
@@ -354,15 +377,16 @@ def _cox_reid_stat(
     """``2 (APL_full - APL_reduced)`` per feature, with both APLs and where they exist."""
     gw_full = genewise_dispersions(data, full, layer=layer)
     gw_red = genewise_dispersions(data, reduced, layer=layer)
-    optimum = np.isin(gw_full.status, CONVERGED_CODES) & np.isin(gw_red.status,
-                                                                  CONVERGED_CODES)
+    optimum = np.isin(gw_full.status, CONVERGED_CODES) & np.isin(gw_red.status, CONVERGED_CODES)
     ok = gw_full.usable & gw_red.usable & optimum
     lost = gw_full.usable & gw_red.usable & ~optimum
     if lost.any():
         logger.warning(
             "%d feature(s) have no Cox-Reid adjusted profile likelihood optimum (e.g. %s) "
             "and get NaN p-values in the scale test; `scale_test='plain'` tests them "
-            "without the adjustment.", int(lost.sum()), full.feature_names[lost][0],
+            "without the adjustment.",
+            int(lost.sum()),
+            full.feature_names[lost][0],
         )
     stat = np.where(ok, 2.0 * (gw_full.apl - gw_red.apl), np.nan)
     return stat, gw_full.apl, ok
@@ -426,9 +450,7 @@ def _check_same_fit_setup(full: FitResult, reduced: FitResult) -> None:
             f"observation names differ ({len(full.obs_names)} vs {len(reduced.obs_names)})."
         )
     if not np.allclose(full.size_factors, reduced.size_factors, rtol=1e-12, atol=0.0):
-        raise ValueError(
-            "`full` and `reduced` must use the same size factors, but they differ."
-        )
+        raise ValueError("`full` and `reduced` must use the same size factors, but they differ.")
 
 
 def _has_scale(res: FitResult) -> bool:
@@ -441,7 +463,9 @@ def _scale_effective(res: FitResult) -> Array:
 
 
 def _lrt_fits(
-    full: FitResult, reduced: FitResult, coef: str | None,
+    full: FitResult,
+    reduced: FitResult,
+    coef: str | None,
     cox_reid: tuple[Any, Any] | None = None,
 ) -> DEResult:
     check_residual_df(full, "bg.de.lrt")
@@ -460,7 +484,8 @@ def _lrt_fits(
         logger.warning(
             "%d feature(s) have a full-model log-likelihood below the reduced model's; "
             "their full fit missed its optimum and they get NaN p-values (try a larger "
-            "`max_iter`).", int(missed.sum()),
+            "`max_iter`).",
+            int(missed.sum()),
         )
     stat = np.where(stat < 0, 0.0, stat)
     stat = np.where(missed, np.nan, stat)

@@ -55,9 +55,7 @@ def outside_columns(full: Array, reduced: Array) -> list[int]:
     return [int(j) for j in np.flatnonzero(rel > _NESTED_RTOL)]
 
 
-def check_nested(
-    full: Array, reduced: Array, which: str, names: list[str] | None = None
-) -> int:
+def check_nested(full: Array, reduced: Array, which: str, names: list[str] | None = None) -> int:
     """Raise ``ValueError`` unless ``reduced`` is nested in ``full``; return the lost rank.
 
     Parameters
@@ -78,8 +76,11 @@ def check_nested(
     """
     bad = outside_columns(full, reduced)
     if bad:
-        label = [names[j] for j in bad] if names is not None and len(names) == reduced.shape[1] \
+        label = (
+            [names[j] for j in bad]
+            if names is not None and len(names) == reduced.shape[1]
             else [f"column {j}" for j in bad]
+        )
         raise ValueError(
             f"the reduced `{which}` model is not nested in the full one: its columns "
             f"{label} (after constraints) are not linear combinations of the full model's "

@@ -176,9 +176,14 @@ class PipelineResult(DEResult):
         }
         for i, (name, values) in enumerate(extra.items()):
             table.insert(at + i, name, values)
-        table.attrs.update({"filterThreshold": self.filter_threshold,
-                            "filterTheta": self.filter_theta, "alpha": self.alpha,
-                            "cooksCutoff": self.cooks_cutoff})
+        table.attrs.update(
+            {
+                "filterThreshold": self.filter_threshold,
+                "filterTheta": self.filter_theta,
+                "alpha": self.alpha,
+                "cooksCutoff": self.cooks_cutoff,
+            }
+        )
         if sort_by is not None:
             if sort_by not in table.columns:
                 raise ValueError(
@@ -213,13 +218,23 @@ class PipelineResult(DEResult):
             n_filt = int((self.filtered & np.isfinite(self.pval)).sum())
             parts.append(f"{n_filt} filtered at baseMean < {self.filter_threshold:.4g}")
         more = f" ({', '.join(parts)})" if parts else ""
-        return (f"{len(self.feature_names)} features, {n_tested} tested, {n_sig} with "
-                f"padj < {self.alpha:g}{more}")
+        return (
+            f"{len(self.feature_names)} features, {n_tested} tested, {n_sig} with "
+            f"padj < {self.alpha:g}{more}"
+        )
 
 
-def _check_args(method: str, dispersion: str | None, coef: Any, contrast: Any,
-                reduced: Any, alpha: float, lfc_threshold: float, cooks_cutoff: Any,
-                min_replicates_for_replace: float) -> str:
+def _check_args(
+    method: str,
+    dispersion: str | None,
+    coef: Any,
+    contrast: Any,
+    reduced: Any,
+    alpha: float,
+    lfc_threshold: float,
+    cooks_cutoff: Any,
+    min_replicates_for_replace: float,
+) -> str:
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS)}, but {method!r} was given.")
     if dispersion is None:
@@ -246,17 +261,18 @@ def _check_args(method: str, dispersion: str | None, coef: Any, contrast: Any,
     if not 0 < alpha < 1:
         raise ValueError(f"`alpha` must lie in (0, 1), but {alpha} was given.")
     if not (np.isfinite(lfc_threshold) and lfc_threshold >= 0):
-        raise ValueError(f"`lfc_threshold` must be finite and >= 0, but {lfc_threshold} was "
-                         "given.")
+        raise ValueError(f"`lfc_threshold` must be finite and >= 0, but {lfc_threshold} was given.")
     if lfc_threshold > 0 and (method != "wald" or dispersion == "ql"):
         raise ValueError(
             "`lfc_threshold` > 0 needs a Wald test with dispersion 'map' or 'mle' (as "
             f"DESeq2), but method={method!r} with dispersion={dispersion!r} was given."
         )
-    if not (cooks_cutoff is None or (isinstance(cooks_cutoff, str) and cooks_cutoff ==
-                                      "default")):
-        if isinstance(cooks_cutoff, bool | str) or not isinstance(cooks_cutoff, int | float) \
-                or not cooks_cutoff > 0:
+    if not (cooks_cutoff is None or (isinstance(cooks_cutoff, str) and cooks_cutoff == "default")):
+        if (
+            isinstance(cooks_cutoff, bool | str)
+            or not isinstance(cooks_cutoff, int | float)
+            or not cooks_cutoff > 0
+        ):
             raise ValueError(
                 f"`cooks_cutoff` must be 'default', a positive number or None, but "
                 f"{cooks_cutoff!r} was given."
@@ -269,19 +285,39 @@ def _check_args(method: str, dispersion: str | None, coef: Any, contrast: Any,
     return dispersion
 
 
-def _run_test(data: Any, res: FitResult, *, method: str, dispersion: str, coef: Any,
-              contrast: Any, reduced: Any, layer: str | None, obs: Any, model: str,
-              design_scale: Any, fit_args: dict[str, Any]) -> DEResult:
+def _run_test(
+    data: Any,
+    res: FitResult,
+    *,
+    method: str,
+    dispersion: str,
+    coef: Any,
+    contrast: Any,
+    reduced: Any,
+    layer: str | None,
+    obs: Any,
+    model: str,
+    design_scale: Any,
+    fit_args: dict[str, Any],
+) -> DEResult:
     from batchglm import de
     from batchglm.fit import fit
 
     if method == "wald":
-        return de.wald(res, coef=coef, contrast=contrast, dispersion=dispersion, data=data,
-                       layer=layer, model=model)
+        return de.wald(
+            res,
+            coef=coef,
+            contrast=contrast,
+            dispersion=dispersion,
+            data=data,
+            layer=layer,
+            model=model,
+        )
     if method == "ql":
         return de.ql_f(res, coef=coef, contrast=contrast, data=data, layer=layer)
-    red = fit(data, reduced, design_scale, obs=obs, layer=layer,
-              size_factors=res.size_factors, **fit_args)
+    red = fit(
+        data, reduced, design_scale, obs=obs, layer=layer, size_factors=res.size_factors, **fit_args
+    )
     if dispersion == "mle":
         return de.lrt(full=res, reduced=red, coef=coef)
     return de.lrt(data, full=res, reduced=red, coef=coef, dispersion=dispersion, layer=layer)
@@ -441,8 +477,17 @@ def test(
     counts_family = family in ("nb", "poisson")
     if dispersion is None and (family != "nb" or model != "loc") and method != "ql":
         dispersion = "mle"
-    dispersion = _check_args(method, dispersion, coef, contrast, reduced, alpha,
-                             lfc_threshold, cooks_cutoff, min_replicates_for_replace)
+    dispersion = _check_args(
+        method,
+        dispersion,
+        coef,
+        contrast,
+        reduced,
+        alpha,
+        lfc_threshold,
+        cooks_cutoff,
+        min_replicates_for_replace,
+    )
     if lfc_threshold > 0 and model != "loc":
         raise ValueError("`lfc_threshold` > 0 applies to location effects (`model='loc'`).")
     if isinstance(cooks_cutoff, str) and not counts_family:
@@ -454,13 +499,35 @@ def test(
         )
     if isinstance(size_factors, str) and size_factors == "default":
         size_factors = "median_ratio" if counts_family else None
-    fit_args = {"family": family, "max_iter": max_iter, "tol": tol,
-                "constraints_scale": constraints_scale, "progress": progress}
-    res = fit(data, design, design_scale, obs=obs, layer=layer, size_factors=size_factors,
-              constraints_loc=constraints_loc, **fit_args)
-    run = {"method": method, "dispersion": dispersion, "coef": coef, "contrast": contrast,
-           "reduced": reduced, "layer": layer, "obs": obs, "model": model,
-           "design_scale": design_scale, "fit_args": fit_args}
+    fit_args = {
+        "family": family,
+        "max_iter": max_iter,
+        "tol": tol,
+        "constraints_scale": constraints_scale,
+        "progress": progress,
+    }
+    res = fit(
+        data,
+        design,
+        design_scale,
+        obs=obs,
+        layer=layer,
+        size_factors=size_factors,
+        constraints_loc=constraints_loc,
+        **fit_args,
+    )
+    run = {
+        "method": method,
+        "dispersion": dispersion,
+        "coef": coef,
+        "contrast": contrast,
+        "reduced": reduced,
+        "layer": layer,
+        "obs": obs,
+        "model": model,
+        "design_scale": design_scale,
+        "fit_args": fit_args,
+    }
     de_res = _run_test(data, res, **run)
     d = data_of_fit(data, res, layer=layer)
     values = d.values
@@ -472,22 +539,35 @@ def test(
     max_cooks = np.full(n_feat, np.nan)
     if cooks_cutoff is not None:
         n_obs = len(res.obs_names)
-        cutoff = (default_cutoff(n_obs, res.loc.n_free) if isinstance(cooks_cutoff, str)
-                  else float(cooks_cutoff))
-        out = find_outliers(values, de_res.fit, cutoff,
-                            min_replicates=min_replicates_for_replace)
+        cutoff = (
+            default_cutoff(n_obs, res.loc.n_free)
+            if isinstance(cooks_cutoff, str)
+            else float(cooks_cutoff)
+        )
+        out = find_outliers(values, de_res.fit, cutoff, min_replicates=min_replicates_for_replace)
         max_cooks = out.max_cooks
         if out.replace_obs.size:
             replaced[out.replace_feature] = True
             values = _replaced_counts(values, sf, out)
-            logger.info("replacing %d outlier count(s) in %d feature(s) and refitting",
-                        out.replace_obs.size, int(replaced.sum()))
+            logger.info(
+                "replacing %d outlier count(s) in %d feature(s) and refitting",
+                out.replace_obs.size,
+                int(replaced.sum()),
+            )
             new_data = _as_input(values, res)
             obs_new = res.obs
-            res = fit(new_data, _design_of(design, res), design_scale, obs=obs_new,
-                      size_factors=sf, constraints_loc=constraints_loc, **fit_args)
-            de_res = _run_test(new_data, res, **{**run, "layer": None, "obs": obs_new,
-                                                 "reduced": reduced})
+            res = fit(
+                new_data,
+                _design_of(design, res),
+                design_scale,
+                obs=obs_new,
+                size_factors=sf,
+                constraints_loc=constraints_loc,
+                **fit_args,
+            )
+            de_res = _run_test(
+                new_data, res, **{**run, "layer": None, "obs": obs_new, "reduced": reduced}
+            )
             max_cooks = out.max_cooks_kept
         with np.errstate(invalid="ignore"):
             outliers = max_cooks > cutoff
@@ -506,12 +586,19 @@ def test(
     base = {f.name: getattr(de_res, f.name) for f in fields(DEResult)}
     base.update(mean=base_mean, pval=pval)
     return PipelineResult(
-        **base, max_cooks=max_cooks, cooks_outlier=outliers, replaced=replaced,
-        cooks_cutoff=cutoff, filtered=filtered, padj_values=padj,
+        **base,
+        max_cooks=max_cooks,
+        cooks_outlier=outliers,
+        replaced=replaced,
+        cooks_cutoff=cutoff,
+        filtered=filtered,
+        padj_values=padj,
         filter_threshold=filt.threshold if filt is not None else float("nan"),
         filter_theta=filt.theta if filt is not None else float("nan"),
         filter_num_rej=filt.num_rejections if filt is not None else None,
-        alpha=alpha, size_factors=sf, signed=getattr(de_res, "signed", None),
+        alpha=alpha,
+        size_factors=sf,
+        signed=getattr(de_res, "signed", None),
     )
 
 
@@ -524,8 +611,11 @@ def _as_input(values: Any, res: FitResult) -> Any:
     if sparse.issparse(values):
         import anndata
 
-        return anndata.AnnData(X=values, obs=pd.DataFrame(index=res.obs_names),
-                               var=pd.DataFrame(index=res.feature_names))
+        return anndata.AnnData(
+            X=values,
+            obs=pd.DataFrame(index=res.obs_names),
+            var=pd.DataFrame(index=res.feature_names),
+        )
     return pd.DataFrame(values, index=res.obs_names, columns=res.feature_names)
 
 

@@ -54,7 +54,10 @@ def fixed_grouping_factors(res: FitResult) -> list[tuple[str, NDArray[np.intp]]]
 
 
 def warn_pseudoreplication(
-    res: FitResult, tested: Array, labels: list[str], involved: list[list[str]],
+    res: FitResult,
+    tested: Array,
+    labels: list[str],
+    involved: list[list[str]],
     stacklevel: int = 4,
 ) -> None:
     """Warn for every tested column that is constant within a fixed-effect factor's levels.
@@ -133,5 +136,6 @@ def warn_lrt(full: FitResult, reduced: FitResult) -> None:
     extra = outside_columns(reduced.loc.reduced, full.loc.matrix)
     if extra:
         labels = [full.loc.names[j] for j in extra]
-        warn_pseudoreplication(full, full.loc.matrix[:, extra], labels,
-                               [[name] for name in labels], stacklevel=5)
+        warn_pseudoreplication(
+            full, full.loc.matrix[:, extra], labels, [[name] for name in labels], stacklevel=5
+        )

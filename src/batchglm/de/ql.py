@@ -88,12 +88,17 @@ def ql_f(
         )
     shrunk = shrunken_fit(data, res, "ql", layer=layer, trend=trend)
     wald_de = _wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, "loc")
-    reduced = refit_location(data, res, shrunk.alpha, layer=layer,
-                             constraints_loc=c @ vt[rank:].T)
+    reduced = refit_location(data, res, shrunk.alpha, layer=layer, constraints_loc=c @ vt[rank:].T)
     lr = _lrt_fits(shrunk.fit, reduced, None)
     de = replace(
-        wald_de, test="ql_f", stat=lr.stat, pval=lr.pval, df=lr.df,
-        converged=lr.converged, reduced=reduced, ll_reduced=lr.ll_reduced,
+        wald_de,
+        test="ql_f",
+        stat=lr.stat,
+        pval=lr.pval,
+        df=lr.df,
+        converged=lr.converged,
+        reduced=reduced,
+        ll_reduced=lr.ll_reduced,
     )
     de = attach(de, shrunk, "ql")
     return treat_ql(de, data, shrunk, lmat, lfc_threshold, layer) if lfc_threshold > 0 else de

@@ -23,6 +23,7 @@ MAX_LFC = 10.0
 #: Columns of :meth:`DEResult.summary` that come first, in this order (DESeq2's names).
 MAIN_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj", "status")
 
+
 def fitted_mean(res: FitResult) -> Array:
     """Mean over observations of the fitted location parameter, without size factors.
 
@@ -159,7 +160,9 @@ class DEResult:
         """
         warnings.warn(
             "`DEResult.coef_sd` is deprecated; use `coef_se` (natural-log scale) or the "
-            "summary's `lfcSE` (log2 scale).", DeprecationWarning, stacklevel=2,
+            "summary's `lfcSE` (log2 scale).",
+            DeprecationWarning,
+            stacklevel=2,
         )
         return self.coef_se
 
@@ -243,8 +246,12 @@ class DEResult:
             where it replaced the Wald statistic (``stat_kind == "lrt"``). Otherwise
             ``stat`` itself (chi-squared, or F for quasi-likelihood tests).
         """
-        signed = (self.test == "wald" and self.df == 1 and self.effect_model is not None
-                  and self.dispersion in ("mle", "map"))
+        signed = (
+            self.test == "wald"
+            and self.df == 1
+            and self.effect_model is not None
+            and self.dispersion in ("mle", "map")
+        )
         if not signed:
             return self.stat
         with np.errstate(invalid="ignore"):
@@ -309,8 +316,11 @@ class DEResult:
             "loglik": self.ll,
             "converged": self.converged,
         }
-        extra = {"dispersion": self.nb_dispersion, "ql_dispersion": self.ql_dispersion,
-                 "df_residual": self.df_residual}
+        extra = {
+            "dispersion": self.nb_dispersion,
+            "ql_dispersion": self.ql_dispersion,
+            "df_residual": self.df_residual,
+        }
         columns.update({name: values for name, values in extra.items() if values is not None})
         index = pd.Index(np.asarray(self.feature_names), name="feature")
         table = DETable(columns, index=index)

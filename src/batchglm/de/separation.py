@@ -111,7 +111,11 @@ def _outside_row_space(l_free: Array, kept: Array, norms: Array) -> bool:
 
 
 def lrt_statistic(
-    data: Any, res: FitResult, l_free: Array, features: NDArray[np.intp], *,
+    data: Any,
+    res: FitResult,
+    l_free: Array,
+    features: NDArray[np.intp],
+    *,
     layer: str | None = None,
 ) -> tuple[Array, NDArray[np.bool_]]:
     """Likelihood-ratio statistic of ``L theta = 0`` for some features of a fit.
@@ -165,7 +169,8 @@ def lrt_statistic(
     if has_scale and bool(res.settings.get("fixed_scale", False)):
         fixed = res.coef_scale.to_numpy()[features]
     reduced = fit(
-        values, res.loc.matrix,
+        values,
+        res.loc.matrix,
         res.scale.matrix if has_scale else None,
         constraints_loc=c_reduced,
         constraints_scale=res.scale.constraints if has_scale else None,
@@ -181,4 +186,3 @@ def lrt_statistic(
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
     return np.where(ok, np.maximum(stat, 0.0), np.nan), ok
-

@@ -88,7 +88,11 @@ def check_dispersion(dispersion: str, data: Any, model: str = "loc") -> None:
 
 
 def shrunken_fit(
-    data: Any, res: FitResult, dispersion: str, *, layer: str | None = None,
+    data: Any,
+    res: FitResult,
+    dispersion: str,
+    *,
+    layer: str | None = None,
     trend: str = "parametric",
 ) -> Shrunken:
     """Estimate dispersions for ``res`` and refit its location at them.

@@ -86,9 +86,10 @@ class ThresholdedDEResult(DEResult):
         return self.stat if self.signed is None else self.signed
 
     def __repr__(self) -> str:
-        return (super().__repr__()[:-1]
-                + f", lfc_threshold={self.lfc_threshold:g}, "
-                f"alt_hypothesis={self.alt_hypothesis!r})")
+        return (
+            super().__repr__()[:-1] + f", lfc_threshold={self.lfc_threshold:g}, "
+            f"alt_hypothesis={self.alt_hypothesis!r})"
+        )
 
 
 def check_threshold(lfc_threshold: float, alt_hypothesis: str) -> None:
@@ -199,21 +200,31 @@ def wald_threshold(de: DEResult, lfc_threshold: float, alt_hypothesis: str) -> D
             "group with only zeros): their standard error is not valid, so the thresholded "
             "Wald test gives them NaN p-values; test them with lfc_threshold=0 (likelihood "
             "ratio) or bg.de.ql_f(..., lfc_threshold=...) instead.",
-            UserWarning, stacklevel=3,
+            UserWarning,
+            stacklevel=3,
         )
     # Separated features tested without data ("none") already have NaN and a warning.
     ok &= de.kind == "wald"
     pval = np.where(ok, pval, np.nan)
     stat = np.where(ok, stat, np.nan)
     return _promote(
-        de, stat=stat, pval=pval, converged=de.converged & ok,
+        de,
+        stat=stat,
+        pval=pval,
+        converged=de.converged & ok,
         tested=f"{de.tested} ({alt_hypothesis}, |LFC| threshold {lfc_threshold:g})",
-        lfc_threshold=float(lfc_threshold), alt_hypothesis=alt_hypothesis, signed=stat,
+        lfc_threshold=float(lfc_threshold),
+        alt_hypothesis=alt_hypothesis,
+        signed=stat,
     )
 
 
 def treat_ql(
-    de: DEResult, data: Any, shrunk: Shrunken, lmat: Array, lfc_threshold: float,
+    de: DEResult,
+    data: Any,
+    shrunk: Shrunken,
+    lmat: Array,
+    lfc_threshold: float,
     layer: str | None = None,
 ) -> DEResult:
     """TREAT quasi-likelihood test as edgeR's ``glmTreat`` (worst-case null), for ``ql_f``.
@@ -269,7 +280,9 @@ def treat_ql(
     good = np.asarray(de.converged, dtype=bool).copy()
     for sign in (1.0, -1.0):
         red = fit(
-            d, res.design_loc, constraints_loc=c_reduced,
+            d,
+            res.design_loc,
+            constraints_loc=c_reduced,
             size_factors=res.size_factors * np.exp(sign * tau * shift),
             fixed_scale=fixed_log_r(shrunk.alpha),
             max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
@@ -294,7 +307,12 @@ def treat_ql(
     ok = good & np.isfinite(pval)
     signed = np.where(ok, np.where(up, 1.0, -1.0) * np.maximum(t_near, 0.0), np.nan)
     return _promote(
-        de, stat=signed, pval=np.where(ok, pval, np.nan), converged=ok,
+        de,
+        stat=signed,
+        pval=np.where(ok, pval, np.nan),
+        converged=ok,
         tested=f"{de.tested} (TREAT, |LFC| threshold {lfc_threshold:g})",
-        lfc_threshold=float(lfc_threshold), alt_hypothesis="greaterAbs", signed=signed,
+        lfc_threshold=float(lfc_threshold),
+        alt_hypothesis="greaterAbs",
+        signed=signed,
     )

@@ -34,8 +34,9 @@ Array = NDArray[np.float64]
 _RANK_RTOL = 1e-10
 
 Coef = str | int
-ContrastLike = (ArrayLike | pd.Series | pd.DataFrame | Mapping[str, float] | tuple[str, str, str]
-                | str | Cond)
+ContrastLike = (
+    ArrayLike | pd.Series | pd.DataFrame | Mapping[str, float] | tuple[str, str, str] | str | Cond
+)
 
 
 def wald(
@@ -204,7 +205,8 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
             f"tested direction ({de.tested}): a group with only zeros makes their Wald "
             "statistic invalid (Hauck-Donner), so they get NaN p-values; pass the fit's data "
             "as `data=` to bg.de.wald to test them by likelihood ratio instead.",
-            UserWarning, stacklevel=3,
+            UserWarning,
+            stacklevel=3,
         )
         stat[hit] = np.nan
         pval[hit] = np.nan
@@ -217,14 +219,20 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
     kind[hit] = "lrt"
     logger.info(
         "%d feature(s) separated in the tested direction (%s%s) tested by likelihood ratio "
-        "instead of Wald.", hit.size, ", ".join(names), more,
+        "instead of Wald.",
+        hit.size,
+        ", ".join(names),
+        more,
     )
     return replace(de, stat=stat, pval=pval, stat_kind=kind)
 
 
 def test_rows(
-    res: FitResult, coef: Coef | Sequence[Coef] | None, contrast: ContrastLike | None,
-    design: Design, model: str,
+    res: FitResult,
+    coef: Coef | Sequence[Coef] | None,
+    contrast: ContrastLike | None,
+    design: Design,
+    model: str,
 ) -> tuple[Array, list[str]]:
     """Rows ``L`` over the model's coefficients for a ``coef`` or ``contrast`` argument.
 
@@ -291,11 +299,12 @@ def _coef_position(c: Coef, design: Design, model: str) -> int:
     )
 
 
-def _coef_rows(
-    coef: Coef | Sequence[Coef], design: Design, model: str
-) -> tuple[Array, list[str]]:
-    items = (list(coef) if isinstance(coef, Sequence | np.ndarray) and not isinstance(coef, str)
-             else [coef])
+def _coef_rows(coef: Coef | Sequence[Coef], design: Design, model: str) -> tuple[Array, list[str]]:
+    items = (
+        list(coef)
+        if isinstance(coef, Sequence | np.ndarray) and not isinstance(coef, str)
+        else [coef]
+    )
     if not items:
         raise ValueError("`coef` must name at least one coefficient.")
     pos = [_coef_position(c, design, model) for c in items]
@@ -319,8 +328,13 @@ def _contrast_rows(
         return expression_rows(contrast, design, model, res)
     names = design.names
     p = len(names)
-    if isinstance(contrast, tuple) and len(contrast) == 3 and isinstance(contrast[0], str) and all(
-        isinstance(x, str | int | np.integer) and not isinstance(x, bool) for x in contrast[1:]
+    if (
+        isinstance(contrast, tuple)
+        and len(contrast) == 3
+        and isinstance(contrast[0], str)
+        and all(
+            isinstance(x, str | int | np.integer) and not isinstance(x, bool) for x in contrast[1:]
+        )
     ):
         if model != "loc":
             raise ValueError("contrasts by level names are only available for `model='loc'`.")

@@ -106,8 +106,12 @@ class _Rows:
     n: Array | None
 
     def columns(self, idx: NDArray[np.intp]) -> _Rows:
-        return _Rows(np.ascontiguousarray(self.y[:, idx]), np.ascontiguousarray(self.mu[:, idx]),
-                     self.x, self.n)
+        return _Rows(
+            np.ascontiguousarray(self.y[:, idx]),
+            np.ascontiguousarray(self.mu[:, idx]),
+            self.x,
+            self.n,
+        )
 
 
 def _rows(y: Array, mu: Array, x: Array) -> _Rows:
@@ -159,7 +163,11 @@ def _parts(rows: _Rows, t: Array, order: int, table: CountTable) -> tuple[Array,
 
 
 def _objective(
-    rows: _Rows, t: Array, prior: LogNormalPrior | None, order: int, table: CountTable,
+    rows: _Rows,
+    t: Array,
+    prior: LogNormalPrior | None,
+    order: int,
+    table: CountTable,
 ) -> tuple[Array, Array | None]:
     value, grad = _parts(rows, t, order, table)
     if prior is not None:

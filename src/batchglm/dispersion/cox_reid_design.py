@@ -137,9 +137,7 @@ class _APL:
         value, grad, hess, _ = self.with_noise(b, order)
         return value, grad, hess
 
-    def with_noise(
-        self, b: Array, order: int
-    ) -> tuple[Array, Array | None, Array | None, Array]:
+    def with_noise(self, b: Array, order: int) -> tuple[Array, Array | None, Array | None, Array]:
         """Like ``__call__``, plus the APL's rounding noise per feature."""
         y, mu, x, z = self.y, self.mu, self.x, self.z
         t = z @ b.T
@@ -227,20 +225,21 @@ def _direction(grad: Array, hess: Array) -> Array:
     return np.einsum("fij,fj->fi", vecs, proj / np.where(definite, vals, modified))
 
 
-def _step_limit(rows: Array, b: Array, db: Array, active: NDArray[np.bool_],
-                lo: float, hi: float) -> Array:
+def _step_limit(
+    rows: Array, b: Array, db: Array, active: NDArray[np.bool_], lo: float, hi: float
+) -> Array:
     """Largest step in ``[0, inf]`` that keeps every inactive predictor within bounds."""
     eta = rows @ b.T
     deta = rows @ db.T
     with np.errstate(divide="ignore", invalid="ignore"):
-        room = np.where(deta > 0, (hi - eta) / deta,
-                        np.where(deta < 0, (lo - eta) / deta, np.inf))
+        room = np.where(deta > 0, (hi - eta) / deta, np.where(deta < 0, (lo - eta) / deta, np.inf))
     room[active] = np.inf
     return np.maximum(room.min(axis=0), 0.0)
 
 
-def _release(grad: Array, active: NDArray[np.bool_], rows: Array, b: Array,
-             hi: float) -> NDArray[np.bool_]:
+def _release(
+    grad: Array, active: NDArray[np.bool_], rows: Array, b: Array, hi: float
+) -> NDArray[np.bool_]:
     """Active bounds whose Lagrange multiplier has the wrong sign (KKT violated).
 
     At a stationary point of the projected problem the gradient is ``sum_g lambda_g z_g``
@@ -259,8 +258,7 @@ def _release(grad: Array, active: NDArray[np.bool_], rows: Array, b: Array,
     return out
 
 
-def start_values(y: Array, mu: Array, x: Array, z: Array,
-                 alpha_max: float | None = None) -> Array:
+def start_values(y: Array, mu: Array, x: Array, z: Array, alpha_max: float | None = None) -> Array:
     """Start the scale coefficients at the common (intercept-only) Cox-Reid estimate.
 
     The intercept-only maximiser is found globally by a grid search, so Newton starts in
@@ -455,14 +453,16 @@ def cox_reid_scale(
         if hit.any():
             eta = rows @ b[idx[hit]].T
             active[:, idx[hit]] |= (eta >= hi - _BOUND_TOL) | (eta <= lo + _BOUND_TOL)
-        expand[idx] = np.where(full & live & walking & ~hit,
-                               np.minimum(2.0 * expand[idx], _MAX_EXPAND), 1.0)
+        expand[idx] = np.where(
+            full & live & walking & ~hit, np.minimum(2.0 * expand[idx], _MAX_EXPAND), 1.0
+        )
         stuck = need
         lost = np.maximum(_NOISE_DECREMENT, 4.0 * noise)
-        status[idx[stuck]] = np.where(decrement[stuck] < lost[stuck],
-                                      np.where(at_bound[stuck], Status.SCALE_AT_BOUND,
-                                               Status.CONVERGED),
-                                      Status.STALLED)
+        status[idx[stuck]] = np.where(
+            decrement[stuck] < lost[stuck],
+            np.where(at_bound[stuck], Status.SCALE_AT_BOUND, Status.CONVERGED),
+            Status.STALLED,
+        )
         keep = live & ~stuck
         if not keep.all():
             work = work.subset(keep)

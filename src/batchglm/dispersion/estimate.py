@@ -89,12 +89,15 @@ class Dispersions:
             Columns ``base_mean, genewise, trend, map, outlier``.
         """
         return pd.DataFrame(
-            {"base_mean": self.base_mean, "genewise": self.genewise, "trend": self.trend,
-             "map": self.map, "outlier": self.outlier},
+            {
+                "base_mean": self.base_mean,
+                "genewise": self.genewise,
+                "trend": self.trend,
+                "map": self.map,
+                "outlier": self.outlier,
+            },
             index=self.feature_names,
         )
-
-
 
 
 def check_nb_fit(res: FitResult, data: Data, what: str, intercept_only: bool = True) -> None:
@@ -181,6 +184,7 @@ def estimate_dispersions(
     usable = res.status_codes != Status.ALL_ZERO
     base_mean = np.zeros(n_feat)
     log_r_gene = np.full(n_feat, np.nan)
+
     def _pass1(sl: slice) -> None:
         y = d.block(sl)
         base_mean[sl] = (y / res.size_factors[:, None]).mean(axis=0)
@@ -188,7 +192,9 @@ def estimate_dispersions(
         if use.size:
             mu = _means(res, sl)
             log_r_gene[sl.start + use] = cox_reid_log_r(
-                np.ascontiguousarray(y[:, use]), np.ascontiguousarray(mu[:, use]), x,
+                np.ascontiguousarray(y[:, use]),
+                np.ascontiguousarray(mu[:, use]),
+                x,
                 alpha_max=upper,
             )
 
@@ -203,6 +209,7 @@ def estimate_dispersions(
         np.log(genewise[for_fit]), np.log(trend_alpha[for_fit]), df_residual
     )
     log_r_map = np.full(n_feat, np.nan)
+
     def _pass2(sl: slice) -> None:
         use = np.flatnonzero(usable[sl])
         if not use.size:
@@ -211,8 +218,11 @@ def estimate_dispersions(
         mu = _means(res, sl)
         prior = LogNormalPrior(np.log(trend_alpha[sl.start + use]), prior_var)
         log_r_map[sl.start + use] = cox_reid_log_r(
-            np.ascontiguousarray(y[:, use]), np.ascontiguousarray(mu[:, use]), x,
-            prior=prior, alpha_max=upper,
+            np.ascontiguousarray(y[:, use]),
+            np.ascontiguousarray(mu[:, use]),
+            x,
+            prior=prior,
+            alpha_max=upper,
         )
 
     blocks.map_blocks(_pass2, blocks.feature_blocks(n_feat, blocks.block_size(n_obs)))
@@ -350,14 +360,23 @@ def genewise_dispersions(
             continue
         mu = _means(res, sl)
         sol = cox_reid_scale(
-            np.ascontiguousarray(y[:, use]), np.ascontiguousarray(mu[:, use]), x, z,
+            np.ascontiguousarray(y[:, use]),
+            np.ascontiguousarray(mu[:, use]),
+            x,
+            z,
             alpha_max=alpha_max,
         )
         at = sl.start + use
         coef[at], apl[at], status[at], n_iter[at] = sol.b, sol.apl, sol.status, sol.n_iter
     return GenewiseScale(
-        feature_names=res.feature_names, scale=res.scale, coef_free=coef, apl=apl,
-        status=status, n_iter=n_iter, df_residual=df_residual, usable=usable,
+        feature_names=res.feature_names,
+        scale=res.scale,
+        coef_free=coef,
+        apl=apl,
+        status=status,
+        n_iter=n_iter,
+        df_residual=df_residual,
+        usable=usable,
     )
 
 
@@ -379,8 +398,14 @@ def fixed_log_r(alpha: Array) -> Array:
     return np.where(np.isfinite(log_r), log_r, 0.0)
 
 
-def refit_location(data: Any, res: FitResult, alpha: Array, *, layer: str | None = None,
-                   constraints_loc: Array | None = None) -> FitResult:
+def refit_location(
+    data: Any,
+    res: FitResult,
+    alpha: Array,
+    *,
+    layer: str | None = None,
+    constraints_loc: Array | None = None,
+) -> FitResult:
     """Refit the location model of ``res`` with the NB dispersions held at ``alpha``.
 
     Parameters
@@ -407,8 +432,11 @@ def refit_location(data: Any, res: FitResult, alpha: Array, *, layer: str | None
 
     c = res.loc.constraints if constraints_loc is None else constraints_loc
     return fit(
-        data_of_fit(data, res, layer=layer), res.design_loc, constraints_loc=c,
-        size_factors=res.size_factors, fixed_scale=fixed_log_r(alpha),
+        data_of_fit(data, res, layer=layer),
+        res.design_loc,
+        constraints_loc=c,
+        size_factors=res.size_factors,
+        fixed_scale=fixed_log_r(alpha),
         max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
         tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
     )
@@ -452,8 +480,13 @@ class QuasiLikelihood:
 
 
 def quasi_likelihood(
-    data: Any, res_trend: FitResult, disp: Dispersions, *, layer: str | None = None,
-    abundance_trend: bool = True, deviance_bias: bool = True,
+    data: Any,
+    res_trend: FitResult,
+    disp: Dispersions,
+    *,
+    layer: str | None = None,
+    abundance_trend: bool = True,
+    deviance_bias: bool = True,
 ) -> QuasiLikelihood:
     """QL dispersions from the deviances of a fit at the trended NB dispersions.
 
@@ -498,6 +531,7 @@ def quasi_likelihood(
     divisor = np.full(n_feat, np.nan)
     testable = disp.usable & res_trend.converged.to_numpy()
     table = KappaTable.build(r[testable]) if deviance_bias and testable.any() else None
+
     def _pass3(sl: slice) -> None:
         use = np.flatnonzero(testable[sl])
         if not use.size:

@@ -96,8 +96,9 @@ class KappaTable:
         lo, hi = float(log_r.min()), float(log_r.max())
         grid_r = np.linspace(lo, hi if hi > lo else lo + 1e-6, _N_R)
         grid_mu = np.linspace(np.log(_MU_MIN), np.log(_MU_MAX), _N_MU)
-        values = np.array([[_exact(float(np.exp(m)), float(np.exp(t))) for t in grid_r]
-                           for m in grid_mu])
+        values = np.array(
+            [[_exact(float(np.exp(m)), float(np.exp(t))) for t in grid_r] for m in grid_mu]
+        )
         return cls(grid_mu, grid_r, values)
 
     def __call__(self, mu: Array, r: Array) -> Array:
@@ -126,8 +127,10 @@ class KappaTable:
         pos = (np.log(np.clip(mu, _MU_MIN, _MU_MAX)) - self.log_mu[0]) / step
         i = np.minimum(pos.astype(np.int64), self.log_mu.size - 2)
         u = pos - i
-        kappa = (np.take_along_axis(rows, i, axis=0) * (1.0 - u)
-                 + np.take_along_axis(rows, i + 1, axis=0) * u)
+        kappa = (
+            np.take_along_axis(rows, i, axis=0) * (1.0 - u)
+            + np.take_along_axis(rows, i + 1, axis=0) * u
+        )
         big = mu > _MU_MAX
         if big.any():
             limit = np.broadcast_to(gamma_limit(r)[None, :], mu.shape)
@@ -155,9 +158,7 @@ def expected_unit_deviance(mu: Array, r: Array) -> Array:
     return KappaTable.build(r)(mu, r)
 
 
-def expected_deviance(
-    mu: Array, r: Array, x: Array, table: KappaTable | None = None
-) -> Array:
+def expected_deviance(mu: Array, r: Array, x: Array, table: KappaTable | None = None) -> Array:
     """Approximate the expected residual deviance of NB fits per feature.
 
     ``sum_i (1 - h_i) kappa(mu_i, r)`` with ``h_i`` the leverages at the IRLS weights

@@ -152,9 +152,7 @@ def zero_fit_residual_df(
     if some.size:
         patterns, inverse = np.unique(zero[:, some].T, axis=0, return_inverse=True)
         kept = ~patterns
-        df_pattern = np.array(
-            [int(k.sum()) - column_rank(x[k]) for k in kept], dtype=np.int64
-        )
+        df_pattern = np.array([int(k.sum()) - column_rank(x[k]) for k in kept], dtype=np.int64)
         df[some] = df_pattern[np.ravel(inverse)]
     return np.maximum(df, 0)
 
@@ -177,9 +175,7 @@ def _basis(covariate: Array, ok: NDArray[np.bool_]) -> Array:
     return np.column_stack([z**j for j in range(df)])
 
 
-def squeeze_var(
-    s2: Array, df: float | Array, covariate: Array | None = None
-) -> SqueezedVariances:
+def squeeze_var(s2: Array, df: float | Array, covariate: Array | None = None) -> SqueezedVariances:
     """Empirical-Bayes moderation of variances (limma's ``squeezeVar``, Smyth 2004).
 
     Parameters

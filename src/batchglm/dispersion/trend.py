@@ -116,8 +116,7 @@ def parametric_trend(mean: Array, alpha: Array) -> Trend | None:
         done = np.sum(np.log(new / coef) ** 2) < 1e-6
         coef = new
         if done:
-            return Trend("parametric", (float(coef[0]), float(coef[1])), np.empty(0),
-                         np.empty(0))
+            return Trend("parametric", (float(coef[0]), float(coef[1])), np.empty(0), np.empty(0))
     return None
 
 

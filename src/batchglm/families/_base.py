@@ -289,9 +289,7 @@ class Family(ABC):
         return np.log(rng.integers(1, 11, size=size))
 
     @abstractmethod
-    def sample(
-        self, rng: np.random.Generator, eta_loc: Array, eta_scale: Array
-    ) -> Array:
+    def sample(self, rng: np.random.Generator, eta_loc: Array, eta_scale: Array) -> Array:
         """Draw observations for given predictors.
 
         Parameters

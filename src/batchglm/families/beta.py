@@ -101,12 +101,8 @@ class Beta(Family):
         u = (log_y - log_1my) - (psi_p - psi_q)
         d_loc = phi * m * u
         d2_loc = d_loc * (nu - mu) - (phi * m) ** 2 * (tri_p + tri_q)
-        d_scale = phi * (
-            special.digamma(phi) - mu * psi_p - nu * psi_q + mu * log_y + nu * log_1my
-        )
-        d2_scale = d_scale + phi * phi * (
-            _trigamma(phi) - mu * mu * tri_p - nu * nu * tri_q
-        )
+        d_scale = phi * (special.digamma(phi) - mu * psi_p - nu * psi_q + mu * log_y + nu * log_1my)
+        d2_scale = d_scale + phi * phi * (_trigamma(phi) - mu * mu * tri_p - nu * nu * tri_q)
         d2_cross = d_loc + phi * phi * m * (nu * tri_q - mu * tri_p)
         return Derivatives(ll, d_loc, d_scale, d2_loc, d2_cross, d2_scale)
 
@@ -322,7 +318,8 @@ class Beta(Family):
             Non-negative deviance contributions.
         """
         y, mu, eta_scale = np.broadcast_arrays(
-            np.asarray(y, dtype=np.float64), np.asarray(mu, dtype=np.float64),
+            np.asarray(y, dtype=np.float64),
+            np.asarray(mu, dtype=np.float64),
             np.asarray(eta_scale, dtype=np.float64),
         )
         phi = np.exp(eta_scale)

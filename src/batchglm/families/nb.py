@@ -270,8 +270,9 @@ class NegativeBinomial(Family):
         """
         r = np.exp(eta_scale)
         with np.errstate(divide="ignore"):
-            dev = 2.0 * (special.xlogy(y, y) - special.xlogy(y, mu)
-                         - (y + r) * np.log1p((y - mu) / (mu + r)))
+            dev = 2.0 * (
+                special.xlogy(y, y) - special.xlogy(y, mu) - (y + r) * np.log1p((y - mu) / (mu + r))
+            )
         return np.asarray(np.maximum(dev, 0.0), dtype=np.float64)
 
     def cdf_parts(self, y: Array, mu: Array, eta_scale: Array) -> tuple[Array, Array, Array]:
@@ -295,5 +296,8 @@ class NegativeBinomial(Family):
 
         r = np.exp(eta_scale)
         p = 1.0 / (1.0 + mu / r)
-        return (stats.nbinom.cdf(y - 1.0, r, p), stats.nbinom.pmf(y, r, p),
-                stats.nbinom.sf(y, r, p))
+        return (
+            stats.nbinom.cdf(y - 1.0, r, p),
+            stats.nbinom.pmf(y, r, p),
+            stats.nbinom.sf(y, r, p),
+        )

@@ -192,5 +192,4 @@ class Poisson(Family):
         """
         from scipy import stats
 
-        return (stats.poisson.cdf(y - 1.0, mu), stats.poisson.pmf(y, mu),
-                stats.poisson.sf(y, mu))
+        return (stats.poisson.cdf(y - 1.0, mu), stats.poisson.pmf(y, mu), stats.poisson.sf(y, mu))

@@ -106,8 +106,14 @@ def fit_mixed(
     q = sum(g.n_groups for g in groupings)
     modes = np.zeros((q, n_feat))
     factors = [g.factor for g in groupings]
-    logger.info("fitting %d features x %d observations with random intercepts for %s "
-                "(%d groups, %s)", n_feat, n_obs, factors, q, fam.name)
+    logger.info(
+        "fitting %d features x %d observations with random intercepts for %s (%d groups, %s)",
+        n_feat,
+        n_obs,
+        factors,
+        q,
+        fam.name,
+    )
 
     def run(sl: slice) -> None:
         y = d.block(sl)
@@ -117,8 +123,9 @@ def fit_mixed(
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out
 
     # The feature-block rule and parallel map of every pass (threads, BLAS held to one).
-    blocks.map_blocks(run, blocks.feature_blocks(n_feat, chunk), n_jobs=n_jobs,
-                      desc="batchglm.fit (mixed)")
+    blocks.map_blocks(
+        run, blocks.feature_blocks(n_feat, chunk), n_jobs=n_jobs, desc="batchglm.fit (mixed)"
+    )
     warn_if_unconverged(status, options.max_iter)
     return FitResult(
         family=fam.name,
@@ -133,13 +140,16 @@ def fit_mixed(
         n_iter_values=n_iter,
         status_codes=status,
         settings={**settings, "random_effects": factors, "method": "laplace"},
-        random=RandomEffects(factors, [g.levels for g in groupings], var,
-                             np.split(modes, np.cumsum([g.n_groups for g in groupings])[:-1])),
+        random=RandomEffects(
+            factors,
+            [g.levels for g in groupings],
+            var,
+            np.split(modes, np.cumsum([g.n_groups for g in groupings])[:-1]),
+        ),
         # With several factors the first one names the replicates (see docs/mixed_model.md).
         small_sample=between_within(problem.loc.matrix, groupings[0].sums),
         data=d,
     )
-
 
 
 def start_sigma(problem: Problem, y: Array, a: Array, grouping: Grouping) -> Array:
@@ -239,8 +249,12 @@ def fit_block(
 
 
 def mixed_grouping(
-    random_effects: str | Sequence[str], obs: pd.DataFrame | None, n_obs: int, loc: Design,
-    family: str, fixed_scale: bool,
+    random_effects: str | Sequence[str],
+    obs: pd.DataFrame | None,
+    n_obs: int,
+    loc: Design,
+    family: str,
+    fixed_scale: bool,
 ) -> list[Grouping]:
     """Check the arguments of a mixed fit and return its grouping factor.
 

@@ -113,5 +113,6 @@ def _one_factor(factor: str, obs: pd.DataFrame | None, n_obs: int, loc: Design) 
             "`design_loc`, so its random intercepts are not identifiable; drop it from the "
             "fixed design."
         )
-    return Grouping(factor, pd.Index(levels, name=factor),
-                    GroupSums(codes.astype(np.intp), n_groups))
+    return Grouping(
+        factor, pd.Index(levels, name=factor), GroupSums(codes.astype(np.intp), n_groups)
+    )

@@ -108,8 +108,7 @@ def solve_modes(
         s1 = groups(der.d_loc)
         s2 = groups(der.d2_loc)
         step = (sig * s1 - v) / (1.0 - sig * sig * s2)
-        converged = np.asarray((np.abs(step) <= _TOL * (1.0 + np.abs(v))).all(axis=0),
-                               dtype=bool)
+        converged = np.asarray((np.abs(step) <= _TOL * (1.0 + np.abs(v))).all(axis=0), dtype=bool)
         if converged.all() or it >= _MAX_ITER:
             break
         step = np.clip(step, -step_cap, step_cap)
@@ -121,8 +120,9 @@ def solve_modes(
         der = family.derivatives(y, eta, eta_scale, 2)
         bad = _group_objective(der.ll, trial, groups) < base - 1e-13 * (1.0 + np.abs(base))
         if bad.any():
-            trial = _backtrack(family, y, eta_fixed, eta_scale, sig, groups, v, step / 2,
-                               base, bad, trial)
+            trial = _backtrack(
+                family, y, eta_fixed, eta_scale, sig, groups, v, step / 2, base, bad, trial
+            )
             eta = eta_fixed + groups.expand(sig * trial)
             der = family.derivatives(y, eta, eta_scale, 2)
         v = trial

@@ -60,11 +60,11 @@ class JointLayout:
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
         self.q = int(sum(sizes))
         #: Column of each observation's group in each factor, ``(K, n_obs)``.
-        self.cols = np.stack([g.sums.index + o for g, o in zip(groupings, offsets,
-                                                                 strict=True)])
+        self.cols = np.stack([g.sums.index + o for g, o in zip(groupings, offsets, strict=True)])
         rows = np.tile(np.arange(n_obs), len(groupings))
-        self.z = sparse.csr_array((np.ones(rows.size), (rows, self.cols.ravel())),
-                                  shape=(n_obs, self.q))
+        self.z = sparse.csr_array(
+            (np.ones(rows.size), (rows, self.cols.ravel())), shape=(n_obs, self.q)
+        )
         self.zt = self.z.T.tocsr()
         self.factor_of = np.repeat(np.arange(len(groupings)), sizes)
         # Per pair of factors, the distinct (group, group) cells that occur: Z^T D Z has
@@ -72,11 +72,13 @@ class JointLayout:
         self.cells: list[tuple[sparse.csr_array, NDArray[np.intp], NDArray[np.intp]]] = []
         for k in range(len(groupings)):
             for kk in range(k, len(groupings)):
-                pairs, index = np.unique(np.stack([self.cols[k], self.cols[kk]], axis=1),
-                                         axis=0, return_inverse=True)
+                pairs, index = np.unique(
+                    np.stack([self.cols[k], self.cols[kk]], axis=1), axis=0, return_inverse=True
+                )
                 index = index.ravel()
-                ind = sparse.csr_array((np.ones(n_obs), (index, np.arange(n_obs))),
-                                       shape=(pairs.shape[0], n_obs))
+                ind = sparse.csr_array(
+                    (np.ones(n_obs), (index, np.arange(n_obs))), shape=(pairs.shape[0], n_obs)
+                )
                 self.cells.append((ind, pairs[:, 0], pairs[:, 1]))
 
     def cross(self, w: Array) -> Array:
@@ -153,8 +155,11 @@ class JointLaplaceObjective:
             table = CountTable(self.y, sg.index, sg.n_groups)
         self.table = table
         if constant is None:
-            constant = (table.feature_sums(fam.constant(table.values)) if table is not None
-                        else fam.constant(self.y).sum(axis=0))
+            constant = (
+                table.feature_sums(fam.constant(table.values))
+                if table is not None
+                else fam.constant(self.y).sum(axis=0)
+            )
         self.constant = constant
         self.modes = np.zeros((self.q, y.shape[1])) if modes is None else modes
 
@@ -177,9 +182,15 @@ class JointLaplaceObjective:
             The objective over the kept features.
         """
         table = self.table.subset(keep) if self.table is not None else None
-        return JointLaplaceObjective(self.base, self.y[:, keep], self.groupings,
-                                     self.modes[:, keep], table, self.constant[keep],
-                                     self.layout)
+        return JointLaplaceObjective(
+            self.base,
+            self.y[:, keep],
+            self.groupings,
+            self.modes[:, keep],
+            table,
+            self.constant[keep],
+            self.layout,
+        )
 
     def _eta(self, eta_fixed: Array, sig_g: Array, v: Array) -> Array:
         return eta_fixed + np.asarray(self.z @ (sig_g * v))
@@ -245,8 +256,7 @@ class JointLaplaceObjective:
             eta_s_groups = np.zeros((1, theta.shape[0]))
             eta_scale = eta_s_groups
         v, eta, der, zd1, h = self.solve_modes(eta_fixed, eta_scale, sig_g, start)
-        counts = (self.table.group_sums(fam, eta_s_groups, order)
-                  if self.table is not None else None)
+        counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
         logdet = np.linalg.slogdet(h)[1]
         ll = der.ll.sum(axis=0) + self.constant - 0.5 * (v * v).sum(axis=0) - 0.5 * logdet
         if counts is not None:
@@ -275,10 +285,12 @@ class JointLaplaceObjective:
         for k, ck in enumerate(self.cols):
             e = v[ck]  # (n, F) mode of each observation's group in factor k
             in_k = self.factor_of == k
-            grad[:, kl + k] = ((der.d_loc * e).sum(axis=0) + diag[in_k].sum(axis=0)
-                               + 0.5 * (d3 * c * e).sum(axis=0)
-                               + 0.5 * ((r * zd1)[in_k].sum(axis=0)
-                                        + (der.d2_loc * e * w).sum(axis=0)))
+            grad[:, kl + k] = (
+                (der.d_loc * e).sum(axis=0)
+                + diag[in_k].sum(axis=0)
+                + 0.5 * (d3 * c * e).sum(axis=0)
+                + 0.5 * ((r * zd1)[in_k].sum(axis=0) + (der.d2_loc * e * w).sum(axis=0))
+            )
         if fam.has_scale:
             assert der.d_scale is not None and der.d2_cross is not None and c3 is not None
             w_scale = der.d_scale + 0.5 * (c3 * c + der.d2_cross * w)
@@ -306,9 +318,7 @@ class JointLaplaceObjective:
         """
         return laplace_evaluation(*self.evaluate(theta, order), self.constant)
 
-    def evaluate(
-        self, theta: Array, order: int
-    ) -> tuple[Array, Array | None, Array | None]:
+    def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """Laplace log-likelihood, analytic gradient and differenced Hessian per feature.
 
         Parameters

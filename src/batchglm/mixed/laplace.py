@@ -80,7 +80,6 @@ class OuterProblem:
         extra = np.ones(self.k_loc - kl)
         return np.concatenate([self.base.units[:kl], extra, self.base.units[kl:]])
 
-
     def eta_scale_groups(self, b: Array) -> Array:
         """Scale predictor per scale group, ``(n_groups, F)``.
 
@@ -97,8 +96,9 @@ class OuterProblem:
         return self.base.eta_scale_groups(b)
 
 
-def laplace_evaluation(ll: Array, grad: Array | None, hess: Array | None,
-                       constant: Array) -> Evaluation:
+def laplace_evaluation(
+    ll: Array, grad: Array | None, hess: Array | None, constant: Array
+) -> Evaluation:
     """Wrap a Laplace log-likelihood for the engine's rounding-noise test.
 
     Parameters
@@ -179,8 +179,9 @@ class LaplaceObjective:
             The objective over the kept features.
         """
         table = self.table.subset(keep) if self.table is not None else None
-        return LaplaceObjective(self.base, self.y[:, keep], self.groups,
-                                self.modes[:, keep], table, self.constant[keep])
+        return LaplaceObjective(
+            self.base, self.y[:, keep], self.groups, self.modes[:, keep], table, self.constant[keep]
+        )
 
     def _scale(self, b: Array) -> tuple[Array, Array]:
         p = self.base
@@ -203,10 +204,13 @@ class LaplaceObjective:
         sig = sigma[None, :]
         v = mode.v
         curv = 1.0 - sig * sig * mode.s2
-        counts = (self.table.group_sums(fam, eta_s_groups, order)
-                  if self.table is not None else None)
-        ll = (mode.der.ll.sum(axis=0) + self.constant - 0.5 * (v * v).sum(axis=0)
-              - 0.5 * np.log(curv).sum(axis=0))
+        counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
+        ll = (
+            mode.der.ll.sum(axis=0)
+            + self.constant
+            - 0.5 * (v * v).sum(axis=0)
+            - 0.5 * np.log(curv).sum(axis=0)
+        )
         if counts is not None:
             ll = ll + counts[0].sum(axis=0)
         if order == 0:
@@ -224,8 +228,9 @@ class LaplaceObjective:
         grad[:, :kl] = (p.rows.xc.T @ w_loc).T
         j_v_sigma = mode.s1 + sig * v * mode.s2
         h_sigma = -2.0 * sig * mode.s2 - sig * sig * v * s3
-        grad[:, kl] = ((v * mode.s1).sum(axis=0)
-                       - 0.5 * ((h_sigma + h_v * j_v_sigma * inv_h) * inv_h).sum(axis=0))
+        grad[:, kl] = (v * mode.s1).sum(axis=0) - 0.5 * (
+            (h_sigma + h_v * j_v_sigma * inv_h) * inv_h
+        ).sum(axis=0)
         if fam.has_scale:
             assert der.d_scale is not None and der.d2_cross is not None and c3 is not None
             w_scale = der.d_scale - 0.5 * (dir_w * der.d2_cross - third_w * c3)
@@ -249,8 +254,7 @@ class LaplaceObjective:
             c2 = mode.der.d2_cross
             assert c2 is not None
             zc = p.scale.reduced
-            out += [sig * self.groups(c2 * zc[:, i : i + 1]) * inv_h
-                    for i in range(p.k_scale)]
+            out += [sig * self.groups(c2 * zc[:, i : i + 1]) * inv_h for i in range(p.k_scale)]
         return out
 
     def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
@@ -270,9 +274,7 @@ class LaplaceObjective:
         """
         return laplace_evaluation(*self.evaluate(theta, order), self.constant)
 
-    def evaluate(
-        self, theta: Array, order: int
-    ) -> tuple[Array, Array | None, Array | None]:
+    def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """Laplace log-likelihood, its gradient and its Hessian for every feature.
 
         Parameters

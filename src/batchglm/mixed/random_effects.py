@@ -128,9 +128,7 @@ def check_mixed_dispersion(
         When ``dispersion`` is not ``"mle"`` and a fit has random effects: the shrunken
         refits are plain GLMs and would drop them.
     """
-    mixed = random_effects is not None or any(
-        f is not None and f.random is not None for f in fits
-    )
+    mixed = random_effects is not None or any(f is not None and f.random is not None for f in fits)
     if mixed and dispersion != "mle":
         raise ValueError(
             f"`dispersion` must be 'mle' for fits with random effects, but {dispersion!r} "

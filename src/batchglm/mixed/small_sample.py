@@ -91,9 +91,7 @@ def between_within(x: Array, groups: GroupSums) -> SmallSample:
     return SmallSample(df, np.asarray(between, dtype=bool), n_groups, rank_b)
 
 
-def reference_sf(
-    res: FitResult, model: str, lmat: Array, rank: int
-) -> Callable[[Array], Array]:
+def reference_sf(res: FitResult, model: str, lmat: Array, rank: int) -> Callable[[Array], Array]:
     """Survival function of a Wald statistic's reference distribution.
 
     Parameters

@@ -187,8 +187,9 @@ def solve(
         check = (quiet | (polish & ~polished)) & np.isfinite(t_ll)
         better = np.zeros_like(check)
         if check.any():
-            t_dec = _newton_system(t_grad[check], t_hess[check], active[:, idx[check]], prob,
-                                   fix_scale)[1]
+            t_dec = _newton_system(
+                t_grad[check], t_hess[check], active[:, idx[check]], prob, fix_scale
+            )[1]
             better[check] = t_dec < decrement[check]
         polished |= polish & better
         taken = ok | polished | (quiet & better)
@@ -202,9 +203,7 @@ def solve(
         # to the precision of the summed likelihood (large counts: sums of 1e11 cancel to
         # 1e2, the noise is 1e-4), whether the step was kept or not.
         settled = quiet & ~better
-        status[idx[settled]] = np.where(
-            at_bound[settled], Status.SCALE_AT_BOUND, Status.CONVERGED
-        )
+        status[idx[settled]] = np.where(at_bound[settled], Status.SCALE_AT_BOUND, Status.CONVERGED)
         retry = live & ~ok & ~quiet
         if retry.any():
             stuck = _halve(work, theta, idx, direction, step, ll, slope, retry, options, slack)
@@ -327,9 +326,7 @@ def _halve(
     return need
 
 
-def _expand_scale(
-    direction: Array, grad: Array, decrement: Array, expand: Array, kl: int
-) -> Array:
+def _expand_scale(direction: Array, grad: Array, decrement: Array, expand: Array, kl: int) -> Array:
     """Scale the scale part of ``direction`` in place by ``expand``; return the slope.
 
     Rows where the stretched direction is no ascent direction keep the Newton direction.

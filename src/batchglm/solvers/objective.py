@@ -110,7 +110,11 @@ class Rows:
 
 
 def _cells(
-    xc: Array, zc: Array, offset: Array, scale_index: NDArray[np.intp], n_scale: int,
+    xc: Array,
+    zc: Array,
+    offset: Array,
+    scale_index: NDArray[np.intp],
+    n_scale: int,
     has_scale: bool,
 ) -> Rows | None:
     """Group observations that share every predictor (design rows and offset).
@@ -313,9 +317,7 @@ class Objective:
                 self._constant = fam.constant(self.y).sum(axis=0)
         return self._constant
 
-    def evaluate(
-        self, theta: Array, order: int
-    ) -> tuple[Array, Array | None, Array | None]:
+    def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """Log-likelihood, gradient and observed Hessian for every feature.
 
         Parameters
@@ -367,9 +369,7 @@ class Objective:
         der = fam.derivatives(self.y, eta_loc, eta_scale, order, self.scratch)
         if rows.weight is not None:
             der = _weighted(der, rows.weight)
-        counts = (
-            self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
-        )
+        counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
         elementary = der.ll.sum(axis=0)
         constant = self.constant()
         ll = elementary + constant
@@ -439,5 +439,6 @@ def _weighted(der: Derivatives, weight: Array) -> Derivatives:
     d_loc = times(der.d_loc)
     d2_loc = times(der.d2_loc)
     assert ll is not None and d_loc is not None and d2_loc is not None
-    return Derivatives(ll, d_loc, times(der.d_scale), d2_loc, times(der.d2_cross),
-                       times(der.d2_scale))
+    return Derivatives(
+        ll, d_loc, times(der.d_scale), d2_loc, times(der.d2_cross), times(der.d2_scale)
+    )

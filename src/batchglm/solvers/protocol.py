@@ -48,9 +48,7 @@ class SolverObjective(Protocol):
     def problem(self) -> SolverProblem:
         """The parameter layout."""
 
-    def evaluate(
-        self, theta: Array, order: int
-    ) -> tuple[Array, Array | None, Array | None]:
+    def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """Objective ``(F,)``, gradient ``(F, k)`` and Hessian ``(F, k, k)`` (order 2)."""
 
     def evaluate_terms(self, theta: Array, order: int) -> Evaluation:

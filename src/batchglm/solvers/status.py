@@ -44,7 +44,10 @@ class Status(IntEnum):
 
 #: Codes that count as converged.
 CONVERGED_CODES = (
-    Status.CONVERGED, Status.SCALE_AT_BOUND, Status.SEPARATED, Status.RANDOM_VAR_AT_BOUND
+    Status.CONVERGED,
+    Status.SCALE_AT_BOUND,
+    Status.SEPARATED,
+    Status.RANDOM_VAR_AT_BOUND,
 )
 
 

@@ -115,9 +115,7 @@ class Simulator:
         """
         self._design_scale = self._parse(dmat, coords, "design_scale_params")
 
-    def _parse(
-        self, dmat: Any, coords: Mapping[str, Sequence[str]] | None, dim: str
-    ) -> SeedArray:
+    def _parse(self, dmat: Any, coords: Mapping[str, Sequence[str]] | None, dim: str) -> SeedArray:
         """Label a design, record its number of observations and drop earlier draws."""
         names = None if coords is None else coords.get(dim)
         design = _design(dmat, "dmat", dim, names)
