@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import special
 
 from batchglm.families.scratch import Scratch
 
@@ -311,6 +312,9 @@ class Family(ABC):
     def inverse_link(self, eta_loc: Array) -> Array:
         """Mean of the response for a location predictor (the inverse location link).
 
+        ``exp`` for the log link, the identity, or the logistic function for the logit
+        link (``loc_link``).
+
         Parameters
         ----------
         eta_loc : ndarray
@@ -320,7 +324,19 @@ class Family(ABC):
         -------
         ndarray
             Means, same shape.
+
+        Raises
+        ------
+        NotImplementedError
+            For a family whose ``loc_link`` is none of these.
         """
+        eta = np.asarray(eta_loc, dtype=np.float64)
+        if self.loc_link == "log":
+            return np.exp(eta)
+        if self.loc_link == "identity":
+            return eta
+        if self.loc_link == "logit":
+            return np.asarray(special.expit(eta), dtype=np.float64)
         raise NotImplementedError(f"family {self.name!r} does not define its inverse link.")
 
     def d_inverse_link(self, eta_loc: Array) -> Array:
@@ -335,7 +351,19 @@ class Family(ABC):
         -------
         ndarray
             ``d mu / d eta_loc``, same shape (used by the delta method in predictions).
+
+        Raises
+        ------
+        NotImplementedError
+            For a family whose ``loc_link`` is not log, identity or logit.
         """
+        eta = np.asarray(eta_loc, dtype=np.float64)
+        if self.loc_link == "log":
+            return np.exp(eta)
+        if self.loc_link == "identity":
+            return np.ones_like(eta)
+        if self.loc_link == "logit":
+            return np.asarray(special.expit(eta) * special.expit(-eta), dtype=np.float64)
         raise NotImplementedError(
             f"family {self.name!r} does not define the derivative of its inverse link."
         )

@@ -249,36 +249,6 @@ class Beta(Family):
         tiny = np.finfo(np.float64).tiny
         return np.clip(y, tiny, np.nextafter(1.0, 0.0))
 
-    def inverse_link(self, eta_loc: Array) -> Array:
-        """Return ``expit(eta_loc)``.
-
-        Parameters
-        ----------
-        eta_loc : ndarray
-            ``logit(mu)``.
-
-        Returns
-        -------
-        ndarray
-            Means.
-        """
-        return np.asarray(special.expit(eta_loc), dtype=np.float64)
-
-    def d_inverse_link(self, eta_loc: Array) -> Array:
-        """Return ``mu (1 - mu)``.
-
-        Parameters
-        ----------
-        eta_loc : ndarray
-            ``logit(mu)``.
-
-        Returns
-        -------
-        ndarray
-            ``d mu / d eta_loc``.
-        """
-        return np.asarray(special.expit(eta_loc) * special.expit(-eta_loc), dtype=np.float64)
-
     def variance(self, mu: Array, eta_scale: Array) -> Array:
         """Return ``mu (1 - mu) / (1 + phi)``.
 

@@ -201,36 +201,6 @@ class Normal(Family):
         """
         return rng.normal(eta_loc, np.exp(eta_scale))
 
-    def inverse_link(self, eta_loc: Array) -> Array:
-        """Return ``eta_loc`` (identity link).
-
-        Parameters
-        ----------
-        eta_loc : ndarray
-            Means.
-
-        Returns
-        -------
-        ndarray
-            Means.
-        """
-        return np.asarray(eta_loc, dtype=np.float64)
-
-    def d_inverse_link(self, eta_loc: Array) -> Array:
-        """Return ones (identity link).
-
-        Parameters
-        ----------
-        eta_loc : ndarray
-            Means.
-
-        Returns
-        -------
-        ndarray
-            ``d mu / d eta_loc``.
-        """
-        return np.ones_like(eta_loc, dtype=np.float64)
-
     def variance(self, mu: Array, eta_scale: Array) -> Array:
         """Return ``sd^2 = exp(2 eta_scale)``.
 

@@ -105,36 +105,6 @@ class Poisson(Family):
         """
         return rng.poisson(np.exp(eta_loc)).astype(np.float64)
 
-    def inverse_link(self, eta_loc: Array) -> Array:
-        """Return ``exp(eta_loc)``.
-
-        Parameters
-        ----------
-        eta_loc : ndarray
-            ``log(mu)``, size-factor offsets included.
-
-        Returns
-        -------
-        ndarray
-            Means.
-        """
-        return np.exp(eta_loc)
-
-    def d_inverse_link(self, eta_loc: Array) -> Array:
-        """Return ``exp(eta_loc)`` (the log link's derivative is the mean).
-
-        Parameters
-        ----------
-        eta_loc : ndarray
-            ``log(mu)``.
-
-        Returns
-        -------
-        ndarray
-            ``d mu / d eta_loc``.
-        """
-        return np.exp(eta_loc)
-
     def variance(self, mu: Array, eta_scale: Array) -> Array:
         """Return ``mu``.
 
