@@ -199,3 +199,21 @@ def test_all_zero_and_one_sided_features_are_handled():
     disp = estimate_dispersions(y, res)
     assert not disp.usable[0] and np.isnan(disp.map[0])
     assert np.isfinite(disp.map[1:]).all()
+
+
+def test_shrunken_estimates_are_kept_on_the_fit_and_reused():
+    y, x, sf, *_ = _two_groups(8, n_feat=40)
+    res = bg.fit(y, x, size_factors=sf)
+    first = bg.de.wald(res, coef="p1", dispersion="map")
+    disp = res.derived[("dispersions", "parametric")]
+    again = bg.de.wald(res, coef="p1", dispersion="map")
+    np.testing.assert_array_equal(first.pval, again.pval)
+    ql = bg.de.ql_f(res, coef="p1")  # reuses the dispersions of the MAP test
+    assert res.derived[("dispersions", "parametric")] is disp
+    fresh = bg.fit(y, x, size_factors=sf)
+    np.testing.assert_array_equal(ql.pval, bg.de.ql_f(fresh, coef="p1").pval)
+    # Other data (here an equal copy) are never served from the fit's store.
+    n_keys = len(fresh.derived)
+    bg.de.ql_f(fresh, coef="p1", data=y.copy())
+    assert len(fresh.derived) == n_keys
+    assert len(replace(res, data=None).derived) == 0

@@ -91,6 +91,11 @@ class FitResult:
     data: Data | None = field(default=None, repr=False)
     random: RandomEffects | None = None
     small_sample: SmallSample | None = None
+    #: Estimates derived from the fit and its own data (shrunken dispersions, QL refits),
+    #: computed once and reused by later tests; empty in every copy.
+    derived: dict[tuple[str, ...], Any] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def _k_loc(self) -> int:

@@ -12,7 +12,7 @@ fitted zeros (see :func:`batchglm.dispersion.quasi_likelihood.zero_fit_residual_
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -118,13 +118,25 @@ def shrunken_fit(
         The refit and the estimates.
     """
     check_residual_df(res, f"dispersion={dispersion!r}")
+    # With the fit's own data the estimates are kept on the fit: a second test (another
+    # coefficient, ql_f after wald(dispersion="map"), ...) reuses them.
+    own = data is not None and data is res.data
+    key = ("shrunken", dispersion, trend)
+    if own and key in res.derived:
+        return cast(Shrunken, res.derived[key])
     # Converted (and matched to the fit by name) once for the three passes below.
     d = data_of_fit(data, res, layer=layer)
-    disp = estimate_dispersions(d, res, trend=trend)
+    disp = res.derived.get(("dispersions", trend)) if own else None
+    if disp is None:
+        disp = estimate_dispersions(d, res, trend=trend)
     alpha = disp.map if dispersion == "map" else disp.trend
     refit = refit_location(d, res, alpha)
     ql = quasi_likelihood(d, refit, disp) if dispersion == "ql" else None
-    return Shrunken(refit, alpha, disp, ql)
+    shrunk = Shrunken(refit, alpha, disp, ql)
+    if own:
+        res.derived[("dispersions", trend)] = disp
+        res.derived[key] = shrunk
+    return shrunk
 
 
 def attach(de: DEResult, shrunk: Shrunken, dispersion: str) -> DEResult:
