@@ -234,3 +234,21 @@ def test_data_must_be_the_fits(two_groups):
     named = bg.fit(pd.DataFrame(y, columns=[f"g{j}" for j in range(40)]), res.loc.matrix)
     with pytest.raises(ValueError, match=r"`data` must name the same features as the fit"):
         bg.de.wald(named, coef="p1", data=renamed)
+
+
+def test_scale_parameter_of_the_zero_group_leaves_no_information():
+    rng = np.random.default_rng(31)
+    cond = np.repeat([0.0, 1.0], 6)
+    x = np.column_stack([np.ones(12), cond])
+    y = rng.negative_binomial(5, 5 / (5 + 30.0), size=(12, 6)).astype(float)
+    y[:6, 0] = 0.0
+    y[6:, 0] = [35, 42, 34, 35, 45, 46]
+    # A dispersion per condition: the all-zero condition's own dispersion explains the zeros.
+    per_group = bg.fit(y, x, x)
+    with pytest.warns(UserWarning, match=r"1 separated feature\(s\) \(feature0\) have a scale"):
+        de = bg.de.wald(per_group, coef="p1")
+    assert np.isnan(de.pval[0]) and de.kind[0] == "none"
+    assert np.isfinite(de.pval[1:]).all()
+    # One shared dispersion: the zeros are informative and the LR test finds the effect.
+    shared = bg.de.wald(bg.fit(y, x), coef="p1")
+    assert shared.kind[0] == "lrt" and shared.pval[0] < 1e-6

@@ -19,8 +19,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.align import data_of_fit
+from batchglm.design import column_rank
 from batchglm.families import get_family
 from batchglm.result import FitResult
+from batchglm.solvers.objective import unique_rows
 from batchglm.solvers.status import CONVERGED_CODES, Status
 
 Array = NDArray[np.float64]
@@ -77,8 +79,7 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
     # with a non-zero fitted mean: row u keeps one iff x_u a + max log(sf) over its
     # observations lies above the threshold. Working on distinct rows (and chunks of
     # features) keeps memory at (distinct rows x chunk), whatever the number of cells.
-    rows, inverse_obs = np.unique(res.loc.reduced, axis=0, return_inverse=True)
-    inverse_obs = np.asarray(inverse_obs).ravel()
+    rows, inverse_obs = unique_rows(res.loc.reduced)
     max_offset = np.full(rows.shape[0], -np.inf)
     np.maximum.at(max_offset, inverse_obs, np.log(res.size_factors))
     threshold = fam.separated_eta + _ETA_MARGIN
@@ -97,6 +98,47 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
             if key not in verdict:
                 verdict[key] = _outside_row_space(l_free, rows[~pattern], norms)
             out[part[inverse == p]] = verdict[key]
+    return out
+
+
+def scale_free_at_zeros(res: FitResult, features: NDArray[np.intp]) -> NDArray[np.bool_]:
+    """Features whose scale model has parameters that only zero-fitted observations inform.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit of the test.
+    features : ndarray of int
+        Positions of (separated) features to check.
+
+    Returns
+    -------
+    ndarray of bool
+        One value per entry of ``features``: True where the scale design restricted to the
+        observations with a non-zero fitted mean has lower rank than the whole scale design.
+        Then the all-zero group has a scale parameter of its own (e.g. ``design_scale="~
+        condition"`` with one condition all zero): any mean difference can be absorbed by
+        that group's dispersion running to its bound, so the data hold no information on
+        the tested location effect and a likelihood ratio near 0 would be reported as
+        ``p ~ 1``.
+    """
+    out = np.zeros(features.size, dtype=bool)
+    if res.theta_free.shape[1] == res.loc.n_free or features.size == 0:
+        return out
+    fam = get_family(res.family)
+    if fam.separated_eta is None:
+        return out
+    k = res.loc.n_free
+    # Distinct (location row, scale row, offset) cells: memory cells x features.
+    cells, index = unique_rows(
+        np.column_stack([res.loc.reduced, res.scale.reduced, np.log(res.size_factors)])
+    )
+    x_cells, z_cells = cells[:, :k], cells[:, k : k + res.scale.n_free]
+    eta = x_cells @ res.theta_free[features, :k].T + cells[:, -1:]
+    kept = eta >= fam.separated_eta + _ETA_MARGIN
+    full_rank = column_rank(z_cells)
+    for j in range(features.size):  # features separated in the tested direction: few
+        out[j] = column_rank(z_cells[kept[:, j]]) < full_rank
     return out
 
 

@@ -18,7 +18,11 @@ from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
 from batchglm.de.pseudoreplication import warn_wald
 from batchglm.de.result import MAX_LFC, DEResult, fitted_mean
-from batchglm.de.separation import lrt_statistic, separated_in_direction
+from batchglm.de.separation import (
+    lrt_statistic,
+    scale_free_at_zeros,
+    separated_in_direction,
+)
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
@@ -217,6 +221,20 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
     with np.errstate(invalid="ignore"):
         pval[hit] = np.where(ok, stats.chi2.sf(lr, de.df), np.nan)
     kind[hit] = "lrt"
+    free = hit[scale_free_at_zeros(res, hit)]
+    if free.size:
+        stat[free], pval[free], kind[free] = np.nan, np.nan, "none"
+        shown = ", ".join(str(n) for n in res.feature_names[free[:5]])
+        warnings.warn(
+            f"{free.size} separated feature(s) ({shown}{' ...' if free.size > 5 else ''}) "
+            "have a scale (dispersion) parameter that only their all-zero observations "
+            "inform: the zeros can be explained by that dispersion alone, so the data hold "
+            "no information on the tested effect and they get NaN p-values; test them with "
+            "a scale model that does not separate the all-zero group (e.g. "
+            "design_scale='~ 1').",
+            UserWarning,
+            stacklevel=3,
+        )
     logger.info(
         "%d feature(s) separated in the tested direction (%s%s) tested by likelihood ratio "
         "instead of Wald.",
