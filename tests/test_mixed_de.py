@@ -96,3 +96,22 @@ def test_wald_warns_about_pseudoreplication() -> None:
         bg.de.wald(bg.fit(pb.to_numpy(), "~ condition", obs=pb_obs), coef="condition[T.stim]")
         bg.de.wald(plain, coef="condition[T.stim]")
         bg.de.wald(fixed, coef="donor[d1]")
+
+
+def test_group_level_test_warns_about_variances_at_zero():
+    rng = np.random.default_rng(2)
+    sizes = [300, 20, 20, 20] * 2
+    donor = np.repeat([f"d{i}" for i in range(8)], sizes)
+    obs = pd.DataFrame({"donor": donor, "condition": np.repeat(["ctl"] * 4 + ["stim"] * 4, sizes)})
+    u = rng.normal(0, 0.4, (8, 40))
+    mu = np.exp(1.0 + u[pd.factorize(donor)[0]])
+    y = rng.negative_binomial(5, 5 / (5 + mu)).astype(float)
+    res = bg.fit(y, "~ condition", obs=obs, random_effects="donor")
+    n_zero = int((res.status == "random_var_at_bound").sum())
+    assert n_zero > 0
+    with pytest.warns(
+        UserWarning,
+        match=rf"{n_zero} feature\(s\) .* random-intercept variance "
+        r"estimated at 0",
+    ):
+        bg.de.wald(res, coef="condition[T.stim]")

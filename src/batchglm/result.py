@@ -291,6 +291,8 @@ class FitResult:
         -------
         pandas.DataFrame
             ``(n_obs, n_selected)`` means on the response scale, obs_names x feature names.
+            For mixed fits (``random_effects=``) these are population-level means, with the
+            random intercepts at 0 (not the conditional means given the predicted modes).
         """
         from batchglm.fitted import fitted
 
@@ -327,7 +329,9 @@ class FitResult:
         Returns
         -------
         pandas.DataFrame
-            ``(n_obs, n_selected)`` unitless residuals.
+            ``(n_obs, n_selected)`` unitless residuals. For mixed fits they are taken from
+            the population-level means (random intercepts at 0), so group structure that
+            the random effects absorb still shows in them.
 
         Raises
         ------

@@ -174,9 +174,10 @@ class DEResult:
         -------
         ndarray
             For a location effect under a log link, the log2 fold change of the mean; for
-            a scale effect, that of the scale parameter (NB: the size ``r``). Values beyond
-            ``+-max_lfc`` (separated features, whose estimate runs towards infinity) are set
-            to ``+-max_lfc``; ``coef_mle`` keeps the raw estimate. ``NaN`` for location
+            a scale effect, that of the scale parameter (NB: the size ``r``). Separated
+            features (whose estimate runs towards infinity) beyond ``+-max_lfc`` are set to
+            ``+-max_lfc`` (see :attr:`lfc_capped`); ``coef_mle`` keeps the raw estimate.
+            ``NaN`` for all-zero features. ``NaN`` for location
             effects of families whose mean link is not the log (``"normal"``: identity,
             ``"beta"``: logit), where a coefficient is no fold change; ``coef_mle`` and
             ``coef_se`` then hold the effect on the link scale.
@@ -185,19 +186,27 @@ class DEResult:
 
         if self.effect_model == "loc" and get_family(self.fit.family).loc_link != "log":
             return np.full(len(self.coef_mle), np.nan)
-        return np.clip(self.coef_mle / np.log(2.0), -self.max_lfc, self.max_lfc)
+        raw = self.coef_mle / np.log(2.0)
+        # All-zero features have no fold change (DESeq2 reports NA).
+        raw = np.where(self.fit.status_codes == Status.ALL_ZERO, np.nan, raw)
+        return np.where(self.lfc_capped, np.clip(raw, -self.max_lfc, self.max_lfc), raw)
 
     @property
     def lfc_capped(self) -> NDArray[np.bool_]:
-        """Whether ``|coef_mle / ln 2|`` exceeds ``max_lfc`` (the fold change was capped).
+        """Whether the fold change was capped at ``+-max_lfc``.
+
+        Only separated features are capped (status ``separated``, whose estimate runs
+        towards infinity); a large but finite, well-determined fold change is reported as
+        it is, so ``log2FoldChange / lfcSE`` stays the Wald ``z``.
 
         Returns
         -------
         ndarray of bool
             One value per feature.
         """
+        separated = self.fit.status_codes == Status.SEPARATED
         with np.errstate(invalid="ignore"):
-            return np.asarray(np.abs(self.coef_mle / np.log(2.0)) > self.max_lfc)
+            return np.asarray(separated & (np.abs(self.coef_mle / np.log(2.0)) > self.max_lfc))
 
     @property
     def status(self) -> NDArray[np.str_]:

@@ -27,7 +27,7 @@ from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
 from batchglm.mixed.random_effects import check_mixed_dispersion
-from batchglm.mixed.small_sample import reference_sf
+from batchglm.mixed.small_sample import reference_sf, warn_variance_at_zero
 from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -171,6 +171,7 @@ def wald(
     design, start = _model_part(res, model)
     lmat, labels = test_rows(res, coef, contrast, design, model)
     warn_wald(res, lmat, labels, model)
+    warn_variance_at_zero(res, model, lmat)
     if dispersion == "mle":
         warn_small_sample(res, "bg.de.wald")
         de = _wald_rows(res, design, start, lmat, labels, model)

@@ -25,6 +25,7 @@ glmmTMB reports); only the test's reference changes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from batchglm.solvers.linalg import GroupSums
+from batchglm.solvers.status import Status
 
 if TYPE_CHECKING:
     from batchglm.result import FitResult
@@ -161,3 +163,57 @@ def lrt_reference_sf(
     g = ss.n_groups
     d = max(g - ss.rank_between, 1)
     return lambda stat: np.asarray(stats.f.sf(np.expm1(stat / g) * d / df, df, d))
+
+
+#: Group sizes differing by more than this factor make variances at 0 a calibration risk.
+_UNEQUAL = 2.0
+
+
+def warn_variance_at_zero(res: FitResult, model: str, lmat: Array) -> None:
+    """Warn when a group-level test rests on features whose random variance is 0.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit of the test.
+    model : str
+        ``"loc"`` or ``"scale"``.
+    lmat : ndarray
+        ``(n_tests, p)`` tested combinations of the location coefficients.
+
+    Warns
+    -----
+    UserWarning
+        When the tested coefficients are group-level (constant within the groups), group
+        sizes differ by more than a factor of 2 and some features have status
+        ``random_var_at_bound``: their maximum-likelihood variance
+        collapsed to 0 (a singular fit, as in lme4/glmmTMB), so their standard errors are
+        the cell-level ones. With unequal group sizes this is anti-conservative (measured:
+        about 10 % rejections at 0.05 with 600/20/20/20 cells per donor).
+    """
+    ss = res.small_sample
+    if ss is None or model != "loc":
+        return
+    used = np.any(lmat != 0, axis=0)
+    if not (used.any() and ss.between[used].all()):
+        return
+    at_zero = np.flatnonzero(res.status_codes == Status.RANDOM_VAR_AT_BOUND)
+    if at_zero.size == 0:
+        return
+    factors = res.settings.get("random_effects")
+    obs = res.obs
+    if isinstance(factors, list) and factors and obs is not None and factors[0] in obs:
+        sizes = obs[factors[0]].value_counts()
+        if sizes.max() <= _UNEQUAL * sizes.min():
+            return  # near-balanced groups: the cell-level SE is then close to calibrated
+    names = ", ".join(str(n) for n in res.feature_names[at_zero[:5]])
+    more = f" and {at_zero.size - 5} more" if at_zero.size > 5 else ""
+    warnings.warn(
+        f"{at_zero.size} feature(s) ({names}{more}) have their random-intercept variance "
+        "estimated at 0 (status 'random_var_at_bound'), so the test of this group-level "
+        "effect uses their cell-level standard errors, which is anti-conservative when "
+        "groups differ in size; check those features or compare with "
+        "bg.pseudobulk(...) and bg.de.ql_f.",
+        UserWarning,
+        stacklevel=3,
+    )
