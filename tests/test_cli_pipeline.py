@@ -244,3 +244,30 @@ def test_a_method_name_that_is_also_a_column_is_an_error(workdir, capsys):
     )
     assert code == 1 and err.count("\n") == 1
     assert "--size-factors 'tmm' is both a method and a column of obs" in err
+
+
+def test_numeric_names_orientation_by_exact_match(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    y = rng.negative_binomial(5, 0.1, size=(8, 30))
+    samples = [str(i) for i in range(1, 9)]
+    # Entrez-like numeric gene IDs 1..30 contain the sample names 1..8.
+    pd.DataFrame(y.T, index=[str(j) for j in range(1, 31)], columns=samples).to_csv(
+        tmp_path / "genes_x_samples.csv"
+    )
+    obs = pd.DataFrame({"condition": np.repeat(["a", "b"], 4)}, index=samples)
+    obs.to_csv(tmp_path / "obs.csv")
+    args = ["--obs", "obs.csv", "--design-loc", "~ condition", "--coef", "condition[T.b]"]
+    code, _, err = _run(tmp_path, ["test", "genes_x_samples.csv", *args, "--out", "a.csv"], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(tmp_path / "a.csv", index_col=0)) == 30  # genes are the features
+    square = pd.DataFrame(
+        rng.negative_binomial(5, 0.1, size=(8, 8)), index=samples, columns=samples
+    )
+    square.to_csv(tmp_path / "square.csv")
+    code, _, err = _run(tmp_path, ["test", "square.csv", *args, "--out", "b.csv"], capsys)
+    assert code == 1
+    assert re.search(
+        r"batchglm: error: the obs table's names match both the row and the "
+        r"column names of the count table",
+        err,
+    )

@@ -106,14 +106,25 @@ def _counts_to_anndata(counts: pd.DataFrame, obs: pd.DataFrame | None, path: str
             raise CliError("the obs table has duplicate observation names (first column).")
         # Observations are the side of the table that the obs names label (rows or
         # columns); the table's order is kept and obs follows it by name.
-        in_rows = int(names.isin(as_names(counts.index)).sum())
-        in_cols = int(names.isin(as_names(counts.columns)).sum())
+        rows, cols = as_names(counts.index), as_names(counts.columns)
+        # An exact match of the name sets decides first (numeric gene IDs 1..n may contain
+        # the sample names 1..m); partial overlaps only when neither side matches exactly.
+        same_rows = len(rows) == len(names) and bool(rows.isin(names).all())
+        same_cols = len(cols) == len(names) and bool(cols.isin(names).all())
+        if same_rows and same_cols:
+            raise CliError(
+                f"the obs table's names match both the row and the column names of the count "
+                f"table {path!r}, so its orientation is ambiguous; give samples and genes "
+                "distinct names (e.g. prefix the gene IDs)."
+            )
+        in_rows = int(names.isin(rows).sum())
+        in_cols = int(names.isin(cols).sum())
         if in_rows == 0 and in_cols == 0:
             raise CliError(
                 f"the observation names of the obs table (e.g. {list(names[:3])}) are neither "
                 f"the row names nor the column names of the count table {path!r}."
             )
-        if in_cols > in_rows:
+        if same_cols or (not same_rows and in_cols > in_rows):
             counts = counts.T
         counts.index = as_names(counts.index)
         obs = _obs_in_order(obs, counts.index, path)
