@@ -252,3 +252,6 @@ def test_scale_parameter_of_the_zero_group_leaves_no_information():
     # One shared dispersion: the zeros are informative and the LR test finds the effect.
     shared = bg.de.wald(bg.fit(y, x), coef="p1")
     assert shared.kind[0] == "lrt" and shared.pval[0] < 1e-6
+    with pytest.warns(UserWarning, match=r"1 separated feature\(s\) \(feature0\) have a scale"):
+        lrt = bg.de.lrt(y, x, x[:, :1], full_scale=x)
+    assert np.isnan(lrt.pval[0]) and np.isfinite(lrt.pval[1:]).all()

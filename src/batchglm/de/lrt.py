@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.nested import check_nested, outside_columns
 from batchglm.de.pseudoreplication import warn_lrt
 from batchglm.de.result import DEResult, fitted_mean
+from batchglm.de.separation import scale_free_at_zeros
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.design import Design
 from batchglm.dispersion.estimate import fixed_log_r, genewise_dispersions, refit_location
@@ -23,7 +25,7 @@ from batchglm.fit import fit
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
 from batchglm.mixed.small_sample import lrt_reference_sf
 from batchglm.result import FitResult
-from batchglm.solvers.status import CONVERGED_CODES
+from batchglm.solvers.status import CONVERGED_CODES, Status
 
 logger = logging.getLogger("batchglm")
 
@@ -497,6 +499,8 @@ def _lrt_fits(
         tested_note = " (Cox-Reid adjusted profile likelihood ratio)"
     sf = lrt_reference_sf(full, reduced, df_loc, df_scale)
     pval = np.where(converged & ~missed, sf(np.nan_to_num(stat)), np.nan)
+    if df_loc > 0:
+        pval = _no_information_at_zeros(full, pval)
 
     model = "loc" if df_scale == 0 else "scale" if df_loc == 0 else "loc+scale"
     effect = _effect(full, reduced, coef, df_loc, df_scale)
@@ -576,3 +580,28 @@ def _effect(
         if len(extra) == 1:
             return which, fd.names[extra[0]]
     return None
+
+
+def _no_information_at_zeros(full: FitResult, pval: Array) -> Array:
+    """NaN for separated features whose all-zero group has its own scale parameter.
+
+    See :func:`batchglm.de.separation.scale_free_at_zeros`: the zeros are then explained by
+    that dispersion alone and a location test has no information (its p-value would be ~1).
+    """
+    sep = np.flatnonzero(full.status_codes == Status.SEPARATED)
+    free = sep[scale_free_at_zeros(full, sep)]
+    if free.size == 0:
+        return pval
+    shown = ", ".join(str(n) for n in full.feature_names[free[:5]])
+    warnings.warn(
+        f"{free.size} separated feature(s) ({shown}{' ...' if free.size > 5 else ''}) have a "
+        "scale (dispersion) parameter that only their all-zero observations inform, so the "
+        "data hold no information on the tested location effect; they get NaN p-values. "
+        "Test them with a scale model that does not separate the all-zero group (e.g. "
+        "design_scale='~ 1').",
+        UserWarning,
+        stacklevel=4,
+    )
+    out = pval.copy()
+    out[free] = np.nan
+    return out
