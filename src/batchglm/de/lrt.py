@@ -16,16 +16,22 @@ from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.nested import check_nested, outside_columns
 from batchglm.de.pseudoreplication import warn_lrt
 from batchglm.de.result import DEResult, fitted_mean
+from batchglm.de.scale_test import (
+    cox_reid_statistic,
+    has_scale,
+    nested_df,
+    scale_only,
+    use_cox_reid,
+)
 from batchglm.de.separation import scale_free_at_zeros
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
-from batchglm.design import Design
-from batchglm.dispersion.estimate import fixed_log_r, genewise_dispersions, refit_location
+from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
 from batchglm.mixed.small_sample import lrt_reference_sf
 from batchglm.result import FitResult
-from batchglm.solvers.status import CONVERGED_CODES, Status
+from batchglm.solvers.status import Status
 
 logger = logging.getLogger("batchglm")
 
@@ -37,9 +43,6 @@ Array = NDArray[np.float64]
 #: the feature is not tested.
 _LL_ATOL = 5e-3
 _LL_RTOL = 1e-9
-
-#: Statistics of a test of the scale model alone (same location model in both fits).
-SCALE_TESTS = ("cox_reid", "plain")
 
 _SAME_SPACE = (
     "the reduced model spans the same column spaces as the full model (0 degrees of "
@@ -211,7 +214,7 @@ def lrt(
         cox_reid = False
         if isinstance(full, FitResult) and isinstance(reduced, FitResult):
             _check_same_fit_setup(full, reduced)
-            cox_reid = _use_cox_reid(scale_test, full, reduced)
+            cox_reid = use_cox_reid(scale_test, full, reduced)
             if cox_reid:
                 given = [g for g in given if g not in ("data", "layer")]
         if given:
@@ -234,7 +237,7 @@ def lrt(
                     "the default for NB) needs the counts: pass the fits' data as `data=`, "
                     "or `scale_test='plain'` for the unadjusted likelihood ratio."
                 )
-            if not _scale_only(full, reduced):
+            if not scale_only(full, reduced):
                 warn_small_sample(full, "bg.de.lrt")
             return _lrt_fits(full, reduced, coef, _cr_data(cox_reid, data, fit_kwargs))
         layer = fit_kwargs.get("layer")
@@ -309,8 +312,8 @@ def lrt(
             family=family,
             **kwargs,
         )
-        cox_reid = _use_cox_reid(scale_test, res_full, res_reduced)
-        if not _scale_only(res_full, res_reduced):
+        cox_reid = use_cox_reid(scale_test, res_full, res_reduced)
+        if not scale_only(res_full, res_reduced):
             warn_small_sample(res_full, "bg.de.lrt")
         return _lrt_fits(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
     shrunk = shrunken_fit(data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend)
@@ -328,70 +331,8 @@ def lrt(
     return attach(_lrt_fits(shrunk.fit, res_reduced, coef), shrunk, dispersion)
 
 
-def _scale_only(full: FitResult, reduced: FitResult) -> bool:
-    """Whether the fits share the location model and differ in the scale model."""
-    df_loc, df_scale = _nested_df(full, reduced)
-    return df_loc == 0 and df_scale > 0
-
-
-def _nested_df(full: FitResult, reduced: FitResult) -> tuple[int, int]:
-    """Degrees of freedom of the location and the scale part; raise unless nested."""
-    df_loc = check_nested(full.loc.reduced, reduced.loc.reduced, "loc", _free_names(reduced.loc))
-    df_scale = check_nested(
-        _scale_effective(full),
-        _scale_effective(reduced),
-        "scale",
-        _free_names(reduced.scale) if _has_scale(reduced) else None,
-    )
-    return df_loc, df_scale
-
-
-def _use_cox_reid(scale_test: str | None, full: FitResult, reduced: FitResult) -> bool:
-    """Resolve ``scale_test`` for a pair of fits; raise where it does not apply."""
-    if scale_test is not None and scale_test not in SCALE_TESTS:
-        raise ValueError(
-            f"`scale_test` must be 'cox_reid' or 'plain', but {scale_test!r} was given."
-        )
-    scale_only = _scale_only(full, reduced)
-    if scale_test is None:
-        return scale_only and full.family == "nb"
-    if not scale_only:
-        raise ValueError(
-            f"`scale_test={scale_test!r}` chooses the statistic of a test of the scale model "
-            "alone, but the full and reduced fits differ in the location model (or not in "
-            "the scale model); leave `scale_test` out."
-        )
-    if scale_test == "cox_reid" and full.family != "nb":
-        raise ValueError(
-            "`scale_test='cox_reid'` adjusts negative binomial profile likelihoods, but the "
-            f"family is {full.family!r}; use `scale_test='plain'`."
-        )
-    return scale_test == "cox_reid"
-
-
 def _cr_data(cox_reid: bool, data: Any, kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
     return (data, kwargs.get("layer")) if cox_reid else None
-
-
-def _cox_reid_stat(
-    full: FitResult, reduced: FitResult, data: Any, layer: Any
-) -> tuple[Array, Array, NDArray[np.bool_]]:
-    """``2 (APL_full - APL_reduced)`` per feature, with both APLs and where they exist."""
-    gw_full = genewise_dispersions(data, full, layer=layer)
-    gw_red = genewise_dispersions(data, reduced, layer=layer)
-    optimum = np.isin(gw_full.status, CONVERGED_CODES) & np.isin(gw_red.status, CONVERGED_CODES)
-    ok = gw_full.usable & gw_red.usable & optimum
-    lost = gw_full.usable & gw_red.usable & ~optimum
-    if lost.any():
-        logger.warning(
-            "%d feature(s) have no Cox-Reid adjusted profile likelihood optimum (e.g. %s) "
-            "and get NaN p-values in the scale test; `scale_test='plain'` tests them "
-            "without the adjustment.",
-            int(lost.sum()),
-            full.feature_names[lost][0],
-        )
-    stat = np.where(ok, 2.0 * (gw_full.apl - gw_red.apl), np.nan)
-    return stat, gw_full.apl, ok
 
 
 def _n_obs(data: Any) -> int | None:
@@ -455,15 +396,6 @@ def _check_same_fit_setup(full: FitResult, reduced: FitResult) -> None:
         raise ValueError("`full` and `reduced` must use the same size factors, but they differ.")
 
 
-def _has_scale(res: FitResult) -> bool:
-    return res.theta_free.shape[1] > res.loc.n_free
-
-
-def _scale_effective(res: FitResult) -> Array:
-    # A family without a scale model contributes no scale parameters to either fit.
-    return res.scale.reduced if _has_scale(res) else np.zeros((len(res.obs_names), 0))
-
-
 def _lrt_fits(
     full: FitResult,
     reduced: FitResult,
@@ -471,7 +403,7 @@ def _lrt_fits(
     cox_reid: tuple[Any, Any] | None = None,
 ) -> DEResult:
     check_residual_df(full, "bg.de.lrt")
-    df_loc, df_scale = _nested_df(full, reduced)
+    df_loc, df_scale = nested_df(full, reduced)
     df = df_loc + df_scale
     if df <= 0:
         raise ValueError(_SAME_SPACE)
@@ -493,7 +425,7 @@ def _lrt_fits(
     stat = np.where(missed, np.nan, stat)
     tested_note = ""
     if cox_reid is not None:
-        cr_stat, _, cr_ok = _cox_reid_stat(full, reduced, *cox_reid)
+        cr_stat, _, cr_ok = cox_reid_statistic(full, reduced, *cox_reid)
         converged &= cr_ok
         stat = np.where(missed, np.nan, np.maximum(cr_stat, 0.0))
         tested_note = " (Cox-Reid adjusted profile likelihood ratio)"
@@ -539,14 +471,9 @@ def _lrt_fits(
     )
 
 
-def _free_names(design: Design) -> list[str] | None:
-    # Without constraints the free parameters are the design's columns.
-    return list(design.names) if design.n_free == len(design.names) else None
-
-
 def _describe(res: FitResult) -> str:
     text = f"loc {list(res.loc.names)}"
-    if _has_scale(res):
+    if has_scale(res):
         text += f", scale {list(res.scale.names)}"
     return text
 
@@ -560,12 +487,12 @@ def _effect(
         for which in order:
             if which == "loc" and coef in full.loc.names:
                 return "loc", coef
-            if which == "scale" and _has_scale(full) and coef in full.scale.names:
+            if which == "scale" and has_scale(full) and coef in full.scale.names:
                 return "scale", coef
         raise ValueError(
             f"`coef` {coef!r} is not a coefficient of the full model; its location "
             f"coefficients are {full.loc.names}"
-            + (f" and its scale coefficients {full.scale.names}." if _has_scale(full) else ".")
+            + (f" and its scale coefficients {full.scale.names}." if has_scale(full) else ".")
         )
     # The default effect is the one full-design column the reduced design lacks, found by
     # values so that it does not depend on column names.

@@ -31,14 +31,13 @@ from scipy import sparse
 
 from batchglm.families import Derivatives
 from batchglm.mixed.grouping import Grouping
-from batchglm.mixed.laplace import OuterProblem, laplace_evaluation
+from batchglm.mixed.laplace import OuterProblem, differenced_hessian, laplace_evaluation
 from batchglm.mixed.third_derivatives import third_derivatives
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.objective import Evaluation, Problem
 
 Array = NDArray[np.float64]
 
-_FD_STEP = 1e-4
 _TOL = 1e-10
 _MAX_ITER = 100
 _MAX_HALVINGS = 40
@@ -339,17 +338,10 @@ class JointLaplaceObjective:
         if order == 0:
             return ll, None, None
         assert grad is not None
-        k = theta.shape[1]
-        hess = np.empty((theta.shape[0], k, k))
-        for i in range(k):
-            step = _FD_STEP * np.maximum(1.0, np.abs(theta[:, i]))
-            up = theta.copy()
-            up[:, i] += step
-            down = theta.copy()
-            down[:, i] -= step
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                g_up = self._value_and_gradient(up, 2, v)[1]
-                g_down = self._value_and_gradient(down, 2, v)[1]
-            assert g_up is not None and g_down is not None
-            hess[:, :, i] = (g_up - g_down) / (2.0 * step[:, None])
-        return ll, grad, 0.5 * (hess + np.swapaxes(hess, 1, 2))
+
+        def gradient(point: Array, i: int, h: Array) -> Array:
+            g = self._value_and_gradient(point, 2, v)[1]
+            assert g is not None
+            return g
+
+        return ll, grad, differenced_hessian(theta, gradient)

@@ -29,6 +29,7 @@ same objective.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,6 +117,35 @@ def laplace_evaluation(
     """
     magnitude = np.abs(ll - constant) + np.abs(constant)
     return Evaluation(ll=ll, grad=grad, hess=hess, magnitude=magnitude)
+
+
+def differenced_hessian(theta: Array, gradient: Callable[[Array, int, Array], Array]) -> Array:
+    """Hessian by central differences of an analytic gradient, symmetrised.
+
+    Parameters
+    ----------
+    theta : ndarray
+        ``(F, k)`` point.
+    gradient : callable
+        ``gradient(point, i, h)`` returns the ``(F, k)`` gradient at ``point``, which is
+        ``theta`` moved by ``+-h`` (``(F,)``) along parameter ``i``.
+
+    Returns
+    -------
+    ndarray
+        ``(F, k, k)``; steps ``1e-4 max(1, |theta_i|)``.
+    """
+    k = theta.shape[1]
+    hess = np.empty((theta.shape[0], k, k))
+    for i in range(k):  # over parameters (a handful), not features
+        h = _FD_STEP * np.maximum(1.0, np.abs(theta[:, i]))
+        up = theta.copy()
+        up[:, i] += h
+        down = theta.copy()
+        down[:, i] -= h
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            hess[:, :, i] = (gradient(up, i, h) - gradient(down, i, h)) / (2.0 * h[:, None])
+    return 0.5 * (hess + np.swapaxes(hess, 1, 2))
 
 
 class LaplaceObjective:
@@ -301,22 +331,14 @@ class LaplaceObjective:
         if order == 0:
             return ll, None, None
         assert grad is not None
-        k = theta.shape[1]
-        hess = np.empty((theta.shape[0], k, k))
         sens = self._mode_sensitivities(theta, mode)
-        for i in range(k):
-            h = _FD_STEP * np.maximum(1.0, np.abs(theta[:, i]))
-            up = theta.copy()
-            up[:, i] += h
-            down = theta.copy()
-            down[:, i] -= h
+
+        def gradient(point: Array, i: int, h: Array) -> Array:
             # Start the inner solves at the modes predicted to first order, so that one or
             # two Newton steps reach them.
-            shift = sens[i] * h[None, :]
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                g_up = self._value_and_gradient(up, 2, mode.v + shift)[1]
-                g_down = self._value_and_gradient(down, 2, mode.v - shift)[1]
-            assert g_up is not None and g_down is not None
-            hess[:, :, i] = (g_up - g_down) / (2.0 * h[:, None])
-        hess = 0.5 * (hess + np.swapaxes(hess, 1, 2))
-        return ll, grad, hess
+            shift = sens[i] * (h * np.sign(point[:, i] - theta[:, i]))[None, :]
+            g = self._value_and_gradient(point, 2, mode.v + shift)[1]
+            assert g is not None
+            return g
+
+        return ll, grad, differenced_hessian(theta, gradient)
