@@ -37,7 +37,8 @@ from numpy.typing import NDArray
 
 from batchglm.families import Family
 from batchglm.mixed.inner import Mode, solve_modes
-from batchglm.mixed.third_derivatives import third_derivatives
+from batchglm.mixed.outer_hessian import GroupMoments, laplace_hessian
+from batchglm.mixed.third_derivatives import higher_derivatives, third_derivatives
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts
 from batchglm.solvers.objective import Evaluation, Problem
@@ -171,6 +172,7 @@ class LaplaceObjective:
         modes: Array | None = None,
         table: CountTable | None = None,
         constant: Array | None = None,
+        moments: GroupMoments | None = None,
     ) -> None:
         self.base = problem
         self._problem = OuterProblem(problem)
@@ -189,6 +191,18 @@ class LaplaceObjective:
         self.constant = constant
         self.modes = np.zeros((groups.n_groups, y.shape[1])) if modes is None else modes
         self.last_mode: Mode | None = None
+        if moments is None:
+            zc = problem.scale.reduced if fam.has_scale else None
+            moments = GroupMoments(problem.rows.xc, zc, groups)
+        self.moments = moments
+        #: Mode derivatives ``dv_g / dtheta`` ``(G, F, k)`` at ``theta_ref`` (the last
+        #: order-2 point): the next evaluation starts its inner solve at the modes predicted
+        #: to first order, so one or two inner Newton steps reach them.
+        self.sens: Array | None = None
+        self.theta_ref: Array | None = None
+        #: Use the central differences of the gradient instead of the analytic Hessian
+        #: (kept to check the analytic one).
+        self.differenced = False
 
     @property
     def problem(self) -> OuterProblem:
@@ -209,9 +223,19 @@ class LaplaceObjective:
             The objective over the kept features.
         """
         table = self.table.subset(keep) if self.table is not None else None
-        return LaplaceObjective(
-            self.base, self.y[:, keep], self.groups, self.modes[:, keep], table, self.constant[keep]
+        out = LaplaceObjective(
+            self.base,
+            self.y[:, keep],
+            self.groups,
+            self.modes[:, keep],
+            table,
+            self.constant[keep],
+            self.moments,
         )
+        if self.sens is not None and self.theta_ref is not None:
+            out.sens, out.theta_ref = self.sens[:, keep], self.theta_ref[keep]
+        out.differenced = self.differenced
+        return out
 
     def _scale(self, b: Array) -> tuple[Array, Array]:
         p = self.base
@@ -222,8 +246,8 @@ class LaplaceObjective:
         return zeros, zeros
 
     def _value_and_gradient(
-        self, theta: Array, order: int, start: Array
-    ) -> tuple[Array, Array | None, Mode]:
+        self, theta: Array, order: int, start: Array, hessian: bool = False
+    ) -> tuple[Array, Array | None, Mode, Array | None]:
         p = self.base
         fam = p.family
         kl = p.k_loc
@@ -244,9 +268,13 @@ class LaplaceObjective:
         if counts is not None:
             ll = ll + counts[0].sum(axis=0)
         if order == 0:
-            return ll, None, mode
+            return ll, None, mode, None
         der = mode.der
-        d3, c3 = third_derivatives(fam.name, self.y, mode.eta, eta_scale)
+        if hessian:
+            hd = higher_derivatives(fam.name, self.y, mode.eta, eta_scale)
+            d3, c3 = hd.d3, hd.c3
+        else:
+            d3, c3 = third_derivatives(fam.name, self.y, mode.eta, eta_scale)
         s3 = self.groups(d3)
         h_v = -(sig**3) * s3
         # Per-group factors of the curvature correction -1/2 sum_g (H_theta + H_v dv/dtheta)/H.
@@ -261,15 +289,30 @@ class LaplaceObjective:
         grad[:, kl] = (v * mode.s1).sum(axis=0) - 0.5 * (
             (h_sigma + h_v * j_v_sigma * inv_h) * inv_h
         ).sum(axis=0)
+        scale_counts = None
         if fam.has_scale:
             assert der.d_scale is not None and der.d2_cross is not None and c3 is not None
             w_scale = der.d_scale - 0.5 * (dir_w * der.d2_cross - third_w * c3)
             d_s = p.scale_groups(w_scale)
             if counts is not None:
-                assert counts[1] is not None
+                assert counts[1] is not None and counts[2] is not None
                 d_s = d_s + counts[1]
+                zr = p.scale_rows
+                scale_counts = np.einsum("gf,gi,gj->fij", counts[2], zr, zr)
             grad[:, kl + 1 :] = (p.scale_rows.T @ d_s).T
-        return ll, grad, mode
+        if not hessian:
+            return ll, grad, mode, None
+        hess = laplace_hessian(
+            self.moments,
+            sigma,
+            v,
+            mode.s1,
+            mode.s2,
+            (der.d2_loc, der.d2_cross, der.d2_scale),
+            (hd.d3, hd.c3, hd.e3, hd.d4, hd.c4, hd.e4),
+            scale_counts,
+        )
+        return ll, grad, mode, hess
 
     def _mode_sensitivities(self, theta: Array, mode: Mode) -> list[Array]:
         """``dv_g / dtheta_i = J_{v_g theta_i} / H_g`` per parameter, each ``(n_groups, F)``."""
@@ -322,20 +365,35 @@ class LaplaceObjective:
         grad : ndarray or None
             ``(F, k)`` analytic gradient.
         hess : ndarray or None
-            ``(F, k, k)`` central differences of the gradient, symmetrised.
+            ``(F, k, k)`` analytic Hessian (:mod:`batchglm.mixed.outer_hessian`), or the
+            symmetrised central differences of the gradient when ``differenced`` is set.
         """
+        start = self.modes
+        if self.sens is not None and self.theta_ref is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                shift = np.einsum("gfk,fk->gf", self.sens, theta - self.theta_ref)
+                # Trust the first-order prediction only for small moves of the predictor
+                # (long trial steps of the outer Newton iteration start from the old modes).
+                small = np.all(np.abs(shift * theta[None, :, self.base.k_loc]) <= 0.5, axis=0)
+            start = np.where(small[None, :], self.modes + shift, self.modes)
+        analytic = order > 0 and not self.differenced
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            ll, grad, mode = self._value_and_gradient(theta, order, self.modes)
-        self.modes = mode.v
+            ll, grad, mode, hess = self._value_and_gradient(theta, order, start, analytic)
+        # A failed inner solve (overflow far from the optimum) must not poison later starts.
+        self.modes = np.where(np.isfinite(mode.v), mode.v, 0.0)
         self.last_mode = mode
         if order == 0:
+            if self.sens is not None:
+                self.theta_ref = theta.copy()  # the modes now belong to ``theta``
             return ll, None, None
         assert grad is not None
         sens = self._mode_sensitivities(theta, mode)
+        self.sens = np.stack(sens, axis=-1)
+        self.theta_ref = theta.copy()
+        if hess is not None:
+            return ll, grad, hess
 
         def gradient(point: Array, i: int, h: Array) -> Array:
-            # Start the inner solves at the modes predicted to first order, so that one or
-            # two Newton steps reach them.
             shift = sens[i] * (h * np.sign(point[:, i] - theta[:, i]))[None, :]
             g = self._value_and_gradient(point, 2, mode.v + shift)[1]
             assert g is not None
