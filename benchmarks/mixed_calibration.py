@@ -21,6 +21,7 @@ Run: ``PYTHONPATH=src python benchmarks/mixed_calibration.py``; writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import warnings
@@ -37,18 +38,36 @@ from scipy import stats  # noqa: E402
 import batchglm as bg  # noqa: E402
 
 
-def simulate(n_null: int, n_de: int, fold: float, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+def donor_sizes(rng: np.random.Generator, per_group: int, cells: str) -> np.ndarray:
+    """Cells per donor: ``"lo-hi"`` draws uniformly; ``"unequal"`` gives each condition one
+    donor with 600 cells and the others 20 (the layout of the known boundary problem)."""
+    if cells == "unequal":
+        return np.tile(np.r_[600, np.full(per_group - 1, 20)], 2)
+    lo, hi = (int(c) for c in cells.split("-"))
+    return rng.integers(lo, hi + 1, 2 * per_group)
+
+
+def simulate(
+    n_null: int,
+    n_de: int,
+    fold: float,
+    seed: int,
+    per_group: int = 4,
+    cells: str = "50-200",
+    var: tuple[float, float] = (0.05, 0.3),
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Cell-level counts and obs; the last ``n_de`` genes have the condition effect."""
     rng = np.random.default_rng(seed)
-    sizes = rng.integers(50, 201, 8)
-    gid = np.repeat(np.arange(8), sizes)
-    stim = gid >= 4
+    n_donors = 2 * per_group
+    sizes = donor_sizes(rng, per_group, cells)
+    gid = np.repeat(np.arange(n_donors), sizes)
+    stim = gid >= per_group
     obs = pd.DataFrame(
         {"donor": [f"d{g}" for g in gid], "condition": np.where(stim, "stim", "ctrl")},
         index=[f"c{i}" for i in range(gid.size)],
     )
     n = n_null + n_de
-    u = rng.normal(size=(8, n)) * np.sqrt(rng.uniform(0.05, 0.3, n))
+    u = rng.normal(size=(n_donors, n)) * np.sqrt(rng.uniform(var[0], var[1], n))
     effect = np.r_[np.zeros(n_null), np.full(n_de, np.log(fold))]
     mu = np.exp(rng.uniform(-1.0, 1.5, n) + u[gid] + stim[:, None] * effect)
     size = rng.uniform(2.0, 10.0, n)
@@ -75,8 +94,15 @@ def main() -> None:
     ap.add_argument("--de", type=int, default=300)
     ap.add_argument("--fold", type=float, default=2.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--donors", type=int, default=4, help="donors per condition")
+    ap.add_argument("--cells", default="50-200", help='"lo-hi" cells per donor, or "unequal"')
+    ap.add_argument("--var", default="0.05-0.3", help="range of the donor variance")
+    ap.add_argument("--out", default="mixed_calibration.md")
     args = ap.parse_args()
-    y, obs = simulate(args.null, args.de, args.fold, args.seed)
+    var = tuple(float(v) for v in args.var.split("-"))
+    y, obs = simulate(
+        args.null, args.de, args.fold, args.seed, args.donors, args.cells, (var[0], var[1])
+    )
     coef = "condition[T.stim]"
     rows = []
     t0 = time.perf_counter()
@@ -91,6 +117,28 @@ def main() -> None:
             args.null,
             t_full,
         )
+    )
+    # The same fit with the cell-level test also where the variance is 0 (before the
+    # boundary-aware reference of batchglm.mixed.small_sample.donor_level_sf).
+    assert full.small_sample is not None
+    plain = dataclasses.replace(
+        full, small_sample=dataclasses.replace(full.small_sample, donor_resid=None)
+    )
+    wp = bg.de.wald(plain, coef=coef).summary()
+    rows.append(
+        _row(
+            "mixed, Wald, cell-level test at variance 0",
+            wp["pvalue"].to_numpy(),
+            wp["padj"].to_numpy(),
+            args.null,
+            t_full,
+        )
+    )
+    at_zero = (full.status == "random_var_at_bound").to_numpy()[: args.null]
+    zero_note = (
+        f"Null genes with variance at 0: {at_zero.sum()}; their rejection at 0.05: "
+        f"{(w['pvalue'].to_numpy()[: args.null][at_zero] < 0.05).mean():.3f} "
+        f"(cell-level test: {(wp['pvalue'].to_numpy()[: args.null][at_zero] < 0.05).mean():.3f})."
     )
     t0 = time.perf_counter()
     reduced = bg.fit(y, "~ 1", obs=obs, random_effects="donor")
@@ -136,7 +184,8 @@ def main() -> None:
     lines = [
         "# Cell-level tests with donors nested in condition: calibration and power",
         "",
-        f"4 vs 4 donors, 50-200 cells each ({y.shape[0]} cells), donor variance 0.05-0.3, "
+        f"{args.donors} vs {args.donors} donors, {args.cells} cells each ({y.shape[0]} cells), "
+        f"donor variance {args.var}, "
         f"{args.null} null genes, {args.de} genes with fold change {args.fold} (seed "
         f"{args.seed}). Mixed status: {full.status.value_counts().to_dict()}.",
         "",
@@ -145,8 +194,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
+        zero_note,
+        "",
     ]
-    out = Path(__file__).parent / "results" / "mixed_calibration.md"
+    out = Path(__file__).parent / "results" / args.out
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 

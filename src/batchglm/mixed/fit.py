@@ -39,7 +39,7 @@ VAR_AT_BOUND = 1e-6
 #: Families with a log link whose log-likelihood is concave in the predictor.
 FAMILIES = ("nb", "poisson")
 
-Block = tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8], Array, Array]
+Block = tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8], Array, Array, Array, Array]
 
 
 def fit_mixed(
@@ -105,6 +105,9 @@ def fit_mixed(
     var = np.zeros((n_feat, n_fac))
     q = sum(g.n_groups for g in groupings)
     modes = np.zeros((q, n_feat))
+    g0 = groupings[0].n_groups
+    donor_resid = np.full((g0, n_feat), np.nan)
+    donor_var = np.full((g0, n_feat), np.nan)
     factors = [g.factor for g in groupings]
     logger.info(
         "fitting %d features x %d observations with random intercepts for %s (%d groups, %s)",
@@ -120,7 +123,8 @@ def fit_mixed(
         if d.kind != "dense":
             fam.validate(y, sl.start)  # sparse and on-disk blocks: checked as they are read
         out = fit_block(problem, y, groupings, options)
-        theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out
+        theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out[:7]
+        donor_resid[:, sl], donor_var[:, sl] = out[7:]
 
     # The feature-block rule and parallel map of every pass (threads, BLAS held to one).
     blocks.map_blocks(
@@ -147,7 +151,13 @@ def fit_mixed(
             np.split(modes, np.cumsum([g.n_groups for g in groupings])[:-1]),
         ),
         # With several factors the first one names the replicates (see docs/mixed_model.md).
-        small_sample=between_within(problem.loc.matrix, groupings[0].sums),
+        small_sample=between_within(
+            problem.loc.matrix,
+            groupings[0].sums,
+            donor_resid,
+            donor_var,
+            np.where(status != Status.ALL_ZERO, var[:, 0], np.nan),
+        ),
         data=d,
     )
 
@@ -207,9 +217,11 @@ def fit_block(
     factor_of = np.repeat(np.arange(n_fac), [g.n_groups for g in groupings])
     var = np.zeros((n_feat, n_fac))
     modes = np.zeros((factor_of.size, n_feat))
+    resid = np.full((groupings[0].n_groups, n_feat), np.nan)
+    resid_var = resid.copy()
     fit = status != Status.ALL_ZERO
     if not fit.any():
-        return theta, cov, loglik, n_iter, status, var, modes
+        return theta, cov, loglik, n_iter, status, var, modes, resid, resid_var
     kl = problem.k_loc
     yf = np.ascontiguousarray(y[:, fit])
     a0, b0 = theta[fit, :kl], theta[fit, kl:]
@@ -245,7 +257,50 @@ def fit_block(
     status[fit] = sol_status
     var[fit] = sigma * sigma
     modes[:, fit] = sigma.T[factor_of] * objective.modes
-    return theta, cov, loglik, n_iter, status, var, modes
+    # Features whose first factor's variance is 0: the group-level summaries of the
+    # boundary-aware test (batchglm.mixed.small_sample.donor_level_sf).
+    first_zero = np.flatnonzero(fit)[zero[:, 0]]
+    if first_zero.size:
+        resid[:, first_zero], resid_var[:, first_zero] = group_residuals(
+            problem, y[:, first_zero], theta[first_zero], groupings[0]
+        )
+    return theta, cov, loglik, n_iter, status, var, modes, resid, resid_var
+
+
+def group_residuals(
+    problem: Problem, y: Array, theta: Array, grouping: Grouping
+) -> tuple[Array, Array]:
+    """Log observed/fitted ratio of every group and its sampling variance.
+
+    Parameters
+    ----------
+    problem : Problem
+        Designs, family and offsets.
+    y : ndarray
+        Counts ``(n_obs, F)``.
+    theta : ndarray
+        Fixed-effect fit ``(F, k_loc + k_scale)`` (random intercepts at 0).
+    grouping : Grouping
+        The groups.
+
+    Returns
+    -------
+    resid : ndarray
+        ``(n_groups, F)``: ``log((sum_g y + 1/2) / (sum_g mu + 1/2))`` (natural log).
+    var : ndarray
+        ``(n_groups, F)``: its delta-method variance with no group effect,
+        ``sum_g Var(y) / (sum_g mu + 1/2)^2`` (``Var(y) = mu + mu^2 / r`` for NB, ``mu``
+        for Poisson).
+    """
+    kl = problem.k_loc
+    mu = np.exp(problem.eta_loc(theta[:, :kl]))
+    var_y = mu
+    if problem.family.has_scale:
+        r = np.exp(problem.scale_groups.expand(problem.eta_scale_groups(theta[:, kl:])))
+        var_y = mu + mu * mu / r
+    sums = grouping.sums
+    fitted = sums(mu) + 0.5
+    return np.log((sums(y) + 0.5) / fitted), sums(var_y) / (fitted * fitted)
 
 
 def mixed_grouping(

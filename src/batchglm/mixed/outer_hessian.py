@@ -217,9 +217,7 @@ def laplace_hessian(
     big_m3 = moments.second(d3, c3, e3, alpha1)
     sym_dv = _sym(_outer(es, dv))
     d2v = (
-        _sym(_outer(es, ds1))
-        + sig[..., None, None] * big_m3
-        + (sig * s2)[..., None, None] * sym_dv
+        _sym(_outer(es, ds1)) + sig[..., None, None] * big_m3 + (sig * s2)[..., None, None] * sym_dv
     ) / h[..., None, None]
     # The log-determinant term.
     dh = -2.0 * (sig * s2)[..., None] * es - (sig * sig)[..., None] * ds2
