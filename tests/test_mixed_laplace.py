@@ -173,6 +173,46 @@ def test_gradient_matches_finite_differences(family: str) -> None:
 
 
 @pytest.mark.parametrize("family", ["nb", "poisson"])
+def test_analytic_hessian_matches_second_differences_of_the_value(family: str) -> None:
+    # NB with a scale design that varies within groups, a covariate, a group-level column
+    # and one sigma near its boundary: every block of the analytic Hessian is exercised.
+    y, obs = _data(family, 4, n_feat=3)
+    n = y.shape[0]
+    x = np.column_stack([np.ones(n), obs.x, obs.condition == "b"])
+    z = np.column_stack([np.ones(n), obs.x > 0]) if family == "nb" else None
+    fam = get_family(family)
+    prob = Problem(
+        fam, build_design(x, None, n, "loc"), build_design(z, None, n, "scale"), np.zeros(n)
+    )
+    gid = pd.factorize(obs.donor)[0].astype(np.intp)
+    obj = LaplaceObjective(prob, y, GroupSums(gid, 6))
+    cols = [np.full(3, 0.7), np.full(3, 0.2), np.full(3, -0.1), np.array([0.5, -0.3, 0.02])]
+    if family == "nb":
+        cols += [np.full(3, 1.2), np.full(3, 0.3)]
+    theta = np.column_stack(cols)
+    _, _, hess = obj.evaluate(theta, 2)
+    assert hess is not None
+    k = theta.shape[1]
+    h = 2e-4  # small: the fourth derivative in sigma is large near sigma = 0
+    eye = np.eye(k) * h
+
+    def value(point: np.ndarray) -> np.ndarray:
+        return obj.evaluate(point, 0)[0]
+
+    ref = np.zeros_like(hess)
+    for i in range(k):
+        for j in range(i, k):
+            ref[:, i, j] = ref[:, j, i] = (
+                value(theta + eye[i] + eye[j])
+                - value(theta + eye[i] - eye[j])
+                - value(theta - eye[i] + eye[j])
+                + value(theta - eye[i] - eye[j])
+            ) / (4 * h * h)
+    scale = np.abs(ref).max(axis=(1, 2))[:, None, None]
+    np.testing.assert_allclose(hess / scale, ref / scale, atol=2e-5)
+
+
+@pytest.mark.parametrize("family", ["nb", "poisson"])
 def test_fit_is_the_scipy_maximum_of_the_same_objective(family: str) -> None:
     y, obs = _data(family, 2, n_feat=3)
     res = bg.fit(y, "~ x", obs=obs, random_effects="donor", family=family)
