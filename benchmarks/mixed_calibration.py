@@ -135,10 +135,13 @@ def main() -> None:
         )
     )
     at_zero = (full.status == "random_var_at_bound").to_numpy()[: args.null]
+
+    def rate(p: np.ndarray) -> str:
+        return f"{(p[: args.null][at_zero] < 0.05).mean():.3f}" if at_zero.any() else "-"
+
     zero_note = (
         f"Null genes with variance at 0: {at_zero.sum()}; their rejection at 0.05: "
-        f"{(w['pvalue'].to_numpy()[: args.null][at_zero] < 0.05).mean():.3f} "
-        f"(cell-level test: {(wp['pvalue'].to_numpy()[: args.null][at_zero] < 0.05).mean():.3f})."
+        f"{rate(w['pvalue'].to_numpy())} (cell-level test: {rate(wp['pvalue'].to_numpy())})."
     )
     t0 = time.perf_counter()
     reduced = bg.fit(y, "~ 1", obs=obs, random_effects="donor")
