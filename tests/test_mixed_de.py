@@ -62,7 +62,7 @@ def test_wald_small_sample_reference_is_t_with_between_df() -> None:
     z = res.coef_loc["condition[T.stim]"] / res.se_loc["condition[T.stim]"]
     # 8 donors, group-level rank 2: t with 6 df on the ML-to-REML rescaled statistic.
     expect = 2 * stats.t.sf(np.abs(z) * np.sqrt(6 / 8), 6)
-    np.testing.assert_allclose(de.pval, expect, rtol=1e-8)
+    np.testing.assert_allclose(de["pvalue"], expect, rtol=1e-8)
 
 
 def test_wald_warns_about_pseudoreplication() -> None:
