@@ -20,6 +20,7 @@ from batchglm.data import as_data, as_size_factors
 from batchglm.design import Design, build_design
 from batchglm.families import Family, get_family
 from batchglm.init import initial_loc, initial_scale
+from batchglm.obs_weights import as_weights, feature_block, obs_array
 from batchglm.result import FitResult
 from batchglm.solvers import closed_form
 from batchglm.solvers.linalg import inverse_negative
@@ -56,6 +57,8 @@ def fit(
     n_jobs: int | None = None,
     fixed_scale: ArrayLike | pd.DataFrame | None = None,
     random_effects: str | Sequence[str] | None = None,
+    weights: ArrayLike | pd.Series | pd.DataFrame | str | None = None,
+    offset: ArrayLike | pd.Series | pd.DataFrame | str | None = None,
 ) -> FitResult:
     """Fit one location/scale GLM per feature by exact maximum likelihood.
 
@@ -135,11 +138,39 @@ def fit(
         ``random_effects(factor)``, between-within degrees of freedom for
         :func:`batchglm.de.wald`, and the Laplace marginal log-likelihood in ``loglik``;
         see ``docs/mixed_model.md``.
+    weights : array_like, pandas.Series, pandas.DataFrame or str, optional
+        Observation weights, non-negative and finite: ``(n_obs,)`` for all features or
+        ``(n_obs, n_features)`` per observation and feature (e.g. zero-inflation
+        posterior weights, as zinbwave's weights for DESeq2/edgeR). A Series or DataFrame is
+        matched to the data by observation (and feature) names; a string names an ``obs``
+        column. Each observation's log-likelihood term is multiplied by its weight, so the
+        fit, its standard errors and ``loglik`` for an integer weight ``k`` are those of
+        ``k`` copies of the observation (statsmodels' ``freq_weights``, edgeR's
+        ``weights``); a weight of 0 drops the observation. Dense only.
+    offset : array_like, pandas.Series, pandas.DataFrame or str, optional
+        Location offset on the link scale of the mean (natural log for ``"nb"`` and
+        ``"poisson"``, identity for ``"normal"``, logit for ``"beta"``), ``(n_obs,)`` or
+        ``(n_obs, n_features)`` (e.g. tximport's length offsets, edgeR's ``offset``):
+        ``eta = offset + log(size_factors) + X a``; given with ``size_factors`` the two add
+        up. Aligned like ``weights``. A matrix offset ``log(size_factors)`` broadcast to
+        every feature gives the size-factor fit.
 
     Returns
     -------
     FitResult
-        Coefficients, standard errors, log-likelihoods and per-feature status.
+        Coefficients, standard errors, log-likelihoods and per-feature status. Weights and
+        offset are kept in ``settings["weights"]`` and ``settings["offset"]`` (``None``
+        when not given), for tests, refits, fitted values and residuals.
+
+    Raises
+    ------
+    ValueError
+        When inputs do not match the data (shapes, names), weights are negative, not finite
+        or all zero for a feature, offsets are not finite, size factors are given for a
+        family without a log link, a matrix of weights or offsets is given with dask
+        input, or solver settings are out of range.
+    NotImplementedError
+        When ``weights`` or ``offset`` are given with ``random_effects``.
 
     Notes
     -----
@@ -192,7 +223,26 @@ def fit(
         raise ValueError(f"`tol` must be positive, but {tol} was given.")
 
     fixed_b = _fixed_scale(fixed_scale, scale, n_feat, fam.has_scale)
-    problem = Problem(fam, loc, scale, np.log(sf))
+    w = as_weights(weights, d, obs)
+    off = obs_array(offset, d, obs, "offset")
+    if random_effects is not None and (w is not None or off is not None):
+        raise NotImplementedError(
+            "`weights` and `offset` are not supported with `random_effects` (the Laplace "
+            "objective of mixed models is unweighted); fit without them or use size factors."
+        )
+    if d.kind == "dask" and any(v is not None and v.ndim == 2 for v in (w, off)):
+        raise ValueError(
+            "`weights` and `offset` must be per observation, shape (n_obs,), for dask input, "
+            "but an (n_obs, n_features) matrix was given; compute the data first."
+        )
+    log_sf = np.log(sf)
+    problem = Problem(
+        fam,
+        loc,
+        scale,
+        log_sf + off if off is not None and off.ndim == 1 else log_sf,
+        weights=w if w is not None and w.ndim == 1 else None,
+    )
     options = SolverOptions(max_iter=max_iter, tol=tol)
     if random_effects is not None:
         from batchglm.mixed.fit import fit_mixed, mixed_grouping
@@ -237,7 +287,7 @@ def fit(
             # Sparse and on-disk blocks are checked as they are read: one pass, not two.
             fam.validate(y, sl.start)
         fixed = None if fixed_b is None else fixed_b[sl]
-        out = _fit_block(problem, y, options, fixed)
+        out = _fit_block(problem, y, options, fixed, feature_block(w, sl), feature_block(off, sl))
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
 
     if d.kind == "dask":
@@ -280,6 +330,8 @@ def fit(
             "tol": tol,
             "fixed_scale": fixed_b is not None,
             "layer": layer,
+            "weights": w,
+            "offset": off,
         },
         data=d,
     )
@@ -311,10 +363,16 @@ def _fixed_scale(
 
 
 def _fit_block(
-    problem: Problem, y: Array, options: SolverOptions, fixed_b: Array | None = None
+    problem: Problem,
+    y: Array,
+    options: SolverOptions,
+    fixed_b: Array | None = None,
+    weights: Array | None = None,
+    offset: Array | None = None,
 ) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8]]:
-    if fixed_b is None and closed_form.applies(problem):
-        return closed_form.fit_normal(problem, y)
+    """Fit one feature block; ``weights`` and ``offset`` are its ``(n_obs, F)`` columns."""
+    if fixed_b is None and weights is None and closed_form.applies(problem):
+        return closed_form.fit_normal(problem, y, offset)
     n_feat = y.shape[1]
     k = problem.n_params
     theta = np.zeros((n_feat, k))
@@ -323,22 +381,39 @@ def _fit_block(
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.full(n_feat, Status.ALL_ZERO, dtype=np.int8)
     sep_eta = problem.family.separated_eta
+    w = weights
+    if w is None and problem.weights is not None:
+        w = problem.weights[:, None]
+    # Observations of weight 0 do not count: a feature whose weighted counts are all zero
+    # is all-zero.
+    seen = y if w is None else np.where(w > 0, y, 0.0)
     # All-zero features lack an optimum only where means can run to zero (log link); for
     # other families zeros are ordinary values.
-    zero = ~y.any(axis=0) if sep_eta is not None else np.zeros(n_feat, dtype=bool)
+    zero = ~seen.any(axis=0) if sep_eta is not None else np.zeros(n_feat, dtype=bool)
+
+    def cols(v: Array | None, mask: NDArray[np.bool_]) -> Array | None:
+        return None if v is None else np.ascontiguousarray(v[:, mask])
+
     if zero.any():
         theta[zero] = _all_zero_theta(problem)
         if fixed_b is not None:
             theta[zero, problem.k_loc :] = fixed_b[zero]
-        obj0 = Objective(problem, np.ascontiguousarray(y[:, zero]))
+        obj0 = Objective(
+            problem,
+            np.ascontiguousarray(y[:, zero]),
+            weights=cols(weights, zero),
+            offset=cols(offset, zero),
+        )
         loglik[zero] = obj0.evaluate(theta[zero], 0)[0]
     fit = ~zero
     if not fit.any():
         return theta, cov, loglik, n_iter, status
     yf = np.ascontiguousarray(y[:, fit]) if zero.any() else y
-    objective = Objective(problem, yf)
-    a0 = initial_loc(problem, yf)
-    b0 = initial_scale(problem, yf, a0) if fixed_b is None else fixed_b[fit]
+    wf = cols(weights, fit) if zero.any() else weights
+    of = cols(offset, fit) if zero.any() else offset
+    objective = Objective(problem, yf, weights=wf, offset=of)
+    a0 = initial_loc(problem, yf, wf, of)
+    b0 = initial_scale(problem, yf, a0, of) if fixed_b is None else fixed_b[fit]
     sol = solve(objective, np.concatenate([a0, b0], axis=1), options, fix_scale=fixed_b is not None)
     sol_status = sol.status
     if problem.k_scale:
@@ -349,8 +424,12 @@ def _fit_block(
         on_bound = np.any((eta_s <= lo + 1e-8) | (eta_s >= hi - 1e-8), axis=0)
         sol_status[on_bound & (sol_status == Status.CONVERGED)] = Status.SCALE_AT_BOUND
     if sep_eta is not None:
-        eta_rows = problem.loc_rows @ sol.theta[:, : problem.k_loc].T
-        eta_min = eta_rows.min(axis=0) + problem.offset.min()
+        eta_min = _min_eta(
+            problem,
+            sol.theta[:, : problem.k_loc],
+            cols(w, fit) if w is not None and w.shape[1] > 1 else w,
+            of,
+        )
         optimum = (sol_status == Status.CONVERGED) | (sol_status == Status.SCALE_AT_BOUND)
         sol_status[optimum & (eta_min < sep_eta)] = Status.SEPARATED
     if fixed_b is None:
@@ -362,6 +441,25 @@ def _fit_block(
     theta[fit], cov[fit], loglik[fit] = sol.theta, cov_fit, sol.loglik
     n_iter[fit], status[fit] = sol.n_iter, sol_status
     return theta, cov, loglik, n_iter, status
+
+
+def _min_eta(problem: Problem, a: Array, w: Array | None, offset: Array | None) -> Array:
+    """Lower bound ``(F,)`` on the location predictor of the observations that count.
+
+    The smallest ``X C a`` over distinct design rows plus the smallest offset, both over
+    observations of positive weight (``w`` is ``(n_obs, 1)`` or ``(n_obs, F)``; ``offset``
+    a block's ``(n_obs, F)`` offsets added to the problem's).
+    """
+    eta_rows = problem.loc_rows @ a.T
+    if w is None and offset is None:
+        return eta_rows.min(axis=0) + problem.offset.min()
+    total = problem.offset[:, None] + (0.0 if offset is None else offset)
+    if w is None:
+        return eta_rows.min(axis=0) + total.min(axis=0)
+    used = w > 0
+    off_min = np.where(used, total, np.inf).min(axis=0)
+    rows_used = problem.loc_groups(np.ascontiguousarray(used, dtype=np.float64)) > 0
+    return np.where(rows_used, eta_rows, np.inf).min(axis=0) + off_min
 
 
 def _all_zero_theta(problem: Problem) -> Array:

@@ -24,7 +24,9 @@ def _weighted_lstsq(rows: Array, weights: Array, targets: Array) -> Array:
     return np.asarray(lstsq_columns(rows * sw, targets * sw).T)
 
 
-def initial_loc(problem: Problem, y: Array) -> Array:
+def initial_loc(
+    problem: Problem, y: Array, weights: Array | None = None, offset: Array | None = None
+) -> Array:
     """Compute starting location coefficients ``(F, k_loc)``.
 
     With few distinct design rows, each group's mean of ``y / size_factor`` mapped to the
@@ -32,14 +34,20 @@ def initial_loc(problem: Problem, y: Array) -> Array:
     saturated designs without size factors, for log and identity links), fitted by
     weighted least squares; otherwise least squares on the family's per-observation working
     response (:meth:`~batchglm.families.Family.start_loc_obs`, for the log link
-    ``log((y + 0.5) / size_factor)``).
+    ``log((y + 0.5) / size_factor)``). Observation weights weight the group means and the
+    least squares (for weights per feature, the least squares uses their feature sums).
 
     Parameters
     ----------
     problem : Problem
-        Designs, family and offsets.
+        Designs, family, offsets and shared observation weights.
     y : ndarray
         Observations ``(n_obs, F)``.
+    weights : ndarray, optional
+        Observation weights of this block ``(n_obs, F)``; they replace
+        ``problem.weights``.
+    offset : ndarray, optional
+        Location offsets of this block ``(n_obs, F)``, added to ``problem.offset``.
 
     Returns
     -------
@@ -48,17 +56,32 @@ def initial_loc(problem: Problem, y: Array) -> Array:
     """
     fam = problem.family
     groups = problem.loc_groups
-    norm = y * np.exp(-problem.offset)[:, None]
+    inv_sf = np.exp(-problem.offset)[:, None]
+    if offset is not None:
+        inv_sf = inv_sf * np.exp(-offset)
+    norm = y * inv_sf
+    w = weights
+    if w is None and problem.weights is not None:
+        w = problem.weights[:, None]
     if groups.n_groups <= _MAX_LOC_GROUPS and not groups.identity:
         sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
         means = groups(norm) / sizes[:, None]
-        target = fam.start_loc_groups(means, sizes[:, None])
-        return _weighted_lstsq(problem.loc_rows, sizes, target)
-    target = fam.start_loc_obs(norm, np.exp(-problem.offset)[:, None])
-    return _weighted_lstsq(problem.loc.reduced, np.ones(y.shape[0]), target)
+        if w is None:
+            target = fam.start_loc_groups(means, sizes[:, None])
+            return _weighted_lstsq(problem.loc_rows, sizes, target)
+        # Weighted group means; a group whose weights are all 0 keeps its plain mean (it
+        # does not enter the likelihood, any finite start will do).
+        wsum = groups(np.ascontiguousarray(np.broadcast_to(w, norm.shape)))
+        pos = wsum > 0
+        means = np.where(pos, groups(w * norm) / np.where(pos, wsum, 1.0), means)
+        target = fam.start_loc_groups(means, np.where(pos, wsum, sizes[:, None]))
+        return _weighted_lstsq(problem.loc_rows, wsum.mean(axis=1) + 1e-12, target)
+    target = fam.start_loc_obs(norm, inv_sf)
+    row_w = np.ones(y.shape[0]) if w is None else w.mean(axis=1)
+    return _weighted_lstsq(problem.loc.reduced, row_w, target)
 
 
-def initial_scale(problem: Problem, y: Array, a: Array) -> Array:
+def initial_scale(problem: Problem, y: Array, a: Array, offset: Array | None = None) -> Array:
     """Compute starting scale coefficients ``(F, k_scale)`` by the method of moments.
 
     The family's moment estimator (:meth:`~batchglm.families.Family.start_scale`; for NB
@@ -74,6 +97,10 @@ def initial_scale(problem: Problem, y: Array, a: Array) -> Array:
         Observations ``(n_obs, F)``.
     a : ndarray
         Starting location coefficients.
+    offset : ndarray, optional
+        Location offsets of this block ``(n_obs, F)``, added to ``problem.offset``.
+        Observation weights are not used: this is only a start for the weighted
+        likelihood's Newton solver.
 
     Returns
     -------
@@ -87,7 +114,10 @@ def initial_scale(problem: Problem, y: Array, a: Array) -> Array:
     if pooled:
         groups = GroupSums(np.zeros(y.shape[0], dtype=np.intp), 1)
     sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
-    eta = problem.family.start_scale(y, problem.eta_loc(a), groups, sizes[:, None])
+    eta_loc = problem.eta_loc(a)
+    if offset is not None:
+        eta_loc = eta_loc + offset
+    eta = problem.family.start_scale(y, eta_loc, groups, sizes[:, None])
     if pooled:
         # Continuous scale design: put the pooled value on the intercept direction.
         ones = np.ones((y.shape[0], 1))

@@ -28,11 +28,26 @@ class CountTable:
         Scale group of each observation.
     n_groups : int
         Number of scale groups.
+    weights : ndarray, optional
+        Observation weights ``(n_obs, 1)`` or ``(n_obs, F)``. An entry's multiplicity is
+        then the sum of the weights of the observations with that value (an integer weight
+        ``k`` counts as ``k`` observations); entries of weight 0 are left out.
     """
 
-    def __init__(self, y: Array, group: NDArray[np.intp], n_groups: int) -> None:
+    def __init__(
+        self,
+        y: Array,
+        group: NDArray[np.intp],
+        n_groups: int,
+        weights: Array | None = None,
+    ) -> None:
         n_feat = y.shape[1]
-        rows, cols = np.nonzero(y)
+        if weights is None:
+            rows, cols = np.nonzero(y)
+            wv = None
+        else:
+            rows, cols = np.nonzero((y != 0) & (weights > 0))
+            wv = weights[rows, cols if weights.shape[1] > 1 else 0]
         vals = y[rows, cols]
         seg = group[rows] * n_feat + cols
         n_seg = n_groups * n_feat
@@ -42,13 +57,15 @@ class CountTable:
         if cap > 1:
             small = vals < cap
             key = seg[small] * cap + vals[small].astype(np.int64)
-            table = np.bincount(key, minlength=n_seg * cap)
+            table = np.bincount(key, None if wv is None else wv[small], minlength=n_seg * cap)
             hit = np.flatnonzero(table)
+            large = np.ones((~small).sum()) if wv is None else wv[~small]
             self.values = np.concatenate([(hit % cap).astype(np.float64), vals[~small]])
-            self.counts = np.concatenate([table[hit].astype(np.float64), np.ones((~small).sum())])
+            self.counts = np.concatenate([table[hit].astype(np.float64), large])
             self.seg = np.concatenate([hit // cap, seg[~small]])
         else:
-            self.values, self.counts, self.seg = vals, np.ones(vals.size), seg
+            counts = np.ones(vals.size) if wv is None else wv
+            self.values, self.counts, self.seg = vals, counts, seg
         self.n_groups, self.n_feat = n_groups, n_feat
 
     def subset(self, keep: NDArray[np.bool_]) -> CountTable:

@@ -72,7 +72,9 @@ class Rows:
     offset : ndarray
         Location offsets ``(m,)``.
     weight : ndarray or None
-        Observations per row ``(m, 1)``; ``None`` for plain observations.
+        Weight of each row ``(m, 1)``: the number of observations in a cell (their summed
+        observation weights where the problem has weights), or the observation weight;
+        ``None`` for plain unweighted observations.
     scale_groups : GroupSums
         Maps rows to scale groups.
     pp_loc, pp_cross : PairProducts or None
@@ -116,6 +118,7 @@ def _cells(
     scale_index: NDArray[np.intp],
     n_scale: int,
     has_scale: bool,
+    obs_weight: Array | None = None,
 ) -> Rows | None:
     """Group observations that share every predictor (design rows and offset).
 
@@ -123,6 +126,8 @@ def _cells(
     terms), the sum over a cell equals the cell size times the terms at the cell's mean
     ``y``. Categorical designs without varying size factors then cost a handful of rows
     per feature instead of one per observation; the count terms still see every count.
+    With observation weights a cell's weight is the sum of its observations' weights and
+    its ``y`` their weighted mean, which keeps the sum exact.
     """
     n = offset.size
     rows, index = unique_rows(np.column_stack([xc, zc, offset]))
@@ -131,7 +136,7 @@ def _cells(
     first = np.empty(rows.shape[0], dtype=np.intp)
     first[index[::-1]] = np.arange(n)[::-1]
     xc_c, zc_c = xc[first], zc[first]
-    weight = np.bincount(index, minlength=rows.shape[0]).astype(np.float64)[:, None]
+    weight = np.bincount(index, obs_weight, minlength=rows.shape[0]).astype(np.float64)[:, None]
     return Rows(
         xc=xc_c,
         offset=offset[first],
@@ -154,7 +159,13 @@ class Problem:
     loc, scale : Design
         Location and scale designs with constraints.
     offset : ndarray
-        Location offset per observation (``log(size_factors)``).
+        Location offset per observation ``(n_obs,)``: ``log(size_factors)`` plus a
+        per-observation ``offset`` given to :func:`batchglm.fit`.
+    weights : ndarray, optional
+        Observation weights shared by all features ``(n_obs,)``, non-negative; each
+        observation's log-likelihood term is multiplied by its weight (an integer weight
+        ``k`` equals ``k`` copies of the observation). Weights that differ between features
+        are given per block to :class:`Objective` instead.
 
     Attributes
     ----------
@@ -170,6 +181,7 @@ class Problem:
     loc: Design
     scale: Design
     offset: Array
+    weights: Array | None = None
     scale_rows: Array = field(init=False)
     scale_groups: GroupSums = field(init=False)
     loc_rows: Array = field(init=False)
@@ -196,14 +208,14 @@ class Problem:
         self.rows = Rows(
             xc=xc,
             offset=self.offset,
-            weight=None,
+            weight=None if self.weights is None else self.weights[:, None],
             scale_groups=self.scale_groups,
             pp_loc=PairProducts(xc, xc, symmetric=True),
             pp_cross=PairProducts(xc, zc) if has_scale else None,
         )
         self.cells = None
         if self.family.affine_in_y and not self.scale_groups.identity:
-            self.cells = _cells(xc, zc, self.offset, index, rows.shape[0], has_scale)
+            self.cells = _cells(xc, zc, self.offset, index, rows.shape[0], has_scale, self.weights)
         if has_scale:
             self.pp_scale = PairProducts(rows, rows, symmetric=True)
         parts = [column_units(xc)] + ([column_units(rows)] if has_scale else [])
@@ -258,6 +270,23 @@ class Objective:
         Observations ``(n_obs, F)``, C-contiguous.
     table : CountTable, optional
         Pre-built count table for ``y``.
+    constant : ndarray, optional
+        Pre-computed parameter-free part of the log-likelihood ``(F,)``.
+    weights : ndarray, optional
+        Observation weights of this block ``(n_obs, F)`` (per observation and feature);
+        they replace ``problem.weights``. Each observation's terms are multiplied by its
+        weight.
+    offset : ndarray, optional
+        Location offsets of this block ``(n_obs, F)``, added to ``problem.offset``. The
+        likelihood is then summed observation by observation (cells of equal predictors
+        would differ between features).
+
+    Notes
+    -----
+    Weights enter every term of the log-likelihood (per-observation terms, the count terms
+    of :class:`~batchglm.solvers.count_table.CountTable` and the constants), hence the
+    gradient and the observed information alike: the weighted log-likelihood
+    ``sum_i w_i log f(y_i)`` of statsmodels' ``freq_weights`` and edgeR's ``weights``.
     """
 
     def __init__(
@@ -266,22 +295,38 @@ class Objective:
         y: Array,
         table: CountTable | None = None,
         constant: Array | None = None,
+        *,
+        weights: Array | None = None,
+        offset: Array | None = None,
     ) -> None:
         self.problem = problem
         groups = problem.scale_groups
-        self.rows = problem.cells if problem.cells is not None else problem.rows
+        obs_weight = weights
+        if obs_weight is None and problem.weights is not None:
+            obs_weight = problem.weights[:, None]
+        self.offset = offset
+        cells = problem.cells if offset is None else None
+        self.rows = cells if cells is not None else problem.rows
         if table is None and problem.family.has_count_terms:
-            table = CountTable(y, groups.index, groups.n_groups)
+            table = CountTable(y, groups.index, groups.n_groups, weights=obs_weight)
         self.table = table
         self._constant = constant
         self.y = y
-        cells = self.rows.cell_of_obs
-        if cells is not None and y.shape[0] == groups.index.size:
+        self.weight = obs_weight
+        if cells is not None:
+            assert cells.cell_of_obs is not None and cells.weight is not None
             # Count terms and constants need the single counts (taken above); everything
-            # else only the cell means.
+            # else only the (weighted) cell means.
             self._constant = self.constant()
-            assert self.rows.weight is not None
-            y = cells(y) / self.rows.weight
+            if obs_weight is None:
+                self.weight = cells.weight
+                y = cells.cell_of_obs(y) / cells.weight
+            else:
+                # Summed weights per cell (for shared weights already in `cells.weight`)
+                # and weighted means; a cell of weight 0 contributes nothing.
+                self.weight = cells.weight if weights is None else cells.cell_of_obs(weights)
+                total = cells.cell_of_obs(obs_weight * y)
+                y = np.divide(total, self.weight, out=np.zeros_like(total), where=self.weight > 0)
         self.y = np.ascontiguousarray(y)
         self.scratch = Scratch()
 
@@ -303,9 +348,17 @@ class Objective:
         Objective
             Objective over the kept features.
         """
-        table = self.table.subset(keep) if self.table is not None else None
-        constant = self._constant[keep] if self._constant is not None else None
-        return Objective(self.problem, self.y[:, keep], table, constant)
+        out = object.__new__(Objective)
+        out.problem, out.rows = self.problem, self.rows
+        out.table = self.table.subset(keep) if self.table is not None else None
+        out._constant = self._constant[keep] if self._constant is not None else None
+        out.y = np.ascontiguousarray(self.y[:, keep])
+        out.weight = self.weight
+        if self.weight is not None and self.weight.shape[1] > 1:
+            out.weight = np.ascontiguousarray(self.weight[:, keep])
+        out.offset = None if self.offset is None else np.ascontiguousarray(self.offset[:, keep])
+        out.scratch = Scratch()
+        return out
 
     def constant(self) -> Array:
         """Parameter-free part of the log-likelihood per feature, ``(F,)``."""
@@ -313,6 +366,8 @@ class Objective:
             fam = self.problem.family
             if self.table is not None:
                 self._constant = self.table.feature_sums(fam.constant(self.table.values))
+            elif self.weight is not None:
+                self._constant = (fam.constant(self.y) * self.weight).sum(axis=0)
             else:
                 self._constant = fam.constant(self.y).sum(axis=0)
         return self._constant
@@ -360,6 +415,8 @@ class Objective:
         a, b = theta[:, : p.k_loc], theta[:, p.k_loc :]
         n_rows, n_feat = self.y.shape
         eta_loc = rows.eta_loc(a, out=self.scratch("eta_loc", (n_rows, n_feat)))
+        if self.offset is not None:
+            eta_loc += self.offset
         if fam.has_scale:
             eta_s_groups = p.eta_scale_groups(b)
             eta_scale = rows.scale_groups.expand(eta_s_groups)
@@ -367,8 +424,8 @@ class Objective:
             eta_s_groups = np.zeros((1, theta.shape[0]))
             eta_scale = eta_s_groups
         der = fam.derivatives(self.y, eta_loc, eta_scale, order, self.scratch)
-        if rows.weight is not None:
-            der = _weighted(der, rows.weight)
+        if self.weight is not None:
+            der = _weighted(der, self.weight)
         counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
         elementary = der.ll.sum(axis=0)
         constant = self.constant()
@@ -430,7 +487,10 @@ class Evaluation:
 
 
 def _weighted(der: Derivatives, weight: Array) -> Derivatives:
-    """Terms of cells of ``weight`` observations each, from the terms at their mean."""
+    """Weighted terms: observations times their weights, or cells times their total weight.
+
+    ``weight`` is ``(m, 1)`` or ``(m, F)``.
+    """
 
     def times(v: Array | None) -> Array | None:
         return None if v is None else v * weight

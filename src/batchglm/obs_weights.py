@@ -1,0 +1,173 @@
+"""Observation weights and location offsets of :func:`batchglm.fit`.
+
+Both come per observation ``(n_obs,)`` or per observation and feature
+``(n_obs, n_features)``. A vector is part of the problem every feature shares
+(:class:`~batchglm.solvers.objective.Problem`); a matrix is cut into the same feature blocks
+as the data and handed to each block's objective.
+
+Weights multiply each observation's log-likelihood term, so an integer weight ``k`` is the
+same as ``k`` copies of the observation (``freq_weights`` in statsmodels, ``weights`` in
+edgeR's ``glmFit`` and DESeq2's ``weights`` assay); a weight of 0 drops it. Offsets are
+added to the location's linear predictor, on the link scale (natural log for ``"nb"`` and
+``"poisson"``), as ``offset=`` of statsmodels or edgeR.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from scipy import sparse
+
+from batchglm.align import align_rows, positions
+from batchglm.data import Data
+
+Array = NDArray[np.float64]
+
+
+def obs_array(value: Any, d: Data, obs: pd.DataFrame | None, what: str) -> Array | None:
+    """Turn weights or offsets into a float64 ``(n_obs,)`` or ``(n_obs, n_features)`` array.
+
+    Parameters
+    ----------
+    value : array_like, pandas.Series, pandas.DataFrame, str or None
+        The input. A Series is matched to the data's observation names; a DataFrame by its
+        index (observations) and its columns (features); a string names a column of
+        ``obs``.
+    d : Data
+        The data, for shapes and names.
+    obs : pandas.DataFrame or None
+        Observation annotations, already in the data's order.
+    what : str
+        ``"weights"`` or ``"offset"``, for messages.
+
+    Returns
+    -------
+    ndarray or None
+        ``None`` when ``value`` is None; otherwise the values in the data's order, finite.
+
+    Raises
+    ------
+    ValueError
+        When the shape matches neither ``(n_obs,)`` nor ``(n_obs, n_features)``, the values
+        are not finite, a named ``obs`` column is missing, or the input is sparse.
+    """
+    if value is None:
+        return None
+    n_obs, n_feat = d.shape
+    if isinstance(value, str):
+        if obs is None or value not in obs.columns:
+            have = [] if obs is None else list(obs.columns)[:5]
+            raise ValueError(
+                f"`{what}` names the obs column {value!r}, but `obs` has no such column "
+                f"(columns are e.g. {have})."
+            )
+        value = obs[value]
+    if sparse.issparse(value):
+        raise ValueError(
+            f"`{what}` must be a dense array, but a scipy.sparse matrix was given; pass "
+            f"`{what}.toarray()` (weights and offsets are dense per feature block)."
+        )
+    if isinstance(value, pd.Series | pd.DataFrame):
+        value = align_rows(
+            value, d.obs_names, what=f"`{what}`", target_what="`data`", axis="observation"
+        )
+    if isinstance(value, pd.DataFrame) and value.shape[1] > 1:
+        pos = positions(
+            d.feature_names,
+            value.columns,
+            what=f"`{what}`",
+            target_what="`data`",
+            axis="feature",
+        )
+        if pos is not None:
+            value = value.iloc[:, pos]
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{what}` must be numeric, but it could not be read as numbers."
+        ) from None
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.shape not in ((n_obs,), (n_obs, n_feat)):
+        raise ValueError(
+            f"`{what}` must have shape ({n_obs},) or ({n_obs}, {n_feat}) (observations, or "
+            f"observations x features), but its shape is {arr.shape}."
+        )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(
+            f"`{what}` must be finite, but {int(bad.sum())} value(s) are NaN or infinite."
+        )
+    return np.ascontiguousarray(arr)
+
+
+def as_weights(value: Any, d: Data, obs: pd.DataFrame | None) -> Array | None:
+    """Validate observation weights.
+
+    Parameters
+    ----------
+    value : array_like, pandas.Series, pandas.DataFrame, str or None
+        Non-negative finite weights ``(n_obs,)`` or ``(n_obs, n_features)``, or the name of
+        an ``obs`` column (see :func:`obs_array`).
+    d : Data
+        The data.
+    obs : pandas.DataFrame or None
+        Observation annotations in the data's order.
+
+    Returns
+    -------
+    ndarray or None
+        Weights as float64; ``None`` when not given.
+
+    Raises
+    ------
+    ValueError
+        As :func:`obs_array`; when a weight is negative, or a feature has no observation
+        of positive weight.
+    """
+    w = obs_array(value, d, obs, "weights")
+    if w is None:
+        return None
+    if (w < 0).any():
+        i = int(np.argmax((w < 0).ravel()))
+        raise ValueError(
+            f"`weights` must be non-negative, but {int((w < 0).sum())} are negative; the "
+            f"first is {float(w.ravel()[i])!r}."
+        )
+    empty = ~(w > 0).any(axis=0)
+    if np.any(empty):
+        where = (
+            "every observation"
+            if w.ndim == 1
+            else f"feature {d.feature_names[int(np.argmax(empty))]!r}"
+        )
+        raise ValueError(
+            f"`weights` must give at least one observation a positive weight, but for "
+            f"{where} all weights are 0."
+        )
+    return w
+
+
+def feature_block(value: Array | None, features: slice) -> Array | None:
+    """Cut the columns of a per-feature matrix for one feature block (vectors give None).
+
+    Parameters
+    ----------
+    value : ndarray or None
+        ``(n_obs,)`` or ``(n_obs, n_features)``.
+    features : slice
+        Feature positions.
+
+    Returns
+    -------
+    ndarray or None
+        ``(n_obs, n_block)`` C-contiguous block of a matrix; ``None`` for a vector or None
+        (vectors live in the shared :class:`~batchglm.solvers.objective.Problem`).
+    """
+    if value is None or value.ndim == 1:
+        return None
+    return np.ascontiguousarray(value[:, features])
