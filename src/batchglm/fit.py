@@ -389,7 +389,9 @@ def _fit_block(
     seen = y if w is None else np.where(w > 0, y, 0.0)
     # All-zero features lack an optimum only where means can run to zero (log link); for
     # other families zeros are ordinary values.
-    zero = ~seen.any(axis=0) if sep_eta is not None else np.zeros(n_feat, dtype=bool)
+    zero = np.zeros(n_feat, dtype=bool)
+    if sep_eta is not None:
+        zero = ~np.asarray(seen.any(axis=0), dtype=bool)
 
     def cols(v: Array | None, mask: NDArray[np.bool_]) -> Array | None:
         return None if v is None else np.ascontiguousarray(v[:, mask])

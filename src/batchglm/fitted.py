@@ -92,7 +92,9 @@ def linear_predictors(
     positions : ndarray of int
         Feature positions (see :func:`feature_positions`).
     offset : ndarray, optional
-        Location offset per observation; by default ``log(res.size_factors)``.
+        Location offset per observation; by default ``log(res.size_factors)`` plus the
+        ``offset`` the fit was given (``res.settings["offset"]``, per observation or per
+        observation and feature).
 
     Returns
     -------
@@ -103,7 +105,13 @@ def linear_predictors(
     theta = res.theta_free[positions]
     a = theta[:, :k] @ res.loc.constraints.T
     eta_loc = res.loc.matrix @ a.T
-    eta_loc += (np.log(res.size_factors) if offset is None else offset)[:, None]
+    if offset is not None:
+        eta_loc += offset[:, None]
+    else:
+        eta_loc += np.log(res.size_factors)[:, None]
+        given = res.settings.get("offset")
+        if isinstance(given, np.ndarray):
+            eta_loc += given[:, None] if given.ndim == 1 else given[:, positions]
     if theta.shape[1] > k:
         b = theta[:, k:] @ res.scale.constraints.T
         eta_scale = res.scale.matrix @ b.T
@@ -126,7 +134,8 @@ def fitted(res: FitResult, features: FeatureSelection = None) -> pd.DataFrame:
     -------
     pandas.DataFrame
         ``(n_obs, n_selected)`` means on the response scale (counts for NB and Poisson:
-        ``size_factor * exp(x . a)``), indexed by ``obs_names``, columns feature names.
+        ``size_factor * exp(offset + x . a)``), indexed by ``obs_names``, columns feature
+        names. The fit's ``offset``, if any, is included; weights do not change a mean.
     """
     pos = feature_positions(res, features)
     eta_loc, _ = linear_predictors(res, pos)

@@ -14,7 +14,7 @@ added to the location's linear predictor, on the link scale (natural log for ``"
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ from scipy import sparse
 
 from batchglm.align import align_rows, positions
 from batchglm.data import Data
+
+if TYPE_CHECKING:
+    from batchglm.result import FitResult
 
 Array = NDArray[np.float64]
 
@@ -171,3 +174,65 @@ def feature_block(value: Array | None, features: slice) -> Array | None:
     if value is None or value.ndim == 1:
         return None
     return np.ascontiguousarray(value[:, features])
+
+
+def is_weighted(res: FitResult) -> bool:
+    """Whether a fit was made with observation weights or an offset.
+
+    Parameters
+    ----------
+    res : FitResult
+        A fit from :func:`batchglm.fit`.
+
+    Returns
+    -------
+    bool
+        True when ``res.settings`` holds ``weights`` or ``offset``.
+    """
+    return any(isinstance(res.settings.get(k), np.ndarray) for k in ("weights", "offset"))
+
+
+def require_unweighted(res: FitResult, what: str) -> None:
+    """Refuse a method that does not take a fit's weights and offset into account.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit.
+    what : str
+        The method, for the message (e.g. ``"dispersion='map'"``).
+
+    Raises
+    ------
+    NotImplementedError
+        When the fit has observation weights or an offset.
+    """
+    if is_weighted(res):
+        raise NotImplementedError(
+            f"{what} does not support fits with `weights` or `offset` yet (it would ignore "
+            "them); test the weighted fit with dispersion='mle' (the fit's own scale)."
+        )
+
+
+def same_weights(full: FitResult, reduced: FitResult) -> bool:
+    """Whether two fits used the same weights and offset (both absent counts as equal).
+
+    Parameters
+    ----------
+    full, reduced : FitResult
+        The fits.
+
+    Returns
+    -------
+    bool
+        True when ``weights`` and ``offset`` in both fits' settings are equal.
+    """
+    for key in ("weights", "offset"):
+        a, b = full.settings.get(key), reduced.settings.get(key)
+        if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray):
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                return False
+            continue
+        if a.shape != b.shape or not np.array_equal(a, b):
+            return False
+    return True

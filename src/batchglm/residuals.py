@@ -113,7 +113,9 @@ def residuals(
       fitted ones. Upper tails
       are transformed from the survival function, keeping precision far out.
 
-    All residuals are unitless.
+    All residuals are unitless. The fit's ``offset`` is part of ``mu``; observation
+    ``weights`` are not applied: a residual is that of one observation (as statsmodels'
+    residuals under ``freq_weights``), whatever its weight.
     """
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {list(KINDS)}, but {kind!r} was given.")

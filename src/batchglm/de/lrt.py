@@ -30,6 +30,7 @@ from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
 from batchglm.mixed.small_sample import lrt_reference_sf
+from batchglm.obs_weights import same_weights
 from batchglm.result import FitResult
 from batchglm.solvers.status import Status
 
@@ -132,6 +133,7 @@ def lrt(
         for them here). With ready fits, ``"cox_reid"`` needs the counts as ``data``.
     **fit_kwargs
         Further arguments of :func:`batchglm.fit` (``max_iter``, ``tol``, ``n_jobs``, ...).
+        ``weights`` and ``offset`` given here enter both the full and the reduced fit.
 
     Returns
     -------
@@ -182,7 +184,11 @@ def lrt(
         If the models are not nested, have the same column spaces, arguments conflict
         (ready fits with fitting arguments), ``scale_test`` is unknown or given for a test
         that is not of the scale model alone, or ``"cox_reid"`` is asked for without the
-        counts or for a family other than NB.
+        counts or for a family other than NB, or ready fits differ in size factors,
+        ``weights`` or ``offset``.
+    NotImplementedError
+        With ``weights`` or ``offset`` (passed on to :func:`batchglm.fit`, or in ready
+        fits) and ``dispersion`` other than ``"mle"``, or a Cox-Reid scale test.
     """
     shrink = dispersion != "mle"
     if shrink and scale_test is not None:
@@ -251,6 +257,11 @@ def lrt(
             "ready fits `full=` and `reduced=`."
         )
     check_dispersion(dispersion, data, "scale" if reduced_scale is not None and shrink else "loc")
+    if shrink and any(fit_kwargs.get(k) is not None for k in ("weights", "offset")):
+        raise NotImplementedError(
+            f"dispersion={dispersion!r} does not support `weights` or `offset` yet (the "
+            "dispersion estimators are unweighted); use dispersion='mle'."
+        )
     check_mixed_dispersion(dispersion, random_effects=fit_kwargs.get("random_effects"))
     if reduced_loc is None and reduced_scale is None:
         raise ValueError(
@@ -394,6 +405,10 @@ def _check_same_fit_setup(full: FitResult, reduced: FitResult) -> None:
         )
     if not np.allclose(full.size_factors, reduced.size_factors, rtol=1e-12, atol=0.0):
         raise ValueError("`full` and `reduced` must use the same size factors, but they differ.")
+    if not same_weights(full, reduced):
+        raise ValueError(
+            "`full` and `reduced` must use the same `weights` and `offset`, but they differ."
+        )
 
 
 def _lrt_fits(

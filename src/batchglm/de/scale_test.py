@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from batchglm.de.nested import check_nested
 from batchglm.design import Design
 from batchglm.dispersion.estimate import genewise_dispersions
+from batchglm.obs_weights import is_weighted
 from batchglm.result import FitResult
 from batchglm.solvers.status import CONVERGED_CODES
 
@@ -64,14 +65,41 @@ def nested_df(full: FitResult, reduced: FitResult) -> tuple[int, int]:
 
 
 def use_cox_reid(scale_test: str | None, full: FitResult, reduced: FitResult) -> bool:
-    """Resolve ``scale_test`` for a pair of fits; raise where it does not apply."""
+    """Resolve ``scale_test`` for a pair of fits; raise where it does not apply.
+
+    Parameters
+    ----------
+    scale_test : {"cox_reid", "plain"} or None
+        The statistic asked for; ``None`` is Cox-Reid for NB tests of the scale model alone.
+    full, reduced : FitResult
+        The nested fits.
+
+    Returns
+    -------
+    bool
+        Whether the Cox-Reid adjusted profile likelihood ratio is used.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``scale_test``, one given for a test that is not of the scale model
+        alone, or ``"cox_reid"`` for a family other than NB.
+    NotImplementedError
+        When the Cox-Reid statistic would be used for a fit with weights or an offset.
+    """
     if scale_test is not None and scale_test not in SCALE_TESTS:
         raise ValueError(
             f"`scale_test` must be 'cox_reid' or 'plain', but {scale_test!r} was given."
         )
     only_scale = scale_only(full, reduced)
     if scale_test is None:
-        return only_scale and full.family == "nb"
+        cox_reid = only_scale and full.family == "nb"
+        if cox_reid and is_weighted(full):
+            raise NotImplementedError(
+                "the Cox-Reid adjusted scale test (the default for NB) does not support fits "
+                "with `weights` or `offset` yet; pass `scale_test='plain'`."
+            )
+        return cox_reid
     if not only_scale:
         raise ValueError(
             f"`scale_test={scale_test!r}` chooses the statistic of a test of the scale model "
@@ -82,6 +110,11 @@ def use_cox_reid(scale_test: str | None, full: FitResult, reduced: FitResult) ->
         raise ValueError(
             "`scale_test='cox_reid'` adjusts negative binomial profile likelihoods, but the "
             f"family is {full.family!r}; use `scale_test='plain'`."
+        )
+    if scale_test == "cox_reid" and is_weighted(full):
+        raise NotImplementedError(
+            "`scale_test='cox_reid'` does not support fits with `weights` or `offset` yet; "
+            "use `scale_test='plain'`."
         )
     return scale_test == "cox_reid"
 

@@ -210,6 +210,8 @@ def lrt_statistic(
     fixed = None
     if has_scale and bool(res.settings.get("fixed_scale", False)):
         fixed = res.coef_scale.to_numpy()[features]
+    # The refit uses the fit's own weights and offset (their columns of these features).
+    weights, offset = (res.settings.get(k) for k in ("weights", "offset"))
     reduced = fit(
         values,
         res.loc.matrix,
@@ -222,9 +224,18 @@ def lrt_statistic(
         max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
         tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
         n_jobs=1,
+        weights=_columns(weights, features),
+        offset=_columns(offset, features),
     )
     ll_full = res.loglik_values[features]
     stat = 2.0 * (ll_full - reduced.loglik_values)
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
     return np.where(ok, np.maximum(stat, 0.0), np.nan), ok
+
+
+def _columns(value: object, features: NDArray[np.intp]) -> Array | None:
+    """Take a fit's weights or offset for some features (vectors as they are)."""
+    if not isinstance(value, np.ndarray):
+        return None
+    return value if value.ndim == 1 else value[:, features]

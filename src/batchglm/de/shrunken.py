@@ -28,6 +28,7 @@ from batchglm.dispersion.estimate import (
     quasi_likelihood,
     refit_location,
 )
+from batchglm.obs_weights import require_unweighted
 from batchglm.result import FitResult
 
 Array = NDArray[np.float64]
@@ -116,7 +117,14 @@ def shrunken_fit(
     -------
     Shrunken
         The refit and the estimates.
+
+    Raises
+    ------
+    NotImplementedError
+        For fits with observation weights or an offset (the dispersion estimators are
+        unweighted).
     """
+    require_unweighted(res, f"dispersion={dispersion!r}")
     check_residual_df(res, f"dispersion={dispersion!r}")
     # With the fit's own data the estimates are kept on the fit: a second test (another
     # coefficient, ql_f after wald(dispersion="map"), ...) reuses them.
