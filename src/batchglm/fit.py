@@ -415,7 +415,7 @@ def _fit_block(
     of = cols(offset, fit) if zero.any() else offset
     objective = Objective(problem, yf, weights=wf, offset=of)
     a0 = initial_loc(problem, yf, wf, of)
-    b0 = initial_scale(problem, yf, a0, of) if fixed_b is None else fixed_b[fit]
+    b0 = initial_scale(problem, yf, a0, of, wf) if fixed_b is None else fixed_b[fit]
     sol = solve(objective, np.concatenate([a0, b0], axis=1), options, fix_scale=fixed_b is not None)
     sol_status = sol.status
     if problem.k_scale:

@@ -81,7 +81,13 @@ def initial_loc(
     return _weighted_lstsq(problem.loc.reduced, row_w, target)
 
 
-def initial_scale(problem: Problem, y: Array, a: Array, offset: Array | None = None) -> Array:
+def initial_scale(
+    problem: Problem,
+    y: Array,
+    a: Array,
+    offset: Array | None = None,
+    weights: Array | None = None,
+) -> Array:
     """Compute starting scale coefficients ``(F, k_scale)`` by the method of moments.
 
     The family's moment estimator (:meth:`~batchglm.families.Family.start_scale`; for NB
@@ -99,8 +105,10 @@ def initial_scale(problem: Problem, y: Array, a: Array, offset: Array | None = N
         Starting location coefficients.
     offset : ndarray, optional
         Location offsets of this block ``(n_obs, F)``, added to ``problem.offset``.
-        Observation weights are not used: this is only a start for the weighted
-        likelihood's Newton solver.
+    weights : ndarray, optional
+        Observation weights of this block ``(n_obs, F)``; they replace
+        ``problem.weights``. The moments are then weighted sums (an observation of weight 0
+        does not count), group sizes summed weights.
 
     Returns
     -------
@@ -113,11 +121,22 @@ def initial_scale(problem: Problem, y: Array, a: Array, offset: Array | None = N
     pooled = groups.identity
     if pooled:
         groups = GroupSums(np.zeros(y.shape[0], dtype=np.intp), 1)
-    sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
     eta_loc = problem.eta_loc(a)
     if offset is not None:
         eta_loc = eta_loc + offset
-    eta = problem.family.start_scale(y, eta_loc, groups, sizes[:, None])
+    w = weights
+    if w is None and problem.weights is not None:
+        w = problem.weights[:, None]
+    if w is None:
+        sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
+        eta = problem.family.start_scale(y, eta_loc, groups, sizes[:, None])
+    else:
+        # Weighted moments: a group of weight 0 gets sums of 0 over a size of 1.
+        wsum = groups(np.ascontiguousarray(np.broadcast_to(w, y.shape)))
+        sizes = wsum.mean(axis=1) + 1e-12  # least-squares weights, none exactly 0
+        eta = problem.family.start_scale(
+            y, eta_loc, lambda v: groups(w * v), np.where(wsum > 0, wsum, 1.0)
+        )
     if pooled:
         # Continuous scale design: put the pooled value on the intercept direction.
         ones = np.ones((y.shape[0], 1))
