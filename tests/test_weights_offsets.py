@@ -380,3 +380,23 @@ def test_unsupported_combinations_are_refused() -> None:
     unweighted = bg.fit(y, "~ 1", obs=obs)
     with pytest.raises(ValueError, match=r"must use the same `weights` and `offset`"):
         bg.de.lrt(full=res, reduced=unweighted)
+
+
+def test_backed_data_with_per_feature_weights_and_offsets(tmp_path) -> None:
+    ad = pytest.importorskip("anndata")
+    from batchglm.anndata_io import read_backed
+
+    rng = np.random.default_rng(18)
+    g = _groups()
+    n = g.size
+    y = _data("nb", n, 6, rng)
+    obs = pd.DataFrame({"group": g.astype(str)}, index=[f"c{i}" for i in range(n)])
+    var = pd.DataFrame(index=[f"g{j}" for j in range(6)])
+    ad.AnnData(X=sparse.csr_matrix(y), obs=obs, var=var).write_h5ad(tmp_path / "w.h5ad")
+    w = rng.uniform(0.0, 2.0, size=(n, 6))
+    off = rng.normal(0.0, 0.3, size=(n, 6))
+    d = read_backed(tmp_path / "w.h5ad", memory_budget=0)
+    assert d.kind == "disk"
+    on_disk = bg.fit(d, "~ group", weights=w, offset=off, chunk_size=2)
+    in_memory = bg.fit(y, "~ group", obs=obs, weights=w, offset=off)
+    _assert_same_fit(on_disk, in_memory, rtol=1e-12)
