@@ -400,3 +400,17 @@ def test_backed_data_with_per_feature_weights_and_offsets(tmp_path) -> None:
     on_disk = bg.fit(d, "~ group", weights=w, offset=off, chunk_size=2)
     in_memory = bg.fit(y, "~ group", obs=obs, weights=w, offset=off)
     _assert_same_fit(on_disk, in_memory, rtol=1e-12)
+
+
+def test_zero_weights_do_not_count_as_residual_degrees_of_freedom() -> None:
+    rng = np.random.default_rng(19)
+    g = _groups(4)
+    n = g.size
+    obs = pd.DataFrame({"group": g.astype(str)})
+    y = _data("nb", n, 2, rng)
+    w = np.zeros(n)
+    w[[0, 4, 8]] = 1.0  # one observation per group: nothing left for the dispersion
+    full = bg.fit(y, "~ group", obs=obs, weights=w)
+    reduced = bg.fit(y, "~ 1", obs=obs, weights=w)
+    with pytest.raises(ValueError, match=r"rank 3 with 3 observations \(0 residual df"):
+        bg.de.lrt(full=full, reduced=reduced)

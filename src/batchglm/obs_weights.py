@@ -236,3 +236,36 @@ def same_weights(full: FitResult, reduced: FitResult) -> bool:
         if a.shape != b.shape or not np.array_equal(a, b):
             return False
     return True
+
+
+def counted_observations(res: FitResult) -> tuple[int, Array]:
+    """Observations that enter a fit's likelihood, and their reduced location design.
+
+    Parameters
+    ----------
+    res : FitResult
+        A fit from :func:`batchglm.fit`.
+
+    Returns
+    -------
+    n_obs : int
+        Observations of positive weight (all observations for an unweighted fit); with
+        weights per observation and feature, the fewest of any feature.
+    design : ndarray
+        ``(m, k_loc)`` rows of the constrained location design of observations of positive
+        weight (for any feature, with weights per observation and feature).
+
+    Notes
+    -----
+    Every observation of positive weight counts once, whatever its weight: residual degrees
+    of freedom count distinct observations, so they do not grow with integer weights the
+    way they grow with duplicated rows.
+    """
+    xc = res.loc.reduced
+    w = res.settings.get("weights")
+    if not isinstance(w, np.ndarray):
+        return len(res.obs_names), xc
+    used = w > 0
+    if w.ndim == 1:
+        return int(used.sum()), xc[used]
+    return int(used.sum(axis=0).min()), xc[used.any(axis=1)]

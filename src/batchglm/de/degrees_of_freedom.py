@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 from batchglm.design import column_rank
+from batchglm.obs_weights import counted_observations
 from batchglm.result import FitResult
 
 
@@ -26,7 +27,9 @@ def check_residual_df(res: FitResult, test: str) -> int:
     -------
     int
         ``n_obs - rank(X C)``: observations minus the rank of the location design after
-        constraints. May be 0 or negative where no scale is estimated.
+        constraints. May be 0 or negative where no scale is estimated. In a weighted fit
+        observations of weight 0 do not count, and each other observation counts once
+        (:func:`batchglm.obs_weights.counted_observations`).
 
     Raises
     ------
@@ -48,8 +51,8 @@ def check_residual_df(res: FitResult, test: str) -> int:
     observations are all used up by the location model still has no information on that
     level's scale.
     """
-    n_obs = len(res.obs_names)
-    rank_loc = column_rank(res.loc.reduced)
+    n_obs, counted = counted_observations(res)
+    rank_loc = column_rank(counted)
     df = n_obs - rank_loc
     has_scale = res.theta_free.shape[1] > res.loc.n_free
     if not has_scale or bool(res.settings.get("fixed_scale", False)):
@@ -100,7 +103,8 @@ def warn_small_sample(res: FitResult, test: str) -> None:
     has_scale = res.theta_free.shape[1] > res.loc.n_free
     if not has_scale or bool(res.settings.get("fixed_scale", False)):
         return
-    df = len(res.obs_names) - column_rank(res.loc.reduced)
+    n_obs, counted = counted_observations(res)
+    df = n_obs - column_rank(counted)
     if 0 < df < SMALL_SAMPLE_DF:
         shrink = (
             "dispersion='map' (DESeq2) or 'ql' (edgeR/glmGamPoi; or bg.de.ql_f)"
