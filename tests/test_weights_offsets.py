@@ -414,3 +414,26 @@ def test_zero_weights_do_not_count_as_residual_degrees_of_freedom() -> None:
     reduced = bg.fit(y, "~ 1", obs=obs, weights=w)
     with pytest.raises(ValueError, match=r"rank 3 with 3 observations \(0 residual df"):
         bg.de.lrt(full=full, reduced=reduced)
+
+
+def test_wald_of_separated_weighted_feature_is_the_weighted_lrt() -> None:
+    """A group of zeros (its one count has weight 0): the refit keeps the weights."""
+    rng = np.random.default_rng(20)
+    g = np.repeat([0, 1, 2], 8)
+    n = g.size
+    x = pd.DataFrame({"a": 1.0, "b": (g == 1) * 1.0, "c": (g == 2) * 1.0})
+    y = rng.poisson(6.0, size=(n, 2)).astype(float)
+    y[g == 2, 0] = 0.0
+    w = rng.uniform(0.3, 2.0, size=n)
+    first = int(np.flatnonzero(g == 2)[0])
+    y[first, 0], w[first] = 3.0, 0.0
+    res = bg.fit(y, x, family="poisson", weights=w)
+    assert res.status.iloc[0] == "separated"
+    test = bg.de.wald(res, "c")
+    assert test.stat_kind is not None and test.stat_kind[0] == "lrt"
+    # The supremum of the full likelihood: group c's means at 0, the rest fitted freely.
+    keep = g != 2
+    fam = sm.families.Poisson()
+    sup = sm.GLM(y[keep, 0], x.to_numpy()[keep, :2], family=fam, var_weights=w[keep]).fit()
+    red = sm.GLM(y[:, 0], x.to_numpy()[:, :2], family=fam, var_weights=w).fit()
+    np.testing.assert_allclose(test.stat[0], 2.0 * (sup.llf - red.llf), rtol=1e-7)
