@@ -9,6 +9,8 @@ likelihood.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -437,3 +439,37 @@ def test_wald_of_separated_weighted_feature_is_the_weighted_lrt() -> None:
     sup = sm.GLM(y[keep, 0], x.to_numpy()[keep, :2], family=fam, var_weights=w[keep]).fit()
     red = sm.GLM(y[:, 0], x.to_numpy()[:, :2], family=fam, var_weights=w).fit()
     np.testing.assert_allclose(test.stat[0], 2.0 * (sup.llf - red.llf), rtol=1e-7)
+
+
+@pytest.mark.parametrize("design_scale", [None, "~ group"])
+def test_unit_weights_and_zero_offsets_keep_separation_handling(design_scale) -> None:
+    """The weighted paths of the separation checks give the unweighted tests at w = 1."""
+    rng = np.random.default_rng(21)
+    g = np.repeat([0, 1, 2], 6)
+    n = g.size
+    obs = pd.DataFrame({"group": np.array(["a", "b", "c"])[g]})
+    y = rng.negative_binomial(3, 0.3, size=(n, 4)).astype(float)
+    y[g == 2, 0] = 0.0
+    y[g == 1, 1] = 0.0
+    kw = {"obs": obs, "size_factors": rng.uniform(0.5, 2.0, n)}
+    unit = {"weights": np.ones((n, 4)), "offset": np.zeros((n, 4))}
+    plain = bg.fit(y, "~ group", design_scale, **kw)
+    weighted = bg.fit(y, "~ group", design_scale, **kw, **unit)
+    assert list(plain.status[:2]) == ["separated", "separated"]
+
+    def tests(full: bg.FitResult, reduced: bg.FitResult) -> tuple[list, list, set]:
+        with warnings.catch_warnings(record=True) as seen:
+            # Small samples and scale parameters of all-zero groups warn: both fits must
+            # warn alike (the messages are compared below).
+            warnings.simplefilter("always")
+            out = [bg.de.wald(full, c) for c in ("group[T.b]", "group[T.c]")]
+            out.append(bg.de.lrt(full=full, reduced=reduced))
+        kinds = [list(t.stat_kind) for t in out if t.stat_kind is not None]
+        return [t.pval for t in out], kinds, {str(w.message) for w in seen}
+
+    a = tests(plain, bg.fit(y, "~ 1", design_scale, **kw))
+    b = tests(weighted, bg.fit(y, "~ 1", design_scale, **kw, **unit))
+    for pa, pb in zip(a[0], b[0], strict=True):
+        np.testing.assert_allclose(pa, pb, rtol=1e-8)
+    assert a[1] == b[1] and a[2] == b[2]
+    assert any("SmallSample" in m or "residual df" in m for m in a[2])

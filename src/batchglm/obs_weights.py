@@ -269,3 +269,31 @@ def counted_observations(res: FitResult) -> tuple[int, Array]:
     if w.ndim == 1:
         return int(used.sum()), xc[used]
     return int(used.sum(axis=0).min()), xc[used.any(axis=1)]
+
+
+def counted_offsets(res: FitResult, features: NDArray[np.intp]) -> Array:
+    """Location offsets of a fit at its observations, ``-inf`` where they do not count.
+
+    Parameters
+    ----------
+    res : FitResult
+        A fit from :func:`batchglm.fit`.
+    features : ndarray of int
+        Feature positions.
+
+    Returns
+    -------
+    ndarray
+        ``(n_obs, 1)`` when the fit has neither weights nor offsets per feature, else
+        ``(n_obs, len(features))``: ``log(size_factors) + offset``, and ``-inf`` at
+        observations of weight 0 (they inform no fitted mean).
+    """
+    total = np.log(res.size_factors)[:, None]
+    off = res.settings.get("offset")
+    if isinstance(off, np.ndarray):
+        total = total + (off[:, None] if off.ndim == 1 else off[:, features])
+    w = res.settings.get("weights")
+    if isinstance(w, np.ndarray):
+        used = w[:, None] > 0 if w.ndim == 1 else w[:, features] > 0
+        total = np.where(used, total, -np.inf)
+    return total

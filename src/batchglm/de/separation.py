@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from batchglm.align import data_of_fit
 from batchglm.design import column_rank
 from batchglm.families import get_family
+from batchglm.obs_weights import counted_offsets, is_weighted
 from batchglm.result import FitResult
 from batchglm.solvers.objective import unique_rows
 from batchglm.solvers.status import CONVERGED_CODES, Status
@@ -80,16 +81,20 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
     # observations lies above the threshold. Working on distinct rows (and chunks of
     # features) keeps memory at (distinct rows x chunk), whatever the number of cells.
     rows, inverse_obs = unique_rows(res.loc.reduced)
-    max_offset = np.full(rows.shape[0], -np.inf)
-    np.maximum.at(max_offset, inverse_obs, np.log(res.size_factors))
+    # Offsets (size factors, a fit's `offset`) per observation, or per observation and
+    # feature where the fit has an offset matrix or weights (weight 0: -inf, no mean).
+    shared = not is_weighted(res)
     threshold = fam.separated_eta + _ETA_MARGIN
     k = res.loc.n_free
     norms = np.linalg.norm(l_free, axis=1)
-    step = max(1, _CHUNK_ELEMENTS // rows.shape[0])
+    step = max(1, _CHUNK_ELEMENTS // (rows.shape[0] if shared else len(res.obs_names)))
     verdict: dict[bytes, bool] = {}
     for start in range(0, sep.size, step):
         part = sep[start : start + step]
-        eta = rows @ res.theta_free[part, :k].T + max_offset[:, None]
+        offsets = counted_offsets(res, part)
+        max_offset = np.full((rows.shape[0], offsets.shape[1]), -np.inf)
+        np.maximum.at(max_offset, inverse_obs, offsets)
+        eta = rows @ res.theta_free[part, :k].T + max_offset
         zero = eta < threshold
         patterns, inverse = np.unique(zero.T, axis=0, return_inverse=True)
         inverse = np.asarray(inverse).ravel()
@@ -129,6 +134,15 @@ def scale_free_at_zeros(res: FitResult, features: NDArray[np.intp]) -> NDArray[n
     if fam.separated_eta is None:
         return out
     k = res.loc.n_free
+    if is_weighted(res):
+        # Offsets or weights per observation (and feature): observation by observation.
+        xc, zc = res.loc.reduced, res.scale.reduced
+        eta_obs = xc @ res.theta_free[features, :k].T + counted_offsets(res, features)
+        kept_obs = eta_obs >= fam.separated_eta + _ETA_MARGIN
+        full_rank = column_rank(zc)
+        for j in range(features.size):  # features separated in the tested direction: few
+            out[j] = column_rank(zc[kept_obs[:, j]]) < full_rank
+        return out
     # Distinct (location row, scale row, offset) cells: memory cells x features.
     cells, index = unique_rows(
         np.column_stack([res.loc.reduced, res.scale.reduced, np.log(res.size_factors)])
