@@ -146,7 +146,9 @@ def fit(
         column. Each observation's log-likelihood term is multiplied by its weight, so the
         fit, its standard errors and ``loglik`` for an integer weight ``k`` are those of
         ``k`` copies of the observation (statsmodels' ``freq_weights``, edgeR's
-        ``weights``); a weight of 0 drops the observation. Dense only.
+        ``weights``); a weight of 0 drops the observation. Residual degrees of freedom count
+        each observation of positive weight once. Dense arrays only (the data may be
+        sparse, dask or on disk; dask takes ``(n_obs,)`` weights and offsets only).
     offset : array_like, pandas.Series, pandas.DataFrame or str, optional
         Location offset on the link scale of the mean (natural log for ``"nb"`` and
         ``"poisson"``, identity for ``"normal"``, logit for ``"beta"``), ``(n_obs,)`` or
