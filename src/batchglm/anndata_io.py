@@ -311,10 +311,10 @@ def to_anndata(result: FitResult, adata: AnnData, key_added: str = "batchglm") -
     adata.var[f"{key}_status"] = pd.Categorical(status)
     adata.var[f"{key}_n_iter"] = n_iter
     adata.uns[key] = {
-        "family": result.family,
+        "family": result.family.name,
         "loc": _design_record(result.loc, coef_loc.columns),
         "scale": _design_record(result.scale, coef_scale.columns),
-        "settings": _h5ad_value(result.settings),
+        "settings": _h5ad_value(result.settings.as_dict()),
         "n_obs": len(result.obs_names),
         "version": batchglm.__version__,
     }

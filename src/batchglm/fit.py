@@ -19,6 +19,7 @@ from batchglm.dask_fit import fit_dask
 from batchglm.data import as_data, as_size_factors
 from batchglm.design import Design, build_design
 from batchglm.families import Family, get_family
+from batchglm.fit_settings import FitSettings
 from batchglm.init import initial_loc, initial_scale
 from batchglm.obs_weights import as_weights, feature_block, obs_array
 from batchglm.result import FitResult
@@ -214,6 +215,7 @@ def fit(
             "(an offset log(size_factors) for log-link means) must be None; normalise "
             "`data` before fitting instead."
         )
+    sf_method = size_factors if isinstance(size_factors, str) else None  # FitSettings
     if isinstance(size_factors, str):
         from batchglm.size_factors import size_factors as named_size_factors
 
@@ -316,7 +318,7 @@ def fit(
     logger.info("fitted %d features in %.2f s: %s", n_feat, time.perf_counter() - started, counts)
     warn_if_unconverged(status, max_iter)
     return FitResult(
-        family=fam.name,
+        family=fam,
         feature_names=d.feature_names,
         obs_names=d.obs_names,
         loc=loc,
@@ -327,14 +329,18 @@ def fit(
         loglik_values=loglik,
         n_iter_values=n_iter,
         status_codes=status,
-        settings={
-            "max_iter": max_iter,
-            "tol": tol,
-            "fixed_scale": fixed_b is not None,
-            "layer": layer,
-            "weights": w,
-            "offset": off,
-        },
+        settings=FitSettings(
+            family=fam.name,
+            max_iter=max_iter,
+            tol=tol,
+            fixed_scale=fixed_b is not None,
+            layer=layer,
+            chunk_size=chunk_size,
+            n_jobs=n_jobs,
+            size_factors=sf_method,
+            weights=w,
+            offset=off,
+        ),
         data=d,
     )
 

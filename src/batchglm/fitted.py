@@ -1,9 +1,11 @@
 """Fitted means of a fit: the one place where coefficients become per-observation means.
 
 Residuals, predictions and ``FitResult.fitted`` all go through :func:`linear_predictors`,
-so size factors (a location offset ``log(size_factors)``) and constraints are applied the
-same way everywhere. Only the features asked for are computed: a block of ``n_obs x
-len(features)`` values, never the whole ``n_obs x n_features`` matrix unless requested.
+and every fitted mean (fitted values, ``baseMean``, residuals, dispersion estimates) through
+:func:`fitted_mean`, so size factors (a location offset ``log(size_factors)``) and
+constraints are applied the same way everywhere. Only the features asked for are
+computed: a block of ``n_obs x len(features)`` values, never the whole
+``n_obs x n_features`` matrix unless requested.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-
-from batchglm.families import get_family
 
 if TYPE_CHECKING:
     from batchglm.result import FitResult
@@ -109,15 +109,47 @@ def linear_predictors(
         eta_loc += offset[:, None]
     else:
         eta_loc += np.log(res.size_factors)[:, None]
-        given = res.settings.get("offset")
-        if isinstance(given, np.ndarray):
+        given = res.settings.offset
+        if given is not None:
             eta_loc += given[:, None] if given.ndim == 1 else given[:, positions]
-    if theta.shape[1] > k:
+    if res.has_scale:
         b = theta[:, k:] @ res.scale.constraints.T
         eta_scale = res.scale.matrix @ b.T
     else:
         eta_scale = np.zeros_like(eta_loc)
     return eta_loc, eta_scale
+
+
+def fitted_mean(
+    res: FitResult, positions: NDArray[np.intp] | None = None, *, size_factors: bool = True
+) -> Array:
+    """Fitted means of the fit's observations: the one place coefficients become means.
+
+    ``res.family.fitted_mean`` applied to the location predictors, i.e. the family's
+    inverse link of ``x . a`` plus the offset ``log(size_factors)`` (log link). Fitted
+    values, ``baseMean`` of the test tables, residuals and dispersion estimates all go
+    through here.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit.
+    positions : ndarray of int, optional
+        Feature positions (see :func:`feature_positions`); ``None`` for all.
+    size_factors : bool
+        Include the size factors and the fit's offset (the counts' scale). ``False`` gives
+        the mean as the model sees it for a size factor of 1 and no offset (DESeq2's
+        normalised scale).
+
+    Returns
+    -------
+    ndarray
+        ``(n_obs, len(positions))`` means on the response scale.
+    """
+    pos = np.arange(len(res.feature_names), dtype=np.intp) if positions is None else positions
+    offset = None if size_factors else np.zeros(len(res.obs_names))
+    eta_loc, _ = linear_predictors(res, pos, offset)
+    return res.family.fitted_mean(eta_loc)
 
 
 def fitted(res: FitResult, features: FeatureSelection = None) -> pd.DataFrame:
@@ -136,9 +168,13 @@ def fitted(res: FitResult, features: FeatureSelection = None) -> pd.DataFrame:
         ``(n_obs, n_selected)`` means on the response scale (counts for NB and Poisson:
         ``size_factor * exp(offset + x . a)``), indexed by ``obs_names``, columns feature
         names. The fit's ``offset``, if any, is included; weights do not change a mean.
+
+    Raises
+    ------
+    KeyError
+        When a name is not a feature of the fit.
+    ValueError
+        When names are looked up but the fit's feature names are not unique.
     """
     pos = feature_positions(res, features)
-    eta_loc, _ = linear_predictors(res, pos)
-    with np.errstate(over="ignore"):
-        mu = get_family(res.family).inverse_link(eta_loc)
-    return pd.DataFrame(mu, index=res.obs_names, columns=res.feature_names[pos])
+    return pd.DataFrame(fitted_mean(res, pos), index=res.obs_names, columns=res.feature_names[pos])

@@ -19,7 +19,6 @@ from formulaic import model_matrix
 from formulaic.errors import DataMismatchWarning, FormulaicError
 from numpy.typing import ArrayLike, NDArray
 
-from batchglm.families import get_family
 from batchglm.fitted import FeatureSelection, feature_positions
 from batchglm.formula import one_line
 
@@ -184,7 +183,7 @@ def predict(
     design = new_design(res, obs_new)
     x = design.to_numpy()
     pos = feature_positions(res, features)
-    fam = get_family(res.family)
+    fam = res.family
     if size_factors is not None and fam.loc_link != "log":
         raise ValueError(
             f"family {fam.name!r} has a {fam.loc_link} link for the mean, so `size_factors` "

@@ -13,7 +13,6 @@ from numpy.typing import NDArray
 from scipy import sparse, special
 
 from batchglm.align import data_of_fit
-from batchglm.families import get_family
 from batchglm.fitted import FeatureSelection, feature_positions, linear_predictors
 from batchglm.result import FitResult
 
@@ -119,12 +118,11 @@ def residuals(
     """
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {list(KINDS)}, but {kind!r} was given.")
-    fam = get_family(res.family)
+    fam = res.family
     pos = feature_positions(res, features)
     y = data_block(res, data, pos, layer)
     eta_loc, eta_scale = linear_predictors(res, pos)
-    with np.errstate(over="ignore"):
-        mu = fam.inverse_link(eta_loc)
+    mu = fam.fitted_mean(eta_loc)
     if kind == "pearson":
         with np.errstate(divide="ignore", invalid="ignore"):
             out = (y - mu) / np.sqrt(fam.variance(mu, eta_scale))

@@ -13,6 +13,8 @@ from scipy.linalg import block_diag
 
 from batchglm.align import name_position
 from batchglm.design import Design
+from batchglm.families import Family, get_family
+from batchglm.fit_settings import FitSettings
 from batchglm.solvers.status import CONVERGED_CODES, Status
 
 if TYPE_CHECKING:
@@ -38,8 +40,12 @@ class FitResult:
 
     Attributes
     ----------
-    family : str
-        Family name.
+    family : Family
+        The noise model object: its location link (``family.link``, with ``inverse`` and
+        ``d_inverse``), :meth:`~batchglm.families.Family.fitted_mean` and
+        :meth:`~batchglm.families.Family.deviance`. It compares equal to its name, so
+        ``res.family == "nb"`` holds for NB fits; a name given here is turned into the
+        object.
     feature_names : pandas.Index
         Feature names, as given (duplicates are kept; look-ups by a duplicated name are
         refused, see :mod:`batchglm.align`).
@@ -59,8 +65,9 @@ class FitResult:
         Newton iterations per feature.
     status_codes : ndarray
         :class:`~batchglm.solvers.status.Status` code per feature.
-    settings : dict
-        Solver settings used.
+    settings : FitSettings
+        Solver and input options used (``max_iter``, ``tol``, ``layer``, ...; see
+        :class:`~batchglm.fit_settings.FitSettings`); a dict given here is turned into it.
     data : Data or None
         The data the fit was made on, in the fit's order (a reference, not a copy: dense
         arrays, sparse matrices, dask arrays and backed files stay where they are). Tests
@@ -76,7 +83,7 @@ class FitResult:
         ``None`` uses the chi-squared reference.
     """
 
-    family: str
+    family: Family
     feature_names: pd.Index
     obs_names: pd.Index
     loc: Design
@@ -87,7 +94,7 @@ class FitResult:
     loglik_values: Array
     n_iter_values: NDArray[np.int32]
     status_codes: NDArray[np.int8]
-    settings: dict[str, object] = field(default_factory=dict)
+    settings: FitSettings = field(default_factory=FitSettings)
     data: Data | None = field(default=None, repr=False)
     random: RandomEffects | None = None
     small_sample: SmallSample | None = None
@@ -97,9 +104,29 @@ class FitResult:
         init=False, default_factory=dict, repr=False, compare=False
     )
 
+    def __post_init__(self) -> None:
+        # Results built with a family name or a settings dict (by hand, or by code written
+        # before both were objects) get the objects.
+        family = get_family(self.family)
+        object.__setattr__(self, "family", family)
+        if not isinstance(self.settings, FitSettings):
+            settings = FitSettings.from_mapping(self.settings, family=family.name)
+            object.__setattr__(self, "settings", settings)
+
     @property
     def _k_loc(self) -> int:
         return self.loc.n_free
+
+    @property
+    def has_scale(self) -> bool:
+        """Whether the fit has scale parameters (the family has a scale model).
+
+        Returns
+        -------
+        bool
+            ``False`` for Poisson fits, whose parameters are the location coefficients only.
+        """
+        return self.theta_free.shape[1] > self.loc.n_free
 
     def _frame(self, values: Array, names: list[str]) -> pd.DataFrame:
         return pd.DataFrame(values, index=self.feature_names, columns=names)
@@ -116,15 +143,15 @@ class FitResult:
         """Scale coefficients, features x coefficient names (empty without a scale model)."""
         return self._frame(
             self.theta_free[:, self._k_loc :] @ self.scale.constraints.T
-            if self.theta_free.shape[1] > self._k_loc
+            if self.has_scale
             else np.zeros((self.theta_free.shape[0], 0)),
-            self.scale.names if self.theta_free.shape[1] > self._k_loc else [],
+            self.scale.names if self.has_scale else [],
         )
 
     @cached_property
     def _cov_full(self) -> Array:
         blocks = [self.loc.constraints]
-        if self.theta_free.shape[1] > self._k_loc:
+        if self.has_scale:
             blocks.append(self.scale.constraints)
         c = block_diag(*blocks)
         return np.einsum("ij,fjk,lk->fil", c, self.cov_free, c, optimize=True)
@@ -160,11 +187,7 @@ class FitResult:
         )
         index = pd.MultiIndex.from_tuples(
             [("loc", n) for n in self.loc.names]
-            + (
-                [("scale", n) for n in self.scale.names]
-                if self._cov_full.shape[1] > len(self.loc.names)
-                else []
-            ),
+            + ([("scale", n) for n in self.scale.names] if self.has_scale else []),
             names=["model", "coefficient"],
         )
         return pd.DataFrame(self._cov_full[pos], index=index, columns=index)
@@ -184,7 +207,7 @@ class FitResult:
     def se_scale(self) -> pd.DataFrame:
         """Standard errors of the scale coefficients."""
         p = len(self.loc.names)
-        names = self.scale.names if self._cov_full.shape[1] > p else []
+        names = self.scale.names if self.has_scale else []
         return self._frame(self._se(p, p + len(names)), names)
 
     @property
@@ -271,7 +294,7 @@ class FitResult:
         counts = self.status.value_counts()
         state = ", ".join(f"{k}: {v}" for k, v in counts.items() if v)
         return (
-            f"FitResult(family={self.family!r}, n_features={len(self.feature_names)}, "
+            f"FitResult(family={self.family.name!r}, n_features={len(self.feature_names)}, "
             f"loc={self.loc.names}, scale={list(self.coef_scale.columns)}, {state})"
         )
 

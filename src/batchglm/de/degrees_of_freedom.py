@@ -54,8 +54,8 @@ def check_residual_df(res: FitResult, test: str) -> int:
     n_obs, counted = counted_observations(res)
     rank_loc = column_rank(counted)
     df = n_obs - rank_loc
-    has_scale = res.theta_free.shape[1] > res.loc.n_free
-    if not has_scale or bool(res.settings.get("fixed_scale", False)):
+    has_scale = res.has_scale
+    if not has_scale or res.settings.fixed_scale:
         return df
     rank_scale = column_rank(res.scale.reduced)
     need = max(1, rank_scale)
@@ -100,8 +100,8 @@ def warn_small_sample(res: FitResult, test: str) -> None:
         the message points to ``dispersion="map"`` (DESeq2) and ``"ql"`` / ``bg.de.ql_f``
         (edgeR, glmGamPoi), which share information across features.
     """
-    has_scale = res.theta_free.shape[1] > res.loc.n_free
-    if not has_scale or bool(res.settings.get("fixed_scale", False)):
+    has_scale = res.has_scale
+    if not has_scale or res.settings.fixed_scale:
         return
     n_obs, counted = counted_observations(res)
     df = n_obs - column_rank(counted)

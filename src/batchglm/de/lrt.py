@@ -15,7 +15,7 @@ from batchglm.constraints import constraint_matrix
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.nested import check_nested, outside_columns
 from batchglm.de.pseudoreplication import warn_lrt
-from batchglm.de.result import DEResult, fitted_mean
+from batchglm.de.result import DEResult, base_mean
 from batchglm.de.scale_test import (
     cox_reid_statistic,
     has_scale,
@@ -476,7 +476,7 @@ def _lrt_fits(
         coef_mle=coef_mle,
         coef_se=coef_se,
         effect_model=effect_model,
-        mean=fitted_mean(full),
+        mean=base_mean(full),
         ll=ll_full,
         converged=converged,
         estimates=estimates,

@@ -24,8 +24,8 @@ MAX_LFC = 10.0
 MAIN_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj", "status")
 
 
-def fitted_mean(res: FitResult) -> Array:
-    """Mean over observations of the fitted location parameter, without size factors.
+def base_mean(res: FitResult) -> Array:
+    """Mean over observations of the fitted mean without size factors (``baseMean``).
 
     Parameters
     ----------
@@ -36,14 +36,34 @@ def fitted_mean(res: FitResult) -> Array:
     -------
     ndarray
         One value per feature: ``mean_i g^{-1}(x_i . a)`` with the family's inverse link
-        (for NB, the mean of the counts normalised by the size factors as the model sees it).
+        (:func:`batchglm.fitted.fitted_mean` at size factors 1; for NB, the mean of the
+        counts normalised by the size factors as the model sees it).
     """
-    from batchglm.families import get_family
+    from batchglm.fitted import fitted_mean as _fitted_mean
 
-    eta = res.loc.matrix @ res.coef_loc.to_numpy().T
-    with np.errstate(over="ignore"):
-        mean = get_family(res.family).inverse_link(eta)
-    return np.asarray(mean, dtype=np.float64).mean(axis=0)
+    return _fitted_mean(res, size_factors=False).mean(axis=0)
+
+
+def fitted_mean(res: FitResult) -> Array:
+    """Return :func:`base_mean` (deprecated name).
+
+    Parameters
+    ----------
+    res : FitResult
+        A fit.
+
+    Returns
+    -------
+    ndarray
+        :func:`base_mean` of the fit.
+    """
+    warnings.warn(
+        "`batchglm.de.result.fitted_mean` is deprecated; use `base_mean` (per-feature "
+        "baseMean) or `batchglm.fitted.fitted_mean` (per-observation means).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return base_mean(res)
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,7 +98,8 @@ class DEResult:
     effect_model : str or None
         ``"loc"`` or ``"scale"``: the model the reported effect belongs to.
     mean : ndarray
-        Fitted mean per feature, see :func:`fitted_mean`.
+        Fitted mean per feature without size factors (``baseMean``), see
+        :func:`base_mean`.
     ll : ndarray
         Log-likelihood of the (full) model.
     converged : ndarray of bool
@@ -182,9 +203,7 @@ class DEResult:
             ``"beta"``: logit), where a coefficient is no fold change; ``coef_mle`` and
             ``coef_se`` then hold the effect on the link scale.
         """
-        from batchglm.families import get_family
-
-        if self.effect_model == "loc" and get_family(self.fit.family).loc_link != "log":
+        if self.effect_model == "loc" and self.fit.family.link != "log":
             return np.full(len(self.coef_mle), np.nan)
         raw = self.coef_mle / np.log(2.0)
         # All-zero features have no fold change (DESeq2 reports NA).
@@ -285,7 +304,7 @@ class DEResult:
             the columns, in order (DESeq2's names):
 
             * ``baseMean``: mean over observations of the fitted mean without size factors
-              (:func:`fitted_mean`), not DESeq2's mean of normalised counts;
+              (:func:`base_mean`), not DESeq2's mean of normalised counts;
             * ``log2FoldChange``: ``coef_mle / ln 2``, capped at ``+-max_lfc``;
             * ``lfcSE``: standard error of ``log2FoldChange`` (log2 units, uncapped;
               quasi-likelihood tests scale it by the root of the QL dispersion);

@@ -32,8 +32,19 @@ SCALE_TESTS = ("cox_reid", "plain")
 
 
 def has_scale(res: FitResult) -> bool:
-    """Whether the fit estimated a scale model (families with a scale parameter)."""
-    return res.theta_free.shape[1] > res.loc.n_free
+    """Whether the fit estimated a scale model (see :attr:`FitResult.has_scale`).
+
+    Parameters
+    ----------
+    res : FitResult
+        A fit.
+
+    Returns
+    -------
+    bool
+        ``res.has_scale``.
+    """
+    return res.has_scale
 
 
 def _scale_effective(res: FitResult) -> Array:

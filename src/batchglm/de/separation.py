@@ -72,7 +72,7 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
     """
     n_feat = len(res.feature_names)
     out = np.zeros(n_feat, dtype=bool)
-    fam = get_family(res.family)
+    fam = res.family
     sep = np.flatnonzero(res.status_codes == Status.SEPARATED)
     if fam.separated_eta is None or sep.size == 0:
         return out
@@ -130,7 +130,7 @@ def scale_free_at_zeros(res: FitResult, features: NDArray[np.intp]) -> NDArray[n
     out = np.zeros(features.size, dtype=bool)
     if res.theta_free.shape[1] == res.loc.n_free or features.size == 0:
         return out
-    fam = get_family(res.family)
+    fam = res.family
     if fam.separated_eta is None:
         return out
     k = res.loc.n_free
@@ -220,9 +220,9 @@ def lrt_statistic(
     values = d.values[:, features]
     if d.kind == "dask":
         values = np.asarray(values)
-    has_scale = res.theta_free.shape[1] > res.loc.n_free
+    has_scale = res.has_scale
     fixed = None
-    if has_scale and bool(res.settings.get("fixed_scale", False)):
+    if has_scale and res.settings.fixed_scale:
         fixed = res.coef_scale.to_numpy()[features]
     # The refit uses the fit's own weights and offset (their columns of these features).
     weights, offset = (res.settings.get(k) for k in ("weights", "offset"))
@@ -232,11 +232,11 @@ def lrt_statistic(
         res.scale.matrix if has_scale else None,
         constraints_loc=c_reduced,
         constraints_scale=res.scale.constraints if has_scale else None,
-        size_factors=res.size_factors if get_family(res.family).loc_link == "log" else None,
+        size_factors=res.size_factors if res.family.link == "log" else None,
         family=res.family,
         fixed_scale=fixed,
-        max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
-        tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
+        max_iter=res.settings.max_iter,
+        tol=res.settings.tol,
         n_jobs=1,
         weights=_columns(weights, features),
         offset=_columns(offset, features),

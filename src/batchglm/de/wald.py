@@ -17,7 +17,7 @@ from batchglm.de.contrasts import Cond, expression_rows
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
 from batchglm.de.pseudoreplication import warn_wald
-from batchglm.de.result import MAX_LFC, DEResult, fitted_mean
+from batchglm.de.result import MAX_LFC, DEResult, base_mean
 from batchglm.de.separation import (
     lrt_statistic,
     scale_free_at_zeros,
@@ -445,7 +445,7 @@ def _wald_rows(
         coef_mle=coef_mle,
         coef_se=coef_se,
         effect_model=model if lmat.shape[0] == 1 else None,
-        mean=fitted_mean(res),
+        mean=base_mean(res),
         ll=res.loglik.to_numpy(),
         converged=converged,
         estimates=pd.DataFrame(full_est, index=res.feature_names, columns=labels),

@@ -145,8 +145,9 @@ def _df_residual(x: Array, n_obs: int) -> int:
 
 
 def _means(res: FitResult, sl: slice) -> Array:
-    eta = res.loc.matrix @ res.coef_loc.to_numpy()[sl].T
-    return np.asarray(res.size_factors[:, None] * np.exp(np.minimum(eta, 700.0)))
+    from batchglm.fitted import fitted_mean  # the one place coefficients become means
+
+    return fitted_mean(res, np.arange(len(res.feature_names))[sl])
 
 
 def estimate_dispersions(

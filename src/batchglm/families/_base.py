@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special
 
+from batchglm.families.link import LINKS, Link
 from batchglm.families.scratch import Scratch
 
 Array = NDArray[np.float64]
@@ -65,7 +65,14 @@ class CountTerms:
 
 
 class Family(ABC):
-    """A noise model with a location and (optionally) a scale linear predictor."""
+    """A noise model with a location and (optionally) a scale linear predictor.
+
+    A family is the object a fit keeps (``FitResult.family``): its location link
+    (:attr:`link`, an object with ``inverse`` and ``d_inverse``), :meth:`fitted_mean`,
+    :meth:`deviance` and the likelihood pieces. It prints, hashes and compares equal to its
+    registered name (``NegativeBinomial() == "nb"``, ``str(family) == "nb"``,
+    ``repr(family) == "'nb'"``), so code written for the name keeps working.
+    """
 
     #: Name used in ``bg.fit(family=...)``.
     name: str = ""
@@ -309,11 +316,33 @@ class Family(ABC):
     # -- Response-scale pieces: fitted means, residuals, predictions ------------------------
     # Defaults raise, so a family added later fails loudly instead of giving wrong numbers.
 
+    @property
+    def link(self) -> Link:
+        """The location link as an object (see :mod:`batchglm.families.link`).
+
+        Returns
+        -------
+        Link
+            ``log``, ``identity`` or ``logit``, from :attr:`loc_link`.
+
+        Raises
+        ------
+        NotImplementedError
+            For a family whose ``loc_link`` is none of these.
+        """
+        try:
+            return LINKS[self.loc_link]
+        except KeyError:
+            raise NotImplementedError(
+                f"family {self.name!r} has location link {self.loc_link!r}, which is not one "
+                f"of {sorted(LINKS)}; define `link` on the family."
+            ) from None
+
     def inverse_link(self, eta_loc: Array) -> Array:
         """Mean of the response for a location predictor (the inverse location link).
 
-        ``exp`` for the log link, the identity, or the logistic function for the logit
-        link (``loc_link``).
+        ``exp`` for the log link (predictors capped at 700 so that means stay finite), the
+        identity, or the logistic function for the logit link; see :attr:`link`.
 
         Parameters
         ----------
@@ -330,14 +359,7 @@ class Family(ABC):
         NotImplementedError
             For a family whose ``loc_link`` is none of these.
         """
-        eta = np.asarray(eta_loc, dtype=np.float64)
-        if self.loc_link == "log":
-            return np.exp(eta)
-        if self.loc_link == "identity":
-            return eta
-        if self.loc_link == "logit":
-            return np.asarray(special.expit(eta), dtype=np.float64)
-        raise NotImplementedError(f"family {self.name!r} does not define its inverse link.")
+        return self.link.inverse(eta_loc)
 
     def d_inverse_link(self, eta_loc: Array) -> Array:
         """Return the derivative of the mean with respect to the location predictor.
@@ -357,16 +379,81 @@ class Family(ABC):
         NotImplementedError
             For a family whose ``loc_link`` is not log, identity or logit.
         """
+        return self.link.d_inverse(eta_loc)
+
+    def fitted_mean(self, eta_loc: Array, offset: Array | None = None) -> Array:
+        """Fitted means from location predictors and an optional location offset.
+
+        The one rule by which coefficients become means everywhere (fitted values,
+        ``baseMean``, residuals, dispersion estimation): ``g^{-1}(eta_loc + offset)``. For
+        the log link the offset is ``log(size_factors)``, so the mean is
+        ``size_factor * exp(x . a)``.
+
+        Parameters
+        ----------
+        eta_loc : ndarray
+            Location predictors without offset, ``(n_obs, n_features)``.
+        offset : ndarray, optional
+            Location offset per observation ``(n_obs,)``; ``None`` for none.
+
+        Returns
+        -------
+        ndarray
+            ``(n_obs, n_features)`` means on the response scale.
+
+        Raises
+        ------
+        NotImplementedError
+            For a family whose ``loc_link`` is not log, identity or logit.
+        """
         eta = np.asarray(eta_loc, dtype=np.float64)
-        if self.loc_link == "log":
-            return np.exp(eta)
-        if self.loc_link == "identity":
-            return np.ones_like(eta)
-        if self.loc_link == "logit":
-            return np.asarray(special.expit(eta) * special.expit(-eta), dtype=np.float64)
-        raise NotImplementedError(
-            f"family {self.name!r} does not define the derivative of its inverse link."
-        )
+        if offset is not None:
+            eta = eta + np.asarray(offset, dtype=np.float64)[:, None]
+        return self.link.inverse(eta)
+
+    def deviance(self, y: Array, mu: Array, eta_scale: Array) -> Array:
+        """Deviance per feature: the sum over observations of :meth:`unit_deviance`.
+
+        Parameters
+        ----------
+        y : ndarray
+            Observations ``(n_obs, n_features)``.
+        mu : ndarray
+            Means, broadcastable to ``y``.
+        eta_scale : ndarray
+            Scale predictors, broadcastable to ``y``.
+
+        Returns
+        -------
+        ndarray
+            ``(n_features,)`` non-negative deviances (McCullagh and Nelder 1989, sec. 2.3).
+
+        Raises
+        ------
+        NotImplementedError
+            For a family without :meth:`unit_deviance`.
+        """
+        return np.asarray(self.unit_deviance(y, mu, eta_scale).sum(axis=0), dtype=np.float64)
+
+    # A family prints, hashes and compares as its registered name, so code written when
+    # ``FitResult.family`` was a string (``res.family == "nb"``, ``f"{res.family!r}"``,
+    # dictionary look-ups by name) keeps working with the object.
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Family):
+            return type(self) is type(other) and self.name == other.name
+        if isinstance(other, str):
+            return self.name == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return repr(self.name)
 
     def variance(self, mu: Array, eta_scale: Array) -> Array:
         """Variance of one observation with mean ``mu`` and scale predictor ``eta_scale``.

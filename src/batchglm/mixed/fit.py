@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from batchglm import blocks
 from batchglm.data import Data
 from batchglm.design import Design
+from batchglm.fit_settings import FitSettings
 from batchglm.mixed.grouping import Grouping, parse_random_effects
 from batchglm.mixed.joint import JointLaplaceObjective
 from batchglm.mixed.laplace import LaplaceObjective
@@ -132,7 +133,7 @@ def fit_mixed(
     )
     warn_if_unconverged(status, options.max_iter)
     return FitResult(
-        family=fam.name,
+        family=fam,
         feature_names=d.feature_names,
         obs_names=d.obs_names,
         loc=problem.loc,
@@ -143,7 +144,9 @@ def fit_mixed(
         loglik_values=loglik,
         n_iter_values=n_iter,
         status_codes=status,
-        settings={**settings, "random_effects": factors, "method": "laplace"},
+        settings=FitSettings.from_mapping(
+            {**settings, "random_effects": factors, "method": "laplace"}, family=fam.name
+        ),
         random=RandomEffects(
             factors,
             [g.levels for g in groupings],
