@@ -69,6 +69,12 @@ def read_anndata(adata: AnnData, layer: str | None = None) -> Data:
         Values in their own storage (dense, sparse or dask; never densified here),
         ``var_names`` as feature
         names, ``obs_names`` as observation names and ``adata.obs`` as annotations.
+
+    Raises
+    ------
+    ValueError
+        For an empty AnnData, non-numeric values, an unknown ``layer``, or an AnnData
+        without ``.X`` and no ``layer``.
     """
     if layer is None:
         values = adata.X

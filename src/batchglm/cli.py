@@ -340,6 +340,11 @@ def cmd_test(args: argparse.Namespace) -> None:
     ----------
     args : argparse.Namespace
         Parsed arguments.
+
+    Raises
+    ------
+    CliError
+        When ``--sort-by`` is not a column of the results table.
     """
     from batchglm import de
 

@@ -37,6 +37,12 @@ def constraint_matrix(constraints: ArrayLike | None, p: int, which: str) -> Arra
     -------
     ndarray
         ``C`` with ``theta = C @ theta_free``.
+
+    Raises
+    ------
+    ValueError
+        When the matrix is not 2-D, not finite, or its shape fits neither seed
+        constraint rows nor a constraint matrix of the design.
     """
     if constraints is None:
         return np.eye(p)

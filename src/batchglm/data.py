@@ -292,6 +292,12 @@ def as_size_factors(size_factors: ArrayLike | None, n_obs: int) -> Array:
     -------
     ndarray
         Size factors as float64.
+
+    Raises
+    ------
+    ValueError
+        When there is not one size factor per observation, or one is not finite and
+        positive.
     """
     if size_factors is None:
         return np.ones(n_obs)

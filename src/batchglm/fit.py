@@ -175,6 +175,13 @@ def fit(
     NotImplementedError
         When ``weights`` or ``offset`` are given with ``random_effects``.
 
+    Raises
+    ------
+    ValueError
+        When inputs do not fit together: designs, constraints, size factors or
+        ``fixed_scale`` of the wrong shape or for a family without them, ``max_iter < 1``,
+        ``tol <= 0``, or data outside the family's domain.
+
     Notes
     -----
     Features with no optimum in the interior get a finite estimate and a status:

@@ -87,6 +87,11 @@ def parse_formula(formula: str, which: str) -> Formula:
     -------
     formulaic.Formula
         The parsed right-hand side.
+
+    Raises
+    ------
+    ValueError
+        For a formula with a left-hand side or one that cannot be parsed.
     """
     try:
         parsed = Formula(formula)

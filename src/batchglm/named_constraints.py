@@ -417,6 +417,11 @@ def null_space(r: Array, names: Sequence[str], which: str) -> Array:
     ndarray
         ``C`` of shape ``(p, p - rank(R))``: identity on the free parameters, and each
         dependent (pivot) parameter expressed through them. Redundant rows are dropped.
+
+    Raises
+    ------
+    ValueError
+        When the constraints fix every parameter at zero.
     """
     a = np.array(r, dtype=np.float64, copy=True)
     m, p = a.shape

@@ -124,6 +124,12 @@ def simulate(
     -------
     Simulation
         Data and true parameters.
+
+    Raises
+    ------
+    ValueError
+        For ``n_features < 1``, a formula design without ``obs``, or size factors for a
+        family without a log link.
     """
     fam = get_family(family)
     if n_features < 1:

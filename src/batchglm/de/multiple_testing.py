@@ -24,6 +24,11 @@ def bh_qvalues(pvals: ArrayLike) -> Array:
         ``scipy.stats.false_discovery_control(p, method="bh")`` on the finite entries;
         ``NaN`` where the p-value is ``NaN``. Untested features do not count towards the
         number of tests, as in DESeq2's independent filtering of all-zero genes.
+
+    Raises
+    ------
+    ValueError
+        When ``pvals`` is not 1-D or has values outside ``[0, 1]`` (NaN allowed).
     """
     p = np.asarray(pvals, dtype=np.float64)
     if p.ndim != 1:

@@ -30,6 +30,11 @@ def outside_columns(full: Array, reduced: Array) -> list[int]:
         Positions of the offending columns of ``reduced``; empty when the reduced model is
         nested in the full one.
 
+    Raises
+    ------
+    ValueError
+        When the two designs have different numbers of rows.
+
     Notes
     -----
     Nesting is a property of column spaces, not of column names: a reduced model may use
@@ -73,6 +78,11 @@ def check_nested(full: Array, reduced: Array, which: str, names: list[str] | Non
     int
         ``rank(full) - rank(reduced)``: the degrees of freedom this model contributes to a
         likelihood-ratio test.
+
+    Raises
+    ------
+    ValueError
+        When the reduced model is not nested in the full one.
     """
     bad = outside_columns(full, reduced)
     if bad:

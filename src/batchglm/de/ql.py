@@ -70,6 +70,13 @@ def ql_f(
         ``df_residual`` its denominator degrees of freedom per feature (prior df plus the
         feature's own residual df without fitted zeros); ``coef_mle`` and
         ``coef_se`` (scaled by the QL dispersion) describe a single tested combination.
+
+    Raises
+    ------
+    ValueError
+        When the tested combinations cover every free location parameter, the fit is not
+        an NB fit with an intercept-only scale model, or it has no residual degrees of
+        freedom.
     """
     if data is None:
         data, layer = res.data, None

@@ -69,6 +69,12 @@ def check_dispersion(dispersion: str, data: Any, model: str = "loc") -> None:
         The counts (required unless ``dispersion == "mle"``).
     model : str
         The tested model part; shrunken dispersions only serve location tests.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``dispersion``, a held dispersion for a test of the scale model, or
+        ``"map"``/``"ql"`` without the data.
     """
     if dispersion not in DISPERSIONS:
         raise ValueError(

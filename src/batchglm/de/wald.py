@@ -274,6 +274,12 @@ def test_rows(
         ``(n_tests, p)`` weights.
     labels : list of str
         One description per row.
+
+    Raises
+    ------
+    ValueError
+        Unless exactly one of ``coef`` and ``contrast`` is given, or for unknown
+        coefficients and malformed contrasts.
     """
     if (coef is None) == (contrast is None):
         raise ValueError("pass exactly one of `coef` and `contrast` to `bg.de.wald`.")

@@ -336,6 +336,12 @@ def cox_reid_scale(
         Coefficients, APL values, projected gradients, iterations and status codes.
         Every predictor ``z_i . b`` lies in ``[-log(alpha_max), log(1e8)]``; a maximum
         beyond (e.g. under-dispersion) stops on the bound with status ``SCALE_AT_BOUND``.
+
+    Raises
+    ------
+    ValueError
+        When shapes do not match, the scale design is rank deficient, or ``start`` lies
+        outside the scale bounds.
     """
     y = np.ascontiguousarray(y, dtype=np.float64)
     mu = np.ascontiguousarray(mu, dtype=np.float64)

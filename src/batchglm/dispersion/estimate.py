@@ -113,6 +113,12 @@ def check_nb_fit(res: FitResult, data: Data, what: str, intercept_only: bool = T
         The option that needs it, for messages.
     intercept_only : bool
         Also require an intercept-only scale model (one dispersion per feature).
+
+    Raises
+    ------
+    ValueError
+        For a non-NB fit, a scale model that is not intercept-only (where required), or
+        ``data`` whose shape differs from the fit's.
     """
     if res.family != "nb":
         raise ValueError(

@@ -58,6 +58,11 @@ def prior_variance(log_alpha: Array, log_trend: Array, df_residual: int) -> tupl
     residual_var : float
         The residual variance (also used to flag dispersion outliers).
 
+    Raises
+    ------
+    ValueError
+        When there are no residual degrees of freedom.
+
     Notes
     -----
     DESeq2 replaces ``trigamma((m - p) / 2)`` by a simulation when ``m - p <= 3``; here the

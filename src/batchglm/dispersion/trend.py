@@ -187,6 +187,11 @@ def fit_trend(mean: Array, alpha: Array, kind: str = "parametric") -> Trend:
     -------
     Trend
         The fitted trend; ``Trend.kind`` says which one was used.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``trend``, or when no feature has a dispersion above 1e-6.
     """
     if kind not in ("parametric", "local", "mean"):
         raise ValueError(

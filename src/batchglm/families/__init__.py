@@ -28,6 +28,11 @@ def get_family(name: str | Family) -> Family:
     -------
     Family
         The family object.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not registered.
     """
     if isinstance(name, Family):
         return name

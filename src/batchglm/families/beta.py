@@ -47,6 +47,11 @@ class Beta(Family):
             Observations.
         feature_offset : int
             Position of the block's first feature in the data, for messages.
+
+        Raises
+        ------
+        ValueError
+            When a value is not finite or lies at or outside 0 and 1.
         """
         check_finite(y, feature_offset)
         bad = (y <= 0.0) | (y >= 1.0)

@@ -33,6 +33,11 @@ def check_finite(y: NDArray[np.float64], feature_offset: int = 0) -> None:
         Observations, shape ``(n_obs, n_features)``.
     feature_offset : int
         Position of the block's first feature in the data, for messages.
+
+    Raises
+    ------
+    ValueError
+        When a value is NaN or infinite.
     """
     bad = ~np.isfinite(y)
     if bad.any():
@@ -55,6 +60,11 @@ def check_counts(y: NDArray[np.float64], family: str, feature_offset: int = 0) -
         Family name, for the message.
     feature_offset : int
         Position of the block's first feature in the data, for messages.
+
+    Raises
+    ------
+    ValueError
+        When a value is negative or not an integer.
     """
     check_finite(y)
     bad = y < 0

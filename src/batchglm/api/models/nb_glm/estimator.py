@@ -178,7 +178,13 @@ class Estimator:
 
     @property
     def fit_result(self) -> Any:
-        """The :func:`batchglm.fit` result behind this estimator."""
+        """The :func:`batchglm.fit` result behind this estimator.
+
+        Raises
+        ------
+        RuntimeError
+            Before :meth:`train_sequence` has run.
+        """
         if self._result is None:
             raise RuntimeError("Not trained yet: call `train_sequence(...)` first.")
         return self._result

@@ -89,6 +89,11 @@ class InputData:
         -------
         InputData
             The collected input.
+
+        Raises
+        ------
+        ValueError
+            When a design's rows do not match the observations of ``data``.
         """
         if not isinstance(data, xr.DataArray | pd.DataFrame) and hasattr(data, "var_names"):
             feature_names = feature_names or [str(v) for v in data.var_names]

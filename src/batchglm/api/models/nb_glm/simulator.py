@@ -134,7 +134,13 @@ class Simulator:
         return int(np.random.randint(0, 2**31 - 1))  # noqa: NPY002
 
     def generate_params(self) -> None:
-        """Draw the parameters (and, with them, the data) via :func:`batchglm.simulate`."""
+        """Draw the parameters (and, with them, the data) via :func:`batchglm.simulate`.
+
+        Raises
+        ------
+        ValueError
+            When the location and scale designs have different numbers of rows.
+        """
         design_loc = self.design_loc
         design_scale = self.design_scale
         if design_loc.shape[0] != design_scale.shape[0]:
@@ -155,7 +161,13 @@ class Simulator:
         self._X = None
 
     def generate_data(self) -> None:
-        """Make the counts simulated with the current parameters available as :attr:`X`."""
+        """Make the counts simulated with the current parameters available as :attr:`X`.
+
+        Raises
+        ------
+        RuntimeError
+            Before :meth:`generate_params` has run.
+        """
         if self._sim is None:
             raise RuntimeError("No parameters yet: call `generate_params()` first.")
         data = np.asarray(self._sim.data)
@@ -169,7 +181,13 @@ class Simulator:
 
     @property
     def X(self) -> SeedArray:
-        """Simulated counts, ``(observations, features)``."""
+        """Simulated counts, ``(observations, features)``.
+
+        Raises
+        ------
+        RuntimeError
+            Before :meth:`generate_params` and :meth:`generate_data` have run.
+        """
         if self._X is None:
             raise RuntimeError("No data yet: call `generate_params()` and `generate_data()`.")
         return self._X
@@ -190,14 +208,26 @@ class Simulator:
 
     @property
     def par_link_loc(self) -> SeedArray:
-        """Location parameters on the link scale, ``(design_loc_params, features)``."""
+        """Location parameters on the link scale, ``(design_loc_params, features)``.
+
+        Raises
+        ------
+        RuntimeError
+            Before :meth:`generate_params` has run.
+        """
         if self._par_link_loc is None:
             raise RuntimeError("No parameters yet: call `generate_params()` first.")
         return self._par_link_loc
 
     @property
     def par_link_scale(self) -> SeedArray:
-        """Scale parameters on the link scale, ``(design_scale_params, features)``."""
+        """Scale parameters on the link scale, ``(design_scale_params, features)``.
+
+        Raises
+        ------
+        RuntimeError
+            Before :meth:`generate_params` has run.
+        """
         if self._par_link_scale is None:
             raise RuntimeError("No parameters yet: call `generate_params()` first.")
         return self._par_link_scale
