@@ -47,7 +47,7 @@ def test_lrt_is_twice_the_loglik_difference(data):
     assert de.effect_model == "loc" and list(de.estimates.columns) == ["p1"]
     np.testing.assert_allclose(de.coef_mle, full.coef_loc["p1"])
     np.testing.assert_allclose(de.coef_se, full.se_loc["p1"])
-    np.testing.assert_allclose(de.ll_reduced, reduced.loglik)
+    np.testing.assert_allclose(de.loglik_reduced, reduced.loglik)
     ready = bg.de.lrt(full=full, reduced=reduced)
     np.testing.assert_allclose(ready.pval, de.pval, rtol=1e-12)
 

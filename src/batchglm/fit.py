@@ -222,7 +222,8 @@ def fit(
             "(an offset log(size_factors) for log-link means) must be None; normalise "
             "`data` before fitting instead."
         )
-    sf_method = size_factors if isinstance(size_factors, str) else None  # FitSettings
+    # FitSettings.size_factors: the method's name, "given" for values, None for none.
+    sf_method = size_factors if isinstance(size_factors, str) or size_factors is None else "given"
     if isinstance(size_factors, str):
         from batchglm.size_factors import size_factors as named_size_factors
 

@@ -477,12 +477,12 @@ def _lrt_fits(
         coef_se=coef_se,
         effect_model=effect_model,
         mean=base_mean(full),
-        ll=ll_full,
+        loglik=ll_full,
         converged=converged,
         estimates=estimates,
         fit=full,
         reduced=reduced,
-        ll_reduced=ll_red,
+        loglik_reduced=ll_red,
     )
 
 

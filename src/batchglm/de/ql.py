@@ -105,7 +105,7 @@ def ql_f(
         df=lr.df,
         converged=lr.converged,
         reduced=reduced,
-        ll_reduced=lr.ll_reduced,
+        loglik_reduced=lr.loglik_reduced,
     )
     de = attach(de, shrunk, "ql")
     return treat_ql(de, data, shrunk, lmat, lfc_threshold, layer) if lfc_threshold > 0 else de

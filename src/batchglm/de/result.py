@@ -100,8 +100,8 @@ class DEResult:
     mean : ndarray
         Fitted mean per feature without size factors (``baseMean``), see
         :func:`base_mean`.
-    ll : ndarray
-        Log-likelihood of the (full) model.
+    loglik : ndarray
+        Log-likelihood of the (full) model (``ll`` is its deprecated name).
     converged : ndarray of bool
         Whether the feature could be tested (all fits reached an optimum).
     estimates : pandas.DataFrame
@@ -111,8 +111,8 @@ class DEResult:
         The (full) fit.
     reduced : FitResult or None
         The reduced fit of a likelihood-ratio test.
-    ll_reduced : ndarray or None
-        Log-likelihood of the reduced model.
+    loglik_reduced : ndarray or None
+        Log-likelihood of the reduced model (``ll_reduced`` is its deprecated name).
     dispersion : str
         How NB dispersions were set for the test: ``"mle"`` (per feature, fitted jointly),
         ``"map"`` (empirical-Bayes shrunken, held fixed) or ``"ql"`` (held at the trend,
@@ -146,12 +146,12 @@ class DEResult:
     coef_se: Array
     effect_model: str | None
     mean: Array
-    ll: Array
+    loglik: Array
     converged: NDArray[np.bool_]
     estimates: pd.DataFrame
     fit: FitResult
     reduced: FitResult | None = None
-    ll_reduced: Array | None = None
+    loglik_reduced: Array | None = None
     dispersion: str = "mle"
     nb_dispersion: Array | None = None
     ql_dispersion: Array | None = None
@@ -169,6 +169,36 @@ class DEResult:
             ``NaN`` where ``pval`` is ``NaN``; those features do not count as tests.
         """
         return bh_qvalues(self.pval)
+
+    @property
+    def ll(self) -> Array:
+        """Deprecated name of :attr:`loglik`.
+
+        Returns
+        -------
+        ndarray
+            ``loglik``.
+        """
+        warnings.warn(
+            "`DEResult.ll` is deprecated; use `loglik`.", DeprecationWarning, stacklevel=2
+        )
+        return self.loglik
+
+    @property
+    def ll_reduced(self) -> Array | None:
+        """Deprecated name of :attr:`loglik_reduced`.
+
+        Returns
+        -------
+        ndarray or None
+            ``loglik_reduced``.
+        """
+        warnings.warn(
+            "`DEResult.ll_reduced` is deprecated; use `loglik_reduced`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.loglik_reduced
 
     @property
     def coef_sd(self) -> Array:
@@ -341,7 +371,7 @@ class DEResult:
             "lfc_capped": self.lfc_capped,
             "coef_mle": self.coef_mle,
             "coef_se": self.coef_se,
-            "loglik": self.ll,
+            "loglik": self.loglik,
             "converged": self.converged,
         }
         extra = {

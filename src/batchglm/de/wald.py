@@ -452,7 +452,7 @@ def _wald_rows(
         coef_se=coef_se,
         effect_model=model if lmat.shape[0] == 1 else None,
         mean=base_mean(res),
-        ll=res.loglik.to_numpy(),
+        loglik=res.loglik.to_numpy(),
         converged=converged,
         estimates=pd.DataFrame(full_est, index=res.feature_names, columns=labels),
         fit=res,
