@@ -29,13 +29,9 @@ standard deviation from the curvature at the mode (a Laplace approximation).
   non-intercept coefficients of an expanded design; here it applies to the tested effect
   only, so the numbers are close to, not identical with, DESeq2's.
 
-The posterior mode is found by a Newton iteration batched over features (this module's own:
-the solver of :mod:`batchglm.solvers.newton` maximises a family's likelihood and has no
-place for a prior), in a reparametrisation whose first coordinate is ``L a`` so that
-contrasts are handled as coefficients. Steps use the likelihood's Hessian plus the
-prior's curvature where that is positive (the Cauchy log-density is not concave beyond
-``|L a| > S``), with step halving until the objective decreases; it is started from the
-maximum-likelihood estimate and from ``L a = 0``, and the better mode is kept.
+The prior scales and s-values live in :mod:`batchglm.de.lfc_prior`, the batched Newton
+search for the posterior mode in :mod:`batchglm.de.lfc_posterior`; this module checks the
+inputs, runs the unshrunken Wald test and assembles the result.
 """
 
 from __future__ import annotations
@@ -46,9 +42,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize, stats
+from scipy import stats
 
 from batchglm.align import data_of_fit
+from batchglm.de.lfc_posterior import NO_SHRINK_SD, LfcPosterior, reparametrisation
+from batchglm.de.lfc_prior import apeglm_prior_scale, normal_prior_sd, svalues
 from batchglm.de.result import DEResult
 from batchglm.de.table import DETable
 from batchglm.de.wald import Coef, ContrastLike, test_rows, wald
@@ -57,10 +55,6 @@ from batchglm.result import FitResult
 Array = NDArray[np.float64]
 
 TYPES = ("apeglm", "normal")
-
-#: Standard deviation of the wide normal prior on the parameters that are not shrunk
-#: (apeglm's ``prior.no.shrink.scale``), natural-log units.
-NO_SHRINK_SD = 15.0
 
 _BLOCK = 2048
 
@@ -251,7 +245,7 @@ def lfc_shrink(
     else:
         scale = float(prior_scale) * ln2
     l_free = (lmat @ fit.loc.constraints)[0]
-    gmat = _reparametrisation(l_free)
+    gmat = reparametrisation(l_free)
     xg = fit.loc.matrix @ fit.loc.constraints @ np.linalg.inv(gmat)
     start = fit.theta_free[:, : fit.loc.n_free] @ gmat.T
     log_r = fit.scale.matrix @ fit.coef_scale.to_numpy().T  # (n_obs, F)
@@ -269,7 +263,7 @@ def lfc_shrink(
         if idx.size == 0:
             continue
         y = np.asarray(d.block(sl), dtype=np.float64)[:, idx - lo].T
-        post = _Posterior(y, xg, log_sf, log_r[:, idx].T, scale, type)
+        post = LfcPosterior(y, xg, log_sf, log_r[:, idx].T, scale, type)
         g, sd_b, ok, it = post.mode(start[idx], max_iter, tol)
         mode[idx], sd[idx], conv[idx], iters[idx] = g[:, 0], sd_b, ok, it
     mode[~conv] = np.nan
@@ -345,226 +339,12 @@ def _one_row(lmat: Array) -> None:
         )
 
 
-def _reparametrisation(l_free: Array) -> Array:
-    """Return ``G`` with ``gamma = G theta`` and ``gamma[0] = l_free . theta``.
-
-    The other rows are an orthonormal basis of the complement of ``l_free``, so
-    ``gamma[1:]`` has the squared norm of the projection of ``theta`` onto it.
-    """
-    k = l_free.size
-    _, _, vt = np.linalg.svd(l_free[None, :], full_matrices=True)
-    return np.vstack([l_free[None, :], vt[1:k]])
-
-
-def apeglm_prior_scale(mle: Array, se: Array) -> float:
-    """Cauchy prior scale of apeglm from maximum-likelihood effects and standard errors.
-
-    Parameters
-    ----------
-    mle, se : ndarray
-        Effects and standard errors, natural-log units, one per feature (finite).
-
-    Returns
-    -------
-    float
-        ``min(sqrt(A), 1)`` with ``A`` the Efron & Morris (1975) estimate of the variance
-        of the true effects (apeglm's ``priorVar``), searched on ``[1e-6, 400]``;
-        natural-log units.
-
-    Raises
-    ------
-    ValueError
-        If no feature has a finite effect and standard error.
-    """
-    if mle.size == 0:
-        raise ValueError(
-            "no feature has a finite effect and standard error to estimate the "
-            "prior scale from; pass `prior_scale=`."
-        )
-    s2, d = mle**2, se**2
-
-    def excess(a: float) -> float:
-        w = 1.0 / (2.0 * (a + d) ** 2)
-        return float(np.sum((s2 - d) * w) / np.sum(w) - a)
-
-    lo, hi = 1e-6, 400.0
-    if excess(lo) < 0:
-        a = lo
-    elif excess(hi) > 0:
-        a = hi
-    else:
-        a = float(optimize.brentq(excess, lo, hi, xtol=1e-14, rtol=1e-12))
-    return min(float(np.sqrt(a)), 1.0)
-
-
-def normal_prior_sd(lfc_log2: Array, upper_quantile: float = 0.05) -> float:
-    """DESeq2's normal prior standard deviation by upper-quantile matching (log2 units).
-
-    Parameters
-    ----------
-    lfc_log2 : ndarray
-        Maximum-likelihood log2 fold changes; those with ``|lfc| >= 10`` are left out.
-    upper_quantile : float
-        The matched upper quantile of ``|lfc|``.
-
-    Returns
-    -------
-    float
-        ``quantile(|lfc|, 1 - upper_quantile) / z_{1 - upper_quantile / 2}``, at least
-        ``1e-3``.
-
-    Raises
-    ------
-    ValueError
-        If no fold change is finite and below 10 in absolute value.
-    """
-    x = np.abs(lfc_log2[np.abs(lfc_log2) < 10])
-    if x.size == 0:
-        raise ValueError(
-            "no feature has a finite fold change below 10 to estimate the prior "
-            "from; pass `prior_scale=`."
-        )
-    sd = float(np.quantile(x, 1 - upper_quantile) / stats.norm.ppf(1 - upper_quantile / 2))
-    return max(sd, 1e-3)
-
-
-def svalues(lfsr: Array) -> Array:
-    """S-values as apeglm computes them: the running mean of the sorted local false sign rates.
-
-    Parameters
-    ----------
-    lfsr : ndarray
-        Local false sign rate per feature (``NaN`` ignored).
-
-    Returns
-    -------
-    ndarray
-        For each feature, the mean lfsr of all features with a lfsr at most its own
-        (Stephens 2017, as apeglm's ``svalue``); ``NaN`` where lfsr is ``NaN``.
-    """
-    out = np.full(lfsr.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(lfsr))
-    order = ok[np.argsort(lfsr[ok], kind="stable")]
-    out[order] = np.cumsum(lfsr[order]) / np.arange(1, order.size + 1)
-    return out
-
-
-class _Posterior:
-    """Negative log posterior of a block of features in the reparametrised coordinates.
-
-    Parameters
-    ----------
-    y : ndarray
-        Counts ``(F, n)``.
-    xg : ndarray
-        Design in the coordinates ``gamma``, ``(n, k)``.
-    log_sf : ndarray
-        Log size factors ``(n,)``.
-    log_r : ndarray
-        Log NB size ``r = 1 / alpha`` per feature and observation, ``(F, n)``.
-    scale : float
-        Prior scale of ``gamma[0]``, natural log.
-    kind : str
-        ``"apeglm"`` (Cauchy) or ``"normal"``.
-    """
-
-    def __init__(
-        self, y: Array, xg: Array, log_sf: Array, log_r: Array, scale: float, kind: str
-    ) -> None:
-        self.y, self.xg, self.log_sf, self.log_r = y, xg, log_sf, log_r
-        self.r = np.exp(log_r)
-        self.scale, self.kind = scale, kind
-        self.no_shrink = 1.0 / NO_SHRINK_SD**2
-
-    def value(self, g: Array, rows: NDArray[np.intp]) -> Array:
-        eta = g @ self.xg.T + self.log_sf
-        y, log_r = self.y[rows], self.log_r[rows]
-        ll = np.sum(y * eta - (y + np.exp(log_r)) * np.logaddexp(eta, log_r), axis=1)
-        g0 = g[:, 0] / self.scale
-        prior = np.log1p(g0**2) if self.kind == "apeglm" else 0.5 * g0**2
-        return -ll + prior + 0.5 * self.no_shrink * np.sum(g[:, 1:] ** 2, axis=1)
-
-    def derivatives(self, g: Array, rows: NDArray[np.intp], exact: bool) -> tuple[Array, Array]:
-        eta = g @ self.xg.T + self.log_sf
-        y, r = self.y[rows], self.r[rows]
-        mu = np.exp(np.minimum(eta, 700.0))
-        ratio = mu / r
-        score = (y - mu) / (1.0 + ratio)
-        weight = mu * (1.0 + y / r) / (1.0 + ratio) ** 2
-        grad = -score @ self.xg
-        hess = np.einsum("ni,fn,nj->fij", self.xg, weight, self.xg, optimize=True)
-        s2 = self.scale**2
-        g0 = g[:, 0]
-        k = g.shape[1]
-        diag = np.full((g.shape[0], k), self.no_shrink)
-        grad[:, 1:] += self.no_shrink * g[:, 1:]
-        if self.kind == "apeglm":
-            grad[:, 0] += 2.0 * g0 / (s2 + g0**2)
-            curv = 2.0 * (s2 - g0**2) / (s2 + g0**2) ** 2
-            diag[:, 0] = curv if exact else np.maximum(curv, 0.0)
-        else:
-            grad[:, 0] += g0 / s2
-            diag[:, 0] = 1.0 / s2
-        hess[:, np.arange(k), np.arange(k)] += diag
-        return grad, hess
-
-    def newton(
-        self, g0: Array, max_iter: int, tol: float
-    ) -> tuple[Array, Array, NDArray[np.bool_], NDArray[np.int64]]:
-        g = g0.copy()
-        n = g.shape[0]
-        rows = np.arange(n)
-        f = self.value(g, rows)
-        done = np.zeros(n, dtype=bool)
-        n_iter = np.zeros(n, dtype=np.int64)
-        for _ in range(max_iter):
-            act = np.flatnonzero(~done)
-            if act.size == 0:
-                break
-            grad, hess = self.derivatives(g[act], act, exact=False)
-            try:
-                step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
-            except np.linalg.LinAlgError:
-                step = np.stack(
-                    [np.linalg.lstsq(h, v, rcond=None)[0] for h, v in zip(hess, grad, strict=True)]
-                )
-            n_iter[act] += 1
-            t = np.ones(act.size)
-            accepted = np.zeros(act.size, dtype=bool)
-            new_g = g[act].copy()
-            new_f = f[act].copy()
-            for _halving in range(50):
-                todo = np.flatnonzero(~accepted)
-                if todo.size == 0:
-                    break
-                trial = g[act[todo]] - t[todo, None] * step[todo]
-                ft = self.value(trial, act[todo])
-                better = np.isfinite(ft) & (ft <= f[act[todo]] + 1e-12 * np.abs(f[act[todo]]))
-                hit = todo[better]
-                new_g[hit], new_f[hit] = trial[better], ft[better]
-                accepted[hit] = True
-                t[todo[~better]] *= 0.5
-            moved = np.max(np.abs(t[:, None] * step), axis=1)
-            g[act], f[act] = new_g, new_f
-            done[act] = (moved < tol) | ~accepted
-        return g, f, done & np.all(np.isfinite(g), axis=1), n_iter
-
-    def mode(
-        self, start: Array, max_iter: int, tol: float
-    ) -> tuple[Array, Array, NDArray[np.bool_], NDArray[np.int64]]:
-        at_mle = start.copy()
-        at_mle[:, 0] = np.clip(at_mle[:, 0], -30.0, 30.0)
-        at_zero = start.copy()
-        at_zero[:, 0] = 0.0
-        g1, f1, ok1, it1 = self.newton(at_mle, max_iter, tol)
-        g2, f2, ok2, it2 = self.newton(at_zero, max_iter, tol)
-        second = ok2 & (~ok1 | (f2 < f1))
-        g = np.where(second[:, None], g2, g1)
-        ok = np.where(second, ok2, ok1)
-        _, hess = self.derivatives(g, np.arange(g.shape[0]), exact=True)
-        sd = np.full(g.shape[0], np.nan)
-        eig_ok = np.all(np.linalg.eigvalsh(hess) > 0, axis=1) & ok
-        if np.any(eig_ok):
-            cov = np.linalg.inv(hess[eig_ok])
-            sd[eig_ok] = np.sqrt(cov[:, 0, 0])
-        return g, sd, eig_ok, np.where(second, it2, it1)
+__all__ = [
+    "NO_SHRINK_SD",
+    "TYPES",
+    "ShrunkenLFC",
+    "apeglm_prior_scale",
+    "lfc_shrink",
+    "normal_prior_sd",
+    "svalues",
+]
