@@ -66,9 +66,10 @@ def read_anndata(adata: AnnData, layer: str | None = None) -> Data:
     Returns
     -------
     Data
-        Values in their own storage (dense, sparse or dask; never densified here),
-        ``var_names`` as feature
-        names, ``obs_names`` as observation names and ``adata.obs`` as annotations.
+        Values as :func:`batchglm.data.as_matrix` keeps them (dense float64, sparse CSC
+        float64, a lazy dask array, or for an on-disk matrix its feature-blocked copy;
+        never densified), ``var_names`` as feature names, ``obs_names`` as observation
+        names and ``adata.obs`` as annotations.
 
     Raises
     ------
@@ -247,11 +248,13 @@ def to_anndata(result: FitResult, adata: AnnData, key_added: str = "batchglm") -
         * ``varm[f"{key}_se_loc"]``, ``varm[f"{key}_se_scale"]``: their standard errors;
         * ``var[f"{key}_loglik"]`` (float), ``var[f"{key}_converged"]`` (bool),
           ``var[f"{key}_status"]`` (str), ``var[f"{key}_n_iter"]`` (int, -1 if not fitted);
-        * ``uns[key]``: a dict with ``family``; ``loc`` and ``scale``, each a dict with
+        * ``uns[key]``: a dict with ``family`` (its name); ``loc`` and ``scale``, each a dict with
           ``formula`` (``""`` for a matrix design), ``coef_names``, ``constraints`` (the
           matrix ``C``, ``theta = C @ theta_free``) and, for named constraints,
           ``constraint_spec`` (the dict of nested factors or the equations); ``settings``
-          (solver settings such as ``max_iter`` and ``tol``); ``n_obs``; ``version``.
+          (the fields of :class:`~batchglm.fit_settings.FitSettings` such as ``max_iter``,
+          ``tol`` and ``layer``; those that are ``None`` are left out); ``n_obs``;
+          ``version``.
 
         All of these survive ``write_h5ad`` / ``read_h5ad``.
 

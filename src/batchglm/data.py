@@ -174,6 +174,11 @@ def as_data(
     ValueError
         When a ``layer`` is given for non-AnnData input, the data are not numeric, or they
         have no observation or no feature.
+
+    Warns
+    -----
+    batchglm.align.DuplicateNamesWarning
+        With ``warn_duplicates``, when feature or observation names repeat.
     """
     from batchglm.align import as_names
     from batchglm.align import warn_duplicates as warn
@@ -230,8 +235,9 @@ def as_matrix(values: Any, what: str) -> Any:
 
     Parameters
     ----------
-    values : array_like, scipy.sparse matrix/array or dask.array.Array
-        ``(n_obs, n_features)`` values.
+    values : array_like, scipy.sparse matrix/array, dask.array.Array or on-disk matrix
+        ``(n_obs, n_features)`` values; an on-disk matrix is an h5py or zarr dataset or an
+        anndata sparse dataset (see :func:`batchglm.backed.is_backed`).
     what : str
         How to name the input in messages.
 

@@ -60,11 +60,13 @@ class FitResult:
     cov_free : ndarray
         Covariance of the free parameters ``(F, k, k)``.
     loglik_values : ndarray
-        Log-likelihood per feature.
+        Log-likelihood per feature, as stored; read it as :attr:`loglik` (the one public
+        name of the quantity, a Series labelled by feature).
     n_iter_values : ndarray
-        Newton iterations per feature.
+        Newton iterations per feature, as stored; read them as :attr:`n_iter`.
     status_codes : ndarray
-        :class:`~batchglm.solvers.status.Status` code per feature.
+        :class:`~batchglm.solvers.status.Status` code per feature, as stored; read the
+        labels as :attr:`status`.
     settings : FitSettings
         Solver and input options used (``max_iter``, ``tol``, ``layer``, ...; see
         :class:`~batchglm.fit_settings.FitSettings`); a dict given here is turned into it.
