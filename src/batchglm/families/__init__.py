@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from batchglm.families._base import CountTerms, Derivatives, Family
 from batchglm.families.beta import Beta
+from batchglm.families.link import Link, get_link
 from batchglm.families.nb import NegativeBinomial
 from batchglm.families.normal import Normal
 from batchglm.families.poisson import Poisson
@@ -27,7 +28,7 @@ def get_family(name: str | Family) -> Family:
     Returns
     -------
     Family
-        The family object.
+        The family object; it compares equal to its name (``get_family("nb") == "nb"``).
 
     Raises
     ------
@@ -49,8 +50,10 @@ __all__ = [
     "CountTerms",
     "Derivatives",
     "Family",
+    "Link",
     "NegativeBinomial",
     "Normal",
     "Poisson",
     "get_family",
+    "get_link",
 ]
