@@ -20,6 +20,10 @@ import batchglm as bg
 from batchglm.align import positions
 from batchglm.cli import main
 
+# These tests use few replicates on purpose (small designs for alignment); the
+# small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
+pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
+
 N_OBS, N_FEAT = 12, 5
 NAMES = [f"sample{i}" for i in range(N_OBS)]
 GENES = [f"gene{j}" for j in range(N_FEAT)]

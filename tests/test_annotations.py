@@ -21,6 +21,10 @@ from batchglm.cli import main
 from batchglm.design import build_design
 from batchglm.formula import AnnotationWarning, integer_codes
 
+# These tests use few replicates on purpose (small designs for annotations); the
+# small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
+pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
+
 N = 24
 
 
@@ -243,6 +247,9 @@ def test_single_level_factor_warns():
 # --- the command line ---------------------------------------------------------------------
 
 
+# The CLI prints each warning as a `batchglm: warning:` line, as users see it; this test
+# reads those lines, so warnings keep their default action instead of becoming errors.
+@pytest.mark.filterwarnings("always::UserWarning")
 def test_cli_contrast_on_an_integer_column(tmp_path: Path, capsys):
     y, obs = _integer_obs()
     names = list(obs.index)
@@ -299,6 +306,9 @@ def test_cli_contrast_on_an_integer_column(tmp_path: Path, capsys):
     )
 
 
+# The CLI prints each warning as a `batchglm: warning:` line, as users see it; this test
+# reads those lines, so warnings keep their default action instead of becoming errors.
+@pytest.mark.filterwarnings("always::UserWarning")
 def test_cli_unused_level_in_h5ad_is_dropped(tmp_path: Path, tissue_data, capsys):
     y, obs = tissue_data
     ad.AnnData(X=y, obs=obs).write_h5ad(tmp_path / "d.h5ad")

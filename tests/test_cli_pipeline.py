@@ -14,6 +14,10 @@ import pytest
 import batchglm as bg
 from batchglm.cli import main
 
+# The CLI prints each warning as a `batchglm: warning:` line, as users see it (e.g. the
+# small-sample warning of `--dispersion mle`); warnings keep their default action here.
+pytestmark = pytest.mark.filterwarnings("always::UserWarning")
+
 N_GENES = 120
 SAMPLES = [f"s{i}" for i in range(8)]
 

@@ -20,6 +20,10 @@ import batchglm as bg
 from batchglm.de import SmallSampleWarning
 from batchglm.dispersion import cox_reid_scale
 
+# These tests use few replicates on purpose (small designs for large counts); the
+# small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
+pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
+
 DTYPES = (np.int64, np.uint64, np.float64)
 
 

@@ -13,6 +13,10 @@ from scipy import linalg, optimize, special, stats
 import batchglm as bg
 from batchglm.de.lfc_shrink import apeglm_prior_scale, normal_prior_sd, svalues
 
+# These tests use few replicates on purpose (small designs for shrinkage); the
+# small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
+pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
+
 LN2 = np.log(2.0)
 DATA = Path(__file__).parent / "data"
 

@@ -361,9 +361,14 @@ def test_equations_over_all_levels_errors():
             obs["replicate"], categories=[*(f"s{k}" for k in range(1, 7)), "s7"]
         )
     )
-    with pytest.raises(ValueError, match=r"no observation has level 's7'"):
+    unused_warning = r"'replicate' used in `design_loc` has categories that no observation has"
+    with (
+        pytest.warns(bg.formula.AnnotationWarning, match=unused_warning),
+        pytest.raises(ValueError, match=r"no observation has level 's7'"),
+    ):
         build_design(f, ["replicate[s1] + replicate[s7] = 0"], 24, "loc", obs=unused)
-    ok = build_design(f, SUM_TO_ZERO6, 24, "loc", obs=unused)
+    with pytest.warns(bg.formula.AnnotationWarning, match=unused_warning):
+        ok = build_design(f, SUM_TO_ZERO6, 24, "loc", obs=unused)
     assert ok.names[2:] == LEVELS6
     with pytest.raises(ValueError, match=r"uses 'C\(replicate\)\[s1\]'.*so write replicate\[s1\]"):
         build_design("~ 1 + condition + C(replicate)", ["C(replicate)[s1] = 0"], 24, "loc", obs=obs)

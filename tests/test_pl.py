@@ -18,6 +18,10 @@ from matplotlib.axes import Axes  # noqa: E402
 
 import batchglm as bg  # noqa: E402
 
+# These tests use few replicates on purpose (small designs for plots); the
+# small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
+pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
+
 
 @pytest.fixture(scope="module")
 def de():

@@ -36,6 +36,10 @@ from pathlib import Path
 
 import pytest
 
+# These tests use few replicates on purpose (small designs for the README's examples); the
+# small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
+pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 SETUP_OPEN = "<!-- test-setup"
 SETUP_CLOSE = "-->"

@@ -62,12 +62,13 @@ def test_feature_blocks_allocate_only_the_block():
     with pytest.raises(KeyError, match=r"feature positions must lie in \[0, 6\)"):
         res.fitted(features=[0, 6])
     assert list(res.fitted(features=[-1]).columns) == ["gene5"]
-    dup = bg.fit(
-        data.set_axis(["a", "a", "b", "c", "d", "e"], axis=1),
-        "~ cond + x",
-        obs=res.obs,
-        size_factors=res.size_factors,
-    )
+    with pytest.warns(bg.align.DuplicateNamesWarning, match=r"2 features sharing 1 name"):
+        dup = bg.fit(
+            data.set_axis(["a", "a", "b", "c", "d", "e"], axis=1),
+            "~ cond + x",
+            obs=res.obs,
+            size_factors=res.size_factors,
+        )
     with pytest.raises(ValueError, match=r"names are unique, but \['a'\] occur more than once"):
         dup.fitted("a")
     assert dup.fitted([0, 1]).shape == (data.shape[0], 2)

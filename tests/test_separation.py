@@ -18,6 +18,10 @@ from scipy.special import gammaln
 import batchglm as bg
 from batchglm.de.separation import separated_in_direction
 
+# These tests use few replicates on purpose (small designs for separation); the
+# small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
+pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
+
 
 def _nb_loglik(y, mu, r):
     return np.sum(

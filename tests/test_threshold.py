@@ -16,6 +16,10 @@ from scipy import optimize, stats
 import batchglm as bg
 from batchglm.de.threshold import ThresholdedDEResult, wald_threshold
 
+# These tests use few replicates on purpose (small designs for thresholds); the
+# small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
+pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
+
 DATA = Path(__file__).parent / "data"
 ALTS = ["greaterAbs", "lessAbs", "greater", "less"]
 LN2 = np.log(2.0)
