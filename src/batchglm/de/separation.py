@@ -20,7 +20,6 @@ from numpy.typing import NDArray
 
 from batchglm.align import data_of_fit
 from batchglm.design import column_rank
-from batchglm.families import get_family
 from batchglm.obs_weights import counted_offsets, is_weighted
 from batchglm.result import FitResult
 from batchglm.solvers.objective import unique_rows
