@@ -235,8 +235,12 @@ def test_errors(adata, model):
     bigger.fit(size_factors=model.fit_result.size_factors)
     with pytest.raises(ValueError, match=r"nested"):
         model.test_reduced(bigger, dispersion="mle")
-    with pytest.raises(ValueError, match=r"unknown|not a coefficient|coefficient"):
+    with pytest.raises(ValueError, match=r"'condition\[T.nope\]', which is not a coefficient"):
         model.test_contrasts("condition[T.nope]")
+    missing = adata.copy()
+    missing.obs["age"] = np.r_[np.nan, np.arange(1.0, adata.n_obs)]
+    with pytest.raises(ValueError, match=r"the design has 35 rows but `adata` has 36 obs"):
+        BatchglmDE(missing, "~ condition + age", layer="counts").fit()
 
 
 def test_import_error_names_the_extra(monkeypatch):

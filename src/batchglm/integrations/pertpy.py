@@ -185,13 +185,26 @@ class BatchglmDE(LinearModelBase):
         Raises
         ------
         ValueError
-            From :func:`batchglm.fit`: for example a rank-deficient design, or size factors
-            the counts cannot give (``"median_ratio"`` when every gene has a zero).
+            If the design does not have one row per observation (formulaic dropped
+            observations with missing values); from :func:`batchglm.fit`, for example for a
+            rank-deficient design, or size factors the counts cannot give
+            (``"median_ratio"`` when every gene has a zero).
         """
         design = self.design
+        n_rows, n_obs = np.shape(design)[0], self.adata.n_obs
+        if n_rows != n_obs:
+            raise ValueError(
+                f"the design has {n_rows} rows but `adata` has {n_obs} observations; they "
+                "must match (formulaic drops observations with missing values in the "
+                "formula's columns: remove those observations from `adata` first)."
+            )
         if isinstance(design, pd.DataFrame):
-            # formulaic's ModelMatrix: a plain frame whose columns name the coefficients
-            design = pd.DataFrame(design, index=self.adata.obs_names, copy=False)
+            # formulaic's ModelMatrix, as a plain frame whose columns name the coefficients
+            design = pd.DataFrame(
+                np.asarray(design, dtype=np.float64),
+                index=self.adata.obs_names,
+                columns=design.columns,
+            )
         self._fit = bg.fit(
             self.adata,
             design,
