@@ -26,7 +26,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     pertpy_de = pytest.importorskip(
         "pertpy.tools._differential_gene_expression",
-        reason="pertpy is not importable here (`pip install 'batchglm[pertpy]'` pins what it needs)",
+        reason="pertpy is not importable here; `pip install 'batchglm[pertpy]'` pins its needs",
         exc_type=ImportError,
     )
     from batchglm.integrations.pertpy import RESULT_COLUMNS, BatchglmDE, NotFittedError
