@@ -106,7 +106,9 @@ class BatchglmDE(LinearModelBase):
     filtering is applied (use :func:`batchglm.de.test` for DESeq2's whole pipeline).
 
     ``log_fc`` is log2, as in the ``PyDESeq2`` and ``EdgeR`` backends (the ``Statsmodels``
-    backend reports its coefficients unscaled: natural log for count GLMs).
+    backend reports its coefficients unscaled: natural log for count GLMs). ``baseMean``
+    is batchglm's: the mean fitted mean at size factor 1 (see
+    :meth:`batchglm.de.result.DEResult.summary`), not DESeq2's mean of normalised counts.
     """
 
     def __init__(
