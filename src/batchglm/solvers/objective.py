@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from batchglm.design import Design
 from batchglm.families import Derivatives, Family
 from batchglm.families.scratch import Scratch
+from batchglm.solvers import zero_sums
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts, column_units
 
@@ -329,6 +330,13 @@ class Objective:
                 y = np.divide(total, self.weight, out=np.zeros_like(total), where=self.weight > 0)
         self.y = np.ascontiguousarray(y)
         self.scratch = Scratch()
+        # Categorical designs with per-cell size factors: zero counts summed per design group
+        # without a pass over them (batchglm.solvers.zero_sums; not with observation weights
+        # or per-feature offsets).
+        plain = self.rows is problem.rows and self.weight is None and offset is None
+        self.zero_sums = zero_sums.for_block(problem, self.y) if plain else None
+        if self.zero_sums is not None:
+            self.rows = self.zero_sums.rows
 
     @property
     def n_features(self) -> int:
@@ -413,7 +421,7 @@ class Objective:
         fam = p.family
         rows = self.rows
         a, b = theta[:, : p.k_loc], theta[:, p.k_loc :]
-        n_rows, n_feat = self.y.shape
+        n_rows, n_feat = rows.xc.shape[0], theta.shape[0]
         eta_loc = rows.eta_loc(a, out=self.scratch("eta_loc", (n_rows, n_feat)))
         if self.offset is not None:
             eta_loc += self.offset
@@ -423,7 +431,10 @@ class Objective:
         else:
             eta_s_groups = np.zeros((1, theta.shape[0]))
             eta_scale = eta_s_groups
-        der = fam.derivatives(self.y, eta_loc, eta_scale, order, self.scratch)
+        if self.zero_sums is not None:
+            der = self.zero_sums.derivatives(eta_loc, eta_scale, order)
+        else:
+            der = fam.derivatives(self.y, eta_loc, eta_scale, order, self.scratch)
         if self.weight is not None:
             der = _weighted(der, self.weight)
         counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
