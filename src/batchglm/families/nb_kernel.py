@@ -47,11 +47,13 @@ def _terms(
 ) -> None:  # pragma: no cover - compiled; covered through the wrapper
     n, n_feat = y.shape
     per_obs = eta_scale.shape[0] != 1
+    # r once per feature when the scale is shared by all observations (the common case).
+    r_row = np.exp(eta_scale[0])
     for i in range(n):
         si = i if per_obs else 0
         for f in range(n_feat):
             es = eta_scale[si, f]
-            r = np.exp(es)
+            r = np.exp(es) if per_obs else r_row[f]
             yi = y[i, f]
             log_q = eta_loc[i, f] - es
             q = np.exp(log_q)
