@@ -26,8 +26,10 @@ feature costs ``O(n_groups + nnz)`` per evaluation instead of ``O(n_obs)``. The 
 agrees with the direct sums to about 1e-13 relative to the summed magnitude
 (``tests/test_zero_sums.py``).
 
-The idea is the one glmGamPoi uses for its overdispersion fit (group counts by value);
-the expansions over the size factors are batchglm's.
+Sources: summing repeated terms once per distinct argument is what glmGamPoi does for its
+overdispersion fit (Ahlmann-Eltze & Huber 2021, counts grouped by value); the expansions
+over the size factors are batchglm's, with Chebyshev interpolation and Clenshaw evaluation
+as in Trefethen, *Approximation Theory and Approximation Practice* (2019), ch. 3 and 8.
 """
 
 from __future__ import annotations
