@@ -174,3 +174,20 @@ def test_direct_float64_sums_agree_with_the_expansions(n_cells):
     x = np.exp(log_s[:, None] + u[None, :])
     direct = np.stack([np.log1p(x), x / (1 + x), x / (1 + x) ** 2]).sum(axis=1)
     np.testing.assert_allclose(sums(u)[:3], direct, rtol=1e-12)
+
+
+def test_subset_keeps_the_zero_sums_of_the_kept_features():
+    n, n_feat = 1200, 12
+    problem, x, sf = _design_problem(n, 3)
+    theta = _theta(n_feat, 4)
+    mu = sf[:, None] * np.exp(x @ theta[:, :5].T)
+    r = np.exp(theta[:, 5])
+    y = np.random.default_rng(6).negative_binomial(r, r / (r + mu)).astype(np.float64)
+    obj = Objective(problem, y)
+    assert obj.zero_sums is not None
+    keep = np.arange(n_feat) % 3 == 1
+    sub = obj.subset(keep)
+    assert sub.zero_sums is not None
+    ll_sub = sub.evaluate(theta[keep], 2)[0]
+    ref = stats.nbinom.logpmf(y[:, keep], r[keep], r[keep] / (r[keep] + mu[:, keep])).sum(axis=0)
+    np.testing.assert_allclose(ll_sub, ref, rtol=1e-10)

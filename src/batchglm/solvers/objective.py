@@ -365,6 +365,9 @@ class Objective:
         if self.weight is not None and self.weight.shape[1] > 1:
             out.weight = np.ascontiguousarray(self.weight[:, keep])
         out.offset = None if self.offset is None else np.ascontiguousarray(self.offset[:, keep])
+        out.zero_sums = None
+        if self.zero_sums is not None:
+            out.zero_sums = zero_sums.ZeroSumBlock(self.zero_sums.plan, self.problem.offset, out.y)
         out.scratch = Scratch()
         return out
 
