@@ -7,6 +7,17 @@ predictor stays within the family's bounds, then halved until the Armijo conditi
 Every feature carries its own status; converged features leave the working set, so they
 stop costing time.
 
+Objectives. The engine maximises any :class:`~batchglm.solvers.protocol.SolverObjective`:
+the joint location/scale likelihood of a fit (:mod:`batchglm.solvers.objective`), the
+Laplace marginal likelihood of a mixed model (:mod:`batchglm.mixed.laplace`) and the
+Cox-Reid adjusted profile likelihood of NB scale coefficients
+(:mod:`batchglm.dispersion.adjusted_profile`). Box bounds on the scale predictors come from
+the family or from the caller (per feature, e.g. a bracket around a grid maximum). Scale
+groups that reach a bound join an active set; with ``SolverOptions.max_releases`` a bound
+whose Lagrange multiplier pulls inward at a stationary point is released again (the
+Karush-Kuhn-Tucker condition), which the adjusted profile likelihood needs and the joint
+fit, whose scale optimum beyond a bound stays there, does not use.
+
 Stopping rule. A feature is converged when the Newton decrement ``g^T (-H)^-1 g`` (twice
 the remaining gain, the same in any parametrisation) is below ``tol``; it then takes that
 last Newton step too. The log-likelihood's rounding noise is ``4 eps M``, with ``M`` the
@@ -49,6 +60,11 @@ _COMPACT_SHARE = 0.3
 _MAX_EXPAND = 64.0
 #: A scale predictor this close to its bound counts as on it.
 _BOUND_TOL = 1e-8
+#: Lagrange multipliers of active bounds smaller than this (in objective units per unit of
+#: the predictor) do not release the bound; it guards against cycling on rounding noise.
+_RELEASE_TOL = 1e-7
+#: An active predictor this close to the upper bound is taken to be on that one.
+_UPPER_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -64,11 +80,25 @@ class SolverOptions:
         possible gain in log-likelihood is about half of it.
     max_halvings : int
         Maximum step halvings per iteration.
+    max_releases : int
+        Most times per feature that active bounds are released: at a stationary point of
+        the problem restricted to the free parameters, a bound whose Lagrange multiplier
+        pulls the optimum inside is dropped from the active set and the iterations go on.
+        The cap guards against cycling on and off a bound (an indefinite Hessian can lead
+        straight back onto it). 0 keeps every bound that was reached.
+    step_tol : float
+        Convergence also needs every component of the Newton step, in units of the design
+        columns (i.e. of the linear predictors), to be below this. Where the objective is
+        flat (a dispersion near the Poisson limit) a decrement below ``tol`` still allows
+        a step of ``sqrt(tol / curvature)``; estimators that report the maximiser itself
+        set this. The default (infinite) leaves the decrement test alone.
     """
 
     max_iter: int = 100
     tol: float = 1e-10
     max_halvings: int = 30
+    max_releases: int = 0
+    step_tol: float = np.inf
 
 
 @dataclass
@@ -87,6 +117,11 @@ class Solution:
         Iterations used per feature.
     status : ndarray
         :class:`~batchglm.solvers.status.Status` codes.
+    grad : ndarray
+        ``(F, k)`` gradient at ``theta`` (not projected off active bounds; see
+        :func:`project_gradient`).
+    active : ndarray of bool
+        ``(n_groups, F)``: scale groups whose predictor ended on a bound.
     """
 
     theta: Array
@@ -94,6 +129,8 @@ class Solution:
     hess: Array
     n_iter: NDArray[np.int32]
     status: NDArray[np.int8]
+    grad: Array
+    active: NDArray[np.bool_]
 
 
 def solve(
@@ -102,6 +139,7 @@ def solve(
     options: SolverOptions,
     on_iteration: Callable[[int, int], None] | None = None,
     fix_scale: bool = False,
+    bounds: tuple[float | Array, float | Array] | None = None,
 ) -> Solution:
     """Maximise the log-likelihood of every feature of ``objective``.
 
@@ -117,6 +155,10 @@ def solve(
         Called with ``(iteration, n_active)`` after every iteration.
     fix_scale : bool
         Keep the scale parameters at their starting values and fit the location only.
+    bounds : tuple, optional
+        ``(lo, hi)`` bounds on every scale predictor, each a float or one value per
+        feature ``(F,)``; by default the family's ``scale_bounds``. ``theta0`` must keep
+        the predictors within them.
 
     Returns
     -------
@@ -129,9 +171,14 @@ def solve(
     theta = theta0.copy()
     loglik = np.full(n_feat, np.nan)
     hess_out = np.full((n_feat, k, k), np.nan)
+    grad_out = np.full((n_feat, k), np.nan)
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.full(n_feat, _RUNNING, dtype=np.int8)
-    lo, hi = prob.family.scale_bounds
+    lo_all, hi_all = (
+        np.broadcast_to(np.asarray(v, dtype=np.float64), (n_feat,))
+        for v in (prob.family.scale_bounds if bounds is None else bounds)
+    )
+    releases = np.zeros(n_feat, dtype=np.int32)
     # Scale groups whose predictor reached a bound stay there (an active set): the Newton
     # system is projected onto the parameters that keep those predictors fixed.
     active = np.zeros((prob.scale_rows.shape[0] if prob.k_scale else 0, n_feat), dtype=bool)
@@ -145,14 +192,34 @@ def solve(
         # ll, grad, hess hold the values at theta[idx] for every row of the working set.
         loglik[idx] = ll
         hess_out[idx] = hess
+        grad_out[idx] = grad
+        lo, hi = lo_all[idx], hi_all[idx]
         live = status[idx] == _RUNNING
         if it == options.max_iter:
             break
-        at_bound: NDArray[np.bool_] = np.asarray(active[:, idx].any(axis=0))
         direction, decrement, grad_p = _newton_system(grad, hess, active[:, idx], prob, fix_scale)
         noise_decrement = np.maximum(_NOISE_DECREMENT, 4.0 * noise)
         bad = ~(np.isfinite(decrement) & np.isfinite(ll))
         done = live & ~bad & (decrement < options.tol)
+        if np.isfinite(options.step_tol):
+            done &= np.abs(direction * prob.units).max(axis=1, initial=0.0) <= options.step_tol
+        can_release = done & (releases[idx] < options.max_releases)
+        if can_release.any() and not fix_scale:
+            # A stationary point of the problem on the free parameters: release bounds
+            # that hold it back from an interior ascent and carry on from here.
+            pos = np.flatnonzero(can_release)
+            sub = idx[pos]
+            free = _release(grad[pos], active[:, sub], prob, theta[sub, kl:], hi[pos])
+            again = pos[free.any(axis=0)]
+            if again.size:
+                active[:, sub] &= ~free
+                releases[idx[again]] += 1
+                done[again] = False
+                d_a, dec_a, gp_a = _newton_system(
+                    grad[again], hess[again], active[:, idx[again]], prob, fix_scale
+                )
+                direction[again], decrement[again], grad_p[again] = d_a, dec_a, gp_a
+        at_bound: NDArray[np.bool_] = np.asarray(active[:, idx].any(axis=0))
         status[idx[done]] = np.where(at_bound[done], Status.SCALE_AT_BOUND, Status.CONVERGED)
         status[idx[live & bad]] = Status.NONFINITE
         live &= ~(done | bad)
@@ -216,7 +283,7 @@ def solve(
         hit = (ok | (quiet & better)) & (limit < 1.0)
         if hit.any():
             eta = prob.eta_scale_groups(theta[idx[hit], kl:])
-            active[:, idx[hit]] |= (eta >= hi - _BOUND_TOL) | (eta <= lo + _BOUND_TOL)
+            active[:, idx[hit]] |= (eta >= hi[hit] - _BOUND_TOL) | (eta <= lo[hit] + _BOUND_TOL)
         if kl < k:
             # Far from its optimum a scale predictor moves about one unit per Newton step
             # (the NB likelihood flattens as r grows, towards the Poisson limit). While full
@@ -233,17 +300,22 @@ def solve(
             ll, grad, hess, noise = t_ll, t_grad, t_hess, t_noise
         running = status[idx] == _RUNNING
         if not running.any():
-            loglik[idx] = ll
-            hess_out[idx] = hess
+            loglik[idx], hess_out[idx], grad_out[idx] = ll, hess, grad
             break
         if running.mean() < 1.0 - _COMPACT_SHARE:
-            loglik[idx] = ll
-            hess_out[idx] = hess
+            loglik[idx], hess_out[idx], grad_out[idx] = ll, hess, grad
             work = work.subset(running)
             idx = idx[running]
             ll, grad, hess, noise = ll[running], grad[running], hess[running], noise[running]
     status[status == _RUNNING] = Status.MAX_ITER
-    return Solution(theta, loglik, hess_out, n_iter, status)
+    if k > kl:
+        # A start on a bound can converge without a step ever being limited there; the
+        # status still says where the scale stopped.
+        eta = prob.eta_scale_groups(theta[:, kl:])
+        active |= (eta >= hi_all - _BOUND_TOL) | (eta <= lo_all + _BOUND_TOL)
+        on_bound = active.any(axis=0) & (status == Status.CONVERGED)
+        status[on_bound] = Status.SCALE_AT_BOUND
+    return Solution(theta, loglik, hess_out, n_iter, status, grad_out, active)
 
 
 def _newton_system(
@@ -390,11 +462,14 @@ def _scale_step_limit(
     b: Array,
     db: Array,
     active: NDArray[np.bool_],
-    lo: float,
-    hi: float,
+    lo: Array,
+    hi: Array,
 ) -> Array:
-    """Largest step in ``(0, inf]`` that keeps every free scale predictor within bounds."""
-    if b.shape[1] == 0 or not (np.isfinite(lo) or np.isfinite(hi)):
+    """Largest step in ``(0, inf]`` that keeps every free scale predictor within bounds.
+
+    ``lo`` and ``hi`` hold one bound per feature, ``(F,)``.
+    """
+    if b.shape[1] == 0 or not (np.isfinite(lo).any() or np.isfinite(hi).any()):
         return np.full(b.shape[0], np.inf)
     eta = eta_scale_groups(b)
     deta = eta_scale_groups(db)
@@ -402,3 +477,55 @@ def _scale_step_limit(
         room = np.where(deta > 0, (hi - eta) / deta, np.where(deta < 0, (lo - eta) / deta, np.inf))
     room[active] = np.inf
     return np.maximum(room.min(axis=0), 0.0)
+
+
+def _release(
+    grad: Array, active: NDArray[np.bool_], prob: SolverProblem, b: Array, hi: Array
+) -> NDArray[np.bool_]:
+    """Active bounds whose Lagrange multiplier has the wrong sign (KKT violated).
+
+    At a stationary point of the projected problem the scale gradient is
+    ``sum_g lambda_g z_g`` over the active groups' design rows ``z_g``. A bound holds the
+    maximum back only if the gradient pushes outward: ``lambda_g > 0`` at the upper bound,
+    ``< 0`` at the lower one. Multipliers are taken in units of the design columns.
+    ``grad`` is ``(F, k)``, ``active`` ``(n_groups, F)``, ``b`` the scale coefficients
+    ``(F, k_scale)`` and ``hi`` the upper bounds ``(F,)``.
+    """
+    out = np.zeros_like(active)
+    feat = np.flatnonzero(active.any(axis=0))
+    if feat.size == 0:
+        return out
+    kl = prob.k_loc
+    units = prob.units[kl:]
+    rows = prob.scale_rows / units
+    zt = rows.T[None, :, :] * active[:, feat].T[:, None, :]
+    lam = np.einsum("fgk,fk->fg", np.linalg.pinv(zt), grad[feat, kl:] / units)
+    upper = prob.eta_scale_groups(b[feat]).T >= hi[feat, None] - _UPPER_TOL
+    wrong = np.where(upper, lam < -_RELEASE_TOL, lam > _RELEASE_TOL) & active[:, feat].T
+    out[:, feat] = wrong.T
+    return out
+
+
+def project_gradient(prob: SolverProblem, grad: Array, active: NDArray[np.bool_]) -> Array:
+    """Project gradients off the directions that move predictors on active bounds.
+
+    Parameters
+    ----------
+    prob : SolverProblem
+        The parameter layout.
+    grad : ndarray
+        ``(F, k)`` gradients, e.g. :attr:`Solution.grad`.
+    active : ndarray of bool
+        ``(n_groups, F)`` scale groups on a bound, e.g. :attr:`Solution.active`.
+
+    Returns
+    -------
+    ndarray
+        ``(F, k)``: the gradient's component along which every active predictor stays put
+        (zero at a constrained maximum), in the units of ``grad``.
+    """
+    units = prob.units
+    k = grad.shape[1]
+    g_u, _ = _project_active(grad / units, np.zeros((grad.shape[0], k, k)), active, prob)
+    out: Array = g_u * units
+    return out

@@ -1,0 +1,344 @@
+"""Cox-Reid adjusted profile likelihood of NB scale coefficients, as a Newton objective.
+
+With fitted means ``mu`` held fixed (size factors included), the size of observation ``i``
+is ``r_i = exp(z_i . b)`` for free scale coefficients ``b`` (``z_i`` a row of the scale
+design after constraints), and
+
+``APL(b) = sum_i l(y_i; mu_i, r_i) - 1/2 log det(X^T W(b) X)``,
+``W = diag(mu / (1 + mu / r))``,
+
+with ``X`` the location design after constraints. The second term removes most of the
+downward bias of the plain maximum-likelihood dispersion with few residual degrees of
+freedom (Cox and Reid, 1987; the adjustment of edgeR, DESeq2 and glmGamPoi). An optional
+normal prior on ``log alpha = -log r`` (one scale group only) turns the maximiser into
+DESeq2's maximum a posteriori estimate.
+
+:class:`AdjustedProfile` is a :class:`~batchglm.solvers.protocol.SolverObjective` with no
+location block: :func:`batchglm.solvers.newton.solve` maximises it, for an intercept-only
+scale model (:func:`batchglm.dispersion.cox_reid.cox_reid_log_r`) and for any scale
+design (:func:`batchglm.dispersion.cox_reid_design.cox_reid_scale`) alike.
+
+Evaluation. The terms ``gammaln(y + r) - gammaln(r)`` and their derivatives are summed
+once per distinct count and scale group (:class:`~batchglm.solvers.count_table.CountTable`).
+Every other term is affine in ``y`` at a given mean, so observations with the same
+location row, scale row and fitted means (for every feature) are summed into cells where
+that cuts the rows at least in half. Derivatives in ``t_i = log r_i`` (``q = mu / r``)::
+
+    W'  = dW/dt   = mu q / (1 + q)^2
+    W'' = d2W/dt2 = mu q (q - 1) / (1 + q)^3
+
+and with ``M = X^T W X``, ``h_i = x_i^T M^-1 x_i``, ``A_k = M^-1 X^T diag(W' z_k) X``::
+
+    d log det M / db_k        = sum_i W'_i h_i z_ik          (= trace A_k)
+    d2 log det M / db_k db_l  = sum_i W''_i h_i z_ik z_il - trace(A_k A_l)
+
+The likelihood terms use the expressions in ``q``, so they stay accurate up to the Poisson
+limit. The columns of ``X`` are scaled to unit maximum inside (``X^T W X`` stays well
+conditioned with covariates on raw scales); values are reported for ``X`` as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from batchglm.families import Family, get_family
+from batchglm.solvers.count_table import CountTable
+from batchglm.solvers.linalg import PairProducts, column_units
+from batchglm.solvers.objective import Evaluation, unique_rows
+
+Array = NDArray[np.float64]
+
+#: Working weights below this are floored so ``X^T W X`` stays invertible for features whose
+#: fitted means run to zero (separated groups); where the floor holds, ``W`` is constant.
+W_FLOOR = 1e-10
+#: Newton step (in ``log r``) below which the maximiser counts as located (see
+#: ``SolverOptions.step_tol``); the grid-and-bisection search it replaced bracketed the
+#: maximiser to about 1e-13.
+STEP_TOL = 1e-10
+#: Observations are summed into cells of equal means when there are at most this share.
+_CELL_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class LogNormalPrior:
+    """Normal prior on ``log alpha`` per feature.
+
+    Attributes
+    ----------
+    mean : ndarray
+        Prior mean of ``log alpha`` per feature (the log of the trend).
+    var : float
+        Prior variance of ``log alpha``.
+    """
+
+    mean: Array
+    var: float
+
+
+@dataclass
+class ScaleProblem:
+    """Parameter layout of the adjusted profile likelihood: scale coefficients only.
+
+    Satisfies :class:`~batchglm.solvers.protocol.SolverProblem` with ``k_loc = 0``.
+
+    Parameters
+    ----------
+    scale_rows : ndarray
+        ``(n_groups, k_scale)`` distinct rows of the scale design after constraints.
+    """
+
+    scale_rows: Array
+    k_loc: int = field(init=False, default=0)
+    k_scale: int = field(init=False)
+    family: Family = field(init=False)
+    pp_scale: PairProducts = field(init=False)
+    units: Array = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.k_scale = self.scale_rows.shape[1]
+        self.family = get_family("nb")
+        self.pp_scale = PairProducts(self.scale_rows, self.scale_rows, symmetric=True)
+        self.units = column_units(self.scale_rows)
+
+    def eta_scale_groups(self, b: Array) -> Array:
+        """Scale predictors ``log r`` per scale group.
+
+        Parameters
+        ----------
+        b : ndarray
+            ``(F, k_scale)`` free scale coefficients.
+
+        Returns
+        -------
+        ndarray
+            ``(n_groups, F)``.
+        """
+        out: Array = self.scale_rows @ b.T
+        return out
+
+
+class AdjustedProfile:
+    """The adjusted profile likelihood of a block of features as a function of ``b``.
+
+    Parameters
+    ----------
+    y : ndarray
+        Counts ``(n_obs, F)``.
+    mu : ndarray
+        Fitted means ``(n_obs, F)``, size factors included; held fixed.
+    x : ndarray
+        Location design after constraints ``(n_obs, k_loc)``.
+    z : ndarray
+        Scale design after constraints ``(n_obs, k_scale)``; ``log r = z @ b``.
+    prior : LogNormalPrior, optional
+        Normal prior on ``log alpha = -log r``; needs a scale design with a single
+        distinct row (an intercept-only scale model).
+
+    Raises
+    ------
+    ValueError
+        If a prior is given for a scale design with several distinct rows.
+    """
+
+    def __init__(
+        self, y: Array, mu: Array, x: Array, z: Array, prior: LogNormalPrior | None = None
+    ) -> None:
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        mu = np.ascontiguousarray(mu, dtype=np.float64)
+        x = np.asarray(x, dtype=np.float64)
+        z = np.asarray(z, dtype=np.float64)
+        units_x = column_units(x)
+        x = x / units_x
+        #: ``log det`` of the design as given minus that of the scaled one, halved.
+        self.log_units_x = float(np.log(units_x).sum())
+        rows, group = unique_rows(z) if z.shape[0] else (z, np.zeros(0, dtype=np.intp))
+        if prior is not None and rows.shape[0] != 1:
+            raise ValueError(
+                "a prior on log alpha needs one dispersion per feature (a scale design "
+                f"with one distinct row), but the scale design has {rows.shape[0]}."
+            )
+        self._problem = ScaleProblem(rows)
+        self.prior = prior
+        self.table = CountTable(y, group, rows.shape[0])
+        self.y, self.mu, self.x, self.z, self.n = _cells(y, mu, x, z, group)
+        self.positive = self.y > 0
+        self.pp_x = PairProducts(self.x, self.x, symmetric=True)
+        self.pp_z = PairProducts(self.z, self.z, symmetric=True)
+
+    @property
+    def problem(self) -> ScaleProblem:
+        """The parameter layout (scale coefficients only)."""
+        return self._problem
+
+    def subset(self, keep: NDArray[np.bool_]) -> AdjustedProfile:
+        """Return the objective over the features where ``keep`` is true.
+
+        Parameters
+        ----------
+        keep : ndarray of bool
+            ``(F,)`` mask.
+
+        Returns
+        -------
+        AdjustedProfile
+            The objective of ``keep.sum()`` features.
+        """
+        out = object.__new__(AdjustedProfile)
+        out.__dict__.update(self.__dict__)
+        out.y = np.ascontiguousarray(self.y[:, keep])
+        out.mu = np.ascontiguousarray(self.mu[:, keep])
+        out.positive = out.y > 0
+        out.table = self.table.subset(keep)
+        if self.prior is not None:
+            out.prior = LogNormalPrior(self.prior.mean[keep], self.prior.var)
+        return out
+
+    def __call__(self, b: Array, order: int) -> tuple[Array, Array | None, Array | None]:
+        """APL, its gradient and Hessian in ``b`` (up to ``order``); see :meth:`evaluate`.
+
+        Parameters
+        ----------
+        b : ndarray
+            ``(F, k_scale)`` scale coefficients.
+        order : int
+            0, 1 or 2.
+
+        Returns
+        -------
+        tuple of ndarray
+            Value ``(F,)``, gradient ``(F, k)`` and Hessian ``(F, k, k)`` (``None`` above
+            ``order``).
+        """
+        return self.evaluate(b, order)
+
+    def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
+        """APL ``(F,)``, gradient ``(F, k)`` and Hessian ``(F, k, k)`` up to ``order``.
+
+        Parameters
+        ----------
+        theta : ndarray
+            ``(F, k_scale)`` scale coefficients.
+        order : int
+            0, 1 or 2.
+
+        Returns
+        -------
+        tuple of ndarray
+            Value, gradient and Hessian (``None`` above ``order``). The value leaves out
+            the parameter-free ``-sum log y!``.
+        """
+        ev = self.evaluate_terms(theta, order)
+        return ev.ll, ev.grad, ev.hess
+
+    def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
+        """Like :meth:`evaluate`, plus the size of the summed terms (rounding noise).
+
+        Parameters
+        ----------
+        theta : ndarray
+            ``(F, k_scale)`` scale coefficients.
+        order : int
+            0, 1 or 2.
+
+        Returns
+        -------
+        Evaluation
+            Value, derivatives and magnitude per feature.
+        """
+        prob = self._problem
+        y, mu, x, z, n = self.y, self.mu, self.x, self.z, self.n
+        t = z @ theta.T
+        r = np.exp(t)
+        rn = r if n is None else r * n
+        q = mu / r
+        log1p_q = np.log1p(q)
+        with np.errstate(divide="ignore"):
+            log_q = np.log(q)
+        # y log(mu / (mu + r)) = y (log q - log1p q); the q form stays exact when r >> mu.
+        y_part = np.where(self.positive, y * (log_q - log1p_q), 0.0)
+        ll = y_part.sum(axis=0) - (rn * log1p_q).sum(axis=0)
+        t_groups = prob.eta_scale_groups(theta)
+        counts = self.table.group_sums(prob.family, t_groups, order)
+        assert counts is not None
+        count_ll, count_d1, count_d2 = counts
+        count_ll = count_ll.sum(axis=0)
+        w_raw = mu / (1.0 + q)
+        w = np.maximum(w_raw, W_FLOOR)
+        info = self.pp_x(w if n is None else w * n)
+        _, logdet = np.linalg.slogdet(info)
+        value = ll + count_ll - 0.5 * logdet - self.log_units_x
+        # The terms are differences of numbers as large as y |log q| (about 2e10 for counts
+        # of 1e9); the value inherits their rounding.
+        big = np.where(self.positive, y * (np.abs(log_q) + log1p_q), 0.0) + rn * log1p_q
+        magnitude = big.sum(axis=0) + np.abs(count_ll) + 0.5 * np.abs(logdet)
+        prior = self.prior
+        if prior is not None:
+            # log alpha = -t, so the prior's log density in t is -(t + m)^2 / (2 v).
+            dev = t_groups[0] + prior.mean
+            value = value - dev**2 / (2.0 * prior.var)
+        if order == 0:
+            return Evaluation(value, None, None, magnitude)
+        inv = 1.0 / (1.0 + q)
+        dl = rn * (q * inv - log1p_q) - y * inv
+        # Where the floor holds W constant its derivatives vanish.
+        floored = w_raw < W_FLOOR
+        dw = np.where(floored, 0.0, mu * q * inv * inv)
+        dwn = dw if n is None else dw * n
+        h = np.einsum("ni,fij,nj->nf", x, np.linalg.inv(info), x, optimize=True)
+        assert count_d1 is not None
+        grad = z.T @ (dl - 0.5 * dwn * h) + prob.scale_rows.T @ count_d1
+        grad = np.ascontiguousarray(grad.T)
+        if prior is not None:
+            grad -= (dev / prior.var)[:, None] * prob.scale_rows[0]
+        if order == 1:
+            return Evaluation(value, grad, None, magnitude)
+        munq = mu * q if n is None else mu * q * n
+        d2l = dl + (y + munq) * inv * inv
+        d2wn = np.where(floored, 0.0, dwn * (q - 1.0) * inv)
+        assert count_d2 is not None
+        hess = self.pp_z(d2l - 0.5 * d2wn * h) + prob.pp_scale(count_d2)
+        k = z.shape[1]
+        a = [np.linalg.solve(info, self.pp_x(dwn * z[:, [j]])) for j in range(k)]
+        for j in range(k):
+            for m in range(j, k):
+                tr = 0.5 * np.einsum("fij,fji->f", a[j], a[m])
+                hess[:, j, m] += tr
+                if m != j:
+                    hess[:, m, j] += tr
+        if prior is not None:
+            z0 = prob.scale_rows[0]
+            hess -= np.multiply.outer(z0, z0)[None] / prior.var
+        return Evaluation(value, grad, hess, magnitude)
+
+
+def _cells(
+    y: Array, mu: Array, x: Array, z: Array, group: NDArray[np.intp]
+) -> tuple[Array, Array, Array, Array, Array | None]:
+    """Rows the affine terms sum over: cells of equal means where they are few.
+
+    Observations with the same location row, scale group and fitted means (for every
+    feature) enter every term other than the count terms with their summed counts and the
+    cell size ``n``. Returns ``(y, mu, x, z, n)`` per row, ``n`` ``(rows, 1)`` or ``None``
+    for plain observations.
+    """
+    n_obs = y.shape[0]
+    if n_obs == 0 or y.shape[1] == 0:
+        return y, mu, x, z, None
+    _, cell = unique_rows(np.column_stack([x, group, mu[:, :1]]))
+    n_cells = int(cell.max()) + 1
+    if n_cells > _CELL_SHARE * n_obs:
+        return y, mu, x, z, None
+    first = np.empty(n_cells, dtype=np.intp)
+    first[cell[::-1]] = np.arange(n_obs)[::-1]
+    cell_mu = np.ascontiguousarray(mu[first])
+    # The first feature's mean stands for all only if every feature agrees (means of one
+    # fit do: equal rows and size factors give equal means).
+    if not np.array_equal(cell_mu[cell], mu):
+        return y, mu, x, z, None
+    sums = np.zeros((n_cells, y.shape[1]))
+    np.add.at(sums, cell, y)
+    size = np.bincount(cell, minlength=n_cells).astype(np.float64)[:, None]
+    return sums, cell_mu, x[first], z[first], size
