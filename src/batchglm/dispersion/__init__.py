@@ -18,16 +18,11 @@ from __future__ import annotations
 
 from batchglm.dispersion.cox_reid import LogNormalPrior, cox_reid_log_r
 from batchglm.dispersion.cox_reid_design import ScaleSolution, cox_reid_scale
-from batchglm.dispersion.estimate import (
-    Dispersions,
-    GenewiseScale,
-    QuasiLikelihood,
-    estimate_dispersions,
-    genewise_dispersions,
-    quasi_likelihood,
-    refit_location,
-)
+from batchglm.dispersion.estimate import Dispersions, estimate_dispersions
+from batchglm.dispersion.genewise import GenewiseScale, genewise_dispersions
+from batchglm.dispersion.ql_dispersions import QuasiLikelihood, quasi_likelihood
 from batchglm.dispersion.quasi_likelihood import SqueezedVariances, nb_deviance, squeeze_var
+from batchglm.dispersion.refit import refit_location
 from batchglm.dispersion.trend import Trend, fit_trend
 
 __all__ = [

@@ -6,7 +6,9 @@ DESeq2's maximum a posteriori estimate, a normal prior on ``log alpha = -t``). E
 feature is a 1-D problem. All features are solved together: the objective is first
 evaluated on a grid of ``t`` (so the global maximum is found even where the APL has several
 local ones), then :func:`batchglm.solvers.newton.solve` refines the best grid point inside
-the two grid cells around it (the cells are the solver's bounds).
+the two grid cells around it (the cells are the solver's bounds). DESeq2's
+``estimateDispersionsGeneEst`` also searches a grid of ``log alpha`` before refining; the
+adjustment is Cox and Reid's (1987), as in edgeR and DESeq2.
 """
 
 from __future__ import annotations
