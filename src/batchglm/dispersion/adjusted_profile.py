@@ -58,6 +58,10 @@ W_FLOOR = 1e-10
 #: ``SolverOptions.step_tol``); the grid-and-bisection search it replaced bracketed the
 #: maximiser to about 1e-13.
 STEP_TOL = 1e-10
+#: Decrement below which the APL's own value no longer judges a step (see
+#: ``SolverOptions.noise_floor``): far below the fit's 1e-6, so walks across the flat
+#: stretch towards the Poisson limit are not cut short.
+NOISE_FLOOR = 1e-9
 #: Observations are summed into cells of equal means when there are at most this share.
 _CELL_SHARE = 0.5
 

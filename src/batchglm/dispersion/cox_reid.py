@@ -6,7 +6,8 @@ DESeq2's maximum a posteriori estimate, a normal prior on ``log alpha = -t``). E
 feature is a 1-D problem. All features are solved together: the objective is first
 evaluated on a grid of ``t`` (so the global maximum is found even where the APL has several
 local ones), then :func:`batchglm.solvers.newton.solve` refines the best grid point inside
-the two grid cells around it (the cells are the solver's bounds). DESeq2's
+the two grid cells around it (the cells are the solver's bounds) where the derivative
+changes sign there. DESeq2's
 ``estimateDispersionsGeneEst`` also searches a grid of ``log alpha`` before refining; the
 adjustment is Cox and Reid's (1987), as in edgeR and DESeq2.
 """
@@ -16,7 +17,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.dispersion.adjusted_profile import STEP_TOL, AdjustedProfile, LogNormalPrior
+from batchglm.dispersion.adjusted_profile import (
+    NOISE_FLOOR,
+    STEP_TOL,
+    AdjustedProfile,
+    LogNormalPrior,
+)
 from batchglm.solvers.newton import SolverOptions, solve
 
 __all__ = ["MIN_ALPHA", "LogNormalPrior", "cox_reid_log_r", "max_alpha"]
@@ -30,7 +36,7 @@ MIN_ALPHA = 1e-8
 _GRID_STEP = 0.25
 #: Newton settings of the refinement: a bound is released at most this often per feature,
 #: and the maximiser is located to ``1e-10`` in ``log r`` even where the APL is flat.
-_OPTIONS = SolverOptions(max_releases=3, step_tol=STEP_TOL)
+_OPTIONS = SolverOptions(max_releases=3, step_tol=STEP_TOL, noise_floor=NOISE_FLOOR)
 
 
 def max_alpha(n_obs: int) -> float:
@@ -91,9 +97,20 @@ def cox_reid_log_r(
     best = np.nanargmax(np.where(np.isfinite(values), values, -np.inf), axis=0)
     lo = grid[np.maximum(best - 1, 0)]
     hi = grid[np.minimum(best + 1, grid.size - 1)]
-    start = grid[best]
-    sol = solve(apl, start[:, None], _OPTIONS, bounds=(lo, hi))
-    t_out = sol.theta[:, 0]
-    # The ascent never loses, so its end is at least as good as the start.
-    out: Array = np.where(np.isfinite(t_out), t_out, start)
-    return out
+    with np.errstate(all="ignore"):
+        g_lo = apl.evaluate(lo[:, None], 1)[1]
+        g_hi = apl.evaluate(hi[:, None], 1)[1]
+    assert g_lo is not None and g_hi is not None
+    # A bracket holds a sign change of the derivative (rising, then falling): an interior
+    # maximum, which Newton locates. Elsewhere the best grid point is the answer: an end of
+    # the range where the objective still rises outward, or a plateau (a feature whose APL
+    # is flat to rounding towards the Poisson limit) where no point is better than another.
+    bracketed = (g_lo[:, 0] > 0) & (g_hi[:, 0] < 0)
+    t_out: Array = grid[best]
+    if bracketed.any():
+        sub = apl.subset(bracketed)
+        start = t_out[bracketed]
+        sol = solve(sub, start[:, None], _OPTIONS, bounds=(lo[bracketed], hi[bracketed]))
+        # The ascent never loses, so its end is at least as good as the start.
+        t_out[bracketed] = np.where(np.isfinite(sol.theta[:, 0]), sol.theta[:, 0], start)
+    return t_out

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.dispersion.adjusted_profile import STEP_TOL, AdjustedProfile
+from batchglm.dispersion.adjusted_profile import NOISE_FLOOR, STEP_TOL, AdjustedProfile
 from batchglm.dispersion.cox_reid import cox_reid_log_r, max_alpha
 from batchglm.families.nb import NegativeBinomial
 from batchglm.solvers.linalg import column_units, lstsq_columns
@@ -206,6 +206,7 @@ def cox_reid_scale(
         max_halvings=max_halvings,
         max_releases=_MAX_RELEASES,
         step_tol=STEP_TOL,
+        noise_floor=NOISE_FLOOR,
     )
     sol = solve(apl, b, options, bounds=(lo, hi))
     grad = project_gradient(apl.problem, sol.grad, sol.active)
