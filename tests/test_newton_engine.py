@@ -160,3 +160,37 @@ def test_prior_needs_one_dispersion_per_feature():
     y, mu, x, z = _data(3)
     with pytest.raises(ValueError, match=r"a prior on log alpha needs one dispersion per feature"):
         AdjustedProfile(y, mu, x, z, LogNormalPrior(np.zeros(y.shape[1]), 1.0))
+
+
+def test_scale_design_walks_off_the_poisson_plateau():
+    # Batch 0 over-dispersed (r = 2), batch 1 Poisson: started with both predictors far out
+    # on the flat stretch towards the Poisson limit, batch 0 must come back to its interior
+    # maximum (a walk whose early gains are far below 1e-6 per step).
+    from batchglm.dispersion import cox_reid_scale
+    from batchglm.dispersion.cox_reid_design import scale_bounds
+
+    rng = np.random.default_rng(11)
+    n = 16
+    batch = np.tile([0.0, 1.0], n // 2)
+    x = np.ones((n, 1))
+    z = np.column_stack([np.ones(n), batch])
+    f = 3
+    mean = np.array([3.0, 5.0, 8.0])
+    y = np.where(
+        batch[:, None] == 0,
+        rng.negative_binomial(2.0, 2.0 / (2.0 + mean), (n, f)),
+        rng.poisson(mean, (n, f)),
+    ).astype(np.float64)
+    mu = np.broadcast_to(y.mean(axis=0), (n, f)).copy()
+    sol = cox_reid_scale(y, mu, x, z, start=np.tile([17.7, 0.0], (f, 1)))
+    lo, hi = scale_bounds(n)
+    for j in range(f):
+
+        def neg(t, j=j):
+            return -_apl_reference(y[:, j], mu[:, j], x, z, np.array([t[0], t[1] - t[0]]))
+
+        ref = optimize.minimize(neg, [1.0, 5.0], method="L-BFGS-B", bounds=[(lo, hi)] * 2)
+        ours = np.array([sol.b[j, 0], sol.b[j, 0] + sol.b[j, 1]])
+        assert -neg(ours) >= -ref.fun - 1e-8
+        if ref.x[0] < 10.0:  # an interior maximum for batch 0
+            assert ours[0] == pytest.approx(ref.x[0], abs=1e-3)
