@@ -21,8 +21,9 @@ from numpy.typing import NDArray
 from batchglm.dispersion.adjusted_profile import NOISE_FLOOR, STEP_TOL, AdjustedProfile
 from batchglm.dispersion.cox_reid import cox_reid_log_r, max_alpha
 from batchglm.families.nb import NegativeBinomial
+from batchglm.solvers.active_set import project_gradient
 from batchglm.solvers.linalg import column_units, lstsq_columns
-from batchglm.solvers.newton import SolverOptions, project_gradient, solve
+from batchglm.solvers.newton import SolverOptions, solve
 from batchglm.solvers.objective import unique_rows
 
 Array = NDArray[np.float64]

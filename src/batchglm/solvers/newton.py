@@ -36,9 +36,18 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from batchglm.solvers.active_set import (
+    BOUND_TOL,
+    project_active,
+    project_gradient,
+    release,
+    scale_step_limit,
+)
 from batchglm.solvers.linalg import newton_direction
 from batchglm.solvers.protocol import SolverObjective, SolverProblem
 from batchglm.solvers.status import Status
+
+__all__ = ["Solution", "SolverOptions", "project_gradient", "rounding_noise", "solve"]
 
 Array = NDArray[np.float64]
 
@@ -58,13 +67,6 @@ _NOISE_DECREMENT = 1e-6
 _COMPACT_SHARE = 0.3
 #: Largest multiplier of a scale step (see the walk acceleration in `solve`).
 _MAX_EXPAND = 64.0
-#: A scale predictor this close to its bound counts as on it.
-_BOUND_TOL = 1e-8
-#: Lagrange multipliers of active bounds smaller than this (in objective units per unit of
-#: the predictor) do not release the bound; it guards against cycling on rounding noise.
-_RELEASE_TOL = 1e-7
-#: An active predictor this close to the upper bound is taken to be on that one.
-_UPPER_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ def solve(
             # that hold it back from an interior ascent and carry on from here.
             pos = np.flatnonzero(can_release)
             sub = idx[pos]
-            free = _release(grad[pos], active[:, sub], prob, theta[sub, kl:], hi[pos])
+            free = release(grad[pos], active[:, sub], prob, theta[sub, kl:], hi[pos])
             again = pos[free.any(axis=0)]
             if again.size:
                 active[:, sub] &= ~free
@@ -250,7 +252,7 @@ def solve(
         direction[~(live | polish)] = 0.0
         newton_scale = direction[:, kl:].copy()
         slope = _expand_scale(direction, grad_p, decrement, np.where(live, expand[idx], 1.0), kl)
-        limit = _scale_step_limit(
+        limit = scale_step_limit(
             prob.eta_scale_groups, theta[idx, kl:], direction[:, kl:], active[:, idx], lo, hi
         )
         polish &= limit >= 1.0
@@ -305,7 +307,7 @@ def solve(
         hit = (ok | (quiet & better)) & (limit < 1.0)
         if hit.any():
             eta = prob.eta_scale_groups(theta[idx[hit], kl:])
-            active[:, idx[hit]] |= (eta >= hi[hit] - _BOUND_TOL) | (eta <= lo[hit] + _BOUND_TOL)
+            active[:, idx[hit]] |= (eta >= hi[hit] - BOUND_TOL) | (eta <= lo[hit] + BOUND_TOL)
         if kl < k:
             # Far from its optimum a scale predictor moves about one unit per Newton step
             # (the NB likelihood flattens as r grows, towards the Poisson limit). While full
@@ -337,7 +339,7 @@ def solve(
         # A start on a bound can converge without a step ever being limited there; the
         # status still says where the scale stopped.
         eta = prob.eta_scale_groups(theta[:, kl:])
-        active |= (eta >= hi_all - _BOUND_TOL) | (eta <= lo_all + _BOUND_TOL)
+        active |= (eta >= hi_all - BOUND_TOL) | (eta <= lo_all + BOUND_TOL)
         on_bound = active.any(axis=0) & (status == Status.CONVERGED)
         status[on_bound] = Status.SCALE_AT_BOUND
     return Solution(theta, loglik, hess_out, n_iter, status, grad_out, active)
@@ -359,7 +361,7 @@ def _newton_system(
     if fix_scale:
         grad_u, hess_u = _drop_scale(grad_u, hess_u, prob.k_loc)
     else:
-        grad_u, hess_u = _project_active(grad_u, hess_u, active, prob)
+        grad_u, hess_u = project_active(grad_u, hess_u, active, prob)
     direction_u, _ = newton_direction(grad_u, hess_u)
     decrement = np.einsum("fk,fk->f", grad_u, direction_u)
     return direction_u / units, decrement, grad_u * units
@@ -476,106 +478,3 @@ def _drop_scale(grad: Array, hess: Array, kl: int) -> tuple[Array, Array]:
     k = hess.shape[1]
     hess[:, np.arange(kl, k), np.arange(kl, k)] = -1.0
     return grad, hess
-
-
-def _project_active(
-    grad: Array, hess: Array, active: NDArray[np.bool_], prob: SolverProblem
-) -> tuple[Array, Array]:
-    """Restrict the scale part of the Newton system to directions that keep active groups.
-
-    With ``P`` the projector onto the null space of the active groups' design rows, the
-    scale gradient becomes ``P g`` and the scale block ``P H P - (I - P)``: the solution then
-    has no component that moves an active predictor. ``grad`` and ``hess`` are taken in
-    units of the design columns (``Problem.units``), so the rows are too.
-    """
-    rows = np.flatnonzero(active.any(axis=0))
-    if rows.size == 0:
-        return grad, hess
-    kl = prob.k_loc
-    units = prob.units[kl:]
-    gram = prob.pp_scale(active[:, rows].astype(np.float64)) / np.multiply.outer(units, units)
-    vals, vecs = np.linalg.eigh(gram)
-    null = vals <= 1e-10 * np.maximum(vals.max(axis=1, keepdims=True), 1.0)
-    proj = np.einsum("fik,fk,fjk->fij", vecs, null.astype(np.float64), vecs)
-    rest = np.eye(proj.shape[1]) - proj
-    grad = grad.copy()
-    hess = hess.copy()
-    grad[rows, kl:] = np.einsum("fij,fj->fi", proj, grad[rows, kl:])
-    hess[rows, kl:, kl:] = proj @ hess[rows, kl:, kl:] @ proj - rest
-    hess[rows, :kl, kl:] = hess[rows, :kl, kl:] @ proj
-    hess[rows, kl:, :kl] = proj @ hess[rows, kl:, :kl]
-    return grad, hess
-
-
-def _scale_step_limit(
-    eta_scale_groups: Callable[[Array], Array],
-    b: Array,
-    db: Array,
-    active: NDArray[np.bool_],
-    lo: Array,
-    hi: Array,
-) -> Array:
-    """Largest step in ``(0, inf]`` that keeps every free scale predictor within bounds.
-
-    ``lo`` and ``hi`` hold one bound per feature, ``(F,)``.
-    """
-    if b.shape[1] == 0 or not (np.isfinite(lo).any() or np.isfinite(hi).any()):
-        return np.full(b.shape[0], np.inf)
-    eta = eta_scale_groups(b)
-    deta = eta_scale_groups(db)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        room = np.where(deta > 0, (hi - eta) / deta, np.where(deta < 0, (lo - eta) / deta, np.inf))
-    room[active] = np.inf
-    return np.maximum(room.min(axis=0), 0.0)
-
-
-def _release(
-    grad: Array, active: NDArray[np.bool_], prob: SolverProblem, b: Array, hi: Array
-) -> NDArray[np.bool_]:
-    """Active bounds whose Lagrange multiplier has the wrong sign (KKT violated).
-
-    At a stationary point of the projected problem the scale gradient is
-    ``sum_g lambda_g z_g`` over the active groups' design rows ``z_g``. A bound holds the
-    maximum back only if the gradient pushes outward: ``lambda_g > 0`` at the upper bound,
-    ``< 0`` at the lower one. Multipliers are taken in units of the design columns.
-    ``grad`` is ``(F, k)``, ``active`` ``(n_groups, F)``, ``b`` the scale coefficients
-    ``(F, k_scale)`` and ``hi`` the upper bounds ``(F,)``.
-    """
-    out = np.zeros_like(active)
-    feat = np.flatnonzero(active.any(axis=0))
-    if feat.size == 0:
-        return out
-    kl = prob.k_loc
-    units = prob.units[kl:]
-    rows = prob.scale_rows / units
-    zt = rows.T[None, :, :] * active[:, feat].T[:, None, :]
-    lam = np.einsum("fgk,fk->fg", np.linalg.pinv(zt), grad[feat, kl:] / units)
-    upper = prob.eta_scale_groups(b[feat]).T >= hi[feat, None] - _UPPER_TOL
-    wrong = np.where(upper, lam < -_RELEASE_TOL, lam > _RELEASE_TOL) & active[:, feat].T
-    out[:, feat] = wrong.T
-    return out
-
-
-def project_gradient(prob: SolverProblem, grad: Array, active: NDArray[np.bool_]) -> Array:
-    """Project gradients off the directions that move predictors on active bounds.
-
-    Parameters
-    ----------
-    prob : SolverProblem
-        The parameter layout.
-    grad : ndarray
-        ``(F, k)`` gradients, e.g. :attr:`Solution.grad`.
-    active : ndarray of bool
-        ``(n_groups, F)`` scale groups on a bound, e.g. :attr:`Solution.active`.
-
-    Returns
-    -------
-    ndarray
-        ``(F, k)``: the gradient's component along which every active predictor stays put
-        (zero at a constrained maximum), in the units of ``grad``.
-    """
-    units = prob.units
-    k = grad.shape[1]
-    g_u, _ = _project_active(grad / units, np.zeros((grad.shape[0], k, k)), active, prob)
-    out: Array = g_u * units
-    return out
