@@ -473,3 +473,14 @@ def test_unit_weights_and_zero_offsets_keep_separation_handling(design_scale) ->
         np.testing.assert_allclose(pa, pb, rtol=1e-8)
     assert a[1] == b[1] and a[2] == b[2]
     assert any("SmallSample" in m or "residual df" in m for m in a[2])
+
+
+def test_direct_dispersion_estimation_refuses_weighted_fits():
+    rng = np.random.default_rng(11)
+    y = rng.negative_binomial(5, 0.5, size=(12, 4)).astype(float)
+    x = np.repeat(np.eye(2), 6, axis=0)
+    res = bg.fit(y, x, weights=rng.integers(1, 3, size=12).astype(float))
+    with pytest.raises(NotImplementedError, match="shrinking dispersions does not support"):
+        bg.dispersion.estimate_dispersions(y, res)
+    with pytest.raises(NotImplementedError, match="Cox-Reid dispersion estimation does not"):
+        bg.dispersion.genewise_dispersions(y, res)

@@ -31,7 +31,13 @@ def check_nb_fit(res: FitResult, data: Data, what: str, intercept_only: bool = T
     ValueError
         If the fit is not NB, its scale model is not intercept-only (when required), or
         ``data`` does not have the fit's shape.
+    NotImplementedError
+        For a fit with observation weights or an offset (the dispersion estimates would
+        ignore them).
     """
+    from batchglm.obs_weights import require_unweighted  # obs_weights imports the result
+
+    require_unweighted(res, what)
     if res.family != "nb":
         raise ValueError(
             f"{what} needs a negative binomial fit, but the fit's family is {res.family!r}."
