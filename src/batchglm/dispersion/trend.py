@@ -2,7 +2,8 @@
 
 The parametric trend ``alpha(mean) = a0 + a1 / mean`` is DESeq2's: it is fitted by a gamma
 GLM with identity link (iteratively re-weighted least squares with weights
-``1 / fitted^2``), repeated while features whose estimate lies far from the current trend
+``1 / fitted^2``; a step leaving ``fitted > 0`` is halved as R's ``glm.fit`` does),
+repeated while features whose estimate lies far from the current trend
 (ratio outside ``[1e-4, 15]``) are left out. When that fit fails (a coefficient not
 positive, or no convergence) a local regression of ``log alpha`` on ``log mean`` is used.
 """
@@ -20,6 +21,10 @@ Array = NDArray[np.float64]
 _RATIO_RANGE = (1e-4, 15.0)
 _MAX_OUTER = 10
 _MAX_IRLS = 50
+#: Step halvings of an IRLS step that leaves the valid region, and the relative deviance
+#: change that ends the IRLS (R's ``glm.control`` default ``epsilon``).
+_MAX_HALVING = 30
+_IRLS_TOL = 1e-8
 #: Neighbours in each local fit, as a fraction of the features.
 _SPAN = 0.3
 _LOCAL_GRID = 64
@@ -68,22 +73,43 @@ class Trend:
         return np.full(mean.shape, float(np.exp(self.log_values[0])))
 
 
+def _gamma_deviance(y: Array, fitted: Array) -> float:
+    return float(2.0 * np.sum((y - fitted) / fitted - np.log(y / fitted)))
+
+
 def _gamma_identity_fit(x: Array, y: Array, start: Array) -> Array | None:
-    """IRLS for a gamma GLM with identity link, ``E[y] = a0 + a1 x``."""
+    """IRLS for a gamma GLM with identity link, ``E[y] = a0 + a1 x``.
+
+    As R's ``glm.fit`` (used by DESeq2): a step that makes a fitted value non-positive is
+    halved towards the previous coefficients until it is valid, and the iteration stops
+    when the deviance changes by less than ``1e-8`` relative. Returns ``None`` when no
+    valid step is found or the start is invalid.
+    """
     design = np.column_stack([np.ones_like(x), x])
     coef = start.copy()
+    fitted = design @ coef
+    if np.any(fitted <= 0):
+        return None
+    dev = _gamma_deviance(y, fitted)
     for _ in range(_MAX_IRLS):
-        fitted = design @ coef
-        if np.any(fitted <= 0):
-            return None
         w = 1.0 / fitted**2
         new = np.asarray(
             np.linalg.solve(design.T @ (design * w[:, None]), design.T @ (w * y)),
             dtype=np.float64,
         )
-        if np.max(np.abs(new - coef) / (np.abs(coef) + 1e-12)) < 1e-10:
-            return new
-        coef = new
+        new_fitted = design @ new
+        for _ in range(_MAX_HALVING):
+            if np.all(new_fitted > 0):
+                break
+            new = 0.5 * (new + coef)
+            new_fitted = design @ new
+        else:
+            return None
+        new_dev = _gamma_deviance(y, new_fitted)
+        coef, fitted = new, new_fitted
+        if abs(new_dev - dev) / (abs(new_dev) + 0.1) < _IRLS_TOL:
+            return coef
+        dev = new_dev
     return coef
 
 
