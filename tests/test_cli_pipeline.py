@@ -115,6 +115,13 @@ def test_default_is_the_pipeline_with_median_ratio(workdir, capsys):
         (["--no-independent-filtering"], {"independent_filtering": False}),
         (["--alpha", "0.05"], {"alpha": 0.05}),
         (["--lfc-threshold", "1"], {"lfc_threshold": 1.0}),
+        (["--lfc-threshold", "0.5", "--test", "ql"], {"lfc_threshold": 0.5, "method": "ql"}),
+        (
+            ["--lfc-threshold", "0.5", "--alt-hypothesis", "lessAbs"],
+            {"lfc_threshold": 0.5, "alt_hypothesis": "lessAbs"},
+        ),
+        (["--alt-hypothesis", "greater"], {"alt_hypothesis": "greater"}),
+        (["--alt-hypothesis", "less"], {"alt_hypothesis": "less"}),
     ],
 )
 def test_flags_match_the_python_call(workdir, capsys, flag, kwargs):
@@ -168,7 +175,20 @@ def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
         (["--alpha", "2"], r"--alpha must lie in \(0, 1\), but 2 was given"),
         (["--alpha", "x"], r"--alpha must be a number, but 'x' was given"),
         (["--lfc-threshold", "-1"], r"--lfc-threshold must be >= 0, but -1 was given"),
-        (["--lfc-threshold", "1", "--test", "ql"], r"`lfc_threshold` > 0 needs a Wald test"),
+        (
+            ["--alt-hypothesis", "twoSided"],
+            r"--alt-hypothesis must be one of greaterAbs, lessAbs, greater, less, but "
+            r"'twoSided' was given",
+        ),
+        (["--alt-hypothesis", "lessAbs"], r"--alt-hypothesis lessAbs needs --lfc-threshold > 0"),
+        (
+            ["--test", "ql", "--lfc-threshold", "1", "--alt-hypothesis", "greater"],
+            r"--test ql tests --lfc-threshold by edgeR's TREAT",
+        ),
+        (
+            ["--test", "lrt", "--reduced", "~ 1", "--lfc-threshold", "1"],
+            r"--lfc-threshold and --alt-hypothesis need --test wald or ql",
+        ),
         (["--sort-by", "nope"], r"--sort-by 'nope' is not a column of the table"),
         (["--size-factors", "rle"], r"--size-factors 'rle' is not a column of obs nor a method"),
         (["--out", "de.xlsx"], r"--out 'de.xlsx' must end in one of .csv, .tsv, .txt"),

@@ -148,7 +148,7 @@ def test_outliers_are_replaced_with_seven_or_more_replicates():
 
 def test_lfc_threshold_is_deseq2_greater_abs(default_run, five_vs_five):
     t = 0.5
-    with pytest.warns(UserWarning, match=r"feature\(s\) \(g36\) are separated in the tested"):
+    with pytest.warns(UserWarning, match=r"\(g36\) are separated in the tested direction"):
         de = bg.de.test(five_vs_five, "~ condition", coef=COEF, lfc_threshold=t)
     lfc = default_run.coef_mle / np.log(2)
     se = default_run.coef_se / np.log(2)
@@ -161,6 +161,38 @@ def test_lfc_threshold_is_deseq2_greater_abs(default_run, five_vs_five):
     np.testing.assert_allclose(
         stat[ok], (np.sign(lfc) * np.maximum((np.abs(lfc) - t) / se, 0))[ok], atol=1e-12
     )
+
+
+@pytest.mark.parametrize("alt", ["greater", "less", "lessAbs"])
+def test_alt_hypothesis_is_deseq2s(default_run, five_vs_five, alt):
+    t = 0.5
+    with pytest.warns(UserWarning, match=r"\(g36\) are separated in the tested direction"):
+        de = bg.de.test(five_vs_five, "~ condition", coef=COEF, lfc_threshold=t, alt_hypothesis=alt)
+    lfc = default_run.coef_mle / np.log(2)
+    se = default_run.coef_se / np.log(2)
+    # DESeq2's results(): one-sided normal tails at the shifted threshold(s).
+    if alt == "greater":
+        expected = stats.norm.sf((lfc - t) / se)
+    elif alt == "less":
+        expected = stats.norm.cdf((lfc + t) / se)
+    else:
+        expected = np.maximum(stats.norm.cdf((lfc - t) / se), stats.norm.sf((lfc + t) / se))
+    got = de.summary()["pvalue"].to_numpy()
+    ok = np.isfinite(got)
+    assert ok.sum() > 100
+    np.testing.assert_allclose(got[ok], expected[ok], rtol=1e-9)
+
+
+def test_ql_lfc_threshold_is_treat(five_vs_five):
+    common = {"cooks_cutoff": None, "independent_filtering": False}
+    de = bg.de.test(
+        five_vs_five, "~ condition", method="ql", coef=COEF, lfc_threshold=0.5, **common
+    )
+    res = bg.fit(five_vs_five, "~ condition", size_factors=de.size_factors)
+    ref = bg.de.ql_f(res, coef=COEF, data=five_vs_five, lfc_threshold=0.5)
+    np.testing.assert_allclose(de.pval, ref.pval, rtol=1e-8)
+    plain = bg.de.test(five_vs_five, "~ condition", method="ql", coef=COEF, **common)
+    assert np.all(de.pval[np.isfinite(de.pval)] >= plain.pval[np.isfinite(de.pval)] - 1e-12)
 
 
 def test_lrt_and_ql_route_to_the_tests(five_vs_five):
@@ -208,7 +240,17 @@ def test_summary_line_and_sorting(default_run):
         ({"reduced": "~ 1"}, r"`reduced` is only used by method='lrt'"),
         ({"coef": None}, r"needs exactly one of `coef` and `contrast`"),
         ({"alpha": 0.0}, r"`alpha` must lie in \(0, 1\), but 0.0"),
-        ({"lfc_threshold": -1.0}, r"`lfc_threshold` must be finite and >= 0"),
+        ({"lfc_threshold": -1.0}, r"`lfc_threshold` must be a finite number >= 0"),
+        ({"alt_hypothesis": "twoSided"}, r"`alt_hypothesis` must be one of \['greaterAbs'"),
+        ({"alt_hypothesis": "lessAbs"}, r"needs `lfc_threshold` > 0, but 0 was given"),
+        (
+            {"method": "ql", "lfc_threshold": 1.0, "alt_hypothesis": "greater"},
+            r"TREAT, whose alternative is \|log2FoldChange\| > `lfc_threshold`",
+        ),
+        (
+            {"method": "lrt", "coef": None, "reduced": "~ 1", "alt_hypothesis": "less"},
+            r"another `alt_hypothesis` than 'greaterAbs' needs a Wald test",
+        ),
         ({"lfc_threshold": 1.0, "dispersion": "ql"}, r"needs a Wald test with dispersion"),
         ({"cooks_cutoff": "strict"}, r"`cooks_cutoff` must be 'default', a positive number"),
         ({"cooks_cutoff": -2.0}, r"`cooks_cutoff` must be 'default', a positive number"),

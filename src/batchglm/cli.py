@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from batchglm.result import FitResult
 
 _TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+#: DESeq2's ``altHypothesis`` values (``--alt-hypothesis``).
+_ALTERNATIVES = ("greaterAbs", "lessAbs", "greater", "less")
 
 
 class CliError(Exception):
@@ -316,6 +318,22 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"--alpha must lie in (0, 1), but {alpha:g} was given.")
     if not (np.isfinite(lfc_threshold) and lfc_threshold >= 0):
         raise CliError(f"--lfc-threshold must be >= 0, but {lfc_threshold:g} was given.")
+    alt = args.alt_hypothesis
+    if alt not in _ALTERNATIVES:
+        raise CliError(
+            f"--alt-hypothesis must be one of {', '.join(_ALTERNATIVES)}, but {alt!r} was given."
+        )
+    if alt == "lessAbs" and lfc_threshold == 0:
+        raise CliError("--alt-hypothesis lessAbs needs --lfc-threshold > 0, but 0 was given.")
+    if args.test == "ql" and alt != "greaterAbs":
+        raise CliError(
+            "--test ql tests --lfc-threshold by edgeR's TREAT, whose alternative is greaterAbs, "
+            f"but --alt-hypothesis {alt} was given; use --test wald."
+        )
+    if args.test == "lrt" and (lfc_threshold > 0 or alt != "greaterAbs"):
+        raise CliError(
+            "--lfc-threshold and --alt-hypothesis need --test wald or ql, not --test lrt."
+        )
     coef: Any = None
     if args.coef is not None:
         coef = args.coef[0] if len(args.coef) == 1 else list(args.coef)
@@ -329,6 +347,7 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
         "independent_filtering": not args.no_independent_filtering,
         "alpha": alpha,
         "lfc_threshold": lfc_threshold,
+        "alt_hypothesis": alt,
         "model": args.model,
     }
 
@@ -565,7 +584,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_test.add_argument(
         "--lfc-threshold",
         default="0",
-        help="test |log2FoldChange| > this (log2 units; Wald, default 0)",
+        help="threshold T on the log2 fold change (log2 units, default 0); --test wald: "
+        "DESeq2's thresholded Wald test, --test ql: edgeR's TREAT (glmTreat)",
+    )
+    p_test.add_argument(
+        "--alt-hypothesis",
+        default="greaterAbs",
+        metavar="{greaterAbs,lessAbs,greater,less}",
+        help="alternative, as DESeq2's altHypothesis: |LFC| > T (default), |LFC| < T, "
+        "LFC > T, LFC < -T (--test wald; --test ql: greaterAbs only)",
     )
     p_test.add_argument(
         "--sort-by",

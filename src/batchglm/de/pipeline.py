@@ -44,7 +44,7 @@ from batchglm.de.independent_filtering import independent_filtering as filter_by
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.pipeline_result import PipelineResult
 from batchglm.de.result import DEResult
-from batchglm.de.threshold import wald_threshold
+from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -66,6 +66,7 @@ def _check_args(
     reduced: Any,
     alpha: float,
     lfc_threshold: float,
+    alt_hypothesis: str,
     cooks_cutoff: Any,
     min_replicates_for_replace: float,
 ) -> str:
@@ -94,12 +95,19 @@ def _check_args(
             raise ValueError(f"`method={method!r}` needs exactly one of `coef` and `contrast`.")
     if not 0 < alpha < 1:
         raise ValueError(f"`alpha` must lie in (0, 1), but {alpha} was given.")
-    if not (np.isfinite(lfc_threshold) and lfc_threshold >= 0):
-        raise ValueError(f"`lfc_threshold` must be finite and >= 0, but {lfc_threshold} was given.")
-    if lfc_threshold > 0 and (method != "wald" or dispersion == "ql"):
+    check_threshold(lfc_threshold, alt_hypothesis)
+    thresholded = lfc_threshold > 0 or alt_hypothesis != "greaterAbs"
+    if method == "ql" and alt_hypothesis != "greaterAbs":
         raise ValueError(
-            "`lfc_threshold` > 0 needs a Wald test with dispersion 'map' or 'mle' (as "
-            f"DESeq2), but method={method!r} with dispersion={dispersion!r} was given."
+            "`method='ql'` tests a threshold by edgeR's TREAT, whose alternative is "
+            f"|log2FoldChange| > `lfc_threshold` ('greaterAbs'), but {alt_hypothesis!r} was "
+            "given; use method='wald' for the others."
+        )
+    if thresholded and (method == "lrt" or (method == "wald" and dispersion == "ql")):
+        raise ValueError(
+            "`lfc_threshold` > 0 or another `alt_hypothesis` than 'greaterAbs' needs a Wald "
+            "test with dispersion 'map' or 'mle' (as DESeq2) or method='ql' (edgeR's TREAT), "
+            f"but method={method!r} with dispersion={dispersion!r} was given."
         )
     if not (cooks_cutoff is None or (isinstance(cooks_cutoff, str) and cooks_cutoff == "default")):
         if (
@@ -133,6 +141,7 @@ def _run_test(
     model: str,
     design_scale: Any,
     fit_args: dict[str, Any],
+    lfc_threshold: float = 0.0,
 ) -> DEResult:
     from batchglm import de
     from batchglm.fit import fit
@@ -148,7 +157,9 @@ def _run_test(
             model=model,
         )
     if method == "ql":
-        return de.ql_f(res, coef=coef, contrast=contrast, data=data, layer=layer)
+        return de.ql_f(
+            res, coef=coef, contrast=contrast, data=data, layer=layer, lfc_threshold=lfc_threshold
+        )
     red = fit(
         data, reduced, design_scale, obs=obs, layer=layer, size_factors=res.size_factors, **fit_args
     )
@@ -206,6 +217,7 @@ def test(
     independent_filtering: bool = True,
     alpha: float = 0.1,
     lfc_threshold: float = 0.0,
+    alt_hypothesis: str = "greaterAbs",
     min_replicates_for_replace: float = MIN_REPLICATES_FOR_REPLACE,
     progress: bool | None = None,
     model: str = "loc",
@@ -264,9 +276,15 @@ def test(
         False discovery rate for independent filtering and the summary line (DESeq2's
         default 0.1).
     lfc_threshold : float
-        Test ``|log2FoldChange| > lfc_threshold`` (log2 units) instead of ``= 0``, as
-        DESeq2's ``results(lfcThreshold=, altHypothesis="greaterAbs")``; Wald tests with
-        ``dispersion`` ``"map"`` or ``"mle"`` only.
+        Threshold ``T`` on the log2 fold change (log2 units, ``>= 0``) of the alternative
+        ``alt_hypothesis``, as DESeq2's ``results(lfcThreshold=)``: Wald tests with
+        ``dispersion`` ``"map"`` or ``"mle"`` (:func:`batchglm.de.threshold.wald_threshold`);
+        with ``method="ql"``, edgeR's TREAT QL test (``glmTreat``,
+        :func:`batchglm.de.threshold.treat_ql`).
+    alt_hypothesis : {"greaterAbs", "lessAbs", "greater", "less"}
+        The alternative, as DESeq2's ``altHypothesis``: ``|LFC| > T`` (default),
+        ``|LFC| < T`` (needs ``T > 0``), ``LFC > T``, ``LFC < -T``. Wald tests with
+        ``dispersion`` ``"map"`` or ``"mle"``; ``method="ql"`` has ``"greaterAbs"`` only.
     min_replicates_for_replace : float
         Outlier counts of observations in design cells with at least this many
         observations are replaced (DESeq2's ``minReplicatesForReplace``, 7); ``inf``
@@ -295,7 +313,8 @@ def test(
     ------
     ValueError
         For unknown or inconsistent options (``method``, ``dispersion``, ``coef`` /
-        ``contrast`` / ``reduced``, ``alpha``, ``lfc_threshold``, ``cooks_cutoff``), and
+        ``contrast`` / ``reduced``, ``alpha``, ``lfc_threshold``, ``alt_hypothesis``,
+        ``cooks_cutoff``), and
         anything :func:`batchglm.fit` and the tests raise.
 
     Notes
@@ -319,11 +338,15 @@ def test(
         reduced,
         alpha,
         lfc_threshold,
+        alt_hypothesis,
         cooks_cutoff,
         min_replicates_for_replace,
     )
-    if lfc_threshold > 0 and model != "loc":
-        raise ValueError("`lfc_threshold` > 0 applies to location effects (`model='loc'`).")
+    if (lfc_threshold > 0 or alt_hypothesis != "greaterAbs") and model != "loc":
+        raise ValueError(
+            "`lfc_threshold` > 0 and `alt_hypothesis` apply to location effects "
+            f"(`model='loc'`), but model={model!r} was given."
+        )
     if isinstance(cooks_cutoff, str) and not counts_family:
         cooks_cutoff = None
     if cooks_cutoff is not None and not counts_family:
@@ -361,6 +384,7 @@ def test(
         "model": model,
         "design_scale": design_scale,
         "fit_args": fit_args,
+        "lfc_threshold": lfc_threshold if method == "ql" else 0.0,
     }
     de_res = _run_test(data, res, **run)
     d = data_of_fit(data, res, layer=layer)
@@ -407,8 +431,8 @@ def test(
             outliers = max_cooks > cutoff
         if outliers.any() and _two_group(res.loc.reduced):
             outliers &= ~(out.n_above_max >= 3)
-    if lfc_threshold > 0:
-        de_res = wald_threshold(de_res, lfc_threshold, "greaterAbs")
+    if method == "wald" and (lfc_threshold > 0 or alt_hypothesis != "greaterAbs"):
+        de_res = wald_threshold(de_res, lfc_threshold, alt_hypothesis)
     pval = np.where(outliers, np.nan, de_res.pval)
     base_mean = _base_mean(values, sf)
     filt: FilterResult | None = None
