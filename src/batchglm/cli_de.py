@@ -1,0 +1,246 @@
+"""The ``batchglm test`` command: options, checks and :func:`batchglm.de.test`.
+
+Every option is checked before anything is read or fitted, so a bad value costs nothing
+and prints one line (``batchglm: error: ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batchglm.cli_options import _add_fit_args, _constraints, _size_factors
+from batchglm.cli_tables import CliError, _out_path, _read_input, _write_table
+
+#: DESeq2's ``altHypothesis`` values (``--alt-hypothesis``).
+_ALTERNATIVES = ("greaterAbs", "lessAbs", "greater", "less")
+
+
+def _cooks_cutoff(value: str) -> float | str | None:
+    if value.lower() == "none":
+        return None
+    if value.lower() == "default":
+        return "default"
+    try:
+        cutoff = float(value)
+    except ValueError:
+        cutoff = float("nan")
+    if not (np.isfinite(cutoff) and cutoff > 0):
+        raise CliError(
+            f"--cooks-cutoff must be a positive number, 'default' or 'none', but {value!r} "
+            "was given."
+        )
+    return cutoff
+
+
+def _number(value: str, flag: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise CliError(f"{flag} must be a number, but {value!r} was given.") from None
+
+
+def _test_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the test's options before anything is read or fitted."""
+    if args.test not in ("wald", "lrt", "ql"):
+        raise CliError(f"--test must be wald, lrt or ql, but {args.test!r} was given.")
+    if args.dispersion not in (None, "mle", "map", "ql"):
+        raise CliError(f"--dispersion must be mle, map or ql, but {args.dispersion!r} was given.")
+    alpha = _number(args.alpha, "--alpha")
+    lfc_threshold = _number(args.lfc_threshold, "--lfc-threshold")
+    if args.test == "lrt":
+        if args.reduced is None:
+            raise CliError('--test lrt needs --reduced, e.g. --reduced "~ 1".')
+        if args.contrast is not None:
+            raise CliError("--test lrt compares --design-loc with --reduced; drop --contrast.")
+        if args.coef is not None and len(args.coef) > 1:
+            raise CliError("--test lrt reports one --coef as the effect; give at most one.")
+    else:
+        if args.reduced is not None:
+            raise CliError(f"--reduced is only used by --test lrt, not --test {args.test}.")
+        if (args.coef is None) == (args.contrast is None):
+            raise CliError("give exactly one of --coef and --contrast.")
+    if not 0 < alpha < 1:
+        raise CliError(f"--alpha must lie in (0, 1), but {alpha:g} was given.")
+    if not (np.isfinite(lfc_threshold) and lfc_threshold >= 0):
+        raise CliError(f"--lfc-threshold must be >= 0, but {lfc_threshold:g} was given.")
+    alt = args.alt_hypothesis
+    if alt not in _ALTERNATIVES:
+        raise CliError(
+            f"--alt-hypothesis must be one of {', '.join(_ALTERNATIVES)}, but {alt!r} was given."
+        )
+    if alt == "lessAbs" and lfc_threshold == 0:
+        raise CliError("--alt-hypothesis lessAbs needs --lfc-threshold > 0, but 0 was given.")
+    if args.test == "ql" and alt != "greaterAbs":
+        raise CliError(
+            "--test ql tests --lfc-threshold by edgeR's TREAT, whose alternative is greaterAbs, "
+            f"but --alt-hypothesis {alt} was given; use --test wald."
+        )
+    if args.test == "lrt" and (lfc_threshold > 0 or alt != "greaterAbs"):
+        raise CliError(
+            "--lfc-threshold and --alt-hypothesis need --test wald or ql, not --test lrt."
+        )
+    coef: Any = None
+    if args.coef is not None:
+        coef = args.coef[0] if len(args.coef) == 1 else list(args.coef)
+    return {
+        "coef": coef,
+        "contrast": None if args.contrast is None else tuple(args.contrast),
+        "method": args.test,
+        "reduced": args.reduced,
+        "dispersion": args.dispersion,
+        "cooks_cutoff": _cooks_cutoff(args.cooks_cutoff),
+        "independent_filtering": not args.no_independent_filtering,
+        "alpha": alpha,
+        "lfc_threshold": lfc_threshold,
+        "alt_hypothesis": alt,
+        "model": args.model,
+    }
+
+
+def cmd_test(args: argparse.Namespace) -> None:
+    """Run ``batchglm test``: :func:`batchglm.de.test` (fit, test, outliers, filtering).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+    """
+    from batchglm import de
+
+    options = _test_options(args)
+    to_stdout = args.out == "-"
+    out = None if to_stdout else _out_path(args.out, [".csv", ".tsv", ".txt"])
+    adata = _read_input(args.input, args.obs)
+    sf = args.size_factors
+    if sf is None:
+        sf = "median_ratio" if args.family in ("nb", "poisson") else "none"
+    result = de.test(
+        adata,
+        args.design_loc,
+        layer=args.layer,
+        size_factors=_size_factors(adata, sf),
+        design_scale=args.design_scale,
+        constraints_loc=_constraints(args.constraints_loc, "--constraints-loc"),
+        constraints_scale=_constraints(args.constraints_scale, "--constraints-scale"),
+        family=args.family,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        **options,
+    )
+    if args.sort_by is not None and args.sort_by not in result.summary(n_max=0).columns:
+        raise CliError(
+            f"--sort-by {args.sort_by!r} is not a column of the table; its columns are "
+            f"{list(result.summary(n_max=0).columns)}."
+        )
+    table = pd.DataFrame(result.summary(sort_by=args.sort_by))
+    # The 0.1 column names, kept at the end for scripts that read them (deprecated).
+    table["pval"], table["qval"], table["log2fc"] = (
+        table["pvalue"],
+        table["padj"],
+        table["log2FoldChange"],
+    )
+    # The summary goes to stderr when stdout carries the table.
+    print(f"batchglm: {result.summary_line()}", file=sys.stderr if to_stdout else sys.stdout)
+    if out is None:
+        table.to_csv(sys.stdout)
+    else:
+        _write_table(table, out)
+
+
+def add_test_parser(sub: Any) -> None:
+    """Add the ``test`` subcommand to the ``batchglm`` parser.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subcommands of the main parser.
+    """
+    p_test = sub.add_parser(
+        "test",
+        help="differential test per feature (DESeq2-style pipeline)",
+        description="Fit, then test per feature as DESeq2 (size factors, MAP dispersions, "
+        "Wald test, Cook's outliers, independent filtering) or edgeR (--test ql). "
+        "Prints one summary line; --out - writes the table to stdout (the "
+        "summary line then goes to stderr).",
+    )
+    _add_fit_args(p_test)
+    p_test.add_argument(
+        "--coef",
+        action="append",
+        help='coefficient to test, e.g. "condition[T.treated]" (repeat for '
+        "a joint test; with --test lrt: the effect to report)",
+    )
+    p_test.add_argument(
+        "--contrast",
+        nargs=3,
+        metavar=("FACTOR", "LEVEL", "REFERENCE"),
+        help="compare two levels of a factor",
+    )
+    p_test.add_argument(
+        "--model",
+        choices=["loc", "scale"],
+        default="loc",
+        help="model whose coefficients are tested",
+    )
+    p_test.add_argument(
+        "--test",
+        default="wald",
+        metavar="{wald,lrt,ql}",
+        help="wald (default, DESeq2), lrt (against --reduced) or ql "
+        "(quasi-likelihood F test, edgeR)",
+    )
+    p_test.add_argument(
+        "--reduced", metavar="FORMULA", help='reduced location formula for --test lrt, e.g. "~ 1"'
+    )
+    p_test.add_argument(
+        "--dispersion",
+        default=None,
+        metavar="{mle,map,ql}",
+        help="NB dispersions: map (default for wald/lrt, DESeq2), mle (per "
+        "feature; default for other families and --model scale) or ql",
+    )
+    p_test.add_argument(
+        "--cooks-cutoff",
+        default="default",
+        metavar="FLOAT|none",
+        help="Cook's distance cutoff for count outliers (default: DESeq2's "
+        "F(0.99; p, n - p) quantile; none: off)",
+    )
+    p_test.add_argument(
+        "--no-independent-filtering",
+        action="store_true",
+        help="adjust all p-values (default: filter low baseMean as DESeq2)",
+    )
+    p_test.add_argument(
+        "--alpha", default="0.1", help="FDR for independent filtering and the summary (default 0.1)"
+    )
+    p_test.add_argument(
+        "--lfc-threshold",
+        default="0",
+        help="threshold T on the log2 fold change (log2 units, default 0); --test wald: "
+        "DESeq2's thresholded Wald test, --test ql: edgeR's TREAT (glmTreat)",
+    )
+    p_test.add_argument(
+        "--alt-hypothesis",
+        default="greaterAbs",
+        metavar="{greaterAbs,lessAbs,greater,less}",
+        help="alternative, as DESeq2's altHypothesis: |LFC| > T (default), |LFC| < T, "
+        "LFC > T, LFC < -T (--test wald; --test ql: greaterAbs only)",
+    )
+    p_test.add_argument(
+        "--sort-by",
+        metavar="COLUMN",
+        help="sort the table by this column, e.g. pvalue (default: input order)",
+    )
+    p_test.add_argument(
+        "--out",
+        required=True,
+        help=".csv/.tsv with one row per feature (baseMean, log2FoldChange, lfcSE, "
+        "stat, pvalue, padj, status, maxCooks, ...), or - for stdout (CSV)",
+    )
+    p_test.set_defaults(func=cmd_test)
