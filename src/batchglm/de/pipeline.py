@@ -290,7 +290,9 @@ def test(
         observations are replaced (DESeq2's ``minReplicatesForReplace``, 7); ``inf``
         never replaces (outliers are then only flagged).
     progress : bool, optional
-        Progress bars of the fits.
+        Progress bars of the fits (default: on for long fits on a terminal, as
+        :func:`batchglm.fit`); the stages are logged at INFO level (``batchglm test -v``).
+        The dispersion passes have no bar yet.
     model : {"loc", "scale"}
         The model part whose coefficients a Wald test tests (``"scale"`` needs
         ``dispersion="mle"``).
@@ -386,6 +388,9 @@ def test(
         "fit_args": fit_args,
         "lfc_threshold": lfc_threshold if method == "ql" else 0.0,
     }
+    logger.info(
+        "testing %d features (%s, dispersion %r)", len(res.feature_names), method, dispersion
+    )
     de_res = _run_test(data, res, **run)
     d = data_of_fit(data, res, layer=layer)
     values = d.values
@@ -402,6 +407,7 @@ def test(
             if isinstance(cooks_cutoff, str)
             else float(cooks_cutoff)
         )
+        logger.info("Cook's distances (cutoff %.3g)", cutoff)
         out = find_outliers(values, de_res.fit, cutoff, min_replicates=min_replicates_for_replace)
         max_cooks = out.max_cooks
         if out.replace_obs.size:
