@@ -269,7 +269,8 @@ def test_cooks_cutoff_needs_a_count_family():
     y = rng.normal(size=(8, 3))
     with pytest.raises(ValueError, match="Cook's distances are defined for NB and Poisson"):
         bg.de.test(y, "~ g", obs=obs, coef="g[T.b]", family="normal", cooks_cutoff=3.0)
-    de = bg.de.test(y, "~ g", obs=obs, coef="g[T.b]", family="normal")  # default: skipped
+    with pytest.warns(UserWarning, match=r"uses each feature's own maximum-likelihood normal"):
+        de = bg.de.test(y, "~ g", obs=obs, coef="g[T.b]", family="normal")  # default: skipped
     assert de.cooks_cutoff is None and de.dispersion == "mle"
 
 

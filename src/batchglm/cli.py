@@ -230,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             # One line per warning, like the errors, instead of a file name and source line.
             warnings.showwarning = _show_warning
+            # Warnings print as lines whatever the caller's filters (e.g. "error" in tests).
+            warnings.simplefilter("default")
             args.func(args)
     except (CliError, ValueError, KeyError, OSError) as err:
         if args.debug:
