@@ -109,6 +109,12 @@ def cmd_test(args: argparse.Namespace) -> None:
     ----------
     args : argparse.Namespace
         Parsed arguments.
+
+    Raises
+    ------
+    CliError
+        For option values that do not fit together or are out of range, and for an output
+        table whose columns do not include ``--sort-by``.
     """
     from batchglm import de
 
