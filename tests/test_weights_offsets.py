@@ -484,3 +484,106 @@ def test_direct_dispersion_estimation_refuses_weighted_fits():
         bg.dispersion.estimate_dispersions(y, res)
     with pytest.raises(NotImplementedError, match="Cox-Reid dispersion estimation does not"):
         bg.dispersion.genewise_dispersions(y, res)
+
+
+# (family, design_scale): nb with a scale design, and the other families.
+SCALE_CASES = [("nb", "~ group"), ("poisson", None), ("normal", None), ("beta", "~ group")]
+
+
+@pytest.mark.parametrize(("family", "design_scale"), SCALE_CASES)
+def test_constant_factor_on_weights_leaves_estimates_unchanged(family, design_scale) -> None:
+    """Weights times c: same coefficients, SEs times 1/sqrt(c), loglik times c (any c)."""
+    rng = np.random.default_rng(31)
+    g = _groups(8)
+    n = g.size
+    obs = pd.DataFrame({"group": np.array(["a", "b", "c"])[g]})
+    y = _data(family, n, 3, rng)
+    w = rng.uniform(0.2, 2.5, size=n)
+    base = bg.fit(y, "~ group", design_scale, obs=obs, family=family, weights=w)
+    assert base.converged.all()
+    if family == "poisson":
+        x = _design(g)
+        for j in range(3):
+            ref = sm.GLM(y[:, j], x, family=sm.families.Poisson(), var_weights=w).fit(tol=1e-13)
+            np.testing.assert_allclose(base.coef_loc.to_numpy()[j], ref.params, rtol=1e-8)
+    # Per feature: a matrix whose columns carry their own factors.
+    factors = [1e-12, 1e-6, 1e6, np.array([1e-12, 1.0, 1e6])]
+    for c in factors:
+        wc = w * c if np.ndim(c) == 0 else w[:, None] * c[None, :]
+        res = bg.fit(y, "~ group", design_scale, obs=obs, family=family, weights=wc)
+        c_f = np.broadcast_to(c, (3,))
+        assert res.converged.all(), c
+        for attr in ("coef_loc", "coef_scale"):
+            np.testing.assert_allclose(
+                getattr(res, attr).to_numpy(), getattr(base, attr).to_numpy(), rtol=0, atol=1e-8
+            )
+        for attr in ("se_loc", "se_scale"):
+            np.testing.assert_allclose(
+                getattr(res, attr).to_numpy() * np.sqrt(c_f)[:, None],
+                getattr(base, attr).to_numpy(),
+                rtol=1e-6,
+            )
+        np.testing.assert_allclose(res.loglik.to_numpy() / c_f, base.loglik.to_numpy(), rtol=1e-9)
+
+
+def test_level_with_only_zero_weights_is_the_dropped_rows_error() -> None:
+    """Vector weights: a design column all-zero on positive weights is the same error."""
+    rng = np.random.default_rng(32)
+    n = 24
+    x = pd.DataFrame(
+        {"Intercept": 1.0, "treated": np.repeat([0.0, 1.0], n // 2)},
+        index=[f"o{i}" for i in range(n)],
+    )
+    y = pd.DataFrame(rng.negative_binomial(4, 0.3, (n, 3)), index=x.index)
+    w = np.r_[rng.uniform(0.5, 2.0, n // 2), np.zeros(n // 2)]
+    with pytest.raises(ValueError) as dropped:
+        bg.fit(y.iloc[: n // 2], x.iloc[: n // 2])
+    with pytest.raises(ValueError, match=r"all zero .*\['treated'\]") as weighted:
+        bg.fit(y, x, weights=w)
+    assert str(weighted.value) == str(dropped.value)
+    # The scale design is checked too.
+    with pytest.raises(ValueError, match=r"`design_scale` .*all zero .*\['treated'\]"):
+        bg.fit(y, np.ones((n, 1)), x, weights=w)
+
+
+def test_per_feature_zero_weight_level_is_unidentifiable_not_converged() -> None:
+    """Matrix weights: such features get their own status, NaN tests, and one warning."""
+    rng = np.random.default_rng(33)
+    g = _groups(8)
+    n = g.size
+    obs = pd.DataFrame({"group": np.array(["a", "b", "c"])[g]})
+    y = _data("nb", n, 6, rng)
+    w = rng.uniform(0.5, 2.0, size=(n, 6))
+    w[g == 1, 1] = 0.0  # level b unseen by feature 1 (location design)
+    w[g == 2, 4] = 0.0  # level c unseen by feature 4 (location and scale designs)
+    with pytest.warns(bg.UnidentifiableWarning, match=r"2 of 6 features \('feature1', 'feature4'"):
+        res = bg.fit(y, "~ group", obs=obs, weights=w)
+    status = res.status.to_numpy().astype(str)
+    assert list(status) == ["converged"] + ["unidentifiable"] + ["converged"] * 2 + [
+        "unidentifiable",
+        "converged",
+    ]
+    bad = np.array([1, 4])
+    ok = np.setdiff1d(np.arange(6), bad)
+    assert np.isnan(res.coef_loc.to_numpy()[bad]).all() and not res.converged.iloc[bad].any()
+    # The other features are the fits of those features alone.
+    alone = bg.fit(y[:, ok], "~ group", obs=obs, weights=w[:, ok])
+    np.testing.assert_allclose(res.coef_loc.to_numpy()[ok], alone.coef_loc.to_numpy(), rtol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.de.SmallSampleWarning)
+        wald = bg.de.wald(res, "group[T.b]").summary()
+        lrt = bg.de.lrt(full=res, reduced=bg.fit(y, "~ 1", obs=obs, weights=w)).summary()
+    for table in (wald, lrt):
+        assert table.pvalue.iloc[bad].isna().all() and table.padj.iloc[bad].isna().all()
+        assert list(table.status.iloc[bad]) == ["unidentifiable"] * 2
+        # Benjamini-Hochberg over the 4 tested features only.
+        p = table.pvalue.to_numpy()[ok]
+        np.testing.assert_allclose(
+            table.padj.to_numpy()[ok], stats.false_discovery_control(p), rtol=1e-12
+        )
+    # A scale design that loses a level is unidentifiable too.
+    w2 = np.ones((n, 2))
+    w2[g == 2, 0] = 0.0
+    with pytest.warns(bg.UnidentifiableWarning, match=r"'feature0'"):
+        res2 = bg.fit(y[:, :2], "~ 1", "~ group", obs=obs, weights=w2)
+    assert list(res2.status.astype(str)) == ["unidentifiable", "converged"]

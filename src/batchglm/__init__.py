@@ -18,7 +18,7 @@ from batchglm.pseudobulk import pseudobulk
 from batchglm.result import FitResult
 from batchglm.simulate import Simulation, simulate
 from batchglm.size_factors import size_factors
-from batchglm.solvers.status import ConvergenceWarning, Status
+from batchglm.solvers.status import ConvergenceWarning, Status, UnidentifiableWarning
 
 if TYPE_CHECKING:
     from batchglm import de, dispersion, pl, tl
@@ -41,6 +41,7 @@ __all__ = [
     "FitResult",
     "Simulation",
     "Status",
+    "UnidentifiableWarning",
     "de",
     "dispersion",
     "fit",

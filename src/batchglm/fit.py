@@ -21,13 +21,20 @@ from batchglm.design import Design, build_design
 from batchglm.families import Family, get_family
 from batchglm.fit_settings import FitSettings
 from batchglm.init import initial_loc, initial_scale
-from batchglm.obs_weights import as_weights, feature_block, obs_array
+from batchglm.obs_weights import (
+    as_weights,
+    check_weighted_designs,
+    feature_block,
+    identifiable_features,
+    obs_array,
+    weight_scale,
+)
 from batchglm.result import FitResult
 from batchglm.solvers import closed_form
 from batchglm.solvers.linalg import inverse_negative
 from batchglm.solvers.newton import SolverOptions, solve
 from batchglm.solvers.objective import Objective, Problem
-from batchglm.solvers.status import Status, warn_if_unconverged
+from batchglm.solvers.status import Status, warn_if_unconverged, warn_if_unidentifiable
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -236,6 +243,11 @@ def fit(
 
     fixed_b = _fixed_scale(fixed_scale, scale, n_feat, fam.has_scale)
     w = as_weights(weights, d, obs)
+    check_weighted_designs(loc, scale, w)
+    # Solve at weights of mean 1 per feature: estimates do not depend on a constant factor
+    # on the weights, the absolute convergence tolerance would (loglik is rescaled below).
+    w_scale = weight_scale(w)
+    w_solve = None if w is None or w_scale is None else w / w_scale
     off = obs_array(offset, d, obs, "offset")
     if random_effects is not None and (w is not None or off is not None):
         raise NotImplementedError(
@@ -253,7 +265,7 @@ def fit(
         loc,
         scale,
         log_sf + off if off is not None and off.ndim == 1 else log_sf,
-        weights=w if w is not None and w.ndim == 1 else None,
+        weights=w_solve if w_solve is not None and w_solve.ndim == 1 else None,
     )
     options = SolverOptions(max_iter=max_iter, tol=tol)
     if random_effects is not None:
@@ -299,7 +311,9 @@ def fit(
             # Sparse and on-disk blocks are checked as they are read: one pass, not two.
             fam.validate(y, sl.start)
         fixed = None if fixed_b is None else fixed_b[sl]
-        out = _fit_block(problem, y, options, fixed, feature_block(w, sl), feature_block(off, sl))
+        out = _fit_block(
+            problem, y, options, fixed, feature_block(w_solve, sl), feature_block(off, sl)
+        )
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
 
     if d.kind == "dask":
@@ -319,12 +333,17 @@ def fit(
             progress=show,
             desc="batchglm.fit",
         )
+    if w_scale is not None:
+        # Undo the normalisation: loglik, score and information are linear in the weights.
+        loglik = loglik * w_scale
+        cov = cov / (w_scale[..., None, None] if w_scale.ndim else w_scale)
     counts = {
         Status(int(c)).label: int(k)
         for c, k in zip(*np.unique(status, return_counts=True), strict=True)
     }
     logger.info("fitted %d features in %.2f s: %s", n_feat, time.perf_counter() - started, counts)
     warn_if_unconverged(status, max_iter)
+    warn_if_unidentifiable(status, d.feature_names.tolist())
     return FitResult(
         family=fam,
         feature_names=d.feature_names,
@@ -397,6 +416,14 @@ def _fit_block(
     n_iter = np.zeros(n_feat, dtype=np.int32)
     status = np.full(n_feat, Status.ALL_ZERO, dtype=np.int8)
     sep_eta = problem.family.separated_eta
+    # Per-feature weights can leave a feature's design rank-deficient on its observations
+    # of positive weight: such features are not fitted.
+    skip = np.zeros(n_feat, dtype=bool)
+    if weights is not None:
+        zc = problem.scale.reduced[:, : problem.k_scale]
+        skip = ~identifiable_features(problem.loc.reduced, zc, weights)
+        theta[skip], loglik[skip] = np.nan, np.nan
+        status[skip] = Status.UNIDENTIFIABLE
     w = weights
     if w is None and problem.weights is not None:
         w = problem.weights[:, None]
@@ -407,7 +434,7 @@ def _fit_block(
     # other families zeros are ordinary values.
     zero = np.zeros(n_feat, dtype=bool)
     if sep_eta is not None:
-        zero = ~np.asarray(seen.any(axis=0), dtype=bool)
+        zero = ~np.asarray(seen.any(axis=0), dtype=bool) & ~skip
 
     def cols(v: Array | None, mask: NDArray[np.bool_]) -> Array | None:
         return None if v is None else np.ascontiguousarray(v[:, mask])
@@ -423,12 +450,13 @@ def _fit_block(
             offset=cols(offset, zero),
         )
         loglik[zero] = obj0.evaluate(theta[zero], 0)[0]
-    fit = ~zero
+    fit = ~zero & ~skip
     if not fit.any():
         return theta, cov, loglik, n_iter, status
-    yf = np.ascontiguousarray(y[:, fit]) if zero.any() else y
-    wf = cols(weights, fit) if zero.any() else weights
-    of = cols(offset, fit) if zero.any() else offset
+    subset = not fit.all()
+    yf = np.ascontiguousarray(y[:, fit]) if subset else y
+    wf = cols(weights, fit) if subset else weights
+    of = cols(offset, fit) if subset else offset
     objective = Objective(problem, yf, weights=wf, offset=of)
     a0 = initial_loc(problem, yf, wf, of)
     b0 = initial_scale(problem, yf, a0, of, wf) if fixed_b is None else fixed_b[fit]

@@ -23,6 +23,7 @@ from scipy import sparse
 
 from batchglm.align import align_rows, positions
 from batchglm.data import Data
+from batchglm.design import Design, check_identifiable
 
 if TYPE_CHECKING:
     from batchglm.result import FitResult
@@ -297,3 +298,112 @@ def counted_offsets(res: FitResult, features: NDArray[np.intp]) -> Array:
         used = w[:, None] > 0 if w.ndim == 1 else w[:, features] > 0
         total = np.where(used, total, -np.inf)
     return total
+
+
+def weight_scale(w: Array | None) -> Array | None:
+    """Each feature's mean positive weight: the factor the solver divides weights by.
+
+    The weighted log-likelihood, its gradient and its information are linear in the
+    weights, so dividing a feature's weights by a constant ``c`` leaves the estimates
+    unchanged and scales ``loglik`` by ``1 / c`` and the covariance by ``c``. Solving at
+    weights of mean 1 makes the convergence rule (an absolute tolerance on the Newton
+    decrement, a log-likelihood difference) mean the same for weights ``1e-12`` and
+    ``1e12``; :func:`batchglm.fit` multiplies ``loglik`` back by ``c`` and divides the
+    covariance by it.
+
+    Parameters
+    ----------
+    w : ndarray or None
+        Validated weights ``(n_obs,)`` or ``(n_obs, n_features)`` (see :func:`as_weights`:
+        every feature has a positive weight).
+
+    Returns
+    -------
+    ndarray or None
+        ``()`` for a vector, ``(n_features,)`` for a matrix: the mean of the positive
+        weights; ``None`` without weights.
+    """
+    if w is None:
+        return None
+    pos = w > 0
+    return np.asarray(w.sum(axis=0) / pos.sum(axis=0), dtype=np.float64)
+
+
+def check_weighted_designs(loc: Design, scale: Design, w: Array | None) -> None:
+    """Check that the designs stay identifiable on the observations of positive weight.
+
+    A weight of 0 drops an observation, so the design restricted to the others must pass
+    the same check as a design whose rows were dropped
+    (:func:`batchglm.design.check_identifiable`, the same message: e.g. a level all of whose
+    observations have weight 0 is an all-zero column). Only weights per observation
+    ``(n_obs,)`` are checked here; per-feature weights are checked per feature by
+    :func:`identifiable_features`.
+
+    Parameters
+    ----------
+    loc, scale : Design
+        The location and scale designs of the fit.
+    w : ndarray or None
+        Validated weights.
+
+    Raises
+    ------
+    ValueError
+        When a design restricted to the observations of positive weight is rank-deficient;
+        the message names the all-zero and the confounded columns.
+    """
+    if w is None or w.ndim != 1 or bool((w > 0).all()):
+        return
+    used = w > 0
+    for design, which in ((loc, "loc"), (scale, "scale")):
+        kept = Design(
+            design.matrix[used],
+            design.names,
+            design.constraints,
+            formula=design.formula,
+            constraint_spec=design.constraint_spec,
+            obs=None if design.obs is None else design.obs.iloc[np.flatnonzero(used)],
+        )
+        check_identifiable(kept, which)
+
+
+def identifiable_features(loc: Array, scale: Array, w: Array) -> NDArray[np.bool_]:
+    """Which features keep identifiable designs on their observations of positive weight.
+
+    For each feature ``f`` the Gram matrix ``X^T diag(w_f > 0) X`` ``(k, k)`` of the
+    constrained location design and of the constrained scale design, all features at once
+    (``O(n_obs k^2)`` per feature, no loop over features). Columns are equilibrated (unit
+    diagonal) before the decision, so units do not matter; an eigenvalue below
+    ``max(n_obs, k) * eps`` times the largest counts as zero (``numpy.linalg.matrix_rank``'s
+    rule, applied to the Gram matrix; a column with no observation of positive weight has
+    a zero diagonal and fails at once).
+
+    Parameters
+    ----------
+    loc, scale : ndarray
+        Constrained designs ``X C`` ``(n_obs, k_loc)`` and ``(n_obs, k_scale)``
+        (``k_scale`` may be 0).
+    w : ndarray
+        Weights ``(n_obs, n_features)`` of a feature block.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(n_features,)``: True where both designs have full column rank on the feature's
+        observations of positive weight.
+    """
+    used = (w > 0).astype(np.float64)
+    ok = np.ones(w.shape[1], dtype=bool)
+    eps = np.finfo(np.float64).eps
+    for x in (loc, scale):
+        k = x.shape[1]
+        if k == 0:
+            continue
+        gram = np.einsum("ik,if,il->fkl", x, used, x, optimize=True)
+        diag = np.einsum("fkk->fk", gram)
+        full = np.all(diag > 0, axis=1)
+        d = np.sqrt(np.where(diag > 0, diag, 1.0))
+        eig = np.linalg.eigvalsh(gram / d[:, :, None] / d[:, None, :])
+        tol = max(x.shape[0], k) * eps * eig[:, -1]
+        ok &= full & (eig[:, 0] > tol)
+    return ok

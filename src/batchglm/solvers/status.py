@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from enum import IntEnum
 
 import numpy as np
@@ -35,6 +36,10 @@ class Status(IntEnum):
     #: Mixed models: the random-intercept variance optimum is zero (the data show no
     #: group-to-group variation beyond the noise model); an optimum on the boundary.
     RANDOM_VAR_AT_BOUND = 7
+    #: Weights per observation and feature: the design restricted to the feature's
+    #: observations of positive weight is rank-deficient (e.g. a level whose observations
+    #: all have weight 0), so its coefficients are not identifiable; not fitted (NaN).
+    UNIDENTIFIABLE = 8
 
     @property
     def label(self) -> str:
@@ -74,5 +79,34 @@ def warn_if_unconverged(status: NDArray[np.int8], max_iter: int) -> None:
         f"{total} of {status.size} features did not converge ({parts}). Increase `max_iter` "
         f"(now {max_iter}) for 'max_iter' features; inspect `result.status` for the others.",
         ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
+class UnidentifiableWarning(UserWarning):
+    """Some features have no identifiable fit on their observations of positive weight."""
+
+
+def warn_if_unidentifiable(status: NDArray[np.int8], names: Sequence[str]) -> None:
+    """Emit one warning naming the features with status ``unidentifiable``.
+
+    Parameters
+    ----------
+    status : ndarray of int8
+        Status code per feature.
+    names : sequence of str
+        Feature names, for the message.
+    """
+    bad = np.flatnonzero(status == Status.UNIDENTIFIABLE)
+    if bad.size == 0:
+        return
+    shown = ", ".join(repr(str(names[i])) for i in bad[:10])
+    more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+    warnings.warn(
+        f"{bad.size} of {status.size} features ({shown}{more}) have a rank-deficient design "
+        "on their observations of positive weight (e.g. a level whose observations all "
+        "have weight 0); they are not fitted (status 'unidentifiable', NaN coefficients "
+        "and tests). Give those observations positive weights or drop the column.",
+        UnidentifiableWarning,
         stacklevel=3,
     )
