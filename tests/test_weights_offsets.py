@@ -587,3 +587,31 @@ def test_per_feature_zero_weight_level_is_unidentifiable_not_converged() -> None
     with pytest.warns(bg.UnidentifiableWarning, match=r"'feature0'"):
         res2 = bg.fit(y[:, :2], "~ 1", "~ group", obs=obs, weights=w2)
     assert list(res2.status.astype(str)) == ["unidentifiable", "converged"]
+
+
+def test_base_mean_with_integer_weights_is_that_of_duplicated_rows() -> None:
+    rng = np.random.default_rng(34)
+    g = _groups(8)
+    n = g.size
+    obs = pd.DataFrame({"group": np.array(["a", "b", "c"])[g]}, index=[f"o{i}" for i in range(n)])
+    y = _data("nb", n, 5, rng)
+    sf = rng.uniform(0.5, 2.0, n)
+    w = rng.integers(0, 4, n)
+    w[:3] = [0, 1, 3]
+    idx = np.repeat(np.arange(n), w)
+    obs_d = obs.iloc[idx].reset_index(drop=True)
+    weighted = bg.fit(y, "~ group", obs=obs, weights=w, size_factors=sf)
+    dup = bg.fit(y[idx], "~ group", obs=obs_d, size_factors=sf[idx])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.de.SmallSampleWarning)
+        a = bg.de.wald(weighted, "group[T.b]").summary()
+    b = bg.de.wald(dup, "group[T.b]").summary()
+    np.testing.assert_allclose(a.baseMean.to_numpy(), b.baseMean.to_numpy(), rtol=1e-9)
+    # Per-feature weights: each feature's own weighted mean.
+    wm = np.column_stack([w] * 5).astype(float)
+    wm[:, 0] = np.where(g == 0, 2.0, 1.0)
+    resm = bg.fit(y, "~ group", obs=obs, weights=wm, size_factors=sf)
+    means = resm.fitted().to_numpy() / sf[:, None]
+    np.testing.assert_allclose(
+        bg.de.result.base_mean(resm), (wm * means).sum(0) / wm.sum(0), rtol=1e-12
+    )

@@ -37,11 +37,19 @@ def base_mean(res: FitResult) -> Array:
     ndarray
         One value per feature: ``mean_i g^{-1}(x_i . a)`` with the family's inverse link
         (:func:`batchglm.fitted.fitted_mean` at size factors 1; for NB, the mean of the
-        counts normalised by the size factors as the model sees it).
+        counts normalised by the size factors as the model sees it). For a fit with
+        observation weights it is the weighted mean ``sum_i w_i m_i / sum_i w_i``, as the
+        weights are frequency weights: an integer weight ``k`` counts like ``k`` copies of
+        the observation, a weight of 0 drops it.
     """
     from batchglm.fitted import fitted_mean as _fitted_mean
 
-    return _fitted_mean(res, size_factors=False).mean(axis=0)
+    means = _fitted_mean(res, size_factors=False)
+    w = res.settings.get("weights")
+    if not isinstance(w, np.ndarray):
+        return np.asarray(means.mean(axis=0))
+    w2 = w[:, None] if w.ndim == 1 else w
+    return np.asarray((w2 * means).sum(axis=0) / w2.sum(axis=0))
 
 
 def fitted_mean(res: FitResult) -> Array:
