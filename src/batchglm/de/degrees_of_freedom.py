@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 
 from batchglm.design import column_rank
-from batchglm.obs_weights import counted_observations
+from batchglm.obs_weights import counted_observations, is_weighted
 from batchglm.result import FitResult
 
 
@@ -98,7 +98,8 @@ def warn_small_sample(res: FitResult, test: str) -> None:
         and ``0 < n_obs - rank(X C) < SMALL_SAMPLE_DF``: the maximum-likelihood scale is
         biased low with few residual degrees of freedom, so the test is anti-conservative;
         the message points to ``dispersion="map"`` (DESeq2) and ``"ql"`` / ``bg.de.ql_f``
-        (edgeR, glmGamPoi), which share information across features.
+        (edgeR, glmGamPoi), which share information across features (for fits with
+        weights or an offset, which those do not support yet, to more observations).
     """
     has_scale = res.has_scale
     if not has_scale or res.settings.fixed_scale:
@@ -106,11 +107,17 @@ def warn_small_sample(res: FitResult, test: str) -> None:
     n_obs, counted = counted_observations(res)
     df = n_obs - column_rank(counted)
     if 0 < df < SMALL_SAMPLE_DF:
-        shrink = (
-            "dispersion='map' (DESeq2) or 'ql' (edgeR/glmGamPoi; or bg.de.ql_f)"
-            if res.family == "nb"
-            else "more observations"
-        )
+        if res.family != "nb":
+            shrink = "more observations"
+        elif is_weighted(res):
+            # dispersion='map' and 'ql' refuse weighted and offset fits: advise only what
+            # works for this fit.
+            shrink = (
+                "more observations (dispersion='map' and 'ql' do not support fits with "
+                "`weights` or `offset` yet)"
+            )
+        else:
+            shrink = "dispersion='map' (DESeq2) or 'ql' (edgeR/glmGamPoi; or bg.de.ql_f)"
         warnings.warn(
             f"{test} with dispersion='mle' uses each feature's own maximum-likelihood "
             f"{res.family} scale, which with {df} residual df makes the test "
