@@ -637,3 +637,19 @@ def test_small_sample_advice_for_weighted_fits_names_only_what_works() -> None:
     plain = bg.fit(y, "~ group", obs=obs)
     with pytest.warns(bg.de.SmallSampleWarning, match=r"use dispersion='map' \(DESeq2\)"):
         bg.de.wald(plain, "group[T.1]")
+
+
+def test_lfc_shrink_refuses_weighted_and_offset_fits_with_what_to_do() -> None:
+    rng = np.random.default_rng(36)
+    g = _groups(12, 2)
+    obs = pd.DataFrame({"group": g.astype(str)})
+    y = _data("nb", g.size, 4, rng)
+    for kw in ({"weights": rng.uniform(0.5, 1.5, g.size)}, {"offset": rng.normal(0, 0.1, g.size)}):
+        res = bg.fit(y, "~ group", obs=obs, **kw)
+        for disp in ("map", "mle"):
+            with pytest.raises(
+                NotImplementedError,
+                match=r"`lfc_shrink` does not support fits made with `weights` or `offset`.*"
+                r"unshrunken fold changes of bg.de.wald",
+            ):
+                bg.de.lfc_shrink(res, "group[T.1]", data=y, dispersion=disp)

@@ -50,6 +50,7 @@ from batchglm.de.lfc_prior import apeglm_prior_scale, normal_prior_sd, svalues
 from batchglm.de.result import DEResult
 from batchglm.de.table import DETable
 from batchglm.de.wald import Coef, ContrastLike, test_rows, wald
+from batchglm.obs_weights import is_weighted
 from batchglm.result import FitResult
 
 Array = NDArray[np.float64]
@@ -219,6 +220,9 @@ def lfc_shrink(
         For an unknown ``type`` or ``dispersion``, missing ``data``, a family other than
         NB, a joint test (several coefficients or contrast rows), a scale-model test, a
         DEResult that tested something else, or a non-positive ``prior_scale``.
+    NotImplementedError
+        For a fit with observation ``weights`` or an ``offset`` (the posterior is
+        unweighted).
     """
     if type not in TYPES:
         raise ValueError(f"`type` must be 'apeglm' or 'normal', but {type!r} was given.")
@@ -292,6 +296,13 @@ def _unshrunken(
     dispersion: str,
     trend: str,
 ) -> tuple[DEResult, Array]:
+    fit = res_or_de.fit if isinstance(res_or_de, DEResult) else res_or_de
+    if is_weighted(fit):
+        raise NotImplementedError(
+            "`lfc_shrink` does not support fits made with `weights` or `offset` yet (its "
+            "posterior and the MAP dispersions would ignore them); report the unshrunken "
+            "fold changes of bg.de.wald(res, coef) on the weighted fit instead."
+        )
     if dispersion not in ("map", "mle"):
         raise ValueError(
             f"`dispersion` must be 'map' or 'mle' for lfc_shrink, but {dispersion!r} was given."
