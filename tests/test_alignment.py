@@ -382,3 +382,23 @@ def test_cli_refuses_tables_with_other_samples(tmp_path, counts, obs, capsys):
     )
     assert code == 1
     assert "has 1 observation that 'counts.tsv' lacks (e.g. ['intruder'])" in err
+
+
+def test_fit_layer_applies_to_anndata_only() -> None:
+    """A fit's layer reads an AnnData; arrays and DataFrames have none, so it is ignored."""
+    rng = np.random.default_rng(41)
+    obs = pd.DataFrame({"condition": np.repeat(["a", "b"], 5)}, index=[f"s{i}" for i in range(10)])
+    y = rng.negative_binomial(6, 0.1, (10, 40))
+    genes = [f"g{j}" for j in range(40)]
+    adata = ad.AnnData(np.zeros_like(y, dtype=float), obs=obs, var=pd.DataFrame(index=genes))
+    adata.layers["counts"] = y
+    res = bg.fit(adata, "~ condition", layer="counts")
+    frame = pd.DataFrame(y, index=obs.index, columns=genes)
+    ref = bg.de.wald(res, "condition[T.b]", dispersion="map", data=adata).pval
+    for data in (y, frame, frame.iloc[::-1, ::-1]):
+        got = bg.de.wald(res, "condition[T.b]", dispersion="map", data=data).pval
+        np.testing.assert_array_equal(got, ref)
+    # The AnnData is read from the fit's layer, not from `.X` (all zeros here).
+    np.testing.assert_array_equal(bg.align.data_of_fit(adata, res).values, y)
+    with pytest.raises(ValueError, match=r"`layer` \('counts'\) selects an AnnData layer"):
+        bg.align.data_of_fit(y, res, layer="counts")

@@ -226,8 +226,9 @@ def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
     res : FitResult
         The fit.
     layer : str, optional
-        AnnData layer with the counts; by default the layer the fit was made from
-        (``res.settings["layer"]``), so an AnnData is not silently read from ``.X``.
+        AnnData layer with the counts; for an AnnData, by default the layer the fit was
+        made from (``res.settings["layer"]``), so it is not silently read from ``.X``. The
+        fit's layer is ignored for arrays and DataFrames; a layer passed here is not.
 
     Returns
     -------
@@ -242,8 +243,9 @@ def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
     """
     from batchglm.data import Data, as_data
 
-    if layer is None and not isinstance(data, Data):
-        # An AnnData is read from the layer the fit used, not silently from `.X`.
+    if layer is None and _has_layers(data):
+        # An AnnData is read from the layer the fit used, not silently from `.X`; arrays and
+        # DataFrames have no layers, so the fit's layer does not apply to them.
         layer = cast("str | None", res.settings.get("layer"))
     d = data if isinstance(data, Data) else as_data(data, layer=layer, warn_duplicates=False)
     want = (len(res.obs_names), len(res.feature_names))
@@ -427,3 +429,12 @@ def align_to_data(data: Any, **inputs: Any) -> list[Any]:
         align_rows(value, target, what=f"`{name}`", target_what="`data`", axis="observation")
         for name, value in inputs.items()
     ]
+
+
+def _has_layers(data: Any) -> bool:
+    """Whether ``data`` is an AnnData or a path to one (the inputs with layers)."""
+    import os
+
+    from batchglm.anndata_io import is_anndata
+
+    return is_anndata(data) or isinstance(data, str | os.PathLike)
