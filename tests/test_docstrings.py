@@ -69,6 +69,12 @@ def _sections(doc: str) -> dict[str, str]:
     return out
 
 
+def _duplicate_sections(doc: str) -> list[str]:
+    """Section names that occur more than once (``_sections`` would keep only the last)."""
+    names = [m.group(1).strip() for m in _SECTION.finditer(doc)]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 def _documented_parameters(body: str) -> list[str]:
     lines = [line for line in body.splitlines() if line.strip()]
     if not lines:
@@ -94,16 +100,24 @@ def _signature_names(func: ast.FunctionDef) -> list[str]:
     return [n for n in names if n not in ("self", "cls")]
 
 
-def _collect() -> tuple[list[str], list[str]]:
+def _collect() -> tuple[list[str], list[str], list[str]]:
     missing_raises: list[str] = []
     mismatched: list[str] = []
+    repeated: list[str] = []
     for module, file in _public_modules():
         tree = ast.parse(file.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                dup = _duplicate_sections(ast.get_docstring(node) or "")
+                if dup:
+                    repeated.append(f"{module}.{node.name}: {dup}")
         for name, func in _public_functions(tree):
             doc = ast.get_docstring(func)
             where = f"{module}.{name}"
             if doc is None:
                 continue  # ruff's pydocstyle rules require the docstring itself
+            if _duplicate_sections(doc):
+                repeated.append(f"{where}: {_duplicate_sections(doc)}")
             sections = _sections(doc)
             if _raises_directly(func) and "Raises" not in sections:
                 missing_raises.append(where)
@@ -114,26 +128,31 @@ def _collect() -> tuple[list[str], list[str]]:
                     extra = sorted(set(documented) - set(signature))
                     absent = sorted(set(signature) - set(documented))
                     mismatched.append(f"{where}: documented only {extra}, undocumented {absent}")
-    return missing_raises, mismatched
+    return missing_raises, mismatched, repeated
 
 
 @pytest.fixture(scope="module")
-def findings() -> tuple[list[str], list[str]]:
+def findings() -> tuple[list[str], list[str], list[str]]:
     return _collect()
 
 
 def test_every_public_function_that_raises_documents_it(findings):
-    missing, _ = findings
+    missing, _, _ = findings
     assert not missing, "public functions that raise without a `Raises` section:\n" + "\n".join(
         missing
     )
 
 
 def test_documented_parameters_match_the_signature(findings):
-    _, mismatched = findings
+    _, mismatched, _ = findings
     assert not mismatched, "docstring parameters differ from the signature:\n" + "\n".join(
         mismatched
     )
+
+
+def test_no_docstring_repeats_a_section(findings):
+    _, _, repeated = findings
+    assert not repeated, "docstrings with a section twice (merge them):\n" + "\n".join(repeated)
 
 
 def test_the_checks_can_fail():
@@ -159,3 +178,5 @@ def f(x, y):
     assert _raises_directly(func) and "Raises" not in sections
     assert _documented_parameters(sections["Parameters"]) == ["x", "z"]
     assert _signature_names(func) == ["x", "y"]
+    twice = doc + "\n\nRaises\n------\nValueError\n    A.\n\nRaises\n------\nTypeError\n    B.\n"
+    assert _duplicate_sections(twice) == ["Raises"] and _duplicate_sections(doc) == []

@@ -175,19 +175,25 @@ def fit(
     Raises
     ------
     ValueError
-        When inputs do not match the data (shapes, names), weights are negative, not finite
-        or all zero for a feature, offsets are not finite, size factors are given for a
-        family without a log link, a matrix of weights or offsets is given with dask
-        input, or solver settings are out of range.
+        When inputs do not fit together or do not match the data: designs, constraints,
+        size factors, ``fixed_scale``, weights or offsets of the wrong shape or names, or
+        for a family without them (size factors need a log link for the mean); a design
+        that is rank-deficient after its constraints, also on the observations of positive
+        weight (vector ``weights``); weights that are negative, not finite or all zero for
+        a feature; offsets that are not finite; a matrix of weights or offsets, or
+        ``fixed_scale``, with dask input; ``max_iter < 1`` or ``tol <= 0``; or data outside
+        the family's domain.
     NotImplementedError
         When ``weights`` or ``offset`` are given with ``random_effects``.
 
-    Raises
-    ------
-    ValueError
-        When inputs do not fit together: designs, constraints, size factors or
-        ``fixed_scale`` of the wrong shape or for a family without them, ``max_iter < 1``,
-        ``tol <= 0``, or data outside the family's domain.
+    Warns
+    -----
+    batchglm.ConvergenceWarning
+        Once, summarising features that reached no optimum.
+    batchglm.UnidentifiableWarning
+        Once, naming the features whose design is rank-deficient on their observations of
+        positive weight (``weights`` per observation and feature); they get the status
+        ``unidentifiable`` and NaN estimates.
 
     Notes
     -----
@@ -207,7 +213,14 @@ def fit(
       below about 1e-9).
       Identifiable contrasts that do not involve that group keep meaningful standard errors.
 
-    One :class:`batchglm.ConvergenceWarning` summarises features that reached no optimum.
+    * ``unidentifiable`` (per-feature ``weights``): the feature's location or scale design
+      restricted to its observations of positive weight is rank-deficient (e.g. a level
+      whose observations all have weight 0 for that feature). Not fitted: coefficients,
+      standard errors and ``loglik`` are NaN, and so are its test results.
+
+    Weights are solved at each feature's weights divided by their mean positive weight
+    (the estimates do not change, and the convergence rule then means the same for
+    weights of any magnitude); ``loglik`` and the covariance are scaled back.
     """
     fam = get_family(family)
     d = as_data(data, layer=layer)
