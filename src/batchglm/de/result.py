@@ -273,9 +273,10 @@ class DEResult:
         -------
         ndarray of str
             The (full) fit's status: ``converged``, ``separated``, ``scale_at_bound``,
-            ``all_zero``, ``max_iter``, ``stalled`` or ``nonfinite``. Where the full fit
-            reached an optimum but the reduced fit of a likelihood-ratio test did not, the
-            reduced fit's label prefixed by ``reduced_`` (e.g. ``reduced_max_iter``).
+            ``all_zero``, ``max_iter``, ``stalled``, ``nonfinite`` or ``unidentifiable``.
+            Where the full fit reached an optimum but the reduced fit of a likelihood-ratio
+            test did not, the reduced fit's label prefixed by ``reduced_`` (e.g.
+            ``reduced_max_iter``).
         """
         labels = np.array([Status(int(s)).label for s in self.fit.status_codes], dtype=object)
         if self.reduced is not None:
