@@ -273,3 +273,30 @@ def test_agrees_with_pertpy_pydeseq2_backend():
     rho = stats.spearmanr(j.loc[ok, "p_value"], j.loc[ok, "p_value_bg"]).statistic
     assert rho >= 0.99, rho
     np.testing.assert_allclose(j["log_fc"], j["log_fc_bg"], atol=0.05)
+
+
+def test_unused_category_levels_are_dropped_as_by_bg_fit():
+    """After subsetting, an unused level must not make the design rank-deficient."""
+    full = _nb_counts(n_per_group=6, n_genes=25, seed=8, groups=("ctrl", "stim", "ifn"))
+    full.obs["condition"] = pd.Categorical(full.obs["condition"])
+    full.obs["batch"] = pd.Categorical(np.tile(["b1", "b2", "b3"], 6))
+    sub = full[full.obs["condition"] != "ifn"].copy()
+    # As pandas' own subsetting leaves it: 'ifn' a category that no observation has.
+    sub.obs["condition"] = pd.Categorical(
+        sub.obs["condition"].astype(str), categories=["ctrl", "stim", "ifn"]
+    )
+    with pytest.warns(bg.formula.AnnotationWarning, match=r"'condition'.*\['ifn'\].*remove_unused"):
+        m = BatchglmDE(sub, "~ condition + batch", layer="counts")
+    assert "ifn" in sub.obs["condition"].cat.categories  # the user's AnnData is unchanged
+    m.fit()
+    with pytest.warns(bg.formula.AnnotationWarning, match=r"\['ifn'\]"):
+        ref = bg.fit(sub, "~ condition + batch", layer="counts", size_factors="median_ratio")
+    assert list(m.fit_result.coef_loc.columns) == list(ref.coef_loc.columns)
+    np.testing.assert_allclose(m.fit_result.coef_loc, ref.coef_loc, rtol=1e-10)
+    # Contrasts are built on the reduced levels; the test is bg's Wald test of that fit.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.de.SmallSampleWarning)  # 8 residual df
+        out = m.test_contrasts(m.contrast("condition", "ctrl", "stim"), dispersion="mle")
+        wald = bg.de.wald(ref, contrast=("condition", "stim", "ctrl")).summary()
+    got = out.set_index("variable").loc[sub.var_names]
+    np.testing.assert_allclose(got["p_value"], wald["pvalue"], rtol=1e-7)

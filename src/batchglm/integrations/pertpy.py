@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import sparse
 
 import batchglm as bg
+from batchglm.formula import drop_unused_levels
 
 try:
     import formulaic_contrasts  # noqa: F401  (LinearModelBase builds its contrasts with it)
@@ -77,7 +78,10 @@ class BatchglmDE(LinearModelBase):
     design : str or array_like
         A formula on ``adata.obs`` such as ``"~ condition + donor"`` (evaluated by formulaic
         through pertpy's ``formulaic_contrasts``; then ``contrast`` and ``cond`` build
-        contrast vectors), or a design matrix ``(n_obs, p)``.
+        contrast vectors), or a design matrix ``(n_obs, p)``. Categories of ``adata.obs``
+        columns that no observation has (left over after subsetting) are dropped from the
+        formula's design, as :func:`batchglm.fit` does, with an
+        :class:`batchglm.formula.AnnotationWarning`; ``adata`` itself is not changed.
     mask : str, optional
         A boolean column of ``adata.var``: only these genes are fitted and tested.
     layer : str, optional
@@ -90,6 +94,12 @@ class BatchglmDE(LinearModelBase):
     ValueError
         If the counts are not non-negative integers (pertpy's own check raises for
         non-numeric or non-finite values first).
+
+    Warns
+    -----
+    batchglm.formula.AnnotationWarning
+        Once per ``adata.obs`` column of the formula with unused categories, naming them
+        and ``remove_unused_categories()``.
 
     Notes
     -----
@@ -122,6 +132,16 @@ class BatchglmDE(LinearModelBase):
     ) -> None:
         super().__init__(adata, design, mask=mask, layer=layer, **kwargs)
         self._fit: FitResult | None = None
+        if isinstance(design, str):
+            # As bg.fit: levels no observation has (common after subsetting an AnnData)
+            # would give all-zero design columns; drop them with an AnnotationWarning and
+            # rebuild the design and contrasts without them (`adata` is left unchanged).
+            obs = drop_unused_levels(design, self.adata.obs, "design")
+            if obs is not self.adata.obs:
+                from formulaic_contrasts import FormulaicContrasts
+
+                self.formulaic_contrasts = FormulaicContrasts(obs, design)
+                self.design = self.formulaic_contrasts.design_matrix
 
     def _check_counts(self) -> None:
         """Require non-negative integer counts, as the NB model does.
