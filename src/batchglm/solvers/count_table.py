@@ -4,7 +4,10 @@ Terms such as ``gammaln(y + r) - gammaln(r)`` depend on an observation only thro
 count and its scale predictor, and vanish at ``y == 0``. Within a scale group (observations
 sharing a scale-design row) the predictor is the same, so each distinct count needs one
 evaluation, weighted by its multiplicity. glmGamPoi uses the same idea for its
-overdispersion fit; here it also skips zeros, which dominate single-cell data.
+overdispersion fit; here it also skips zeros, which dominate single-cell data. When every
+group and feature shares one scale predictor (a grid search over a common ``log r``), the
+terms depend on the count alone: they are evaluated once per distinct count of the whole
+table and gathered, which gives the same numbers as the entry-wise evaluation.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.families import Family
+from batchglm.families import CountTerms, Family
 
 Array = NDArray[np.float64]
 
@@ -67,6 +70,20 @@ class CountTable:
             counts = np.ones(vals.size) if wv is None else wv
             self.values, self.counts, self.seg = vals, counts, seg
         self.n_groups, self.n_feat = n_groups, n_feat
+        self._distinct: tuple[Array, NDArray[np.intp]] | None = None
+
+    def distinct_values(self) -> tuple[Array, NDArray[np.intp]]:
+        """Distinct values over all entries and each entry's index into them (cached).
+
+        Returns
+        -------
+        tuple of ndarray
+            ``(values, index)`` with ``self.values == values[index]``.
+        """
+        if self._distinct is None:
+            uniq, index = np.unique(self.values, return_inverse=True)
+            self._distinct = (uniq, index.reshape(-1))
+        return self._distinct
 
     def subset(self, keep: NDArray[np.bool_]) -> CountTable:
         """Return the table restricted to the features where ``keep`` is true.
@@ -88,6 +105,7 @@ class CountTable:
         out.n_groups, out.n_feat = self.n_groups, int(keep.sum())
         out.values, out.counts = self.values[sel], self.counts[sel]
         out.seg = (self.seg[sel] // self.n_feat) * out.n_feat + new_index[feat[sel]]
+        out._distinct = None
         return out
 
     def group_sums(
@@ -110,9 +128,23 @@ class CountTable:
             ``(ll, d_scale, d2_scale)`` per group and feature, each ``(n_groups, F)``;
             ``None`` when the family has no count terms.
         """
-        terms = family.count_terms(self.values, eta_scale.ravel()[self.seg], order)
-        if terms is None:
-            return None
+        flat = eta_scale.ravel()
+        if flat.size and self.values.size and np.all(flat == flat[0]):
+            # One predictor for every entry: evaluate once per distinct count and gather.
+            uniq, index = self.distinct_values()
+            terms = family.count_terms(uniq, np.full(uniq.size, flat[0]), order)
+            if terms is None:
+                return None
+            d1, d2 = terms.d_scale, terms.d2_scale
+            terms = CountTerms(
+                terms.ll[index],
+                None if d1 is None else d1[index],
+                None if d2 is None else d2[index],
+            )
+        else:
+            terms = family.count_terms(self.values, flat[self.seg], order)
+            if terms is None:
+                return None
         shape = (self.n_groups, self.n_feat)
 
         def total(v: Array | None) -> Array | None:
