@@ -155,10 +155,17 @@ def _run_test(
             data=data,
             layer=layer,
             model=model,
+            progress=fit_args["progress"],
         )
     if method == "ql":
         return de.ql_f(
-            res, coef=coef, contrast=contrast, data=data, layer=layer, lfc_threshold=lfc_threshold
+            res,
+            coef=coef,
+            contrast=contrast,
+            data=data,
+            layer=layer,
+            lfc_threshold=lfc_threshold,
+            progress=fit_args["progress"],
         )
     red = fit(
         data, reduced, design_scale, obs=obs, layer=layer, size_factors=res.size_factors, **fit_args
@@ -290,9 +297,9 @@ def test(
         observations are replaced (DESeq2's ``minReplicatesForReplace``, 7); ``inf``
         never replaces (outliers are then only flagged).
     progress : bool, optional
-        Progress bars of the fits (default: on for long fits on a terminal, as
-        :func:`batchglm.fit`); the stages are logged at INFO level (``batchglm test -v``).
-        The dispersion passes have no bar yet.
+        Progress bars of the fits and of the dispersion and QL passes (default: on for
+        long passes on a terminal, as :func:`batchglm.fit`); the stages are logged at INFO
+        level (``batchglm test -v``).
     model : {"loc", "scale"}
         The model part whose coefficients a Wald test tests (``"scale"`` needs
         ``dispersion="mle"``).

@@ -27,6 +27,7 @@ def ql_f(
     layer: str | None = None,
     trend: str = "parametric",
     lfc_threshold: float = 0.0,
+    progress: bool | None = None,
 ) -> DEResult:
     """Quasi-likelihood F test that location coefficients or contrasts are zero.
 
@@ -62,6 +63,9 @@ def ql_f(
         With ``T > 0`` (log2 units), test ``|log2FoldChange| > T`` instead of ``!= 0`` by
         edgeR's TREAT (``glmTreat``, McCarthy & Smyth 2009); one coefficient or contrast
         only. See :func:`batchglm.de.threshold.treat_ql`.
+    progress : bool, optional
+        Progress bars of the dispersion passes and refits (default: on for long passes on a
+        terminal, as :func:`batchglm.fit`).
 
     Returns
     -------
@@ -93,9 +97,16 @@ def ql_f(
             f"the tested combination(s) {labels} cover every free location parameter, so "
             "the reduced model would have none; test fewer coefficients."
         )
-    shrunk = shrunken_fit(data, res, "ql", layer=layer, trend=trend)
+    shrunk = shrunken_fit(data, res, "ql", layer=layer, trend=trend, progress=progress)
     wald_de = _wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, "loc")
-    reduced = refit_location(data, res, shrunk.alpha, layer=layer, constraints_loc=c @ vt[rank:].T)
+    reduced = refit_location(
+        data,
+        res,
+        shrunk.alpha,
+        layer=layer,
+        constraints_loc=c @ vt[rank:].T,
+        progress=progress,
+    )
     lr = _lrt_fits(shrunk.fit, reduced, None)
     de = replace(
         wald_de,

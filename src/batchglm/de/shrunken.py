@@ -101,6 +101,7 @@ def shrunken_fit(
     *,
     layer: str | None = None,
     trend: str = "parametric",
+    progress: bool | None = None,
 ) -> Shrunken:
     """Estimate dispersions for ``res`` and refit its location at them.
 
@@ -118,6 +119,9 @@ def shrunken_fit(
         AnnData layer with the counts.
     trend : {"parametric", "local", "mean"}
         The mean-dispersion trend.
+    progress : bool, optional
+        Progress bars of the dispersion passes and the refit (default: on for long passes
+        on a terminal, as :func:`batchglm.fit`).
 
     Returns
     -------
@@ -142,10 +146,10 @@ def shrunken_fit(
     d = data_of_fit(data, res, layer=layer)
     disp = res.derived.get(("dispersions", trend)) if own else None
     if disp is None:
-        disp = estimate_dispersions(d, res, trend=trend)
+        disp = estimate_dispersions(d, res, trend=trend, progress=progress)
     alpha = disp.map if dispersion == "map" else disp.trend
-    refit = refit_location(d, res, alpha)
-    ql = quasi_likelihood(d, refit, disp) if dispersion == "ql" else None
+    refit = refit_location(d, res, alpha, progress=progress)
+    ql = quasi_likelihood(d, refit, disp, progress=progress) if dispersion == "ql" else None
     shrunk = Shrunken(refit, alpha, disp, ql)
     if own:
         res.derived[("dispersions", trend)] = disp

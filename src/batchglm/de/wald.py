@@ -56,6 +56,7 @@ def wald(
     max_lfc: float = MAX_LFC,
     lfc_threshold: float = 0.0,
     alt_hypothesis: str = "greaterAbs",
+    progress: bool | None = None,
 ) -> DEResult:
     """Wald test of one or several coefficients, or of linear contrasts, per feature.
 
@@ -108,6 +109,9 @@ def wald(
     alt_hypothesis : {"greaterAbs", "lessAbs", "greater", "less"}
         The alternative with ``lfc_threshold``, as DESeq2's ``altHypothesis``:
         ``|LFC| > T``, ``|LFC| < T``, ``LFC > T``, ``LFC < -T``.
+    progress : bool, optional
+        Progress bars of the dispersion passes and refits (default: on for long passes on a
+        terminal, as :func:`batchglm.fit`); only with ``dispersion`` ``"map"`` or ``"ql"``.
 
     Returns
     -------
@@ -177,7 +181,7 @@ def wald(
         de = _wald_rows(res, design, start, lmat, labels, model)
         de = replace(_boundary_lrt(de, lmat, data, layer), max_lfc=max_lfc)
         return wald_threshold(de, lfc_threshold, alt_hypothesis)
-    shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend)
+    shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend, progress=progress)
     de = _wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, model)
     de = _boundary_lrt(de, lmat, data, layer)
     de = replace(attach(de, shrunk, dispersion), max_lfc=max_lfc)

@@ -110,7 +110,12 @@ class Dispersions:
 
 
 def estimate_dispersions(
-    data: Any, res: FitResult, *, layer: str | None = None, trend: str = "parametric"
+    data: Any,
+    res: FitResult,
+    *,
+    layer: str | None = None,
+    trend: str = "parametric",
+    progress: bool | None = None,
 ) -> Dispersions:
     """Gene-wise, trended and MAP dispersions for an NB fit.
 
@@ -129,6 +134,10 @@ def estimate_dispersions(
     trend : {"parametric", "local", "mean"}
         The mean-dispersion trend; ``"parametric"`` (``a0 + a1 / mean``) falls back to
         ``"local"`` when its fit fails.
+    progress : bool, optional
+        Show a ``tqdm.auto`` bar over features for each of the two passes
+        (gene-wise, MAP); by default only for large passes (over
+        ``5e7`` observation-feature pairs) on a terminal, as :func:`batchglm.fit`.
 
     Returns
     -------
@@ -141,6 +150,7 @@ def estimate_dispersions(
     x = res.loc.reduced
     df_residual = residual_df(x, n_obs)
     upper = max_alpha(n_obs)
+    show = blocks.show_progress(progress, n_obs, n_feat)
     usable = res.status_codes != Status.ALL_ZERO
     base_mean = np.zeros(n_feat)
     log_r_gene = np.full(n_feat, np.nan)
@@ -158,7 +168,12 @@ def estimate_dispersions(
                 alpha_max=upper,
             )
 
-    blocks.map_blocks(_pass1, blocks.feature_blocks(n_feat, blocks.block_size(n_obs)))
+    blocks.map_blocks(
+        _pass1,
+        blocks.feature_blocks(n_feat, blocks.block_size(n_obs)),
+        progress=show,
+        desc="gene-wise dispersions",
+    )
     usable &= base_mean > 0
     genewise = np.where(usable, np.exp(-log_r_gene), np.nan)
     for_fit = usable & (genewise >= _FIT_FLOOR)
@@ -185,7 +200,12 @@ def estimate_dispersions(
             alpha_max=upper,
         )
 
-    blocks.map_blocks(_pass2, blocks.feature_blocks(n_feat, blocks.block_size(n_obs)))
+    blocks.map_blocks(
+        _pass2,
+        blocks.feature_blocks(n_feat, blocks.block_size(n_obs)),
+        progress=show,
+        desc="MAP dispersions",
+    )
     map_alpha = np.where(usable, np.exp(-log_r_map), np.nan)
     with np.errstate(invalid="ignore"):
         outlier = usable & dispersion_outliers(np.log(genewise), np.log(trend_alpha), resid_var)

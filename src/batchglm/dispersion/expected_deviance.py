@@ -51,7 +51,7 @@ def _exact_column(mu: Array, r: float) -> Array:
     start = np.cumsum(length) - length
     y = (np.arange(cell.size) - start[cell]).astype(np.float64)
     terms = stats.nbinom.pmf(y, r, p[cell]) * _unit_deviance(y, mu[cell], r)
-    return np.bincount(cell, terms, minlength=mu.size)
+    return np.bincount(cell, terms, minlength=mu.size).astype(np.float64, copy=False)
 
 
 def gamma_limit(r: Array) -> Array:

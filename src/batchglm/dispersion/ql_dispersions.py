@@ -71,6 +71,7 @@ def quasi_likelihood(
     layer: str | None = None,
     abundance_trend: bool = True,
     deviance_bias: bool = True,
+    progress: bool | None = None,
 ) -> QuasiLikelihood:
     """QL dispersions from the deviances of a fit at the trended NB dispersions.
 
@@ -101,6 +102,10 @@ def quasi_likelihood(
     deviance_bias : bool
         Divide the deviance by its expectation (default) rather than by ``d`` (edgeR 3's
         ``glmQLFit``).
+    progress : bool, optional
+        Show a ``tqdm.auto`` bar over features for the deviance pass; by default only for
+        large passes (over ``5e7`` observation-feature pairs) on a terminal, as
+        :func:`batchglm.fit`.
 
     Returns
     -------
@@ -130,7 +135,12 @@ def quasi_likelihood(
         with np.errstate(divide="ignore", invalid="ignore"):
             s2[at] = np.where((df[at] > 0) & (divisor[at] > 0), dev / divisor[at], 0.0)
 
-    blocks.map_blocks(_pass3, blocks.feature_blocks(n_feat, blocks.block_size(d.shape[0])))
+    blocks.map_blocks(
+        _pass3,
+        blocks.feature_blocks(n_feat, blocks.block_size(d.shape[0])),
+        progress=blocks.show_progress(progress, d.shape[0], n_feat),
+        desc="QL dispersions",
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         cov = np.log(disp.base_mean) if abundance_trend else None
     squeezed = squeeze_var(s2, df.astype(np.float64), cov)

@@ -38,6 +38,7 @@ def refit_location(
     *,
     layer: str | None = None,
     constraints_loc: Array | None = None,
+    progress: bool | None = None,
 ) -> FitResult:
     """Refit the location model of ``res`` with the NB dispersions held at ``alpha``.
 
@@ -54,6 +55,8 @@ def refit_location(
     constraints_loc : ndarray, optional
         A constraint matrix ``C`` (``p`` rows) replacing the fit's, e.g. for a reduced
         model.
+    progress : bool, optional
+        Progress bar of the refit, as :func:`batchglm.fit`'s ``progress``.
 
     Returns
     -------
@@ -72,4 +75,5 @@ def refit_location(
         fixed_scale=fixed_log_r(alpha),
         max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
         tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
+        progress=progress,
     )
