@@ -234,10 +234,13 @@ class AdjustedProfile:
             Value, gradient and Hessian (``None`` above ``order``). The value leaves out
             the parameter-free ``-sum log y!``.
         """
-        ev = self.evaluate_terms(theta, order)
+        # The magnitude (a pass over every observation) is not needed here.
+        ev = self.evaluate_terms(theta, order, with_magnitude=False)
         return ev.ll, ev.grad, ev.hess
 
-    def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
+    def evaluate_terms(
+        self, theta: Array, order: int, *, with_magnitude: bool = True
+    ) -> Evaluation:
         """Like :meth:`evaluate`, plus the size of the summed terms (rounding noise).
 
         Parameters
@@ -246,6 +249,8 @@ class AdjustedProfile:
             ``(F, k_scale)`` scale coefficients.
         order : int
             0, 1 or 2.
+        with_magnitude : bool
+            Compute the magnitude; without it, it is reported as ``NaN``.
 
         Returns
         -------
@@ -276,8 +281,11 @@ class AdjustedProfile:
         value = ll + count_ll - 0.5 * logdet - self.log_units_x
         # The terms are differences of numbers as large as y |log q| (about 2e10 for counts
         # of 1e9); the value inherits their rounding.
-        big = np.where(self.positive, y * (np.abs(log_q) + log1p_q), 0.0) + rn * log1p_q
-        magnitude = big.sum(axis=0) + np.abs(count_ll) + 0.5 * np.abs(logdet)
+        if with_magnitude:
+            big = np.where(self.positive, y * (np.abs(log_q) + log1p_q), 0.0) + rn * log1p_q
+            magnitude = big.sum(axis=0) + np.abs(count_ll) + 0.5 * np.abs(logdet)
+        else:
+            magnitude = np.full(value.shape, np.nan)
         prior = self.prior
         if prior is not None:
             # log alpha = -t, so the prior's log density in t is -(t + m)^2 / (2 v).
