@@ -100,3 +100,13 @@ def test_tests_plumb_progress(capsys):
     assert "MAP dispersions" in capsys.readouterr().err
     bg.de.test(y, "~ g", coef="g[T.b]", obs=obs, method="ql", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_kappa_table_is_the_same_in_small_chunks(monkeypatch):
+    from batchglm.dispersion import expected_deviance as ed
+
+    r = np.array([1.0 / 85.0, 5.0])
+    whole = KappaTable.build(r).values
+    # Chunks smaller than one cell's terms: every cell summed on its own.
+    monkeypatch.setattr(ed, "_CHUNK", 64)
+    np.testing.assert_allclose(KappaTable.build(r).values, whole, rtol=1e-13, atol=1e-15)

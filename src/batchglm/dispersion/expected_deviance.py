@@ -29,6 +29,8 @@ _MU_MIN, _MU_MAX, _N_MU = 1e-4, 64.0, 97
 _N_R = 33
 #: Probability mass left out of each table sum.
 _TAIL = 1e-12
+#: Most terms of a column summed at once (memory: a few arrays of this many floats).
+_CHUNK = 2**21
 
 
 def _unit_deviance(y: Array, mu: Array, r: float) -> Array:
@@ -40,18 +42,30 @@ def _unit_deviance(y: Array, mu: Array, r: float) -> Array:
 def _exact_column(mu: Array, r: float) -> Array:
     """``kappa(mu_j, r)`` for every ``mu_j`` at one size, as exact truncated sums.
 
-    Each sum runs over ``y = 0 .. k_j`` with ``k_j`` two past the ``1 - 1e-12`` quantile;
-    all of a column's terms are laid end to end and summed per ``mu_j`` in one pass (one
-    call into scipy per column rather than one per table cell).
+    Each sum runs over ``y = 0 .. k_j`` with ``k_j`` two past the ``1 - 1e-12`` quantile.
+    The terms of consecutive cells are laid end to end, at most :data:`_CHUNK` terms at a
+    time (a single cell may exceed it), and summed per ``mu_j`` in one call into scipy per
+    chunk rather than one per cell.
     """
     p = r / (r + mu)
     k = stats.nbinom.ppf(1.0 - _TAIL, r, p).astype(np.int64) + 2
     length = k + 1
-    cell = np.repeat(np.arange(mu.size), length)
-    start = np.cumsum(length) - length
-    y = (np.arange(cell.size) - start[cell]).astype(np.float64)
-    terms = stats.nbinom.pmf(y, r, p[cell]) * _unit_deviance(y, mu[cell], r)
-    return np.bincount(cell, terms, minlength=mu.size).astype(np.float64, copy=False)
+    out = np.empty(mu.size)
+    first = 0
+    while first < mu.size:
+        stop = first + 1
+        total = int(length[first])
+        while stop < mu.size and total + length[stop] <= _CHUNK:
+            total += int(length[stop])
+            stop += 1
+        cell = np.repeat(np.arange(stop - first), length[first:stop])
+        start = np.cumsum(length[first:stop]) - length[first:stop]
+        y = (np.arange(cell.size) - start[cell]).astype(np.float64)
+        m = mu[first:stop][cell]
+        terms = stats.nbinom.pmf(y, r, p[first:stop][cell]) * _unit_deviance(y, m, r)
+        out[first:stop] = np.bincount(cell, terms, minlength=stop - first)
+        first = stop
+    return out
 
 
 def gamma_limit(r: Array) -> Array:
