@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from batchglm.input_types import is_anndata
+
 if TYPE_CHECKING:
     from batchglm.data import Data
     from batchglm.result import FitResult
@@ -417,8 +419,6 @@ def align_to_data(data: Any, **inputs: Any) -> list[Any]:
     ValueError
         As :func:`positions`.
     """
-    from batchglm.anndata_io import is_anndata
-
     if is_anndata(data):
         target = as_names(data.obs_names)
     elif isinstance(data, pd.DataFrame):
@@ -434,7 +434,5 @@ def align_to_data(data: Any, **inputs: Any) -> list[Any]:
 def _has_layers(data: Any) -> bool:
     """Whether ``data`` is an AnnData or a path to one (the inputs with layers)."""
     import os
-
-    from batchglm.anndata_io import is_anndata
 
     return is_anndata(data) or isinstance(data, str | os.PathLike)

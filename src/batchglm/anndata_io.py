@@ -26,31 +26,13 @@ import numpy as np
 import pandas as pd
 
 from batchglm.data import Data, as_matrix
+from batchglm.input_types import is_anndata
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
     from batchglm.design import Design
     from batchglm.result import FitResult
-
-
-def is_anndata(obj: object) -> bool:
-    """Whether ``obj`` is an AnnData object, without importing anndata otherwise.
-
-    Parameters
-    ----------
-    obj : object
-        Anything.
-
-    Returns
-    -------
-    bool
-        True for :class:`anndata.AnnData` (and subclasses).
-    """
-    return any(
-        t.__name__ == "AnnData" and t.__module__.split(".")[0] == "anndata"
-        for t in type(obj).__mro__
-    )
 
 
 def read_anndata(adata: AnnData, layer: str | None = None) -> Data:

@@ -15,46 +15,15 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
+from batchglm.input_types import dense_block, is_dask_array
 from batchglm.solvers.newton import SolverOptions
 from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
 
+__all__ = ["dense_block", "fit_dask", "is_dask_array"]
+
 BlockFit = Callable[[Problem, Array, SolverOptions], tuple[Array, Array, Array, Any, Any]]
-
-
-def is_dask_array(values: object) -> bool:
-    """Return whether ``values`` is a dask array (without importing dask needlessly).
-
-    Parameters
-    ----------
-    values : object
-        Any input.
-
-    Returns
-    -------
-    bool
-        ``True`` for ``dask.array.Array``.
-    """
-    return type(values).__module__.startswith("dask.") and hasattr(values, "map_blocks")
-
-
-def dense_block(block: Any) -> Array:
-    """Turn one chunk (numpy, scipy.sparse or array-like) into a C-contiguous float64 array.
-
-    Parameters
-    ----------
-    block : array_like
-        A chunk ``(n_obs, n_chunk_features)``.
-
-    Returns
-    -------
-    ndarray
-        Dense copy (or view) of the chunk.
-    """
-    if hasattr(block, "toarray"):
-        block = block.toarray()
-    return np.ascontiguousarray(np.asarray(block, dtype=np.float64))
 
 
 def fit_dask(

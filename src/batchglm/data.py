@@ -18,6 +18,8 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 
+from batchglm.input_types import is_anndata, is_dask_array
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -182,7 +184,7 @@ def as_data(
     """
     from batchglm.align import as_names
     from batchglm.align import warn_duplicates as warn
-    from batchglm.anndata_io import is_anndata, read_anndata
+    from batchglm.anndata_io import read_anndata
 
     if isinstance(data, Data) and layer is None:
         return data
@@ -253,7 +255,6 @@ def as_matrix(values: Any, what: str) -> Any:
         When the values are not numeric or not 2-D.
     """
     from batchglm.backed import feature_blocked, is_backed
-    from batchglm.dask_fit import is_dask_array
 
     if is_backed(values):
         # On disk (h5py / zarr / anndata sparse dataset): one streaming pass in row blocks

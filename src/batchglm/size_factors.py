@@ -25,6 +25,7 @@ from scipy import sparse
 
 from batchglm import blocks
 from batchglm.data import Data, as_data
+from batchglm.input_types import dense_block
 
 Array = NDArray[np.float64]
 
@@ -37,7 +38,6 @@ def _per_block(d: Data, func: Any, n_jobs: int | None, progress: bool | None) ->
     size = blocks.block_size(n_obs)
     show = blocks.show_progress(progress, n_obs, n_feat)
     if d.kind == "dask":
-        from batchglm.dask_fit import dense_block
 
         def on_chunk(chunk: Any, sl: slice) -> Any:
             return func(sparse.csc_array(chunk) if sparse.issparse(chunk) else dense_block(chunk))
@@ -140,7 +140,6 @@ def _totals(d: Data, n_jobs: int | None, progress: bool | None) -> Array:
     size = blocks.block_size(n_obs)
     start = np.zeros(n_obs)
     if d.kind == "dask":
-        from batchglm.dask_fit import dense_block
 
         def on_chunk(chunk: Any, sl: slice) -> Array:
             return _block_totals(

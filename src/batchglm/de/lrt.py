@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import numpy as np
@@ -12,43 +11,25 @@ from numpy.typing import ArrayLike, NDArray
 
 from batchglm.align import align_to_data
 from batchglm.constraints import constraint_matrix
-from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
-from batchglm.de.nested import check_nested, outside_columns
-from batchglm.de.pseudoreplication import warn_lrt
-from batchglm.de.result import DEResult, base_mean
+from batchglm.de.degrees_of_freedom import warn_small_sample
+from batchglm.de.nested import check_nested
+from batchglm.de.result import DEResult
 from batchglm.de.scale_test import (
-    cox_reid_statistic,
-    has_scale,
-    nested_df,
     scale_only,
     use_cox_reid,
 )
-from batchglm.de.separation import scale_free_at_zeros
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
+from batchglm.de.statistics import SAME_SPACE, likelihood_ratio
 from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
-from batchglm.mixed.small_sample import lrt_reference_sf
 from batchglm.obs_weights import same_weights
 from batchglm.result import FitResult
-from batchglm.solvers.status import Status
 
 logger = logging.getLogger("batchglm")
 
 Array = NDArray[np.float64]
-
-#: ``2 (ll_full - ll_reduced)`` down to ``-(_LL_ATOL + _LL_RTOL |ll|)`` counts as 0: fits
-#: that stop on the scale bound (under-dispersion) sit a little below the flat optimum, and
-#: a statistic of 5e-3 has p = 0.94 anyway. Below that the full fit missed its optimum and
-#: the feature is not tested.
-_LL_ATOL = 5e-3
-_LL_RTOL = 1e-9
-
-_SAME_SPACE = (
-    "the reduced model spans the same column spaces as the full model (0 degrees of "
-    "freedom), so there is nothing to test; drop columns from the reduced model."
-)
 
 
 def lrt(
@@ -245,11 +226,11 @@ def lrt(
                 )
             if not scale_only(full, reduced):
                 warn_small_sample(full, "bg.de.lrt")
-            return _lrt_fits(full, reduced, coef, _cr_data(cox_reid, data, fit_kwargs))
+            return likelihood_ratio(full, reduced, coef, _cr_data(cox_reid, data, fit_kwargs))
         layer = fit_kwargs.get("layer")
         shrunk = shrunken_fit(data, full, dispersion, layer=layer, trend=trend)
         reduced_refit = refit_location(data, reduced, shrunk.alpha, layer=layer)
-        return attach(_lrt_fits(shrunk.fit, reduced_refit, coef), shrunk, dispersion)
+        return attach(likelihood_ratio(shrunk.fit, reduced_refit, coef), shrunk, dispersion)
 
     if data is None or full_loc is None:
         raise ValueError(
@@ -297,7 +278,7 @@ def lrt(
             if f_eff is not None and r_eff is not None and r_eff.shape[0] == f_eff.shape[0]:
                 pre_df.append(check_nested(f_eff, r_eff, which))
         if len(pre_df) == 2 and sum(pre_df) <= 0:
-            raise ValueError(_SAME_SPACE)
+            raise ValueError(SAME_SPACE)
 
     kwargs = dict(fit_kwargs)
     if obs is not None:
@@ -326,7 +307,7 @@ def lrt(
         cox_reid = use_cox_reid(scale_test, res_full, res_reduced)
         if not scale_only(res_full, res_reduced):
             warn_small_sample(res_full, "bg.de.lrt")
-        return _lrt_fits(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
+        return likelihood_ratio(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
     shrunk = shrunken_fit(data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend)
     res_reduced = fit(
         data,
@@ -339,7 +320,7 @@ def lrt(
         fixed_scale=fixed_log_r(shrunk.alpha),
         **kwargs,
     )
-    return attach(_lrt_fits(shrunk.fit, res_reduced, coef), shrunk, dispersion)
+    return attach(likelihood_ratio(shrunk.fit, res_reduced, coef), shrunk, dispersion)
 
 
 def _cr_data(cox_reid: bool, data: Any, kwargs: dict[str, Any]) -> tuple[Any, Any] | None:
@@ -409,141 +390,3 @@ def _check_same_fit_setup(full: FitResult, reduced: FitResult) -> None:
         raise ValueError(
             "`full` and `reduced` must use the same `weights` and `offset`, but they differ."
         )
-
-
-def _lrt_fits(
-    full: FitResult,
-    reduced: FitResult,
-    coef: str | None,
-    cox_reid: tuple[Any, Any] | None = None,
-) -> DEResult:
-    check_residual_df(full, "bg.de.lrt")
-    df_loc, df_scale = nested_df(full, reduced)
-    df = df_loc + df_scale
-    if df <= 0:
-        raise ValueError(_SAME_SPACE)
-    warn_lrt(full, reduced)
-    ll_full = full.loglik.to_numpy()
-    ll_red = reduced.loglik.to_numpy()
-    stat = 2.0 * (ll_full - ll_red)
-    converged = full.converged.to_numpy() & reduced.converged.to_numpy()
-    slack = _LL_ATOL + _LL_RTOL * np.abs(ll_full)
-    missed = converged & (stat < -slack)
-    if missed.any():
-        logger.warning(
-            "%d feature(s) have a full-model log-likelihood below the reduced model's; "
-            "their full fit missed its optimum and they get NaN p-values (try a larger "
-            "`max_iter`).",
-            int(missed.sum()),
-        )
-    stat = np.where(stat < 0, 0.0, stat)
-    stat = np.where(missed, np.nan, stat)
-    tested_note = ""
-    if cox_reid is not None:
-        cr_stat, _, cr_ok = cox_reid_statistic(full, reduced, *cox_reid)
-        converged &= cr_ok
-        stat = np.where(missed, np.nan, np.maximum(cr_stat, 0.0))
-        tested_note = " (Cox-Reid adjusted profile likelihood ratio)"
-    sf = lrt_reference_sf(full, reduced, df_loc, df_scale)
-    pval = np.where(converged & ~missed, sf(np.nan_to_num(stat)), np.nan)
-    if df_loc > 0:
-        pval = _no_information_at_zeros(full, pval)
-
-    model = "loc" if df_scale == 0 else "scale" if df_loc == 0 else "loc+scale"
-    effect = _effect(full, reduced, coef, df_loc, df_scale)
-    n_feat = len(full.feature_names)
-    if effect is None:
-        coef_mle = np.full(n_feat, np.nan)
-        coef_se = coef_mle.copy()
-        effect_model = None
-        estimates = pd.DataFrame(index=full.feature_names)
-    else:
-        effect_model, name = effect
-        coefs = full.coef_loc if effect_model == "loc" else full.coef_scale
-        ses = full.se_loc if effect_model == "loc" else full.se_scale
-        coef_mle = coefs[name].to_numpy()
-        coef_se = ses[name].to_numpy()
-        estimates = coefs[[name]]
-    tested = f"full {_describe(full)} vs reduced {_describe(reduced)}{tested_note}"
-    return DEResult(
-        test="lrt",
-        model=model,
-        tested=tested,
-        df=df,
-        feature_names=full.feature_names,
-        pval=pval,
-        stat=stat,
-        coef_mle=coef_mle,
-        coef_se=coef_se,
-        effect_model=effect_model,
-        mean=base_mean(full),
-        loglik=ll_full,
-        converged=converged,
-        estimates=estimates,
-        fit=full,
-        reduced=reduced,
-        loglik_reduced=ll_red,
-    )
-
-
-def _describe(res: FitResult) -> str:
-    text = f"loc {list(res.loc.names)}"
-    if has_scale(res):
-        text += f", scale {list(res.scale.names)}"
-    return text
-
-
-def _effect(
-    full: FitResult, reduced: FitResult, coef: str | None, df_loc: int, df_scale: int
-) -> tuple[str, str] | None:
-    if coef is not None:
-        # A name in both models means the one under test; location when both are.
-        order = ("scale", "loc") if df_loc == 0 else ("loc", "scale")
-        for which in order:
-            if which == "loc" and coef in full.loc.names:
-                return "loc", coef
-            if which == "scale" and has_scale(full) and coef in full.scale.names:
-                return "scale", coef
-        raise ValueError(
-            f"`coef` {coef!r} is not a coefficient of the full model; its location "
-            f"coefficients are {full.loc.names}"
-            + (f" and its scale coefficients {full.scale.names}." if has_scale(full) else ".")
-        )
-    # The default effect is the one full-design column the reduced design lacks, found by
-    # values so that it does not depend on column names.
-    for which, df_part in (("loc", df_loc), ("scale", df_scale)):
-        if df_part != 1 or df_loc + df_scale != 1:
-            continue
-        fd = full.loc if which == "loc" else full.scale
-        rd = reduced.loc if which == "loc" else reduced.scale
-        if fd.n_free != len(fd.names):
-            return None
-        extra = outside_columns(rd.reduced, fd.matrix)
-        if len(extra) == 1:
-            return which, fd.names[extra[0]]
-    return None
-
-
-def _no_information_at_zeros(full: FitResult, pval: Array) -> Array:
-    """NaN for separated features whose all-zero group has its own scale parameter.
-
-    See :func:`batchglm.de.separation.scale_free_at_zeros`: the zeros are then explained by
-    that dispersion alone and a location test has no information (its p-value would be ~1).
-    """
-    sep = np.flatnonzero(full.status_codes == Status.SEPARATED)
-    free = sep[scale_free_at_zeros(full, sep)]
-    if free.size == 0:
-        return pval
-    shown = ", ".join(str(n) for n in full.feature_names[free[:5]])
-    warnings.warn(
-        f"{free.size} separated feature(s) ({shown}{' ...' if free.size > 5 else ''}) have a "
-        "scale (dispersion) parameter that only their all-zero observations inform, so the "
-        "data hold no information on the tested location effect; they get NaN p-values. "
-        "Test them with a scale model that does not separate the all-zero group (e.g. "
-        "design_scale='~ 1').",
-        UserWarning,
-        stacklevel=4,
-    )
-    out = pval.copy()
-    out[free] = np.nan
-    return out

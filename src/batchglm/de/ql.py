@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from batchglm.de.degrees_of_freedom import check_residual_df
-from batchglm.de.lrt import _lrt_fits
 from batchglm.de.result import DEResult
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
+from batchglm.de.statistics import RANK_RTOL, likelihood_ratio, wald_rows
 from batchglm.de.threshold import check_threshold, treat_ql
-from batchglm.de.wald import _RANK_RTOL, Coef, ContrastLike, _wald_rows, test_rows
+from batchglm.de.wald import Coef, ContrastLike, test_rows
 from batchglm.dispersion.estimate import refit_location
 from batchglm.result import FitResult
 
@@ -91,14 +91,14 @@ def ql_f(
     c = res.loc.constraints
     l_free = lmat @ c
     _, s, vt = np.linalg.svd(l_free, full_matrices=True)
-    rank = int((s > _RANK_RTOL * max(s.max(initial=0.0), 1e-300)).sum())
+    rank = int((s > RANK_RTOL * max(s.max(initial=0.0), 1e-300)).sum())
     if rank == c.shape[1]:
         raise ValueError(
             f"the tested combination(s) {labels} cover every free location parameter, so "
             "the reduced model would have none; test fewer coefficients."
         )
     shrunk = shrunken_fit(data, res, "ql", layer=layer, trend=trend, progress=progress)
-    wald_de = _wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, "loc")
+    wald_de = wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, "loc")
     reduced = refit_location(
         data,
         res,
@@ -107,7 +107,7 @@ def ql_f(
         constraints_loc=c @ vt[rank:].T,
         progress=progress,
     )
-    lr = _lrt_fits(shrunk.fit, reduced, None)
+    lr = likelihood_ratio(shrunk.fit, reduced, None)
     de = replace(
         wald_de,
         test="ql_f",

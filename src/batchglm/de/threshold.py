@@ -50,9 +50,6 @@ Array = NDArray[np.float64]
 
 ALTERNATIVES = ("greaterAbs", "lessAbs", "greater", "less")
 
-#: Singular values of ``L C`` below this fraction of the largest count as zero (as in wald).
-_RANK_RTOL = 1e-10
-
 
 @dataclass(frozen=True, eq=False)
 class ThresholdedDEResult(DEResult):

@@ -17,17 +17,18 @@ from batchglm.de.contrasts import Cond, expression_rows
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
 from batchglm.de.pseudoreplication import warn_wald
-from batchglm.de.result import MAX_LFC, DEResult, base_mean
+from batchglm.de.result import MAX_LFC, DEResult
 from batchglm.de.separation import (
     lrt_statistic,
     scale_free_at_zeros,
     separated_in_direction,
 )
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
+from batchglm.de.statistics import RANK_RTOL, wald_rows
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
 from batchglm.mixed.random_effects import check_mixed_dispersion
-from batchglm.mixed.small_sample import reference_sf, warn_variance_at_zero
+from batchglm.mixed.small_sample import warn_variance_at_zero
 from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -35,7 +36,6 @@ logger = logging.getLogger("batchglm")
 Array = NDArray[np.float64]
 
 #: Singular values of ``L C`` below this fraction of the largest count as zero.
-_RANK_RTOL = 1e-10
 
 Coef = str | int
 ContrastLike = (
@@ -178,11 +178,11 @@ def wald(
     warn_variance_at_zero(res, model, lmat)
     if dispersion == "mle":
         warn_small_sample(res, "bg.de.wald")
-        de = _wald_rows(res, design, start, lmat, labels, model)
+        de = wald_rows(res, design, start, lmat, labels, model)
         de = replace(_boundary_lrt(de, lmat, data, layer), max_lfc=max_lfc)
         return wald_threshold(de, lfc_threshold, alt_hypothesis)
     shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend, progress=progress)
-    de = _wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, model)
+    de = wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, model)
     de = _boundary_lrt(de, lmat, data, layer)
     de = replace(attach(de, shrunk, dispersion), max_lfc=max_lfc)
     return wald_threshold(de, lfc_threshold, alt_hypothesis)
@@ -201,7 +201,7 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
     c = res.loc.constraints
     l_free = lmat @ c
     u, s, _ = np.linalg.svd(l_free, full_matrices=False)
-    basis = u[:, s > _RANK_RTOL * max(s.max(initial=0.0), 1e-300)].T @ l_free
+    basis = u[:, s > RANK_RTOL * max(s.max(initial=0.0), 1e-300)].T @ l_free
     hit = np.flatnonzero(separated_in_direction(res, basis) & de.converged)
     if hit.size == 0:
         return replace(de, stat_kind=kind)
@@ -404,86 +404,3 @@ def _contrast_rows(
     if lmat.shape[0] == 0 or not np.all(np.isfinite(lmat)):
         raise ValueError("`contrast` must have at least one row of finite weights.")
     return lmat, [_describe(row, names) for row in lmat]
-
-
-def _wald_rows(
-    res: FitResult, design: Design, start: int, lmat: Array, labels: list[str], model: str
-) -> DEResult:
-    c = design.constraints
-    sl = slice(start, start + design.n_free)
-    l_free = lmat @ c
-    u, s, _ = np.linalg.svd(l_free, full_matrices=False)
-    keep = s > _RANK_RTOL * max(s.max(initial=0.0), 1e-300)
-    rank = int(keep.sum())
-    if rank == 0 or s.max(initial=0.0) < 1e-12:
-        raise ValueError(
-            f"the tested combination(s) {labels} are identically zero under the "
-            f"constraints of the {model} model, so there is nothing to test; test a "
-            "combination that the constraints leave free."
-        )
-    # A basis of the row space of L C: its estimates carry the same information as L theta
-    # and have a non-singular covariance when the free covariance is.
-    basis = u[:, keep].T @ l_free
-    theta = res.theta_free[:, sl]
-    cov = res.cov_free[:, sl, sl]
-    est = theta @ basis.T
-    v = np.einsum("ij,fjk,lk->fil", basis, cov, basis, optimize=True)
-    stat = _quadratic_form(est, v)
-
-    converged = res.converged.to_numpy()
-    with np.errstate(invalid="ignore"):
-        pval = reference_sf(res, model, lmat, rank)(stat)
-    pval = np.where(converged & np.isfinite(stat), pval, np.nan)
-
-    full_est = (theta @ c.T) @ lmat.T
-    if lmat.shape[0] == 1:
-        coef_mle = full_est[:, 0]
-        var = np.einsum("j,fjk,k->f", l_free[0], cov, l_free[0])
-        with np.errstate(invalid="ignore"):
-            coef_se = np.sqrt(np.where(var >= 0, var, np.nan))
-    else:
-        coef_mle = np.full(len(res.feature_names), np.nan)
-        coef_se = coef_mle.copy()
-    return DEResult(
-        test="wald",
-        model=model,
-        tested=", ".join(labels),
-        df=rank,
-        feature_names=res.feature_names,
-        pval=pval,
-        stat=stat,
-        coef_mle=coef_mle,
-        coef_se=coef_se,
-        effect_model=model if lmat.shape[0] == 1 else None,
-        mean=base_mean(res),
-        loglik=res.loglik.to_numpy(),
-        converged=converged,
-        estimates=pd.DataFrame(full_est, index=res.feature_names, columns=labels),
-        fit=res,
-    )
-
-
-def _quadratic_form(est: Array, v: Array) -> Array:
-    """``e^T V^{-1} e`` per feature; ``NaN`` where ``V`` is not finite or not invertible."""
-    n_feat, r = est.shape
-    out = np.full(n_feat, np.nan)
-    ok = np.all(np.isfinite(v), axis=(1, 2)) & np.all(np.isfinite(est), axis=1)
-    if r == 1:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            vals = est[:, 0] ** 2 / v[:, 0, 0]
-        good = ok & (v[:, 0, 0] > 0)
-        out[good] = vals[good]
-        return out
-    idx = np.flatnonzero(ok)
-    try:
-        sol = np.linalg.solve(v[idx], est[idx][:, :, None])[:, :, 0]
-        out[idx] = np.einsum("fi,fi->f", est[idx], sol)
-    except np.linalg.LinAlgError:
-        # One singular block fails the batch; redo feature by feature to isolate it.
-        for f in idx:
-            try:
-                out[f] = float(est[f] @ np.linalg.solve(v[f], est[f]))
-            except np.linalg.LinAlgError:
-                out[f] = np.nan
-    out[out < 0] = np.nan
-    return out
