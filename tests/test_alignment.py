@@ -399,6 +399,6 @@ def test_fit_layer_applies_to_anndata_only() -> None:
         got = bg.de.wald(res, "condition[T.b]", dispersion="map", data=data).pval
         np.testing.assert_array_equal(got, ref)
     # The AnnData is read from the fit's layer, not from `.X` (all zeros here).
-    np.testing.assert_array_equal(bg.align.data_of_fit(adata, res).values, y)
+    np.testing.assert_array_equal(bg.inputs.data_of_fit(adata, res).values, y)
     with pytest.raises(ValueError, match=r"`layer` \('counts'\) selects an AnnData layer"):
-        bg.align.data_of_fit(y, res, layer="counts")
+        bg.inputs.data_of_fit(y, res, layer="counts")

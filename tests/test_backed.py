@@ -16,7 +16,7 @@ from scipy import optimize, stats
 import batchglm as bg
 from batchglm import backed
 from batchglm.anndata_io import read_backed
-from batchglm.data import as_data
+from batchglm.inputs import as_data
 
 
 def _counts(n, f, seed, density=0.4):

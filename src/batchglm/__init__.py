@@ -19,11 +19,11 @@ from batchglm.result import FitResult
 from batchglm.simulate import Simulation, simulate
 from batchglm.size_factors import size_factors
 from batchglm.solvers.status import ConvergenceWarning, Status, UnidentifiableWarning
+from batchglm.version import __version__
 
 if TYPE_CHECKING:
     from batchglm import de, dispersion, pl, tl
 
-__version__ = "0.1.0"
 
 #: Submodules loaded on first use: they pull in scipy.stats and matplotlib, which would
 #: otherwise double the import time of every script and of the command line.
@@ -42,6 +42,7 @@ __all__ = [
     "Simulation",
     "Status",
     "UnidentifiableWarning",
+    "__version__",
     "de",
     "dispersion",
     "fit",

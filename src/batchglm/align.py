@@ -12,7 +12,7 @@ One rule for every input that comes with names (see ``docs/inputs.md``):
   is a permutation of the other side's default index (``obs.sample(frac=1)``) is still
   matched by name, since its labels say where each row came from.
 
-Names are compared as strings, as :func:`batchglm.data.as_data` stores them.
+Names are compared as strings, as :func:`batchglm.inputs.as_data` stores them.
 Duplicated names in the data are kept as given (results use them unchanged) and get one
 :class:`DuplicateNamesWarning` at input; look-ups by such a name are refused
 (:func:`name_position`).
@@ -21,7 +21,7 @@ Duplicated names in the data are kept as given (results use them unchanged) and 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,6 @@ from batchglm.input_types import is_anndata
 
 if TYPE_CHECKING:
     from batchglm.data import Data
-    from batchglm.result import FitResult
 
 T = TypeVar("T")
 
@@ -71,7 +70,7 @@ def is_default(names: pd.Index, axis: str) -> bool:
         String names (see :func:`as_names`).
     axis : {"observation", "feature"}
         Which names: for features, ``feature0, feature1, ...`` (what
-        :func:`batchglm.data.as_data` gives a numpy array) also counts as unnamed.
+        :func:`batchglm.inputs.as_data` gives a numpy array) also counts as unnamed.
 
     Returns
     -------
@@ -215,71 +214,6 @@ def align_rows(value: T, target: pd.Index, *, what: str, target_what: str, axis:
     if pos is None:
         return value
     return value.iloc[pos]  # type: ignore[return-value]
-
-
-def data_of_fit(data: Any, res: FitResult, *, layer: str | None = None) -> Data:
-    """Return the data a fit was made on, observations and features in the fit's order.
-
-    Parameters
-    ----------
-    data : array_like, scipy.sparse, pandas.DataFrame, AnnData or Data
-        Counts ``(n_obs, n_features)``. With names, they are matched to the fit's
-        ``obs_names`` and ``feature_names`` and reordered; without, they pair by position.
-    res : FitResult
-        The fit.
-    layer : str, optional
-        AnnData layer with the counts; for an AnnData, by default the layer the fit was
-        made from (``res.settings["layer"]``), so it is not silently read from ``.X``. The
-        fit's layer is ignored for arrays and DataFrames; a layer passed here is not.
-
-    Returns
-    -------
-    Data
-        The data in the fit's order (no copy when it already is), named as the fit.
-
-    Raises
-    ------
-    ValueError
-        When the data's shape differs from the fit's, its names and the fit's differ as
-        sets, or are duplicated and in another order.
-    """
-    from batchglm.data import Data, as_data
-
-    if layer is None and _has_layers(data):
-        # An AnnData is read from the layer the fit used, not silently from `.X`; arrays and
-        # DataFrames have no layers, so the fit's layer does not apply to them.
-        layer = cast("str | None", res.settings.get("layer"))
-    d = data if isinstance(data, Data) else as_data(data, layer=layer, warn_duplicates=False)
-    want = (len(res.obs_names), len(res.feature_names))
-    named = [
-        not is_default(d.obs_names, "observation") and not is_default(res.obs_names, "observation"),
-        not is_default(d.feature_names, "feature") and not is_default(res.feature_names, "feature"),
-    ]
-    if d.shape != want and not all(named):
-        # Names, where both sides have them, say more than the shape (checked below).
-        raise ValueError(
-            f"`data` must be the data of the fit, shape {want}, but its shape is {d.shape}."
-        )
-    rows = positions(
-        res.obs_names,
-        d.obs_names,
-        what="`data`",
-        target_what="the fit",
-        axis="observation",
-        hint="pass the data the fit was made on",
-    )
-    cols = positions(
-        res.feature_names,
-        d.feature_names,
-        what="`data`",
-        target_what="the fit",
-        axis="feature",
-        hint="pass the data the fit was made on",
-    )
-    d = d.reorder(rows, cols)
-    # Matched or positional: from here on the data carry the fit's names (an unnamed array
-    # must not turn the fit's gene names into feature0, feature1, ...).
-    return Data(d.values, res.feature_names, res.obs_names, d.obs)
 
 
 def warn_duplicates(names: pd.Index, axis: str, source: str) -> None:
@@ -429,10 +363,3 @@ def align_to_data(data: Any, **inputs: Any) -> list[Any]:
         align_rows(value, target, what=f"`{name}`", target_what="`data`", axis="observation")
         for name, value in inputs.items()
     ]
-
-
-def _has_layers(data: Any) -> bool:
-    """Whether ``data`` is an AnnData or a path to one (the inputs with layers)."""
-    import os
-
-    return is_anndata(data) or isinstance(data, str | os.PathLike)

@@ -9,7 +9,6 @@ The solver only ever sees dense float64 blocks of a few features, made by
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +17,10 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 
-from batchglm.input_types import is_anndata, is_dask_array
+from batchglm.input_types import is_dask_array
 
 if TYPE_CHECKING:
-    from anndata import AnnData
+    pass
 
 Array = NDArray[np.float64]
 
@@ -140,96 +139,6 @@ class Data:
         """``(n_obs, n_features)``."""
         n, f = self.values.shape
         return int(n), int(f)
-
-
-def as_data(
-    data: ArrayLike | pd.DataFrame | AnnData | Data,
-    layer: str | None = None,
-    *,
-    warn_duplicates: bool = True,
-) -> Data:
-    """Convert supported inputs into :class:`Data`.
-
-    Parameters
-    ----------
-    data : array_like, pandas.DataFrame, anndata.AnnData, Data, str or path
-        ``(n_obs, n_features)``; a path to a ``.h5ad`` file or ``.zarr`` store is read with
-        :func:`batchglm.anndata_io.read_backed` (the matrix stays on disk). DataFrame
-        columns become feature names and its index the observation names. An AnnData gives
-        its ``var_names``, ``obs_names`` and ``.obs``
-        (see :mod:`batchglm.anndata_io`). Arrays get positional names (``0, 1, ...`` and
-        ``feature0, feature1, ...``), which :mod:`batchglm.align` treats as no names. A
-        :class:`Data` is returned as it is.
-    layer : str, optional
-        AnnData layer to read instead of ``.X``; only for AnnData input.
-    warn_duplicates : bool
-        Emit a :class:`batchglm.align.DuplicateNamesWarning` when feature or observation
-        names repeat (names are kept as given either way).
-
-    Returns
-    -------
-    Data
-        Values in their own storage, with names.
-
-    Raises
-    ------
-    ValueError
-        When a ``layer`` is given for non-AnnData input, the data are not numeric, or they
-        have no observation or no feature.
-
-    Warns
-    -----
-    batchglm.align.DuplicateNamesWarning
-        With ``warn_duplicates``, when feature or observation names repeat.
-    """
-    from batchglm.align import as_names
-    from batchglm.align import warn_duplicates as warn
-    from batchglm.anndata_io import read_anndata
-
-    if isinstance(data, Data) and layer is None:
-        return data
-    if isinstance(data, str | os.PathLike):
-        from batchglm.anndata_io import read_backed
-
-        out = read_backed(data, layer)
-        if warn_duplicates:
-            warn(out.feature_names, "feature", "AnnData")
-            warn(out.obs_names, "observation", "AnnData")
-        return out
-    if is_anndata(data):
-        out = read_anndata(data, layer)
-        if warn_duplicates:
-            warn(out.feature_names, "feature", "AnnData")
-            warn(out.obs_names, "observation", "AnnData")
-        return out
-    if layer is not None:
-        raise ValueError(
-            f"`layer` ({layer!r}) selects an AnnData layer, but `data` is a "
-            f"{type(data).__name__}; pass an AnnData or leave `layer` out."
-        )
-    if isinstance(data, pd.DataFrame):
-        try:
-            values = data.to_numpy(dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(
-                "`data` must hold numbers only, but the DataFrame has columns of dtypes "
-                f"{sorted({str(t) for t in data.dtypes})}."
-            ) from None
-        features = as_names(data.columns)
-        obs = as_names(data.index)
-    else:
-        values = as_matrix(data, "`data`")
-        features = pd.Index([f"feature{j}" for j in range(values.shape[1])])
-        obs = pd.Index([str(i) for i in range(values.shape[0])])
-    if values.shape[0] == 0 or values.shape[1] == 0:
-        raise ValueError(
-            f"`data` must have at least one observation and one feature, but its shape is "
-            f"{values.shape}."
-        )
-    if warn_duplicates:
-        warn(features, "feature", type(data).__name__)
-        warn(obs, "observation", type(data).__name__)
-    return Data(values, features, obs)
 
 
 def as_matrix(values: Any, what: str) -> Any:

@@ -16,11 +16,12 @@ from tqdm.auto import tqdm
 from batchglm import blocks
 from batchglm.align import align_inputs
 from batchglm.dask_fit import fit_dask
-from batchglm.data import as_data, as_size_factors
+from batchglm.data import as_size_factors
 from batchglm.design import Design, build_design
 from batchglm.families import Family, get_family
 from batchglm.fit_settings import FitSettings
 from batchglm.init import initial_loc, initial_scale
+from batchglm.inputs import as_data
 from batchglm.obs_weights import (
     as_weights,
     check_weighted_designs,

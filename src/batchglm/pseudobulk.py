@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import sparse
 
 from batchglm import blocks
-from batchglm.data import as_data
+from batchglm.inputs import as_data
 
 if TYPE_CHECKING:
     from anndata import AnnData

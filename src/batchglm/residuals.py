@@ -12,8 +12,8 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import sparse, special
 
-from batchglm.align import data_of_fit
 from batchglm.fitted import FeatureSelection, feature_positions, linear_predictors
+from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
 Array = NDArray[np.float64]

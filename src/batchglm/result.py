@@ -272,7 +272,7 @@ class FitResult:
     def to_anndata(self, adata: AnnData, key_added: str = "batchglm") -> AnnData:
         """Write the fit into an AnnData's ``varm``, ``var`` and ``uns``, in place.
 
-        See :func:`batchglm.anndata_io.to_anndata` for every key written:
+        See :func:`batchglm.anndata_write.to_anndata` for every key written:
         ``varm[f"{key}_coef_loc"]``, ``_coef_scale``, ``_se_loc``, ``_se_scale``;
         ``var[f"{key}_loglik"]``, ``_converged``, ``_status``, ``_n_iter``; ``uns[key]``.
 
@@ -288,7 +288,7 @@ class FitResult:
         anndata.AnnData
             ``adata``, modified in place.
         """
-        from batchglm.anndata_io import to_anndata
+        from batchglm.anndata_write import to_anndata
 
         return to_anndata(self, adata, key_added)
 

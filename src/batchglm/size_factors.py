@@ -24,8 +24,9 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from batchglm import blocks
-from batchglm.data import Data, as_data
+from batchglm.data import Data
 from batchglm.input_types import dense_block
+from batchglm.inputs import as_data
 
 Array = NDArray[np.float64]
 

@@ -70,7 +70,7 @@ def _zero_groups(adata: AnnData, layer: str | None, x: Array) -> NDArray[np.bool
     """``(n_groups, n_features)``: whether a group's counts of a feature are all zero."""
     from scipy import sparse
 
-    from batchglm.data import as_data
+    from batchglm.inputs import as_data
 
     values = as_data(adata, layer=layer).values
     indicator = sparse.csr_array(x.T)

@@ -31,7 +31,8 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.stats import rankdata
 
-from batchglm.data import Data, as_data
+from batchglm.data import Data
+from batchglm.inputs import as_data
 
 Array = NDArray[np.float64]
 

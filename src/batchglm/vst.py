@@ -22,7 +22,8 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 
-from batchglm.data import as_data, as_size_factors
+from batchglm.data import as_size_factors
+from batchglm.inputs import as_data
 
 if TYPE_CHECKING:
     from batchglm.dispersion.trend import Trend

@@ -34,7 +34,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
 
-from batchglm.align import data_of_fit
+from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
 Array = NDArray[np.float64]

@@ -44,12 +44,12 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
-from batchglm.align import data_of_fit
 from batchglm.de.lfc_posterior import NO_SHRINK_SD, LfcPosterior, reparametrisation
 from batchglm.de.lfc_prior import apeglm_prior_scale, normal_prior_sd, svalues
 from batchglm.de.result import DEResult
 from batchglm.de.table import DETable
 from batchglm.de.wald import Coef, ContrastLike, test_rows, wald
+from batchglm.inputs import data_of_fit
 from batchglm.obs_weights import is_weighted
 from batchglm.result import FitResult
 

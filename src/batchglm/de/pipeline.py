@@ -37,7 +37,6 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import sparse
 
-from batchglm.align import data_of_fit
 from batchglm.de.cooks import CooksOutliers, default_cutoff, design_cells, find_outliers
 from batchglm.de.independent_filtering import FilterResult
 from batchglm.de.independent_filtering import independent_filtering as filter_by_base_mean
@@ -45,6 +44,7 @@ from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.pipeline_result import PipelineResult
 from batchglm.de.result import DEResult
 from batchglm.de.threshold import check_threshold, wald_threshold
+from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
 logger = logging.getLogger("batchglm")
@@ -143,11 +143,13 @@ def _run_test(
     fit_args: dict[str, Any],
     lfc_threshold: float = 0.0,
 ) -> DEResult:
-    from batchglm import de
+    from batchglm.de.lrt import lrt
+    from batchglm.de.ql import ql_f
+    from batchglm.de.wald import wald
     from batchglm.fit import fit
 
     if method == "wald":
-        return de.wald(
+        return wald(
             res,
             coef=coef,
             contrast=contrast,
@@ -158,7 +160,7 @@ def _run_test(
             progress=fit_args["progress"],
         )
     if method == "ql":
-        return de.ql_f(
+        return ql_f(
             res,
             coef=coef,
             contrast=contrast,
@@ -171,8 +173,8 @@ def _run_test(
         data, reduced, design_scale, obs=obs, layer=layer, size_factors=res.size_factors, **fit_args
     )
     if dispersion == "mle":
-        return de.lrt(full=res, reduced=red, coef=coef)
-    return de.lrt(data, full=res, reduced=red, coef=coef, dispersion=dispersion, layer=layer)
+        return lrt(full=res, reduced=red, coef=coef)
+    return lrt(data, full=res, reduced=red, coef=coef, dispersion=dispersion, layer=layer)
 
 
 def _base_mean(values: Any, sf: Array) -> Array:

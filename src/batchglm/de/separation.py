@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.align import data_of_fit
 from batchglm.design import column_rank
+from batchglm.inputs import data_of_fit
 from batchglm.obs_weights import counted_offsets, is_weighted
 from batchglm.result import FitResult
 from batchglm.solvers.objective import unique_rows

@@ -18,7 +18,6 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
-from batchglm.align import data_of_fit
 from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.result import DEResult
 from batchglm.dispersion.estimate import (
@@ -28,6 +27,7 @@ from batchglm.dispersion.estimate import (
     quasi_likelihood,
     refit_location,
 )
+from batchglm.inputs import data_of_fit
 from batchglm.obs_weights import require_unweighted
 from batchglm.result import FitResult
 
@@ -110,7 +110,7 @@ def shrunken_fit(
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
         The counts of the fit. Named observations and features are matched to the fit's
         names and reordered; different names are an error (see
-        :func:`batchglm.align.data_of_fit`).
+        :func:`batchglm.inputs.data_of_fit`).
     res : FitResult
         An NB fit with an intercept-only scale model.
     dispersion : {"map", "ql"}

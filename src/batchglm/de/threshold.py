@@ -40,10 +40,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
-from batchglm.align import data_of_fit
 from batchglm.de.result import DEResult
 from batchglm.de.shrunken import Shrunken
 from batchglm.dispersion.estimate import fixed_log_r
+from batchglm.inputs import data_of_fit
 from batchglm.solvers.status import CONVERGED_CODES
 
 Array = NDArray[np.float64]

@@ -19,7 +19,6 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm import blocks
-from batchglm.align import data_of_fit
 from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
 from batchglm.dispersion.genewise import GenewiseScale, genewise_dispersions
 from batchglm.dispersion.nb_fit import check_nb_fit, fitted_means, residual_df
@@ -27,6 +26,7 @@ from batchglm.dispersion.ql_dispersions import QuasiLikelihood, quasi_likelihood
 from batchglm.dispersion.refit import fixed_log_r, refit_location
 from batchglm.dispersion.shrinkage import dispersion_outliers, prior_variance
 from batchglm.dispersion.trend import Trend, fit_trend
+from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 from batchglm.solvers.status import Status
 
@@ -124,7 +124,7 @@ def estimate_dispersions(
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
         The counts the fit was made on, ``(n_obs, n_features)``. Named observations and
         features are matched to the fit's names (and reordered); unnamed data pair by
-        position (see :func:`batchglm.align.data_of_fit`).
+        position (see :func:`batchglm.inputs.data_of_fit`).
     res : FitResult
         An NB fit with an intercept-only scale model (from :func:`batchglm.fit`); its
         fitted means are used. For a general scale model, gene-wise estimates (without

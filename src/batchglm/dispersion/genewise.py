@@ -10,10 +10,10 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm import blocks
-from batchglm.align import data_of_fit
 from batchglm.design import Design
 from batchglm.dispersion.cox_reid_design import cox_reid_scale
 from batchglm.dispersion.nb_fit import check_nb_fit, fitted_means, residual_df
+from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 from batchglm.solvers.status import Status
 
@@ -103,7 +103,7 @@ def genewise_dispersions(
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
         The counts the fit was made on, ``(n_obs, n_features)``. Named observations and
         features are matched to the fit's names (and reordered); unnamed data pair by
-        position (see :func:`batchglm.align.data_of_fit`).
+        position (see :func:`batchglm.inputs.data_of_fit`).
     res : FitResult
         An NB fit (from :func:`batchglm.fit`); its fitted means are held fixed.
     layer : str, optional

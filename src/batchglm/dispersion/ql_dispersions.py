@@ -9,7 +9,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm import blocks
-from batchglm.align import data_of_fit
 from batchglm.dispersion.expected_deviance import KappaTable, expected_deviance
 from batchglm.dispersion.nb_fit import fitted_means
 from batchglm.dispersion.quasi_likelihood import (
@@ -18,6 +17,7 @@ from batchglm.dispersion.quasi_likelihood import (
     squeeze_var,
     zero_fit_residual_df,
 )
+from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.align import data_of_fit
+from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
 Array = NDArray[np.float64]
