@@ -7,6 +7,7 @@
     de = bg.de.wald(res, coef="condition")              # or contrast=..., model="scale"
     de = bg.de.lrt(data, full_loc=x_full, reduced_loc=x_reduced)
     de = bg.de.lrt(data, full_loc=x, full_scale=z_full, reduced_scale=z_reduced)
+    de = bg.de.lrt(adata, full=bg.de.Model("~ condition + batch"), reduced=bg.de.Model("~ batch"))
     de.summary()           # DataFrame indexed by feature: baseMean, log2FoldChange, lfcSE,
                            # stat, pvalue, padj, status, ... sorted by pvalue
 
@@ -43,6 +44,7 @@ from batchglm.de.contrasts import Cond, cond
 from batchglm.de.degrees_of_freedom import SmallSampleWarning, check_residual_df
 from batchglm.de.lfc_shrink import ShrunkenLFC, lfc_shrink
 from batchglm.de.lrt import lrt
+from batchglm.de.model_spec import Model
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.nested import check_nested
 from batchglm.de.pipeline import PipelineResult, test
@@ -55,6 +57,7 @@ __all__ = [
     "Cond",
     "DEResult",
     "DETable",
+    "Model",
     "PipelineResult",
     "ShrunkenLFC",
     "SmallSampleWarning",

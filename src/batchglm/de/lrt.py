@@ -12,6 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 from batchglm.align import align_to_data
 from batchglm.constraints import constraint_matrix
 from batchglm.de.degrees_of_freedom import warn_small_sample
+from batchglm.de.model_spec import Model, model_keywords
 from batchglm.de.nested import check_nested
 from batchglm.de.result import DEResult
 from batchglm.de.scale_test import (
@@ -39,8 +40,8 @@ def lrt(
     full_scale: Any = None,
     reduced_scale: Any = None,
     *,
-    full: FitResult | None = None,
-    reduced: FitResult | None = None,
+    full: FitResult | Model | None = None,
+    reduced: FitResult | Model | None = None,
     obs: pd.DataFrame | None = None,
     family: str | Family = "nb",
     size_factors: ArrayLike | None = None,
@@ -74,8 +75,11 @@ def lrt(
     reduced_scale : design, optional
         Scale design of the reduced model; ``None`` keeps ``full_scale``. For an
         intercept-only reduced scale model pass ``"~ 1"`` (or a column of ones).
-    full, reduced : FitResult, optional
-        Two ready fits of the same data, instead of ``data`` and designs.
+    full, reduced : FitResult or Model, optional
+        Two ready fits of the same data, instead of ``data`` and designs; or two
+        :class:`batchglm.de.Model` objects with ``data``, the designs grouped per model
+        (``full=Model("~ condition + batch"), reduced=Model("~ batch")`` fits the same
+        models as ``full_loc="~ condition + batch", reduced_loc="~ batch"``).
     obs : pandas.DataFrame, optional
         Observation annotations for formula designs (passed on to :func:`batchglm.fit`).
     family : str or Family
@@ -166,11 +170,39 @@ def lrt(
         (ready fits with fitting arguments), ``scale_test`` is unknown or given for a test
         that is not of the scale model alone, or ``"cox_reid"`` is asked for without the
         counts or for a family other than NB, or ready fits differ in size factors,
-        ``weights`` or ``offset``.
+        ``weights`` or ``offset``, or a :class:`~batchglm.de.Model` comes with a ready fit,
+        with design keywords, or without a full location design.
     NotImplementedError
         With ``weights`` or ``offset`` (passed on to :func:`batchglm.fit`, or in ready
         fits) and ``dispersion`` other than ``"mle"``, or a Cox-Reid scale test.
     """
+    if isinstance(full, Model) or isinstance(reduced, Model):
+        designs = model_keywords(
+            full,
+            reduced,
+            {
+                "full_loc": full_loc,
+                "reduced_loc": reduced_loc,
+                "full_scale": full_scale,
+                "reduced_scale": reduced_scale,
+                "constraints_full_loc": constraints_full_loc,
+                "constraints_reduced_loc": constraints_reduced_loc,
+                "constraints_full_scale": constraints_full_scale,
+                "constraints_reduced_scale": constraints_reduced_scale,
+            },
+        )
+        return lrt(
+            data,
+            obs=obs,
+            family=family,
+            size_factors=size_factors,
+            coef=coef,
+            dispersion=dispersion,
+            trend=trend,
+            scale_test=scale_test,
+            **designs,
+            **fit_kwargs,
+        )
     shrink = dispersion != "mle"
     if shrink and scale_test is not None:
         raise ValueError(
