@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -132,3 +134,34 @@ def test_model_form_errors(counts):
         bg.de.lrt(y, full=bg.de.Model("~ condition"), reduced=full, obs=obs)
     with pytest.raises(ValueError, match=r"`full` must have a location design"):
         bg.de.lrt(y, full=bg.de.Model(scale="~ 1"), reduced=bg.de.Model("~ 1"), obs=obs)
+
+
+def test_lrt_parses_designs_as_fit_does_before_fitting(counts, monkeypatch):
+    # Matrix designs are parsed by build_design (the parser of bg.fit) for the nesting
+    # check before anything is fitted: arrays, DataFrames and equation constraints over
+    # DataFrame column names all refuse the same non-nested pair without fitting.
+    y, obs = counts
+    n = len(obs)
+    trt = (obs["condition"] == "trt").to_numpy(float)
+    b2 = (obs["batch"] == "b2").to_numpy(float)
+    full = np.column_stack([np.ones(n), trt, b2])
+    reduced = np.column_stack([np.ones(n), (obs["batch"] == "b3").to_numpy(float)])
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the nesting check must come before any fit")
+
+    monkeypatch.setattr(importlib.import_module("batchglm.de.lrt"), "fit", no_fit)
+    frame = pd.DataFrame(full, columns=["one", "trt", "b2"])
+    for f, r, kw in (
+        (full, reduced, {}),
+        (frame, pd.DataFrame(reduced, columns=["one", "b3"]), {}),
+        # "b2 = 0" leaves the columns one and trt: still not nested with b3.
+        (frame, reduced, {"constraints_full_loc": ["b2 = 0"]}),
+    ):
+        with pytest.raises(ValueError, match="reduced `loc` model is not nested"):
+            bg.de.lrt(
+                y,
+                full=bg.de.Model(f, constraints_loc=kw.get("constraints_full_loc")),
+                reduced=bg.de.Model(r),
+                family="poisson",
+            )

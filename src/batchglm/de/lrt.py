@@ -10,7 +10,6 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from batchglm.align import align_to_data
-from batchglm.constraints import constraint_matrix
 from batchglm.de.degrees_of_freedom import warn_small_sample
 from batchglm.de.model_spec import Model, model_keywords
 from batchglm.de.nested import check_nested
@@ -21,6 +20,7 @@ from batchglm.de.scale_test import (
 )
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.statistics import SAME_SPACE, likelihood_ratio
+from batchglm.design import build_design
 from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
@@ -305,8 +305,8 @@ def lrt(
             ("loc", full_loc, constraints_full_loc, reduced_loc, constraints_reduced_loc),
             ("scale", full_scale, constraints_full_scale, reduced_scale, constraints_reduced_scale),
         ):
-            f_eff = _effective(fd, fc, n_obs)
-            r_eff = _effective(rd, rc, n_obs)
+            f_eff = _effective(fd, fc, n_obs, which)
+            r_eff = _effective(rd, rc, n_obs, which)
             if f_eff is not None and r_eff is not None and r_eff.shape[0] == f_eff.shape[0]:
                 pre_df.append(check_nested(f_eff, r_eff, which))
         if len(pre_df) == 2 and sum(pre_df) <= 0:
@@ -366,37 +366,19 @@ def _n_obs(data: Any) -> int | None:
     return int(shape[0]) if len(shape) == 2 else None
 
 
-def _effective(design: Any, constraints: Any, n_obs: int) -> Array | None:
-    """``X @ C`` for matrix designs; ``None`` where only ``bg.fit`` can tell (formulas)."""
-    if isinstance(design, str) or (constraints is not None and not _is_numeric(constraints)):
-        return None
-    if design is None:
-        x = np.ones((n_obs, 1))
-    elif isinstance(design, pd.DataFrame):
-        if not all(pd.api.types.is_numeric_dtype(t) for t in design.dtypes):
-            return None
-        x = design.to_numpy(dtype=np.float64)
-    else:
-        try:
-            x = np.asarray(design, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-    if x.ndim != 2 or x.shape[1] == 0 or not np.all(np.isfinite(x)):
+def _effective(design: Any, constraints: Any, n_obs: int, which: str) -> Array | None:
+    """``X @ C`` for matrix designs, parsed as :func:`batchglm.fit` parses them.
+
+    ``None`` for formulas (they need ``bg.fit``'s annotations; the check after fitting
+    covers them) and for designs ``bg.fit`` will refuse, so it gives the message.
+    """
+    if isinstance(design, str):
         return None
     try:
-        c = constraint_matrix(constraints, x.shape[1], "constraints")
+        parsed = build_design(design, constraints, n_obs, which, check=False)
     except ValueError:
-        # Invalid constraints get their proper message from `bg.fit`.
         return None
-    return x @ c
-
-
-def _is_numeric(value: Any) -> bool:
-    try:
-        np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return True
+    return parsed.reduced
 
 
 def _check_same_fit_setup(full: FitResult, reduced: FitResult) -> None:
