@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "constraints",
             "named_constraints",
             "design",
+            "nested_designs",
             "fit_settings",
             "obs_weights",
             "families",
@@ -76,9 +77,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # Open: `Rows`/`unique_rows` belong in a module below both solvers (pending the
     # sparse-block work in objective.py / zero_sums.py).
     ("solvers.zero_sums", "solvers.objective"): "zero-sum plan needs Rows (open: own module)",
-    # The small-sample reference of the mixed fit uses the column-space test of nested
-    # designs (de.nested depends on design only). Open: move it next to design.py.
-    ("mixed.small_sample", "de.nested"): "column-space test of nested designs",
 }
 
 

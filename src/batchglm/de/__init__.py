@@ -46,12 +46,12 @@ from batchglm.de.lfc_shrink import ShrunkenLFC, lfc_shrink
 from batchglm.de.lrt import lrt
 from batchglm.de.model_spec import Model
 from batchglm.de.multiple_testing import bh_qvalues
-from batchglm.de.nested import check_nested
 from batchglm.de.pipeline import PipelineResult, test
 from batchglm.de.ql import ql_f
 from batchglm.de.result import DEResult
 from batchglm.de.table import DETable
 from batchglm.de.wald import wald
+from batchglm.nested_designs import check_nested
 
 __all__ = [
     "Cond",

@@ -12,7 +12,6 @@ from numpy.typing import ArrayLike, NDArray
 from batchglm.align import align_to_data
 from batchglm.de.degrees_of_freedom import warn_small_sample
 from batchglm.de.model_spec import Model, model_keywords
-from batchglm.de.nested import check_nested
 from batchglm.de.result import DEResult
 from batchglm.de.scale_test import (
     scale_only,
@@ -25,6 +24,7 @@ from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
+from batchglm.nested_designs import check_nested
 from batchglm.obs_weights import same_weights
 from batchglm.result import FitResult
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from batchglm.de.nested import outside_columns
+from batchglm.nested_designs import outside_columns
 from batchglm.result import FitResult
 
 Array = NDArray[np.float64]

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.de.nested import check_nested
 from batchglm.design import Design
 from batchglm.dispersion.estimate import genewise_dispersions
+from batchglm.nested_designs import check_nested
 from batchglm.obs_weights import is_weighted
 from batchglm.result import FitResult
 from batchglm.solvers.status import CONVERGED_CODES

@@ -18,13 +18,13 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm.de.degrees_of_freedom import check_residual_df
-from batchglm.de.nested import outside_columns
 from batchglm.de.pseudoreplication import warn_lrt
 from batchglm.de.result import DEResult, base_mean
 from batchglm.de.scale_test import cox_reid_statistic, has_scale, nested_df
 from batchglm.de.separation import scale_free_at_zeros
 from batchglm.design import Design
 from batchglm.mixed.small_sample import lrt_reference_sf, reference_sf
+from batchglm.nested_designs import outside_columns
 from batchglm.result import FitResult
 from batchglm.solvers.status import Status
 

@@ -275,7 +275,7 @@ def lrt_reference_sf(
     ss = full.small_sample
     if ss is None or df_scale != 0 or df_loc == 0:
         return lambda stat: np.asarray(stats.chi2.sf(stat, df))
-    from batchglm.de.nested import outside_columns
+    from batchglm.nested_designs import outside_columns
 
     dropped = outside_columns(reduced.loc.reduced, full.loc.matrix)
     if not dropped or not ss.between[dropped].all():
