@@ -191,3 +191,24 @@ def test_subset_keeps_the_zero_sums_of_the_kept_features():
     ll_sub = sub.evaluate(theta[keep], 2)[0]
     ref = stats.nbinom.logpmf(y[:, keep], r[keep], r[keep] / (r[keep] + mu[:, keep])).sum(axis=0)
     np.testing.assert_allclose(ll_sub, ref, rtol=1e-10)
+
+
+def test_zero_sum_fit_never_builds_the_per_observation_pair_products():
+    # The (pairs x n_obs) matrices of the observation rows are built on first use only; a
+    # categorical fit with per-cell size factors sums over design groups and never needs
+    # them (360 MB at a million cells with 9 location columns).
+    n, n_feat = 800, 6
+    problem, x, sf = _design_problem(n, 21)
+    rng = np.random.default_rng(22)
+    mu = sf[:, None] * np.exp(x @ rng.uniform(-0.5, 0.5, (5, n_feat)))
+    y = rng.negative_binomial(2.0, 2.0 / (2.0 + mu)).astype(np.float64)
+    objective = Objective(problem, y)
+    assert objective.zero_sums is not None
+    objective.evaluate(_theta(n_feat, 23), 2)
+    assert not problem.rows.pp_loc.built
+    assert problem.rows.pp_cross is not None and not problem.rows.pp_cross.built
+    # The direct path builds them on its first evaluation (and they give the sums).
+    direct = Objective(problem, y)
+    direct.zero_sums, direct.rows = None, problem.rows
+    direct.evaluate(_theta(n_feat, 23), 2)
+    assert problem.rows.pp_loc.built

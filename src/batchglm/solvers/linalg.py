@@ -7,6 +7,8 @@ as one BLAS product of a fixed *pair matrix* (one row per coefficient pair, hold
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -22,6 +24,13 @@ class PairProducts:
         Designs of shapes ``(n, ka)`` and ``(n, kb)``.
     symmetric : bool
         When ``a is b``, only the upper triangle is computed.
+
+    Notes
+    -----
+    The pair matrix (``ka * kb`` or ``ka (ka + 1) / 2`` rows of length ``n``) is built on
+    the first call, not here: at a million observations it takes hundreds of MB, and a
+    problem whose likelihood is summed over design groups instead
+    (:mod:`batchglm.solvers.zero_sums`) never uses its per-observation products.
     """
 
     def __init__(self, a: Array, b: Array, symmetric: bool = False) -> None:
@@ -32,7 +41,34 @@ class PairProducts:
         else:
             grid = np.indices((self.ka, self.kb)).reshape(2, -1)
             self.rows, self.cols = grid[0], grid[1]
-        self.pairs = np.ascontiguousarray((a[:, self.rows] * b[:, self.cols]).T)
+        self._a, self._b = a, b
+        self._pairs: Array | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        """Whether the pair matrix has been allocated."""
+        return self._pairs is not None
+
+    @property
+    def pairs(self) -> Array:
+        """The ``(n_pairs, n)`` pair matrix, built once on first use (thread-safe)."""
+        if self._pairs is None:
+            with self._lock:
+                if self._pairs is None:
+                    a, b = self._a, self._b
+                    self._pairs = np.ascontiguousarray((a[:, self.rows] * b[:, self.cols]).T)
+        return self._pairs
+
+    def __getstate__(self) -> dict[str, object]:
+        # Locks do not pickle (dask's distributed workers receive the problem).
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __call__(self, w: Array) -> Array:
         """Return ``(n_features, ka, kb)`` products for weights ``w`` of shape ``(n, F)``.
