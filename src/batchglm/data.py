@@ -22,6 +22,8 @@ from batchglm.input_types import is_dask_array
 if TYPE_CHECKING:
     pass
 
+    from batchglm.solvers.nonzeros import NonZeros
+
 Array = NDArray[np.float64]
 
 
@@ -77,6 +79,30 @@ class Data:
         if sparse.issparse(part):
             part = part.toarray()
         return np.ascontiguousarray(part, dtype=np.float64)
+
+    def block_with_nonzeros(self, features: slice) -> tuple[Array, NonZeros | None]:
+        """Dense block of some features and, for sparse storage, its non-zero entries.
+
+        Parameters
+        ----------
+        features : slice
+            Feature positions.
+
+        Returns
+        -------
+        block : ndarray
+            As :meth:`block`, ``(n_obs, n_block)``.
+        nonzeros : NonZeros or None
+            The block's non-zero entries listed from the CSC block itself (no pass over the
+            dense block); ``None`` for dense storage.
+        """
+        from batchglm.solvers.nonzeros import NonZeros
+
+        part = self.stored_block(features)
+        if not sparse.issparse(part):
+            return np.ascontiguousarray(part, dtype=np.float64), None
+        dense = np.ascontiguousarray(part.toarray(), dtype=np.float64)
+        return dense, NonZeros.of(part)
 
     def stored_block(self, features: slice) -> Any:
         """Return some features in their stored form, ``(n_obs, n_block)``.

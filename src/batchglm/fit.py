@@ -34,6 +34,7 @@ from batchglm.result import FitResult
 from batchglm.solvers import closed_form
 from batchglm.solvers.linalg import inverse_negative
 from batchglm.solvers.newton import SolverOptions, solve
+from batchglm.solvers.nonzeros import NonZeros
 from batchglm.solvers.objective import Objective, Problem
 from batchglm.solvers.status import Status, warn_if_unconverged, warn_if_unidentifiable
 
@@ -320,13 +321,13 @@ def fit(
     )
 
     def run(sl: slice) -> None:
-        y = d.block(sl)
+        y, nonzeros = d.block_with_nonzeros(sl)
         if d.kind != "dense":
             # Sparse and on-disk blocks are checked as they are read: one pass, not two.
             fam.validate(y, sl.start)
         fixed = None if fixed_b is None else fixed_b[sl]
         out = _fit_block(
-            problem, y, options, fixed, feature_block(w_solve, sl), feature_block(off, sl)
+            problem, y, options, fixed, feature_block(w_solve, sl), feature_block(off, sl), nonzeros
         )
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
 
@@ -418,8 +419,14 @@ def _fit_block(
     fixed_b: Array | None = None,
     weights: Array | None = None,
     offset: Array | None = None,
+    nonzeros: NonZeros | None = None,
 ) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8]]:
-    """Fit one feature block; ``weights`` and ``offset`` are its ``(n_obs, F)`` columns."""
+    """Fit one feature block; ``weights`` and ``offset`` are its ``(n_obs, F)`` columns.
+
+    ``nonzeros`` lists the non-zero entries of ``y`` (from a sparse block; listed here for
+    dense count blocks): the all-zero check, count table, zero sums and grouped starting
+    values use them instead of passes over ``y``.
+    """
     if fixed_b is None and weights is None and closed_form.applies(problem):
         return closed_form.fit_normal(problem, y, offset)
     n_feat = y.shape[1]
@@ -447,8 +454,13 @@ def _fit_block(
     # All-zero features lack an optimum only where means can run to zero (log link); for
     # other families zeros are ordinary values.
     zero = np.zeros(n_feat, dtype=bool)
+    if w is not None or not problem.family.has_count_terms:
+        nonzeros = None  # (weights: entries of weight 0 do not count; see `seen`)
+    elif nonzeros is None:
+        nonzeros = NonZeros.of(y)
     if sep_eta is not None:
-        zero = ~np.asarray(seen.any(axis=0), dtype=bool) & ~skip
+        seen_any = seen.any(axis=0) if nonzeros is None else nonzeros.any_per_feature()
+        zero = ~np.asarray(seen_any, dtype=bool) & ~skip
 
     def cols(v: Array | None, mask: NDArray[np.bool_]) -> Array | None:
         return None if v is None else np.ascontiguousarray(v[:, mask])
@@ -471,9 +483,10 @@ def _fit_block(
     yf = np.ascontiguousarray(y[:, fit]) if subset else y
     wf = cols(weights, fit) if subset else weights
     of = cols(offset, fit) if subset else offset
-    objective = Objective(problem, yf, weights=wf, offset=of)
-    a0 = initial_loc(problem, yf, wf, of)
-    b0 = initial_scale(problem, yf, a0, of, wf) if fixed_b is None else fixed_b[fit]
+    nzf = nonzeros.subset(fit) if nonzeros is not None and subset else nonzeros
+    objective = Objective(problem, yf, weights=wf, offset=of, nonzeros=nzf)
+    a0 = initial_loc(problem, yf, wf, of, nzf)
+    b0 = initial_scale(problem, yf, a0, of, wf, nzf) if fixed_b is None else fixed_b[fit]
     sol = solve(objective, np.concatenate([a0, b0], axis=1), options, fix_scale=fixed_b is not None)
     sol_status = sol.status
     if problem.k_scale:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from batchglm.families.nb import NegativeBinomial
 from batchglm.solvers.linalg import GroupSums, lstsq_columns
+from batchglm.solvers.nonzeros import NonZeros
 from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
@@ -25,7 +27,11 @@ def _weighted_lstsq(rows: Array, weights: Array, targets: Array) -> Array:
 
 
 def initial_loc(
-    problem: Problem, y: Array, weights: Array | None = None, offset: Array | None = None
+    problem: Problem,
+    y: Array,
+    weights: Array | None = None,
+    offset: Array | None = None,
+    nonzeros: NonZeros | None = None,
 ) -> Array:
     """Compute starting location coefficients ``(F, k_loc)``.
 
@@ -48,6 +54,9 @@ def initial_loc(
         ``problem.weights``.
     offset : ndarray, optional
         Location offsets of this block ``(n_obs, F)``, added to ``problem.offset``.
+    nonzeros : NonZeros, optional
+        The non-zero entries of ``y``; without weights and block offsets the group means
+        are summed from them (no pass over ``y``).
 
     Returns
     -------
@@ -56,14 +65,22 @@ def initial_loc(
     """
     fam = problem.family
     groups = problem.loc_groups
+    w = weights
+    if w is None and problem.weights is not None:
+        w = problem.weights[:, None]
+    grouped = groups.n_groups <= _MAX_LOC_GROUPS and not groups.identity
+    if grouped and w is None and offset is None and nonzeros is not None:
+        moments = problem.size_factor_moments
+        sizes = moments.loc_sizes
+        norm_nz = nonzeros.values / moments.size_factors[nonzeros.obs]
+        means = nonzeros.group_sums(groups.index, groups.n_groups, norm_nz) / sizes[:, None]
+        target = fam.start_loc_groups(means, sizes[:, None])
+        return _weighted_lstsq(problem.loc_rows, sizes, target)
     inv_sf = np.exp(-problem.offset)[:, None]
     if offset is not None:
         inv_sf = inv_sf * np.exp(-offset)
     norm = y * inv_sf
-    w = weights
-    if w is None and problem.weights is not None:
-        w = problem.weights[:, None]
-    if groups.n_groups <= _MAX_LOC_GROUPS and not groups.identity:
+    if grouped:
         sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
         means = groups(norm) / sizes[:, None]
         if w is None:
@@ -87,6 +104,7 @@ def initial_scale(
     a: Array,
     offset: Array | None = None,
     weights: Array | None = None,
+    nonzeros: NonZeros | None = None,
 ) -> Array:
     """Compute starting scale coefficients ``(F, k_scale)`` by the method of moments.
 
@@ -109,6 +127,12 @@ def initial_scale(
         Observation weights of this block ``(n_obs, F)``; they replace
         ``problem.weights``. The moments are then weighted sums (an observation of weight 0
         does not count), group sizes summed weights.
+    nonzeros : NonZeros, optional
+        The non-zero entries of ``y``. For the negative binomial with a grouped location
+        design, without weights and block offsets, the moments are then summed from them
+        and from per-group moments of the size factors
+        (:meth:`~batchglm.families.nb.NegativeBinomial.start_scale_sparse`), without a
+        pass over ``y``.
 
     Returns
     -------
@@ -121,6 +145,53 @@ def initial_scale(
     pooled = groups.identity
     if pooled:
         groups = GroupSums(np.zeros(y.shape[0], dtype=np.intp), 1)
+    loc_groups = problem.loc_groups
+    sparse_moments = (
+        isinstance(problem.family, NegativeBinomial)
+        and nonzeros is not None
+        and offset is None
+        and weights is None
+        and problem.weights is None
+        and loc_groups.n_groups <= _MAX_LOC_GROUPS
+        and not loc_groups.identity
+        and not pooled
+    )
+    if sparse_moments:
+        assert nonzeros is not None and isinstance(problem.family, NegativeBinomial)
+        moments = problem.size_factor_moments
+        sizes = moments.scale_sizes
+        eta = problem.family.start_scale_sparse(
+            nonzeros,
+            moments.size_factors,
+            loc_groups.index,
+            np.exp(problem.loc_rows @ a.T),
+            groups.index,
+            moments.sum_sf,
+            moments.sum_sf2,
+        )
+    else:
+        eta, sizes = _dense_start_scale(problem, y, a, groups, offset, weights)
+    if pooled:
+        # Continuous scale design: put the pooled value on the intercept direction.
+        ones = np.ones((y.shape[0], 1))
+        coef = lstsq_columns(problem.scale.reduced, ones)
+        return np.asarray(eta.T @ coef.T)
+    return _weighted_lstsq(problem.scale_rows, sizes, eta)
+
+
+def _dense_start_scale(
+    problem: Problem,
+    y: Array,
+    a: Array,
+    groups: GroupSums,
+    offset: Array | None,
+    weights: Array | None,
+) -> tuple[Array, Array]:
+    """Apply the family's moment estimator to the dense block; also the groups' weights.
+
+    See :func:`initial_scale`; returns ``(n_groups, F)`` scale predictors and ``(n_groups,)``
+    weights.
+    """
     eta_loc = problem.eta_loc(a)
     if offset is not None:
         eta_loc = eta_loc + offset
@@ -130,16 +201,11 @@ def initial_scale(
     if w is None:
         sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
         eta = problem.family.start_scale(y, eta_loc, groups, sizes[:, None])
-    else:
-        # Weighted moments: a group of weight 0 gets sums of 0 over a size of 1.
-        wsum = groups(np.ascontiguousarray(np.broadcast_to(w, y.shape)))
-        sizes = wsum.mean(axis=1) + 1e-12  # least-squares weights, none exactly 0
-        eta = problem.family.start_scale(
-            y, eta_loc, lambda v: groups(w * v), np.where(wsum > 0, wsum, 1.0)
-        )
-    if pooled:
-        # Continuous scale design: put the pooled value on the intercept direction.
-        ones = np.ones((y.shape[0], 1))
-        coef = lstsq_columns(problem.scale.reduced, ones)
-        return np.asarray(eta.T @ coef.T)
-    return _weighted_lstsq(problem.scale_rows, sizes, eta)
+        return eta, sizes
+    # Weighted moments: a group of weight 0 gets sums of 0 over a size of 1.
+    wsum = groups(np.ascontiguousarray(np.broadcast_to(w, y.shape)))
+    sizes = wsum.mean(axis=1) + 1e-12  # least-squares weights, none exactly 0
+    eta = problem.family.start_scale(
+        y, eta_loc, lambda v: groups(w * v), np.where(wsum > 0, wsum, 1.0)
+    )
+    return eta, sizes

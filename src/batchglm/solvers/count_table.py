@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.families import CountTerms, Family
+from batchglm.solvers.nonzeros import NonZeros
 
 Array = NDArray[np.float64]
 
@@ -35,6 +36,9 @@ class CountTable:
         Observation weights ``(n_obs, 1)`` or ``(n_obs, F)``. An entry's multiplicity is
         then the sum of the weights of the observations with that value (an integer weight
         ``k`` counts as ``k`` observations); entries of weight 0 are left out.
+    nonzeros : NonZeros, optional
+        The non-zero entries of ``y`` when already listed (used without weights; saves a
+        pass over ``y``).
     """
 
     def __init__(
@@ -43,15 +47,20 @@ class CountTable:
         group: NDArray[np.intp],
         n_groups: int,
         weights: Array | None = None,
+        nonzeros: NonZeros | None = None,
     ) -> None:
         n_feat = y.shape[1]
-        if weights is None:
-            rows, cols = np.nonzero(y)
+        if weights is None and nonzeros is not None:
+            rows, cols, vals = nonzeros.obs, nonzeros.feat, nonzeros.values
             wv = None
         else:
-            rows, cols = np.nonzero((y != 0) & (weights > 0))
-            wv = weights[rows, cols if weights.shape[1] > 1 else 0]
-        vals = y[rows, cols]
+            if weights is None:
+                rows, cols = np.nonzero(y)
+                wv = None
+            else:
+                rows, cols = np.nonzero((y != 0) & (weights > 0))
+                wv = weights[rows, cols if weights.shape[1] > 1 else 0]
+            vals = y[rows, cols]
         seg = group[rows] * n_feat + cols
         n_seg = n_groups * n_feat
         # Deduplicate small counts with one bincount as long as the dense table stays well

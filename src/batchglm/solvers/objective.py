@@ -7,6 +7,7 @@ then scale coefficients, both in the constrained (free) parametrisation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from batchglm.families.scratch import Scratch
 from batchglm.solvers import zero_sums
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts, column_units
+from batchglm.solvers.nonzeros import NonZeros
 
 Array = NDArray[np.float64]
 
@@ -149,6 +151,29 @@ def _cells(
     )
 
 
+@dataclass(frozen=True)
+class SizeFactorMoments:
+    """Size factors of a problem and their sums per design group.
+
+    Attributes
+    ----------
+    size_factors : ndarray
+        ``(n_obs,)`` ``exp(offset)``: size factors times any shared offset's exponential.
+    loc_sizes, scale_sizes : ndarray
+        ``(n_loc_groups,)`` and ``(n_scale_groups,)`` observations per distinct location /
+        scale design row.
+    sum_sf, sum_sf2 : ndarray
+        ``(n_scale_groups, n_loc_groups)`` sums of ``s`` and ``s^2`` over the observations
+        of each (scale row, location row) pair.
+    """
+
+    size_factors: Array
+    loc_sizes: Array
+    scale_sizes: Array
+    sum_sf: Array
+    sum_sf2: Array
+
+
 @dataclass
 class Problem:
     """Everything about a fit that does not depend on the data values.
@@ -227,6 +252,28 @@ class Problem:
         """Number of free parameters per feature."""
         return self.k_loc + self.k_scale
 
+    @cached_property
+    def size_factor_moments(self) -> SizeFactorMoments:
+        """Size factors and their sums per design group, computed once per fit.
+
+        Starting values computed from the non-zero counts alone (:mod:`batchglm.init`) need
+        these ``O(n_obs)`` sums; at a million cells a feature block is a single feature, so
+        computing them per block would cost a pass over the observations per feature.
+        """
+        sf = np.exp(self.offset)
+        n_loc, n_scale = self.loc_groups.n_groups, self.scale_groups.n_groups
+        pair = self.scale_groups.index * n_loc + self.loc_groups.index
+        size = n_scale * n_loc
+        return SizeFactorMoments(
+            size_factors=sf,
+            loc_sizes=np.bincount(self.loc_groups.index, minlength=n_loc).astype(np.float64),
+            scale_sizes=np.bincount(self.scale_groups.index, minlength=n_scale).astype(np.float64),
+            sum_sf=np.bincount(pair, sf, minlength=size).astype(np.float64).reshape(n_scale, n_loc),
+            sum_sf2=np.bincount(pair, sf * sf, minlength=size)
+            .astype(np.float64)
+            .reshape(n_scale, n_loc),
+        )
+
     def eta_loc(self, a: Array, out: Array | None = None) -> Array:
         """Location predictor ``(n, F)`` for free coefficients ``a`` of shape ``(F, k_loc)``.
 
@@ -281,6 +328,9 @@ class Objective:
         Location offsets of this block ``(n_obs, F)``, added to ``problem.offset``. The
         likelihood is then summed observation by observation (cells of equal predictors
         would differ between features).
+    nonzeros : NonZeros, optional
+        The non-zero entries of ``y`` when the caller has listed them already (from a
+        sparse block); the count table and the zero sums then make no pass over ``y``.
 
     Notes
     -----
@@ -299,6 +349,7 @@ class Objective:
         *,
         weights: Array | None = None,
         offset: Array | None = None,
+        nonzeros: NonZeros | None = None,
     ) -> None:
         self.problem = problem
         groups = problem.scale_groups
@@ -309,7 +360,9 @@ class Objective:
         cells = problem.cells if offset is None else None
         self.rows = cells if cells is not None else problem.rows
         if table is None and problem.family.has_count_terms:
-            table = CountTable(y, groups.index, groups.n_groups, weights=obs_weight)
+            table = CountTable(
+                y, groups.index, groups.n_groups, weights=obs_weight, nonzeros=nonzeros
+            )
         self.table = table
         self._constant = constant
         self.y = y
@@ -334,7 +387,7 @@ class Objective:
         # without a pass over them (batchglm.solvers.zero_sums; not with observation weights
         # or per-feature offsets).
         plain = self.rows is problem.rows and self.weight is None and offset is None
-        self.zero_sums = zero_sums.for_block(problem, self.y) if plain else None
+        self.zero_sums = zero_sums.for_block(problem, self.y, nonzeros) if plain else None
         if self.zero_sums is not None:
             self.rows = self.zero_sums.rows
 

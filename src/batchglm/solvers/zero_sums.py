@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 from batchglm.families import Derivatives
 from batchglm.families.nb import NegativeBinomial
 from batchglm.solvers.linalg import GroupSums, PairProducts
+from batchglm.solvers.nonzeros import NonZeros
 
 if TYPE_CHECKING:
     from batchglm.solvers.objective import Problem, Rows
@@ -379,13 +380,19 @@ class ZeroSumBlock:
         ``(n_obs,)`` natural-log size factors (the problem's offsets).
     y : ndarray
         ``(n_obs, F)`` counts of the block; only its non-zero entries are kept.
+    nonzeros : NonZeros, optional
+        The non-zero entries of ``y`` when already listed (saves a pass over ``y``).
     """
 
-    def __init__(self, plan: ZeroSumPlan, offset: Array, y: Array) -> None:
+    def __init__(
+        self, plan: ZeroSumPlan, offset: Array, y: Array, nonzeros: NonZeros | None = None
+    ) -> None:
         self.plan = plan
         self.n_feat = int(y.shape[1])
-        obs, feat = np.nonzero(y)
-        self.values = y[obs, feat]
+        if nonzeros is None:
+            nonzeros = NonZeros.of(y)
+        obs, feat = nonzeros.obs, nonzeros.feat
+        self.values = nonzeros.values
         self.log_s = offset[obs]
         self.seg = plan.group_of_obs[obs] * self.n_feat + feat
         self.n_groups = plan.rows.xc.shape[0]
@@ -441,7 +448,7 @@ class ZeroSumBlock:
         return Derivatives(ll, d_loc, d_scale, d2_loc, d2_cross, d2_scale)
 
 
-def for_block(problem: Problem, y: Array) -> ZeroSumBlock | None:
+def for_block(problem: Problem, y: Array, nonzeros: NonZeros | None = None) -> ZeroSumBlock | None:
     """Return the zero-sum evaluator of a block, or ``None`` where the path does not apply.
 
     Parameters
@@ -450,6 +457,8 @@ def for_block(problem: Problem, y: Array) -> ZeroSumBlock | None:
         Designs, family and offsets of the fit.
     y : ndarray
         ``(n_obs, F)`` counts of the block.
+    nonzeros : NonZeros, optional
+        Its non-zero entries when already listed.
 
     Returns
     -------
@@ -459,4 +468,4 @@ def for_block(problem: Problem, y: Array) -> ZeroSumBlock | None:
     if y.shape[0] != problem.offset.size:
         return None
     p = plan(problem)
-    return None if p is None else ZeroSumBlock(p, problem.offset, y)
+    return None if p is None else ZeroSumBlock(p, problem.offset, y, nonzeros)
