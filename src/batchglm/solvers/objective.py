@@ -240,7 +240,10 @@ class Problem:
             pp_cross=PairProducts(xc, zc) if has_scale else None,
         )
         self.cells = None
-        if self.family.affine_in_y and not self.scale_groups.identity:
+        # Cells need equal offsets: with per-cell size factors (more distinct offsets than
+        # cells allowed) the grouping over all design columns is skipped.
+        few_offsets = pd.unique(self.offset).size <= _CELL_SHARE * n
+        if self.family.affine_in_y and not self.scale_groups.identity and few_offsets:
             self.cells = _cells(xc, zc, self.offset, index, rows.shape[0], has_scale, self.weights)
         if has_scale:
             self.pp_scale = PairProducts(rows, rows, symmetric=True)
