@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "blocks",
             "backed",
             "data",
+            "nonzeros",
             "align",
             "anndata_io",
             "inputs",

@@ -1,4 +1,4 @@
-"""Non-zero entries listed once per block (batchglm.solvers.nonzeros) and what uses them.
+"""Non-zero entries listed once per block (batchglm.nonzeros) and what uses them.
 
 References: the dense block itself (entries, group sums), the negative binomial moment
 estimator written out with NumPy on the dense block, and the fit without the listing
@@ -15,8 +15,8 @@ import scipy.sparse as sp
 from batchglm.design import build_design
 from batchglm.families import get_family
 from batchglm.init import initial_loc, initial_scale
+from batchglm.nonzeros import NonZeros
 from batchglm.solvers.newton import SolverOptions
-from batchglm.solvers.nonzeros import NonZeros
 from batchglm.solvers.objective import Problem
 
 # `batchglm.fit` the module (the package exports the function of the same name).

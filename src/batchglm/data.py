@@ -22,7 +22,7 @@ from batchglm.input_types import is_dask_array
 if TYPE_CHECKING:
     pass
 
-    from batchglm.solvers.nonzeros import NonZeros
+    from batchglm.nonzeros import NonZeros
 
 Array = NDArray[np.float64]
 
@@ -96,7 +96,7 @@ class Data:
             The block's non-zero entries listed from the CSC block itself (no pass over the
             dense block); ``None`` for dense storage.
         """
-        from batchglm.solvers.nonzeros import NonZeros
+        from batchglm.nonzeros import NonZeros
 
         part = self.stored_block(features)
         if not sparse.issparse(part):

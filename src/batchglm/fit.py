@@ -22,6 +22,7 @@ from batchglm.families import Family, get_family
 from batchglm.fit_settings import FitSettings
 from batchglm.init import initial_loc, initial_scale
 from batchglm.inputs import as_data
+from batchglm.nonzeros import NonZeros
 from batchglm.obs_weights import (
     as_weights,
     check_weighted_designs,
@@ -34,7 +35,6 @@ from batchglm.result import FitResult
 from batchglm.solvers import closed_form
 from batchglm.solvers.linalg import inverse_negative
 from batchglm.solvers.newton import SolverOptions, solve
-from batchglm.solvers.nonzeros import NonZeros
 from batchglm.solvers.objective import Objective, Problem
 from batchglm.solvers.status import Status, warn_if_unconverged, warn_if_unidentifiable
 

@@ -6,8 +6,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.families.nb import NegativeBinomial
+from batchglm.nonzeros import NonZeros
 from batchglm.solvers.linalg import GroupSums, lstsq_columns
-from batchglm.solvers.nonzeros import NonZeros
 from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]

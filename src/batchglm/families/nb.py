@@ -21,7 +21,7 @@ from batchglm.families.scratch import Scratch, fresh
 from batchglm.families.special_diff import digamma_diff, lgamma_diff, trigamma_diff
 
 if TYPE_CHECKING:
-    from batchglm.solvers.nonzeros import NonZeros
+    from batchglm.nonzeros import NonZeros
 
 
 class NegativeBinomial(Family):

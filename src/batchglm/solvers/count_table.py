@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.families import CountTerms, Family
-from batchglm.solvers.nonzeros import NonZeros
+from batchglm.nonzeros import NonZeros
 
 Array = NDArray[np.float64]
 

@@ -16,10 +16,10 @@ from numpy.typing import NDArray
 from batchglm.design import Design
 from batchglm.families import Derivatives, Family
 from batchglm.families.scratch import Scratch
+from batchglm.nonzeros import NonZeros
 from batchglm.solvers import zero_sums
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts, column_units
-from batchglm.solvers.nonzeros import NonZeros
 
 Array = NDArray[np.float64]
 

@@ -44,8 +44,8 @@ from numpy.typing import NDArray
 
 from batchglm.families import Derivatives
 from batchglm.families.nb import NegativeBinomial
+from batchglm.nonzeros import NonZeros
 from batchglm.solvers.linalg import GroupSums, PairProducts
-from batchglm.solvers.nonzeros import NonZeros
 
 if TYPE_CHECKING:
     from batchglm.solvers.objective import Problem, Rows
