@@ -60,6 +60,32 @@ def _levels(adata: AnnData, groupby: str) -> tuple[pd.Series, list[Any]]:
     return col, levels
 
 
+#: Groups with fewer cells than this get a :class:`SmallSampleWarning` (one cell: an error).
+MIN_GROUP_CELLS = 3
+
+
+def _check_group_sizes(col: pd.Series, levels: list[Any], groupby: str) -> None:
+    from batchglm.de.degrees_of_freedom import SmallSampleWarning
+    from batchglm.warning_site import user_stacklevel
+
+    sizes = col.value_counts()
+    single = [str(lv) for lv in levels if sizes[lv] == 1]
+    if single:
+        raise ValueError(
+            f"every group of `adata.obs[{groupby!r}]` needs at least 2 cells to be tested "
+            f"(as scanpy requires), but group(s) {single} have 1 cell; drop or merge them."
+        )
+    small = {str(lv): int(sizes[lv]) for lv in levels if sizes[lv] < MIN_GROUP_CELLS}
+    if small:
+        warnings.warn(
+            f"group(s) of `adata.obs[{groupby!r}]` with fewer than {MIN_GROUP_CELLS} cells "
+            f"(group: cells) {small}: their p-values rest on very few observations; treat "
+            "them with caution, or merge the groups.",
+            SmallSampleWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+
 def _group_design(col: pd.Series, levels: list[Any], groupby: str) -> pd.DataFrame:
     names = [f"{groupby}[{lv}]" for lv in levels]
     values = np.column_stack([(col == lv).to_numpy() for lv in levels]).astype(np.float64)
@@ -110,7 +136,7 @@ def rank_genes_groups(
     reference: str | int = "rest",
     layer: str | None = None,
     method: str = "wald",
-    size_factors: ArrayLike | str = "normed_sum",
+    size_factors: ArrayLike | str = "poscounts",
     key_added: str = "rank_genes_groups",
     n_genes: int | None = None,
     **fit_kwargs: Any,
@@ -123,11 +149,13 @@ def rank_genes_groups(
       answers every group, by the contrast ``a_group - a_reference``;
     * ``reference="rest"``: one fit per group of ``~ 1 + is_group``, testing the group's
       mean against the mean of all other cells pooled, as scanpy does. The rest is then
-      one NB population; when its groups differ this mixture inflates the rest's
-      dispersion, which makes the test conservative, never anti-conservative. (Testing
-      against the geometric mean of the other groups' means, from the one group fit,
-      would be cheaper but makes every feature absent from any one other group an
-      infinite marker.)
+      one NB population with one dispersion shared with the group. When the rest's
+      groups differ, this mixture usually inflates the shared dispersion and makes the
+      test conservative, but not always: a group more variable than the pooled rest
+      (e.g. a cluster that mixes two cell states) is judged by too small a dispersion,
+      and the test is then anti-conservative. (Testing against the geometric mean of the
+      other groups' means, from the one group fit, would be cheaper but makes every
+      feature absent from any one other group an infinite marker.)
 
     ``method="wald"`` tests the coefficient or contrast (:func:`batchglm.de.wald`);
     ``method="lrt"`` compares with a reduced fit (:func:`batchglm.de.lrt`): per group
@@ -158,8 +186,14 @@ def rank_genes_groups(
     method : {"wald", "lrt"}
         The test.
     size_factors : array_like or str
-        As in :func:`batchglm.fit`, computed once from all cells; ``"normed_sum"``
-        (library size, glmGamPoi's default) by default.
+        As in :func:`batchglm.fit`, computed once from all cells. The default
+        ``"poscounts"`` (DESeq2's median of ratios over positive counts, for sparse data;
+        as in :func:`test_per_group`) is robust to strong markers. Library size
+        (``"normed_sum"``) is not: a cluster whose markers take a large share of its
+        counts gets a larger library size, which shrinks every other feature's normalised
+        mean there, so null features come out as down-regulated (compositional bias; in
+        a simulation with 20-fold markers in one cluster, 16 of 29 null features were
+        called at 5% FDR in another).
     key_added : str
         Key of ``adata.uns`` to write.
     n_genes : int, optional
@@ -171,7 +205,14 @@ def rank_genes_groups(
     ------
     ValueError
         For an unknown ``method`` or ``reference``, a ``groupby`` column that is missing,
-        has missing values or fewer than two groups, or a bad ``n_genes``.
+        has missing values or fewer than two groups, a group with a single cell (as
+        scanpy refuses: it has no variability to test against), or a bad ``n_genes``.
+
+    Warns
+    -----
+    SmallSampleWarning
+        Naming the groups with fewer than ``MIN_GROUP_CELLS`` (3) cells: their p-values
+        rest on two observations.
 
     Notes
     -----
@@ -181,8 +222,9 @@ def rank_genes_groups(
     one field per ranked group, sorted by score descending. ``scores`` are signed z-scores
     (the Wald statistic ``estimate / SE``, or ``sign(estimate) sqrt(LR statistic)``);
     ``logfoldchanges`` are log2 (normalised scale, size factor 1); ``pvals_adj`` are
-    Benjamini-Hochberg per group over all features. Features whose fit did not converge
-    have NaN scores and come last.
+    Benjamini-Hochberg per group over all features. Features without a test (NaN p-value:
+    all zero in both compared sets, or a fit that did not converge) have NaN scores and
+    come last, with every method.
     """
     from batchglm.size_factors import size_factors as named_size_factors
 
@@ -198,6 +240,7 @@ def rank_genes_groups(
             f"`reference` must be 'rest' or a group of `adata.obs[{groupby!r}]` {labels}, but "
             f"{reference!r} was given."
         )
+    _check_group_sizes(col, levels, groupby)
     design = _group_design(col, levels, groupby)
     x = design.to_numpy()
     sf = (
@@ -309,6 +352,7 @@ class _Tests:
             est = full.coef_loc.to_numpy() @ contrast
             score = np.sign(est) * np.sqrt(test.stat)
         pval = np.asarray(test.pval, dtype=np.float64).copy()
+        score = np.asarray(score, dtype=np.float64).copy()
         lfc = est / _LN2
         lfc[minus & plus] = np.nan
         lfc[minus & ~plus] = -np.inf
@@ -327,6 +371,7 @@ class _Tests:
             pval[idx] = p
             score[idx] = np.sign(lfc[idx]) * np.sqrt(stat)
             logger.info("%d features with a group of zeros tested by LRT", idx.size)
+        score[np.isnan(pval)] = np.nan  # untestable features rank last, for every method
         return score, lfc, pval
 
 

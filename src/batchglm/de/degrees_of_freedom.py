@@ -11,6 +11,7 @@ import warnings
 from batchglm.design import column_rank
 from batchglm.obs_weights import counted_observations, is_weighted
 from batchglm.result import FitResult
+from batchglm.warning_site import user_stacklevel
 
 
 def check_residual_df(res: FitResult, test: str) -> int:
@@ -124,5 +125,5 @@ def warn_small_sample(res: FitResult, test: str) -> None:
             f"anti-conservative (too many small p-values); use {shrink}. See "
             "docs/validation.md for the measured rates.",
             SmallSampleWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )

@@ -81,9 +81,12 @@ def ql_f(
         When the tested combinations cover every free location parameter, the fit is not
         an NB fit with an intercept-only scale model, or it has no residual degrees of
         freedom.
+    NotImplementedError
+        For a fit with observation weights or an offset.
     """
     if data is None:
         data, layer = res.data, None
+    _require_ql_fit(res)
     check_dispersion("ql", data)
     check_threshold(lfc_threshold, "greaterAbs")
     check_residual_df(res, "bg.de.ql_f")
@@ -120,3 +123,21 @@ def ql_f(
     )
     de = attach(de, shrunk, "ql")
     return treat_ql(de, data, shrunk, lmat, lfc_threshold, layer) if lfc_threshold > 0 else de
+
+
+def _require_ql_fit(res: FitResult) -> None:
+    """Refuse fits that ``ql_f`` cannot test, naming ``ql_f`` and what works instead."""
+    from batchglm.obs_weights import is_weighted
+
+    if res.family != "nb":
+        raise ValueError(
+            "bg.de.ql_f needs a negative binomial fit (the quasi-likelihood dispersion is "
+            f"defined on the NB deviance here), but the fit's family is {res.family!r}; for "
+            "a Poisson fit use bg.de.wald or bg.de.lrt, or refit with family='nb'."
+        )
+    if is_weighted(res):
+        raise NotImplementedError(
+            "bg.de.ql_f does not support fits with `weights` or `offset` yet (its "
+            "dispersion estimates would ignore them); test this fit with bg.de.wald or "
+            "bg.de.lrt, which use the fit's own scale."
+        )
