@@ -317,6 +317,8 @@ def align_inputs(
     def rows(value: Any, what: str) -> Any:
         return align_rows(value, d.obs_names, what=what, target_what="`data`", axis="observation")
 
+    if obs is not None:
+        _refuse_transposed(d, obs)
     return (
         d.obs if obs is None else rows(obs, "`obs`"),
         rows(design_loc, "`design_loc`"),
@@ -326,6 +328,23 @@ def align_inputs(
             fixed_scale, d.feature_names, what="`fixed_scale`", target_what="`data`", axis="feature"
         ),
     )
+
+
+def _refuse_transposed(d: Data, obs: Any) -> None:
+    """Refuse ``obs`` naming the data's features: counts given as features x observations."""
+    if not isinstance(obs, pd.DataFrame):
+        return
+    names = as_names(obs.index)
+    if is_default(names, "observation") or names.equals(d.obs_names):
+        return
+    if names.is_unique and len(names) == len(d.feature_names):
+        if bool(names.isin(d.feature_names).all()) and not bool(names.isin(d.obs_names).all()):
+            raise ValueError(
+                f"`obs` must name the observations (rows) of `data`, but its {len(names)} "
+                f"names are the data's columns (e.g. {_examples(names)}): the counts look "
+                f"transposed ({len(d.obs_names)} rows x {len(d.feature_names)} columns); pass "
+                "them as observations x features, e.g. `data.T`."
+            )
 
 
 def align_to_data(data: Any, **inputs: Any) -> list[Any]:

@@ -99,14 +99,23 @@ class ShrunkenLFC:
 
     @property
     def log2fc(self) -> Array:
-        """Shrunken log2 fold change, ``coef_map / ln 2``.
+        """Shrunken log2 fold change, ``coef_map / ln 2``, capped like the MLE's.
 
         Returns
         -------
         ndarray
-            One value per feature.
+            One value per feature. Separated features (status ``separated``, whose MLE
+            runs towards infinity) are clipped to ``+-max_lfc`` of the unshrunken test, as
+            its ``log2FoldChange`` is (:attr:`DEResult.lfc_capped`): a finite prior cannot
+            make such an estimate meaningful beyond the cap. ``coef_map`` keeps the raw
+            posterior mode.
         """
-        return self.coef_map / np.log(2.0)
+        from batchglm.solvers.status import Status
+
+        raw = self.coef_map / np.log(2.0)
+        separated = self.de.fit.status_codes == Status.SEPARATED
+        cap = self.de.max_lfc
+        return np.where(separated, np.clip(raw, -cap, cap), raw)
 
     def summary(self, sort_by: str | None = None, n_max: int | None = None) -> DETable:
         """Return the results table with shrunken fold changes, indexed by feature.
@@ -122,8 +131,9 @@ class ShrunkenLFC:
         -------
         DETable
             The unshrunken test's table (:meth:`DEResult.summary`) without ``stat``, with
-            ``log2FoldChange`` the posterior mode and ``lfcSE`` its posterior standard
-            deviation (log2 units), ``pvalue``/``padj`` of the unshrunken test, and the
+            ``log2FoldChange`` the posterior mode (for separated features capped at
+            ``+-max_lfc`` as ``log2FoldChange_MLE`` is; :attr:`log2fc`; the raw mode is
+            ``coef_map / ln 2``) and ``lfcSE`` its posterior standard deviation (log2 units), ``pvalue``/``padj`` of the unshrunken test, and the
             added columns ``log2FoldChange_MLE`` and ``lfcSE_MLE`` (the unshrunken ones),
             ``lfsr`` and (with ``svalue=True``) ``svalue``.
 
@@ -136,7 +146,7 @@ class ShrunkenLFC:
         table = self.de.summary()
         mle, se = table["log2FoldChange"].to_numpy(), table["lfcSE"].to_numpy()
         table = table.drop(columns=["stat"])
-        table["log2FoldChange"] = self.coef_map / ln2
+        table["log2FoldChange"] = self.log2fc
         table["lfcSE"] = self.coef_sd / ln2
         pos = list(table.columns).index("status") + 1
         table.insert(pos, "log2FoldChange_MLE", mle)
