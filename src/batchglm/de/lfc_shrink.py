@@ -133,9 +133,10 @@ class ShrunkenLFC:
             The unshrunken test's table (:meth:`DEResult.summary`) without ``stat``, with
             ``log2FoldChange`` the posterior mode (for separated features capped at
             ``+-max_lfc`` as ``log2FoldChange_MLE`` is; :attr:`log2fc`; the raw mode is
-            ``coef_map / ln 2``) and ``lfcSE`` its posterior standard deviation (log2 units), ``pvalue``/``padj`` of the unshrunken test, and the
-            added columns ``log2FoldChange_MLE`` and ``lfcSE_MLE`` (the unshrunken ones),
-            ``lfsr`` and (with ``svalue=True``) ``svalue``.
+            ``coef_map / ln 2``) and ``lfcSE`` its posterior standard deviation (log2
+            units), ``pvalue``/``padj`` of the unshrunken test, and the added columns
+            ``log2FoldChange_MLE`` and ``lfcSE_MLE`` (the unshrunken ones), ``lfsr``
+            and (with ``svalue=True``) ``svalue``.
 
         Raises
         ------
