@@ -79,3 +79,13 @@ def test_shrunken_fold_change_of_separated_feature_is_capped_like_the_mle():
     assert (table["log2FoldChange"].abs()[sep] <= cap).all()
     assert np.abs(raw[0]) > cap  # the raw mode stays available and is beyond the cap
     assert table["log2FoldChange_MLE"].iloc[0] == pytest.approx(cap * np.sign(raw[0]))
+
+
+def test_duplicate_names_warning_points_at_the_callers_line():
+    from batchglm.align import DuplicateNamesWarning
+
+    counts, obs = _bulk()
+    counts.columns = ["dup"] * 2 + list(counts.columns[2:])
+    with pytest.warns(DuplicateNamesWarning, match=r"sharing 1 name\(s\), e.g. \['dup'\]") as w:
+        bg.fit(counts, "~ condition", obs=obs)
+    assert {r.filename for r in w if r.category is DuplicateNamesWarning} == {__file__}

@@ -28,6 +28,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm.input_types import is_anndata
+from batchglm.warning_site import user_stacklevel
 
 if TYPE_CHECKING:
     from batchglm.data import Data
@@ -242,7 +243,7 @@ def warn_duplicates(names: pd.Index, axis: str, source: str) -> None:
         f"`data` has {n_rows} {axis}s sharing {len(dup)} name(s), e.g. {_examples(dup)}; "
         f"results keep these names, so look-ups and matching by them are refused; {fix}.",
         DuplicateNamesWarning,
-        stacklevel=4,
+        stacklevel=user_stacklevel(),
     )
 
 

@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.fit import fit
+from batchglm.warning_site import user_stacklevel
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -66,7 +67,6 @@ MIN_GROUP_CELLS = 3
 
 def _check_group_sizes(col: pd.Series, levels: list[Any], groupby: str) -> None:
     from batchglm.de.degrees_of_freedom import SmallSampleWarning
-    from batchglm.warning_site import user_stacklevel
 
     sizes = col.value_counts()
     single = [str(lv) for lv in levels if sizes[lv] == 1]
@@ -464,7 +464,7 @@ def test_per_group(
             warnings.warn(
                 f"group {level!r} of {groupby!r} was not tested: {err}",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             continue
         counts = np.asarray(sub.X, dtype=np.float64) / res.size_factors[:, None]

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from batchglm.nested_designs import outside_columns
 from batchglm.result import FitResult
+from batchglm.warning_site import user_stacklevel
 
 Array = NDArray[np.float64]
 
@@ -58,7 +59,6 @@ def warn_pseudoreplication(
     tested: Array,
     labels: list[str],
     involved: list[list[str]],
-    stacklevel: int = 4,
 ) -> None:
     """Warn for every tested column that is constant within a fixed-effect factor's levels.
 
@@ -75,8 +75,6 @@ def warn_pseudoreplication(
         One name per tested column, for the message.
     involved : list of list of str
         Per tested column, the coefficient names it combines.
-    stacklevel : int
-        Passed to :func:`warnings.warn` (the user's call of the test).
 
     Warns
     -----
@@ -101,7 +99,7 @@ def warn_pseudoreplication(
                 f"p-values are too small. Fit with `random_effects={factor!r}` or test "
                 f"`bg.pseudobulk(..., sample={factor!r})` instead.",
                 UserWarning,
-                stacklevel=stacklevel,
+                stacklevel=user_stacklevel(),
             )
 
 
@@ -122,7 +120,7 @@ def warn_wald(res: FitResult, lmat: Array, labels: list[str], model: str) -> Non
     if model == "loc":
         names = res.loc.names
         involved = [[names[i] for i in np.flatnonzero(row)] for row in lmat]
-        warn_pseudoreplication(res, res.loc.matrix @ lmat.T, labels, involved, stacklevel=4)
+        warn_pseudoreplication(res, res.loc.matrix @ lmat.T, labels, involved)
 
 
 def warn_lrt(full: FitResult, reduced: FitResult) -> None:
@@ -136,6 +134,4 @@ def warn_lrt(full: FitResult, reduced: FitResult) -> None:
     extra = outside_columns(reduced.loc.reduced, full.loc.matrix)
     if extra:
         labels = [full.loc.names[j] for j in extra]
-        warn_pseudoreplication(
-            full, full.loc.matrix[:, extra], labels, [[name] for name in labels], stacklevel=5
-        )
+        warn_pseudoreplication(full, full.loc.matrix[:, extra], labels, [[name] for name in labels])

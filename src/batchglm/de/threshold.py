@@ -45,6 +45,7 @@ from batchglm.de.shrunken import Shrunken
 from batchglm.dispersion.estimate import fixed_log_r
 from batchglm.inputs import data_of_fit
 from batchglm.solvers.status import CONVERGED_CODES
+from batchglm.warning_site import user_stacklevel
 
 Array = NDArray[np.float64]
 
@@ -198,7 +199,7 @@ def wald_threshold(de: DEResult, lfc_threshold: float, alt_hypothesis: str) -> D
             "Wald test gives them NaN p-values; test them with lfc_threshold=0 (likelihood "
             "ratio) or bg.de.ql_f(..., lfc_threshold=...) instead.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     # Separated features tested without data ("none") already have NaN and a warning.
     ok &= de.kind == "wald"
