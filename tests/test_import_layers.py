@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "inputs",
         (
             "input_types",
+            "warning_site",
             "version",
             "blocks",
             "backed",
