@@ -113,7 +113,12 @@ def scale_step_limit(
 
 
 def release(
-    grad: Array, active: NDArray[np.bool_], prob: SolverProblem, b: Array, hi: Array
+    grad: Array,
+    active: NDArray[np.bool_],
+    prob: SolverProblem,
+    b: Array,
+    hi: Array,
+    floor: Array | None = None,
 ) -> NDArray[np.bool_]:
     """Active bounds whose Lagrange multiplier has the wrong sign (KKT violated).
 
@@ -134,6 +139,10 @@ def release(
         ``(F, k_scale)`` scale coefficients.
     hi : ndarray
         ``(F,)`` upper bounds.
+    floor : ndarray, optional
+        ``(F,)`` least multiplier that releases a bound, per feature (by default
+        ``1e-7``); away from a stationary point the multipliers are only as exact as the
+        gradient of the free parameters is small.
 
     Returns
     -------
@@ -150,7 +159,8 @@ def release(
     zt = rows.T[None, :, :] * active[:, feat].T[:, None, :]
     lam = np.einsum("fgk,fk->fg", np.linalg.pinv(zt), grad[feat, kl:] / units)
     upper = prob.eta_scale_groups(b[feat]).T >= hi[feat, None] - _UPPER_TOL
-    wrong = np.where(upper, lam < -_RELEASE_TOL, lam > _RELEASE_TOL) & active[:, feat].T
+    tol = _RELEASE_TOL if floor is None else np.maximum(floor[feat], _RELEASE_TOL)[:, None]
+    wrong = np.where(upper, lam < -tol, lam > tol) & active[:, feat].T
     out[:, feat] = wrong.T
     return out
 

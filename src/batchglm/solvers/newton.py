@@ -15,8 +15,11 @@ Cox-Reid adjusted profile likelihood of NB scale coefficients
 the family or from the caller (per feature, e.g. a bracket around a grid maximum). Scale
 groups that reach a bound join an active set; with ``SolverOptions.max_releases`` a bound
 whose Lagrange multiplier pulls inward at a stationary point is released again (the
-Karush-Kuhn-Tucker condition), which the adjusted profile likelihood needs and the joint
-fit, whose scale optimum beyond a bound stays there, does not use.
+Karush-Kuhn-Tucker condition). The joint fit needs this too: far from the optimum a
+saddle-free step can be cut short at a bound (the location gain passes the Armijo test),
+and the bound must not hold a feature whose likelihood rises inside it. As a safety net, a
+feature that ends on a bound whose multiplier still pulls inside (releases used up) is
+reported ``STALLED``, never ``SCALE_AT_BOUND``.
 
 Stopping rule. A feature is converged when the Newton decrement ``g^T (-H)^-1 g`` (twice
 the remaining gain, the same in any parametrisation) is below ``tol``; it then takes that
@@ -65,6 +68,9 @@ _NOISE_ULPS = 4.0
 _NOISE_DECREMENT = 1e-6
 #: Shrink the working arrays once this share of features has finished.
 _COMPACT_SHARE = 0.3
+#: A bound's multiplier marks a feature held back at the end only if it exceeds the
+#: remaining gradient of the free parameters this many times (see the end of `solve`).
+_RELEASE_MARGIN = 10.0
 #: Largest multiplier of a scale step (see the walk acceleration in `solve`).
 _MAX_EXPAND = 64.0
 
@@ -87,7 +93,8 @@ class SolverOptions:
         the problem restricted to the free parameters, a bound whose Lagrange multiplier
         pulls the optimum inside is dropped from the active set and the iterations go on.
         The cap guards against cycling on and off a bound (an indefinite Hessian can lead
-        straight back onto it). 0 keeps every bound that was reached.
+        straight back onto it). 0 keeps every bound that was reached (the feature is then
+        ``STALLED`` if the bound holds it back from an interior ascent).
     step_tol : float
         Convergence also needs every component of the Newton step, in units of the design
         columns (i.e. of the linear predictors), to be below this. Where the objective is
@@ -108,7 +115,7 @@ class SolverOptions:
     max_iter: int = 100
     tol: float = 1e-10
     max_halvings: int = 30
-    max_releases: int = 0
+    max_releases: int = 3
     step_tol: float = np.inf
     noise_floor: float = _NOISE_DECREMENT
 
@@ -342,6 +349,17 @@ def solve(
         active |= (eta >= hi_all - BOUND_TOL) | (eta <= lo_all + BOUND_TOL)
         on_bound = active.any(axis=0) & (status == Status.CONVERGED)
         status[on_bound] = Status.SCALE_AT_BOUND
+        # A bound is an optimum only where the likelihood falls moving inside (KKT); one
+        # whose multiplier pulls inside held the feature back: not an optimum. Features
+        # that stopped on rounding noise are not exactly stationary on their free
+        # parameters; a multiplier counts only well above that remaining gradient.
+        held = np.flatnonzero(status == Status.SCALE_AT_BOUND)
+        if held.size and not fix_scale:
+            g_held = grad_out[held]
+            residual = project_gradient(prob, g_held, active[:, held]) / prob.units
+            floor = _RELEASE_MARGIN * np.abs(residual).max(axis=1)
+            inward = release(g_held, active[:, held], prob, theta[held, kl:], hi_all[held], floor)
+            status[held[inward.any(axis=0)]] = Status.STALLED
     return Solution(theta, loglik, hess_out, n_iter, status, grad_out, active)
 
 
