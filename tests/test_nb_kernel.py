@@ -17,6 +17,20 @@ from batchglm.families.scratch import Scratch
 pytestmark = pytest.mark.skipif(not nb_kernel.ENABLED, reason="numba kernel switched off")
 
 
+@pytest.fixture(autouse=True)
+def _kernel_for_small_blocks(monkeypatch):
+    """The tests' blocks are small; by default such blocks skip the kernel."""
+    monkeypatch.setattr(nb_kernel, "MIN_ENTRIES", 0)
+
+
+def test_small_blocks_use_numpy_by_default(monkeypatch):
+    monkeypatch.setattr(nb_kernel, "MIN_ENTRIES", 1 << 16)
+    y, eta_loc, eta_scale = _block(300, 7, 1, False)
+    assert not nb_kernel.applies(y, eta_loc, eta_scale)
+    y, eta_loc, eta_scale = _block(20000, 4, 1, False)
+    assert nb_kernel.applies(y, eta_loc, eta_scale)
+
+
 def _block(n: int, n_feat: int, seed: int, per_obs_scale: bool):
     rng = np.random.default_rng(seed)
     eta_loc = rng.uniform(-6.0, 8.0, (n, n_feat))
