@@ -71,11 +71,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("result", "anndata_write"): "FitResult.to_anndata calls the writer",
     ("result", "residuals"): "FitResult.residuals calls batchglm.residuals",
     ("result", "vst"): "FitResult.normalized_counts / vst_fit call batchglm.vst",
-    # The mixed fit fits its fixed-effects start with the GLM block fitter, and bg.fit
-    # dispatches to the mixed fit. Open: move `fit._fit_block` into a module of its own
-    # below both (which also removes the callback fit.py hands to dask_fit) once the
-    # sparse-block work on `_fit_block` has merged.
-    ("mixed.fit", "fit"): "fit_block reuses fit._fit_block (open: own module)",
     # Open: `Rows`/`unique_rows` belong in a module below both solvers (pending the
     # sparse-block work in objective.py / zero_sums.py).
     ("solvers.zero_sums", "solvers.objective"): "zero-sum plan needs Rows (open: own module)",

@@ -20,7 +20,7 @@ from batchglm.solvers.newton import SolverOptions
 from batchglm.solvers.objective import Problem
 
 # `batchglm.fit` the module (the package exports the function of the same name).
-fit_module = importlib.import_module("batchglm.fit")
+fit_module = importlib.import_module("batchglm.solvers.block_fit")
 
 
 def _counts(n: int, n_feat: int, seed: int):
@@ -104,9 +104,9 @@ def test_fit_with_the_listing_matches_the_fit_over_dense_passes(monkeypatch):
     problem, y, _ = _counts(2500, 9, 5)
     options = SolverOptions(max_iter=100, tol=1e-8)
     nz = NonZeros.of(sp.csr_array(y))
-    with_listing = fit_module._fit_block(problem, y, options, nonzeros=nz)
+    with_listing = fit_module.fit_block(problem, y, options, nonzeros=nz)
     monkeypatch.setattr(fit_module, "NonZeros", _NoListing)
-    dense = fit_module._fit_block(problem, y, options)
+    dense = fit_module.fit_block(problem, y, options)
     np.testing.assert_array_equal(with_listing[4], dense[4])  # status, all-zero included
     np.testing.assert_allclose(with_listing[2], dense[2], rtol=1e-12)  # log-likelihood
     # Coefficients of features with an optimum agree to 1e-10; those of the separated
@@ -125,5 +125,5 @@ def test_weights_keep_the_dense_passes():
     w = np.ones((600, 6))
     w[:5] = 0.0
     options = SolverOptions(max_iter=100, tol=1e-8)
-    out = fit_module._fit_block(problem, y, options, weights=w, nonzeros=NonZeros.of(y))
+    out = fit_module.fit_block(problem, y, options, weights=w, nonzeros=NonZeros.of(y))
     assert out[4][4] == fit_module.Status.ALL_ZERO  # its only counts have weight 0

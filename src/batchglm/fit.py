@@ -20,22 +20,18 @@ from batchglm.data import as_size_factors
 from batchglm.design import Design, build_design
 from batchglm.families import Family, get_family
 from batchglm.fit_settings import FitSettings
-from batchglm.init import initial_loc, initial_scale
 from batchglm.inputs import as_data
-from batchglm.nonzeros import NonZeros
 from batchglm.obs_weights import (
     as_weights,
     check_weighted_designs,
     feature_block,
-    identifiable_features,
     obs_array,
     weight_scale,
 )
 from batchglm.result import FitResult
-from batchglm.solvers import closed_form
-from batchglm.solvers.linalg import inverse_negative
-from batchglm.solvers.newton import SolverOptions, solve
-from batchglm.solvers.objective import Objective, Problem
+from batchglm.solvers.block_fit import fit_block
+from batchglm.solvers.newton import SolverOptions
+from batchglm.solvers.objective import Problem
 from batchglm.solvers.status import Status, warn_if_unconverged, warn_if_unidentifiable
 
 if TYPE_CHECKING:
@@ -44,9 +40,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("batchglm")
 
 Array = NDArray[np.float64]
-
-#: Fitted mean given to all-zero features.
-_ALL_ZERO_MEAN = 1e-8
 
 
 def fit(
@@ -326,7 +319,7 @@ def fit(
             # Sparse and on-disk blocks are checked as they are read: one pass, not two.
             fam.validate(y, sl.start)
         fixed = None if fixed_b is None else fixed_b[sl]
-        out = _fit_block(
+        out = fit_block(
             problem, y, options, fixed, feature_block(w_solve, sl), feature_block(off, sl), nonzeros
         )
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
@@ -337,7 +330,7 @@ def fit(
             tqdm(total=n_feat, disable=not show, unit="feature", desc="batchglm.fit") as bar,
         ):
             theta, cov, loglik, n_iter, status = fit_dask(
-                d.values, problem, options, _fit_block, fam.validate, chunk
+                d.values, problem, options, fit_block, fam.validate, chunk
             )
             bar.update(n_feat)
     else:
@@ -410,133 +403,3 @@ def _fixed_scale(
     if np.abs(free @ scale.constraints.T - full).max() > 1e-8 * (1.0 + np.abs(full).max()):
         raise ValueError("`fixed_scale` must satisfy `constraints_scale`, but it does not.")
     return np.ascontiguousarray(free)
-
-
-def _fit_block(
-    problem: Problem,
-    y: Array,
-    options: SolverOptions,
-    fixed_b: Array | None = None,
-    weights: Array | None = None,
-    offset: Array | None = None,
-    nonzeros: NonZeros | None = None,
-) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8]]:
-    """Fit one feature block; ``weights`` and ``offset`` are its ``(n_obs, F)`` columns.
-
-    ``nonzeros`` lists the non-zero entries of ``y`` (from a sparse block; listed here for
-    dense count blocks): the all-zero check, count table, zero sums and grouped starting
-    values use them instead of passes over ``y``.
-    """
-    if fixed_b is None and weights is None and closed_form.applies(problem):
-        return closed_form.fit_normal(problem, y, offset)
-    n_feat = y.shape[1]
-    k = problem.n_params
-    theta = np.zeros((n_feat, k))
-    cov = np.full((n_feat, k, k), np.nan)
-    loglik = np.zeros(n_feat)
-    n_iter = np.zeros(n_feat, dtype=np.int32)
-    status = np.full(n_feat, Status.ALL_ZERO, dtype=np.int8)
-    sep_eta = problem.family.separated_eta
-    # Per-feature weights can leave a feature's design rank-deficient on its observations
-    # of positive weight: such features are not fitted.
-    skip = np.zeros(n_feat, dtype=bool)
-    if weights is not None:
-        zc = problem.scale.reduced[:, : problem.k_scale]
-        skip = ~identifiable_features(problem.loc.reduced, zc, weights)
-        theta[skip], loglik[skip] = np.nan, np.nan
-        status[skip] = Status.UNIDENTIFIABLE
-    w = weights
-    if w is None and problem.weights is not None:
-        w = problem.weights[:, None]
-    # Observations of weight 0 do not count: a feature whose weighted counts are all zero
-    # is all-zero.
-    seen = y if w is None else np.where(w > 0, y, 0.0)
-    # All-zero features lack an optimum only where means can run to zero (log link); for
-    # other families zeros are ordinary values.
-    zero = np.zeros(n_feat, dtype=bool)
-    if w is not None or not problem.family.has_count_terms:
-        nonzeros = None  # (weights: entries of weight 0 do not count; see `seen`)
-    elif nonzeros is None:
-        nonzeros = NonZeros.of(y)
-    if sep_eta is not None:
-        seen_any = seen.any(axis=0) if nonzeros is None else nonzeros.any_per_feature()
-        zero = ~np.asarray(seen_any, dtype=bool) & ~skip
-
-    def cols(v: Array | None, mask: NDArray[np.bool_]) -> Array | None:
-        return None if v is None else np.ascontiguousarray(v[:, mask])
-
-    if zero.any():
-        theta[zero] = _all_zero_theta(problem)
-        if fixed_b is not None:
-            theta[zero, problem.k_loc :] = fixed_b[zero]
-        obj0 = Objective(
-            problem,
-            np.ascontiguousarray(y[:, zero]),
-            weights=cols(weights, zero),
-            offset=cols(offset, zero),
-        )
-        loglik[zero] = obj0.evaluate(theta[zero], 0)[0]
-    fit = ~zero & ~skip
-    if not fit.any():
-        return theta, cov, loglik, n_iter, status
-    subset = not fit.all()
-    yf = np.ascontiguousarray(y[:, fit]) if subset else y
-    wf = cols(weights, fit) if subset else weights
-    of = cols(offset, fit) if subset else offset
-    nzf = nonzeros.subset(fit) if nonzeros is not None and subset else nonzeros
-    objective = Objective(problem, yf, weights=wf, offset=of, nonzeros=nzf)
-    a0 = initial_loc(problem, yf, wf, of, nzf)
-    b0 = initial_scale(problem, yf, a0, of, wf, nzf) if fixed_b is None else fixed_b[fit]
-    sol = solve(objective, np.concatenate([a0, b0], axis=1), options, fix_scale=fixed_b is not None)
-    sol_status = sol.status
-    if problem.k_scale:
-        # A start on the bound (normal: zero residuals) can converge without the solver
-        # ever limiting a step; the status should still say where the scale stopped.
-        eta_s = problem.eta_scale_groups(sol.theta[:, problem.k_loc :])
-        lo, hi = problem.family.scale_bounds
-        on_bound = np.any((eta_s <= lo + 1e-8) | (eta_s >= hi - 1e-8), axis=0)
-        sol_status[on_bound & (sol_status == Status.CONVERGED)] = Status.SCALE_AT_BOUND
-    if sep_eta is not None:
-        eta_min = _min_eta(
-            problem,
-            sol.theta[:, : problem.k_loc],
-            cols(w, fit) if w is not None and w.shape[1] > 1 else w,
-            of,
-        )
-        optimum = (sol_status == Status.CONVERGED) | (sol_status == Status.SCALE_AT_BOUND)
-        sol_status[optimum & (eta_min < sep_eta)] = Status.SEPARATED
-    if fixed_b is None:
-        cov_fit = inverse_negative(sol.hess)
-    else:
-        kl = problem.k_loc
-        cov_fit = np.zeros_like(sol.hess)
-        cov_fit[:, :kl, :kl] = inverse_negative(sol.hess[:, :kl, :kl])
-    theta[fit], cov[fit], loglik[fit] = sol.theta, cov_fit, sol.loglik
-    n_iter[fit], status[fit] = sol.n_iter, sol_status
-    return theta, cov, loglik, n_iter, status
-
-
-def _min_eta(problem: Problem, a: Array, w: Array | None, offset: Array | None) -> Array:
-    """Lower bound ``(F,)`` on the location predictor of the observations that count.
-
-    The smallest ``X C a`` over distinct design rows plus the smallest offset, both over
-    observations of positive weight (``w`` is ``(n_obs, 1)`` or ``(n_obs, F)``; ``offset``
-    a block's ``(n_obs, F)`` offsets added to the problem's).
-    """
-    eta_rows = problem.loc_rows @ a.T
-    if w is None and offset is None:
-        return eta_rows.min(axis=0) + problem.offset.min()
-    total = problem.offset[:, None] + (0.0 if offset is None else offset)
-    if w is None:
-        return eta_rows.min(axis=0) + total.min(axis=0)
-    used = w > 0
-    off_min = np.where(used, total, np.inf).min(axis=0)
-    rows_used = problem.loc_groups(np.ascontiguousarray(used, dtype=np.float64)) > 0
-    return np.where(rows_used, eta_rows, np.inf).min(axis=0) + off_min
-
-
-def _all_zero_theta(problem: Problem) -> Array:
-    xc = problem.loc.reduced
-    target = np.full((xc.shape[0], 1), np.log(_ALL_ZERO_MEAN))
-    a, *_ = np.linalg.lstsq(xc, target, rcond=None)
-    return np.concatenate([a.ravel(), np.zeros(problem.k_scale)])

@@ -212,9 +212,9 @@ def fit_block(
         ``theta (F, k)``, ``cov (F, k, k)``, ``loglik``, ``n_iter``, ``status``, variances
         ``(F, n_factors)`` and modes ``(total groups, F)`` on the natural-log scale.
     """
-    from batchglm.fit import _fit_block
+    from batchglm.solvers.block_fit import fit_block as glm_fit_block
 
-    theta, cov, loglik, n_iter, status = _fit_block(problem, y, options)
+    theta, cov, loglik, n_iter, status = glm_fit_block(problem, y, options)
     n_feat = y.shape[1]
     n_fac = len(groupings)
     factor_of = np.repeat(np.arange(n_fac), [g.n_groups for g in groupings])
