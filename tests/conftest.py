@@ -51,3 +51,22 @@ def example_1() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def example_2() -> tuple[np.ndarray, np.ndarray]:
     return seed_example_2()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _anndata_writes_pandas3_strings():
+    """Let test fixtures write pandas >= 3 text columns with anndata 0.11-0.12.
+
+    With pandas 3 the observation names of a test AnnData are ``str`` arrays, which
+    anndata 0.11-0.12 writes only when ``allow_write_nullable_strings`` is on (the library's
+    own writer, ``anndata_write.write_h5ad``, switches it on for its writes). Nothing
+    changes with pandas 2.
+    """
+    import anndata
+
+    settings = getattr(anndata, "settings", None)
+    if settings is None or not hasattr(settings, "allow_write_nullable_strings"):
+        yield
+        return
+    with settings.override(allow_write_nullable_strings=True):
+        yield

@@ -7,7 +7,9 @@ using only types that ``write_h5ad`` can store. Reading AnnData is the input lay
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +23,40 @@ if TYPE_CHECKING:
 
     from batchglm.design import Design
     from batchglm.result import FitResult
+
+
+@contextlib.contextmanager
+def _nullable_strings_allowed() -> Iterator[None]:
+    # pandas >= 3 stores text as `str` (StringDtype) columns and indices; anndata 0.11-0.12
+    # writes them only when `allow_write_nullable_strings` is set (files that anndata < 0.11
+    # cannot read), and refuses otherwise. The setting is changed for our write only.
+    import anndata
+
+    settings = getattr(anndata, "settings", None)
+    if settings is None or not hasattr(settings, "allow_write_nullable_strings"):
+        yield
+        return
+    with settings.override(allow_write_nullable_strings=True):
+        yield
+
+
+def write_h5ad(adata: AnnData, path: str | Path) -> None:
+    """Write an AnnData to ``.h5ad``, text columns of pandas >= 3 included.
+
+    With pandas 3 the observation names and text columns read from a CSV are ``str``
+    (``StringDtype``) arrays, which anndata 0.11-0.12 writes only when its setting
+    ``allow_write_nullable_strings`` is on: it is switched on for this write alone (the
+    file then needs anndata >= 0.11 to be read). With pandas 2 nothing changes.
+
+    Parameters
+    ----------
+    adata : AnnData
+        The data to write.
+    path : str or Path
+        Output file.
+    """
+    with _nullable_strings_allowed():
+        adata.write_h5ad(path)
 
 
 def _h5ad_value(value: object) -> Any:

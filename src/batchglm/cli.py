@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from batchglm.anndata_write import write_h5ad
 from batchglm.cli_de import add_test_parser, cmd_test
 from batchglm.cli_options import _add_fit_args, _add_model_args, _constraints, _size_factors
 from batchglm.cli_tables import (
@@ -99,7 +100,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     adata, res = _fit(args)
     if _suffix(out) == ".h5ad":
         res.to_anndata(adata, key_added=args.key_added)
-        adata.write_h5ad(out)
+        write_h5ad(adata, out)
     else:
         _write_table(_fit_table(res), out)
 
@@ -143,7 +144,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         "design_scale": args.design_scale or "~ 1",
         "seed": -1 if args.seed is None else args.seed,
     }
-    adata.write_h5ad(out)
+    write_h5ad(adata, out)
 
 
 def build_parser() -> argparse.ArgumentParser:
