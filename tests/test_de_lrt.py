@@ -247,3 +247,22 @@ def test_lrt_with_formulas(data):
     assert sc.model == "scale" and sc.effect_model == "scale"
     with pytest.raises(ValueError, match=r"reduced `loc` model is not nested .*'condition"):
         bg.de.lrt(y[:, :3], full_loc="~ 1 + batch", reduced_loc="~ 1 + condition", obs=obs)
+
+
+def test_lrt_progress_bars_only_when_asked(capsys):
+    """``progress=True`` draws the bars of both fits (and the dispersion passes) on stderr."""
+    rng = np.random.default_rng(31)
+    y = _nb(rng, np.exp(rng.uniform(1, 4, 30))[None, :] * np.ones((10, 1)), 4.0)
+    x = np.column_stack([np.ones(10), np.repeat([0.0, 1.0], 5)])
+    bg.de.lrt(y, full_loc=x, reduced_loc=x[:, :1], dispersion="map", progress=False)
+    assert capsys.readouterr() == ("", "")
+    bg.de.lrt(y, full_loc=x, reduced_loc=x[:, :1], dispersion="map", progress=True)
+    out, err = capsys.readouterr()
+    # the full fit, its refit at the MAP dispersions and the reduced fit
+    assert out == "" and err.count("batchglm.fit") >= 3 and "MAP dispersions" in err
+    full, red = bg.fit(y, x, progress=False), bg.fit(y, x[:, :1], progress=False)
+    bg.de.lrt(y, full=full, reduced=red, dispersion="map", progress=True)
+    err = capsys.readouterr().err
+    assert "MAP dispersions" in err and "batchglm.fit" in err
+    bg.de.lrt(y, full=full, reduced=red, dispersion="map", progress=False)
+    assert capsys.readouterr() == ("", "")

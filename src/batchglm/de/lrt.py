@@ -53,6 +53,7 @@ def lrt(
     dispersion: str = "mle",
     trend: str = "parametric",
     scale_test: str | None = None,
+    progress: bool | None = None,
     **fit_kwargs: Any,
 ) -> DEResult:
     """Likelihood-ratio test of a reduced model against a full model, per feature.
@@ -116,6 +117,11 @@ def lrt(
         DESeq2 and edgeR use for dispersions). ``"plain"``: twice the difference of the
         log-likelihoods, the default for other families (no Cox-Reid adjustment exists
         for them here). With ready fits, ``"cox_reid"`` needs the counts as ``data``.
+    progress : bool, optional
+        Progress bars (tqdm, on stderr) of the two fits and, with ``dispersion`` ``"map"``
+        or ``"ql"``, of the dispersion passes and refits; by default on only for long
+        passes on a terminal, as :func:`batchglm.fit` and :func:`batchglm.de.wald`.
+        ``False`` draws nothing. The Cox-Reid scale statistic draws no bar.
     **fit_kwargs
         Further arguments of :func:`batchglm.fit` (``max_iter``, ``tol``, ``n_jobs``, ...).
         ``weights`` and ``offset`` given here enter both the full and the reduced fit.
@@ -200,6 +206,7 @@ def lrt(
             dispersion=dispersion,
             trend=trend,
             scale_test=scale_test,
+            progress=progress,
             **designs,
             **fit_kwargs,
         )
@@ -260,8 +267,8 @@ def lrt(
                 warn_small_sample(full, "bg.de.lrt")
             return likelihood_ratio(full, reduced, coef, _cr_data(cox_reid, data, fit_kwargs))
         layer = fit_kwargs.get("layer")
-        shrunk = shrunken_fit(data, full, dispersion, layer=layer, trend=trend)
-        reduced_refit = refit_location(data, reduced, shrunk.alpha, layer=layer)
+        shrunk = shrunken_fit(data, full, dispersion, layer=layer, trend=trend, progress=progress)
+        reduced_refit = refit_location(data, reduced, shrunk.alpha, layer=layer, progress=progress)
         return attach(likelihood_ratio(shrunk.fit, reduced_refit, coef), shrunk, dispersion)
 
     if data is None or full_loc is None:
@@ -312,7 +319,7 @@ def lrt(
         if len(pre_df) == 2 and sum(pre_df) <= 0:
             raise ValueError(SAME_SPACE)
 
-    kwargs = dict(fit_kwargs)
+    kwargs = dict(fit_kwargs, progress=progress)
     if obs is not None:
         kwargs["obs"] = obs
     res_full = fit(
@@ -340,7 +347,9 @@ def lrt(
         if not scale_only(res_full, res_reduced):
             warn_small_sample(res_full, "bg.de.lrt")
         return likelihood_ratio(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
-    shrunk = shrunken_fit(data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend)
+    shrunk = shrunken_fit(
+        data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend, progress=progress
+    )
     res_reduced = fit(
         data,
         reduced_loc,

@@ -173,8 +173,16 @@ def _run_test(
         data, reduced, design_scale, obs=obs, layer=layer, size_factors=res.size_factors, **fit_args
     )
     if dispersion == "mle":
-        return lrt(full=res, reduced=red, coef=coef)
-    return lrt(data, full=res, reduced=red, coef=coef, dispersion=dispersion, layer=layer)
+        return lrt(full=res, reduced=red, coef=coef, progress=fit_args["progress"])
+    return lrt(
+        data,
+        full=res,
+        reduced=red,
+        coef=coef,
+        dispersion=dispersion,
+        layer=layer,
+        progress=fit_args["progress"],
+    )
 
 
 def _base_mean(values: Any, sf: Array) -> Array:
