@@ -14,7 +14,7 @@ import pytest
 from scipy import optimize, stats
 
 import batchglm as bg
-from batchglm.de.threshold import ThresholdedDEResult, wald_threshold
+from batchglm.de.threshold import ThresholdedDEResult, treat_pvalues, wald_threshold
 
 # These tests use few replicates on purpose (small designs for thresholds); the
 # small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
@@ -138,8 +138,12 @@ def test_treat_against_scipy_boundary_fits(small_fit) -> None:
         r = 1.0 / plain.nb_dispersion[g]
         ll_full = _boundary_loglik(y[:, g], x, res.size_factors, r, None)
         b = plain.coef_mle[g]
-        near = 2 * (ll_full - _boundary_loglik(y[:, g], x, res.size_factors, r, np.sign(b) * tau))
-        far = 2 * (ll_full - _boundary_loglik(y[:, g], x, res.size_factors, r, -np.sign(b) * tau))
+        lrs = [
+            2 * (ll_full - _boundary_loglik(y[:, g], x, res.size_factors, r, s * tau))
+            for s in (1, -1)
+        ]
+        # edgeR's glmTreat: the nearer boundary is the one with the smaller statistic.
+        near, far = min(lrs), max(lrs)
         s2, df2 = plain.ql_dispersion[g], plain.df_residual[g]
         sign = 1.0 if abs(b) > tau else -1.0
         want = stats.t.sf(sign * np.sqrt(max(near, 0) / s2), df2) + stats.t.sf(
@@ -199,3 +203,65 @@ def test_separated_feature_warns(small_fit) -> None:
         )
     assert np.isnan(de.pval[0])
     assert np.isfinite(de.pval[1:]).all()
+
+
+def test_treat_matches_edger_glmtreat_worst_case() -> None:
+    """edgeR 3.40 glmTreat(null="worst.case") at edgeR's dispersions, QL s2 and df.
+
+    ``tests/data/treat_edger*.csv`` from ``benchmarks/treat_edger.R`` (60 genes, 4 vs 4,
+    |log2FC| from 0 to 2 around the threshold log2(1.5); no gene under edgeR's Poisson
+    bound, which we do not apply).
+    """
+    counts = pd.read_csv(DATA / "treat_edger_counts.csv", index_col=0).T
+    ref = pd.read_csv(DATA / "treat_edger.csv", index_col=0)
+    assert not ref["poissonBound"].any()
+    x = np.column_stack([np.ones(8), np.repeat([0.0, 1.0], 4)])
+    alpha = ref["dispersion"].to_numpy()
+    y = counts.to_numpy(dtype=float)
+    res = bg.fit(y, x, size_factors=y.sum(axis=1), fixed_scale=-np.log(alpha))
+    lfc = res.coef_loc.to_numpy()[:, 1] / LN2
+    np.testing.assert_allclose(lfc, ref["logFCUnshrunk"], atol=1e-5)
+    t = float(ref["lfcThreshold"].iloc[0])
+    pval, signed, ok = treat_pvalues(
+        y,
+        res,
+        alpha,
+        np.array([[0.0, 1.0]]),
+        t,
+        ref["varPost"].to_numpy(),
+        ref["dfTotal"].to_numpy(),
+    )
+    assert ok.all()
+    np.testing.assert_allclose(pval, ref["PValueWorstCase"], rtol=1e-4)
+    assert np.all(np.sign(signed[signed != 0]) == np.sign(lfc[signed != 0]))
+
+
+def test_treat_p_is_monotone_in_the_effect_at_fixed_se() -> None:
+    """Shifting one gene's group effect by an offset keeps its likelihood's shape (same SE).
+
+    Its TREAT p-value must then fall as the estimate moves away from where the two
+    boundary statistics are equal (within 0.05 of 0 here) and stay below 1; choosing the
+    nearer boundary by the sign of the estimate (the old rule) gave p = 1 on a stretch next
+    to 0 and lower p-values on the other side.
+    """
+    y0 = np.array([3.0, 5, 2, 4, 1, 0, 2, 1])
+    x = np.column_stack([np.ones(8), np.repeat([0.0, 1.0], 4)])
+    shifts = np.linspace(-1.4, 0.2, 321)  # natural log; the raw estimate is about -0.92
+    n = shifts.size
+    y = np.repeat(y0[:, None], n, axis=1)
+    offset = np.outer(x[:, 1], shifts)
+    alpha = np.full(n, 0.1)
+    res = bg.fit(y, x, offset=offset, fixed_scale=-np.log(alpha))
+    b = res.coef_loc.to_numpy()[:, 1]
+    np.testing.assert_allclose(b, b[0] + shifts[0] - shifts, atol=1e-7)
+    pval, _, ok = treat_pvalues(
+        y, res, alpha, np.array([[0.0, 1.0]]), 1.0, np.ones(n), np.full(n, 6.0)
+    )
+    assert ok.all()
+    assert np.sum(pval >= 1.0 - 1e-12) <= 1 and np.all(pval <= 1.0 + 1e-12)
+    top = int(np.argmax(pval))
+    assert abs(b[top]) < 0.05
+    order = np.argsort(b)
+    p_sorted, top_sorted = pval[order], int(np.flatnonzero(order == top)[0])
+    assert np.all(np.diff(p_sorted[: top_sorted + 1]) >= -1e-12)  # rises up to the top
+    assert np.all(np.diff(p_sorted[top_sorted:]) <= 1e-12)  # falls after it

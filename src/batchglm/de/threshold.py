@@ -25,7 +25,8 @@ threshold ``T`` (or stays below it), so that significance means a relevant effec
   and at ``-T`` (in natural-log units, ``T ln 2``), the signed roots of the two
   likelihood-ratio statistics divided by the root of the QL dispersion are t statistics,
   and ``p = P(t > z_near) + P(t > z_far)`` with the moderated degrees of freedom, where
-  ``z_near`` is negative when ``|b| <= T``. edgeR's default since version 3.x,
+  ``z_near`` belongs to the smaller of the two statistics and is negative when
+  ``|b| <= T`` (see :func:`treat_pvalues`). edgeR's default since version 3.x,
   ``null="interval"`` (a p-value averaged over nulls inside ``[-T, T]``), is not
   implemented; the worst-case p-value is the larger (more conservative) of the two.
 """
@@ -44,6 +45,7 @@ from batchglm.de.result import DEResult
 from batchglm.de.shrunken import Shrunken
 from batchglm.dispersion.estimate import fixed_log_r
 from batchglm.inputs import data_of_fit
+from batchglm.result import FitResult
 from batchglm.solvers.status import CONVERGED_CODES
 from batchglm.warning_site import user_stacklevel
 
@@ -260,57 +262,124 @@ def treat_ql(
     ``+-T ln 2 X v`` (``v = C w`` with ``L C w = 1``), which is a change of size factors:
     two refits of the reduced model for all features at once.
     """
-    from batchglm.fit import fit
-
     check_threshold(lfc_threshold, "greaterAbs")
     if lfc_threshold == 0:
         raise ValueError("`treat_ql` needs `lfc_threshold` > 0; use the plain ql_f test.")
     _single_effect(de, "bg.de.ql_f")
-    res = shrunk.fit
-    c = res.loc.constraints
-    l_free = (lmat @ c)[0]
-    _, s, vt = np.linalg.svd(l_free[None, :], full_matrices=True)
-    c_reduced = c @ vt[1:].T
-    shift = res.loc.matrix @ (c @ (l_free / (l_free @ l_free)))
-    tau = lfc_threshold * np.log(2.0)
-    d = data_of_fit(data, res, layer=layer)
-    ll = {}
-    good = np.asarray(de.converged, dtype=bool).copy()
-    for sign in (1.0, -1.0):
-        red = fit(
-            d,
-            res.design_loc,
-            constraints_loc=c_reduced,
-            size_factors=res.size_factors * np.exp(sign * tau * shift),
-            fixed_scale=fixed_log_r(shrunk.alpha),
-            max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
-            tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
-        )
-        ll[sign] = red.loglik.to_numpy()
-        good &= np.isin(red.status_codes, [int(x) for x in CONVERGED_CODES])
-    ll_full = res.loglik.to_numpy()
     b = de.coef_mle
-    up = b >= 0
-    lr_plus = np.maximum(2.0 * (ll_full - ll[1.0]), 0.0)
-    lr_minus = np.maximum(2.0 * (ll_full - ll[-1.0]), 0.0)
-    near = np.where(up, lr_plus, lr_minus)
-    far = np.where(up, lr_minus, lr_plus)
     s2 = de.ql_dispersion if de.ql_dispersion is not None else np.ones_like(b)
     df2 = de.df_residual if de.df_residual is not None else np.full_like(b, np.inf)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        outside = np.where(np.abs(b) > tau, 1.0, -1.0)
-        t_near = outside * np.sqrt(near / s2)
-        t_far = np.sqrt(far / s2)
-        pval = np.minimum(1.0, stats.t.sf(t_near, df2) + stats.t.sf(t_far, df2))
-    ok = good & np.isfinite(pval)
-    signed = np.where(ok, np.where(up, 1.0, -1.0) * np.maximum(t_near, 0.0), np.nan)
+    pval, signed, good = treat_pvalues(
+        data, shrunk.fit, shrunk.alpha, lmat, lfc_threshold, s2, df2, layer=layer
+    )
+    ok = good & np.asarray(de.converged, dtype=bool)
+    pval = np.where(ok, pval, np.nan)
+    signed = np.where(ok, signed, np.nan)
     return _promote(
         de,
         stat=signed,
-        pval=np.where(ok, pval, np.nan),
+        pval=pval,
         converged=ok,
         tested=f"{de.tested} (TREAT, |LFC| threshold {lfc_threshold:g})",
         lfc_threshold=float(lfc_threshold),
         alt_hypothesis="greaterAbs",
         signed=signed,
     )
+
+
+def treat_pvalues(
+    data: Any,
+    res: FitResult,
+    alpha: Array,
+    lmat: Array,
+    lfc_threshold: float,
+    s2: Array,
+    df: Array,
+    layer: str | None = None,
+) -> tuple[Array, Array, NDArray[np.bool_]]:
+    """TREAT p-values (worst-case null) of one location combination at given dispersions.
+
+    The definition of edgeR's ``glmTreat(..., null="worst.case")`` (McCarthy & Smyth 2009)
+    for a quasi-likelihood fit: with ``LR(+T)`` and ``LR(-T)`` the likelihood-ratio
+    statistics of the model with ``L a`` held at ``+T ln 2`` and ``-T ln 2`` against the
+    unrestricted fit, ``z_near`` the root of the *smaller* one and ``z_far`` of the larger
+    one, each divided by ``sqrt(s2)``,
+
+    ``p = P(t_df > z_far) + P(t_df > z_near)`` when ``|b| > T`` and
+    ``p = P(t_df > z_far) + P(t_df < z_near)`` when ``|b| <= T``,
+
+    ``b = L a`` the estimate (log2 units). Choosing the nearer boundary by the smaller
+    statistic, not by the sign of ``b``, keeps ``p <= 1`` and monotone in ``|b|`` where the
+    likelihood is skewed (for ``|b|`` near 0 the statistic at the boundary on ``b``'s side
+    can be the larger one).
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The counts of the fit ``(n_obs, n_features)``.
+    res : FitResult
+        The NB location fit at the dispersions ``alpha`` (e.g. a QL refit at the trend);
+        the boundary fits reuse its size factors, ``weights`` and ``offset``.
+    alpha : ndarray
+        ``(n_features,)`` NB dispersions the fit holds (``var = mu + alpha mu^2``).
+    lmat : ndarray
+        ``(1, p)`` the tested combination over the location coefficients.
+    lfc_threshold : float
+        ``T`` on ``|log2FoldChange|`` (log2 units, ``> 0``).
+    s2 : ndarray
+        ``(n_features,)`` posterior QL dispersions (ones for a likelihood-ratio TREAT).
+    df : ndarray
+        ``(n_features,)`` degrees of freedom of the t reference (``inf``: normal).
+    layer : str, optional
+        AnnData layer of ``data``.
+
+    Returns
+    -------
+    pval : ndarray
+        ``(n_features,)`` TREAT p-values.
+    signed : ndarray
+        ``sign(b) max(z_near', 0)`` with ``z_near'`` the t statistic at the nearer
+        boundary, negative inside ``[-T, T]``.
+    ok : ndarray of bool
+        Both boundary fits converged and the p-value is finite.
+    """
+    from batchglm.fit import fit
+
+    c = res.loc.constraints
+    l_free = (lmat @ c)[0]
+    _, _, vt = np.linalg.svd(l_free[None, :], full_matrices=True)
+    c_reduced = c @ vt[1:].T
+    shift = res.loc.matrix @ (c @ (l_free / (l_free @ l_free)))
+    tau = lfc_threshold * np.log(2.0)
+    d = data_of_fit(data, res, layer=layer)
+    ll = {}
+    good = np.ones(len(res.feature_names), dtype=bool)
+    for sign in (1.0, -1.0):
+        red = fit(
+            d,
+            res.design_loc,
+            constraints_loc=c_reduced,
+            size_factors=res.size_factors * np.exp(sign * tau * shift),
+            fixed_scale=fixed_log_r(alpha),
+            max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
+            tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
+            progress=False,
+            weights=res.settings.get("weights"),  # type: ignore[arg-type]
+            offset=res.settings.get("offset"),  # type: ignore[arg-type]
+        )
+        ll[sign] = red.loglik.to_numpy()
+        good &= np.isin(red.status_codes, [int(x) for x in CONVERGED_CODES])
+    ll_full = res.loglik.to_numpy()
+    b = res.coef_loc.to_numpy() @ lmat[0]
+    lr_plus = np.maximum(2.0 * (ll_full - ll[1.0]), 0.0)
+    lr_minus = np.maximum(2.0 * (ll_full - ll[-1.0]), 0.0)
+    near = np.minimum(lr_plus, lr_minus)
+    far = np.maximum(lr_plus, lr_minus)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        outside = np.where(np.abs(b) > tau, 1.0, -1.0)
+        t_near = outside * np.sqrt(near / s2)
+        t_far = np.sqrt(far / s2)
+        pval = stats.t.sf(t_near, df) + stats.t.sf(t_far, df)
+    ok = good & np.isfinite(pval)
+    signed = np.where(b >= 0, 1.0, -1.0) * np.maximum(t_near, 0.0)
+    return pval, signed, ok
