@@ -42,6 +42,11 @@ from batchglm.de.independent_filtering import FilterResult
 from batchglm.de.independent_filtering import independent_filtering as filter_by_base_mean
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.pipeline_result import PipelineResult
+from batchglm.de.pipeline_weights import (
+    check_weighted_options,
+    resolve_weights_offset,
+    weighted_base_mean,
+)
 from batchglm.de.result import DEResult
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.inputs import data_of_fit
@@ -185,13 +190,6 @@ def _run_test(
     )
 
 
-def _base_mean(values: Any, sf: Array) -> Array:
-    if sparse.issparse(values):
-        scaled = sparse.csr_array(values).multiply(1.0 / sf[:, None])
-        return np.asarray(scaled.mean(axis=0)).ravel()
-    return np.asarray((np.asarray(values, dtype=np.float64) / sf[:, None]).mean(axis=0))
-
-
 def _replaced_counts(values: Any, sf: Array, out: CooksOutliers) -> Any:
     """Return the counts with the replaceable outliers set to DESeq2's trimmed-mean replacement."""
     feats = np.unique(out.replace_feature)
@@ -244,6 +242,8 @@ def test(
     constraints_scale: Any = None,
     max_iter: int = 100,
     tol: float = 1e-10,
+    weights: Any = None,
+    offset: Any = None,
 ) -> PipelineResult:
     """Differential expression of bulk counts in one call: fit, test, outliers, filtering.
 
@@ -275,9 +275,10 @@ def test(
         (trend + quasi-likelihood F test; the only choice for ``method="ql"``).
     size_factors : {"default", "median_ratio", "poscounts", "normed_sum", "tmm"}, array or None
         Size factors. ``"default"``: ``"median_ratio"`` (DESeq2's default) for the count
-        families ``"nb"`` and ``"poisson"``, none for others; ``"tmm"`` gives edgeR's
-        effective library sizes (:func:`batchglm.tmm.tmm_size_factors`); an array gives
-        one positive factor per observation; ``None`` fits unnormalised counts.
+        families ``"nb"`` and ``"poisson"`` without an ``offset``, none otherwise;
+        ``"tmm"`` gives edgeR's effective library sizes
+        (:func:`batchglm.tmm.tmm_size_factors`); an array gives one positive factor per
+        observation; ``None`` fits unnormalised counts.
     obs : pandas.DataFrame, optional
         Observation annotations for formula designs (default: ``adata.obs``).
     layer : str, optional
@@ -320,6 +321,25 @@ def test(
     design_scale, constraints_loc, constraints_scale, max_iter, tol
         Passed on to :func:`batchglm.fit` (the reduced fit of an LRT gets all but
         ``constraints_loc``).
+    weights : array_like, pandas.Series, pandas.DataFrame or str, optional
+        Observation weights as in :func:`batchglm.fit` (frequency weights: an integer
+        weight ``k`` is ``k`` copies of the observation), ``(n_obs,)``,
+        ``(n_obs, n_features)`` or an ``obs`` column name, matched by name
+        (``docs/inputs.md``). Every fit (full, reduced, refits) uses them and ``baseMean``
+        is the weighted mean of the normalised counts. They need ``dispersion="mle"`` (the
+        MAP and QL dispersion estimators are unweighted) and, unless all weights are 1,
+        ``cooks_cutoff=None`` (DESeq2's Cook's distances and replacement are defined for
+        unweighted counts).
+    offset : array_like, pandas.Series, pandas.DataFrame or str, optional
+        Location offset on the natural-log scale of the mean, as in :func:`batchglm.fit`
+        (e.g. tximport's length offsets), ``(n_obs,)`` or ``(n_obs, n_features)``. With an
+        offset, ``size_factors="default"`` means none (as DESeq2 skips size factors when
+        normalisation factors are given); explicit size factors multiply ``exp(offset)``.
+        An offset per observation is a normalisation factor ``exp(offset)`` per sample and
+        works with every option: ``offset=log(s)`` gives the same table as
+        ``size_factors=s``. An offset per observation and feature needs
+        ``dispersion="mle"`` and ``cooks_cutoff=None``; ``baseMean`` then divides each count
+        by its own normalisation factor ``size_factor * exp(offset)``.
 
     Returns
     -------
@@ -333,8 +353,12 @@ def test(
     ValueError
         For unknown or inconsistent options (``method``, ``dispersion``, ``coef`` /
         ``contrast`` / ``reduced``, ``alpha``, ``lfc_threshold``, ``alt_hypothesis``,
-        ``cooks_cutoff``), and
+        ``cooks_cutoff``), Cook's distances asked for with weights other than 1 or an
+        offset per observation and feature, and
         anything :func:`batchglm.fit` and the tests raise.
+    NotImplementedError
+        For ``weights`` or an offset per observation and feature with ``dispersion``
+        ``"map"`` or ``"ql"`` (the default ``"map"`` included).
 
     Notes
     -----
@@ -374,13 +398,19 @@ def test(
             "was given; set `cooks_cutoff=None`."
         )
     if isinstance(size_factors, str) and size_factors == "default":
-        size_factors = "median_ratio" if counts_family else None
+        size_factors = "median_ratio" if counts_family and offset is None else None
+    w_arr, size_factors, off_arr = resolve_weights_offset(
+        data, layer, obs, size_factors, weights, offset, counts_family
+    )
+    check_weighted_options(w_arr, off_arr, dispersion, cooks_cutoff)
     fit_args = {
         "family": family,
         "max_iter": max_iter,
         "tol": tol,
         "constraints_scale": constraints_scale,
         "progress": progress,
+        "weights": w_arr,
+        "offset": off_arr,
     }
     res = fit(
         data,
@@ -457,7 +487,7 @@ def test(
     if method == "wald" and (lfc_threshold > 0 or alt_hypothesis != "greaterAbs"):
         de_res = wald_threshold(de_res, lfc_threshold, alt_hypothesis)
     pval = np.where(outliers, np.nan, de_res.pval)
-    base_mean = _base_mean(values, sf)
+    base_mean = weighted_base_mean(values, sf, w_arr, off_arr)
     filt: FilterResult | None = None
     if independent_filtering:
         filt = filter_by_base_mean(pval, base_mean, alpha)
