@@ -123,6 +123,10 @@ def test_default_is_the_pipeline_with_median_ratio(workdir, capsys):
         ),
         (["--alt-hypothesis", "greater"], {"alt_hypothesis": "greater"}),
         (["--alt-hypothesis", "less"], {"alt_hypothesis": "less"}),
+        (
+            ["--weights", "depth", "--dispersion", "mle", "--cooks-cutoff", "none"],
+            {"weights": "depth", "dispersion": "mle", "cooks_cutoff": None},
+        ),
     ],
 )
 def test_flags_match_the_python_call(workdir, capsys, flag, kwargs):
@@ -197,6 +201,8 @@ def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
         (["--sort-by", "nope"], r"--sort-by 'nope' is not a column of the table"),
         (["--size-factors", "rle"], r"--size-factors 'rle' is not a column of obs nor a method"),
         (["--out", "de.xlsx"], r"--out 'de.xlsx' must end in one of .csv, .tsv, .txt"),
+        (["--weights", "depth"], r"with `weights` needs dispersion='mle'"),
+        (["--weights", "nope", "--dispersion", "mle"], r"`weights` names the obs column 'nope'"),
     ],
 )
 def test_bad_values_are_one_line_errors(workdir, capsys, flags, match):

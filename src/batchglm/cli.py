@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Warnings print as lines whatever the caller's filters (e.g. "error" in tests).
             warnings.simplefilter("default")
             args.func(args)
-    except (CliError, ValueError, KeyError, OSError) as err:
+    except (CliError, ValueError, KeyError, OSError, NotImplementedError) as err:
         if args.debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

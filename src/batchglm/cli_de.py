@@ -136,6 +136,7 @@ def cmd_test(args: argparse.Namespace) -> None:
         family=args.family,
         max_iter=args.max_iter,
         tol=args.tol,
+        weights=args.weights,
         **options,
     )
     if args.sort_by is not None and args.sort_by not in result.summary(n_max=0).columns:
@@ -237,6 +238,12 @@ def add_test_parser(sub: Any) -> None:
         metavar="{greaterAbs,lessAbs,greater,less}",
         help="alternative, as DESeq2's altHypothesis: |LFC| > T (default), |LFC| < T, "
         "LFC > T, LFC < -T (--test wald; --test ql: greaterAbs only)",
+    )
+    p_test.add_argument(
+        "--weights",
+        metavar="COLUMN",
+        help="obs column of per-sample observation weights (frequency weights: 2 counts a "
+        "sample twice); needs --dispersion mle and --cooks-cutoff none unless all are 1",
     )
     p_test.add_argument(
         "--sort-by",
