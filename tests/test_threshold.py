@@ -220,7 +220,7 @@ def test_treat_matches_edger_glmtreat_worst_case() -> None:
     y = counts.to_numpy(dtype=float)
     res = bg.fit(y, x, size_factors=y.sum(axis=1), fixed_scale=-np.log(alpha))
     lfc = res.coef_loc.to_numpy()[:, 1] / LN2
-    np.testing.assert_allclose(lfc, ref["logFCUnshrunk"], atol=1e-5)
+    np.testing.assert_allclose(lfc, ref["logFCUnshrunk"], atol=1e-7)
     t = float(ref["lfcThreshold"].iloc[0])
     pval, signed, ok = treat_pvalues(
         y,
@@ -232,7 +232,8 @@ def test_treat_matches_edger_glmtreat_worst_case() -> None:
         ref["dfTotal"].to_numpy(),
     )
     assert ok.all()
-    np.testing.assert_allclose(pval, ref["PValueWorstCase"], rtol=1e-4)
+    # Measured: 1.5e-8 relative at most (p down to 1e-11).
+    np.testing.assert_allclose(pval, ref["PValueWorstCase"], rtol=1e-6)
     assert np.all(np.sign(signed[signed != 0]) == np.sign(lfc[signed != 0]))
 
 
