@@ -71,9 +71,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("result", "anndata_write"): "FitResult.to_anndata calls the writer",
     ("result", "residuals"): "FitResult.residuals calls batchglm.residuals",
     ("result", "vst"): "FitResult.normalized_counts / vst_fit call batchglm.vst",
-    # Open: `Rows`/`unique_rows` belong in a module below both solvers (pending the
-    # sparse-block work in objective.py / zero_sums.py).
-    ("solvers.zero_sums", "solvers.objective"): "zero-sum plan needs Rows (open: own module)",
 }
 
 

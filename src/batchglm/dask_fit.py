@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
 from batchglm.input_types import dense_block, is_dask_array
+from batchglm.solvers.block_fit import fit_block
 from batchglm.solvers.newton import SolverOptions
 from batchglm.solvers.objective import Problem
 
@@ -23,14 +24,11 @@ Array = NDArray[np.float64]
 
 __all__ = ["dense_block", "fit_dask", "is_dask_array"]
 
-BlockFit = Callable[[Problem, Array, SolverOptions], tuple[Array, Array, Array, Any, Any]]
-
 
 def fit_dask(
     values: Any,
     problem: Problem,
     options: SolverOptions,
-    fit_block: BlockFit,
     validate: Callable[[Array, int], None],
     chunk_size: int,
 ) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8]]:
@@ -44,8 +42,6 @@ def fit_dask(
         Designs, family and offsets (sent to every task).
     options : SolverOptions
         Solver settings.
-    fit_block : callable
-        The in-memory block solver, ``fit_block(problem, y, options)``.
     validate : callable
         ``validate(y, first_feature)`` raises ``ValueError`` for data outside the family's
         domain; ``first_feature`` makes positions in messages global.
@@ -70,7 +66,6 @@ def fit_dask(
         _fit_packed,
         problem,
         options,
-        fit_block,
         validate,
         dtype=np.float64,
         chunks=(transposed.chunks[0], (width,)),
@@ -92,7 +87,6 @@ def _fit_packed(
     block_t: Any,
     problem: Problem,
     options: SolverOptions,
-    fit_block: BlockFit,
     validate: Callable[[Array, int], None],
     block_info: dict[Any, Any] | None = None,
 ) -> Array:

@@ -330,7 +330,7 @@ def fit(
             tqdm(total=n_feat, disable=not show, unit="feature", desc="batchglm.fit") as bar,
         ):
             theta, cov, loglik, n_iter, status = fit_dask(
-                d.values, problem, options, fit_block, fam.validate, chunk
+                d.values, problem, options, fam.validate, chunk
             )
             bar.update(n_feat)
     else:

@@ -46,9 +46,10 @@ from batchglm.families import Derivatives
 from batchglm.families.nb import NegativeBinomial
 from batchglm.nonzeros import NonZeros
 from batchglm.solvers.linalg import GroupSums, PairProducts
+from batchglm.solvers.rows import Rows, unique_rows
 
 if TYPE_CHECKING:
-    from batchglm.solvers.objective import Problem, Rows
+    from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
 
@@ -334,8 +335,6 @@ def plan(problem: Problem) -> ZeroSumPlan | None:
 
 
 def _build(problem: Problem) -> ZeroSumPlan | None:
-    from batchglm.solvers.objective import Rows, unique_rows
-
     if not isinstance(problem.family, NegativeBinomial) or problem.cells is not None:
         return None
     if problem.rows.weight is not None or getattr(problem, "weights", None) is not None:
