@@ -69,6 +69,18 @@ def initial_loc(
     if w is None and problem.weights is not None:
         w = problem.weights[:, None]
     grouped = groups.n_groups <= _MAX_LOC_GROUPS and not groups.identity
+    plan = problem.covariate_plan if not grouped else None
+    if plan is not None and w is None and offset is None and nonzeros is not None:
+        # Groups plus continuous covariates: the group means of the discrete columns, the
+        # covariates' coefficients at 0.
+        sf = problem.size_factor_moments.size_factors
+        norm_nz = nonzeros.values / sf[nonzeros.obs]
+        sizes = plan.sizes
+        means = nonzeros.group_sums(plan.group, plan.n_groups, norm_nz) / sizes[:, None]
+        target = fam.start_loc_groups(means, sizes[:, None])
+        a = np.zeros((y.shape[1], problem.k_loc))
+        a[:, plan.discrete] = _weighted_lstsq(plan.rows, sizes, target)
+        return a
     if grouped and w is None and offset is None and nonzeros is not None:
         moments = problem.size_factor_moments
         sizes = moments.loc_sizes
@@ -146,17 +158,32 @@ def initial_scale(
     if pooled:
         groups = GroupSums(np.zeros(y.shape[0], dtype=np.intp), 1)
     loc_groups = problem.loc_groups
-    sparse_moments = (
+    plain = (
         isinstance(problem.family, NegativeBinomial)
         and nonzeros is not None
         and offset is None
         and weights is None
         and problem.weights is None
-        and loc_groups.n_groups <= _MAX_LOC_GROUPS
-        and not loc_groups.identity
         and not pooled
     )
-    if sparse_moments:
+    grouped = loc_groups.n_groups <= _MAX_LOC_GROUPS and not loc_groups.identity
+    plan = problem.covariate_plan if plain and not grouped else None
+    if plan is not None:
+        # Means of the covariate start (its coefficients at 0: one mean per group).
+        assert nonzeros is not None and isinstance(problem.family, NegativeBinomial)
+        eta = problem.family.start_scale_sparse(
+            nonzeros,
+            problem.size_factor_moments.size_factors,
+            plan.group,
+            np.exp(plan.rows @ a[:, plan.discrete].T),
+            groups.index,
+            plan.sum_sf,
+            plan.sum_sf2,
+        )
+        sizes = np.bincount(plan.scale_of_group, plan.sizes, minlength=plan.n_scale).astype(
+            np.float64
+        )
+    elif plain and grouped:
         assert nonzeros is not None and isinstance(problem.family, NegativeBinomial)
         moments = problem.size_factor_moments
         sizes = moments.scale_sizes

@@ -17,7 +17,7 @@ from batchglm.design import Design
 from batchglm.families import Derivatives, Family
 from batchglm.families.scratch import Scratch
 from batchglm.nonzeros import NonZeros
-from batchglm.solvers import zero_sums
+from batchglm.solvers import covariate_sums, zero_sums
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts, column_units
 from batchglm.solvers.rows import Rows, unique_rows
@@ -195,6 +195,14 @@ class Problem:
             .reshape(n_scale, n_loc),
         )
 
+    @cached_property
+    def covariate_plan(self) -> covariate_sums.CovariatePlan | None:
+        """Groups plus continuous covariates (:mod:`batchglm.solvers.covariate_sums`), once.
+
+        ``None`` where that path does not apply.
+        """
+        return covariate_sums.build(self)
+
     def eta_loc(self, a: Array, out: Array | None = None) -> Array:
         """Location predictor ``(n, F)`` for free coefficients ``a`` of shape ``(F, k_loc)``.
 
@@ -311,6 +319,12 @@ class Objective:
         self.zero_sums = zero_sums.for_block(problem, self.y, nonzeros) if plain else None
         if self.zero_sums is not None:
             self.rows = self.zero_sums.rows
+        # Groups plus continuous covariates (batchglm.solvers.covariate_sums): the same
+        # sums without the per-observation pair matrix.
+        self.covariates = None
+        if plain and self.zero_sums is None:
+            self.covariates = problem.covariate_plan
+        self.y_sorted = None if self.covariates is None else self.covariates.sort(self.y)
 
     @property
     def n_features(self) -> int:
@@ -342,6 +356,10 @@ class Objective:
         out.zero_sums = None
         if self.zero_sums is not None:
             out.zero_sums = zero_sums.ZeroSumBlock(self.zero_sums.plan, self.problem.offset, out.y)
+        out.covariates = self.covariates
+        out.y_sorted = None
+        if self.y_sorted is not None:
+            out.y_sorted = np.ascontiguousarray(self.y_sorted[:, keep])
         out.scratch = Scratch()
         return out
 
@@ -394,6 +412,8 @@ class Objective:
         Evaluation
             Log-likelihood, derivatives and magnitude per feature.
         """
+        if self.covariates is not None:
+            return self._evaluate_covariates(self.covariates, theta, order)
         p = self.problem
         fam = p.family
         rows = self.rows
@@ -445,6 +465,49 @@ class Objective:
             hess[:, :kl, kl:] = cross
             hess[:, kl:, :kl] = np.swapaxes(cross, 1, 2)
             hess[:, kl:, kl:] = p.pp_scale(d2_s)
+        return Evaluation(ll, grad, hess, magnitude)
+
+    def _evaluate_covariates(
+        self, plan: covariate_sums.CovariatePlan, theta: Array, order: int
+    ) -> Evaluation:
+        """:meth:`evaluate_terms` from per-group sums (:mod:`batchglm.solvers.covariate_sums`)."""
+        p = self.problem
+        kl = p.k_loc
+        eta_s_groups = p.eta_scale_groups(theta[:, kl:])
+        assert self.y_sorted is not None
+        acc = covariate_sums.group_sums(
+            plan, self.y_sorted, theta[:, :kl], eta_s_groups[plan.scale_of_group], order
+        )
+        parts = covariate_sums.assemble(plan, acc, p.scale_rows, order)
+        counts = (
+            self.table.group_sums(p.family, eta_s_groups, order) if self.table is not None else None
+        )
+        constant = self.constant()
+        ll = parts.ll + constant
+        magnitude = np.abs(parts.ll) + np.abs(constant)
+        if counts is not None:
+            count_ll = counts[0].sum(axis=0)
+            ll = ll + count_ll
+            magnitude += np.abs(count_ll)
+        if order == 0:
+            return Evaluation(ll, None, None, magnitude)
+        assert parts.grad_loc is not None and parts.hess_loc is not None
+        assert parts.cross is not None and parts.d_scale is not None
+        assert parts.d2_scale is not None
+        d_s, d2_s = parts.d_scale, parts.d2_scale
+        if counts is not None:
+            assert counts[1] is not None and counts[2] is not None
+            d_s = d_s + counts[1]
+            d2_s = d2_s + counts[2]
+        k = p.n_params
+        grad = np.empty((theta.shape[0], k))
+        hess = np.empty((theta.shape[0], k, k))
+        grad[:, :kl] = parts.grad_loc
+        hess[:, :kl, :kl] = parts.hess_loc
+        grad[:, kl:] = (p.scale_rows.T @ d_s).T
+        hess[:, :kl, kl:] = parts.cross
+        hess[:, kl:, :kl] = np.swapaxes(parts.cross, 1, 2)
+        hess[:, kl:, kl:] = p.pp_scale(d2_s)
         return Evaluation(ll, grad, hess, magnitude)
 
 

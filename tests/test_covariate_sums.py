@@ -1,0 +1,171 @@
+"""Groups plus continuous covariates (batchglm.solvers.covariate_sums) against direct sums.
+
+References: the direct per-observation sums over the full pair matrix (the path used before,
+``Objective`` with the plan switched off), ``scipy.stats.nbinom.logpmf`` for the
+log-likelihood, central differences for the derivatives and ``scipy.optimize`` on the same
+likelihood for a fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+
+import batchglm as bg
+from batchglm.design import build_design
+from batchglm.families import get_family, nb_kernel
+from batchglm.solvers import covariate_sums
+from batchglm.solvers.objective import Objective, Problem
+
+
+def _problem(n: int, seed: int, n_cov: int = 1, scale_groups: bool = False, family: str = "nb"):
+    rng = np.random.default_rng(seed)
+    cell_type = rng.integers(0, 3, n)
+    cond = rng.integers(0, 2, n)
+    cov = rng.normal(0.0, 1.0, (n, n_cov))
+    # the covariate in the middle: the discrete and continuous columns interleave
+    x = np.column_stack(
+        [np.ones(n), cell_type == 1, cov[:, 0], cell_type == 2, cond, cov[:, 1:]]
+    ).astype(np.float64)
+    z = np.column_stack([np.ones(n), cond]) if scale_groups else np.ones((n, 1))
+    sf = np.exp(rng.normal(0.0, 0.4, n))
+    problem = Problem(
+        get_family(family),
+        build_design(x, None, n, "loc"),
+        build_design(z, None, n, "scale"),
+        np.log(sf),
+    )
+    return problem, x, z, sf
+
+
+def _data(x, z, sf, n_feat, seed):
+    rng = np.random.default_rng(seed)
+    a = np.column_stack(
+        [rng.uniform(-3.0, 1.0, n_feat), rng.uniform(-0.5, 0.5, (n_feat, x.shape[1] - 1))]
+    )
+    b = np.column_stack(
+        [np.linspace(np.log(0.3), np.log(1e6), n_feat), rng.uniform(-0.3, 0.3, (n_feat, 1))]
+    )[:, : z.shape[1]]
+    mu = sf[:, None] * np.exp(x @ a.T)
+    r = np.exp(z @ b.T)
+    y = rng.negative_binomial(r, r / (r + mu)).astype(np.float64)
+    return y, np.column_stack([a, b]), mu, r
+
+
+def test_plan_applies_to_grouped_designs_with_few_continuous_columns():
+    problem, *_ = _problem(400, 1)
+    plan = problem.covariate_plan
+    assert plan is not None
+    assert plan.continuous.tolist() == [2] and plan.discrete.tolist() == [0, 1, 3, 4]
+    assert plan.n_groups == 6
+    assert _problem(400, 1, family="poisson")[0].covariate_plan is None
+    assert _problem(60, 1)[0].covariate_plan is None  # fewer than 16 cells per group
+    assert _problem(400, 1, n_cov=5)[0].covariate_plan is None  # too many covariates
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize(("n_cov", "scale_groups"), [(1, False), (2, True)])
+def test_objective_matches_the_direct_sums_and_scipy(compiled, n_cov, scale_groups):
+    if compiled and not nb_kernel.ENABLED:
+        pytest.skip("numba not available")
+    n, n_feat = 900, 7
+    problem, x, z, sf = _problem(n, 3, n_cov, scale_groups)
+    y, theta, mu, r = _data(x, z, sf, n_feat, 4)
+    obj = Objective(problem, y)
+    assert obj.covariates is not None
+    direct = Objective(problem, y)
+    direct.covariates = None
+    real = covariate_sums.group_sums
+
+    def forced(*args, **kwargs):
+        return real(*args, **{**kwargs, "compiled": compiled})
+
+    covariate_sums.group_sums = forced  # type: ignore[assignment]
+    try:
+        ev = obj.evaluate_terms(theta, 2)
+        ev0 = obj.evaluate_terms(theta, 0)
+        h = 1e-5
+        diffs = []
+        for i in range(theta.shape[1]):
+            step = np.zeros_like(theta)
+            step[:, i] = h
+            up, dn = obj.evaluate(theta + step, 2), obj.evaluate(theta - step, 2)
+            diffs.append(((up[0] - dn[0]) / (2 * h), (up[1] - dn[1]) / (2 * h)))
+    finally:
+        covariate_sums.group_sums = real  # type: ignore[assignment]
+    ref = direct.evaluate_terms(theta, 2)
+    assert np.max(np.abs(ev.ll - ref.ll) / ref.magnitude) < 1e-13
+    np.testing.assert_array_equal(ev0.ll, ev.ll)
+    assert ev.grad is not None and ref.grad is not None
+    assert ev.hess is not None and ref.hess is not None
+    big = np.abs(ref.hess).max(axis=(1, 2))
+    assert np.max(np.abs(ev.grad - ref.grad).max(axis=1) / big) < 1e-12
+    assert np.max(np.abs(ev.hess - ref.hess).max(axis=(1, 2)) / big) < 1e-12
+    np.testing.assert_array_equal(ev.hess, np.swapaxes(ev.hess, 1, 2))
+    logpmf = stats.nbinom.logpmf(y, r, r / (r + mu)).sum(axis=0)
+    moderate = r.max(axis=0) < 1e5  # scipy's logpmf loses digits near the Poisson limit
+    np.testing.assert_allclose(ev.ll[moderate], logpmf[moderate], rtol=1e-10)
+    for i, (d1, d2) in enumerate(diffs):
+        np.testing.assert_allclose(ev.grad[:, i], d1, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(ev.hess[:, :, i], d2, rtol=1e-5, atol=1e-4)
+
+
+def test_compiled_and_numpy_sums_agree():
+    if not nb_kernel.ENABLED:
+        pytest.skip("numba not available")
+    problem, x, z, sf = _problem(2000, 8, 2, True)
+    y, theta, *_ = _data(x, z, sf, 3, 9)
+    plan = problem.covariate_plan
+    assert plan is not None
+    eta_s = problem.eta_scale_groups(theta[:, 5 + 1 :])[plan.scale_of_group]
+    a = theta[:, :6]
+    ys = plan.sort(y)
+    got = covariate_sums.group_sums(plan, ys, a, eta_s, 2, compiled=True)
+    ref = covariate_sums.group_sums(plan, ys, a, eta_s, 2, compiled=False)
+    scale = np.abs(ref).max(axis=(0, 2), keepdims=True)  # largest sum of each feature
+    assert np.max(np.abs(got - ref) / scale) < 1e-12
+
+
+def test_fit_reaches_the_scipy_optimum_and_the_direct_fit():
+    n = 1500
+    rng = np.random.default_rng(31)
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(rng.choice(list("abc"), n)),
+            "condition": pd.Categorical(rng.choice(["ctrl", "trt"], n)),
+            "covariate": rng.normal(0.0, 1.0, n),
+        }
+    )
+    sf = np.exp(rng.normal(0.0, 0.3, n))
+    x = np.column_stack(
+        [
+            np.ones(n),
+            obs.cell_type == "b",
+            obs.cell_type == "c",
+            obs.condition == "trt",
+            obs.covariate,
+        ]
+    ).astype(np.float64)
+    a_true = np.array([[-1.5, 0.3, -0.2, 0.4, 0.5], [0.5, -0.3, 0.1, 0.0, -0.8]])
+    mu = sf[:, None] * np.exp(x @ a_true.T)
+    r = np.array([2.0, 5.0])
+    y = rng.negative_binomial(r, r / (r + mu)).astype(np.float64)
+    res = bg.fit(y, "~ cell_type + condition + covariate", obs=obs, size_factors=sf, n_jobs=1)
+    assert (res.status == "converged").all()
+    coef = res.coef_loc.to_numpy()
+    log_r = res.coef_scale.to_numpy()[:, 0]
+    for f in range(2):
+
+        def nll(p, f=f):
+            m = sf * np.exp(x @ p[:5])
+            rr = np.exp(p[5])
+            return -stats.nbinom.logpmf(y[:, f], rr, rr / (rr + m)).sum()
+
+        start = np.append(np.zeros(5), 0.0)
+        opt = optimize.minimize(nll, start, method="BFGS", options={"gtol": 1e-8})
+        opt = optimize.minimize(nll, opt.x, method="Nelder-Mead", options={"xatol": 1e-9})
+        assert -res.loglik.to_numpy()[f] <= opt.fun + 1e-7
+        np.testing.assert_allclose(coef[f], opt.x[:5], atol=2e-4)
+        np.testing.assert_allclose(log_r[f], opt.x[5], atol=2e-3)
