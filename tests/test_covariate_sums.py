@@ -17,7 +17,10 @@ import batchglm as bg
 from batchglm.design import build_design
 from batchglm.families import get_family, nb_kernel
 from batchglm.solvers import covariate_sums
+from batchglm.solvers.block_fit import fit_block
+from batchglm.solvers.newton import SolverOptions
 from batchglm.solvers.objective import Objective, Problem
+from batchglm.solvers.status import Status
 
 
 def _problem(n: int, seed: int, n_cov: int = 1, scale_groups: bool = False, family: str = "nb"):
@@ -40,13 +43,13 @@ def _problem(n: int, seed: int, n_cov: int = 1, scale_groups: bool = False, fami
     return problem, x, z, sf
 
 
-def _data(x, z, sf, n_feat, seed):
+def _data(x, z, sf, n_feat, seed, r_max=1e6):
     rng = np.random.default_rng(seed)
     a = np.column_stack(
         [rng.uniform(-3.0, 1.0, n_feat), rng.uniform(-0.5, 0.5, (n_feat, x.shape[1] - 1))]
     )
     b = np.column_stack(
-        [np.linspace(np.log(0.3), np.log(1e6), n_feat), rng.uniform(-0.3, 0.3, (n_feat, 1))]
+        [np.linspace(np.log(0.3), np.log(r_max), n_feat), rng.uniform(-0.3, 0.3, (n_feat, 1))]
     )[:, : z.shape[1]]
     mu = sf[:, None] * np.exp(x @ a.T)
     r = np.exp(z @ b.T)
@@ -128,7 +131,7 @@ def test_compiled_and_numpy_sums_agree():
     assert np.max(np.abs(got - ref) / scale) < 1e-12
 
 
-def test_fit_reaches_the_scipy_optimum_and_the_direct_fit():
+def test_fit_reaches_the_scipy_optimum():
     n = 1500
     rng = np.random.default_rng(31)
     obs = pd.DataFrame(
@@ -169,3 +172,22 @@ def test_fit_reaches_the_scipy_optimum_and_the_direct_fit():
         assert -res.loglik.to_numpy()[f] <= opt.fun + 1e-7
         np.testing.assert_allclose(coef[f], opt.x[:5], atol=2e-4)
         np.testing.assert_allclose(log_r[f], opt.x[5], atol=2e-3)
+
+
+def test_block_fit_never_builds_the_per_observation_pair_products():
+    # (55 + 10) x n_obs products at 10 coefficients: 520 MB at a million cells.
+    problem, x, z, sf = _problem(1200, 41)
+    y, theta, *_ = _data(x, z, sf, 4, 42, r_max=20.0)
+    out = fit_block(problem, y, SolverOptions())
+    converged = out[4] == Status.CONVERGED
+    assert converged.sum() >= 3  # the fourth (r = 20) may reach the Poisson bound
+    assert not problem.rows.pp_loc.built
+    assert problem.rows.pp_cross is not None and not problem.rows.pp_cross.built
+    # The fitted optimum is stationary for the direct sums (which do build them).
+    direct = Objective(problem, np.ascontiguousarray(y[:, converged]))
+    direct.covariates = None
+    _, grad, hess = direct.evaluate(out[0][converged], 2)
+    assert grad is not None and hess is not None
+    step = np.linalg.solve(-hess, grad[:, :, None])[:, :, 0]
+    assert np.abs(step).max() < 1e-6
+    assert problem.rows.pp_loc.built
