@@ -5,7 +5,7 @@ A single-cell design such as ``~ cell_type + condition + covariate`` has rows
 cell's group ``g_j``, here 16 for 8 cell types x 2 conditions) and ``c_j`` holds the ``p``
 continuous columns. The observed information ``X^T diag(w) X`` then needs, per group, only
 the sums of ``w``, ``w c`` and ``w c c^T`` over its cells: ``1 + p + p (p + 1) / 2``
-products instead of the ``k (k + 1) / 2`` of the full pair matrix (4 instead of 55 for 10
+products instead of the ``k (k + 1) / 2`` of the full pair matrix (3 instead of 55 for 10
 coefficients), and the gradient only the sums of ``d`` and ``d c``. The linear predictor is
 ``offset_j + (G a_G)[g_j] + c_j . a_c``, a gather from a table of group predictors.
 
