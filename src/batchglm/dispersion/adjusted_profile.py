@@ -200,6 +200,19 @@ class AdjustedProfile:
             out.prior = LogNormalPrior(self.prior.mean[keep], self.prior.var)
         return out
 
+    def without_prior(self) -> AdjustedProfile:
+        """Return the same objective without its prior (the plain APL).
+
+        Returns
+        -------
+        AdjustedProfile
+            A shallow copy sharing the counts, means and count table.
+        """
+        out = object.__new__(AdjustedProfile)
+        out.__dict__.update(self.__dict__)
+        out.prior = None
+        return out
+
     def __call__(self, b: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """APL, its gradient and Hessian in ``b`` (up to ``order``); see :meth:`evaluate`.
 

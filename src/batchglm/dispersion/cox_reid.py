@@ -25,7 +25,14 @@ from batchglm.dispersion.adjusted_profile import (
 )
 from batchglm.solvers.newton import SolverOptions, solve
 
-__all__ = ["MIN_ALPHA", "LogNormalPrior", "cox_reid_log_r", "max_alpha"]
+__all__ = [
+    "MIN_ALPHA",
+    "LogNormalPrior",
+    "cox_reid_log_r",
+    "cox_reid_search",
+    "log_r_grid",
+    "max_alpha",
+]
 
 Array = NDArray[np.float64]
 
@@ -55,12 +62,34 @@ def max_alpha(n_obs: int) -> float:
     return float(max(10.0, n_obs))
 
 
+def log_r_grid(n_obs: int, alpha_max: float | None = None) -> Array:
+    """Return the grid of ``log r`` searched before the Newton refinement.
+
+    Parameters
+    ----------
+    n_obs : int
+        Number of observations.
+    alpha_max : float, optional
+        Largest dispersion allowed; by default :func:`max_alpha`.
+
+    Returns
+    -------
+    ndarray
+        ``(G,)`` points from ``-log(alpha_max)`` to ``-log(1e-8)``, about 0.25 apart.
+    """
+    upper = alpha_max if alpha_max is not None else max_alpha(n_obs)
+    lo_t, hi_t = -np.log(upper), -np.log(MIN_ALPHA)
+    return np.linspace(lo_t, hi_t, int(np.ceil((hi_t - lo_t) / _GRID_STEP)) + 1)
+
+
 def cox_reid_log_r(
     y: Array,
     mu: Array,
     x: Array,
     prior: LogNormalPrior | None = None,
     alpha_max: float | None = None,
+    *,
+    grid_apl: Array | None = None,
 ) -> Array:
     """Maximise the Cox-Reid adjusted profile likelihood (plus a prior) over ``log r``.
 
@@ -76,24 +105,75 @@ def cox_reid_log_r(
         Normal prior on ``log alpha``; without it the estimate is the APL maximiser.
     alpha_max : float, optional
         Largest dispersion allowed; by default :func:`max_alpha`.
+    grid_apl : ndarray, optional
+        ``(G, F)`` APL without prior on :func:`log_r_grid` at these counts and means, as
+        returned by :func:`cox_reid_search`: the grid is then not evaluated again (the
+        prior does not change the APL, so DESeq2's MAP pass reuses the gene-wise grid).
 
     Returns
     -------
     ndarray
         ``log r`` per feature, within ``[-log(alpha_max), -log(1e-8)]``. A maximum beyond
         either end (e.g. under-dispersion) stops on that end.
+
+    Raises
+    ------
+    ValueError
+        If ``grid_apl`` does not have one row per grid point and one column per feature.
+    """
+    return cox_reid_search(y, mu, x, prior, alpha_max, grid_apl=grid_apl)[0]
+
+
+def cox_reid_search(
+    y: Array,
+    mu: Array,
+    x: Array,
+    prior: LogNormalPrior | None = None,
+    alpha_max: float | None = None,
+    *,
+    grid_apl: Array | None = None,
+) -> tuple[Array, Array]:
+    """:func:`cox_reid_log_r` that also returns the APL on the grid (without prior).
+
+    Parameters
+    ----------
+    y, mu, x, prior, alpha_max, grid_apl
+        As :func:`cox_reid_log_r`.
+
+    Returns
+    -------
+    log_r : ndarray
+        ``(F,)`` the estimate.
+    grid_apl : ndarray
+        ``(G, F)`` APL (prior left out) on :func:`log_r_grid`; pass it back as
+        ``grid_apl`` to search the same features again under a prior without another pass
+        over the counts.
+
+    Raises
+    ------
+    ValueError
+        If ``grid_apl`` does not have one row per grid point and one column per feature.
     """
     n_obs, n_feat = y.shape
-    upper = alpha_max if alpha_max is not None else max_alpha(n_obs)
-    lo_t, hi_t = -np.log(upper), -np.log(MIN_ALPHA)
+    grid = log_r_grid(n_obs, alpha_max)
+    if grid_apl is not None and grid_apl.shape != (grid.size, n_feat):
+        raise ValueError(
+            f"`grid_apl` must have shape {(grid.size, n_feat)} (grid points, features), "
+            f"but has shape {grid_apl.shape}."
+        )
     if n_feat == 0:
-        return np.zeros(0)
-    grid = np.linspace(lo_t, hi_t, int(np.ceil((hi_t - lo_t) / _GRID_STEP)) + 1)
+        return np.zeros(0), np.zeros((grid.size, 0))
     apl = AdjustedProfile(y, mu, x, np.ones((n_obs, 1)), prior)
-    values = np.empty((grid.size, n_feat))
-    with np.errstate(all="ignore"):
-        for g, t in enumerate(grid):
-            values[g] = apl.evaluate(np.full((n_feat, 1), t), 0)[0]
+    if grid_apl is None:
+        plain = apl if prior is None else apl.without_prior()
+        grid_apl = np.empty((grid.size, n_feat))
+        with np.errstate(all="ignore"):
+            for g, t in enumerate(grid):
+                grid_apl[g] = plain.evaluate(np.full((n_feat, 1), t), 0)[0]
+    values = grid_apl
+    if prior is not None:
+        # The prior's log density in t = log r (log alpha = -t), added as evaluate does.
+        values = grid_apl - (grid[:, None] + prior.mean[None, :]) ** 2 / (2.0 * prior.var)
     best = np.nanargmax(np.where(np.isfinite(values), values, -np.inf), axis=0)
     lo = grid[np.maximum(best - 1, 0)]
     hi = grid[np.minimum(best + 1, grid.size - 1)]
@@ -113,4 +193,4 @@ def cox_reid_log_r(
         sol = solve(sub, start[:, None], _OPTIONS, bounds=(lo[bracketed], hi[bracketed]))
         # The ascent never loses, so its end is at least as good as the start.
         t_out[bracketed] = np.where(np.isfinite(sol.theta[:, 0]), sol.theta[:, 0], start)
-    return t_out
+    return t_out, grid_apl

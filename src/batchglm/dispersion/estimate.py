@@ -19,7 +19,14 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm import blocks
-from batchglm.dispersion.cox_reid import MIN_ALPHA, LogNormalPrior, cox_reid_log_r, max_alpha
+from batchglm.dispersion.cox_reid import (
+    MIN_ALPHA,
+    LogNormalPrior,
+    cox_reid_log_r,
+    cox_reid_search,
+    log_r_grid,
+    max_alpha,
+)
 from batchglm.dispersion.genewise import GenewiseScale, genewise_dispersions
 from batchglm.dispersion.nb_fit import check_nb_fit, fitted_means, residual_df
 from batchglm.dispersion.ql_dispersions import QuasiLikelihood, quasi_likelihood
@@ -154,6 +161,9 @@ def estimate_dispersions(
     usable = res.status_codes != Status.ALL_ZERO
     base_mean = np.zeros(n_feat)
     log_r_gene = np.full(n_feat, np.nan)
+    # The APL on the search grid, kept from the gene-wise pass: the MAP pass adds the prior
+    # to it instead of evaluating the grid again (the prior does not change the APL).
+    grid_apl = np.full((log_r_grid(n_obs, upper).size, n_feat), np.nan)
 
     def _pass1(sl: slice) -> None:
         y = d.block(sl)
@@ -161,7 +171,8 @@ def estimate_dispersions(
         use = np.flatnonzero(usable[sl])
         if use.size:
             mu = fitted_means(res, sl)
-            log_r_gene[sl.start + use] = cox_reid_log_r(
+            at = sl.start + use
+            log_r_gene[at], grid_apl[:, at] = cox_reid_search(
                 np.ascontiguousarray(y[:, use]),
                 np.ascontiguousarray(mu[:, use]),
                 x,
@@ -191,13 +202,15 @@ def estimate_dispersions(
             return
         y = d.block(sl)
         mu = fitted_means(res, sl)
-        prior = LogNormalPrior(np.log(trend_alpha[sl.start + use]), prior_var)
-        log_r_map[sl.start + use] = cox_reid_log_r(
+        at = sl.start + use
+        prior = LogNormalPrior(np.log(trend_alpha[at]), prior_var)
+        log_r_map[at] = cox_reid_log_r(
             np.ascontiguousarray(y[:, use]),
             np.ascontiguousarray(mu[:, use]),
             x,
             prior=prior,
             alpha_max=upper,
+            grid_apl=grid_apl[:, at],
         )
 
     blocks.map_blocks(
