@@ -166,10 +166,8 @@ def cox_reid_search(
     apl = AdjustedProfile(y, mu, x, np.ones((n_obs, 1)), prior)
     if grid_apl is None:
         plain = apl if prior is None else apl.without_prior()
-        grid_apl = np.empty((grid.size, n_feat))
         with np.errstate(all="ignore"):
-            for g, t in enumerate(grid):
-                grid_apl[g] = plain.evaluate(np.full((n_feat, 1), t), 0)[0]
+            grid_apl = plain.grid_values(grid)
     values = grid_apl
     if prior is not None:
         # The prior's log density in t = log r (log alpha = -t), added as evaluate does.
