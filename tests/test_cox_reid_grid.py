@@ -11,6 +11,7 @@ from scipy import optimize, special
 from batchglm.dispersion.adjusted_profile import AdjustedProfile, _log1p
 from batchglm.dispersion.cox_reid import (
     LogNormalPrior,
+    _hermite_start,
     cox_reid_log_r,
     cox_reid_search,
     log_r_grid,
@@ -129,3 +130,29 @@ def test_estimates_match_a_dense_grid_refined_by_scipy(n_obs):
             assert abs(est - root) < 1e-6, (j, est, root)
             checked += 1
     assert checked > 100
+
+
+def test_hermite_start_is_the_maximum_of_a_cubic():
+    # f(t) = -(t - m)^2 + c (t - m)^3 on brackets around m: a cubic, so exact.
+    m = np.array([0.31, -2.2, 7.05])
+    c = np.array([0.0, 0.4, -0.3])
+    lo, hi = m - np.array([0.2, 0.1, 0.45]), m + np.array([0.3, 0.4, 0.05])
+
+    def f(t):
+        return -((t - m) ** 2) + c * (t - m) ** 3
+
+    def g(t):
+        return -2.0 * (t - m) + 3.0 * c * (t - m) ** 2
+
+    got = _hermite_start(lo, hi, f(lo), f(hi), g(lo), g(hi))
+    np.testing.assert_allclose(got, m, rtol=0, atol=1e-12)
+
+
+def test_grid_errors():
+    y, mu, x = _data(2, 5, 4)
+    with pytest.raises(ValueError, match=r"`grid_apl` must have shape \(\d+, 4\)"):
+        cox_reid_log_r(y, mu, x, grid_apl=np.zeros((3, 4)))
+    two_groups = np.column_stack([np.ones(5), np.arange(5) % 2])
+    apl = AdjustedProfile(y, mu, x, two_groups)
+    with pytest.raises(ValueError, match="one distinct row\\), but the scale design has 2"):
+        apl.grid_values(log_r_grid(5))

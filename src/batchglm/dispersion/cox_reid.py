@@ -7,7 +7,16 @@ feature is a 1-D problem. All features are solved together: the objective is fir
 evaluated on a grid of ``t`` (so the global maximum is found even where the APL has several
 local ones), then :func:`batchglm.solvers.newton.solve` refines the best grid point inside
 the two grid cells around it (the cells are the solver's bounds) where the derivative
-changes sign there. DESeq2's
+changes sign there.
+
+Cost. A grid point costs one ``log1p`` and one weight pass over the counts
+(:meth:`~batchglm.dispersion.adjusted_profile.AdjustedProfile.grid_values`). The APL does
+not depend on the prior, so the MAP pass adds the prior to the gene-wise pass's grid
+(:func:`cox_reid_search` returns it) instead of evaluating it again. Newton starts from the
+maximum of the cubic through the bracket's values and slopes (about 2e-4 from the optimum
+instead of 0.06), which saves it about one of three iterations; a feature whose Newton end
+is not a located maximum at least as high as the best grid point is solved again from that
+point. DESeq2's
 ``estimateDispersionsGeneEst`` also searches a grid of ``log alpha`` before refining; the
 adjustment is Cox and Reid's (1987), as in edgeR and DESeq2.
 """
@@ -24,6 +33,7 @@ from batchglm.dispersion.adjusted_profile import (
     LogNormalPrior,
 )
 from batchglm.solvers.newton import SolverOptions, solve
+from batchglm.solvers.status import Status
 
 __all__ = [
     "MIN_ALPHA",
@@ -43,6 +53,9 @@ MIN_ALPHA = 1e-8
 _GRID_STEP = 0.25
 #: Newton settings of the refinement: a bound is released at most this often per feature,
 #: and the maximiser is located to ``1e-10`` in ``log r`` even where the APL is flat.
+#: A Newton end counts as located when the remaining Newton step is below this (in
+#: ``log r``); otherwise the feature is solved again from the best grid point.
+_LOCATED = 1e-8
 _OPTIONS = SolverOptions(max_releases=3, step_tol=STEP_TOL, noise_floor=NOISE_FLOOR)
 
 
@@ -186,9 +199,63 @@ def cox_reid_search(
     bracketed = (g_lo[:, 0] > 0) & (g_hi[:, 0] < 0)
     t_out: Array = grid[best]
     if bracketed.any():
-        sub = apl.subset(bracketed)
-        start = t_out[bracketed]
-        sol = solve(sub, start[:, None], _OPTIONS, bounds=(lo[bracketed], hi[bracketed]))
-        # The ascent never loses, so its end is at least as good as the start.
-        t_out[bracketed] = np.where(np.isfinite(sol.theta[:, 0]), sol.theta[:, 0], start)
+        at = np.flatnonzero(bracketed)
+        cols = np.arange(n_feat)[at]
+        b_lo, b_hi = lo[at], hi[at]
+        v_best = values[best[at], cols]
+        start = _hermite_start(
+            b_lo,
+            b_hi,
+            values[np.maximum(best[at] - 1, 0), cols],
+            values[np.minimum(best[at] + 1, grid.size - 1), cols],
+            g_lo[at, 0],
+            g_hi[at, 0],
+        )
+        sol = solve(apl.subset(bracketed), start[:, None], _OPTIONS, bounds=(b_lo, b_hi))
+        t_new = sol.theta[:, 0]
+        # Newton from the cubic's maximum must end on a located maximum at least as high as
+        # the best grid point. Where it did not (the solver stops where a step cannot be
+        # told from the value's rounding, which for separated features is far coarser than
+        # its estimate, or a second maximum inside the two cells), the feature is solved
+        # again from the best grid point, the search of the full grid.
+        with np.errstate(all="ignore"):
+            remaining = np.abs(sol.grad[:, 0] / sol.hess[:, 0, 0])
+        slack = 1e-9 * np.maximum(np.abs(v_best), 1.0)
+        lost = ~(
+            np.isfinite(t_new)
+            & (sol.loglik >= v_best - slack)
+            & ((remaining <= _LOCATED) | (sol.status == Status.SCALE_AT_BOUND))
+        )
+        if lost.any():
+            again = np.zeros(n_feat, dtype=bool)
+            again[at[lost]] = True
+            from_grid = t_out[at[lost]]
+            sol2 = solve(
+                apl.subset(again), from_grid[:, None], _OPTIONS, bounds=(b_lo[lost], b_hi[lost])
+            )
+            t_new[lost] = np.where(np.isfinite(sol2.theta[:, 0]), sol2.theta[:, 0], from_grid)
+        t_out[at] = t_new
     return t_out, grid_apl
+
+
+def _hermite_start(
+    lo: Array, hi: Array, v_lo: Array, v_hi: Array, g_lo: Array, g_hi: Array
+) -> Array:
+    """Newton's start: the maximum of the cubic through the bracket's values and slopes.
+
+    On ``[lo, hi]`` the cubic Hermite interpolant of the objective (values ``v``, slopes
+    ``g``, ``g_lo > 0 > g_hi``) has one maximum where its slope falls through zero. On the
+    benchmark tables it lies about 2e-4 from the optimum (the best grid point: 0.06),
+    which saves Newton about one iteration. Clipped to the bracket; the grid's midpoint
+    where the cubic is degenerate.
+    """
+    width = hi - lo
+    # p(s) = a s^3 + b s^2 + c s + d on s in [0, 1]; p'(s) = 3 a s^2 + 2 b s + c.
+    a = 2.0 * (v_lo - v_hi) + width * (g_lo + g_hi)
+    b = 3.0 * (v_hi - v_lo) - width * (2.0 * g_lo + g_hi)
+    c = width * g_lo
+    with np.errstate(all="ignore"):
+        # The root where p'' < 0, written without cancellation: c / (sqrt(b^2 - 3ac) - b).
+        s = c / (np.sqrt(np.maximum(b * b - 3.0 * a * c, 0.0)) - b)
+    s = np.where(np.isfinite(s), np.clip(s, 0.0, 1.0), 0.5)
+    return np.asarray(lo + width * s)
