@@ -145,8 +145,12 @@ def shrunken_fit(
     # Converted (and matched to the fit by name) once for the three passes below.
     d = data_of_fit(data, res, layer=layer)
     disp = res.derived.get(("dispersions", trend)) if own else None
+    if disp is not None and dispersion == "map" and not disp.has_map:
+        disp = None
     if disp is None:
-        disp = estimate_dispersions(d, res, trend=trend, progress=progress)
+        # The QL route holds the trend: the MAP pass is left out.
+        shrink = dispersion == "map"
+        disp = estimate_dispersions(d, res, trend=trend, progress=progress, shrink=shrink)
     alpha = disp.map if dispersion == "map" else disp.trend
     refit = refit_location(d, res, alpha, progress=progress)
     ql = quasi_likelihood(d, refit, disp, progress=progress) if dispersion == "ql" else None

@@ -83,6 +83,9 @@ class Dispersions:
         Observations minus location parameters.
     usable : ndarray of bool
         Features with an estimate (not all zero); others hold ``NaN``.
+    has_map : bool
+        Whether ``map`` was estimated (``estimate_dispersions(..., shrink=False)`` leaves
+        it ``NaN``).
     """
 
     feature_names: pd.Index
@@ -95,6 +98,7 @@ class Dispersions:
     trend_fit: Trend
     df_residual: int
     usable: NDArray[np.bool_]
+    has_map: bool = True
 
     def to_frame(self) -> pd.DataFrame:
         """One row per feature.
@@ -123,6 +127,7 @@ def estimate_dispersions(
     layer: str | None = None,
     trend: str = "parametric",
     progress: bool | None = None,
+    shrink: bool = True,
 ) -> Dispersions:
     """Gene-wise, trended and MAP dispersions for an NB fit.
 
@@ -145,6 +150,10 @@ def estimate_dispersions(
         Show a ``tqdm.auto`` bar over features for each of the two passes
         (gene-wise, MAP); by default only for large passes (over
         ``5e7`` observation-feature pairs) on a terminal, as :func:`batchglm.fit`.
+    shrink : bool
+        Estimate the MAP dispersions (the second pass). Without, ``map`` holds ``NaN``
+        and ``has_map`` is false: the quasi-likelihood route (edgeR, glmGamPoi) uses the
+        trend only.
 
     Returns
     -------
@@ -195,6 +204,7 @@ def estimate_dispersions(
         np.log(genewise[for_fit]), np.log(trend_alpha[for_fit]), df_residual
     )
     log_r_map = np.full(n_feat, np.nan)
+    blocks_map = blocks.feature_blocks(n_feat, blocks.block_size(n_obs)) if shrink else []
 
     def _pass2(sl: slice) -> None:
         use = np.flatnonzero(usable[sl])
@@ -215,14 +225,14 @@ def estimate_dispersions(
 
     blocks.map_blocks(
         _pass2,
-        blocks.feature_blocks(n_feat, blocks.block_size(n_obs)),
-        progress=show,
+        blocks_map,
+        progress=show and shrink,
         desc="MAP dispersions",
     )
     map_alpha = np.where(usable, np.exp(-log_r_map), np.nan)
     with np.errstate(invalid="ignore"):
         outlier = usable & dispersion_outliers(np.log(genewise), np.log(trend_alpha), resid_var)
-    map_alpha = np.where(outlier, genewise, map_alpha)
+    map_alpha = np.where(outlier, genewise, map_alpha) if shrink else np.full(n_feat, np.nan)
     return Dispersions(
         feature_names=res.feature_names,
         base_mean=base_mean,
@@ -234,4 +244,5 @@ def estimate_dispersions(
         trend_fit=trend_fit,
         df_residual=df_residual,
         usable=usable,
+        has_map=shrink,
     )
