@@ -300,3 +300,29 @@ def test_unused_category_levels_are_dropped_as_by_bg_fit():
         wald = bg.de.wald(ref, contrast=("condition", "stim", "ctrl")).summary()
     got = out.set_index("variable").loc[sub.var_names]
     np.testing.assert_allclose(got["p_value"], wald["pvalue"], rtol=1e-7)
+
+
+def test_mixed_fit_is_tested_at_mle_by_default():
+    """`fit(random_effects=...)` then `test_contrasts()` with no `dispersion` runs the mixed
+    Wald test (t reference with between-donor df) instead of refusing a 'map' never given."""
+    rng = np.random.default_rng(77)
+    n_donors, per, n_genes = 6, 20, 8
+    gid = np.repeat(np.arange(n_donors), per)
+    obs = pd.DataFrame(
+        {"donor": [f"p{g}" for g in gid], "condition": np.where(gid >= 3, "stim", "ctrl")},
+        index=[f"cell{i}" for i in range(gid.size)],
+    )
+    mu = np.exp(1.0 + rng.normal(size=(n_donors, n_genes))[gid] * 0.4)
+    y = rng.negative_binomial(5.0, 5.0 / (5.0 + mu)).astype(np.float64)
+    adata = ad.AnnData(y, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
+    m = BatchglmDE(adata, "~ condition")
+    m.fit(size_factors="poscounts", random_effects="donor")
+    c = m.contrast(column="condition", baseline="ctrl", group_to_compare="stim")
+    got = m.test_contrasts(c).set_index("variable").loc[adata.var_names]
+    res = m.fit_result
+    z = res.coef_loc["condition[T.stim]"] / res.se_loc["condition[T.stim]"]
+    # 6 donors, donor-level design of rank 2: t(4) on the ML-to-REML rescaled statistic.
+    expect = 2 * stats.t.sf(np.abs(z.to_numpy()) * np.sqrt(4 / 6), 4)
+    np.testing.assert_allclose(got["p_value"].to_numpy(), expect, rtol=1e-8)
+    with pytest.raises(ValueError, match=r"`dispersion` must be 'mle' for fits with random"):
+        m.test_contrasts(c, dispersion="map")

@@ -120,7 +120,13 @@ def to_anndata(result: FitResult, adata: AnnData, key_added: str = "batchglm") -
           ``constraint_spec`` (the dict of nested factors or the equations); ``settings``
           (the fields of :class:`~batchglm.fit_settings.FitSettings` such as ``max_iter``,
           ``tol`` and ``layer``; those that are ``None`` are left out); ``n_obs``;
-          ``version``.
+          ``version``;
+        * mixed fits (``random_effects=``) also: ``varm[f"{key}_random_var"]``, one column
+          per grouping factor with the random-intercept variances (natural-log scale, as
+          :attr:`~batchglm.FitResult.random_var`); ``varm[f"{key}_random_effects_{factor}"]``,
+          one column per group (e.g. donor) with its conditional mode ``u_g`` (as
+          :meth:`~batchglm.FitResult.random_effects`); and ``uns[key]["random_effects"]``,
+          the list of grouping factors.
 
         All of these survive ``write_h5ad`` / ``read_h5ad``.
 
@@ -191,4 +197,11 @@ def to_anndata(result: FitResult, adata: AnnData, key_added: str = "batchglm") -
         "n_obs": len(result.obs_names),
         "version": __version__,
     }
+    if result.random is not None:
+        adata.varm[f"{key}_random_var"] = frame(result.random_var)
+        for factor in result.random.factors:
+            modes = result.random_effects(factor).T
+            modes.columns = [str(c) for c in modes.columns]
+            adata.varm[f"{key}_random_effects_{factor}"] = frame(modes)
+        adata.uns[key]["random_effects"] = _h5ad_value(list(result.random.factors))
     return adata

@@ -203,7 +203,12 @@ def rank_genes_groups(
     n_genes : int, optional
         Features kept per group (the top by score); ``None`` keeps all.
     **fit_kwargs
-        Further arguments of :func:`batchglm.fit`.
+        Further arguments of :func:`batchglm.fit`. ``random_effects="donor"`` (an
+        ``adata.obs`` column) fits a random donor intercept in every comparison (a mixed
+        model, ``docs/mixed_model.md``): cells are then not treated as independent
+        replicates, and p-values use the mixed fit's small-sample reference. Use it when
+        the groups are conditions compared across donors; ``scores`` stay ``estimate /
+        SE`` of the mixed fit. It is recorded in ``params["random_effects"]``.
 
     Raises
     ------
@@ -221,7 +226,8 @@ def rank_genes_groups(
     Notes
     -----
     ``adata.uns[key_added]`` is written in place in scanpy's layout: ``params``
-    (``groupby``, ``reference``, ``method``, ``use_raw``, ``layer``, ``corr_method``) and
+    (``groupby``, ``reference``, ``method``, ``use_raw``, ``layer``, ``corr_method``, and
+    ``random_effects`` when given, as a list of ``obs`` columns) and
     record arrays ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj`` with
     one field per ranked group, sorted by score descending. ``scores`` are signed z-scores
     (the Wald statistic ``estimate / SE``, or ``sign(estimate) sqrt(LR statistic)``);
@@ -303,6 +309,10 @@ def rank_genes_groups(
             "corr_method": "benjamini-hochberg",
         }
     }
+    random_effects = fit_kwargs.get("random_effects")
+    if random_effects is not None:
+        as_list = [random_effects] if isinstance(random_effects, str) else random_effects
+        out["params"]["random_effects"] = [str(r) for r in as_list]
     for field in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj"):
         arrays = [columns[g][field] for g in groups]
         dtype = np.dtype([(g, a.dtype) for g, a in zip(groups, arrays, strict=True)])

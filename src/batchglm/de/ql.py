@@ -79,8 +79,9 @@ def ql_f(
     ------
     ValueError
         When the tested combinations cover every free location parameter, the fit is not
-        an NB fit with an intercept-only scale model, or it has no residual degrees of
-        freedom.
+        an NB fit with an intercept-only scale model, it has random effects (use
+        :func:`batchglm.de.wald` or :func:`batchglm.de.lrt` on the mixed fit, or
+        :func:`batchglm.pseudobulk` first), or it has no residual degrees of freedom.
     NotImplementedError
         For a fit with observation weights or an offset.
     """
@@ -129,6 +130,14 @@ def _require_ql_fit(res: FitResult) -> None:
     """Refuse fits that ``ql_f`` cannot test, naming ``ql_f`` and what works instead."""
     from batchglm.obs_weights import is_weighted
 
+    if res.random is not None:
+        raise ValueError(
+            "bg.de.ql_f needs a fit without random effects (its quasi-likelihood refits are "
+            "cell-level GLMs that would drop the donor variance), but this fit has "
+            f"random_effects={list(res.random.factors)!r}; test it with "
+            "bg.de.wald(res, ...) or bg.de.lrt(...) on the mixed fit, or pseudobulk the "
+            "counts with bg.pseudobulk and use bg.de.ql_f on that fit."
+        )
     if res.family != "nb":
         raise ValueError(
             "bg.de.ql_f needs a negative binomial fit (the quasi-likelihood dispersion is "

@@ -125,7 +125,8 @@ def wald(
         For an unknown coefficient or a malformed contrast, a combination the constraints
         fix at zero, ``data`` that is not the fit's, or a fit that estimated its scale
         without residual degrees of freedom (see
-        :func:`batchglm.de.degrees_of_freedom.check_residual_df`).
+        :func:`batchglm.de.degrees_of_freedom.check_residual_df`), or a threshold on a fit
+        with random effects.
 
     Notes
     -----
@@ -169,6 +170,11 @@ def wald(
     check_dispersion(dispersion, data, model)
     check_mixed_dispersion(dispersion, (res,))
     check_threshold(lfc_threshold, alt_hypothesis)
+    if res.random is not None and (lfc_threshold > 0 or alt_hypothesis != "greaterAbs"):
+        raise ValueError(  # the thresholded test would skip the mixed small-sample reference
+            "`lfc_threshold`/`alt_hypothesis` need a fit without random effects, but this "
+            "fit has them; test the mixed fit against zero, or pseudobulk (bg.pseudobulk)."
+        )
     if not max_lfc > 0:
         raise ValueError(f"`max_lfc` must be positive, but {max_lfc} was given.")
     check_residual_df(res, "bg.de.wald")

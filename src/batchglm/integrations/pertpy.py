@@ -112,6 +112,9 @@ class BatchglmDE(LinearModelBase):
     data often are. ``dispersion="mle"`` tests each gene at its own maximum-likelihood
     dispersion (as pertpy's ``Statsmodels`` backend with ``sm.NegativeBinomial``), which
     is anti-conservative with few samples; ``"ql"`` uses edgeR's quasi-likelihood F test.
+    A model fitted with ``random_effects`` (``fit(random_effects="donor")``, a mixed model,
+    see ``docs/mixed_model.md``) is tested with ``dispersion="mle"`` and the mixed fit's
+    small-sample reference; ``"map"`` and ``"ql"`` are refused for it.
     Unlike pertpy's ``PyDESeq2`` backend, no Cook's distance filtering or independent
     filtering is applied (use :func:`batchglm.de.test` for DESeq2's whole pipeline).
 
@@ -201,8 +204,8 @@ class BatchglmDE(LinearModelBase):
             Dispersion design (formula on ``adata.obs`` or matrix); ``None`` is one
             dispersion per gene. Tests with ``dispersion="map"`` or ``"ql"`` need ``None``.
         **kwargs
-            Further arguments of :func:`batchglm.fit` (``constraints_loc``, ``n_jobs``,
-            ``max_iter``, ``tol``, ...).
+            Further arguments of :func:`batchglm.fit` (``constraints_loc``,
+            ``random_effects``, ``n_jobs``, ``max_iter``, ``tol``, ...).
 
         Raises
         ------
@@ -240,7 +243,7 @@ class BatchglmDE(LinearModelBase):
         self,
         contrast: Any,
         *,
-        dispersion: str = "map",
+        dispersion: str | None = None,
         **kwargs: Any,
     ) -> pd.DataFrame:
         """Wald test of one contrast per gene (:func:`batchglm.de.wald`).
@@ -253,8 +256,9 @@ class BatchglmDE(LinearModelBase):
             :func:`batchglm.de.wald` takes as ``contrast`` (a string expression over
             coefficient names), or ``[column, group_to_compare, baseline]`` (the older
             pertpy form for ``PyDESeq2``).
-        dispersion : {"map", "mle", "ql"}
-            See the class notes.
+        dispersion : {"map", "mle", "ql"}, optional
+            See the class notes. ``None`` (default): ``"map"``, or ``"mle"`` for a fit with
+            ``random_effects`` (the only setting a mixed fit is tested with).
         **kwargs
             Further arguments of :func:`batchglm.de.wald` (``lfc_threshold``,
             ``alt_hypothesis``, ``trend``, ``max_lfc``).
@@ -272,8 +276,14 @@ class BatchglmDE(LinearModelBase):
             From :func:`batchglm.de.wald`, for a malformed contrast.
         """
         contrast = self._as_contrast(contrast)
-        de = bg.de.wald(self.fit_result, contrast=contrast, dispersion=dispersion, **kwargs)
+        disp = self._dispersion(dispersion)
+        de = bg.de.wald(self.fit_result, contrast=contrast, dispersion=disp, **kwargs)
         return _pertpy_table(de)
+
+    def _dispersion(self, dispersion: str | None) -> str:
+        if dispersion is not None:
+            return dispersion
+        return "mle" if self.fit_result.random is not None else "map"
 
     def _as_contrast(self, contrast: Any) -> Any:
         if (
@@ -290,7 +300,7 @@ class BatchglmDE(LinearModelBase):
         self,
         modelB: BatchglmDE,  # noqa: N803 (pertpy's name)
         *,
-        dispersion: str = "map",
+        dispersion: str | None = None,
         **kwargs: Any,
     ) -> pd.DataFrame:
         """Likelihood-ratio test of this (full) model against a reduced one, per gene.
@@ -300,7 +310,8 @@ class BatchglmDE(LinearModelBase):
         modelB : BatchglmDE
             The reduced model, fitted on the same ``adata`` (same genes, observations and
             size factors); its design must be nested in this model's.
-        dispersion : {"map", "mle", "ql"}
+        dispersion : {"map", "mle", "ql"}, optional
+            ``None`` (default): ``"map"``, or ``"mle"`` for fits with ``random_effects``.
             ``"map"``: both models at DESeq2's shrunken dispersions of this model, as
             DESeq2's ``nbinomLRT``; ``"mle"``: each model with its own ML dispersions;
             ``"ql"``: edgeR's quasi-likelihood F test.
@@ -330,7 +341,10 @@ class BatchglmDE(LinearModelBase):
                 f"{type(modelB).__name__} was given."
             )
         de = bg.de.lrt(
-            full=self.fit_result, reduced=modelB.fit_result, dispersion=dispersion, **kwargs
+            full=self.fit_result,
+            reduced=modelB.fit_result,
+            dispersion=self._dispersion(dispersion),
+            **kwargs,
         )
         return _pertpy_table(de)
 

@@ -1,0 +1,111 @@
+"""Entry points that cannot honour a mixed fit's random effects refuse it (or handle it).
+
+A cell-level test of a mixed fit that drops the donor variance is pseudoreplication: on
+the null data below (condition nested in 6 donors, donor variance 0.25) such tests put
+most genes at p < 0.05. Each entry point either refuses the fit with a one-line error that
+names what to use, or uses the mixed fit's own reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import batchglm as bg
+
+COEF = "condition[T.stim]"
+
+
+@pytest.fixture(scope="module")
+def cells() -> tuple[np.ndarray, pd.DataFrame]:
+    """Null cell-level counts: 6 donors nested in condition, 25 cells each."""
+    rng = np.random.default_rng(2026)
+    n_donors, per, n_genes = 6, 25, 12
+    gid = np.repeat(np.arange(n_donors), per)
+    obs = pd.DataFrame(
+        {
+            "donor": [f"donor{g}" for g in gid],
+            "condition": np.where(gid >= n_donors // 2, "stim", "ctrl"),
+        },
+        index=[f"cell{i}" for i in range(gid.size)],
+    )
+    u = rng.normal(size=(n_donors, n_genes)) * 0.5
+    mu = np.exp(1.2 + u[gid])
+    y = rng.negative_binomial(4.0, 4.0 / (4.0 + mu)).astype(np.float64)
+    return y, obs
+
+
+@pytest.fixture(scope="module")
+def mixed(cells: tuple[np.ndarray, pd.DataFrame]) -> bg.FitResult:
+    y, obs = cells
+    return bg.fit(y, "~ condition", obs=obs, random_effects="donor")
+
+
+def test_ql_f_refuses_a_mixed_fit(mixed: bg.FitResult) -> None:
+    with pytest.raises(ValueError, match=r"ql_f needs a fit without random effects.*bg.de.wald"):
+        bg.de.ql_f(mixed, coef=COEF)
+
+
+def test_lfc_shrink_refuses_a_mixed_fit_and_its_wald_test(
+    mixed: bg.FitResult, cells: tuple[np.ndarray, pd.DataFrame]
+) -> None:
+    y, _ = cells
+    msg = r"`lfc_shrink` needs a fit without random effects.*\['donor'\].*bg.pseudobulk"
+    for dispersion in ("map", "mle"):  # default 'map' no longer gives the dispersion error
+        with pytest.raises(ValueError, match=msg):
+            bg.de.lfc_shrink(mixed, coef=COEF, data=y, dispersion=dispersion)
+    wald = bg.de.wald(mixed, coef=COEF)
+    with pytest.raises(ValueError, match=msg):
+        bg.de.lfc_shrink(wald, coef=COEF, data=y)
+
+
+def test_thresholded_wald_refuses_a_mixed_fit(mixed: bg.FitResult) -> None:
+    with pytest.raises(ValueError, match=r"`lfc_threshold`/`alt_hypothesis` need a fit without"):
+        bg.de.wald(mixed, coef=COEF, lfc_threshold=0.5)
+    with pytest.raises(ValueError, match=r"need a fit without random effects"):
+        bg.de.wald(mixed, coef=COEF, alt_hypothesis="greater")
+
+
+def test_to_anndata_stores_random_effects(
+    mixed: bg.FitResult, cells: tuple[np.ndarray, pd.DataFrame], tmp_path: object
+) -> None:
+    import anndata as ad
+
+    y, obs = cells
+    adata = ad.AnnData(y, obs=obs)
+    adata.var_names = [str(n) for n in mixed.feature_names]
+    mixed.to_anndata(adata)
+    path = f"{tmp_path}/mixed.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    var = back.varm["batchglm_random_var"]
+    np.testing.assert_array_equal(var["donor"].to_numpy(), mixed.random_var["donor"].to_numpy())
+    modes = back.varm["batchglm_random_effects_donor"]
+    assert list(modes.columns) == [f"donor{g}" for g in range(6)]
+    np.testing.assert_array_equal(modes.to_numpy(), mixed.random_effects("donor").to_numpy().T)
+    assert list(back.uns["batchglm"]["random_effects"]) == ["donor"]
+
+
+def test_rank_genes_groups_records_random_effects(cells: tuple[np.ndarray, pd.DataFrame]) -> None:
+    import anndata as ad
+    from scipy import stats
+
+    y, obs = cells
+    adata = ad.AnnData(y, obs=obs)
+    bg.tl.rank_genes_groups(adata, "condition", reference="ctrl", random_effects="donor")
+    params = adata.uns["rank_genes_groups"]["params"]
+    assert params["random_effects"] == ["donor"]
+    ranked = adata.uns["rank_genes_groups"]
+    names = np.asarray(ranked["names"]["stim"]).astype(int)
+    pvals = np.asarray(ranked["pvals"]["stim"])
+    # The mixed reference, not the cell-level chi-squared: t(4) on the ML-to-REML rescaled
+    # Wald statistic of a ~ 0 + condition mixed fit (6 donors, rank 2).
+    fit = bg.fit(adata, "~ 0 + condition", random_effects="donor", size_factors="poscounts")
+    est = fit.coef_loc.to_numpy() @ np.array([-1.0, 1.0])
+    cov = fit.cov_free  # (F, k, k) in the unconstrained parametrisation (no constraints)
+    se = np.sqrt(cov[:, 0, 0] + cov[:, 1, 1] - 2 * cov[:, 0, 1])
+    expect = 2 * stats.t.sf(np.abs(est / se) * np.sqrt(4 / 6), 4)
+    np.testing.assert_allclose(pvals, expect[names], rtol=1e-6)
+    bg.tl.rank_genes_groups(adata, "condition", reference="ctrl")
+    assert "random_effects" not in adata.uns["rank_genes_groups"]["params"]
