@@ -240,8 +240,10 @@ def check_identifiable(design: Design, which: str) -> None:
     involved_idx = np.flatnonzero(weights.max(axis=1) > _NULL_WEIGHT)
     involved = [design.names[j] for j in involved_idx]
     zero = [design.names[j] for j in involved_idx if full_norms[j] == 0.0]
+    constrained = design.constraint_spec is not None or design.constraints.shape != (k, k)
+    after = f" after `constraints_{which}`" if constrained else ""
     message = (
-        f"`design_{which}` stays rank-deficient after `constraints_{which}`: rank {rank} "
+        f"`design_{which}` stays rank-deficient{after}: rank {rank} "
         f"for {k} free parameters ({k - rank} too many). "
     )
     if zero:
@@ -251,12 +253,14 @@ def check_identifiable(design: Design, which: str) -> None:
         )
     rest = [name for name in involved if name not in zero]
     if rest:
-        message += (
-            f"These columns are confounded: {rest}. Drop columns or add constraints (e.g. "
-            "sum-to-zero rows over replicates nested in a condition)."
-        )
+        message += f"These columns are confounded: {rest}."
         if design.formula is not None and design.obs is not None:
             message += " " + suggestion(design.formula, design.obs, rest, which)
+        else:
+            message += (
+                " Drop columns or add constraints (e.g. sum-to-zero rows over replicates "
+                "nested in a condition)."
+            )
     raise ValueError(message.strip())
 
 
@@ -309,6 +313,28 @@ def column_rank(x: Array) -> int:
     if x.size == 0:
         return 0
     return _rank_and_null_space(np.asarray(x, dtype=np.float64))[0]
+
+
+def equilibrated_null_space(x: Array) -> tuple[Array, Array]:
+    """Orthonormal null space of ``x`` with its columns scaled to unit norm.
+
+    Parameters
+    ----------
+    x : ndarray
+        Shape ``(n, k)``; the work is a thin QR by row blocks, never ``n x n``.
+
+    Returns
+    -------
+    null : ndarray
+        ``(k, k - rank)`` orthonormal basis of the null space of ``x / scale``.
+    scale : ndarray
+        ``(k,)`` column norms (1 for all-zero columns): ``x @ (null / scale[:, None]) = 0``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    norms = _column_norms(x)
+    scale = np.where(norms > 0.0, norms, 1.0)
+    _, null = _rank_and_null_space(x)
+    return null * scale[:, None], scale
 
 
 def _rank_and_null_space(x: Array) -> tuple[int, Array]:

@@ -455,6 +455,14 @@ def null_space(r: Array, names: Sequence[str], which: str) -> Array:
 def suggestion(formula: str, obs: pd.DataFrame, involved: Sequence[str], which: str) -> str:
     """Hint for a confounded formula design: name nested factors in a dict constraint.
 
+    A dict constraint ``{a: b}`` is suggested only when every level of ``b`` holds at
+    least two levels of ``a`` (replicates or donors nested in conditions). A level of ``a``
+    alone in its level of ``b`` (a condition that coincides with a batch) cannot be
+    separated from it by any constraint: nesting ``a`` in ``b`` would only pin that level's
+    effect to zero by convention, and contrasts of ``a`` across levels of ``b`` would report
+    the convention, not the data. Then the hint names the coinciding levels and says to
+    drop a factor instead.
+
     Parameters
     ----------
     formula : str
@@ -469,9 +477,9 @@ def suggestion(formula: str, obs: pd.DataFrame, involved: Sequence[str], which: 
     Returns
     -------
     str
-        One sentence suggesting ``constraints_{which}={factor: grouping}``, with the
+        One sentence: the suggested ``constraints_{which}={factor: grouping}`` with the
         formula's confounded factors and, for each, a factor it is nested in (preferring
-        the formula's own factors over other ``obs`` columns).
+        the formula's own factors over other ``obs`` columns); or the coinciding levels.
     """
 
     def mentioned(factor: str) -> bool:
@@ -482,15 +490,31 @@ def suggestion(formula: str, obs: pd.DataFrame, involved: Sequence[str], which: 
     inner = [v for v in used if mentioned(v)]
     outer = used + [str(c) for c in obs.columns if str(c) not in used]
     picks: dict[str, str] = {}
+    aliased: list[str] = []
     for a, b in nested_pairs(obs, inner, outer):
-        # One grouping per factor is enough for a hint; the preferred one comes first.
-        picks.setdefault(a, b)
+        both = obs[[a, b]].dropna().astype(str)
+        per_group = both.groupby(b)[a].nunique()
+        if (per_group >= 2).all():
+            # One grouping per factor is enough for a hint; the preferred one comes first.
+            picks.setdefault(a, b)
+        elif b in used:
+            lone = str(per_group.index[int(np.argmin(per_group.to_numpy()))])
+            level = str(both.loc[both[b] == lone, a].iloc[0])
+            aliased.append(f"level {level!r} of {a!r} occurs only in level {lone!r} of {b!r}")
+    if aliased and not picks:
+        return (
+            f"No constraint can separate these factors: {'; '.join(aliased)}, so the data "
+            "cannot tell their effects apart. Drop one of them from the formula (a condition "
+            "confounded with a batch cannot be tested against it)."
+        )
     example = (
         "{" + ", ".join(f"{k!r}: {v!r}" for k, v in picks.items()) + "}"
         if picks
         else "{'<nested factor>': '<grouping factor>'}"
     )
     return (
-        f"For factors nested in others, name them instead: `constraints_{which}="
-        f"{example}` codes every level and makes them sum to zero within each group."
+        f"For replicates or donors nested in conditions, name them instead: "
+        f"`constraints_{which}={example}` codes every level and makes them sum to zero "
+        "within each group (contrasts between levels of the nested factor in different "
+        "groups then stay untestable)."
     )

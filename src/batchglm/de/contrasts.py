@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from batchglm.design import Design
+from batchglm.design import Design, equilibrated_null_space
 from batchglm.formula import evaluate_formula
 from batchglm.result import FitResult
 
@@ -418,6 +418,152 @@ def cond_rows(
     if not np.any(combo[0]):
         raise ValueError(f"`contrast` {label} gives all-zero weights; nothing is tested.")
     return combo[:1], [label]
+
+
+#: Relative size of the part of a contrast outside the design's row space that counts as
+#: non-estimable (on equilibrated columns).
+ESTIMABLE_RTOL = 1e-8
+
+
+def check_estimable(lmat: Array, labels: list[str], design: Design, model: str) -> None:
+    """Refuse tested combinations whose value the data do not determine (not estimable).
+
+    A combination ``L theta`` of the coefficients of a design ``X`` is estimable when ``L``
+    lies in the row space of ``X`` before constraints (Searle, *Linear Models*, 1971,
+    sec. 5.4): only then is its value the same under every constraint that makes the fit
+    identifiable. Otherwise the constraint, not the data, decides it: with a condition
+    whose level ``ctrl`` coincides with a batch, "stim vs ctrl" under the zero-sum
+    constraint ``{"group": "batch"}`` is ``(stim - ifn) / 2``. Designs without constraints
+    are full rank (checked by the fit), so everything is estimable there.
+
+    Constraints exist to give meaning to some combinations that are not estimable in this
+    strict sense, and those stay testable. The constraint equations ``R theta = 0`` fall
+    into sets on disjoint columns (e.g. the replicates of one condition, summing to zero).
+
+    * Sets the combination does not touch are left out first: their constraint defines the
+      other effects as averages over those levels (the condition effect as the mean over
+      its replicates, as nested-factor constraints declare).
+    * A combination that touches one set may use its equations: one replicate's
+      coefficient is its deviation from its condition's mean (``p1`` with ``p1 + p2 = 0``
+      is ``(p1 - p2) / 2``).
+    * A combination that touches several sets must be estimable in the strict sense:
+      levels of different sets (replicates of different conditions, a condition in one
+      batch against one in another) are compared only through the constraints.
+
+    Combinations that the constraints fix at zero are left to the Wald test's own error.
+
+    Parameters
+    ----------
+    lmat : ndarray
+        ``(n_tests, p)`` tested combinations of the design's coefficients.
+    labels : list of str
+        One description per row, for the message.
+    design : Design
+        The tested model's design (unconstrained matrix ``X`` and constraints ``C``).
+    model : str
+        ``"loc"`` or ``"scale"``, for the message.
+
+    Raises
+    ------
+    ValueError
+        For the first row that is not estimable, naming the confounded columns it depends
+        on.
+    """
+    c = design.constraints
+    p = c.shape[0]
+    if c.shape == (p, p) and np.allclose(c, np.eye(p)):
+        return
+    eqs, blocks = _constraint_blocks(c)
+    for row, label in zip(lmat, labels, strict=True):
+        l_free = row @ c
+        if not np.any(np.abs(l_free) > 1e-12 * max(np.abs(row).max(initial=0.0), 1e-300)):
+            continue  # fixed at zero by the constraints: the Wald test's own error
+        keep = np.ones(p, dtype=bool)
+        touched = []
+        for cols in blocks:
+            if np.any(row[cols] != 0):
+                touched.append(cols)
+            else:
+                keep[cols] = False
+        x = design.matrix[:, keep]
+        if len(touched) == 1:
+            own = eqs[np.any(eqs[:, touched[0]] != 0, axis=1)]
+            x = np.vstack([x, own[:, keep]])
+        outside, names = _outside_row_space(x, row[keep], design.names, keep)
+        if not names:
+            continue
+        raise ValueError(
+            f"{label!r} is not estimable from the {model} design: it depends on the "
+            f"confounded columns {names}, whose split only the constraints decide, not the "
+            "data. Test a contrast within one level of the factor it is confounded with "
+            "(e.g. between conditions of the same batch), or refit without the confounding "
+            "factor."
+        )
+
+
+def _outside_row_space(
+    x: Array, row: Array, all_names: list[str], keep: NDArray[np.bool_]
+) -> tuple[Array, list[str]]:
+    """Part of ``row`` outside the row space of ``x`` and the columns it involves."""
+    null, scale = equilibrated_null_space(x)
+    scaled = row / scale
+    outside = null @ (null.T @ scaled)
+    if null.shape[1] == 0 or np.linalg.norm(outside) <= ESTIMABLE_RTOL * np.linalg.norm(scaled):
+        return outside, []
+    names = np.asarray(all_names, dtype=object)[keep]
+    weight = np.abs(outside)
+    return outside, [str(n) for n in names[weight > 1e-6 * weight.max()]]
+
+
+def _constraint_blocks(c: Array) -> tuple[Array, list[NDArray[np.intp]]]:
+    """Constraint equations ``R`` (``R C = 0``) and the sets of columns they tie together.
+
+    ``R`` is in reduced row echelon form; the sets are the connected components of the
+    columns through its rows' non-zero weights (columns in no equation are in no set).
+    """
+    u, s, _ = np.linalg.svd(c, full_matrices=True)
+    rank = int((s > max(c.shape) * np.finfo(np.float64).eps * (s[0] if s.size else 1.0)).sum())
+    # Unlike an SVD basis, the echelon form keeps equations on disjoint columns (the
+    # zero-sum sets of two conditions) apart.
+    eqs = _rref(u[:, rank:].T)
+    eqs[np.abs(eqs) <= 1e-10] = 0.0
+    support = eqs != 0
+    p = c.shape[0]
+    parent = list(range(p))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for eq in support:
+        cols = np.flatnonzero(eq)
+        for j in cols[1:]:
+            parent[find(int(j))] = find(int(cols[0]))
+    roots: dict[int, list[int]] = {}
+    for j in np.flatnonzero(support.any(axis=0)):
+        roots.setdefault(find(int(j)), []).append(int(j))
+    return eqs, [np.asarray(v, dtype=np.intp) for v in roots.values()]
+
+
+def _rref(a: Array, tol: float = 1e-10) -> Array:
+    """Reduced row echelon form of a small matrix (Gauss-Jordan, partial pivoting)."""
+    a = np.array(a, dtype=np.float64)
+    n_rows, n_cols = a.shape
+    row = 0
+    for col in range(n_cols):
+        if row == n_rows:
+            break
+        piv = row + int(np.argmax(np.abs(a[row:, col])))
+        if abs(a[piv, col]) <= tol:
+            continue
+        a[[row, piv]] = a[[piv, row]]
+        a[row] /= a[row, col]
+        others = np.arange(n_rows) != row
+        a[others] -= np.outer(a[others, col], a[row])
+        row += 1
+    return a[:row]
 
 
 def _named(contrast: Cond) -> set[str]:

@@ -13,7 +13,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from batchglm.de.contrasts import Cond, expression_rows
+from batchglm.de.contrasts import Cond, check_estimable, expression_rows
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
 from batchglm.de.pseudoreplication import warn_wald
@@ -123,8 +123,9 @@ def wald(
     ------
     ValueError
         For an unknown coefficient or a malformed contrast, a combination the constraints
-        fix at zero, ``data`` that is not the fit's, or a fit that estimated its scale
-        without residual degrees of freedom (see
+        fix at zero or that is not estimable (its value set by the constraints, not the
+        data; :func:`batchglm.de.contrasts.check_estimable`), ``data`` that is not the
+        fit's, or a fit that estimated its scale without residual degrees of freedom (see
         :func:`batchglm.de.degrees_of_freedom.check_residual_df`), or a threshold on a fit
         with random effects.
 
@@ -288,15 +289,19 @@ def test_rows(
     Raises
     ------
     ValueError
-        Unless exactly one of ``coef`` and ``contrast`` is given, or for unknown
-        coefficients and malformed contrasts.
+        Unless exactly one of ``coef`` and ``contrast`` is given, for unknown
+        coefficients and malformed contrasts, or for combinations that are not estimable
+        (:func:`batchglm.de.contrasts.check_estimable`).
     """
     if (coef is None) == (contrast is None):
         raise ValueError("pass exactly one of `coef` and `contrast` to `bg.de.wald`.")
     if coef is not None:
-        return _coef_rows(coef, design, model)
-    assert contrast is not None  # one of the two is given, checked above
-    return _contrast_rows(contrast, design, model, res)
+        lmat, labels = _coef_rows(coef, design, model)
+    else:
+        assert contrast is not None  # one of the two is given, checked above
+        lmat, labels = _contrast_rows(contrast, design, model, res)
+    check_estimable(lmat, labels, design, model)  # trust: de/contrasts.py
+    return lmat, labels
 
 
 def _model_part(res: FitResult, model: str) -> tuple[Design, int]:
