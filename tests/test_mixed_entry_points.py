@@ -109,3 +109,16 @@ def test_rank_genes_groups_records_random_effects(cells: tuple[np.ndarray, pd.Da
     np.testing.assert_allclose(pvals, expect[names], rtol=1e-6)
     bg.tl.rank_genes_groups(adata, "condition", reference="ctrl")
     assert "random_effects" not in adata.uns["rank_genes_groups"]["params"]
+
+
+def test_donor_as_fixed_and_random_names_the_conflict_first(
+    cells: tuple[np.ndarray, pd.DataFrame],
+) -> None:
+    y, obs = cells
+    # Donors nested in condition: without the check this was the rank-deficiency error
+    # suggesting constraints_loc={'donor': 'condition'}.
+    msg = r"`random_effects` factor 'donor' is already coded by fixed effects.*drop 'donor'"
+    with pytest.raises(ValueError, match=msg):
+        bg.fit(y, "~ condition + donor", obs=obs, random_effects="donor")
+    with pytest.raises(ValueError, match=msg):
+        bg.fit(y, "~ condition + C(donor)", obs=obs, random_effects=["donor"])

@@ -11,13 +11,14 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from batchglm.constraints import constraint_matrix
-from batchglm.formula import drop_unused_levels, evaluate_formula
+from batchglm.formula import drop_unused_levels, evaluate_formula, parse_formula
 from batchglm.named_constraints import (
     equation_design,
     equations_matrix,
     is_named,
     nested_design,
     suggestion,
+    term_is_factor,
 )
 
 Array = NDArray[np.float64]
@@ -198,6 +199,39 @@ def build_design(
     if check:
         check_identifiable(out, which)
     return out
+
+
+def check_random_not_fixed(design_loc: object, random_effects: str | Sequence[str] | None) -> None:
+    """Refuse a random-effects factor that the location formula also has as a fixed term.
+
+    Checked before the design is built, so that ``~ condition + donor`` with
+    ``random_effects="donor"`` names this conflict rather than the rank deficiency of
+    donors nested in the condition (whose suggested constraint would not help).
+
+    Parameters
+    ----------
+    design_loc : object
+        The location design; only formulas (str) are checked here (matrix designs are
+        checked by the mixed fit against the group indicators).
+    random_effects : str, sequence of str or None
+        The grouping factors of :func:`batchglm.fit`.
+
+    Raises
+    ------
+    ValueError
+        When a grouping factor is a main-effect term of the formula.
+    """
+    if random_effects is None or not isinstance(design_loc, str):
+        return
+    factors = [random_effects] if isinstance(random_effects, str) else list(random_effects)
+    terms = [str(t) for t in parse_formula(design_loc, "design_loc")]
+    for factor in factors:
+        if any(term_is_factor(t, str(factor)) for t in terms):
+            raise ValueError(
+                f"`random_effects` factor {factor!r} is already coded by fixed effects in "
+                f"`design_loc` {design_loc!r}, so its random intercepts are not identifiable; "
+                f"drop {factor!r} from the formula and keep it in `random_effects`."
+            )
 
 
 def check_identifiable(design: Design, which: str) -> None:

@@ -17,7 +17,7 @@ from batchglm import blocks
 from batchglm.align import align_inputs
 from batchglm.dask_fit import fit_dask
 from batchglm.data import as_size_factors
-from batchglm.design import Design, build_design
+from batchglm.design import Design, build_design, check_random_not_fixed
 from batchglm.families import Family, get_family
 from batchglm.fit_settings import FitSettings
 from batchglm.inputs import as_data
@@ -224,6 +224,7 @@ def fit(
     obs, design_loc, design_scale, size_factors, fixed_scale = align_inputs(
         d, obs, design_loc, design_scale, size_factors, fixed_scale
     )
+    check_random_not_fixed(design_loc, random_effects)  # before the rank check (trust)
     loc = build_design(design_loc, constraints_loc, n_obs, "loc", obs=obs)
     if not fam.has_scale and (design_scale is not None or constraints_scale is not None):
         raise ValueError(

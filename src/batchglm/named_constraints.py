@@ -91,8 +91,21 @@ def _factor(obs: pd.DataFrame, name: str, which: str, role: str) -> pd.Series:
     return cat.cat.remove_unused_categories()
 
 
-def _matches(term: str, key: str) -> bool:
-    # The constrained factor may be written plainly or wrapped in C(...).
+def term_is_factor(term: str, key: str) -> bool:
+    """Whether a formula term is the factor ``key``, written plainly or as ``C(key, ...)``.
+
+    Parameters
+    ----------
+    term : str
+        A term of a parsed formula.
+    key : str
+        An ``obs`` column name.
+
+    Returns
+    -------
+    bool
+        True for ``key``, ``C(key)``, ``C(`key`)`` or ``C(key, ...)``.
+    """
     return term == key or re.fullmatch(rf"C\(\s*`?{re.escape(key)}`?\s*(,.*)?\)", term) is not None
 
 
@@ -102,7 +115,7 @@ def _level_coded(
     # The formula without the terms of `keys`, then one indicator block per key with a
     # column `key[level]` for every level (no reference level dropped).
     parsed = parse_formula(formula, f"design_{which}")
-    kept = [t for t in parsed if not any(_matches(str(t), key) for key in keys)]
+    kept = [t for t in parsed if not any(term_is_factor(str(t), key) for key in keys)]
     blocks = [evaluate_formula(Formula(kept), obs, f"design_{which}", text=formula)]
     for key in keys:
         levels = _factor(obs, key, f"constraints_{which}", "factor")
@@ -163,7 +176,7 @@ def nested_design(
                 f"{{'replicate': 'condition'}}, but it has the entry {key!r}: {group!r}."
             )
     names = [str(t) for t in parse_formula(formula, f"design_{which}")]
-    missing = [key for key in spec if not any(_matches(n, key) for n in names)]
+    missing = [key for key in spec if not any(term_is_factor(n, key) for n in names)]
     if missing:
         raise ValueError(
             f"`{arg}` constrains {missing}, but the formula {formula!r} of `design_{which}` "
@@ -308,7 +321,7 @@ def equation_design(
         if name in have or match is None:
             continue
         prefix, level = match.group(1), match.group(2)
-        key = next((c for c in columns if _matches(prefix, c)), None)
+        key = next((c for c in columns if term_is_factor(prefix, c)), None)
         if key is None:
             continue
         if prefix != key:
@@ -321,7 +334,7 @@ def equation_design(
         return design
     terms = [str(t) for t in parse_formula(formula, f"design_{which}")]
     for key, levels in named.items():
-        if not any(_matches(t, key) for t in terms):
+        if not any(term_is_factor(t, key) for t in terms):
             raise ValueError(
                 f"`{arg}` uses {key}[{levels[0]}], but {key!r} is not a term of the formula "
                 f"{formula!r} of `design_{which}` (its terms are {terms}); add {key!r} to "
