@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -97,3 +99,21 @@ def test_size_factor_errors():
         bg.size_factors(negative, "median_ratio")
     with pytest.raises(ValueError, match=r"need finite, non-negative counts"):
         bg.size_factors(sparse.csr_matrix(negative), "poscounts")
+
+
+@pytest.mark.parametrize("method", ["median_ratio", "poscounts", "normed_sum"])
+@pytest.mark.parametrize("as_sparse", [False, True])
+def test_invalid_counts_are_located_by_name(method: str, as_sparse: bool) -> None:
+    y = np.random.default_rng(31).poisson(9.0, size=(7, 5)).astype(np.float64) + 1.0
+    y[4, 2], y[5, 3], y[2, 4] = np.nan, -2.0, -1.0
+    obs = pd.DataFrame(index=[f"lib{i}" for i in range(7)])
+    var = pd.DataFrame(index=[f"gene{j}" for j in range(5)])
+    data = ad.AnnData(sparse.csr_matrix(y) if as_sparse else y, obs=obs, var=var)
+    # The first in observation order: -1 at (2, 4), before NaN at (4, 2).
+    msg = (
+        rf"size factors by '{method}' need finite, non-negative counts, but `data` has 3 "
+        r"negative or non-finite values; the first is -1.0 at observation 2 \('lib2'\), "
+        r"feature 4 \('gene4'\)\."
+    )
+    with pytest.raises(ValueError, match=msg):
+        bg.size_factors(data, method)

@@ -114,12 +114,45 @@ def _log_ratio_entries(
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
+class _InvalidCounts(ValueError):
+    """Negative or non-finite counts in a block; located by :func:`_raise_first_invalid`."""
+
+
 def _check_counts(values: Array) -> None:
     if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0):
-        raise ValueError(
-            "size factors by name need finite, non-negative counts, but `data` has negative "
-            "or non-finite values."
-        )
+        raise _InvalidCounts("negative or non-finite counts")
+
+
+def _raise_first_invalid(d: Data, method: str) -> None:
+    """Name the first negative or non-finite count (feature blocks in order, row-major).
+
+    Only run once a block has failed, so the extra pass costs nothing on valid data.
+    """
+    n_obs, n_feat = d.shape
+    count = 0
+    first: tuple[int, int, float] | None = None
+    for sl in blocks.feature_blocks(n_feat, blocks.block_size(n_obs)):
+        y = d.stored_block(sl)
+        if sparse.issparse(y):
+            coo = sparse.coo_array(y)
+            bad = ~(np.isfinite(coo.data) & (coo.data >= 0))
+            rows, cols, vals = coo.row[bad], coo.col[bad], coo.data[bad]
+        else:
+            y = dense_block(y)
+            rows, cols = np.nonzero(~(np.isfinite(y) & (y >= 0)))
+            vals = y[rows, cols]
+        count += int(rows.size)
+        if first is None and rows.size:
+            k = int(np.lexsort((cols, rows))[0])
+            first = (int(rows[k]), int(cols[k]) + int(sl.start or 0), float(vals[k]))
+    if first is None:
+        return
+    i, j, value = first
+    raise ValueError(
+        f"size factors by {method!r} need finite, non-negative counts, but `data` has "
+        f"{count} negative or non-finite values; the first is {value!r} at observation {i} "
+        f"({d.obs_names[i]!r}), feature {j} ({d.feature_names[j]!r})."
+    )
 
 
 def _block_totals(y: Any) -> Array:
@@ -194,14 +227,22 @@ def size_factors(
     Raises
     ------
     ValueError
-        For an unknown method, negative or non-finite counts, or observations the method
-        cannot normalise (no positive count among the features it uses).
+        For an unknown method, negative or non-finite counts (naming the first, by
+        observation and feature), or observations the method cannot normalise (no positive count among the features it uses).
     """
     if method not in METHODS:
         raise ValueError(
             f"`size_factors` must be an array or one of {list(METHODS)}, but {method!r} was given."
         )
     d = data if isinstance(data, Data) else as_data(data, layer=layer)
+    try:
+        return _size_factors(d, method, n_jobs, progress)
+    except _InvalidCounts:
+        _raise_first_invalid(d, method)
+        raise
+
+
+def _size_factors(d: Data, method: str, n_jobs: int | None, progress: bool | None) -> Array:
     n_obs = d.shape[0]
     if method == "tmm":  # edgeR's TMM, in its own module
         from batchglm.tmm import tmm_size_factors
