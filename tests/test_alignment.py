@@ -8,6 +8,7 @@ totals), which does not use batchglm at all.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -17,7 +18,7 @@ import pytest
 from scipy import sparse
 
 import batchglm as bg
-from batchglm.align import positions
+from batchglm.align import PositionalPairingWarning, positions
 from batchglm.cli import main
 
 # These tests use few replicates on purpose (small designs for alignment); the
@@ -133,8 +134,21 @@ def test_anndata_with_a_reordered_obs_table(counts, obs, ordered):
 
 
 def test_unnamed_inputs_pair_by_position(counts, obs, ordered):
-    # A default RangeIndex carries no names: paired by position, as numpy arrays are.
-    _same_fit(bg.fit(counts, "~ 1 + condition", obs=obs.reset_index(drop=True)), ordered)
+    # A default RangeIndex carries no names: paired by position, as numpy arrays are, with
+    # one warning (it was silent before: names lost by reset_index went unnoticed).
+    with pytest.warns(
+        PositionalPairingWarning,
+        match=r"`obs` has the default index 0\.\.11 \(no observation names\), so it is paired "
+        r"with `data` by position.*set the index of `obs` to those names",
+    ) as caught:
+        fit = bg.fit(
+            counts,
+            "~ 1 + condition",
+            obs=obs.reset_index(drop=True),
+            size_factors=pd.Series(ordered.size_factors),
+        )
+    assert len(caught) == 1  # once per fit, for the first unnamed input
+    _same_fit(fit, ordered)
     # Unnamed data: a named obs table pairs by position as it is given.
     res = bg.fit(counts.to_numpy(), "~ 1 + condition", obs=obs.iloc[PERM])
     plain = bg.fit(counts.to_numpy(), "~ 1 + condition", obs=obs.iloc[PERM].reset_index(drop=True))
@@ -402,3 +416,10 @@ def test_fit_layer_applies_to_anndata_only() -> None:
     np.testing.assert_array_equal(bg.inputs.data_of_fit(adata, res).values, y)
     with pytest.raises(ValueError, match=r"`layer` \('counts'\) selects an AnnData layer"):
         bg.inputs.data_of_fit(y, res, layer="counts")
+
+
+def test_unnamed_obs_with_unnamed_counts_does_not_warn(counts, obs):
+    # Neither side has names: positions are all there is, nothing to warn about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PositionalPairingWarning)
+        bg.fit(counts.to_numpy(), "~ 1 + condition", obs=obs.reset_index(drop=True))

@@ -10,7 +10,10 @@ One rule for every input that comes with names (see ``docs/inputs.md``):
 * a side without names pairs **by position**: numpy arrays and lists, and pandas objects
   whose labels are the default ``0, 1, ..., n-1`` (a ``RangeIndex``). A default index that
   is a permutation of the other side's default index (``obs.sample(frac=1)``) is still
-  matched by name, since its labels say where each row came from.
+  matched by name, since its labels say where each row came from. A pandas input with a
+  default index paired by position with *named* data gets one
+  :class:`PositionalPairingWarning` (its names were most likely lost by
+  ``reset_index(drop=True)`` or ``pd.read_csv`` without ``index_col``).
 
 Names are compared as strings, as :func:`batchglm.inputs.as_data` stores them.
 Duplicated names in the data are kept as given (results use them unchanged) and get one
@@ -41,6 +44,10 @@ _SHOWN = 5
 
 class DuplicateNamesWarning(UserWarning):
     """The data name two or more features (or observations) alike."""
+
+
+class PositionalPairingWarning(UserWarning):
+    """A pandas input without names (a default ``RangeIndex``) is paired with named data."""
 
 
 def as_names(labels: Any) -> pd.Index:
@@ -103,6 +110,7 @@ def positions(
     target_what: str,
     axis: str,
     hint: str | None = None,
+    warn: bool = False,
 ) -> NDArray[np.intp] | None:
     """Where each target name sits among an input's labels, or None to pair by position.
 
@@ -120,6 +128,9 @@ def positions(
         What the names name.
     hint : str, optional
         How to fix a mismatch; by default, to select the rows by name or drop the names.
+    warn : bool
+        Warn (:class:`PositionalPairingWarning`) when ``labels`` are the default ``0, 1,
+        ..., n-1`` and ``target`` has names, so the input is paired by position.
 
     Returns
     -------
@@ -142,6 +153,8 @@ def positions(
     same_set = pos is not None and bool((pos >= 0).all())
     if is_default(target, axis) or is_default(given, axis):
         # Positions only; a shuffled default index still says where its rows came from.
+        if warn and not same_set and not is_default(target, axis):
+            warn_positional(what, target_what, target, axis)
         return pos if same_set else None
     for side, names in ((what, given), (target_what, target)):
         dup = _duplicated(names)
@@ -176,6 +189,33 @@ def positions(
     )
 
 
+def warn_positional(what: str, target_what: str, target: pd.Index, axis: str) -> None:
+    """Warn that an input without names is paired by position with named data.
+
+    Parameters
+    ----------
+    what, target_what : str
+        The unnamed input and the named side, for the message.
+    target : pandas.Index
+        The named side's names.
+    axis : {"observation", "feature"}
+        What the names name.
+
+    Warns
+    -----
+    PositionalPairingWarning
+        Naming the input and a few of the names it could be matched by.
+    """
+    warnings.warn(
+        f"{what} has the default index 0..{len(target) - 1} (no {axis} names), so it is "
+        f"paired with {target_what} by position, but {target_what} names its {axis}s (e.g. "
+        f"{_examples(target)}); set the index of {what} to those names (e.g. "
+        f"obs.index = counts.index after checking the order) to match by name.",
+        PositionalPairingWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
 def _count(n: int, axis: str) -> str:
     return f"{n} {axis}" + ("" if n == 1 else "s")
 
@@ -184,7 +224,9 @@ def _fix(axis: str) -> str:
     return "var_names_make_unique" if axis == "feature" else "obs_names_make_unique"
 
 
-def align_rows(value: T, target: pd.Index, *, what: str, target_what: str, axis: str) -> T:
+def align_rows(
+    value: T, target: pd.Index, *, what: str, target_what: str, axis: str, warn: bool = False
+) -> T:
     """Reorder the rows of a labelled input to the target names.
 
     Parameters
@@ -211,7 +253,7 @@ def align_rows(value: T, target: pd.Index, *, what: str, target_what: str, axis:
     """
     if not isinstance(value, pd.Series | pd.DataFrame):
         return value
-    pos = positions(target, value.index, what=what, target_what=target_what, axis=axis)
+    pos = positions(target, value.index, what=what, target_what=target_what, axis=axis, warn=warn)
     if pos is None:
         return value
     return value.iloc[pos]  # type: ignore[return-value]
@@ -313,10 +355,26 @@ def align_inputs(
     ------
     ValueError
         As :func:`positions`, naming the input that does not match.
+
+    Warns
+    -----
+    PositionalPairingWarning
+        Once, for the first labelled input with a default index paired by position with
+        named data.
     """
+    warned = False  # one PositionalPairingWarning per fit, for the first unnamed input
 
     def rows(value: Any, what: str) -> Any:
-        return align_rows(value, d.obs_names, what=what, target_what="`data`", axis="observation")
+        nonlocal warned
+        out = align_rows(
+            value, d.obs_names, what=what, target_what="`data`", axis="observation", warn=not warned
+        )
+        warned = warned or (
+            isinstance(value, pd.Series | pd.DataFrame)
+            and is_default(as_names(value.index), "observation")
+            and not is_default(d.obs_names, "observation")
+        )
+        return out
 
     if obs is not None:
         _refuse_transposed(d, obs)

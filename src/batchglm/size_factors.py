@@ -228,7 +228,8 @@ def size_factors(
     ------
     ValueError
         For an unknown method, negative or non-finite counts (naming the first, by
-        observation and feature), or observations the method cannot normalise (no positive count among the features it uses).
+        observation and feature), or observations the method cannot normalise (no
+        positive count among the features it uses).
     """
     if method not in METHODS:
         raise ValueError(
