@@ -242,3 +242,30 @@ def test_normal_prior_close_to_deseq2() -> None:
     se_ratio = sh.coef_sd / LN2 / ref["lfcSE"].to_numpy()
     assert np.median(np.abs(se_ratio - 1)) < 0.03
     assert np.all(np.abs(se_ratio - 1) < 0.2)
+
+
+def test_shrinks_the_replaced_counts_of_a_pipeline_result() -> None:
+    """After bg.de.test replaced an outlier count, the shrunken LFC uses the same
+    (replaced) counts as the MLE columns, not the original ``data``."""
+    rng = np.random.default_rng(808)
+    n_feat = 30
+    cond = np.repeat(["a", "b"], 8)
+    obs = pd.DataFrame({"condition": cond}, index=[f"s{i}" for i in range(16)])
+    mu = rng.uniform(20.0, 200.0, n_feat)[None, :] * np.ones((16, 1))
+    y = rng.negative_binomial(20.0, 20.0 / (20.0 + mu)).astype(np.float64)
+    y[3, 0] = 40.0 * y[:, 0].max()  # one huge count in group a
+    counts = pd.DataFrame(y, index=obs.index, columns=[f"g{j}" for j in range(n_feat)])
+    de = bg.de.test(counts, "~ condition", obs=obs, coef="condition[T.b]")
+    assert de.replaced[0]
+    sh = bg.de.lfc_shrink(de, coef="condition[T.b]", data=counts, type="normal", prior_scale=0.5)
+    fit = de.fit
+    y_used = np.asarray(fit.data.block(slice(0, 1)))[:, 0]
+    assert y_used[3] < y[3, 0] / 10  # the refit's counts are the replaced ones
+    r = float(np.exp(fit.coef_scale.iloc[0, 0]))
+    x = np.column_stack([np.ones(16), cond == "b"]).astype(float)
+    a, _ = _map_scipy(y_used, x, fit.size_factors, r, np.array([0.0, 1.0]), 0.5 * LN2, "normal")
+    np.testing.assert_allclose(sh.coef_map[0], a[1], rtol=1e-5, atol=1e-7)
+    table = sh.summary()
+    # Unshrunken column and the shrunken one now agree in sign (the original counts pull
+    # the shrunken one the other way).
+    assert np.sign(table["log2FoldChange"].iloc[0]) == np.sign(table["log2FoldChange_MLE"].iloc[0])

@@ -9,7 +9,7 @@
     de = bg.de.lrt(data, full_loc=x, full_scale=z_full, reduced_scale=z_reduced)
     de = bg.de.lrt(adata, full=bg.de.Model("~ condition + batch"), reduced=bg.de.Model("~ batch"))
     de.summary()           # DataFrame indexed by feature: baseMean, log2FoldChange, lfcSE,
-                           # stat, pvalue, padj, status, ... sorted by pvalue
+                           # stat, pvalue, padj, status, ... in feature order
 
 The whole bulk pipeline (DESeq2's ``DESeq`` + ``results``: size factors, MAP
 dispersions, Wald test, Cook's outliers, independent filtering) in one call::

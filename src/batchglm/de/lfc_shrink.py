@@ -201,7 +201,11 @@ def lfc_shrink(
         The prior: apeglm's Cauchy (default) or DESeq2's normal (see the module
         docstring).
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
-        The counts of the fit (required: the posterior is computed from them).
+        The counts of the fit (required: the posterior is computed from them). For a
+        :func:`batchglm.de.test` result whose Cook's outlier counts were replaced
+        (``replaced``), the replaced counts its refit kept are used instead, so that the
+        shrunken and the MLE columns come from the same counts (DESeq2's ``lfcShrink``
+        uses the original counts there).
     layer : str, optional
         AnnData layer of ``data``.
     dispersion : {"map", "mle"}
@@ -273,7 +277,13 @@ def lfc_shrink(
     xg = fit.loc.matrix @ fit.loc.constraints @ np.linalg.inv(gmat)
     start = fit.theta_free[:, : fit.loc.n_free] @ gmat.T
     log_r = fit.scale.matrix @ fit.coef_scale.to_numpy().T  # (n_obs, F)
-    d = data_of_fit(data, fit, layer=layer)
+    replaced = getattr(res_or_de, "replaced", None)
+    if replaced is not None and np.any(replaced) and fit.data is not None:
+        # bg.de.test replaced Cook's outlier counts and refitted: shrink on those counts, as
+        # the MLE columns and p-values were computed, not on the original `data`.
+        d = data_of_fit(fit.data, fit)
+    else:
+        d = data_of_fit(data, fit, layer=layer)
     n_feat = len(fit.feature_names)
     mode = np.full(n_feat, np.nan)
     sd = np.full(n_feat, np.nan)
