@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,3 +128,24 @@ def test_old_names_warn_and_keep_their_values(poisson_de):
     # A column of the table maps nothing: its labels are features.
     with pytest.raises(KeyError):
         tab["pvalue"]["pval"]
+
+
+def test_all_zero_feature_row_is_consistently_untested() -> None:
+    rng = np.random.default_rng(12)
+    y = rng.negative_binomial(4.0, 4.0 / (4.0 + 30.0), size=(10, 4)).astype(np.float64)
+    y[:, 1] = 0.0
+    obs = pd.DataFrame({"g": np.repeat(["a", "b"], 5)})
+    res = bg.fit(y, "~ g", obs=obs, size_factors=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bg.de.SmallSampleWarning)
+        table = bg.de.wald(res, coef="g[T.b]").summary()
+    row = table.iloc[1]
+    assert row["status"] == "all_zero" and row["stat_kind"] == "none"
+    assert np.isnan(row["log2FoldChange"]) and np.isnan(row["coef_mle"])
+    assert np.isnan(row["pvalue"])
+    # The other features keep their Wald rows; estimates are the closed form (no offsets).
+    others = table.drop(index=table.index[1])
+    assert (others["stat_kind"] == "wald").all()
+    keep = [0, 2, 3]
+    expect = np.log(y[5:, keep].mean(axis=0) / y[:5, keep].mean(axis=0))
+    np.testing.assert_allclose(others["coef_mle"], expect, rtol=1e-6)

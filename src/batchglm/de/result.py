@@ -353,8 +353,9 @@ class DEResult:
             * ``pvalue``, ``padj`` (Benjamini-Hochberg over the features with a p-value);
             * ``status``: the fit's status (see :attr:`status`);
 
-            then ``stat_kind`` (``"wald"`` or ``"lrt"``), ``lfc_capped``, ``coef_mle`` and
-            ``coef_se`` (natural-log scale, raw), ``loglik``, ``converged``, and
+            then ``stat_kind`` (``"wald"`` or ``"lrt"``; ``"none"`` for features without a
+            test, such as all-zero ones), ``lfc_capped``, ``coef_mle`` and ``coef_se``
+            (natural-log scale, raw; ``NaN`` for all-zero features), ``loglik``, ``converged``, and
             ``dispersion`` (the NB dispersion held fixed) for ``dispersion="map"`` or
             ``"ql"``, ``ql_dispersion`` and ``df_residual`` for ``"ql"``.
 
@@ -368,6 +369,9 @@ class DEResult:
             If ``sort_by`` is not a column or ``n_max`` is negative.
         """
         ln2 = np.log(2.0)
+        # All-zero features have no estimate and no test: NaN and "none", as log2FoldChange
+        # (the solver's stopping value near 0 is no estimate).
+        all_zero = self.fit.status_codes == Status.ALL_ZERO
         columns: dict[str, object] = {
             "baseMean": self.mean,
             "log2FoldChange": self.log2fc,
@@ -376,9 +380,9 @@ class DEResult:
             "pvalue": self.pval,
             "padj": self.qval,
             "status": self.status,
-            "stat_kind": self.kind,
+            "stat_kind": np.where(all_zero, "none", self.kind),
             "lfc_capped": self.lfc_capped,
-            "coef_mle": self.coef_mle,
+            "coef_mle": np.where(all_zero, np.nan, self.coef_mle),
             "coef_se": self.coef_se,
             "loglik": self.loglik,
             "converged": self.converged,
