@@ -457,8 +457,19 @@ def test_in_process_outputs(workdir, capsys):
     assert pd.read_csv(workdir / "s.csv", index_col=0).shape == (N_OBS, 3)
 
 
-def test_usage_errors_exit_2(capsys):
+def test_usage_errors_exit_1_with_one_line(capsys):
+    # argparse's default was exit status 2 and a usage block; the README promises one line
+    # and status 1 for every error.
     with pytest.raises(SystemExit) as info:
         main(["fit"])
-    assert info.value.code == 2
-    assert "--design-loc" in capsys.readouterr().err
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        r"batchglm fit: error: the following arguments are required: .*--design-loc.*"
+        r" \(see batchglm fit --help\)\n",
+        err,
+    ), err
+    with pytest.raises(SystemExit) as info:
+        main(["tset"])
+    assert info.value.code == 1
+    assert capsys.readouterr().err.count("\n") == 1

@@ -306,3 +306,27 @@ def test_numeric_names_orientation_by_exact_match(tmp_path, capsys):
         r"column names of the count table",
         err,
     )
+
+
+@pytest.mark.parametrize("kind", [None, "normal"])
+def test_lfc_shrink_flag_reports_shrunken_fold_changes(workdir, capsys, kind):
+    flag = ["--lfc-shrink"] if kind is None else ["--lfc-shrink", kind]
+    code, _, err = _run(workdir, [*BASE, *COEF, *flag, "--out", "shrunk.csv"], capsys)
+    assert code == 0, err
+    table = _table(workdir, "shrunk.csv")
+    counts, obs = _counts(workdir)
+    de = bg.de.test(counts, "~ condition", obs=obs, coef="condition[T.trt]")
+    ref = bg.de.lfc_shrink(
+        de, coef="condition[T.trt]", data=counts, type=kind or "apeglm"
+    ).summary()
+    for col in ("log2FoldChange", "lfcSE", "log2FoldChange_MLE", "lfsr", "pvalue", "padj"):
+        np.testing.assert_allclose(table[col], ref[col], rtol=1e-8, equal_nan=True)
+    assert "stat" not in table.columns
+
+
+def test_lfc_shrink_flag_needs_a_wald_test(workdir, capsys):
+    code, _, err = _run(
+        workdir, [*BASE, *COEF, "--test", "ql", "--lfc-shrink", "--out", "x.csv"], capsys
+    )
+    assert code == 1
+    assert re.fullmatch(r"batchglm: error: --lfc-shrink shrinks .* use --test wald\.\n", err), err

@@ -32,7 +32,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pandas as pd
 
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from batchglm import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="batchglm",
         description="Fit location/scale GLMs per feature, test them, or simulate data.",
     )
@@ -197,6 +197,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and exit status 1, as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``batchglm: error: ...`` (with the sub-command) and exit with status 1.
+
+        Parameters
+        ----------
+        message : str
+            argparse's message.
+
+        Raises
+        ------
+        SystemExit
+            Always, with status 1.
+        """
+        print(
+            f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+
+
 def _show_warning(
     message: Warning | str,
     category: type[Warning],
@@ -219,8 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        Exit status: 0 on success, 1 on an error (reported as one line on stderr), 2 for
-        usage errors (reported by argparse).
+        Exit status: 0 on success, 1 on an error, usage errors included (reported as one
+        line on stderr).
     """
     parser = build_parser()
     args = parser.parse_args(argv)

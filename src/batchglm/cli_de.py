@@ -44,6 +44,26 @@ def _number(value: str, flag: str) -> float:
         raise CliError(f"{flag} must be a number, but {value!r} was given.") from None
 
 
+def _check_lfc_shrink(args: argparse.Namespace, lfc_threshold: float) -> None:
+    shrink = args.lfc_shrink
+    if shrink is None:
+        return
+    if shrink not in ("apeglm", "normal"):
+        raise CliError(f"--lfc-shrink must be apeglm or normal, but {shrink!r} was given.")
+    if args.test != "wald" or args.model != "loc":
+        raise CliError(
+            "--lfc-shrink shrinks the fold change of a Wald test of the location model, but "
+            f"--test {args.test} --model {args.model} was given; use --test wald."
+        )
+    if args.coef is not None and len(args.coef) > 1:
+        raise CliError("--lfc-shrink shrinks one --coef or --contrast, not a joint test.")
+    if lfc_threshold > 0 or args.alt_hypothesis != "greaterAbs":
+        raise CliError(
+            "--lfc-shrink keeps the plain Wald p-values, so it cannot be combined with "
+            "--lfc-threshold or --alt-hypothesis."
+        )
+
+
 def _test_options(args: argparse.Namespace) -> dict[str, Any]:
     """Check the test's options before anything is read or fitted."""
     if args.test not in ("wald", "lrt", "ql"):
@@ -84,6 +104,7 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(
             "--lfc-threshold and --alt-hypothesis need --test wald or ql, not --test lrt."
         )
+    _check_lfc_shrink(args, lfc_threshold)
     coef: Any = None
     if args.coef is not None:
         coef = args.coef[0] if len(args.coef) == 1 else list(args.coef)
@@ -139,13 +160,27 @@ def cmd_test(args: argparse.Namespace) -> None:
         weights=args.weights,
         **options,
     )
-    if args.sort_by is not None and args.sort_by not in result.summary(n_max=0).columns:
+    columns = list(result.summary(n_max=0).columns)
+    if args.lfc_shrink is not None:
+        columns = [c for c in columns if c != "stat"] + ["log2FoldChange_MLE", "lfcSE_MLE", "lfsr"]
+    if args.sort_by is not None and args.sort_by not in columns:
         raise CliError(
-            f"--sort-by {args.sort_by!r} is not a column of the table; its columns are "
-            f"{list(result.summary(n_max=0).columns)}."
+            f"--sort-by {args.sort_by!r} is not a column of the table; its columns are {columns}."
         )
-    table = pd.DataFrame(result.summary(sort_by=args.sort_by))
-    # The 0.1 column names, kept at the end for scripts that read them (deprecated).
+    if args.lfc_shrink is not None:
+        shrunk = de.lfc_shrink(
+            result,
+            options["coef"],
+            contrast=options["contrast"],
+            type=args.lfc_shrink,
+            data=adata,
+            layer=args.layer,
+        )
+        table = pd.DataFrame(shrunk.summary(sort_by=args.sort_by))
+    else:
+        table = pd.DataFrame(result.summary(sort_by=args.sort_by))
+    # The 0.1 column names, kept at the end for scripts that read them (deprecated): they
+    # repeat pvalue, padj and log2FoldChange (shrunken with --lfc-shrink).
     table["pval"], table["qval"], table["log2fc"] = (
         table["pvalue"],
         table["padj"],
@@ -246,6 +281,16 @@ def add_test_parser(sub: Any) -> None:
         "sample twice); needs --dispersion mle and --cooks-cutoff none unless all are 1",
     )
     p_test.add_argument(
+        "--lfc-shrink",
+        nargs="?",
+        const="apeglm",
+        default=None,
+        metavar="{apeglm,normal}",
+        help="report shrunken log2FoldChange and lfcSE (bg.de.lfc_shrink: apeglm's Cauchy "
+        "prior, the default, or DESeq2's normal prior), with log2FoldChange_MLE, lfcSE_MLE "
+        "and lfsr; p-values stay those of the Wald test (--test wald only)",
+    )
+    p_test.add_argument(
         "--sort-by",
         metavar="COLUMN",
         help="sort the table by this column, e.g. pvalue (default: input order)",
@@ -254,6 +299,8 @@ def add_test_parser(sub: Any) -> None:
         "--out",
         required=True,
         help=".csv/.tsv with one row per feature (baseMean, log2FoldChange, lfcSE, "
-        "stat, pvalue, padj, status, maxCooks, ...), or - for stdout (CSV)",
+        "stat, pvalue, padj, status, maxCooks, ...; the last three columns pval, qval, "
+        "log2fc repeat pvalue, padj, log2FoldChange for scripts written for batchglm 0.1), "
+        "or - for stdout (CSV)",
     )
     p_test.set_defaults(func=cmd_test)
