@@ -240,6 +240,8 @@ def align_rows(
         Both sides, for messages.
     axis : {"observation", "feature"}
         What the names name.
+    warn : bool
+        As :func:`positions`.
 
     Returns
     -------
@@ -359,16 +361,21 @@ def align_inputs(
     Warns
     -----
     PositionalPairingWarning
-        Once, for the first labelled input with a default index paired by position with
-        named data.
+        Once, for ``obs`` or else a ``size_factors`` Series with a default index paired by
+        position with named data (designs are not checked: they are often built by
+        position).
     """
     warned = False  # one PositionalPairingWarning per fit, for the first unnamed input
 
-    def rows(value: Any, what: str) -> Any:
+    def rows(value: Any, what: str, warn: bool = False) -> Any:
+        # Designs are often built by position (a DataFrame of columns): no warning for them.
         nonlocal warned
+        warn = warn and not warned
         out = align_rows(
-            value, d.obs_names, what=what, target_what="`data`", axis="observation", warn=not warned
+            value, d.obs_names, what=what, target_what="`data`", axis="observation", warn=warn
         )
+        if not warn:
+            return out
         warned = warned or (
             isinstance(value, pd.Series | pd.DataFrame)
             and is_default(as_names(value.index), "observation")
@@ -379,10 +386,10 @@ def align_inputs(
     if obs is not None:
         _refuse_transposed(d, obs)
     return (
-        d.obs if obs is None else rows(obs, "`obs`"),
+        d.obs if obs is None else rows(obs, "`obs`", warn=True),
         rows(design_loc, "`design_loc`"),
         rows(design_scale, "`design_scale`"),
-        rows(size_factors, "`size_factors`"),
+        rows(size_factors, "`size_factors`", warn=True),
         align_rows(
             fixed_scale, d.feature_names, what="`fixed_scale`", target_what="`data`", axis="feature"
         ),
