@@ -85,7 +85,6 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
     shared = not is_weighted(res)
     threshold = fam.separated_eta + _ETA_MARGIN
     k = res.loc.n_free
-    norms = np.linalg.norm(l_free, axis=1)
     step = max(1, _CHUNK_ELEMENTS // (rows.shape[0] if shared else len(res.obs_names)))
     verdict: dict[bytes, bool] = {}
     for start in range(0, sep.size, step):
@@ -94,14 +93,45 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
         max_offset = np.full((rows.shape[0], offsets.shape[1]), -np.inf)
         np.maximum.at(max_offset, inverse_obs, offsets)
         eta = rows @ res.theta_free[part, :k].T + max_offset
-        zero = eta < threshold
-        patterns, inverse = np.unique(zero.T, axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).ravel()
-        for p, pattern in enumerate(patterns):
-            key = np.packbits(pattern).tobytes()
-            if key not in verdict:
-                verdict[key] = _outside_row_space(l_free, rows[~pattern], norms)
-            out[part[inverse == p]] = verdict[key]
+        out[part] = outside_kept_rows(l_free, rows, eta < threshold, verdict)
+    return out
+
+
+def outside_kept_rows(
+    l_free: Array, rows: Array, zero: NDArray[np.bool_], cache: dict[bytes, bool] | None = None
+) -> NDArray[np.bool_]:
+    """Per feature, whether a tested row leaves the row space of its non-zero design rows.
+
+    Parameters
+    ----------
+    l_free : ndarray
+        Tested rows over the free location parameters, ``L C``, shape ``(r, k)``.
+    rows : ndarray
+        Distinct rows of the design after constraints, ``(u, k)``.
+    zero : ndarray of bool
+        ``(u, F)``: True where a feature's fitted mean (or its count) is zero at every
+        observation of that design row.
+    cache : dict, optional
+        Verdicts by zero pattern, shared between calls on the same ``l_free`` and ``rows``.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(F,)``: True where some row of ``l_free`` is not in the row space of
+        ``rows[~zero[:, f]]`` (the tested combination moves with a direction that only
+        zero observations inform). Features are grouped by their zero pattern, so the
+        work is per distinct pattern, not per feature.
+    """
+    verdict = {} if cache is None else cache
+    norms = np.linalg.norm(l_free, axis=1)
+    out = np.zeros(zero.shape[1], dtype=bool)
+    patterns, inverse = np.unique(zero.T, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).ravel()
+    for p, pattern in enumerate(patterns):
+        key = np.packbits(pattern).tobytes()
+        if key not in verdict:
+            verdict[key] = _outside_row_space(l_free, rows[~pattern], norms)
+        out[inverse == p] = verdict[key]
     return out
 
 

@@ -16,6 +16,7 @@ from scipy import stats
 from batchglm.de.contrasts import Cond, check_estimable, expression_rows
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
+from batchglm.de.mixed_separation import donor_level_fallback
 from batchglm.de.pseudoreplication import warn_wald
 from batchglm.de.result import MAX_LFC, DEResult
 from batchglm.de.separation import (
@@ -203,8 +204,10 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
     res = de.fit
     kind = np.full(len(res.feature_names), "wald")
     if de.model != "loc" or res.random is not None:
-        # Mixed fits: the reduced refit below would drop the random effects.
-        return replace(de, stat_kind=kind)
+        # Mixed fits: the reduced refit below would drop the random effects; separated
+        # features are tested at the donor level instead (batchglm.de.mixed_separation).
+        de = replace(de, stat_kind=kind)
+        return donor_level_fallback(de, lmat @ res.loc.constraints, data, layer)
     c = res.loc.constraints
     l_free = lmat @ c
     u, s, _ = np.linalg.svd(l_free, full_matrices=False)

@@ -152,6 +152,7 @@ def fit_mixed(
             [g.levels for g in groupings],
             var,
             np.split(modes, np.cumsum([g.n_groups for g in groupings])[:-1]),
+            [g.sums.index for g in groupings],
         ),
         # With several factors the first one names the replicates (see docs/mixed_model.md).
         small_sample=between_within(

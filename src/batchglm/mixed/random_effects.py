@@ -29,12 +29,16 @@ class RandomEffects:
         ``(F, n_factors)`` variances on the natural-log scale of the mean.
     modes : list of ndarray
         Per factor, ``(n_groups, F)`` conditional modes ``u_g`` (natural-log scale).
+    index : list of ndarray or None
+        Per factor, ``(n_obs,)`` group of each observation (positions in ``levels``), for
+        donor-level tests (:mod:`batchglm.de.mixed_separation`).
     """
 
     factors: list[str]
     levels: list[pd.Index]
     variance: Array
     modes: list[Array]
+    index: list[NDArray[np.intp]] | None = None
 
     def variance_frame(self, features: pd.Index) -> pd.DataFrame:
         """Variances as a features x factors DataFrame.
