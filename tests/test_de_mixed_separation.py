@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 import batchglm as bg
+from batchglm.de import mixed_separation
 
 
 def _layout(ncell: list[int], seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -98,6 +99,9 @@ def test_sparse_genes_are_separated_and_tested_at_the_donor_level() -> None:
             # Before: +-40 and p ~ 3e-5 (the runaway estimate entered the donor levels).
             assert table["pvalue"].iloc[j] > 0.1
         assert (table["status"].iloc[2:] != "separated").all()
+    reduced = bg.fit(y, "~ 1", obs=obs, random_effects="donor", size_factors=sf)
+    ready = bg.de.lrt(full=res, reduced=reduced)
+    np.testing.assert_array_equal(ready.pval[:2], lr["pvalue"].to_numpy()[:2])
     assert np.abs(de["log2FoldChange"].iloc[:2]).tolist() == [10.0, 10.0]
     assert de["lfc_capped"].iloc[:2].all()
     # The user's fit keeps its own statuses.
@@ -120,20 +124,32 @@ def test_condition_only_gene_stays_significant_with_enough_donors() -> None:
     assert table["pvalue"].iloc[0] == pytest.approx(2 / 252)
 
 
-def test_single_donor_gene_p_value_is_not_below_the_donor_level_evidence() -> None:
+def test_runaway_variance_p_value_is_not_below_the_donor_level_evidence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     ncell = [50, 30, 40, 45, 35, 50]
     obs, sf, g = _layout(ncell, 4)
     rng = np.random.default_rng(5)
-    single = np.where(g == 4, rng.poisson(3.0 * sf), 0).astype(np.float64)
-    pair = np.where(np.isin(g, [3, 5]), rng.poisson(3.0 * sf), 0).astype(np.float64)
-    y = np.column_stack([single, pair, _background(rng, sf, g, 3)])
+    # Counts in the cells of one stim donor and (few) of one ctrl donor: the donor
+    # variance runs off (about 80), nothing is separated.
+    two = np.where(g == 4, rng.poisson(4.0 * sf), 0) + np.where(g == 1, rng.poisson(0.3 * sf), 0)
+    y = np.column_stack([two.astype(np.float64), _background(rng, sf, g, 6)])
     res = bg.fit(y, "~ condition", obs=obs, random_effects="donor", size_factors=sf)
+    assert res.random.variance[0, 0] > mixed_separation.VAR_RUNAWAY
     table = bg.de.wald(res, coef="condition[T.stim]").summary()
-    for j in range(2):
-        assert table["pvalue"].iloc[j] >= _donor_reference(y[:, j], sf, g, 3) - 1e-12
-    # A gene of one donor carries no evidence for the condition: 3 vs 3 donors can never
-    # reach p < 0.1 at the donor level.
-    assert table["pvalue"].iloc[0] > 0.1
+    assert table["status"].iloc[0] != "separated"
+    reference = np.array([_donor_reference(y[:, j], sf, g, 3) for j in range(y.shape[1])])
+    assert table["pvalue"].iloc[0] >= reference[0]
+    # The rule itself, on every feature: the model p-value, raised to the donor-level
+    # randomization p-value where that is larger.
+    monkeypatch.setattr(mixed_separation, "VAR_RUNAWAY", np.inf)
+    model = bg.de.wald(res, coef="condition[T.stim]").pval
+    monkeypatch.setattr(mixed_separation, "VAR_RUNAWAY", -1.0)
+    floored = bg.de.wald(res, coef="condition[T.stim]")
+    np.testing.assert_allclose(floored.pval, np.maximum(model, reference), rtol=1e-12)
+    raised = reference > model
+    assert raised.any()
+    assert (floored.kind[raised] == "donor_permutation").all()
 
 
 def test_sparse_null_genes_are_not_anti_conservative() -> None:
