@@ -11,7 +11,6 @@ from numpy.typing import ArrayLike, NDArray
 
 from batchglm.align import align_to_data
 from batchglm.de.degrees_of_freedom import warn_small_sample
-from batchglm.de.mixed_separation import donor_level_fallback
 from batchglm.de.model_spec import Model, model_keywords
 from batchglm.de.result import DEResult
 from batchglm.de.scale_test import (
@@ -266,8 +265,7 @@ def lrt(
                 )
             if not scale_only(full, reduced):
                 warn_small_sample(full, "bg.de.lrt")
-            de = likelihood_ratio(full, reduced, coef, _cr_data(cox_reid, data, fit_kwargs))
-            return donor_level_fallback(de, None, data, fit_kwargs.get("layer"))
+            return likelihood_ratio(full, reduced, coef, _cr_data(cox_reid, data, fit_kwargs))
         layer = fit_kwargs.get("layer")
         shrunk = shrunken_fit(data, full, dispersion, layer=layer, trend=trend, progress=progress)
         reduced_refit = refit_location(data, reduced, shrunk.alpha, layer=layer, progress=progress)
@@ -348,8 +346,7 @@ def lrt(
         cox_reid = use_cox_reid(scale_test, res_full, res_reduced)
         if not scale_only(res_full, res_reduced):
             warn_small_sample(res_full, "bg.de.lrt")
-        de = likelihood_ratio(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
-        return donor_level_fallback(de, None, data, kwargs.get("layer"))
+        return likelihood_ratio(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
     shrunk = shrunken_fit(
         data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend, progress=progress
     )

@@ -18,6 +18,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm.de.degrees_of_freedom import check_residual_df
+from batchglm.de.mixed_separation import donor_level_fallback
 from batchglm.de.pseudoreplication import warn_lrt
 from batchglm.de.result import DEResult, base_mean
 from batchglm.de.scale_test import cox_reid_statistic, has_scale, nested_df
@@ -280,7 +281,7 @@ def likelihood_ratio(
         coef_se = ses[name].to_numpy()
         estimates = coefs[[name]]
     tested = f"full {_describe_models(full)} vs reduced {_describe_models(reduced)}{tested_note}"
-    return DEResult(
+    de = DEResult(
         test="lrt",
         model=model,
         tested=tested,
@@ -299,6 +300,8 @@ def likelihood_ratio(
         reduced=reduced,
         loglik_reduced=ll_red,
     )
+    # Mixed fits: separated features are tested at the donor level (de/mixed_separation.py).
+    return donor_level_fallback(de, None, None)
 
 
 def _describe_models(res: FitResult) -> str:
