@@ -192,3 +192,14 @@ def test_separated_features_without_a_donor_level_test_warn() -> None:
     assert np.isnan(t2["pvalue"].iloc[0])
     with pytest.warns(UserWarning, match=r"the fit has no data; pass the counts"):
         bg.de.wald(replace(res2, data=None), coef="condition[T.stim]")
+
+
+def test_scale_model_tests_of_mixed_and_plain_fits_are_left_alone() -> None:
+    obs, sf, g = _layout([20, 25, 30, 20], 10)
+    rng = np.random.default_rng(12)
+    y = _background(rng, sf, g, 3)
+    for random_effects in (None, "donor"):
+        res = bg.fit(y, "~ condition", obs=obs, random_effects=random_effects, size_factors=sf)
+        de = bg.de.wald(res, coef="Intercept", model="scale")
+        assert (de.kind == "wald").all()
+        assert np.isfinite(de.pval).all()

@@ -96,7 +96,7 @@ _TIE_RTOL = 1e-7
 
 
 def donor_level_fallback(
-    de: DEResult, l_free: Array | None, data: Any, layer: str | None = None
+    de: DEResult, lmat: Array | None, data: Any, layer: str | None = None
 ) -> DEResult:
     """Donor-level randomization p-values for separated and runaway-variance features.
 
@@ -105,8 +105,8 @@ def donor_level_fallback(
     de : DEResult
         A Wald or likelihood-ratio test of a fit; returned as it is unless the fit has
         random effects and the test is of the location model.
-    l_free : ndarray or None
-        Tested rows over the free location parameters, ``L C``, shape ``(r, k)``; ``None``
+    lmat : ndarray or None
+        Tested rows ``L`` over the tested model's coefficients, shape ``(r, p)``; ``None``
         for a likelihood-ratio test (the rows are derived from ``de.fit`` and
         ``de.reduced``, see :func:`lrt_rows`).
     data : array_like, scipy.sparse, pandas.DataFrame, AnnData or None
@@ -137,10 +137,12 @@ def donor_level_fallback(
     res = de.fit
     if res.random is None or res.random.index is None or de.model != "loc":
         return de
-    if l_free is None:
-        if de.reduced is None:
-            return de
+    if lmat is not None:
+        l_free = lmat @ res.loc.constraints
+    elif de.reduced is not None:
         l_free = lrt_rows(res, de.reduced)
+    else:
+        return de
     basis = _row_basis(l_free)
     if basis.shape[0] == 0:
         return de

@@ -207,7 +207,7 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
         # Mixed fits: the reduced refit below would drop the random effects; separated
         # features are tested at the donor level instead (batchglm.de.mixed_separation).
         de = replace(de, stat_kind=kind)
-        return donor_level_fallback(de, lmat @ res.loc.constraints, data, layer)
+        return donor_level_fallback(de, lmat, data, layer)
     c = res.loc.constraints
     l_free = lmat @ c
     u, s, _ = np.linalg.svd(l_free, full_matrices=False)
