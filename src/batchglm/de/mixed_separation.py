@@ -41,9 +41,10 @@ donors, the unit the condition is replicated over, by a randomization (permutati
   side.
 
 Separated features get this p-value (``stat_kind == "donor_permutation"``, ``stat`` the
-donor-level ``F``). Features whose donor variance is above :data:`VAR_RUNAWAY` keep their
-model test, but their p-value is raised to the randomization p-value where that is larger
-(then ``stat_kind == "donor_permutation"`` too). Separated features whose tested
+donor-level ``F``). In tests of donor-level coefficients, features whose donor variance
+is above :data:`VAR_RUNAWAY` keep their model test, but their p-value is raised to the
+randomization p-value where that is larger (then ``stat_kind == "donor_permutation"``
+too). Separated features whose tested
 combination varies within donors, or whose design leaves no reassignment, cannot be tested
 at the donor level: they get ``NaN`` p-values and a warning.
 """
@@ -464,7 +465,7 @@ def _multiset_permutations(items: tuple[int, ...]) -> list[tuple[int, ...]]:
 
 
 def _row_basis(mat: Array, rtol: float = 1e-10) -> Array:
-    """Orthonormal-free basis of the row space of ``mat`` (right singular vectors)."""
+    """Orthonormal basis of the row space of ``mat`` (right singular vectors)."""
     if mat.size == 0:
         return np.zeros((0, mat.shape[1]))
     _, s, vt = np.linalg.svd(mat, full_matrices=False)
