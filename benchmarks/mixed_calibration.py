@@ -4,15 +4,18 @@
 counts; ``--null`` null genes and ``--de`` genes with a condition effect of
 ``log(--fold)``. Compared on the same data:
 
-* mixed Wald: ``bg.fit(..., random_effects="donor")`` + ``bg.de.wald`` (t reference with
-  between-within df and the ML-to-REML factor),
-* mixed LRT: two mixed fits + ``bg.de.lrt`` (Bartlett-type F reference),
+* mixed Wald: ``bg.fit(..., random_effects="donor")`` + ``bg.de.wald``, moderated (the
+  default: empirical-Bayes group-level variance, :mod:`batchglm.mixed.moderation`) and
+  with ``moderate=False`` (t reference with between-within df and the ML-to-REML factor),
+* mixed LRT: two mixed fits + ``bg.de.lrt`` (Bartlett-type F reference), and the same LR
+  statistics with the moderated reference (``moderated_sf(..., statistic="lrt")``),
 * fixed donors: ``constraints_loc={"donor": "condition"}`` + ``bg.de.wald``
   (pseudoreplication; it warns),
 * pseudobulk: ``bg.pseudobulk`` by donor + ``bg.de.ql_f``.
 
 Reports the rejection rate of null genes at 0.05, the KS p-value of their p-values against
 the uniform, and power (share of DE genes with BH q < 0.05) with the observed FDR.
+``--cells`` also takes ``"unequal3"``: 3 vs 3 donors with 500/100/20 cells per condition.
 
 Run: ``PYTHONPATH=src python benchmarks/mixed_calibration.py``; writes
 ``benchmarks/results/mixed_calibration.md``.
@@ -36,6 +39,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import batchglm as bg  # noqa: E402
+from batchglm.mixed.moderation import moderated_sf, variance_prior  # noqa: E402
 
 
 def donor_sizes(rng: np.random.Generator, per_group: int, cells: str) -> np.ndarray:
@@ -43,6 +47,8 @@ def donor_sizes(rng: np.random.Generator, per_group: int, cells: str) -> np.ndar
     donor with 600 cells and the others 20 (the layout of the known boundary problem)."""
     if cells == "unequal":
         return np.tile(np.r_[600, np.full(per_group - 1, 20)], 2)
+    if cells == "unequal3":
+        return np.tile(np.geomspace(500, 20, per_group).round().astype(int), 2)
     lo, hi = (int(c) for c in cells.split("-"))
     return rng.integers(lo, hi + 1, 2 * per_group)
 
@@ -72,6 +78,20 @@ def simulate(
     mu = np.exp(rng.uniform(-1.0, 1.5, n) + u[gid] + stim[:, None] * effect)
     size = rng.uniform(2.0, 10.0, n)
     return rng.negative_binomial(size, size / (size + mu)).astype(np.float64), obs
+
+
+def _bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values, NaN left out."""
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    n = ok.sum()
+    order = np.argsort(p[ok])
+    ranked = p[ok][order] * n / np.arange(1, n + 1)
+    qs = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.minimum(qs, 1.0)
+    q[ok] = out
+    return q
 
 
 def _row(name: str, pval: np.ndarray, qval: np.ndarray, n_null: int, seconds: float) -> str:
@@ -109,9 +129,20 @@ def main() -> None:
     full = bg.fit(y, "~ condition", obs=obs, random_effects="donor")
     t_full = time.perf_counter() - t0
     w = bg.de.wald(full, coef=coef).summary()
+    prior = variance_prior(full)
     rows.append(
         _row(
-            "mixed, Wald (t, between-within df)",
+            f"mixed, Wald, moderated (default; prior df {prior.df_prior:.1f})",
+            w["pvalue"].to_numpy(),
+            w["padj"].to_numpy(),
+            args.null,
+            t_full,
+        )
+    )
+    w = bg.de.wald(full, coef=coef, moderate=False).summary()
+    rows.append(
+        _row(
+            "mixed, Wald, `moderate=False` (t, between-within df)",
             w["pvalue"].to_numpy(),
             w["padj"].to_numpy(),
             args.null,
@@ -122,7 +153,8 @@ def main() -> None:
     # boundary-aware reference of batchglm.mixed.small_sample.donor_level_sf).
     assert full.small_sample is not None
     plain = dataclasses.replace(
-        full, small_sample=dataclasses.replace(full.small_sample, donor_resid=None)
+        full,
+        small_sample=dataclasses.replace(full.small_sample, donor_resid=None, moderate=False),
     )
     wp = bg.de.wald(plain, coef=coef).summary()
     rows.append(
@@ -146,12 +178,26 @@ def main() -> None:
     t0 = time.perf_counter()
     reduced = bg.fit(y, "~ 1", obs=obs, random_effects="donor")
     t_red = time.perf_counter() - t0
-    lr = bg.de.lrt(full=full, reduced=reduced).summary()
+    lr_de = bg.de.lrt(full=full, reduced=reduced)
+    lr = lr_de.summary()
     rows.append(
         _row(
             "mixed, LRT (Bartlett-type F)",
             lr["pvalue"].to_numpy(),
             lr["padj"].to_numpy(),
+            args.null,
+            t_full + t_red,
+        )
+    )
+    lmat = np.zeros((1, 2))
+    lmat[0, 1] = 1.0
+    lr_mod = moderated_sf(full, lmat, 1, statistic="lrt")(np.nan_to_num(lr_de.stat))
+    lr_mod = np.where(np.isfinite(lr["pvalue"].to_numpy()), lr_mod, np.nan)
+    rows.append(
+        _row(
+            "mixed, LRT, moderated",
+            lr_mod,
+            _bh(lr_mod),
             args.null,
             t_full + t_red,
         )

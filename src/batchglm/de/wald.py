@@ -28,6 +28,7 @@ from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.statistics import RANK_RTOL, wald_rows
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
+from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion
 from batchglm.mixed.small_sample import warn_variance_at_zero
 from batchglm.result import FitResult
@@ -58,6 +59,7 @@ def wald(
     lfc_threshold: float = 0.0,
     alt_hypothesis: str = "greaterAbs",
     progress: bool | None = None,
+    moderate: bool | None = None,
 ) -> DEResult:
     """Wald test of one or several coefficients, or of linear contrasts, per feature.
 
@@ -113,6 +115,12 @@ def wald(
     progress : bool, optional
         Progress bars of the dispersion passes and refits (default: on for long passes on a
         terminal, as :func:`batchglm.fit`); only with ``dispersion`` ``"map"`` or ``"ql"``.
+    moderate : bool, optional
+        Fits with ``random_effects`` only: whether tests of group-level coefficients (a
+        condition that donors are nested in) use the empirical-Bayes moderated group-level
+        variance, with ``d + d0`` degrees of freedom (default ``True``; see
+        :mod:`batchglm.mixed.moderation`). ``False`` gives the per-feature ``t(G - p_b)``
+        reference.
 
     Returns
     -------
@@ -127,8 +135,8 @@ def wald(
         fix at zero or that is not estimable (its value set by the constraints, not the
         data; :func:`batchglm.de.contrasts.check_estimable`), ``data`` that is not the
         fit's, or a fit that estimated its scale without residual degrees of freedom (see
-        :func:`batchglm.de.degrees_of_freedom.check_residual_df`), or a threshold on a fit
-        with random effects.
+        :func:`batchglm.de.degrees_of_freedom.check_residual_df`), a threshold on a fit
+        with random effects, or ``moderate=True`` for a fit without random effects.
 
     Notes
     -----
@@ -167,6 +175,7 @@ def wald(
     ``dispersion="map"`` or ``"ql"`` are calibrated down to 3 vs 3 samples (see
     ``docs/validation.md``).
     """
+    res = with_moderation(res, moderate)  # hook: batchglm.mixed.moderation
     if data is None:
         data, layer = res.data, None
     check_dispersion(dispersion, data, model)

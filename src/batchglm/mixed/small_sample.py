@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats
 
+from batchglm.mixed.moderation import moderated_sf
 from batchglm.solvers.linalg import GroupSums
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ class SmallSample:
     prior_var : float
         Typical group variance of the fit's features (natural-log scale), see
         :func:`donor_level_sf`.
+    moderate : bool
+        Whether Wald tests of group-level coefficients use the empirical-Bayes moderated
+        variance of :mod:`batchglm.mixed.moderation` (``bg.de.wald(..., moderate=)``).
     """
 
     df: Array
@@ -82,6 +86,7 @@ class SmallSample:
     donor_resid: Array | None = None
     donor_var: Array | None = None
     prior_var: float = 0.0
+    moderate: bool = True
 
 
 def between_within(
@@ -170,6 +175,8 @@ def reference_sf(res: FitResult, model: str, lmat: Array, rank: int) -> Callable
         used = np.ones_like(used)
     d = float(ss.df[used].min())
     group_level = bool(ss.between[used].all())
+    if group_level and ss.moderate:  # hook: batchglm.mixed.moderation
+        return moderated_sf(res, lmat, rank)
     factor = (ss.n_groups - ss.rank_between) / ss.n_groups if group_level else 1.0
     boundary = donor_level_sf(ss, res.coef_loc.to_numpy(), lmat) if group_level else None
 
