@@ -128,7 +128,7 @@ def main() -> None:
     t0 = time.perf_counter()
     full = bg.fit(y, "~ condition", obs=obs, random_effects="donor")
     t_full = time.perf_counter() - t0
-    w = bg.de.wald(full, coef=coef).summary()
+    wm = w = bg.de.wald(full, coef=coef).summary()
     prior = variance_prior(full)
     rows.append(
         _row(
@@ -168,12 +168,16 @@ def main() -> None:
     )
     at_zero = (full.status == "random_var_at_bound").to_numpy()[: args.null]
 
-    def rate(p: np.ndarray) -> str:
-        return f"{(p[: args.null][at_zero] < 0.05).mean():.3f}" if at_zero.any() else "-"
+    def rate(p: np.ndarray, zero: bool = True) -> str:
+        pick = at_zero if zero else ~at_zero & np.isfinite(p[: args.null])
+        return f"{(p[: args.null][pick] < 0.05).mean():.3f}" if pick.any() else "-"
 
     zero_note = (
         f"Null genes with variance at 0: {at_zero.sum()}; their rejection at 0.05: "
-        f"{rate(w['pvalue'].to_numpy())} (cell-level test: {rate(wp['pvalue'].to_numpy())})."
+        f"{rate(wm['pvalue'].to_numpy())} moderated, {rate(w['pvalue'].to_numpy())} with "
+        f"`moderate=False`, {rate(wp['pvalue'].to_numpy())} with the cell-level test; "
+        f"rejection of the other null genes: {rate(wm['pvalue'].to_numpy(), False)} "
+        f"moderated, {rate(w['pvalue'].to_numpy(), False)} with `moderate=False`."
     )
     t0 = time.perf_counter()
     reduced = bg.fit(y, "~ 1", obs=obs, random_effects="donor")

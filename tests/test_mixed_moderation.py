@@ -111,7 +111,7 @@ def test_moderated_wald_calibrated_and_more_powerful() -> None:
 def test_moderated_wald_calibrated_where_variances_are_at_zero() -> None:
     # Unequal donors: one large donor per condition; many features have variance at 0 and
     # are tested at the level of the donors with the moderated variance.
-    y, obs = _donors(32, 600, 0, [120, 10, 10, 10] * 2)
+    y, obs = _donors(32, 400, 0, [100, 8, 8, 8] * 2)
     res = bg.fit(y, "~ condition", obs=obs, random_effects="donor")
     at_zero = (res.status == "random_var_at_bound").to_numpy()
     assert at_zero.sum() >= 50

@@ -29,11 +29,12 @@ features:
   every group-level combination is rescaled by ``s~_f^2 / s_f^2`` (for interior features)
   and the statistic referred to ``F(rank, d + d0)`` (two-sided ``t(d + d0)`` for one
   coefficient). Features at 0 are tested at the level of the groups with
-  ``max(s~_f^2, s0^2)`` as residual variance (a positive variance even though their own
-  estimate of the between-group variance is 0; their own ``s_f^2`` is small by selection,
-  so it may not pull the posterior below the prior). This replaces the floor
-  ``prior_var + mean v_g`` of :func:`batchglm.mixed.small_sample.donor_level_sf` under
-  moderation.
+  ``max(s~_f^2, s0^2 + mean_g v_g)`` as residual variance (``v_g`` the sampling variance of
+  a group's log level): a positive variance even though their own estimate of the
+  between-group variance is 0. Their own ``s_f^2`` is small by selection, and the
+  unweighted group-level estimate weighs imprecise groups fully, so this keeps the floor
+  ``prior_var + mean v_g`` of :func:`batchglm.mixed.small_sample.donor_level_sf` with the
+  trended prior ``s0^2`` in place of the mean fitted variance, now with ``d + d0`` df.
 
 Only tests of group-level location coefficients are moderated; ``res.se_loc`` stays the
 maximum-likelihood standard error.
@@ -340,8 +341,11 @@ def moderated_sf(
         r0 = max(int(np.linalg.matrix_rank(m)), 1)
         quad = np.einsum("if,ij,jf->f", est, np.linalg.pinv(m), est)
         # Their own estimate is small by selection (that is why the fit put the variance at
-        # 0): never below the prior scale.
-        s2 = np.maximum(prior.s2_post[rows], prior.s2_prior[rows])
+        # 0): never below the prior scale plus the groups' own sampling variance (the floor
+        # of donor_level_sf with the trended prior in place of the mean fitted variance).
+        assert ss.donor_var is not None
+        floor = prior.s2_prior[rows] + ss.donor_var[:, rows].mean(axis=0)
+        s2 = np.maximum(prior.s2_post[rows], floor)
         at_zero = ref(quad / (r0 * s2))
     factor = d / ss.n_groups
 
