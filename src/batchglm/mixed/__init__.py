@@ -13,6 +13,8 @@ modules, one idea each:
 * :mod:`batchglm.mixed.outer_hessian`: its analytic Hessian (one factor).
 * :mod:`batchglm.mixed.small_sample`: between-within denominator degrees of freedom and the
   group-level reference of features whose variance is 0.
+* :mod:`batchglm.mixed.moderation`: empirical-Bayes moderation of the group-level variance
+  across features for the Wald tests (the default of ``bg.de.wald`` on mixed fits).
 * :mod:`batchglm.mixed.fit`: orchestration over feature chunks.
 
 See ``docs/mixed_model.md``.
