@@ -6,6 +6,10 @@ family = nbinom2)`` (Laplace approximation) to each of 200 genes per design. Gen
 glmmTMB reports no convergence are left out: there its size ``r`` runs to about 1e14, where
 its log-likelihood is no longer accurate (for one gene it reports a value 84 above the
 Laplace likelihood at its own estimates).
+
+The same genes were also fitted with ``REML = TRUE`` (``mixed_{design}_glmmtmb_reml.csv``,
+``Rscript benchmarks/mixed_glmmtmb_reference.R reml intercept condition``) and are compared
+with ``bg.fit(..., reml=True)`` (:mod:`batchglm.mixed.reml`).
 """
 
 from __future__ import annotations
@@ -23,25 +27,31 @@ DATA = Path(__file__).parent / "data"
 NAMES = {"Intercept": "(Intercept)", "condition[T.stim]": "conditionstim", "x": "x"}
 
 
-def _fit(design: str, formula: str, factors: list[str]) -> tuple[bg.FitResult, pd.DataFrame]:
+def _fit(
+    design: str, formula: str, factors: list[str], reml: bool = False
+) -> tuple[bg.FitResult, pd.DataFrame]:
     counts = pd.read_csv(DATA / f"mixed_{design}_counts.csv", index_col=0)
     obs = pd.read_csv(DATA / f"mixed_{design}_obs.csv", index_col=0)
-    ref = pd.read_csv(DATA / f"mixed_{design}_glmmtmb.csv").set_index("gene")
-    res = bg.fit(counts, formula, obs=obs, random_effects=factors)
+    name = f"mixed_{design}_glmmtmb{'_reml' if reml else ''}.csv"
+    ref = pd.read_csv(DATA / name).set_index("gene")
+    res = bg.fit(counts, formula, obs=obs, random_effects=factors, reml=reml)
     return res, ref[ref.converged]
 
 
 @pytest.mark.parametrize(
-    ("design", "formula", "factors"),
+    ("design", "formula", "factors", "reml"),
     [
-        ("intercept", "~ 1", ["donor"]),
-        ("condition", "~ condition + x", ["donor"]),
+        ("intercept", "~ 1", ["donor"], False),
+        ("condition", "~ condition + x", ["donor"], False),
         # Donors nested in batches (100 genes): the joint inner solve of mixed/joint.py.
-        ("nested", "~ condition", ["donor", "batch"]),
+        ("nested", "~ condition", ["donor", "batch"], False),
+        # glmmTMB REML = TRUE: fixed effects integrated out with the random intercepts.
+        ("intercept", "~ 1", ["donor"], True),
+        ("condition", "~ condition + x", ["donor"], True),
     ],
 )
-def test_agrees_with_glmmtmb(design: str, formula: str, factors: list[str]) -> None:
-    res, ref = _fit(design, formula, factors)
+def test_agrees_with_glmmtmb(design: str, formula: str, factors: list[str], reml: bool) -> None:
+    res, ref = _fit(design, formula, factors, reml)
     genes = ref.index
     assert len(genes) >= 0.9 * (100 if design == "nested" else 200)
     assert res.converged[genes].all()

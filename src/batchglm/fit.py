@@ -60,6 +60,7 @@ def fit(
     n_jobs: int | None = None,
     fixed_scale: ArrayLike | pd.DataFrame | None = None,
     random_effects: str | Sequence[str] | None = None,
+    reml: bool = False,
     weights: ArrayLike | pd.Series | pd.DataFrame | str | None = None,
     offset: ArrayLike | pd.Series | pd.DataFrame | str | None = None,
 ) -> FitResult:
@@ -141,6 +142,11 @@ def fit(
         ``random_effects(factor)``, between-within degrees of freedom for
         :func:`batchglm.de.wald`, and the Laplace marginal log-likelihood in ``loglik``;
         see ``docs/mixed_model.md``.
+    reml : bool, default False
+        With ``random_effects`` (one factor): estimate the variance and the scale by the
+        restricted Laplace likelihood (fixed effects integrated out with the random
+        intercepts, glmmTMB's ``REML = TRUE``), which is less biased with few groups;
+        ``loglik`` is then the restricted log-likelihood and ``bg.de.lrt`` refuses the fit.
     weights : array_like, pandas.Series, pandas.DataFrame or str, optional
         Observation weights, non-negative and finite: ``(n_obs,)`` for all features or
         ``(n_obs, n_features)`` per observation and feature (e.g. zero-inflation
@@ -258,6 +264,8 @@ def fit(
     w_scale = weight_scale(w)
     w_solve = None if w is None or w_scale is None else w / w_scale
     off = obs_array(offset, d, obs, "offset")
+    if reml and random_effects is None:
+        raise ValueError("`reml=True` needs `random_effects`; it was None.")
     if random_effects is not None and (w is not None or off is not None):
         raise NotImplementedError(
             "`weights` and `offset` are not supported with `random_effects` (the Laplace "
@@ -289,6 +297,7 @@ def fit(
             blocks.block_size(n_obs, chunk_size),
             blocks.n_workers(n_jobs),
             {"max_iter": max_iter, "tol": tol, "fixed_scale": False, "layer": layer},
+            reml=reml,
         )
     k = problem.n_params
     theta = np.zeros((n_feat, k))

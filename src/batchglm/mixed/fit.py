@@ -23,6 +23,7 @@ from batchglm.mixed.grouping import Grouping, parse_random_effects
 from batchglm.mixed.joint import JointLaplaceObjective
 from batchglm.mixed.laplace import LaplaceObjective
 from batchglm.mixed.random_effects import RandomEffects
+from batchglm.mixed.reml import RemlObjective, fixed_effect_covariance
 from batchglm.mixed.small_sample import between_within
 from batchglm.result import FitResult
 from batchglm.solvers.linalg import inverse_negative
@@ -51,6 +52,7 @@ def fit_mixed(
     chunk: int,
     n_jobs: int,
     settings: dict[str, object],
+    reml: bool = False,
 ) -> FitResult:
     """Fit a random-intercept GLM per feature by maximising the Laplace likelihood.
 
@@ -70,6 +72,9 @@ def fit_mixed(
         Threads over chunks.
     settings : dict
         Recorded in the result.
+    reml : bool
+        Estimate the variance and scale by the restricted Laplace likelihood
+        (:mod:`batchglm.mixed.reml`, glmmTMB's ``REML = TRUE``) instead of the marginal one.
 
     Returns
     -------
@@ -81,10 +86,15 @@ def fit_mixed(
     Raises
     ------
     ValueError
-        For a family other than ``nb`` or ``poisson``, dask data, or values that are not
-        non-negative integer counts.
+        For a family other than ``nb`` or ``poisson``, dask data, values that are not
+        non-negative integer counts, or ``reml`` with several grouping factors.
     """
     fam = problem.family
+    if reml and len(groupings) > 1:
+        raise ValueError(
+            f"`reml=True` supports one random-intercept factor, but {len(groupings)} were "
+            f"given ({[g.factor for g in groupings]}); use `reml=False` for several."
+        )
     if fam.name not in FAMILIES:
         raise ValueError(
             f"`random_effects` needs family 'nb' or 'poisson' (log link), but family "
@@ -123,7 +133,7 @@ def fit_mixed(
         y = d.block(sl)
         if d.kind != "dense":
             fam.validate(y, sl.start)  # sparse and on-disk blocks: checked as they are read
-        out = fit_block(problem, y, groupings, options)
+        out = fit_block(problem, y, groupings, options, reml)
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out[:7]
         donor_resid[:, sl], donor_var[:, sl] = out[7:]
 
@@ -145,7 +155,8 @@ def fit_mixed(
         n_iter_values=n_iter,
         status_codes=status,
         settings=FitSettings.from_mapping(
-            {**settings, "random_effects": factors, "method": "laplace"}, family=fam.name
+            {**settings, "random_effects": factors, "method": "reml" if reml else "laplace"},
+            family=fam.name,
         ),
         random=RandomEffects(
             factors,
@@ -161,6 +172,7 @@ def fit_mixed(
             donor_resid,
             donor_var,
             np.where(status != Status.ALL_ZERO, var[:, 0], np.nan),
+            reml=reml,
         ),
         data=d,
     )
@@ -192,7 +204,11 @@ def start_sigma(problem: Problem, y: Array, a: Array, grouping: Grouping) -> Arr
 
 
 def fit_block(
-    problem: Problem, y: Array, groupings: list[Grouping], options: SolverOptions
+    problem: Problem,
+    y: Array,
+    groupings: list[Grouping],
+    options: SolverOptions,
+    reml: bool = False,
 ) -> Block:
     """Fit one chunk of features.
 
@@ -206,6 +222,8 @@ def fit_block(
         The random-intercept factors.
     options : SolverOptions
         Newton settings.
+    reml : bool
+        Maximise the restricted Laplace likelihood (one factor).
 
     Returns
     -------
@@ -231,36 +249,50 @@ def fit_block(
     a0, b0 = theta[fit, :kl], theta[fit, kl:]
     # Several factors share the group-to-group variation at the start.
     sig0 = [start_sigma(problem, yf, a0, g) / np.sqrt(n_fac) for g in groupings]
-    start = np.column_stack([a0, *sig0, b0])
-    objective: LaplaceObjective | JointLaplaceObjective
-    if n_fac == 1:
-        objective = LaplaceObjective(problem, yf, groupings[0].sums)
+    sens: Array | None = None
+    schur: Array | None = None
+    if reml:
+        sol_theta, hess, sol_loglik, sol_n_iter, sol_status, sens, schur, v = _solve_reml(
+            problem, yf, groupings[0], a0, sig0[0], b0, options
+        )
     else:
-        objective = JointLaplaceObjective(problem, yf, groupings)
-    sol = solve(objective, start, options)
-    objective.evaluate(sol.theta, 0)
-    sigma = sol.theta[:, kl : kl + n_fac]
-    sol_status = sol.status
+        start = np.column_stack([a0, *sig0, b0])
+        objective: LaplaceObjective | JointLaplaceObjective
+        if n_fac == 1:
+            objective = LaplaceObjective(problem, yf, groupings[0].sums)
+        else:
+            objective = JointLaplaceObjective(problem, yf, groupings)
+        sol = solve(objective, start, options)
+        objective.evaluate(sol.theta, 0)
+        sol_theta, hess, sol_loglik = sol.theta, sol.hess.copy(), sol.loglik
+        sol_n_iter, sol_status, v = sol.n_iter, sol.status, objective.modes
+    sigma = sol_theta[:, kl : kl + n_fac]
     zero = sigma * sigma < VAR_AT_BOUND
     at_bound = zero.any(axis=1) & (sol_status == Status.CONVERGED)
     sol_status[at_bound] = Status.RANDOM_VAR_AT_BOUND
     # On the boundary a sigma's curvature can vanish; the other parameters decouple from
     # it there (the likelihood is even in each sigma), so it is taken out before inverting.
-    hess = sol.hess.copy()
     for j in range(n_fac):
         rows = zero[:, j]
         hess[rows, kl + j, :] = 0.0
         hess[rows, :, kl + j] = 0.0
         hess[rows, kl + j, kl + j] = -1.0
     keep = np.r_[np.arange(kl), np.arange(kl + n_fac, kl + n_fac + problem.k_scale)]
-    cov_fit = inverse_negative(hess)[:, keep][:, :, keep]
-    theta[fit] = sol.theta[:, keep]
+    if reml:
+        # hess is the Hessian of L_R over [sigma, b]; a* moves with them (glmmTMB's vcov).
+        assert sens is not None and schur is not None
+        sens[zero[:, 0], :, 0] = 0.0
+        cov_full = fixed_effect_covariance(schur, sens, inverse_negative(hess[:, kl:, kl:]))
+        cov_fit = cov_full[:, keep][:, :, keep]
+    else:
+        cov_fit = inverse_negative(hess)[:, keep][:, :, keep]
+    theta[fit] = sol_theta[:, keep]
     cov[fit] = cov_fit
-    loglik[fit] = sol.loglik
-    n_iter[fit] = sol.n_iter
+    loglik[fit] = sol_loglik
+    n_iter[fit] = sol_n_iter
     status[fit] = sol_status
     var[fit] = sigma * sigma
-    modes[:, fit] = sigma.T[factor_of] * objective.modes
+    modes[:, fit] = sigma.T[factor_of] * v
     # Features whose first factor's variance is 0: the group-level summaries of the
     # boundary-aware test (batchglm.mixed.small_sample.donor_level_sf).
     first_zero = np.flatnonzero(fit)[zero[:, 0]]
@@ -269,6 +301,40 @@ def fit_block(
             problem, y[:, first_zero], theta[first_zero], groupings[0]
         )
     return theta, cov, loglik, n_iter, status, var, modes, resid, resid_var
+
+
+def _solve_reml(
+    problem: Problem,
+    y: Array,
+    grouping: Grouping,
+    a0: Array,
+    sigma0: Array,
+    b0: Array,
+    options: SolverOptions,
+) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8], Array, Array, Array]:
+    """Maximise the restricted Laplace likelihood; results laid out as ``[a, sigma, b]``."""
+    objective = RemlObjective(problem, y, grouping.sums, a0)
+    sol = solve(objective, np.column_stack([sigma0, b0]), options)
+    # Derivatives, a* and its sensitivities at the final point.
+    loglik, _, outer_hess = objective.evaluate(sol.theta, 2)
+    assert outer_hess is not None and objective.sens is not None
+    assert objective.schur is not None
+    kl = problem.k_loc
+    k = kl + sol.theta.shape[1]
+    hess = np.zeros((y.shape[1], k, k))
+    hess[:, kl:, kl:] = outer_hess
+    theta = np.column_stack([objective.a, sol.theta])
+    status = sol.status.copy()
+    return (
+        theta,
+        hess,
+        loglik,
+        sol.n_iter,
+        status,
+        objective.sens,
+        objective.schur,
+        objective.modes,
+    )
 
 
 def group_residuals(

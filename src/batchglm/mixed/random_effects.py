@@ -100,8 +100,12 @@ def check_same_random_effects(full: FitResult, reduced: FitResult) -> None:
     ------
     ValueError
         When their random-effects factors differ (a test of a variance component on its
-        boundary needs a mixture reference, which is not implemented).
+        boundary needs a mixture reference, which is not implemented), or either was
+        fitted with ``reml=True`` (see :func:`batchglm.mixed.small_sample.check_not_reml`).
     """
+    from batchglm.mixed.small_sample import check_not_reml
+
+    check_not_reml(full, reduced)
     f = full.random.factors if full.random is not None else []
     r = reduced.random.factors if reduced.random is not None else []
     if f != r:

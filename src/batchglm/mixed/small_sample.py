@@ -75,6 +75,9 @@ class SmallSample:
     moderate : bool
         Whether Wald tests of group-level coefficients use the empirical-Bayes moderated
         variance of :mod:`batchglm.mixed.moderation` (``bg.de.wald(..., moderate=)``).
+    reml : bool
+        Whether the variances are REML estimates (:mod:`batchglm.mixed.reml`): then the
+        maximum-likelihood-to-REML factor of group-level Wald statistics is 1.
     """
 
     df: Array
@@ -87,6 +90,7 @@ class SmallSample:
     donor_var: Array | None = None
     prior_var: float = 0.0
     moderate: bool = True
+    reml: bool = False
 
 
 def between_within(
@@ -95,6 +99,7 @@ def between_within(
     donor_resid: Array | None = None,
     donor_var: Array | None = None,
     variances: Array | None = None,
+    reml: bool = False,
 ) -> SmallSample:
     """Classify the design columns and give their denominator degrees of freedom.
 
@@ -111,6 +116,9 @@ def between_within(
         ``(F,)`` fitted group variances (NaN for features not fitted); their mean, scaled
         from maximum likelihood to REML by ``n_groups / (n_groups - p_b)``, is the
         ``prior_var`` of :func:`donor_level_sf`.
+    reml : bool
+        Whether ``variances`` are REML estimates already (no scaling, and no
+        maximum-likelihood-to-REML factor in :func:`reference_sf`).
 
     Returns
     -------
@@ -130,7 +138,7 @@ def between_within(
     unequal = bool(sizes.max() > _UNEQUAL * sizes.min())
     prior = 0.0
     if variances is not None and np.isfinite(variances).any():
-        prior = float(np.nanmean(variances)) * n_groups / df_between
+        prior = float(np.nanmean(variances)) * (1.0 if reml else n_groups / df_between)
     return SmallSample(
         df,
         np.asarray(between, dtype=bool),
@@ -141,6 +149,7 @@ def between_within(
         donor_resid,
         donor_var,
         prior,
+        reml,
     )
 
 
@@ -165,7 +174,7 @@ def reference_sf(res: FitResult, model: str, lmat: Array, rank: int) -> Callable
         Maps statistics ``W`` to p-values: ``chi2(rank)`` without ``small_sample``, else
         ``F(rank, d)`` for ``c W / rank`` with ``d`` the smallest denominator df among the
         coefficients involved and ``c = (n_groups - p_b) / n_groups`` when they are all
-        group-level (else 1).
+        group-level (else 1; also 1 for REML fits, whose variance needs no such factor).
     """
     ss = res.small_sample
     if ss is None or model != "loc":
@@ -178,6 +187,8 @@ def reference_sf(res: FitResult, model: str, lmat: Array, rank: int) -> Callable
     if group_level and ss.moderate:  # hook: batchglm.mixed.moderation
         return moderated_sf(res, lmat, rank)
     factor = (ss.n_groups - ss.rank_between) / ss.n_groups if group_level else 1.0
+    if ss.reml:
+        factor = 1.0
     boundary = donor_level_sf(ss, res.coef_loc.to_numpy(), lmat) if group_level else None
 
     def sf(stat: Array) -> Array:
@@ -277,9 +288,16 @@ def lrt_reference_sf(
         maximum likelihood is ``G log(RSS_0 / RSS_1)`` and this ``F`` is the exact F test
         (a Bartlett-type correction of the chi-squared reference, which rejected 9-11 % of
         null genes at 0.05 with 4 vs 4 donors).
+
+    Raises
+    ------
+    ValueError
+        For REML fits: their restricted likelihoods are not comparable between different
+        fixed-effect designs.
     """
     df = df_loc + df_scale
     ss = full.small_sample
+    check_not_reml(full, reduced)
     if ss is None or df_scale != 0 or df_loc == 0:
         return lambda stat: np.asarray(stats.chi2.sf(stat, df))
     from batchglm.nested_designs import outside_columns
@@ -300,6 +318,29 @@ def lrt_reference_sf(
         return pval
 
     return sf
+
+
+def check_not_reml(*fits: FitResult) -> None:
+    """Refuse likelihood-ratio tests between REML fits.
+
+    Parameters
+    ----------
+    *fits : FitResult
+        The fits of the test.
+
+    Raises
+    ------
+    ValueError
+        When any fit was made with ``reml=True``: restricted likelihoods integrate out the
+        fixed effects, so they differ between fixed designs by terms that are not evidence
+        (as in lme4 and glmmTMB, which compare ML fits).
+    """
+    if any(f.small_sample is not None and f.small_sample.reml for f in fits):
+        raise ValueError(
+            "likelihood-ratio tests need maximum-likelihood fits, but a fit with "
+            "`reml=True` was given (restricted likelihoods of different fixed designs are "
+            "not comparable); refit with `reml=False` or use `bg.de.wald`."
+        )
 
 
 def warn_variance_at_zero(res: FitResult, model: str, lmat: Array) -> None:
