@@ -73,29 +73,52 @@ class GroupMoments:
         self.k = self.kl + 1 + self.ks
         self.n_groups = groups.n_groups
         xa = np.column_stack([np.ones(n), xc])
-        self._hh = self._operator(xa, xa, groups.index)
+        ones = np.ones((n, 1))
+        # Second moments only where `second` needs them, symmetric ones as upper triangles;
+        # `first` needs only the first moments (a quarter of the products or fewer).
+        self._hh = self._operator(xa, xa, groups.index, symmetric=True)
+        self._h1 = self._operator(xa, ones, groups.index)
         self._zc = zc
         if zc is not None:
             za = np.column_stack([np.ones(n), zc])
             self._hz = self._operator(xa, za, groups.index)
-            self._zz = self._operator(za, za, groups.index)
+            self._zz = self._operator(za, za, groups.index, symmetric=True)
+            self._z1 = self._operator(za, ones, groups.index)
 
-    def _operator(self, a: Array, b: Array, index: NDArray[np.intp]) -> sparse.csr_array:
-        """Sparse ``(G p q, n)`` map of weights to ``sum_{j in g} w_j a_ji b_jl``."""
+    def _operator(
+        self, a: Array, b: Array, index: NDArray[np.intp], symmetric: bool = False
+    ) -> tuple[sparse.csr_array, int, int, bool]:
+        """Sparse ``(G m, n)`` map of weights to ``sum_{j in g} w_j a_ji b_jl``.
+
+        ``m = p q`` products, or ``p (p + 1) / 2`` (upper triangle) when ``symmetric``.
+        """
         n, p = a.shape
         q = b.shape[1]
-        prod = (a[:, :, None] * b[:, None, :]).reshape(n, p * q)
-        rows = index[:, None] * (p * q) + np.arange(p * q)[None, :]
+        if symmetric:
+            rows_i, cols_i = np.triu_indices(p)
+            prod = a[:, rows_i] * b[:, cols_i]
+        else:
+            prod = (a[:, :, None] * b[:, None, :]).reshape(n, p * q)
+        m = prod.shape[1]
+        rows = index[:, None] * m + np.arange(m)[None, :]
         cols = np.broadcast_to(np.arange(n)[:, None], rows.shape)
         op = sparse.csr_array(
-            (prod.ravel(), (rows.ravel(), cols.ravel())), shape=(self.n_groups * p * q, n)
+            (prod.ravel(), (rows.ravel(), cols.ravel())), shape=(self.n_groups * m, n)
         )
         op.sum_duplicates()
-        return op
+        return op, p, q, symmetric
 
-    def _apply(self, op: sparse.csr_array, w: Array, p: int, q: int) -> Array:
-        out = np.asarray(op @ w).reshape(self.n_groups, p, q, w.shape[1])
-        return np.moveaxis(out, 3, 1)  # (G, F, p, q)
+    def _apply(self, op: tuple[sparse.csr_array, int, int, bool], w: Array) -> Array:
+        matrix, p, q, symmetric = op
+        flat = np.asarray(matrix @ w).reshape(self.n_groups, -1, w.shape[1])
+        if symmetric:
+            rows_i, cols_i = np.triu_indices(p)
+            out = np.empty((self.n_groups, w.shape[1], p, q))
+            flat_t = np.moveaxis(flat, 2, 1)  # (G, F, m)
+            out[..., rows_i, cols_i] = flat_t
+            out[..., cols_i, rows_i] = flat_t
+            return out
+        return np.moveaxis(flat.reshape(self.n_groups, p, q, w.shape[1]), 3, 1)  # (G, F, p, q)
 
     def first(self, w_h: Array, w_z: Array | None) -> tuple[Array, Array]:
         """``sum_{j in g} (w_h E_j + w_z Q_j)`` and ``sum_{j in g} w_h``.
@@ -114,11 +137,11 @@ class GroupMoments:
             ``(G, F)``.
         """
         kl = self.kl
-        t = self._apply(self._hh, w_h, kl + 1, kl + 1)
+        t = self._apply(self._h1, w_h)
         m = np.zeros(t.shape[:2] + (self.k,))
         m[..., :kl] = t[..., 1:, 0]
         if self.ks and w_z is not None:
-            tz = self._apply(self._zz, w_z, self.ks + 1, self.ks + 1)
+            tz = self._apply(self._z1, w_z)
             m[..., kl + 1 :] = tz[..., 1:, 0]
         return m, t[..., 0, 0]
 
@@ -138,20 +161,20 @@ class GroupMoments:
             ``(G, F, k, k)``.
         """
         kl = self.kl
-        t = self._apply(self._hh, w_hh, kl + 1, kl + 1)
+        t = self._apply(self._hh, w_hh)
         out = np.zeros(t.shape[:2] + (self.k, self.k))
         out[..., :kl, :kl] = t[..., 1:, 1:]
         e1 = np.zeros(t.shape[:2] + (self.k,))
         e1[..., :kl] = t[..., 1:, 0]
         out += _sym(_outer(e1, alpha)) + t[..., 0, 0][..., None, None] * _outer(alpha, alpha)
         if self.ks and w_hz is not None and w_zz is not None:
-            c = self._apply(self._hz, w_hz, kl + 1, self.ks + 1)
+            c = self._apply(self._hz, w_hz)
             cross = np.zeros_like(out)
             cross[..., :kl, kl + 1 :] = c[..., 1:, 1:]
             q1 = np.zeros_like(e1)
             q1[..., kl + 1 :] = c[..., 0, 1:]
             out += _sym(cross) + _sym(_outer(alpha, q1))
-            zz = self._apply(self._zz, w_zz, self.ks + 1, self.ks + 1)
+            zz = self._apply(self._zz, w_zz)
             out[..., kl + 1 :, kl + 1 :] += zz[..., 1:, 1:]
         return out
 
