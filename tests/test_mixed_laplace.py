@@ -409,3 +409,22 @@ def test_joint_objective_for_several_factors(family: str) -> None:
             zero[f, 4] if family == "nb" else 0.0,
         )
         assert ll0[f] == pytest.approx(ref, abs=1e-5)
+
+
+def test_compiled_higher_derivatives_match_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchglm.families import nb_kernel
+    from batchglm.mixed.third_derivatives import higher_derivatives
+
+    rng = np.random.default_rng(5)
+    y = rng.poisson(3.0, size=(700, 100)).astype(np.float64)  # 70,000 entries: compiled
+    eta = rng.normal(1.0, 1.0, size=y.shape)
+    for eta_scale in (rng.normal(1.0, 0.5, size=(1, 100)), rng.normal(1.0, 0.5, size=y.shape)):
+        assert nb_kernel.applies(y, eta, eta_scale)
+        fast = higher_derivatives("nb", y, eta, eta_scale)
+        monkeypatch.setattr(nb_kernel, "ENABLED", False)
+        slow = higher_derivatives("nb", y, eta, eta_scale)
+        monkeypatch.setattr(nb_kernel, "ENABLED", True)
+        for name in ("d3", "c3", "d4", "c4", "e3", "e4"):
+            np.testing.assert_allclose(
+                getattr(fast, name), getattr(slow, name), rtol=1e-12, atol=1e-300
+            )
