@@ -163,3 +163,13 @@ def test_reml_errors() -> None:
     reduced = bg.fit(y, "~ x", obs=obs, random_effects="donor", reml=True)
     with pytest.raises(ValueError, match="likelihood-ratio tests need maximum-likelihood fits"):
         bg.de.lrt(full=full, reduced=reduced)
+
+
+def test_reml_separated_feature_is_nonfinite_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    y, obs = _data(6, n_feat=3)
+    y[(obs["condition"] == "b").to_numpy(), 0] = 0.0  # all zeros in one condition
+    with caplog.at_level("WARNING", logger="batchglm"), pytest.warns(UserWarning, match="1 of 3"):
+        res = bg.fit(y, "~ condition + x", obs=obs, random_effects="donor", reml=True)
+    assert res.status.tolist()[0] == "nonfinite"
+    assert (res.status.iloc[1:] != "nonfinite").all()
+    assert "feature0" in caplog.text and "reml=False" in caplog.text

@@ -144,6 +144,8 @@ def fit_mixed(
     blocks.map_blocks(
         run, blocks.feature_blocks(n_feat, chunk), n_jobs=n_jobs, desc="batchglm.fit (mixed)"
     )
+    if reml:
+        _log_reml_nonfinite(status, d.feature_names)
     warn_if_unconverged(status, options.max_iter)
     return FitResult(
         family=fam,
@@ -179,6 +181,20 @@ def fit_mixed(
         ),
         data=d,
     )
+
+
+def _log_reml_nonfinite(status: NDArray[np.int8], names: pd.Index) -> None:
+    """Name the features without a finite restricted likelihood (logged as a warning)."""
+    bad = np.flatnonzero(status == Status.NONFINITE)
+    if bad.size:
+        shown = ", ".join(str(n) for n in names[bad[:5]]) + (", ..." if bad.size > 5 else "")
+        logger.warning(
+            "%d feature(s) have no finite REML likelihood (%s): their fixed effects are not "
+            "identifiable from the data (e.g. all zeros in one condition); fit them with "
+            "`reml=False`.",
+            bad.size,
+            shown,
+        )
 
 
 def start_sigma(problem: Problem, y: Array, a: Array, grouping: Grouping) -> tuple[Array, Array]:

@@ -55,7 +55,9 @@ _STEP = 1e-3
 #: Newton steps on ``a`` below this (in units of the design columns, relative) end the
 #: joint mode iteration; quadratic convergence leaves an error far below it.
 _TOL = 1e-11
-_MAX_ITER = 60
+_MAX_ITER = 30
+#: Predicted gain of a Newton step on ``a`` below which it is the last one.
+_GAIN_TOL = 1e-13
 _MAX_HALVINGS = 30
 #: Largest change of a predictor in one Newton step on ``a`` (log scale).
 _MAX_ETA_STEP = 2.0
@@ -254,15 +256,22 @@ class RemlObjective:
         mode = self._modes(a, sigma, eta_scale, v0)
         obj = mode.der.ll.sum(axis=0) - 0.5 * (mode.v * mode.v).sum(axis=0)
         done = np.zeros(a.shape[0], dtype=bool)
+        final = np.zeros(a.shape[0], dtype=bool)
         for _ in range(_MAX_ITER):
             schur, h = self._schur(mode, sigma)
             grad = (xc.T @ mode.der.d_loc).T
             step = _solve(schur, grad)
-            done = np.all(np.abs(step * units) <= _TOL * (1.0 + np.abs(a * units)), axis=1)
-            done |= ~np.isfinite(step).all(axis=1)
+            done |= final | ~np.isfinite(step).all(axis=1)
+            done |= np.all(np.abs(step * units) <= _TOL * (1.0 + np.abs(a * units)), axis=1)
             if done.all():
                 break
             step[done] = 0.0
+            # A predicted gain below the value's rounding makes a short step the last: after
+            # it the error is of the order of its square. Separated features (a* runs off
+            # to infinity, log det S to minus infinity: no finite L_R) keep taking long
+            # steps and end without convergence (value NaN).
+            short = np.all(np.abs(step * units) <= 1e-3 * (1.0 + np.abs(a * units)), axis=1)
+            final |= short & ((grad * step).sum(axis=1) < _GAIN_TOL)
             reach = (np.abs(step) * self._col_max).sum(axis=1)
             step *= np.minimum(1.0, _MAX_ETA_STEP / np.maximum(reach, 1e-300))[:, None]
             t = np.ones(a.shape[0])
@@ -283,12 +292,13 @@ class RemlObjective:
         else:
             schur, h = self._schur(mode, sigma)
         sign, logdet = np.linalg.slogdet(schur)
+        logdet = np.where((sign > 0) & done, logdet, np.nan)
         value = (
             mode.der.ll.sum(axis=0)
             + self.constant
             - 0.5 * (mode.v * mode.v).sum(axis=0)
             - 0.5 * np.log(h).sum(axis=0)
-            - 0.5 * np.where(sign > 0, logdet, np.nan)
+            - 0.5 * logdet
             + 0.5 * a.shape[1] * np.log(2.0 * np.pi)
         )
         counts = self.table.group_sums(fam, eta_s_groups, 0) if self.table is not None else None
@@ -343,6 +353,21 @@ class RemlObjective:
         self.modes = np.where(ok[None, :], centre.v, self.modes)
         if order == 0:
             return centre.value, None, None
+        finite = np.isfinite(centre.value)
+        if not finite.all():
+            # Differences only where the value exists (the engine drops the others).
+            n_feat, k = theta.shape
+            grad = np.full((n_feat, k), np.nan)
+            hess = np.full((n_feat, k, k), np.nan)
+            self.sens = np.full((n_feat, self.a.shape[1], k), np.nan)
+            self.schur = centre.schur
+            if finite.any():
+                sub = self.subset(finite)
+                _, grad[finite], hess[finite] = sub._evaluate(theta[finite], 2)
+                assert sub.sens is not None
+                self.sens[finite] = sub.sens
+                self.a[finite], self.modes[:, finite] = sub.a, sub.modes
+            return centre.value, grad, hess
         n_feat, k = theta.shape
         h = _STEP * np.maximum(1.0, np.abs(theta))
         f0 = centre.value
