@@ -11,6 +11,8 @@ modules, one idea each:
 * :mod:`batchglm.mixed.laplace`: the Laplace marginal log-likelihood as an objective for
   the Newton engine of :mod:`batchglm.solvers.newton`.
 * :mod:`batchglm.mixed.outer_hessian`: its analytic Hessian (one factor).
+* :mod:`batchglm.mixed.reml`: the restricted (REML) Laplace likelihood, fixed effects
+  integrated out with the random intercepts (``reml=True``, one factor).
 * :mod:`batchglm.mixed.small_sample`: between-within denominator degrees of freedom and the
   group-level reference of features whose variance is 0.
 * :mod:`batchglm.mixed.moderation`: empirical-Bayes moderation of the group-level variance

@@ -19,12 +19,9 @@ Derivatives. The gradient is analytic: by the implicit-function theorem
 ``dv_g / dtheta = J_{v_g theta} / H_g``, and ``dL / dtheta = J_theta - 1/2 sum_g
 (H_{g,theta} + H_{g,v} dv_g / dtheta) / H_g`` (``J`` the joint log-density; ``J_v = 0`` at
 the mode), which needs the third derivatives of :mod:`batchglm.mixed.third_derivatives`.
-The Hessian is the central finite difference of that analytic gradient (``2 k`` gradient
-evaluations, each warm-started at the modes of the current point), symmetrised; a fully
-analytic Hessian would need fourth derivatives and second-order mode sensitivities. The
-relative error of the differenced Hessian is about ``1e-8``, far below what the Newton
-direction or the standard errors need; tests check both against ``scipy.optimize`` on the
-same objective.
+The Hessian is analytic too (:mod:`batchglm.mixed.outer_hessian`, fourth derivatives and
+second-order mode sensitivities); the central finite difference of the analytic gradient
+(``2 k`` gradient evaluations, symmetrised) is kept behind ``differenced`` to check it.
 """
 
 from __future__ import annotations
