@@ -17,10 +17,10 @@ x_j``: per feature a ``p x p`` matrix from per-group weighted design sums (no ``
 ``(p + G)``-square matrix). ``L_R`` equals the ML Laplace objective of
 :mod:`batchglm.mixed.laplace` at ``a = a*`` minus ``1/2 log det S`` plus ``p/2 log 2 pi``.
 
-* **Inner problem.** ``max_v J`` separates by group (:func:`batchglm.mixed.inner.solve_modes`);
-  its value ``J*(a)`` is concave in ``a`` with gradient ``X^T d1`` (envelope theorem) and
-  Hessian ``-S`` (the Schur complement), so ``a*`` is found by damped Newton on ``a``,
-  batched over features, each step re-solving the modes warm-started.
+* **Inner problem.** ``J`` is concave in ``(a, v)``; damped Newton on both at once, batched
+  over features, with the diagonal ``v`` block eliminated: ``S da = g_a - sum_g sigma c_g
+  g_{v_g} / H_g``, ``dv_g = (g_{v_g} - sigma c_g . da) / H_g``; one pass of the family's
+  derivatives per iteration, warm-started at the last joint mode.
 * **Outer problem.** The parameters are ``[sigma, b]`` (``sigma`` in the engine's
   unbounded block, ``b`` with the family's scale bounds), maximised by the Newton engine of
   :mod:`batchglm.solvers.newton`. Gradient and Hessian are central differences of ``L_R``
@@ -41,8 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.families import Family
-from batchglm.mixed.inner import Mode, solve_modes
+from batchglm.families import Derivatives, Family
 from batchglm.mixed.laplace import laplace_evaluation
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts, inverse_negative
@@ -215,23 +214,30 @@ class RemlObjective:
         zeros = np.zeros((1, b.shape[0]))
         return zeros, zeros
 
-    def _modes(self, a: Array, sigma: Array, eta_scale: Array, v0: Array) -> Mode:
-        eta_fixed = self.base.eta_loc(a, out=np.empty((self.y.shape[0], a.shape[0])))
-        return solve_modes(self.base.family, self.y, eta_fixed, eta_scale, sigma, self.groups, v0)
-
-    def _schur(self, mode: Mode, sigma: Array) -> tuple[Array, Array]:
-        """``S`` ``(F, p, p)`` and ``H_g`` ``(G, F)`` at a mode."""
-        w = -mode.der.d2_loc
+    def _schur(self, w: Array, s2: Array, sigma: Array) -> tuple[Array, Array, Array]:
+        """``S`` ``(F, p, p)``, ``H_g`` ``(G, F)`` and ``c_g`` ``(G, F, p)`` for weights ``w``."""
         xc = self.base.rows.xc
         xtwx = self.pairs(w)
         c = np.stack([self.groups(w * xc[:, i : i + 1]) for i in range(xc.shape[1])], axis=-1)
-        s2 = sigma * sigma
-        h = 1.0 - s2[None, :] * mode.s2
-        corr = np.einsum("gfi,gfj,gf->fij", c, c, s2[None, :] / h)
-        return xtwx - corr, h
+        s2_sig = sigma * sigma
+        h = 1.0 - s2_sig[None, :] * s2
+        corr = np.einsum("gfi,gfj,gf->fij", c, c, s2_sig[None, :] / h)
+        return xtwx - corr, h, c
+
+    def _terms(self, a: Array, v: Array, sig: Array, eta_scale: Array) -> tuple[Derivatives, Array]:
+        eta = self.base.eta_loc(a, out=np.empty((self.y.shape[0], a.shape[0])))
+        eta += self.groups.expand(sig * v)
+        der = self.base.family.derivatives(self.y, eta, eta_scale, 2)
+        return der, der.ll.sum(axis=0) - 0.5 * (v * v).sum(axis=0)
 
     def joint_mode(self, theta: Array, a0: Array, v0: Array) -> JointMode:
         """Solve for the joint mode of ``(a, v)`` at ``theta = [sigma, b]`` and evaluate ``L_R``.
+
+        Damped Newton on ``(a, v)`` jointly, batched over features: the ``v`` block of the
+        negative Hessian ``K`` is diagonal, so each step solves ``S da = g_a - sum_g sigma
+        c_g g_{v_g} / H_g`` and sets ``dv_g = (g_{v_g} - sigma c_g . da) / H_g``; one pass of
+        the family's derivatives per iteration (``J`` is concave, steps that lower it are
+        halved).
 
         Parameters
         ----------
@@ -249,54 +255,59 @@ class RemlObjective:
         """
         fam = self.base.family
         sigma, b = theta[:, 0], theta[:, 1:]
+        sig = sigma[None, :]
         eta_s_groups, eta_scale = self._scale(b)
         xc = self.base.rows.xc
         units = self.base.units[: self.base.k_loc]
-        a = a0.copy()
-        mode = self._modes(a, sigma, eta_scale, v0)
-        obj = mode.der.ll.sum(axis=0) - 0.5 * (mode.v * mode.v).sum(axis=0)
-        done = np.zeros(a.shape[0], dtype=bool)
-        final = np.zeros(a.shape[0], dtype=bool)
+        a, v = a0.copy(), v0.copy()
+        der, obj = self._terms(a, v, sig, eta_scale)
+        n_feat = a.shape[0]
+        done = np.zeros(n_feat, dtype=bool)
+        final = np.zeros(n_feat, dtype=bool)
         for _ in range(_MAX_ITER):
-            schur, h = self._schur(mode, sigma)
-            grad = (xc.T @ mode.der.d_loc).T
-            step = _solve(schur, grad)
-            done |= final | ~np.isfinite(step).all(axis=1)
-            done |= np.all(np.abs(step * units) <= _TOL * (1.0 + np.abs(a * units)), axis=1)
+            s1, s2 = self.groups(der.d_loc), self.groups(der.d2_loc)
+            schur, h, c = self._schur(-der.d2_loc, s2, sigma)
+            g_a = (xc.T @ der.d_loc).T
+            g_v = sig * s1 - v
+            da = _solve(schur, g_a - np.einsum("gfi,gf->fi", c, sig * g_v / h))
+            dv = (g_v - sig * np.einsum("gfi,fi->gf", c, da)) / h
+            rel_a = np.abs(da * units) / (1.0 + np.abs(a * units))
+            rel_v = np.abs(dv) / (1.0 + np.abs(v))
+            size = np.maximum(rel_a.max(axis=1), rel_v.max(axis=0))
+            done |= final | ~np.isfinite(size) | (size <= _TOL)
             if done.all():
                 break
-            step[done] = 0.0
-            # A predicted gain below the value's rounding makes a short step the last: after
-            # it the error is of the order of its square. Separated features (a* runs off
-            # to infinity, log det S to minus infinity: no finite L_R) keep taking long
-            # steps and end without convergence (value NaN).
-            short = np.all(np.abs(step * units) <= 1e-3 * (1.0 + np.abs(a * units)), axis=1)
-            final |= short & ((grad * step).sum(axis=1) < _GAIN_TOL)
-            reach = (np.abs(step) * self._col_max).sum(axis=1)
-            step *= np.minimum(1.0, _MAX_ETA_STEP / np.maximum(reach, 1e-300))[:, None]
-            t = np.ones(a.shape[0])
+            # A predicted gain below the value's rounding makes a short step the last:
+            # after it the error is of the order of its square. Separated features (a*
+            # runs off to infinity, log det S to minus infinity: no finite L_R) keep taking
+            # long steps and end without convergence (value NaN).
+            gain = (g_a * da).sum(axis=1) + (g_v * dv).sum(axis=0)
+            final |= (size <= 1e-3) & (gain < _GAIN_TOL)
+            da[done] = 0.0
+            dv[:, done] = 0.0
+            reach = (np.abs(da) * self._col_max).sum(axis=1) + np.abs(sig * dv).max(axis=0)
+            t = np.minimum(1.0, _MAX_ETA_STEP / np.maximum(reach, 1e-300))
             for _ in range(_MAX_HALVINGS):
-                trial_a = a + t[:, None] * step
-                trial = self._modes(trial_a, sigma, eta_scale, mode.v)
-                t_obj = trial.der.ll.sum(axis=0) - 0.5 * (trial.v * trial.v).sum(axis=0)
+                trial_a, trial_v = a + t[:, None] * da, v + t[None, :] * dv
+                trial, t_obj = self._terms(trial_a, trial_v, sig, eta_scale)
                 bad = ~(t_obj >= obj - 1e-13 * (1.0 + np.abs(obj))) & ~done
                 if not bad.any():
                     break
                 t[bad] *= 0.5
             else:
                 t[bad] = 0.0
-                trial_a = a + t[:, None] * step
-                trial = self._modes(trial_a, sigma, eta_scale, mode.v)
-                t_obj = trial.der.ll.sum(axis=0) - 0.5 * (trial.v * trial.v).sum(axis=0)
-            a, mode, obj = trial_a, trial, t_obj
+                trial_a, trial_v = a + t[:, None] * da, v + t[None, :] * dv
+                trial, t_obj = self._terms(trial_a, trial_v, sig, eta_scale)
+            a, v, der, obj = trial_a, trial_v, trial, t_obj
         else:
-            schur, h = self._schur(mode, sigma)
+            s2 = self.groups(der.d2_loc)
+            schur, h, _ = self._schur(-der.d2_loc, s2, sigma)
         sign, logdet = np.linalg.slogdet(schur)
         logdet = np.where((sign > 0) & done, logdet, np.nan)
         value = (
-            mode.der.ll.sum(axis=0)
+            der.ll.sum(axis=0)
             + self.constant
-            - 0.5 * (mode.v * mode.v).sum(axis=0)
+            - 0.5 * (v * v).sum(axis=0)
             - 0.5 * np.log(h).sum(axis=0)
             - 0.5 * logdet
             + 0.5 * a.shape[1] * np.log(2.0 * np.pi)
@@ -304,7 +315,7 @@ class RemlObjective:
         counts = self.table.group_sums(fam, eta_s_groups, 0) if self.table is not None else None
         if counts is not None:
             value = value + counts[0].sum(axis=0)
-        return JointMode(value, a, mode.v, schur, done & mode.converged)
+        return JointMode(value, a, v, schur, done)
 
     def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
         """:meth:`evaluate` with the size of the summed terms (for the engine's noise test).
