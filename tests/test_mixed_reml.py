@@ -2,7 +2,7 @@
 
 The reference here is written from scratch: the NB log-likelihood with
 ``scipy.special.gammaln``, the joint mode of fixed effects and random intercepts by
-``scipy.optimize.minimize``, the Laplace determinant from the dense ``(p + G)``-square
+``scipy.optimize.minimize`` (trust-exact on the dense Hessian), the Laplace determinant from the dense ``(p + G)``-square
 negative Hessian (closed-form NB weights), and the REML estimate by Nelder-Mead on that
 value. glmmTMB ``REML = TRUE`` agreement: ``tests/test_mixed_glmmtmb.py``.
 """
@@ -70,15 +70,21 @@ def _reml_ref(
         g[p:] -= t[p:]
         return -g
 
+    def neg_hess(t: np.ndarray) -> np.ndarray:
+        mu, r = np.exp(m @ t), np.exp(log_r)
+        w = (y + r) * mu * r / (r + mu) ** 2  # -d^2 ll / d eta^2 of NB
+        k = m.T @ (w[:, None] * m)
+        k[p:, p:] += np.eye(n_groups)
+        return k
+
     t0 = np.zeros(p + n_groups)
     t0[0] = np.log(y.mean() + 0.1)
-    opt = optimize.minimize(neg, t0, jac=neg_grad, method="BFGS", options={"gtol": 1e-10})
+    opt = optimize.minimize(
+        neg, t0, jac=neg_grad, hess=neg_hess, method="trust-exact", options={"gtol": 1e-10}
+    )
     t = opt.x
-    mu, r = np.exp(m @ t), np.exp(log_r)
-    w = (y + r) * mu * r / (r + mu) ** 2  # -d^2 ll / d eta^2 of NB
-    k = m.T @ (w[:, None] * m)
-    k[p:, p:] += np.eye(n_groups)
-    return -opt.fun + 0.5 * p * np.log(2 * np.pi) - 0.5 * np.linalg.slogdet(k)[1], t[:p]
+    logdet = np.linalg.slogdet(neg_hess(t))[1]
+    return -opt.fun + 0.5 * p * np.log(2 * np.pi) - 0.5 * logdet, t[:p]
 
 
 def test_reml_value_and_joint_mode_match_a_dense_reference() -> None:
@@ -110,7 +116,7 @@ def test_reml_fit_is_the_maximum_of_the_independent_objective() -> None:
     x = build_design("~ condition + x", None, y.shape[0], "loc", obs=obs).matrix
     interior = np.flatnonzero(res.status.to_numpy() == "converged")
     assert interior.size >= 2
-    for f in interior:
+    for f in interior[:2]:
         y_f = y[:, f]
 
         def neg(t: np.ndarray, y_f: np.ndarray = y_f) -> float:
@@ -118,7 +124,7 @@ def test_reml_fit_is_the_maximum_of_the_independent_objective() -> None:
 
         start = np.array([np.sqrt(res.random_var.iloc[f, 0]), res.coef_scale.iloc[f, 0]])
         opt = optimize.minimize(
-            neg, start * 1.05, method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-10}
+            neg, start * 1.05, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9}
         )
         assert res.random_var.iloc[f, 0] == pytest.approx(opt.x[0] ** 2, rel=1e-3)
         assert res.coef_scale.iloc[f, 0] == pytest.approx(opt.x[1], abs=1e-3)
