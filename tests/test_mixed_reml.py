@@ -2,9 +2,10 @@
 
 The reference here is written from scratch: the NB log-likelihood with
 ``scipy.special.gammaln``, the joint mode of fixed effects and random intercepts by
-``scipy.optimize.minimize`` (trust-exact on the dense Hessian), the Laplace determinant from the dense ``(p + G)``-square
-negative Hessian (closed-form NB weights), and the REML estimate by Nelder-Mead on that
-value. glmmTMB ``REML = TRUE`` agreement: ``tests/test_mixed_glmmtmb.py``.
+``scipy.optimize.minimize`` (trust-exact on the dense Hessian), the Laplace determinant from
+the dense ``(p + G)``-square negative Hessian (closed-form NB weights), and the REML
+estimate by Nelder-Mead on that value. glmmTMB ``REML = TRUE`` agreement:
+``tests/test_mixed_glmmtmb.py``.
 """
 
 from __future__ import annotations
