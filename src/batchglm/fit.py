@@ -60,9 +60,9 @@ def fit(
     n_jobs: int | None = None,
     fixed_scale: ArrayLike | pd.DataFrame | None = None,
     random_effects: str | Sequence[str] | None = None,
-    reml: bool = False,
     weights: ArrayLike | pd.Series | pd.DataFrame | str | None = None,
     offset: ArrayLike | pd.Series | pd.DataFrame | str | None = None,
+    reml: bool = False,
 ) -> FitResult:
     """Fit one location/scale GLM per feature by exact maximum likelihood.
 
@@ -142,11 +142,6 @@ def fit(
         ``random_effects(factor)``, between-within degrees of freedom for
         :func:`batchglm.de.wald`, and the Laplace marginal log-likelihood in ``loglik``;
         see ``docs/mixed_model.md``.
-    reml : bool, default False
-        With ``random_effects`` (one factor): estimate the variance and the scale by the
-        restricted Laplace likelihood (fixed effects integrated out with the random
-        intercepts, glmmTMB's ``REML = TRUE``), which is less biased with few groups;
-        ``loglik`` is then the restricted log-likelihood and ``bg.de.lrt`` refuses the fit.
     weights : array_like, pandas.Series, pandas.DataFrame or str, optional
         Observation weights, non-negative and finite: ``(n_obs,)`` for all features or
         ``(n_obs, n_features)`` per observation and feature (e.g. zero-inflation
@@ -165,6 +160,11 @@ def fit(
         ``eta = offset + log(size_factors) + X a``; given with ``size_factors`` the two add
         up. Aligned like ``weights``. A matrix offset ``log(size_factors)`` broadcast to
         every feature gives the size-factor fit.
+    reml : bool, default False
+        With ``random_effects`` (one factor): estimate the variance and the scale by the
+        restricted Laplace likelihood (fixed effects integrated out with the random
+        intercepts, glmmTMB's ``REML = TRUE``), which is less biased with few groups;
+        ``loglik`` is then the restricted log-likelihood and ``bg.de.lrt`` refuses the fit.
 
     Returns
     -------
@@ -182,8 +182,9 @@ def fit(
         that is rank-deficient after its constraints, also on the observations of positive
         weight (vector ``weights``); weights that are negative, not finite or all zero for
         a feature; offsets that are not finite; a matrix of weights or offsets, or
-        ``fixed_scale``, with dask input; ``max_iter < 1`` or ``tol <= 0``; or data outside
-        the family's domain.
+        ``fixed_scale``, with dask input; ``max_iter < 1`` or ``tol <= 0``; data outside
+        the family's domain; ``reml=True`` without ``random_effects`` or with several
+        factors.
     NotImplementedError
         When ``weights`` or ``offset`` are given with ``random_effects``.
 
