@@ -151,7 +151,8 @@ def test_reml_wald_uses_no_ml_to_reml_factor() -> None:
     y, obs = _data(4, n_feat=10)
     res = bg.fit(y, "~ condition + x", obs=obs, random_effects="donor", reml=True)
     assert res.small_sample is not None and res.small_sample.reml
-    tab = bg.de.wald(res, coef="condition[T.b]").summary()
+    # The per-gene reference (the moderated default is tested in test_mixed_moderation).
+    tab = bg.de.wald(res, coef="condition[T.b]", moderate=False).summary()
     z = res.coef_loc["condition[T.b]"] / res.se_loc["condition[T.b]"]
     # 6 donors, group-level design of rank 2: t(4), no (G - p_b) / G factor.
     expected = 2 * stats.t.sf(np.abs(z), 4)
@@ -180,3 +181,21 @@ def test_reml_separated_feature_is_nonfinite_and_named(caplog: pytest.LogCapture
     assert res.status.tolist()[0] == "nonfinite"
     assert (res.status.iloc[1:] != "nonfinite").all()
     assert "feature0" in caplog.text and "reml=False" in caplog.text
+
+
+def test_moderated_wald_of_reml_fit_has_no_ml_to_reml_factor() -> None:
+    """REML fits: the moderated statistic is z^2 (no (G - p_b) / G factor) over s2/s2_post."""
+    from batchglm.mixed.moderation import variance_prior
+
+    y, obs = _data(4, n_feat=40)
+    res = bg.fit(y, "~ condition + x", obs=obs, random_effects="donor", reml=True)
+    prior = variance_prior(res)
+    tab = bg.de.wald(res, coef="condition[T.b]").summary()
+    z = (res.coef_loc["condition[T.b]"] / res.se_loc["condition[T.b]"]).to_numpy()
+    df = prior.df + prior.df_prior if np.isfinite(prior.df_prior) else np.inf
+    t = np.abs(z) * np.sqrt(prior.s2 / prior.s2_post)
+    expected = 2 * stats.t.sf(t, df)
+    rows = np.isfinite(prior.s2) & (res.status == "converged").to_numpy()
+    rows &= res.random_var["donor"].to_numpy() > 1e-6  # genes at 0 take the donor-level path
+    assert rows.sum() >= 10
+    np.testing.assert_allclose(tab["pvalue"].to_numpy()[rows], expected[rows], rtol=1e-6)

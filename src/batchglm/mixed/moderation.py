@@ -271,8 +271,10 @@ def variance_prior(res: FitResult) -> VariancePrior:
     p = coef.shape[1]
     cov_b = res.covariance()[:, :p, :p][:, cols][:, :, cols]
     gram = xb.T @ xb
+    # Maximum-likelihood covariances are scaled to REML (n_groups / d); REML fits are not.
+    to_reml = 1.0 if ss.reml else ss.n_groups / d
     with np.errstate(invalid="ignore"):
-        s2 = np.einsum("ij,fji->f", gram, cov_b) / max(ss.rank_between, 1) * ss.n_groups / d
+        s2 = np.einsum("ij,fji->f", gram, cov_b) / max(ss.rank_between, 1) * to_reml
     rows, _, rss = _donor_level(ss, coef)
     s2[rows] = rss
     log_mean = (xb @ coef[:, cols].T).mean(axis=0)
@@ -347,7 +349,7 @@ def moderated_sf(
         floor = prior.s2_prior[rows] + ss.donor_var[:, rows].mean(axis=0)
         s2 = np.maximum(prior.s2_post[rows], floor)
         at_zero = ref(quad / (r0 * s2))
-    factor = d / ss.n_groups
+    factor = 1.0 if ss.reml else d / ss.n_groups
 
     def sf(stat: Array) -> Array:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):

@@ -149,7 +149,7 @@ def between_within(
         donor_resid,
         donor_var,
         prior,
-        reml,
+        reml=reml,
     )
 
 
