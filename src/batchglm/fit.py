@@ -59,6 +59,7 @@ def fit(
     chunk_size: int | None = None,
     n_jobs: int | None = None,
     fixed_scale: ArrayLike | pd.DataFrame | None = None,
+    init_loc: ArrayLike | None = None,
     random_effects: str | Sequence[str] | None = None,
     weights: ArrayLike | pd.Series | pd.DataFrame | str | None = None,
     offset: ArrayLike | pd.Series | pd.DataFrame | str | None = None,
@@ -129,6 +130,14 @@ def fit(
         ``log r`` from a dispersion-shrinkage method). Only the location is then fitted;
         the scale is treated as known, so its standard errors are 0 and location standard
         errors come from the location block of the observed information alone.
+    init_loc : array_like, optional
+        Starting values of the location coefficients ``(n_features, p_loc)`` (full
+        parameters, projected onto ``constraints_loc`` by least squares), e.g. the
+        coefficients of a fit that this one refines (a refit at shrunken dispersions,
+        :func:`batchglm.dispersion.refit_location`): Newton then needs a few iterations
+        instead of a cold start's. Rows with a non-finite entry get the default start. The
+        optimum does not depend on the start where the likelihood has one; features
+        without one (``separated``) may stop at other points of their flat direction.
     n_jobs : int, optional
         Threads fitting chunks in parallel; by default the number of CPU cores available to
         this process. NumPy releases the GIL in its element-wise kernels, so threads scale
@@ -182,9 +191,9 @@ def fit(
         that is rank-deficient after its constraints, also on the observations of positive
         weight (vector ``weights``); weights that are negative, not finite or all zero for
         a feature; offsets that are not finite; a matrix of weights or offsets, or
-        ``fixed_scale``, with dask input; ``max_iter < 1`` or ``tol <= 0``; data outside
-        the family's domain; ``reml=True`` without ``random_effects`` or with several
-        factors.
+        ``fixed_scale`` or ``init_loc``, with dask input; ``init_loc`` of the wrong shape
+        or with ``random_effects``; ``max_iter < 1`` or ``tol <= 0``; data outside the
+        family's domain; ``reml=True`` without ``random_effects`` or with several factors.
     NotImplementedError
         When ``weights`` or ``offset`` are given with ``random_effects``.
 
@@ -258,6 +267,7 @@ def fit(
         raise ValueError(f"`tol` must be positive, but {tol} was given.")
 
     fixed_b = _fixed_scale(fixed_scale, scale, n_feat, fam.has_scale)
+    start_a = _init_loc(init_loc, loc, n_feat, random_effects is not None or d.kind == "dask")
     w = as_weights(weights, d, obs)
     check_weighted_designs(loc, scale, w)
     # Solve at weights of mean 1 per feature: estimates do not depend on a constant factor
@@ -331,7 +341,14 @@ def fit(
             fam.validate(y, sl.start)
         fixed = None if fixed_b is None else fixed_b[sl]
         out = fit_block(
-            problem, y, options, fixed, feature_block(w_solve, sl), feature_block(off, sl), nonzeros
+            problem,
+            y,
+            options,
+            fixed,
+            feature_block(w_solve, sl),
+            feature_block(off, sl),
+            nonzeros,
+            None if start_a is None else start_a[sl],
         )
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
 
@@ -413,4 +430,27 @@ def _fixed_scale(
     free = np.linalg.lstsq(scale.constraints, full.T, rcond=None)[0].T
     if np.abs(free @ scale.constraints.T - full).max() > 1e-8 * (1.0 + np.abs(full).max()):
         raise ValueError("`fixed_scale` must satisfy `constraints_scale`, but it does not.")
+    return np.ascontiguousarray(free)
+
+
+def _init_loc(
+    init_loc: ArrayLike | None, loc: Design, n_feat: int, unsupported: bool
+) -> Array | None:
+    """Free location starting values ``(F, k_loc)`` from user-given full coefficients."""
+    if init_loc is None:
+        return None
+    if unsupported:
+        raise ValueError(
+            "`init_loc` must be None for dask input or with `random_effects`, but it was given."
+        )
+    full = np.asarray(init_loc, dtype=np.float64)
+    p = len(loc.names)
+    if full.shape != (n_feat, p):
+        raise ValueError(
+            f"`init_loc` must have shape ({n_feat}, {p}) (features x location coefficients), "
+            f"but its shape is {full.shape}."
+        )
+    with np.errstate(invalid="ignore"):
+        free = np.linalg.lstsq(loc.constraints, np.nan_to_num(full).T, rcond=None)[0].T
+    free[~np.isfinite(full).all(axis=1)] = np.nan
     return np.ascontiguousarray(free)

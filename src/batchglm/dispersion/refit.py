@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 
 from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
+from batchglm.solvers.status import Status
 
 Array = NDArray[np.float64]
 
@@ -31,6 +32,43 @@ def fixed_log_r(alpha: Array) -> Array:
     return np.where(np.isfinite(log_r), log_r, 0.0)
 
 
+def warm_start(res: FitResult, constraints_loc: Array) -> Array:
+    """Return starting location coefficients ``(n_features, p)`` for a refit of ``res``.
+
+    The fit's coefficients for features at an optimum (``converged`` or
+    ``scale_at_bound``), ``NaN`` (the default start) for the others: a ``separated``
+    feature's coefficients run towards infinity and are no useful start. With other
+    constraints ``C_r`` (a reduced model) the start is the least-squares fit of the fit's
+    linear predictor, ``a = (C_r' G C_r)^-1 C_r' G b`` with ``G = X'X``, which puts the
+    reduced intercept near the mean of the groups' log means rather than dropping the
+    tested coefficients.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit being refined.
+    constraints_loc : ndarray
+        Constraint matrix ``(p, k)`` of the refit.
+
+    Returns
+    -------
+    ndarray
+        Full location coefficients (natural log scale), ``NaN`` rows where the default
+        start is used.
+    """
+    coef = res.coef_loc.to_numpy()
+    at_optimum = np.isin(res.status_codes, (Status.CONVERGED, Status.SCALE_AT_BOUND))
+    coef = np.where(at_optimum[:, None], coef, np.nan)
+    if constraints_loc is res.loc.constraints:
+        return coef
+    gram = res.loc.matrix.T @ res.loc.matrix
+    cg = constraints_loc.T @ gram
+    free = np.linalg.solve(cg @ constraints_loc, cg @ np.nan_to_num(coef).T)
+    out = (constraints_loc @ free).T
+    out[~at_optimum] = np.nan
+    return out
+
+
 def refit_location(
     data: Any,
     res: FitResult,
@@ -39,6 +77,7 @@ def refit_location(
     layer: str | None = None,
     constraints_loc: Array | None = None,
     progress: bool | None = None,
+    warm: bool = True,
 ) -> FitResult:
     """Refit the location model of ``res`` with the NB dispersions held at ``alpha``.
 
@@ -57,6 +96,12 @@ def refit_location(
         model.
     progress : bool, optional
         Progress bar of the refit, as :func:`batchglm.fit`'s ``progress``.
+    warm : bool
+        Start Newton from the location coefficients of ``res`` (see :func:`warm_start`)
+        rather than from the default start. The
+        dispersions change little between the fit and the refit, so a few iterations
+        reach the same optimum (to about 1e-8 in the coefficients; tested against the cold
+        start in ``tests/test_refit_warm_start.py``).
 
     Returns
     -------
@@ -73,6 +118,7 @@ def refit_location(
         constraints_loc=c,
         size_factors=res.size_factors,
         fixed_scale=fixed_log_r(alpha),
+        init_loc=warm_start(res, c) if warm else None,
         max_iter=int(res.settings.get("max_iter", 100)),  # type: ignore[call-overload]
         tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
         progress=progress,

@@ -33,8 +33,12 @@ def fit_block(
     weights: Array | None = None,
     offset: Array | None = None,
     nonzeros: NonZeros | None = None,
+    start_loc: Array | None = None,
 ) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8]]:
     """Fit one feature block; ``weights`` and ``offset`` are its ``(n_obs, F)`` columns.
+
+    ``start_loc`` ``(F, k_loc)``: free location starting values (rows with a non-finite
+    entry keep the default start), e.g. a refit's from the fit it refines.
 
     ``nonzeros`` lists the non-zero entries of ``y`` (from a sparse block; listed here for
     dense count blocks): the all-zero check, count table, zero sums and grouped starting
@@ -98,7 +102,10 @@ def fit_block(
     of = cols(offset, fit) if subset else offset
     nzf = nonzeros.subset(fit) if nonzeros is not None and subset else nonzeros
     objective = Objective(problem, yf, weights=wf, offset=of, nonzeros=nzf)
-    a0 = initial_loc(problem, yf, wf, of, nzf)
+    a0 = _start_loc(start_loc, fit, subset) if start_loc is not None else None
+    if a0 is None or not np.isfinite(a0).all():
+        default = initial_loc(problem, yf, wf, of, nzf)
+        a0 = default if a0 is None else np.where(np.isfinite(a0), a0, default)
     b0 = initial_scale(problem, yf, a0, of, wf, nzf) if fixed_b is None else fixed_b[fit]
     sol = solve(objective, np.concatenate([a0, b0], axis=1), options, fix_scale=fixed_b is not None)
     sol_status = sol.status
@@ -127,6 +134,11 @@ def fit_block(
     theta[fit], cov[fit], loglik[fit] = sol.theta, cov_fit, sol.loglik
     n_iter[fit], status[fit] = sol.n_iter, sol_status
     return theta, cov, loglik, n_iter, status
+
+
+def _start_loc(start: Array, fit: NDArray[np.bool_], subset: bool) -> Array:
+    """Copy the given location start of the fitted features."""
+    return np.array(start[fit] if subset else start, dtype=np.float64)
 
 
 def _min_eta(problem: Problem, a: Array, w: Array | None, offset: Array | None) -> Array:
