@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
-from scipy.stats import rankdata
 
 from batchglm.data import Data
 from batchglm.inputs import as_data
@@ -69,6 +68,8 @@ def _tmm_factor(obs: Array, ref: Array, n_obs_lib: float, n_ref_lib: float) -> f
     hi_l = n + 1 - lo_l
     lo_s = np.floor(n * SUM_TRIM) + 1
     hi_s = n + 1 - lo_s
+    from scipy.stats import rankdata  # here only: importing scipy.stats costs about 2 s
+
     rank_m, rank_a = rankdata(m), rankdata(a)
     keep = (rank_m >= lo_l) & (rank_m <= hi_l) & (rank_a >= lo_s) & (rank_a <= hi_s)
     w = 1.0 / v[keep]

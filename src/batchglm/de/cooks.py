@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from scipy import stats
 
+from batchglm.families.tails import f_ppf
 from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
@@ -73,7 +73,7 @@ def default_cutoff(n_obs: int, p: int) -> float:
     """
     if n_obs <= p:
         return float("inf")
-    return float(stats.f.ppf(0.99, p, n_obs - p))
+    return f_ppf(0.99, p, n_obs - p)
 
 
 def design_cells(x: Array) -> NDArray[np.intp]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize, stats
+from scipy import optimize
+
+from batchglm.families.tails import norm_ppf
 
 Array = NDArray[np.float64]
 
@@ -86,7 +88,7 @@ def normal_prior_sd(lfc_log2: Array, upper_quantile: float = 0.05) -> float:
             "no feature has a finite fold change below 10 to estimate the prior "
             "from; pass `prior_scale=`."
         )
-    sd = float(np.quantile(x, 1 - upper_quantile) / stats.norm.ppf(1 - upper_quantile / 2))
+    sd = float(np.quantile(x, 1 - upper_quantile) / norm_ppf(1 - upper_quantile / 2))
     return max(sd, 1e-3)
 
 

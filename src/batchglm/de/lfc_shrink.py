@@ -42,13 +42,13 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from batchglm.de.lfc_posterior import NO_SHRINK_SD, LfcPosterior, reparametrisation
 from batchglm.de.lfc_prior import apeglm_prior_scale, normal_prior_sd, svalues
 from batchglm.de.result import DEResult
 from batchglm.de.table import DETable
 from batchglm.de.wald import Coef, ContrastLike, test_rows, wald
+from batchglm.families.tails import norm_cdf
 from batchglm.inputs import data_of_fit
 from batchglm.obs_weights import is_weighted
 from batchglm.result import FitResult
@@ -303,7 +303,7 @@ def lfc_shrink(
     mode[~conv] = np.nan
     sd[~conv] = np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
-        lfsr = stats.norm.cdf(-np.abs(mode) / sd)
+        lfsr = norm_cdf(-np.abs(mode) / sd)
     return ShrunkenLFC(
         de=de,
         type=type,

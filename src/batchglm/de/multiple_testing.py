@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import false_discovery_control
 
 Array = NDArray[np.float64]
 
@@ -21,7 +20,9 @@ def bh_qvalues(pvals: ArrayLike) -> Array:
     Returns
     -------
     ndarray
-        ``scipy.stats.false_discovery_control(p, method="bh")`` on the finite entries;
+        Benjamini & Hochberg (1995) adjusted p-values of the finite entries,
+        ``min_{j >= i} min(1, m p_(j) / j)`` for the ``i``-th smallest of ``m`` (as R's
+        ``p.adjust(p, "BH")`` and ``scipy.stats.false_discovery_control``);
         ``NaN`` where the p-value is ``NaN``. Untested features do not count towards the
         number of tests, as in DESeq2's independent filtering of all-zero genes.
 
@@ -38,5 +39,16 @@ def bh_qvalues(pvals: ArrayLike) -> Array:
         raise ValueError("`pvals` must lie in [0, 1] (or be NaN for untested features).")
     q = np.full_like(p, np.nan)
     if ok.any():
-        q[ok] = false_discovery_control(p[ok], method="bh")
+        q[ok] = _bh(p[ok])
     return q
+
+
+def _bh(p: Array) -> Array:
+    """Benjamini-Hochberg adjustment of finite p-values (same order as ``p``)."""
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out = np.empty(m)
+    out[order] = adjusted
+    return out

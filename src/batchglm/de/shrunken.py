@@ -16,7 +16,6 @@ from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.result import DEResult
@@ -27,6 +26,7 @@ from batchglm.dispersion.estimate import (
     quasi_likelihood,
     refit_location,
 )
+from batchglm.families.tails import f_sf
 from batchglm.inputs import data_of_fit
 from batchglm.obs_weights import require_unweighted
 from batchglm.result import FitResult
@@ -186,7 +186,7 @@ def attach(de: DEResult, shrunk: Shrunken, dispersion: str) -> DEResult:
     df2 = shrunk.ql.df_total
     with np.errstate(invalid="ignore", divide="ignore"):
         fstat = de.stat / (de.df * s2)
-        pval = stats.f.sf(fstat, de.df, df2)
+        pval = f_sf(fstat, de.df, df2)
     ok = np.isfinite(fstat) & np.isfinite(df2) & np.isfinite(de.pval)
     return replace(
         de,

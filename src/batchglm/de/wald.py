@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from batchglm.de.contrasts import Cond, check_estimable, expression_rows
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
@@ -28,6 +27,7 @@ from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.statistics import RANK_RTOL, wald_rows
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
+from batchglm.families.tails import chi2_sf
 from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion
 from batchglm.mixed.small_sample import warn_variance_at_zero
@@ -243,7 +243,7 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
     lr, ok = lrt_statistic(data, res, basis, hit, layer=layer)
     stat[hit] = lr
     with np.errstate(invalid="ignore"):
-        pval[hit] = np.where(ok, stats.chi2.sf(lr, de.df), np.nan)
+        pval[hit] = np.where(ok, chi2_sf(lr, de.df), np.nan)
     kind[hit] = "lrt"
     free = hit[scale_free_at_zeros(res, hit)]
     if free.size:

@@ -20,7 +20,9 @@ import functools
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize, special, stats
+from scipy import optimize, special
+
+from batchglm.families.tails import chi2_cdf
 
 Array = NDArray[np.float64]
 
@@ -100,7 +102,7 @@ def prior_variance(log_alpha: Array, log_trend: Array, df_residual: int) -> tupl
 def _log_chi2_cells(df: int) -> tuple[Array, Array]:
     """Cells of ``log(chi2_df / df)``: midpoints and probabilities (fine quadrature)."""
     edges = np.linspace(-30.0, 4.0, 681)
-    probs = np.diff(stats.chi2.cdf(df * np.exp(edges), df))
+    probs = np.diff(chi2_cdf(df * np.exp(edges), df))
     keep = probs > 1e-14
     return 0.5 * (edges[1:] + edges[:-1])[keep], probs[keep]
 

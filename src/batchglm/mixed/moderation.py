@@ -49,7 +49,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special, stats
+from scipy import special
+
+from batchglm.families.tails import chi2_sf, f_sf
 
 if TYPE_CHECKING:
     from batchglm.mixed.small_sample import SmallSample
@@ -330,8 +332,8 @@ def moderated_sf(
 
     def ref(f: Array) -> Array:
         if np.isinf(d_total):
-            return np.asarray(stats.chi2.sf(f * rank, rank), dtype=np.float64)
-        return np.asarray(stats.f.sf(f, rank, d_total), dtype=np.float64)
+            return chi2_sf(f * rank, rank)
+        return f_sf(f, rank, d_total)
 
     rows, beta, _ = _donor_level(ss, res.coef_loc.to_numpy())
     at_zero = None
