@@ -168,10 +168,7 @@ def scale_free_at_zeros(res: FitResult, features: NDArray[np.intp]) -> NDArray[n
         xc, zc = res.loc.reduced, res.scale.reduced
         eta_obs = xc @ res.theta_free[features, :k].T + counted_offsets(res, features)
         kept_obs = eta_obs >= fam.separated_eta + _ETA_MARGIN
-        full_rank = column_rank(zc)
-        for j in range(features.size):  # features separated in the tested direction: few
-            out[j] = column_rank(zc[kept_obs[:, j]]) < full_rank
-        return out
+        return _rank_drops(zc, kept_obs)
     # Distinct (location row, scale row, offset) cells: memory cells x features.
     cells, index = unique_rows(
         np.column_stack([res.loc.reduced, res.scale.reduced, np.log(res.size_factors)])
@@ -179,10 +176,18 @@ def scale_free_at_zeros(res: FitResult, features: NDArray[np.intp]) -> NDArray[n
     x_cells, z_cells = cells[:, :k], cells[:, k : k + res.scale.n_free]
     eta = x_cells @ res.theta_free[features, :k].T + cells[:, -1:]
     kept = eta >= fam.separated_eta + _ETA_MARGIN
-    full_rank = column_rank(z_cells)
-    for j in range(features.size):  # features separated in the tested direction: few
-        out[j] = column_rank(z_cells[kept[:, j]]) < full_rank
-    return out
+    return _rank_drops(z_cells, kept)
+
+
+def _rank_drops(z: Array, kept: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Per column ``f`` of ``kept`` ``(n, F)``, whether ``z[kept[:, f]]`` has lower rank than ``z``.
+
+    One rank per distinct pattern of kept rows (a few per design), not per feature.
+    """
+    full_rank = column_rank(z)
+    patterns, inverse = np.unique(kept.T, axis=0, return_inverse=True)
+    drops = np.array([column_rank(z[pattern]) < full_rank for pattern in patterns], dtype=bool)
+    return drops[np.asarray(inverse).ravel()]
 
 
 def _outside_row_space(l_free: Array, kept: Array, norms: Array) -> bool:
