@@ -152,3 +152,18 @@ def test_fold_blocks_combines_in_block_order():
         lambda chunk, sl: [(sl.start, float(chunk.sum()))], arr, 3, lambda a, r: a + r, []
     )
     assert out == [(0, 192.0), (3, 228.0), (6, 264.0), (9, 96.0)]
+
+
+def test_single_threaded_blas_limits_every_blas_and_keeps_its_scan():
+    from threadpoolctl import threadpool_info
+
+    from batchglm import blocks
+
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with blocks.single_threaded_blas():
+        inside = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        first = blocks._CONTROLLER
+    assert inside == [1] * len(before)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+    with blocks.single_threaded_blas():
+        assert blocks._CONTROLLER is first  # no new scan without new imports

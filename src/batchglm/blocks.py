@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
@@ -126,6 +126,29 @@ def show_progress(progress: bool | None, n_obs: int, n_features: int) -> bool:
     return n_obs * n_features > PROGRESS_PAIRS and sys.stderr.isatty()
 
 
+#: The BLAS libraries found at the last scan and the number of modules loaded then.
+_CONTROLLER: tuple[ThreadpoolController, int] | None = None
+
+
+def single_threaded_blas() -> Any:
+    """Return a context manager that limits BLAS to one thread, as ``threadpool_limits``.
+
+    Finding the loaded BLAS libraries scans every shared library of the process (several
+    ms, tens under load) each time ``threadpool_limits`` is entered; the scan is kept and
+    redone only when modules were imported since (a new extension may bring its own BLAS).
+
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        Restores the previous limits on exit.
+    """
+    global _CONTROLLER
+    n_modules = len(sys.modules)
+    if _CONTROLLER is None or _CONTROLLER[1] != n_modules:
+        _CONTROLLER = (ThreadpoolController(), n_modules)
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
 def map_blocks(
     func: Callable[[slice], T],
     blocks: Sequence[slice],
@@ -168,7 +191,7 @@ def map_blocks(
     try:
         # Blocks are small batched products: multi-threaded BLAS inside each would only
         # add synchronisation, which collapses when other processes compete for the cores.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             if jobs == 1:
                 out = []
                 for b in blocks:
@@ -232,7 +255,7 @@ def fold_blocks(
         total=sum(_width(b) for b in blocks), disable=not progress, unit="feature", desc=desc
     )
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             for start in range(0, len(blocks), window):
                 part = blocks[start : start + window]
                 if jobs == 1:
