@@ -63,7 +63,7 @@ def warm_start(res: FitResult, constraints_loc: Array) -> Array:
         return coef
     gram = res.loc.matrix.T @ res.loc.matrix
     cg = constraints_loc.T @ gram
-    free = np.linalg.solve(cg @ constraints_loc, cg @ np.nan_to_num(coef).T)
+    free = np.linalg.lstsq(cg @ constraints_loc, cg @ np.nan_to_num(coef).T, rcond=None)[0]
     out = (constraints_loc @ free).T
     out[~at_optimum] = np.nan
     return out
