@@ -268,8 +268,9 @@ def solve(
         # accepted rows then need no second evaluation in the next iteration.
         trial = theta[idx] + step[:, None] * direction
         t_ll, t_grad, t_hess, t_noise = _evaluate(work, trial)
-        # Both likelihoods carry rounding noise; the Armijo test allows for it.
-        slack = noise + t_noise
+        # Both likelihoods carry rounding noise; the Armijo test allows for it (a NaN trial's
+        # noise is NaN: the start's stands in, else no halving could ever pass the test).
+        slack = noise + np.where(np.isfinite(t_noise), t_noise, noise)
         ok = live & (t_ll >= ll + _ARMIJO * step * slope - slack)
         # Where the promised gain is below the likelihood's rounding noise (``quiet``), and
         # for the polishing step, the likelihood cannot tell whether the step helped; the
