@@ -30,7 +30,7 @@ from batchglm.result import FitResult
 from batchglm.solvers.linalg import inverse_negative
 from batchglm.solvers.newton import SolverOptions, solve
 from batchglm.solvers.objective import Problem
-from batchglm.solvers.status import Status, warn_if_unconverged
+from batchglm.solvers.status import CONVERGED_CODES, Status, warn_if_unconverged
 
 logger = logging.getLogger("batchglm")
 
@@ -293,9 +293,35 @@ def fit_block(
         else:
             objective = JointLaplaceObjective(problem, yf, groupings)
         sol = solve(objective, start, options)
-        objective.evaluate(sol.theta, 0)
         sol_theta, hess, sol_loglik = sol.theta, sol.hess.copy(), sol.loglik
-        sol_n_iter, sol_status, v = sol.n_iter, sol.status, objective.modes
+        sol_n_iter, sol_status = sol.n_iter, sol.status
+        glm_status = status[fit]
+        back = boundary_fallback(sol_status, sol_loglik, loglik[fit], glm_status)
+        if back.any():
+            # The start stopped at a decrement of 1e-4; the boundary solution is the GLM
+            # optimum at the caller's tolerance (a rare path: one more GLM pass).
+            glm_theta, _, _, _, glm_full = glm_fit_block(problem, y, options)
+            glm_status = np.where(back, glm_full[fit], glm_status).astype(np.int8)
+            a1, b1 = glm_theta[fit, :kl], glm_theta[fit, kl:]
+            sol_theta = sol_theta.copy()
+            sol_theta[back] = np.column_stack([a1, np.zeros((a1.shape[0], n_fac)), b1])[back]
+            # An optimum on the boundary, not a failure the user must act on: INFO.
+            logger.info(
+                "%d feature(s) of the mixed fit stalled or ended below their plain GLM fit "
+                "(the Laplace likelihood at variance 0); they are reported at the boundary "
+                "(random-intercept variance 0, the GLM coefficients).",
+                int(back.sum()),
+            )
+            ll_b, _, hess_b = objective.evaluate(sol_theta, 2)
+            assert hess_b is not None
+            sol_loglik = np.where(back, ll_b, sol_loglik)
+            hess[back] = hess_b[back]
+            # The GLM's own status (converged, scale_at_bound, separated) carries over;
+            # converged becomes random_var_at_bound below.
+            sol_status = np.where(back, glm_status, sol_status).astype(np.int8)
+        else:
+            objective.evaluate(sol_theta, 0)
+        v = objective.modes
     sigma = sol_theta[:, kl : kl + n_fac]
     zero = sigma * sigma < VAR_AT_BOUND
     at_bound = zero.any(axis=1) & (sol_status == Status.CONVERGED)
@@ -331,6 +357,45 @@ def fit_block(
             problem, y[:, first_zero], theta[first_zero], groupings[0]
         )
     return theta, cov, loglik, n_iter, status, var, modes, resid, resid_var
+
+
+def boundary_fallback(
+    status: NDArray[np.int8], loglik: Array, glm_loglik: Array, glm_status: NDArray[np.int8]
+) -> NDArray[np.bool_]:
+    """Features whose mixed fit must be replaced by its boundary solution (variance 0).
+
+    With every random-intercept variance at 0 the Laplace marginal likelihood equals the
+    plain GLM likelihood, so a maximum-likelihood mixed fit can never end below the GLM fit
+    of the same feature. A fit that does (by more than ``1e-6 + 1e-10 |loglik|``), or that
+    stalled without getting above it, failed; where the GLM fit itself reached an optimum,
+    the boundary point (GLM coefficients and scale, variance 0) is the better answer. A
+    stalled fit above the GLM fit stays ``stalled`` (it is not an optimum, nor is the
+    boundary). Not for REML fits, whose restricted likelihood differs from the GLM's.
+
+    Parameters
+    ----------
+    status : ndarray of int8
+        ``(F,)`` status of the mixed fit.
+    loglik : ndarray
+        ``(F,)`` Laplace log-likelihood at its end (natural log).
+    glm_loglik : ndarray
+        ``(F,)`` log-likelihood of the plain GLM fit that started it.
+    glm_status : ndarray of int8
+        ``(F,)`` status of that GLM fit.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(F,)`` features to report at the boundary.
+    """
+    tol = 1e-6 + 1e-10 * np.abs(glm_loglik)
+    with np.errstate(invalid="ignore"):
+        below = ~(loglik >= glm_loglik - tol)
+        not_above = ~(loglik > glm_loglik + tol)
+    glm_ok = np.isin(glm_status, CONVERGED_CODES) & np.isfinite(glm_loglik)
+    failed = below | ((status == Status.STALLED) & not_above)
+    out: NDArray[np.bool_] = glm_ok & failed
+    return out
 
 
 def _solve_reml(

@@ -348,7 +348,10 @@ def moderated_sf(
         # 0): never below the prior scale plus the groups' own sampling variance (the floor
         # of donor_level_sf with the trended prior in place of the mean fitted variance).
         assert ss.donor_var is not None
-        floor = prior.s2_prior[rows] + ss.donor_var[:, rows].mean(axis=0)
+        # Without a prior (fewer than MIN_FEATURES usable features) the floor is that of the
+        # unmoderated test, so that moderation with no prior equals no moderation.
+        scale0 = np.where(np.isfinite(prior.s2_prior[rows]), prior.s2_prior[rows], ss.prior_var)
+        floor = scale0 + ss.donor_var[:, rows].mean(axis=0)
         s2 = np.maximum(prior.s2_post[rows], floor)
         at_zero = ref(quad / (r0 * s2))
     factor = 1.0 if ss.reml else d / ss.n_groups
