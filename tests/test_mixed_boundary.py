@@ -157,3 +157,18 @@ def test_boundary_fallback_rule() -> None:
     # itself failed: no; within the tolerance: no.
     expected = [False, True, True, False, False, False]
     assert boundary_fallback(status, loglik, glm_ll, glm_status).tolist() == expected
+
+
+def test_one_donor_per_condition_says_what_holds() -> None:
+    rng = np.random.default_rng(3)
+    obs = pd.DataFrame(
+        {"donor": np.repeat(["a", "b"], 30), "condition": np.repeat(["ctrl", "stim"], 30)},
+        index=[f"c{i}" for i in range(60)],
+    )
+    y = rng.poisson(3.0, size=(60, 2)).astype(float)
+    msg = (
+        r"factor 'donor': the fixed design `design_loc` already separates each of its 2 "
+        r"levels \(e\.g\. every condition has a single donor\).*at least two levels of 'donor'"
+    )
+    with pytest.raises(ValueError, match=msg):
+        bg.fit(y, "~ condition", obs=obs, random_effects="donor")

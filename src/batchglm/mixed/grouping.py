@@ -108,10 +108,13 @@ def _one_factor(factor: str, obs: pd.DataFrame | None, n_obs: int, loc: Design) 
     xc = loc.reduced
     rank_x = np.linalg.matrix_rank(xc)
     if np.linalg.matrix_rank(np.column_stack([xc, indicators])) == rank_x:
+        # A formula naming the factor is refused earlier (design.check_random_not_fixed);
+        # here the groups coincide with fixed-effect levels, e.g. one donor per condition.
         raise ValueError(
-            f"`random_effects` factor {factor!r} is already coded by fixed effects in "
-            "`design_loc`, so its random intercepts are not identifiable; drop it from the "
-            "fixed design."
+            f"`random_effects` factor {factor!r}: the fixed design `design_loc` already "
+            f"separates each of its {n_groups} levels (e.g. every condition has a single "
+            f"{factor}), so the {factor} variance cannot be told apart from the fixed "
+            f"effects; it needs a fixed-effect level with at least two levels of {factor!r}."
         )
     return Grouping(
         factor, pd.Index(levels, name=factor), GroupSums(codes.astype(np.intp), n_groups)
