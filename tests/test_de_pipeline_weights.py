@@ -128,3 +128,50 @@ def test_refusals(table) -> None:
     plain = bg.de.test(y, "~ c", coef="c[T.b]", obs=obs, dispersion="mle").summary()
     np.testing.assert_allclose(ones["pvalue"], plain["pvalue"], rtol=1e-9)
     np.testing.assert_allclose(ones["maxCooks"], plain["maxCooks"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("sf_method", ["default", "poscounts"])
+def test_integer_weights_with_estimated_size_factors_are_duplicated_rows(table, sf_method) -> None:
+    # Size factors estimated by the pipeline: the weighted estimator on the original rows
+    # must give the unweighted estimator's table on the duplicated rows.
+    y, obs, _ = table
+    y = y.copy()
+    y.iloc[::5, ::3] = 0  # zeros, so poscounts differs from median_ratio
+    w = np.random.default_rng(5).integers(1, 4, len(y)).astype(float)
+    common = dict(coef="c[T.b]", dispersion="mle", cooks_cutoff=None, size_factors=sf_method)
+    got = bg.de.test(y, "~ b + c", obs=obs, weights=w, **common).summary()
+    yd, od, _ = _duplicated(y, obs, w)
+    want = bg.de.test(yd, "~ b + c", obs=od, **common).summary()
+    for col in COLUMNS:
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-8, atol=1e-12, err_msg=col)
+
+
+def test_weight_zero_sample_does_not_shape_the_size_factors(table) -> None:
+    # A weight-0 sample equals dropping it, also for the estimated (median-ratio) factors.
+    y, obs, _ = table
+    y = y.copy()
+    y.iloc[4] = y.iloc[4] * 9  # an odd library: it would pull the geometric means
+    w = np.ones(len(y))
+    w[4] = 0.0
+    common = dict(coef="c[T.b]", dispersion="mle", cooks_cutoff=None)
+    got = bg.de.test(y, "~ b + c", obs=obs, weights=w, **common).summary()
+    keep = np.arange(len(y)) != 4
+    want = bg.de.test(y[keep], "~ b + c", obs=obs[keep], **common).summary()
+    for col in COLUMNS:
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-8, atol=1e-12, err_msg=col)
+
+
+def test_tmm_with_weights_is_refused(table) -> None:
+    y, obs, _ = table
+    w = np.full(len(y), 2.0)
+    with pytest.raises(ValueError, match="'tmm' cannot honour `weights` other than 1"):
+        bg.de.test(
+            y,
+            "~ c",
+            obs=obs,
+            weights=w,
+            size_factors="tmm",
+            coef="c[T.b]",
+            dispersion="mle",
+            cooks_cutoff=None,
+        )

@@ -117,3 +117,49 @@ def test_invalid_counts_are_located_by_name(method: str, as_sparse: bool) -> Non
     )
     with pytest.raises(ValueError, match=msg):
         bg.size_factors(data, method)
+
+
+@pytest.mark.parametrize("method", ["median_ratio", "poscounts", "normed_sum"])
+@pytest.mark.parametrize("as_sparse", [False, True])
+def test_integer_weights_give_the_factors_of_duplicated_rows(method, as_sparse) -> None:
+    # Reference: the unweighted estimator on the data with each row repeated `w` times.
+    y, _ = _counts(seed=21, n_obs=9, n_feat=250, zeros=0.05 if method != "median_ratio" else 0.0)
+    w = np.array([1, 3, 2, 1, 4, 1, 2, 3, 1], dtype=float)
+    idx = np.repeat(np.arange(len(y)), w.astype(int))
+    x = sparse.csr_matrix(y) if as_sparse else y
+    got = bg.size_factors(x, method, weights=w)
+    want = bg.size_factors(y[idx], method)
+    first = np.searchsorted(idx, np.arange(len(y)))
+    np.testing.assert_allclose(got, want[first], rtol=1e-12)
+    # and the weights change them (the test can fail)
+    assert np.max(np.abs(got / bg.size_factors(y, method) - 1)) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["median_ratio", "poscounts", "normed_sum"])
+def test_weight_zero_observation_does_not_move_the_others(method) -> None:
+    y, _ = _counts(seed=22, n_obs=8, n_feat=200, zeros=0.05 if method != "median_ratio" else 0.0)
+    y[3] *= 7.0  # an odd observation, to make its influence visible
+    y[3, :5] = 0.0  # zeros only there: features still used by median_ratio without it
+    w = np.ones(len(y))
+    w[3] = 0.0
+    got = bg.size_factors(y, method, weights=w)
+    keep = np.arange(len(y)) != 3
+    want = bg.size_factors(y[keep], method)
+    np.testing.assert_allclose(got[keep], want, rtol=1e-12)
+    assert np.all(np.isfinite(got)) and got[3] > 0
+
+
+def test_size_factor_weights_are_checked() -> None:
+    y, _ = _counts(seed=23, n_obs=6, n_feat=50)
+    with pytest.raises(ValueError, match=r"must have shape \(6,\).*shape \(5,\) was given"):
+        bg.size_factors(y, weights=np.ones(5))
+    with pytest.raises(ValueError, match="finite, non-negative and not all 0.*-1.0"):
+        bg.size_factors(y, weights=np.array([1, 1, -1, 1, 1, 1.0]))
+    with pytest.raises(ValueError, match="not all 0"):
+        bg.size_factors(y, weights=np.zeros(6))
+    with pytest.raises(ValueError, match="'tmm' cannot honour `weights` other than 1"):
+        bg.size_factors(y, "tmm", weights=np.array([1, 2, 1, 1, 1, 1.0]))
+    # weights of 1 are no weights, for every method
+    np.testing.assert_array_equal(
+        bg.size_factors(y, "tmm", weights=np.ones(6)), bg.size_factors(y, "tmm")
+    )

@@ -9,6 +9,13 @@
 * ``"normed_sum"``: total count per observation divided by the mean total.
 * ``"tmm"``: edgeR's TMM effective library sizes (see :mod:`batchglm.tmm`).
 
+Frequency weights per observation (``weights``) make every method but TMM equal to the same
+method on the data with each observation repeated ``weight`` times: the geometric means of
+``"median_ratio"`` and ``"poscounts"`` weight each observation's log count by its weight
+(observations of weight 0 are left out, so a feature needs positive counts only in the
+observations of positive weight), the median over features per observation is unchanged,
+and the final scalings (geometric mean 1, mean total) are weighted means.
+
 Every method is one pass over the feature blocks of :mod:`batchglm.blocks`, in parallel
 threads (dask tasks for dask input); one pass suffices: per-feature geometric means depend
 only on that feature, and the medians are taken over the collected ``(observation, log ratio)``
@@ -69,9 +76,17 @@ def _row_medians(rows: NDArray[np.integer[Any]], values: Array, n_obs: int) -> A
     return out
 
 
-def _log_ratios(y: Any, method: str) -> tuple[NDArray[np.integer[Any]], Array]:
-    """``(observation, log y - log geometric mean)`` for the entries of one feature block."""
+def _log_ratios(
+    y: Any, method: str, weights: Array | None = None
+) -> tuple[NDArray[np.integer[Any]], Array]:
+    """``(observation, log y - log geometric mean)`` for the entries of one feature block.
+
+    With ``weights`` ``(n_obs,)`` the geometric mean is weighted and a feature is used when
+    its counts are positive in every (``"median_ratio"``) or some (``"poscounts"``)
+    observation of positive weight.
+    """
     n_obs = y.shape[0]
+    total = float(n_obs) if weights is None else float(weights.sum())
     if sparse.issparse(y):
         csc = sparse.csc_array(y, dtype=np.float64, copy=True)
         csc.sum_duplicates()
@@ -80,13 +95,20 @@ def _log_ratios(y: Any, method: str) -> tuple[NDArray[np.integer[Any]], Array]:
         nnz = np.diff(csc.indptr)
         col = np.repeat(np.arange(csc.shape[1]), nnz)
         logs = np.log(csc.data)
-        log_sum = np.bincount(col, weights=logs, minlength=csc.shape[1])
-        if method == "median_ratio":
-            keep_col = np.asarray(nnz == n_obs)
-            log_gm = np.where(keep_col, log_sum / n_obs, np.nan)
+        if weights is None:
+            log_sum = np.bincount(col, weights=logs, minlength=csc.shape[1])
+            n_used, n_need = nnz, n_obs
         else:
-            keep_col = np.asarray(nnz > 0)
-            log_gm = log_sum / n_obs
+            w_entry = weights[csc.indices]
+            log_sum = np.bincount(col, weights=logs * w_entry, minlength=csc.shape[1])
+            n_used = np.bincount(col, weights=w_entry > 0, minlength=csc.shape[1])
+            n_need = int(np.count_nonzero(weights > 0))
+        if method == "median_ratio":
+            keep_col = np.asarray(n_used == n_need)
+            log_gm = np.where(keep_col, log_sum / total, np.nan)
+        else:
+            keep_col = np.asarray(n_used > 0)
+            log_gm = log_sum / total
         keep = keep_col[col]
         return csc.indices[keep].astype(_rows_dtype(n_obs)), logs[keep] - log_gm[col[keep]]
     y = np.asarray(y, dtype=np.float64)
@@ -94,11 +116,16 @@ def _log_ratios(y: Any, method: str) -> tuple[NDArray[np.integer[Any]], Array]:
     positive = y > 0
     with np.errstate(divide="ignore"):
         logs = np.log(y)
-    log_sum = np.where(positive, logs, 0.0).sum(axis=0)
-    cols = np.asarray(positive.all(axis=0) if method == "median_ratio" else positive.any(axis=0))
+    if weights is None:
+        log_sum = np.where(positive, logs, 0.0).sum(axis=0)
+        used = positive
+    else:
+        log_sum = (np.where(positive, logs, 0.0) * weights[:, None]).sum(axis=0)
+        used = positive[weights > 0]
+    cols = np.asarray(used.all(axis=0) if method == "median_ratio" else used.any(axis=0))
     # Column-major order, as the sparse branch gives: results do not depend on storage.
     c, r = np.nonzero((positive & cols[None, :]).T)
-    return r.astype(_rows_dtype(n_obs)), logs[r, c] - log_sum[c] / n_obs
+    return r.astype(_rows_dtype(n_obs)), logs[r, c] - log_sum[c] / total
 
 
 def _rows_dtype(n_obs: int) -> type[np.signedinteger[Any]]:
@@ -107,10 +134,10 @@ def _rows_dtype(n_obs: int) -> type[np.signedinteger[Any]]:
 
 
 def _log_ratio_entries(
-    d: Data, method: str, n_jobs: int | None, progress: bool | None
+    d: Data, method: str, weights: Array | None, n_jobs: int | None, progress: bool | None
 ) -> tuple[NDArray[np.integer[Any]], Array]:
     """All blocks' ``(observation, log ratio)`` pairs, blocks in feature order."""
-    parts = _per_block(d, lambda y: _log_ratios(y, method), n_jobs, progress)
+    parts = _per_block(d, lambda y: _log_ratios(y, method, weights), n_jobs, progress)
     return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
@@ -198,6 +225,7 @@ def size_factors(
     data: Any,
     method: str = "median_ratio",
     *,
+    weights: Any = None,
     layer: str | None = None,
     n_jobs: int | None = None,
     progress: bool | None = None,
@@ -210,6 +238,13 @@ def size_factors(
         Counts ``(n_obs, n_features)``; sparse input is never densified.
     method : {"median_ratio", "poscounts", "normed_sum", "tmm"}
         See the module description.
+    weights : array_like, optional
+        Frequency weights per observation, shape ``(n_obs,)`` in the data's order, finite,
+        non-negative and not all 0. Integer weights give the size factors of the data with
+        each observation repeated ``weight`` times (DESeq2's estimator on the repeated
+        rows); an observation of weight 0 does not change the other observations' factors
+        (its own factor is still its median ratio, or 1 when it has no usable count).
+        Not available for ``"tmm"``.
     layer : str, optional
         AnnData layer with the counts.
     n_jobs : int, optional
@@ -228,22 +263,52 @@ def size_factors(
     ------
     ValueError
         For an unknown method, negative or non-finite counts (naming the first, by
-        observation and feature), or observations the method cannot normalise (no
-        positive count among the features it uses).
+        observation and feature), observations the method cannot normalise (no
+        positive count among the features it uses), ``weights`` of the wrong shape,
+        negative, non-finite or all 0, or ``weights`` other than 1 with ``"tmm"``.
     """
     if method not in METHODS:
         raise ValueError(
             f"`size_factors` must be an array or one of {list(METHODS)}, but {method!r} was given."
         )
     d = data if isinstance(data, Data) else as_data(data, layer=layer)
+    w = _check_weights(weights, d.shape[0], method)
     try:
-        return _size_factors(d, method, n_jobs, progress)
+        return _size_factors(d, method, w, n_jobs, progress)
     except _InvalidCounts:
         _raise_first_invalid(d, method)
         raise
 
 
-def _size_factors(d: Data, method: str, n_jobs: int | None, progress: bool | None) -> Array:
+def _check_weights(weights: Any, n_obs: int, method: str) -> Array | None:
+    """``weights`` as a float ``(n_obs,)`` array, or None for none (or all 1)."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_obs,):
+        raise ValueError(
+            f"`weights` for size factors must have shape ({n_obs},) (one per observation), "
+            f"but shape {w.shape} was given."
+        )
+    if not (np.all(np.isfinite(w)) and w.min() >= 0 and w.max() > 0):
+        raise ValueError(
+            "`weights` for size factors must be finite, non-negative and not all 0, but "
+            f"they range from {w.min()!r} to {w.max()!r}."
+        )
+    if np.all(w == 1.0):
+        return None
+    if method == "tmm":
+        raise ValueError(
+            "size factors by 'tmm' cannot honour `weights` other than 1 (edgeR's TMM has no "
+            "frequency weights); use 'median_ratio', 'poscounts' or 'normed_sum', or pass "
+            "size factors you computed."
+        )
+    return w
+
+
+def _size_factors(
+    d: Data, method: str, w: Array | None, n_jobs: int | None, progress: bool | None
+) -> Array:
     n_obs = d.shape[0]
     if method == "tmm":  # edgeR's TMM, in its own module
         from batchglm.tmm import tmm_size_factors
@@ -256,8 +321,9 @@ def _size_factors(d: Data, method: str, n_jobs: int | None, progress: bool | Non
                 f"size factors by 'normed_sum' need a positive total count in every "
                 f"observation, but observation {int(np.argmax(total <= 0))} has none."
             )
-        return np.asarray(total / total.mean())
-    rows, vals = _log_ratio_entries(d, method, n_jobs, progress)
+        mean_total = total.mean() if w is None else np.sum(w * total) / w.sum()
+        return np.asarray(total / mean_total)
+    rows, vals = _log_ratio_entries(d, method, w, n_jobs, progress)
     log_sf = _row_medians(rows, vals, n_obs)
     if method == "median_ratio" and rows.size == 0:
         raise ValueError(
@@ -265,6 +331,9 @@ def _size_factors(d: Data, method: str, n_jobs: int | None, progress: bool | Non
             "observation, but every feature has a zero; use size_factors='poscounts'."
         )
     missing = ~np.isfinite(log_sf)
+    if w is not None:  # an observation of weight 0 has no say: factor 1 when unusable
+        log_sf[missing & (w == 0)] = 0.0
+        missing &= w > 0
     if missing.any():
         raise ValueError(
             f"size factors by {method!r} need a positive count in every observation, but "
@@ -272,5 +341,7 @@ def _size_factors(d: Data, method: str, n_jobs: int | None, progress: bool | Non
         )
     sf = np.exp(log_sf)
     if method == "poscounts":
-        sf = sf / np.exp(np.mean(np.log(sf)))
+        log_all = np.log(sf)
+        mean_log = np.mean(log_all) if w is None else np.sum(w * log_all) / w.sum()
+        sf = sf / np.exp(mean_log)
     return np.asarray(sf)

@@ -3,6 +3,11 @@
 :func:`batchglm.fit` takes frequency weights and location offsets (``obs_weights.py``);
 the pipeline passes them through every fit and states what it cannot do with them:
 
+* weights per observation enter the named size factors (median-ratio, poscounts,
+  normed_sum; :func:`batchglm.size_factors.size_factors`), so integer weights give the
+  table of duplicated rows and a weight-0 observation does not move the others' factors;
+  TMM has no weighted form and is refused with weights other than 1;
+
 * an offset per observation is a normalisation factor per sample, ``exp(offset)``, and
   is folded into the size factors, so every step (dispersions, Cook's distances, the
   replacement of outliers, ``baseMean``) treats it as DESeq2 treats size factors;
@@ -24,6 +29,7 @@ from batchglm.align import align_inputs
 from batchglm.data import as_size_factors
 from batchglm.inputs import as_data
 from batchglm.obs_weights import as_weights, obs_array
+from batchglm.size_factors import size_factors as named_size_factors
 
 Array = NDArray[np.float64]
 
@@ -59,8 +65,10 @@ def resolve_weights_offset(
     weights : ndarray or None
         ``(n_obs,)`` or ``(n_obs, n_features)`` in the data's order.
     size_factors : str, array_like or None
-        Unchanged, or ``size_factors * exp(offset)`` (an ``(n_obs,)`` array) when the
-        offset is per observation and the family has a log link.
+        Unchanged; the named method's factors computed with the weights (an ``(n_obs,)``
+        array, :func:`batchglm.size_factors.size_factors`) when the weights are per
+        observation, so that integer weights give the factors of duplicated rows; times
+        ``exp(offset)`` when the offset is per observation and the family has a log link.
     offset : ndarray or None
         The offset left to pass to the fits: ``(n_obs, n_features)``, or ``(n_obs,)`` for
         families without a log link; ``None`` when folded.
@@ -69,7 +77,7 @@ def resolve_weights_offset(
     ------
     ValueError
         As :func:`batchglm.fit` for weights, offsets or size factors that do not match the
-        data.
+        data, and for weights other than 1 with ``size_factors="tmm"``.
     """
     if weights is None and offset is None:
         return None, size_factors, None
@@ -78,12 +86,14 @@ def resolve_weights_offset(
     obs_al, _, _, sf_al, _ = align_inputs(d, obs, None, None, given_sf, None)
     w = as_weights(weights, d, obs_al)
     off = obs_array(offset, d, obs_al, "offset")
+    if isinstance(size_factors, str) and w is not None and w.ndim == 1:
+        # Weighted estimation: integer weights give the factors of duplicated rows.
+        size_factors = named_size_factors(d, size_factors, weights=w)
+        sf_al = size_factors
     if off is None or off.ndim == 2 or not counts_family:
         return w, size_factors, off
     n_obs = d.shape[0]
     if isinstance(size_factors, str):
-        from batchglm.size_factors import size_factors as named_size_factors
-
         sf = as_size_factors(named_size_factors(d, size_factors), n_obs)
     elif size_factors is None:
         sf = np.ones(n_obs)
