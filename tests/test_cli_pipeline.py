@@ -201,8 +201,36 @@ def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
         (["--sort-by", "nope"], r"--sort-by 'nope' is not a column of the table"),
         (["--size-factors", "rle"], r"--size-factors 'rle' is not a column of obs nor a method"),
         (["--out", "de.xlsx"], r"--out 'de.xlsx' must end in one of .csv, .tsv, .txt"),
-        (["--weights", "depth"], r"with `weights` needs dispersion='mle'"),
-        (["--weights", "nope", "--dispersion", "mle"], r"`weights` names the obs column 'nope'"),
+        # --weights: refused in CLI terms before anything is read or fitted (one line, no
+        # warning printed first).
+        (
+            ["--weights", "depth"],
+            r"--weights needs --dispersion mle and --cooks-cutoff none \(.*\), but no "
+            r"--dispersion \(default map\) was given",
+        ),
+        (["--weights", "depth", "--dispersion", "map"], r"but --dispersion map was given"),
+        (
+            ["--weights", "depth", "--dispersion", "mle"],
+            r"--weights needs .*--cooks-cutoff none .*but --cooks-cutoff default was given",
+        ),
+        (
+            ["--weights", "depth", "--test", "ql"],
+            r"--weights needs --dispersion mle and --cooks-cutoff none .* and --test wald or "
+            r"lrt, but --test ql was given",
+        ),
+        (
+            ["--weights", "condition", "--dispersion", "mle", "--cooks-cutoff", "none"],
+            r"`weights` must be numeric, but the obs column 'condition' could not be read as "
+            r"numbers \(e.g. 'ctrl'\)",
+        ),
+        (
+            ["--lfc-shrink", "--weights", "depth", "--dispersion", "mle", "--cooks-cutoff", "none"],
+            r"--lfc-shrink cannot be combined with --weights",
+        ),
+        (
+            ["--weights", "nope", "--dispersion", "mle", "--cooks-cutoff", "none"],
+            r"`weights` names the obs column 'nope'",
+        ),
     ],
 )
 def test_bad_values_are_one_line_errors(workdir, capsys, flags, match):

@@ -175,3 +175,23 @@ def test_tmm_with_weights_is_refused(table) -> None:
             dispersion="mle",
             cooks_cutoff=None,
         )
+
+
+def test_condition_with_only_zero_weights_names_the_weights(table) -> None:
+    y, obs, sf = table
+    w = np.where(obs["c"] == "b", 0.0, 1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"`design_loc` is not identifiable on the observations of positive weight: every "
+        r"observation with a non-zero value in \['c\[T\.b\]'\] .*has weight 0",
+    ):
+        bg.de.test(
+            y,
+            "~ c",
+            obs=obs,
+            weights=w,
+            size_factors=sf,
+            coef="c[T.b]",
+            dispersion="mle",
+            cooks_cutoff=None,
+        )

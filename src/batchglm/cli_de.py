@@ -62,6 +62,32 @@ def _check_lfc_shrink(args: argparse.Namespace, lfc_threshold: float) -> None:
             "--lfc-shrink keeps the plain Wald p-values, so it cannot be combined with "
             "--lfc-threshold or --alt-hypothesis."
         )
+    if args.weights is not None:
+        raise CliError(
+            "--lfc-shrink cannot be combined with --weights (its prior and MAP dispersions "
+            "are unweighted); drop --lfc-shrink to report the weighted Wald fold changes."
+        )
+
+
+def _check_weights(args: argparse.Namespace, cooks_cutoff: Any) -> None:
+    """Refuse, before anything is fitted, the options that --weights cannot be used with."""
+    if args.weights is None:
+        return
+    need = (
+        "--weights needs --dispersion mle and --cooks-cutoff none (the MAP and QL dispersion "
+        "estimators and Cook's distances are unweighted)"
+    )
+    if args.test == "ql":
+        raise CliError(f"{need} and --test wald or lrt, but --test ql was given.")
+    if args.dispersion != "mle":
+        given = (
+            "no --dispersion (default map)"
+            if args.dispersion is None
+            else f"--dispersion {args.dispersion}"
+        )
+        raise CliError(f"{need}, but {given} was given.")
+    if cooks_cutoff is not None:
+        raise CliError(f"{need}, but --cooks-cutoff {args.cooks_cutoff} was given.")
 
 
 def _test_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,6 +131,8 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
             "--lfc-threshold and --alt-hypothesis need --test wald or ql, not --test lrt."
         )
     _check_lfc_shrink(args, lfc_threshold)
+    cooks_cutoff = _cooks_cutoff(args.cooks_cutoff)
+    _check_weights(args, cooks_cutoff)
     coef: Any = None
     if args.coef is not None:
         coef = args.coef[0] if len(args.coef) == 1 else list(args.coef)
@@ -114,7 +142,7 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
         "method": args.test,
         "reduced": args.reduced,
         "dispersion": args.dispersion,
-        "cooks_cutoff": _cooks_cutoff(args.cooks_cutoff),
+        "cooks_cutoff": cooks_cutoff,
         "independent_filtering": not args.no_independent_filtering,
         "alpha": alpha,
         "lfc_threshold": lfc_threshold,
@@ -278,7 +306,8 @@ def add_test_parser(sub: Any) -> None:
         "--weights",
         metavar="COLUMN",
         help="obs column of per-sample observation weights (frequency weights: 2 counts a "
-        "sample twice); needs --dispersion mle and --cooks-cutoff none unless all are 1",
+        "sample twice); needs --dispersion mle and --cooks-cutoff none (--test wald or lrt; "
+        "not with --lfc-shrink)",
     )
     p_test.add_argument(
         "--lfc-shrink",

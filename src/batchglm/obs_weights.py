@@ -61,6 +61,7 @@ def obs_array(value: Any, d: Data, obs: pd.DataFrame | None, what: str) -> Array
     if value is None:
         return None
     n_obs, n_feat = d.shape
+    column = value if isinstance(value, str) else None
     if isinstance(value, str):
         if obs is None or value not in obs.columns:
             have = [] if obs is None else list(obs.columns)[:5]
@@ -91,8 +92,10 @@ def obs_array(value: Any, d: Data, obs: pd.DataFrame | None, what: str) -> Array
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
+        source = "it" if column is None else f"the obs column {column!r}"
         raise ValueError(
-            f"`{what}` must be numeric, but it could not be read as numbers."
+            f"`{what}` must be numeric, but {source} could not be read as numbers "
+            f"(e.g. {_first_non_number(value)!r})."
         ) from None
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -107,6 +110,16 @@ def obs_array(value: Any, d: Data, obs: pd.DataFrame | None, what: str) -> Array
             f"`{what}` must be finite, but {int(bad.sum())} value(s) are NaN or infinite."
         )
     return np.ascontiguousarray(arr)
+
+
+def _first_non_number(value: Any) -> Any:
+    """Return the first entry of ``value`` that ``float`` refuses (for error messages)."""
+    for item in np.asarray(value, dtype=object).ravel():
+        try:
+            float(item)
+        except (TypeError, ValueError):
+            return item
+    return None
 
 
 def as_weights(value: Any, d: Data, obs: pd.DataFrame | None) -> Array | None:
@@ -334,10 +347,11 @@ def check_weighted_designs(loc: Design, scale: Design, w: Array | None) -> None:
 
     A weight of 0 drops an observation, so the design restricted to the others must pass
     the same check as a design whose rows were dropped
-    (:func:`batchglm.design.check_identifiable`, the same message: e.g. a level all of whose
-    observations have weight 0 is an all-zero column). Only weights per observation
-    ``(n_obs,)`` are checked here; per-feature weights are checked per feature by
-    :func:`identifiable_features`.
+    (:func:`batchglm.design.check_identifiable`); when it fails because some columns are
+    non-zero only on observations of weight 0 (e.g. a level all of whose observations have
+    weight 0), the message names those columns and says that their weights are 0. Only
+    weights per observation ``(n_obs,)`` are checked here; per-feature weights are checked
+    per feature by :func:`identifiable_features`.
 
     Parameters
     ----------
@@ -350,12 +364,16 @@ def check_weighted_designs(loc: Design, scale: Design, w: Array | None) -> None:
     ------
     ValueError
         When a design restricted to the observations of positive weight is rank-deficient;
-        the message names the all-zero and the confounded columns.
+        the message names the columns whose observations all have weight 0, or else the
+        all-zero and the confounded columns.
     """
     if w is None or w.ndim != 1 or bool((w > 0).all()):
         return
     used = w > 0
     for design, which in ((loc, "loc"), (scale, "scale")):
+        nonzero = np.any(design.matrix != 0.0, axis=0)
+        kept_nonzero = np.any(design.matrix[used] != 0.0, axis=0)
+        weighted_out = [design.names[j] for j in np.flatnonzero(nonzero & ~kept_nonzero)]
         kept = Design(
             design.matrix[used],
             design.names,
@@ -364,7 +382,17 @@ def check_weighted_designs(loc: Design, scale: Design, w: Array | None) -> None:
             constraint_spec=design.constraint_spec,
             obs=None if design.obs is None else design.obs.iloc[np.flatnonzero(used)],
         )
-        check_identifiable(kept, which)
+        try:
+            check_identifiable(kept, which)
+        except ValueError:
+            if not weighted_out:
+                raise
+            raise ValueError(
+                f"`design_{which}` is not identifiable on the observations of positive "
+                f"weight: every observation with a non-zero value in {weighted_out} (e.g. "
+                "of a condition level) has weight 0; give some of them a positive weight "
+                "or drop them."
+            ) from None
 
 
 def identifiable_features(loc: Array, scale: Array, w: Array) -> NDArray[np.bool_]:
