@@ -110,7 +110,11 @@ def test_refusals(table) -> None:
     w = np.full(len(y), 2.0)
     with pytest.raises(NotImplementedError, match=r"needs dispersion='mle'.*'map' was given"):
         bg.de.test(y, "~ c", coef="c[T.b]", obs=obs, weights=w, cooks_cutoff=None)
-    with pytest.raises(NotImplementedError, match=r"needs dispersion='mle'.*'ql' was given"):
+    # method='ql' without a dispersion: the message names method='ql', not a dispersion
+    with pytest.raises(
+        NotImplementedError,
+        match=r"needs method 'wald' or 'lrt' with dispersion='mle' .*but method='ql' was given",
+    ):
         bg.de.test(y, "~ c", coef="c[T.b]", obs=obs, weights=w, method="ql")
     with pytest.raises(ValueError, match=r"unweighted counts.*cooks_cutoff=None"):
         bg.de.test(y, "~ c", coef="c[T.b]", obs=obs, weights=w, dispersion="mle")

@@ -402,7 +402,7 @@ def test(
     w_arr, size_factors, off_arr = resolve_weights_offset(
         data, layer, obs, size_factors, weights, offset, counts_family
     )
-    check_weighted_options(w_arr, off_arr, dispersion, cooks_cutoff)
+    check_weighted_options(w_arr, off_arr, dispersion, cooks_cutoff, method)
     fit_args = {
         "family": family,
         "max_iter": max_iter,

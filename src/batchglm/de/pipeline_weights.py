@@ -103,7 +103,11 @@ def resolve_weights_offset(
 
 
 def check_weighted_options(
-    weights: Array | None, offset: Array | None, dispersion: str, cooks_cutoff: Any
+    weights: Array | None,
+    offset: Array | None,
+    dispersion: str,
+    cooks_cutoff: Any,
+    method: str = "wald",
 ) -> None:
     """Refuse the pipeline options that would ignore weights or a per-feature offset.
 
@@ -117,6 +121,9 @@ def check_weighted_options(
         ``"mle"``, ``"map"`` or ``"ql"``.
     cooks_cutoff : object
         ``None`` when Cook's distances are off.
+    method : str
+        ``"wald"``, ``"lrt"`` or ``"ql"`` (for the message: ``"ql"`` always uses the QL
+        dispersion).
 
     Raises
     ------
@@ -127,6 +134,11 @@ def check_weighted_options(
     """
     per_feature = offset is not None and offset.ndim == 2
     what = "`weights`" if weights is not None else "an `offset` per observation and feature"
+    if (weights is not None or per_feature) and method == "ql":
+        raise NotImplementedError(
+            f"bg.de.test with {what} needs method 'wald' or 'lrt' with dispersion='mle' (the "
+            "QL dispersion estimator ignores them), but method='ql' was given."
+        )
     if (weights is not None or per_feature) and dispersion != "mle":
         raise NotImplementedError(
             f"bg.de.test with {what} needs dispersion='mle' (the MAP and QL dispersion "
