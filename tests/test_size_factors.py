@@ -163,3 +163,23 @@ def test_size_factor_weights_are_checked() -> None:
     np.testing.assert_array_equal(
         bg.size_factors(y, "tmm", weights=np.ones(6)), bg.size_factors(y, "tmm")
     )
+
+
+def test_fit_estimates_named_size_factors_with_observation_weights() -> None:
+    """`bg.fit(size_factors="median_ratio", weights=w)` equals the fit of duplicated rows."""
+    rng = np.random.default_rng(31)
+    n, g = 8, 40
+    y = rng.negative_binomial(5, 5 / (5 + rng.uniform(2, 40, (n, g)))).astype(float)
+    cond = np.array(["a"] * 4 + ["b"] * 4)
+    w = np.array([1, 2, 1, 3, 1, 1, 2, 1], dtype=float)
+    obs = pd.DataFrame({"condition": cond})
+    rep = np.repeat(np.arange(n), w.astype(int))
+    weighted = bg.fit(y, "~ condition", obs=obs, weights=w, size_factors="median_ratio")
+    dup = bg.fit(
+        y[rep], "~ condition", obs=obs.iloc[rep].reset_index(drop=True), size_factors="median_ratio"
+    )
+    np.testing.assert_allclose(
+        weighted.coef_loc.to_numpy(), dup.coef_loc.to_numpy(), rtol=1e-7, atol=1e-9
+    )
+    plain = bg.fit(y, "~ condition", obs=obs, size_factors="median_ratio")
+    assert not np.allclose(plain.coef_loc.to_numpy(), dup.coef_loc.to_numpy(), atol=1e-6)

@@ -256,10 +256,14 @@ def fit(
         )
     # FitSettings.size_factors: the method's name, "given" for values, None for none.
     sf_method = size_factors if isinstance(size_factors, str) or size_factors is None else "given"
+    w = as_weights(weights, d, obs)
     if isinstance(size_factors, str):
         from batchglm.size_factors import size_factors as named_size_factors
 
-        size_factors = named_size_factors(d, size_factors)
+        # Per-observation weights enter the estimate (integer weights = duplicated rows);
+        # per-feature weights have no such equivalent and do not.
+        sf_weights = w if w is not None and w.ndim == 1 else None
+        size_factors = named_size_factors(d, size_factors, weights=sf_weights)
     sf = as_size_factors(size_factors, n_obs)
     if max_iter < 1:
         raise ValueError(f"`max_iter` must be at least 1, but {max_iter} was given.")
@@ -268,7 +272,6 @@ def fit(
 
     fixed_b = _fixed_scale(fixed_scale, scale, n_feat, fam.has_scale)
     start_a = _init_loc(init_loc, loc, n_feat, random_effects is not None or d.kind == "dask")
-    w = as_weights(weights, d, obs)
     check_weighted_designs(loc, scale, w)
     # Solve at weights of mean 1 per feature: estimates do not depend on a constant factor
     # on the weights, the absolute convergence tolerance would (loglik is rescaled below).
