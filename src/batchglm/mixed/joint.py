@@ -33,7 +33,7 @@ from batchglm.families import Derivatives
 from batchglm.mixed.grouping import Grouping
 from batchglm.mixed.laplace import OuterProblem, differenced_hessian, laplace_evaluation
 from batchglm.mixed.third_derivatives import third_derivatives
-from batchglm.solvers.count_table import CountTable
+from batchglm.solvers.count_table import CountTable, table_and_constant
 from batchglm.solvers.objective import Evaluation, Problem
 
 Array = NDArray[np.float64]
@@ -148,18 +148,10 @@ class JointLaplaceObjective:
         self.z = self.layout.z
         self.zt = self.layout.zt
         self.factor_of = self.layout.factor_of
-        fam = problem.family
         sg = problem.scale_groups
-        if table is None and fam.has_count_terms:
-            table = CountTable(self.y, sg.index, sg.n_groups)
-        self.table = table
-        if constant is None:
-            constant = (
-                table.feature_sums(fam.constant(table.values))
-                if table is not None
-                else fam.constant(self.y).sum(axis=0)
-            )
-        self.constant = constant
+        self.table, self.constant = table_and_constant(
+            problem.family, self.y, sg.index, sg.n_groups, table, constant
+        )
         self.modes = np.zeros((self.q, y.shape[1])) if modes is None else modes
 
     @property

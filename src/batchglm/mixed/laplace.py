@@ -36,7 +36,7 @@ from batchglm.families import Family
 from batchglm.mixed.inner import Mode, solve_modes
 from batchglm.mixed.outer_hessian import GroupMoments, laplace_hessian
 from batchglm.mixed.third_derivatives import higher_derivatives, third_derivatives
-from batchglm.solvers.count_table import CountTable
+from batchglm.solvers.count_table import CountTable, table_and_constant
 from batchglm.solvers.linalg import GroupSums, PairProducts
 from batchglm.solvers.objective import Evaluation, Problem
 
@@ -175,21 +175,14 @@ class LaplaceObjective:
         self._problem = OuterProblem(problem)
         self.y = np.ascontiguousarray(y)
         self.groups = groups
-        fam = problem.family
         sg = problem.scale_groups
-        if table is None and fam.has_count_terms:
-            table = CountTable(self.y, sg.index, sg.n_groups)
-        self.table = table
-        if constant is None:
-            if table is not None:
-                constant = table.feature_sums(fam.constant(table.values))
-            else:
-                constant = fam.constant(self.y).sum(axis=0)
-        self.constant = constant
+        self.table, self.constant = table_and_constant(
+            problem.family, self.y, sg.index, sg.n_groups, table, constant
+        )
         self.modes = np.zeros((groups.n_groups, y.shape[1])) if modes is None else modes
         self.last_mode: Mode | None = None
         if moments is None:
-            zc = problem.scale.reduced if fam.has_scale else None
+            zc = problem.scale.reduced if problem.family.has_scale else None
             moments = GroupMoments(problem.rows.xc, zc, groups)
         self.moments = moments
         #: Mode derivatives ``dv_g / dtheta`` ``(G, F, k)`` at ``theta_ref`` (the last

@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 
 from batchglm.families import Derivatives, Family
 from batchglm.mixed.laplace import laplace_evaluation
-from batchglm.solvers.count_table import CountTable
+from batchglm.solvers.count_table import CountTable, table_and_constant
 from batchglm.solvers.linalg import GroupSums, PairProducts, inverse_negative
 from batchglm.solvers.objective import Evaluation, Problem
 
@@ -156,17 +156,10 @@ class RemlObjective:
         self._problem = RemlProblem(problem)
         self.y = np.ascontiguousarray(y)
         self.groups = groups
-        fam = problem.family
         sg = problem.scale_groups
-        if table is None and fam.has_count_terms:
-            table = CountTable(self.y, sg.index, sg.n_groups)
-        self.table = table
-        if constant is None:
-            if table is not None:
-                constant = table.feature_sums(fam.constant(table.values))
-            else:
-                constant = fam.constant(self.y).sum(axis=0)
-        self.constant = constant
+        self.table, self.constant = table_and_constant(
+            problem.family, self.y, sg.index, sg.n_groups, table, constant
+        )
         self.a = np.array(a0, dtype=np.float64)
         self.modes = np.zeros((groups.n_groups, y.shape[1])) if modes is None else modes
         xc = problem.rows.xc

@@ -181,3 +181,46 @@ class CountTable:
         """
         sums = np.bincount(self.seg % self.n_feat, self.counts * values, minlength=self.n_feat)
         return sums.astype(np.float64, copy=False)
+
+
+def table_and_constant(
+    family: Family,
+    y: Array,
+    scale_index: NDArray[np.intp],
+    n_scale_groups: int,
+    table: CountTable | None = None,
+    constant: Array | None = None,
+) -> tuple[CountTable | None, Array]:
+    """Build the count table of a block (count families) and its parameter-free part.
+
+    Parameters
+    ----------
+    family : Family
+        The family of the fit.
+    y : ndarray
+        Observations ``(n_obs, F)``.
+    scale_index : ndarray of int
+        ``(n_obs,)`` scale group of each observation.
+    n_scale_groups : int
+        Number of scale groups.
+    table : CountTable, optional
+        A table built already (kept as it is).
+    constant : ndarray, optional
+        The parameter-free part ``(F,)`` computed already (kept as it is).
+
+    Returns
+    -------
+    table : CountTable or None
+        ``None`` for families without count terms.
+    constant : ndarray
+        ``(F,)`` sum of the family's parameter-free terms, from the table's distinct
+        counts where there is one.
+    """
+    if table is None and family.has_count_terms:
+        table = CountTable(y, scale_index, n_scale_groups)
+    if constant is None:
+        if table is not None:
+            constant = table.feature_sums(family.constant(table.values))
+        else:
+            constant = family.constant(y).sum(axis=0)
+    return table, constant
