@@ -41,9 +41,11 @@ def _background(rng: np.random.Generator, sf: np.ndarray, g: np.ndarray, n: int)
 
 def _reference_p(counts: np.ndarray, log_size: np.ndarray, cond: np.ndarray) -> float:
     """Randomization p-value of the donor-level F statistic, by brute force."""
-    z = np.log(counts + 0.5) - log_size
+    size = np.exp(log_size)
+    prior = 0.5 * size / size.mean()  # pseudocount scaled to the donor's size
+    z = np.log(counts + prior) - log_size
     n = z.size
-    floor = np.mean(1.0 / (counts + 0.5))
+    floor = np.mean(1.0 / (counts + prior))
 
     def f_stat(c: np.ndarray) -> float:
         x = np.column_stack([np.ones(n), c])
@@ -203,3 +205,24 @@ def test_scale_model_tests_of_mixed_and_plain_fits_are_left_alone() -> None:
         de = bg.de.wald(res, coef="Intercept", model="scale")
         assert (de.kind == "wald").all()
         assert np.isfinite(de.pval).all()
+
+
+def test_zero_donors_of_different_sizes_make_no_effect() -> None:
+    """Counts in one donor, donor sizes differing between conditions (300 vs 30 cells).
+
+    Every reassignment puts the one expressed donor on one side against equal zero donors,
+    so the randomization p-value is 1; an unscaled pseudocount gave the smallest possible
+    p (2/70) here because zero donors of different sizes had different levels.
+    """
+    ncell = [300, 300, 300, 300, 30, 30, 30, 30]
+    obs, sf, g = _layout(ncell, 5)
+    rng = np.random.default_rng(12)
+    y = _background(rng, sf, g, 6)
+    for j, donor in enumerate([0, 5]):
+        y[:, j] = 0.0
+        y[np.flatnonzero(g == donor)[:3], j] = 1.0
+    res = bg.fit(y, "~ condition", obs=obs, size_factors=sf, random_effects="donor")
+    tab = bg.de.wald(res, coef="condition[T.stim]").summary()
+    for j in (0, 1):
+        assert tab["status"].iloc[j] == "separated"
+        assert tab["pvalue"].iloc[j] > 0.5
