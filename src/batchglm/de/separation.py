@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from batchglm.de.zero_side import zero_side_floor
 from batchglm.design import column_rank
+from batchglm.fitted import fitted_mean
 from batchglm.inputs import data_of_fit
 from batchglm.obs_weights import counted_offsets, is_weighted
 from batchglm.result import FitResult
@@ -207,7 +209,7 @@ def lrt_statistic(
     features: NDArray[np.intp],
     *,
     layer: str | None = None,
-) -> tuple[Array, NDArray[np.bool_]]:
+) -> tuple[Array, NDArray[np.bool_], Array]:
     """Likelihood-ratio statistic of ``L theta = 0`` for some features of a fit.
 
     Parameters
@@ -233,6 +235,10 @@ def lrt_statistic(
         optimum or lies clearly above the full fit.
     ok : ndarray of bool
         Where ``stat`` is usable.
+    floor : ndarray
+        Smallest p-value the separation allows
+        (:func:`batchglm.de.zero_side.zero_side_floor`; 1 for weighted fits and families
+        without count terms, which it does not cover).
 
     Raises
     ------
@@ -279,7 +285,11 @@ def lrt_statistic(
     stat = 2.0 * (ll_full - reduced.loglik_values)
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
-    return np.where(ok, np.maximum(stat, 0.0), np.nan), ok
+    floor = np.ones(features.size)
+    if res.family.has_count_terms and not is_weighted(res):
+        total = np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
+        floor = zero_side_floor(total, fitted_mean(res, features), fitted_mean(reduced))
+    return np.where(ok, np.maximum(stat, 0.0), np.nan), ok, floor
 
 
 def _columns(value: object, features: NDArray[np.intp]) -> Array | None:

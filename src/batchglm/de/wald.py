@@ -240,10 +240,11 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
         pval[hit] = np.nan
         kind[hit] = "none"
         return replace(de, stat=stat, pval=pval, stat_kind=kind)
-    lr, ok = lrt_statistic(data, res, basis, hit, layer=layer)
+    lr, ok, floor = lrt_statistic(data, res, basis, hit, layer=layer)
     stat[hit] = lr
     with np.errstate(invalid="ignore"):
-        pval[hit] = np.where(ok, chi2_sf(lr, de.df), np.nan)
+        # Never below what Poisson sampling of the few reads allows (batchglm.de.zero_side).
+        pval[hit] = np.where(ok, np.maximum(chi2_sf(lr, de.df), floor), np.nan)
     kind[hit] = "lrt"
     free = hit[scale_free_at_zeros(res, hit)]
     if free.size:
