@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -112,7 +113,7 @@ def refit_location(
     from batchglm.fit import fit
 
     c = res.loc.constraints if constraints_loc is None else constraints_loc
-    return fit(
+    out = fit(
         data_of_fit(data, res, layer=layer),
         res.design_loc,
         constraints_loc=c,
@@ -123,3 +124,8 @@ def refit_location(
         tol=float(res.settings.get("tol", 1e-10)),  # type: ignore[arg-type]
         progress=progress,
     )
+    if constraints_loc is None:
+        # Same design and constraints: keep the fit's own Design (its formula and `obs`),
+        # so contrasts by level names work on the refit (e.g. lfc_shrink of bg.de.test).
+        out = replace(out, loc=res.loc)
+    return out
