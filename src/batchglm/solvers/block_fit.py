@@ -101,7 +101,9 @@ def fit_block(
     wf = cols(weights, fit) if subset else weights
     of = cols(offset, fit) if subset else offset
     nzf = nonzeros.subset(fit) if nonzeros is not None and subset else nonzeros
-    objective = Objective(problem, yf, weights=wf, offset=of, nonzeros=nzf)
+    objective = Objective(
+        problem, yf, weights=wf, offset=of, nonzeros=nzf, fixed_scale=fixed_b is not None
+    )
     a0 = _start_loc(start_loc, fit, subset) if start_loc is not None else None
     if a0 is None or not np.isfinite(a0).all():
         default = initial_loc(problem, yf, wf, of, nzf)

@@ -260,6 +260,15 @@ class Objective:
     nonzeros : NonZeros, optional
         The non-zero entries of ``y`` when the caller has listed them already (from a
         sparse block); the count table and the zero sums then make no pass over ``y``.
+    fixed_scale : bool
+        The scale parameters are held at given values (``bg.fit(..., fixed_scale=...)``,
+        the location refit at shrunken dispersions); only the log-likelihood and its
+        location derivatives are needed. The count terms are then evaluated for the
+        log-likelihood alone (``lgamma``, no ``digamma``/``trigamma``) and the scale blocks
+        of the gradient and Hessian are returned as zeros, which is what the solver's
+        fixed-scale Newton system (``_drop_scale`` in :mod:`batchglm.solvers.newton`) puts
+        there anyway. Log-likelihood and location derivatives are the same numbers as with
+        ``fixed_scale=False``.
 
     Notes
     -----
@@ -279,8 +288,10 @@ class Objective:
         weights: Array | None = None,
         offset: Array | None = None,
         nonzeros: NonZeros | None = None,
+        fixed_scale: bool = False,
     ) -> None:
         self.problem = problem
+        self.fixed_scale = fixed_scale
         groups = problem.scale_groups
         obs_weight = weights
         if obs_weight is None and problem.weights is not None:
@@ -346,6 +357,7 @@ class Objective:
         """
         out = object.__new__(Objective)
         out.problem, out.rows = self.problem, self.rows
+        out.fixed_scale = self.fixed_scale
         out.table = self.table.subset(keep) if self.table is not None else None
         out._constant = self._constant[keep] if self._constant is not None else None
         out.y = np.ascontiguousarray(self.y[:, keep])
@@ -434,7 +446,7 @@ class Objective:
             der = fam.derivatives(self.y, eta_loc, eta_scale, order, self.scratch)
         if self.weight is not None:
             der = _weighted(der, self.weight)
-        counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
+        counts = self._count_sums(eta_s_groups, order)
         elementary = der.ll.sum(axis=0)
         constant = self.constant()
         ll = elementary + constant
@@ -451,7 +463,9 @@ class Objective:
         kl = p.k_loc
         grad[:, :kl] = (rows.xc.T @ der.d_loc).T
         hess[:, :kl, :kl] = rows.pp_loc(der.d2_loc)
-        if fam.has_scale:
+        if fam.has_scale and self.fixed_scale:
+            _zero_scale_blocks(grad, hess, kl)
+        elif fam.has_scale:
             assert der.d_scale is not None and der.d2_scale is not None
             assert der.d2_cross is not None and rows.pp_cross is not None
             d_s = rows.scale_groups(der.d_scale)
@@ -467,6 +481,15 @@ class Objective:
             hess[:, kl:, kl:] = p.pp_scale(d2_s)
         return Evaluation(ll, grad, hess, magnitude)
 
+    def _count_sums(
+        self, eta_s_groups: Array, order: int
+    ) -> tuple[Array, Array | None, Array | None] | None:
+        """Count-table sums per ``(scale group, feature)``; values only at a fixed scale."""
+        if self.table is None:
+            return None
+        count_order = 0 if self.fixed_scale else order
+        return self.table.group_sums(self.problem.family, eta_s_groups, count_order)
+
     def _evaluate_covariates(
         self, plan: covariate_sums.CovariatePlan, theta: Array, order: int
     ) -> Evaluation:
@@ -479,9 +502,7 @@ class Objective:
             plan, self.y_sorted, theta[:, :kl], eta_s_groups[plan.scale_of_group], order
         )
         parts = covariate_sums.assemble(plan, acc, p.scale_rows, order)
-        counts = (
-            self.table.group_sums(p.family, eta_s_groups, order) if self.table is not None else None
-        )
+        counts = self._count_sums(eta_s_groups, order)
         constant = self.constant()
         ll = parts.ll + constant
         magnitude = np.abs(parts.ll) + np.abs(constant)
@@ -492,6 +513,14 @@ class Objective:
         if order == 0:
             return Evaluation(ll, None, None, magnitude)
         assert parts.grad_loc is not None and parts.hess_loc is not None
+        if self.fixed_scale:
+            k = p.n_params
+            grad = np.empty((theta.shape[0], k))
+            hess = np.empty((theta.shape[0], k, k))
+            grad[:, :kl] = parts.grad_loc
+            hess[:, :kl, :kl] = parts.hess_loc
+            _zero_scale_blocks(grad, hess, kl)
+            return Evaluation(ll, grad, hess, magnitude)
         assert parts.cross is not None and parts.d_scale is not None
         assert parts.d2_scale is not None
         d_s, d2_s = parts.d_scale, parts.d2_scale
@@ -535,6 +564,13 @@ class Evaluation:
     grad: Array | None
     hess: Array | None
     magnitude: Array
+
+
+def _zero_scale_blocks(grad: Array, hess: Array, kl: int) -> None:
+    """Set the scale parts of ``grad`` ``(F, k)`` and ``hess`` ``(F, k, k)`` to zero in place."""
+    grad[:, kl:] = 0.0
+    hess[:, kl:, :] = 0.0
+    hess[:, :kl, kl:] = 0.0
 
 
 def _weighted(der: Derivatives, weight: Array) -> Derivatives:
