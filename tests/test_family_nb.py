@@ -82,3 +82,26 @@ def test_sample_has_requested_moments():
     y = FAM.sample(rng, el, es)
     assert abs(y.mean() - 20.0) < 0.1
     assert abs(y.var() - (20.0 + 400.0 / 4.0)) < 2.0
+
+
+def test_count_terms_evaluate_only_the_derivatives_of_their_order():
+    """Order 1 gives value and first derivative (no trigamma); both match scipy's closed forms."""
+    from scipy import special
+
+    fam = get_family("nb")
+    rng = np.random.default_rng(17)
+    y = rng.integers(1, 400, 50).astype(np.float64)
+    t = rng.uniform(-3.0, 12.0, 50)
+    r = np.exp(t)
+    first = fam.count_terms(y, t, 1)
+    second = fam.count_terms(y, t, 2)
+    assert first.d2_scale is None and second.d2_scale is not None
+    np.testing.assert_array_equal(first.ll, second.ll)
+    np.testing.assert_array_equal(first.d_scale, second.d_scale)
+    # d/dt [lgamma(y + r) - lgamma(r)] = r (digamma(y + r) - digamma(r)), r = e^t; exact
+    # where r is small enough for the plain difference not to cancel.
+    plain = r < 1e3
+    ref = r * (special.digamma(y + r) - special.digamma(r))
+    np.testing.assert_allclose(first.d_scale[plain], ref[plain], rtol=1e-10)
+    ref_ll = special.gammaln(y + r) - special.gammaln(r)
+    np.testing.assert_allclose(first.ll[plain], ref_ll[plain], rtol=1e-10)

@@ -168,18 +168,22 @@ class NegativeBinomial(Family):
         eta_scale : ndarray
             ``log(r)`` for each entry of ``y``.
         order : int
-            0 for the log-likelihood only, 2 for derivatives too.
+            0 for the log-likelihood only (``lgamma``), 1 for the first derivative too
+            (``digamma``), 2 for the second too (``trigamma``). Only the special functions
+            the order needs are evaluated.
 
         Returns
         -------
         CountTerms
-            Values for each entry.
+            Values for each entry; derivatives above ``order`` are ``None``.
         """
         r = np.exp(eta_scale)
         ll = lgamma_diff(y, r)
         if order == 0:
             return CountTerms(ll, None, None)
         d1 = r * digamma_diff(y, r)
+        if order == 1:
+            return CountTerms(ll, d1, None)
         d2 = d1 + r * r * trigamma_diff(y, r)
         return CountTerms(ll, d1, d2)
 

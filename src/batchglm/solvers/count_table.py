@@ -129,13 +129,15 @@ class CountTable:
         eta_scale : ndarray
             Scale predictors per group, ``(n_groups, F)``.
         order : int
-            0 for the log-likelihood only, 2 for derivatives too.
+            0 for the log-likelihood only, 1 for the first derivative too, 2 for the second
+            too (the family evaluates only the special functions the order needs).
 
         Returns
         -------
         tuple of ndarray or None
-            ``(ll, d_scale, d2_scale)`` per group and feature, each ``(n_groups, F)``;
-            ``None`` when the family has no count terms.
+            ``(ll, d_scale, d2_scale)`` per group and feature, each ``(n_groups, F)``
+            (derivatives above ``order`` are ``None``); ``None`` when the family has no
+            count terms.
         """
         flat = eta_scale.ravel()
         if flat.size and self.values.size and np.all(flat == flat[0]):
