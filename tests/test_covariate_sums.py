@@ -115,20 +115,27 @@ def test_objective_matches_the_direct_sums_and_scipy(compiled, n_cov, scale_grou
         np.testing.assert_allclose(ev.hess[:, :, i], d2, rtol=1e-5, atol=1e-4)
 
 
-def test_compiled_and_numpy_sums_agree():
+@pytest.mark.parametrize("n_cov", [1, 2])
+def test_compiled_and_numpy_sums_agree(n_cov):
+    # n_cov = 1 runs the kernel's one-covariate branch (sums in registers), 2 its general
+    # loop; order 0 always runs the general loop, so with one covariate the log-likelihood
+    # sums of the two branches must agree to the last bit.
     if not nb_kernel.ENABLED:
         pytest.skip("numba not available")
-    problem, x, z, sf = _problem(2000, 8, 2, True)
+    problem, x, z, sf = _problem(2000, 8, n_cov, True)
     y, theta, *_ = _data(x, z, sf, 3, 9)
     plan = problem.covariate_plan
     assert plan is not None
-    eta_s = problem.eta_scale_groups(theta[:, 5 + 1 :])[plan.scale_of_group]
-    a = theta[:, :6]
+    k_loc = 4 + n_cov
+    eta_s = problem.eta_scale_groups(theta[:, k_loc:])[plan.scale_of_group]
+    a = theta[:, :k_loc]
     ys = plan.sort(y)
     got = covariate_sums.group_sums(plan, ys, a, eta_s, 2, compiled=True)
     ref = covariate_sums.group_sums(plan, ys, a, eta_s, 2, compiled=False)
     scale = np.abs(ref).max(axis=(0, 2), keepdims=True)  # largest sum of each feature
     assert np.max(np.abs(got - ref) / scale) < 1e-12
+    ll_only = covariate_sums.group_sums(plan, ys, a, eta_s, 0, compiled=True)
+    np.testing.assert_array_equal(ll_only[:, :, 0], got[:, :, 0])
 
 
 def test_fit_reaches_the_scipy_optimum():
