@@ -198,3 +198,20 @@ def test_block_fit_never_builds_the_per_observation_pair_products():
     step = np.linalg.solve(-hess, grad[:, :, None])[:, :, 0]
     assert np.abs(step).max() < 1e-6
     assert problem.rows.pp_loc.built
+
+
+def test_smallest_predictor_from_group_bounds_matches_every_row():
+    # The separation check's min_j x_j . a from the groups' covariate bounds, against the
+    # minimum over the distinct design rows; coefficients of both signs on the covariate.
+    problem, *_ = _problem(3000, 12, 1)
+    plan = problem.covariate_plan
+    assert plan is not None
+    rng = np.random.default_rng(13)
+    a = rng.normal(0.0, 2.0, (6, problem.k_loc))
+    a[:3, plan.continuous[0]] = np.abs(a[:3, plan.continuous[0]])
+    a[3:, plan.continuous[0]] = -np.abs(a[3:, plan.continuous[0]])
+    direct = (problem.loc_rows @ a.T).min(axis=0)
+    got = plan.min_eta_loc(a)
+    assert got is not None
+    np.testing.assert_allclose(got, direct, rtol=1e-14, atol=1e-14)
+    assert _problem(3000, 12, 2)[0].covariate_plan.min_eta_loc(np.zeros((1, 6))) is None

@@ -150,9 +150,15 @@ def _min_eta(problem: Problem, a: Array, w: Array | None, offset: Array | None) 
     observations of positive weight (``w`` is ``(n_obs, 1)`` or ``(n_obs, F)``; ``offset``
     a block's ``(n_obs, F)`` offsets added to the problem's).
     """
-    eta_rows = problem.loc_rows @ a.T
     if w is None and offset is None:
-        return eta_rows.min(axis=0) + problem.offset.min()
+        # Groups plus one covariate: the minimum over the groups' bounds, not over every
+        # distinct row (at a million cells every row is distinct: one pass per block).
+        plan = problem.covariate_plan
+        low = None if plan is None else plan.min_eta_loc(a)
+        if low is not None:
+            return low + problem.offset.min()
+        return (problem.loc_rows @ a.T).min(axis=0) + problem.offset.min()
+    eta_rows = problem.loc_rows @ a.T
     total = problem.offset[:, None] + (0.0 if offset is None else offset)
     if w is None:
         return eta_rows.min(axis=0) + total.min(axis=0)

@@ -83,6 +83,8 @@ class CovariatePlan:
         moment start, :mod:`batchglm.init`), zero outside each group's scale group.
     sizes : ndarray
         ``(n_groups,)`` cells per group.
+    cov_min, cov_max : ndarray
+        ``(n_groups, p)`` smallest and largest value of each continuous column per group.
     """
 
     discrete: NDArray[np.intp]
@@ -98,6 +100,8 @@ class CovariatePlan:
     sum_sf: Array
     sum_sf2: Array
     sizes: Array
+    cov_min: Array
+    cov_max: Array
 
     @property
     def n_groups(self) -> int:
@@ -123,6 +127,33 @@ class CovariatePlan:
             ``(n_obs, F)`` C-contiguous float64 copy in ``order``.
         """
         return np.ascontiguousarray(y[self.order], dtype=np.float64)
+
+    def min_eta_loc(self, a: Array) -> Array | None:
+        """Smallest location predictor without offsets, ``min_j x_j . a``, from group bounds.
+
+        With one continuous column ``c`` of coefficient ``b`` the smallest ``c b`` of a group
+        is ``b min(c)`` or ``b max(c)``, so the minimum over the cells is one over the
+        groups: ``min_g (G[g] a_G + min(b cmin_g, b cmax_g))``, the same number as the
+        minimum over the distinct design rows without a pass over the cells. With more
+        columns the minimum of a sum is not the sum of the minima.
+
+        Parameters
+        ----------
+        a : ndarray
+            ``(F, k_loc)`` free location coefficients.
+
+        Returns
+        -------
+        ndarray or None
+            ``(F,)`` minima; ``None`` with more than one continuous column.
+        """
+        if self.n_covariates != 1:
+            return None
+        b = a[:, self.continuous[0]]
+        base = self.rows @ a[:, self.discrete].T
+        low = np.minimum(self.cov_min[:, :1] * b, self.cov_max[:, :1] * b)
+        out: Array = (base + low).min(axis=0)
+        return out
 
 
 def build(problem: Problem) -> CovariatePlan | None:
@@ -169,20 +200,25 @@ def build(problem: Problem) -> CovariatePlan | None:
     pair = scale_index * n_groups + group
     size = n_scale * n_groups
     order = np.argsort(group, kind="stable")
+    covariates = np.ascontiguousarray(xc[order][:, continuous])
+    starts = np.searchsorted(group[order], np.arange(n_groups + 1)).astype(np.intp)
     return CovariatePlan(
         discrete=discrete,
         continuous=continuous,
         group=group,
         order=order,
-        starts=np.searchsorted(group[order], np.arange(n_groups + 1)).astype(np.intp),
+        starts=starts,
         rows=np.ascontiguousarray(keys[:, :-1]),
         scale_of_group=scale_of_group,
         n_scale=n_scale,
-        covariates=np.ascontiguousarray(xc[order][:, continuous]),
+        covariates=covariates,
         offset=np.ascontiguousarray(problem.offset[order], dtype=np.float64),
         sum_sf=np.bincount(pair, sf, minlength=size).astype(np.float64).reshape(n_scale, -1),
         sum_sf2=np.bincount(pair, sf * sf, minlength=size).astype(np.float64).reshape(n_scale, -1),
         sizes=np.bincount(group, minlength=n_groups).astype(np.float64),
+        # every group has a cell (groups are distinct rows that occur)
+        cov_min=np.minimum.reduceat(covariates, starts[:-1], axis=0),
+        cov_max=np.maximum.reduceat(covariates, starts[:-1], axis=0),
     )
 
 
