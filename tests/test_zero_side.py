@@ -48,5 +48,5 @@ def test_floor_closed_form() -> None:
     mu_red = np.array([[1.0, 1.0, 1.0, 1.0]]).T @ np.ones((1, 2))
     floor = zero_side_floor(np.array([3.0, 0.0]), mu_full, mu_red)
     np.testing.assert_allclose(floor, [min(1.0, 2 * 0.5**3), 1.0], rtol=1e-14)
-    # No observation on the zero side: nothing to bound.
-    assert zero_side_floor(np.array([5.0]), np.ones((4, 1)), np.ones((4, 1)))[0] == 1.0
+    # No observation on the zero side: no floor.
+    assert zero_side_floor(np.array([5.0]), np.ones((4, 1)), np.ones((4, 1)))[0] == 0.0

@@ -237,8 +237,8 @@ def lrt_statistic(
         Where ``stat`` is usable.
     floor : ndarray
         Smallest p-value the separation allows
-        (:func:`batchglm.de.zero_side.zero_side_floor`; 1 for weighted fits and families
-        without count terms, which it does not cover).
+        (:func:`batchglm.de.zero_side.zero_side_floor`; 0, no floor, for weighted fits and
+        families without count terms, which it does not cover).
 
     Raises
     ------
@@ -285,7 +285,7 @@ def lrt_statistic(
     stat = 2.0 * (ll_full - reduced.loglik_values)
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
-    floor = np.ones(features.size)
+    floor = np.zeros(features.size)  # no floor
     if res.family.has_count_terms and not is_weighted(res):
         total = np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
         floor = zero_side_floor(total, fitted_mean(res, features), fitted_mean(reduced))

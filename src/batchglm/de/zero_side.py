@@ -17,7 +17,10 @@ which makes that event *more* likely under the null, so the Poisson value is a l
 of what any NB null allows. The tested p-value is therefore never below
 ``min(1, 2 (1 - q)^T)`` (two-sided): a gene whose few reads sit on one side cannot be more
 significant than the Poisson sampling of those reads allows. For 30 reads against zeros the
-floor is about 2e-9 and the likelihood ratio decides, as before.
+floor is about 2e-9 and the likelihood ratio decides, as before. With other free groups or
+covariates the floor conditions on the feature's total only (not on the nuisance
+parameters' sufficient statistics), which makes it smaller than the exact conditional
+test: weaker, never stricter.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def zero_side_floor(total: Array, mu_full: Array, mu_reduced: Array) -> Array:
     -------
     ndarray
         ``(F,)`` ``min(1, 2 (1 - q)^T)`` with ``q`` the reduced model's share of the zero
-        side; 1 where no observation is on the zero side (nothing to bound).
+        side; 0 (no floor) where no observation is on the zero side.
 
     Notes
     -----
@@ -62,4 +65,4 @@ def zero_side_floor(total: Array, mu_full: Array, mu_reduced: Array) -> Array:
     share = np.clip(share, 0.0, 1.0)
     with np.errstate(divide="ignore"):
         one_sided = np.exp(np.asarray(total, dtype=np.float64) * np.log1p(-share))
-    return np.where(zero.any(axis=0), np.minimum(1.0, 2.0 * one_sided), 1.0)
+    return np.where(zero.any(axis=0), np.minimum(1.0, 2.0 * one_sided), 0.0)
