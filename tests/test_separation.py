@@ -216,7 +216,7 @@ def test_null_separated_low_count_genes_match_the_lrt():
     # separation (two equal groups, no size factors: each read on the zero side with
     # probability 1/2, so the floor is min(1, 2 / 2^T); batchglm.de.zero_side).
     total = y.sum(0)
-    floor = np.minimum(1.0, 2.0 * 0.5 ** total)
+    floor = np.minimum(1.0, 2.0 * 0.5**total)
     expected = np.maximum(lrt.pval, floor)
     np.testing.assert_allclose(de.pval[sep], expected[sep], rtol=1e-6, atol=1e-12)
     assert (de.pval[sep] > lrt.pval[sep] * (1 + 1e-6)).sum() > 50  # the floor acts here
