@@ -101,6 +101,8 @@ def write(path: Path, n_obs: int, n_feat: int, workers: int) -> dict[str, Any]:
 def main() -> None:
     """Write the file, then fit both designs at once on separate core pairs."""
     n_obs, n_feat, workers, deadline = (int(a) for a in sys.argv[1:5])
+    # Optional fifth argument: "continuous", "categorical" or "both" (default).
+    which = sys.argv[5] if len(sys.argv) > 5 else "both"
     start = time.time()
     out_dir = Path(os.environ.get("OUT", "."))
     path = Path("/tmp/million_device.h5ad")
@@ -110,7 +112,14 @@ def main() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[var] = "2"
     runs = []
-    for cores, design in (("0,1", million.CONTINUOUS), ("2,3", million.CATEGORICAL)):
+    pairs = [("0,1", million.CONTINUOUS), ("2,3", million.CATEGORICAL)]
+    if which != "both":
+        pairs = [
+            p
+            for p in pairs
+            if p[1] == {"continuous": million.CONTINUOUS}.get(which, million.CATEGORICAL)
+        ]
+    for cores, design in pairs:
         tmp = Path(f"/tmp/million_device_{cores[0]}")
         tmp.mkdir(exist_ok=True)
         cmd = ["taskset", "-c", cores, sys.executable, str(HERE / "million.py"), "measure"]
