@@ -9,8 +9,11 @@
 #                           trended.dispersion), posterior QL dispersion var.post, the total
 #                           df of the test (df.prior + df.residual.zeros, capped as glmTreat
 #                           caps it), the unshrunk log2 fold change, glmTreat p-values with
-#                           null = "worst.case" and "interval" (lfc = log2(1.5)), and
-#                           whether edgeR's Poisson bound applies to the gene.
+#                           null = "worst.case" and "interval" (lfc = log2(1.5)), the
+#                           interval-null p-values at the small threshold log2(1.1)
+#                           (PValueIntervalSmall: most genes then fall in the formula's
+#                           second branch, z.right + z.left <= c), and whether edgeR's
+#                           Poisson bound applies to the gene.
 # Library sizes are the column sums with norm.factors 1 (no TMM), so that the size factors
 # are plain column sums on both sides.
 suppressPackageStartupMessages(library(edgeR))
@@ -34,6 +37,8 @@ fit <- glmQLFit(y, design)
 threshold <- log2(1.5)
 worst <- glmTreat(fit, coef = 2, lfc = threshold, null = "worst.case")
 interval <- glmTreat(fit, coef = 2, lfc = threshold, null = "interval")
+small_threshold <- log2(1.1)
+interval_small <- glmTreat(fit, coef = 2, lfc = small_threshold)  # edgeR's default null
 df_total <- pmin(fit$df.prior + fit$df.residual.zeros,
                  nrow(fit) * (ncol(counts) - ncol(design)))
 bound <- rowSums(fit$var.post * (1 + fit$fitted.values * fit$dispersion) < 1) > 0
@@ -43,7 +48,8 @@ out <- data.frame(
   gene = rownames(counts), dispersion = fit$dispersion, varPost = fit$var.post,
   dfTotal = df_total, logFCUnshrunk = fit$unshrunk.coefficients[, 2] / log(2),
   PValueWorstCase = worst$table$PValue, PValueInterval = interval$table$PValue,
-  poissonBound = bound, lfcThreshold = threshold
+  PValueIntervalSmall = interval_small$table$PValue,
+  poissonBound = bound, lfcThreshold = threshold, lfcThresholdSmall = small_threshold
 )
 num <- vapply(out, is.double, logical(1))
 out[num] <- lapply(out[num], signif, digits = 10)

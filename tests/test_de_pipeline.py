@@ -192,7 +192,21 @@ def test_ql_lfc_threshold_is_treat(five_vs_five):
     ref = bg.de.ql_f(res, coef=COEF, data=five_vs_five, lfc_threshold=0.5)
     np.testing.assert_allclose(de.pval, ref.pval, rtol=1e-8)
     plain = bg.de.test(five_vs_five, "~ condition", method="ql", coef=COEF, **common)
-    assert np.all(de.pval[np.isfinite(de.pval)] >= plain.pval[np.isfinite(de.pval)] - 1e-12)
+    # edgeR's default interval null averages over the window, which near p = 1 (estimate
+    # near 0, where Phi is concave) can end below the plain p (0.99754 vs 0.99772 here).
+    ok = np.isfinite(de.pval) & (plain.pval < 0.5)
+    assert np.all(de.pval[ok] >= plain.pval[ok])
+    worst = bg.de.test(
+        five_vs_five,
+        "~ condition",
+        method="ql",
+        coef=COEF,
+        lfc_threshold=0.5,
+        treat_null="worst.case",
+        **common,
+    )
+    ok = np.isfinite(worst.pval)
+    assert np.all(worst.pval[ok] >= plain.pval[ok] - 1e-12)
 
 
 def test_lrt_and_ql_route_to_the_tests(five_vs_five):

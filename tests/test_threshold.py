@@ -130,7 +130,7 @@ def test_treat_against_scipy_boundary_fits(small_fit) -> None:
     y, res = small_fit
     t = 0.8
     plain = bg.de.ql_f(res, coef=1, data=y)
-    treat = bg.de.ql_f(res, coef=1, data=y, lfc_threshold=t)
+    treat = bg.de.ql_f(res, coef=1, data=y, lfc_threshold=t, treat_null="worst.case")
     assert isinstance(treat, ThresholdedDEResult)
     x = res.design_loc.to_numpy()
     tau = t * LN2
@@ -230,6 +230,7 @@ def test_treat_matches_edger_glmtreat_worst_case() -> None:
         t,
         ref["varPost"].to_numpy(),
         ref["dfTotal"].to_numpy(),
+        null="worst.case",
     )
     assert ok.all()
     # Measured: 1.5e-8 relative at most (p down to 1e-11).
@@ -256,7 +257,14 @@ def test_treat_p_is_monotone_in_the_effect_at_fixed_se() -> None:
     b = res.coef_loc.to_numpy()[:, 1]
     np.testing.assert_allclose(b, b[0] + shifts[0] - shifts, atol=1e-7)
     pval, _, ok = treat_pvalues(
-        y, res, alpha, np.array([[0.0, 1.0]]), 1.0, np.ones(n), np.full(n, 6.0)
+        y,
+        res,
+        alpha,
+        np.array([[0.0, 1.0]]),
+        1.0,
+        np.ones(n),
+        np.full(n, 6.0),
+        null="worst.case",
     )
     assert ok.all()
     assert np.sum(pval >= 1.0 - 1e-12) <= 1 and np.all(pval <= 1.0 + 1e-12)

@@ -126,6 +126,16 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
             "--test ql tests --lfc-threshold by edgeR's TREAT, whose alternative is greaterAbs, "
             f"but --alt-hypothesis {alt} was given; use --test wald."
         )
+    if args.treat_null not in ("interval", "worst.case"):
+        raise CliError(
+            f"--treat-null must be interval or worst.case, but {args.treat_null!r} was given."
+        )
+    if args.treat_null != "interval" and not (args.test == "ql" and lfc_threshold > 0):
+        raise CliError(
+            "--treat-null chooses the null of edgeR's TREAT test, which needs --test ql and "
+            f"--lfc-threshold > 0, but --test {args.test} --lfc-threshold {lfc_threshold:g} "
+            "was given."
+        )
     if args.test == "lrt" and (lfc_threshold > 0 or alt != "greaterAbs"):
         raise CliError(
             "--lfc-threshold and --alt-hypothesis need --test wald or ql, not --test lrt."
@@ -147,6 +157,7 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
         "alpha": alpha,
         "lfc_threshold": lfc_threshold,
         "alt_hypothesis": alt,
+        "treat_null": args.treat_null,
         "model": args.model,
     }
 
@@ -301,6 +312,14 @@ def add_test_parser(sub: Any) -> None:
         metavar="{greaterAbs,lessAbs,greater,less}",
         help="alternative, as DESeq2's altHypothesis: |LFC| > T (default), |LFC| < T, "
         "LFC > T, LFC < -T (--test wald; --test ql: greaterAbs only)",
+    )
+    p_test.add_argument(
+        "--treat-null",
+        default="interval",
+        metavar="{interval,worst.case}",
+        help="null of the TREAT test (--test ql --lfc-threshold T), as edgeR's glmTreat: "
+        "the true LFC anywhere in [-T, T] (interval, default, as edgeR) or on the nearer "
+        "boundary (worst.case, larger p-values)",
     )
     p_test.add_argument(
         "--weights",

@@ -48,7 +48,7 @@ from batchglm.de.pipeline_weights import (
     weighted_base_mean,
 )
 from batchglm.de.result import DEResult
-from batchglm.de.threshold import check_threshold, wald_threshold
+from batchglm.de.threshold import check_threshold, check_treat_null, wald_threshold
 from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
@@ -147,6 +147,7 @@ def _run_test(
     design_scale: Any,
     fit_args: dict[str, Any],
     lfc_threshold: float = 0.0,
+    treat_null: str = "interval",
 ) -> DEResult:
     from batchglm.de.lrt import lrt
     from batchglm.de.ql import ql_f
@@ -172,6 +173,7 @@ def _run_test(
             data=data,
             layer=layer,
             lfc_threshold=lfc_threshold,
+            treat_null=treat_null,
             progress=fit_args["progress"],
         )
     red = fit(
@@ -233,6 +235,7 @@ def test(
     alpha: float = 0.1,
     lfc_threshold: float = 0.0,
     alt_hypothesis: str = "greaterAbs",
+    treat_null: str = "interval",
     min_replicates_for_replace: float = MIN_REPLICATES_FOR_REPLACE,
     progress: bool | None = None,
     model: str = "loc",
@@ -303,6 +306,10 @@ def test(
         The alternative, as DESeq2's ``altHypothesis``: ``|LFC| > T`` (default),
         ``|LFC| < T`` (needs ``T > 0``), ``LFC > T``, ``LFC < -T``. Wald tests with
         ``dispersion`` ``"map"`` or ``"mle"``; ``method="ql"`` has ``"greaterAbs"`` only.
+    treat_null : {"interval", "worst.case"}
+        The null of the TREAT test (``method="ql"`` with ``lfc_threshold > 0``), as edgeR's
+        ``glmTreat(null=)``: ``"interval"`` (edgeR's default) or ``"worst.case"`` (larger
+        p-values); see :func:`batchglm.de.threshold.treat_pvalues`.
     min_replicates_for_replace : float
         Outlier counts of observations in design cells with at least this many
         observations are replaced (DESeq2's ``minReplicatesForReplace``, 7); ``inf``
@@ -353,6 +360,7 @@ def test(
     ValueError
         For unknown or inconsistent options (``method``, ``dispersion``, ``coef`` /
         ``contrast`` / ``reduced``, ``alpha``, ``lfc_threshold``, ``alt_hypothesis``,
+        ``treat_null``,
         ``cooks_cutoff``), Cook's distances asked for with weights other than 1 or an
         offset per observation and feature, and
         anything :func:`batchglm.fit` and the tests raise.
@@ -385,6 +393,7 @@ def test(
         cooks_cutoff,
         min_replicates_for_replace,
     )
+    check_treat_null(treat_null)
     if (lfc_threshold > 0 or alt_hypothesis != "greaterAbs") and model != "loc":
         raise ValueError(
             "`lfc_threshold` > 0 and `alt_hypothesis` apply to location effects "
@@ -434,6 +443,7 @@ def test(
         "design_scale": design_scale,
         "fit_args": fit_args,
         "lfc_threshold": lfc_threshold if method == "ql" else 0.0,
+        "treat_null": treat_null,
     }
     logger.info(
         "testing %d features (%s, dispersion %r)", len(res.feature_names), method, dispersion

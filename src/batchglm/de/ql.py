@@ -12,7 +12,7 @@ from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.result import DEResult
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.statistics import RANK_RTOL, likelihood_ratio, wald_rows
-from batchglm.de.threshold import check_threshold, treat_ql
+from batchglm.de.threshold import check_threshold, check_treat_null, treat_ql
 from batchglm.de.wald import Coef, ContrastLike, test_rows
 from batchglm.dispersion.estimate import refit_location
 from batchglm.result import FitResult
@@ -27,6 +27,7 @@ def ql_f(
     layer: str | None = None,
     trend: str = "parametric",
     lfc_threshold: float = 0.0,
+    treat_null: str = "interval",
     progress: bool | None = None,
 ) -> DEResult:
     """Quasi-likelihood F test that location coefficients or contrasts are zero.
@@ -63,6 +64,10 @@ def ql_f(
         With ``T > 0`` (log2 units), test ``|log2FoldChange| > T`` instead of ``!= 0`` by
         edgeR's TREAT (``glmTreat``, McCarthy & Smyth 2009); one coefficient or contrast
         only. See :func:`batchglm.de.threshold.treat_ql`.
+    treat_null : {"interval", "worst.case"}
+        The null of the TREAT test, as edgeR's ``glmTreat(null=)``: the true effect anywhere
+        in ``[-T, T]`` (``"interval"``, edgeR's default) or on the boundary nearer the
+        estimate (``"worst.case"``, larger p-values).
     progress : bool, optional
         Progress bars of the dispersion passes and refits (default: on for long passes on a
         terminal, as :func:`batchglm.fit`).
@@ -78,7 +83,8 @@ def ql_f(
     Raises
     ------
     ValueError
-        When the tested combinations cover every free location parameter, the fit is not
+        When the tested combinations cover every free location parameter, ``treat_null`` is
+        unknown, the fit is not
         an NB fit with an intercept-only scale model, it has random effects (use
         :func:`batchglm.de.wald` or :func:`batchglm.de.lrt` on the mixed fit, or
         :func:`batchglm.pseudobulk` first), or it has no residual degrees of freedom.
@@ -90,6 +96,7 @@ def ql_f(
     _require_ql_fit(res)
     check_dispersion("ql", data)
     check_threshold(lfc_threshold, "greaterAbs")
+    check_treat_null(treat_null)
     check_residual_df(res, "bg.de.ql_f")
     lmat, labels = test_rows(res, coef, contrast, res.loc, "loc")
     c = res.loc.constraints
@@ -123,7 +130,9 @@ def ql_f(
         loglik_reduced=lr.loglik_reduced,
     )
     de = attach(de, shrunk, "ql")
-    return treat_ql(de, data, shrunk, lmat, lfc_threshold, layer) if lfc_threshold > 0 else de
+    if lfc_threshold == 0:
+        return de
+    return treat_ql(de, data, shrunk, lmat, lfc_threshold, layer, treat_null=treat_null)
 
 
 def _require_ql_fit(res: FitResult) -> None:

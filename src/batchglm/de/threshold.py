@@ -20,15 +20,20 @@ threshold ``T`` (or stays below it), so that significance means a relevant effec
   ``Z`` is standard normal, or Student t with the moderated residual degrees of freedom
   for ``dispersion="ql"`` (whose standard error includes the QL dispersion).
 * :func:`treat_ql` (``bg.de.ql_f(..., lfc_threshold=T)``): the TREAT test of McCarthy &
-  Smyth (2009, Bioinformatics 25:765) in the likelihood form of edgeR's ``glmTreat``
-  (``null="worst.case"``): the model is refitted with the tested effect held at ``+T``
-  and at ``-T`` (in natural-log units, ``T ln 2``), the signed roots of the two
-  likelihood-ratio statistics divided by the root of the QL dispersion are t statistics,
-  and ``p = P(t > z_near) + P(t > z_far)`` with the moderated degrees of freedom, where
-  ``z_near`` belongs to the smaller of the two statistics and is negative when
-  ``|b| <= T`` (see :func:`treat_pvalues`). edgeR's default since version 3.x,
-  ``null="interval"`` (a p-value averaged over nulls inside ``[-T, T]``), is not
-  implemented; the worst-case p-value is the larger (more conservative) of the two.
+  Smyth (2009, Bioinformatics 25:765) in the likelihood form of edgeR's ``glmTreat``: the
+  model is refitted with the tested effect held at ``+T`` and at ``-T`` (in natural-log
+  units, ``T ln 2``); the signed roots of the two likelihood-ratio statistics divided by
+  the root of the QL dispersion are t statistics, turned into z scores of the same tail
+  probability (limma's ``zscoreT``). Two nulls, as edgeR's ``null=`` (see
+  :func:`treat_pvalues`):
+
+  - ``"interval"`` (edgeR's default): the true effect lies somewhere in ``[-T, T]``; the
+    p-value averages the normal tail over a window of width ``c = 1.470402`` (z units,
+    edgeR's constant) at each boundary;
+  - ``"worst.case"``: the true effect sits on the boundary nearer the estimate,
+    ``p = P(t > z_near) + P(t > z_far)``, where ``z_near`` belongs to the smaller of the
+    two statistics and is negative when ``|b| <= T``. This is the larger (more
+    conservative) p-value.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ from batchglm.warning_site import user_stacklevel
 Array = NDArray[np.float64]
 
 ALTERNATIVES = ("greaterAbs", "lessAbs", "greater", "less")
+#: The nulls of edgeR's ``glmTreat(null=)``; the first is edgeR's default.
+TREAT_NULLS = ("interval", "worst.case")
+#: edgeR's window width (z units) of the ``"interval"`` null (``glmTreat``'s ``c``).
+INTERVAL_WIDTH = 1.470402
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +131,26 @@ def check_threshold(lfc_threshold: float, alt_hypothesis: str) -> None:
         raise ValueError(
             "`alt_hypothesis='lessAbs'` tests |log2FoldChange| < `lfc_threshold`, so it needs "
             "`lfc_threshold` > 0, but 0 was given."
+        )
+
+
+def check_treat_null(treat_null: str) -> None:
+    """Validate the ``treat_null`` option of a TREAT test.
+
+    Parameters
+    ----------
+    treat_null : str
+        One of :data:`TREAT_NULLS`.
+
+    Raises
+    ------
+    ValueError
+        If it is not.
+    """
+    if treat_null not in TREAT_NULLS:
+        raise ValueError(
+            f"`treat_null` must be one of {list(TREAT_NULLS)} (edgeR's glmTreat null), but "
+            f"{treat_null!r} was given."
         )
 
 
@@ -228,8 +257,9 @@ def treat_ql(
     lmat: Array,
     lfc_threshold: float,
     layer: str | None = None,
+    treat_null: str = "interval",
 ) -> DEResult:
-    """TREAT quasi-likelihood test as edgeR's ``glmTreat`` (worst-case null), for ``ql_f``.
+    """TREAT quasi-likelihood test as edgeR's ``glmTreat``, for ``ql_f``.
 
     Parameters
     ----------
@@ -245,6 +275,9 @@ def treat_ql(
         ``T`` on ``|log2FoldChange|`` (log2 units, ``> 0``).
     layer : str, optional
         AnnData layer of ``data``.
+    treat_null : {"interval", "worst.case"}
+        edgeR's ``null=``: the true effect anywhere in ``[-T, T]`` (default, as edgeR) or on
+        the nearer boundary (more conservative); see :func:`treat_pvalues`.
 
     Returns
     -------
@@ -256,7 +289,7 @@ def treat_ql(
     Raises
     ------
     ValueError
-        For a threshold that is not positive or a joint test.
+        For a threshold that is not positive, an unknown ``treat_null`` or a joint test.
 
     Notes
     -----
@@ -265,6 +298,7 @@ def treat_ql(
     two refits of the reduced model for all features at once.
     """
     check_threshold(lfc_threshold, "greaterAbs")
+    check_treat_null(treat_null)
     if lfc_threshold == 0:
         raise ValueError("`treat_ql` needs `lfc_threshold` > 0; use the plain ql_f test.")
     _single_effect(de, "bg.de.ql_f")
@@ -272,7 +306,7 @@ def treat_ql(
     s2 = de.ql_dispersion if de.ql_dispersion is not None else np.ones_like(b)
     df2 = de.df_residual if de.df_residual is not None else np.full_like(b, np.inf)
     pval, signed, good = treat_pvalues(
-        data, shrunk.fit, shrunk.alpha, lmat, lfc_threshold, s2, df2, layer=layer
+        data, shrunk.fit, shrunk.alpha, lmat, lfc_threshold, s2, df2, layer=layer, null=treat_null
     )
     ok = good & np.asarray(de.converged, dtype=bool)
     pval = np.where(ok, pval, np.nan)
@@ -282,7 +316,7 @@ def treat_ql(
         stat=signed,
         pval=pval,
         converged=ok,
-        tested=f"{de.tested} (TREAT, |LFC| threshold {lfc_threshold:g})",
+        tested=f"{de.tested} (TREAT {treat_null} null, |LFC| threshold {lfc_threshold:g})",
         lfc_threshold=float(lfc_threshold),
         alt_hypothesis="greaterAbs",
         signed=signed,
@@ -298,22 +332,29 @@ def treat_pvalues(
     s2: Array,
     df: Array,
     layer: str | None = None,
+    null: str = "interval",
 ) -> tuple[Array, Array, NDArray[np.bool_]]:
-    """TREAT p-values (worst-case null) of one location combination at given dispersions.
+    """TREAT p-values of one location combination at given dispersions.
 
-    The definition of edgeR's ``glmTreat(..., null="worst.case")`` (McCarthy & Smyth 2009)
-    for a quasi-likelihood fit: with ``LR(+T)`` and ``LR(-T)`` the likelihood-ratio
-    statistics of the model with ``L a`` held at ``+T ln 2`` and ``-T ln 2`` against the
-    unrestricted fit, ``z_near`` the root of the *smaller* one and ``z_far`` of the larger
-    one, each divided by ``sqrt(s2)``,
+    The definition of edgeR's ``glmTreat`` (McCarthy & Smyth 2009; edgeR 3.40) for a
+    quasi-likelihood fit. With ``LR(+T)`` and ``LR(-T)`` the likelihood-ratio statistics of
+    the model with ``L a`` held at ``+T ln 2`` and ``-T ln 2`` against the unrestricted fit,
+    ``t_near`` the root of the *smaller* one and ``t_far`` of the larger one, each divided
+    by ``sqrt(s2)``, and ``b = L a`` the estimate (log2 units):
 
-    ``p = P(t_df > z_far) + P(t_df > z_near)`` when ``|b| > T`` and
-    ``p = P(t_df > z_far) + P(t_df < z_near)`` when ``|b| <= T``,
+    * ``null="worst.case"``: ``p = P(t_df > t_far) + P(t_df > t_near)`` when ``|b| > T``
+      and ``p = P(t_df > t_far) + P(t_df < t_near)`` when ``|b| <= T``;
+    * ``null="interval"`` (edgeR's default): both are first turned into z scores of the
+      same upper tail probability, ``z = Phi^-1(1 - P(t_df > t))`` (limma's ``zscoreT``),
+      ``z_r = z(t_far)`` and ``z_l = -z(t_near)`` outside ``[-T, T]``, ``+z(t_near)``
+      inside. With ``I(u, v) = (1 / (v - u)) int_u^v Phi`` (the mean of the normal
+      distribution function over ``[u, v]``) and ``c = 1.470402``,
+      ``p = I(-z_r, c - z_r) + I(z_l - c, z_l)`` when ``z_r + z_l > c`` and
+      ``p = 2 I(-z_r, z_l)`` otherwise.
 
-    ``b = L a`` the estimate (log2 units). Choosing the nearer boundary by the smaller
-    statistic, not by the sign of ``b``, keeps ``p <= 1`` and monotone in ``|b|`` where the
-    likelihood is skewed (for ``|b|`` near 0 the statistic at the boundary on ``b``'s side
-    can be the larger one).
+    Choosing the nearer boundary by the smaller statistic, not by the sign of ``b``, keeps
+    ``p <= 1`` and monotone in ``|b|`` where the likelihood is skewed (for ``|b|`` near 0
+    the statistic at the boundary on ``b``'s side can be the larger one).
 
     Parameters
     ----------
@@ -334,19 +375,27 @@ def treat_pvalues(
         ``(n_features,)`` degrees of freedom of the t reference (``inf``: normal).
     layer : str, optional
         AnnData layer of ``data``.
+    null : {"interval", "worst.case"}
+        edgeR's ``glmTreat(null=)``.
 
     Returns
     -------
     pval : ndarray
         ``(n_features,)`` TREAT p-values.
     signed : ndarray
-        ``sign(b) max(z_near', 0)`` with ``z_near'`` the t statistic at the nearer
-        boundary, negative inside ``[-T, T]``.
+        ``sign(b) max(t_near', 0)`` with ``t_near'`` the t statistic at the nearer
+        boundary, negative inside ``[-T, T]`` (the same for both nulls).
     ok : ndarray of bool
         Both boundary fits converged and the p-value is finite.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``null``.
     """
     from batchglm.fit import fit
 
+    check_treat_null(null)
     c = res.loc.constraints
     l_free = (lmat @ c)[0]
     _, _, vt = np.linalg.svd(l_free[None, :], full_matrices=True)
@@ -381,7 +430,70 @@ def treat_pvalues(
         outside = np.where(np.abs(b) > tau, 1.0, -1.0)
         t_near = outside * np.sqrt(near / s2)
         t_far = np.sqrt(far / s2)
-        pval = t_sf(t_near, df) + t_sf(t_far, df)
+        if null == "worst.case":
+            pval = t_sf(t_near, df) + t_sf(t_far, df)
+        else:
+            pval = interval_pvalues(-_zscore_t(t_near, df), _zscore_t(t_far, df))
     ok = good & np.isfinite(pval)
     signed = np.where(b >= 0, 1.0, -1.0) * np.maximum(t_near, 0.0)
     return pval, signed, ok
+
+
+def interval_pvalues(z_left: Array, z_right: Array) -> Array:
+    """P-values of edgeR's ``glmTreat(null="interval")`` from the two boundary z scores.
+
+    Parameters
+    ----------
+    z_left : ndarray
+        ``(n_features,)`` z score at the nearer boundary, signed as edgeR's ``z.left``:
+        negative when the estimate lies outside ``[-T, T]``.
+    z_right : ndarray
+        ``(n_features,)`` z score at the farther boundary (``>= 0``).
+
+    Returns
+    -------
+    ndarray
+        ``(n_features,)`` p-values; ``NaN`` where an input is.
+    """
+    w = INTERVAL_WIDTH
+    with np.errstate(invalid="ignore"):
+        split = z_right + z_left > w
+        p_split = _mean_norm_cdf(-z_right, w - z_right) + _mean_norm_cdf(z_left - w, z_left)
+        p_joint = 2.0 * _mean_norm_cdf(-z_right, z_left)
+        return np.asarray(np.where(split, p_split, p_joint), dtype=np.float64)
+
+
+def _mean_norm_cdf(lo: Array, hi: Array) -> Array:
+    """Mean of the standard normal distribution function over ``[lo, hi]``.
+
+    ``(psi(hi) - psi(lo)) / (hi - lo)`` with ``psi(x) = x Phi(x) + phi(x)`` (an
+    antiderivative of ``Phi``), as edgeR's ``.integratepnorm``; ``Phi`` at the midpoint
+    where the interval is shorter than 1e-6 (there the difference quotient would lose
+    digits; the midpoint value is off by less than 1e-12).
+    """
+    from scipy import special
+
+    def psi(x: Array) -> Array:
+        return np.asarray(
+            x * special.ndtr(x) + np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi), dtype=np.float64
+        )
+
+    width = hi - lo
+    short = np.abs(width) < 1e-6
+    with np.errstate(invalid="ignore", divide="ignore"):
+        quotient = (psi(hi) - psi(lo)) / np.where(short, 1.0, width)
+    return np.asarray(np.where(short, special.ndtr(0.5 * (lo + hi)), quotient), dtype=np.float64)
+
+
+def _zscore_t(t: Array, df: Array) -> Array:
+    """Return the z score with the tail probability of ``t`` under ``t(df)`` (``zscoreT``).
+
+    ``sign(t) Phi^-1(1 - P(t_df > |t|))``, computed from the upper tail; ``t`` itself for
+    ``df = inf``.
+    """
+    from scipy import special
+
+    t = np.asarray(t, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.sign(t) * -special.ndtri(t_sf(np.abs(t), df))
+    return np.asarray(np.where(np.isinf(df), t, z), dtype=np.float64)
