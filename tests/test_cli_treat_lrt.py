@@ -95,3 +95,33 @@ def test_treat_null_errors(workdir, capsys, flags, match):
     assert code == 1
     assert err.startswith("batchglm: error: ") and err.count("\n") == 1, err
     assert re.search(match, err), err
+
+
+def test_lrt_of_a_contrast(workdir, capsys):
+    flags = ["--test", "lrt", "--contrast", "condition", "c", "b", "--dispersion", "map"]
+    code, _, err = _run(workdir, [*BASE, *flags, "--out", "lrt_contrast.csv"], capsys)
+    assert code == 0, err
+    table = pd.read_csv(workdir / "lrt_contrast.csv", index_col=0)
+    counts, obs = _inputs(workdir)
+    ref = bg.de.test(
+        counts, "~ condition", obs=obs, method="lrt", contrast=("condition", "c", "b")
+    ).summary()
+    np.testing.assert_allclose(table["pvalue"], ref["pvalue"], rtol=1e-10)
+    np.testing.assert_allclose(table["log2FoldChange"], ref["log2FoldChange"], rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--test", "lrt"], r"--test lrt needs exactly one of --reduced .* neither was given"),
+        (
+            ["--test", "lrt", "--contrast", "condition", "c", "b", "--coef", "condition[T.b]"],
+            r"--test lrt --contrast reports the contrast as the effect; drop --coef",
+        ),
+    ],
+)
+def test_lrt_contrast_errors(workdir, capsys, flags, match):
+    code, _, err = _run(workdir, [*BASE, *flags, "--out", "x.csv"], capsys)
+    assert code == 1
+    assert err.startswith("batchglm: error: ") and err.count("\n") == 1, err
+    assert re.search(match, err), err

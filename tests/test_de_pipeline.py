@@ -241,7 +241,7 @@ def test_summary_line_and_sorting(default_run):
         ({"method": "anova"}, r"`method` must be one of \['wald', 'lrt', 'ql'\]"),
         ({"dispersion": "robust"}, r"`dispersion` must be 'mle', 'map' or 'ql'"),
         ({"method": "ql", "dispersion": "map"}, r"`dispersion` must be 'ql' \(or None\)"),
-        ({"method": "lrt", "coef": None}, r"`method='lrt'` needs the reduced design"),
+        ({"method": "lrt", "coef": None}, r"`method='lrt'` needs exactly one of `reduced`"),
         (
             {
                 "method": "lrt",
@@ -249,7 +249,7 @@ def test_summary_line_and_sorting(default_run):
                 "reduced": "~ 1",
                 "contrast": ("condition", "trt", "ctrl"),
             },
-            r"drop `contrast`",
+            r"exactly one of `reduced` .* both were given",
         ),
         ({"reduced": "~ 1"}, r"`reduced` is only used by method='lrt'"),
         ({"coef": None}, r"needs exactly one of `coef` and `contrast`"),

@@ -99,10 +99,14 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
     alpha = _number(args.alpha, "--alpha")
     lfc_threshold = _number(args.lfc_threshold, "--lfc-threshold")
     if args.test == "lrt":
-        if args.reduced is None:
-            raise CliError('--test lrt needs --reduced, e.g. --reduced "~ 1".')
-        if args.contrast is not None:
-            raise CliError("--test lrt compares --design-loc with --reduced; drop --contrast.")
+        if (args.reduced is None) == (args.contrast is None):
+            raise CliError(
+                '--test lrt needs exactly one of --reduced (e.g. --reduced "~ 1") and '
+                "--contrast (the design under contrast = 0, as edgeR's glmLRT), but "
+                + ("neither was given." if args.reduced is None else "both were given.")
+            )
+        if args.contrast is not None and args.coef is not None:
+            raise CliError("--test lrt --contrast reports the contrast as the effect; drop --coef.")
         if args.coef is not None and len(args.coef) > 1:
             raise CliError("--test lrt reports one --coef as the effect; give at most one.")
     else:
@@ -260,7 +264,8 @@ def add_test_parser(sub: Any) -> None:
         "--contrast",
         nargs=3,
         metavar=("FACTOR", "LEVEL", "REFERENCE"),
-        help="compare two levels of a factor",
+        help="compare two levels of a factor (with --test lrt: the likelihood-ratio test "
+        "of --design-loc against it under the contrast = 0, instead of --reduced)",
     )
     p_test.add_argument(
         "--model",
@@ -272,7 +277,7 @@ def add_test_parser(sub: Any) -> None:
         "--test",
         default="wald",
         metavar="{wald,lrt,ql}",
-        help="wald (default, DESeq2), lrt (against --reduced) or ql "
+        help="wald (default, DESeq2), lrt (against --reduced, or of --contrast) or ql "
         "(quasi-likelihood F test, edgeR)",
     )
     p_test.add_argument(

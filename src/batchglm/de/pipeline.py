@@ -11,7 +11,8 @@ Steps (each documented where it is implemented):
 1. size factors (``"median_ratio"`` by default, DESeq2's; ``"tmm"`` for edgeR's) and an NB
    fit of ``design`` (:func:`batchglm.fit`);
 2. the test: Wald (default with ``dispersion="map"``, DESeq2's ``nbinomWaldTest``),
-   likelihood ratio against ``reduced`` (DESeq2's ``nbinomLRT``), or the quasi-likelihood
+   likelihood ratio against ``reduced`` (DESeq2's ``nbinomLRT``) or of a ``contrast``
+   (edgeR's ``glmLRT(contrast=)``), or the quasi-likelihood
    F test (``method="ql"``, edgeR's ``glmQLFTest``);
 3. Cook's distances of the final location fit (:mod:`batchglm.de.cooks`). Counts above the
    cutoff in design cells with at least ``min_replicates_for_replace`` (7) observations
@@ -89,10 +90,17 @@ def _check_args(
             f"(or None), but {dispersion!r} was given."
         )
     if method == "lrt":
-        if reduced is None:
-            raise ValueError("`method='lrt'` needs the reduced design, e.g. reduced='~ 1'.")
-        if contrast is not None:
-            raise ValueError("`method='lrt'` tests `reduced` against `design`; drop `contrast`.")
+        if (reduced is None) == (contrast is None):
+            raise ValueError(
+                "`method='lrt'` needs exactly one of `reduced` (a reduced design, e.g. "
+                "reduced='~ 1', as DESeq2's nbinomLRT) and `contrast` (the design under "
+                "`contrast` = 0, as edgeR's glmLRT(contrast=)), but "
+                + ("neither was given." if reduced is None else "both were given.")
+            )
+        if contrast is not None and coef is not None:
+            raise ValueError(
+                "`method='lrt'` with `contrast` reports the contrast as the effect; drop `coef`."
+            )
     else:
         if reduced is not None:
             raise ValueError(f"`reduced` is only used by method='lrt', not {method!r}.")
@@ -149,7 +157,7 @@ def _run_test(
     lfc_threshold: float = 0.0,
     treat_null: str = "interval",
 ) -> DEResult:
-    from batchglm.de.lrt import lrt
+    from batchglm.de.lrt import contrast_null_constraints, lrt, with_contrast_effect
     from batchglm.de.ql import ql_f
     from batchglm.de.wald import wald
     from batchglm.fit import fit
@@ -176,20 +184,41 @@ def _run_test(
             treat_null=treat_null,
             progress=fit_args["progress"],
         )
-    red = fit(
-        data, reduced, design_scale, obs=obs, layer=layer, size_factors=res.size_factors, **fit_args
-    )
+    if contrast is None:
+        red = fit(
+            data,
+            reduced,
+            design_scale,
+            obs=obs,
+            layer=layer,
+            size_factors=res.size_factors,
+            **fit_args,
+        )
+    else:
+        lmat, c_reduced, labels = contrast_null_constraints(res, contrast)
+        red = fit(
+            data,
+            res.design_loc,
+            design_scale,
+            obs=obs,
+            layer=layer,
+            size_factors=res.size_factors,
+            constraints_loc=c_reduced,
+            **fit_args,
+        )
     if dispersion == "mle":
-        return lrt(full=res, reduced=red, coef=coef, progress=fit_args["progress"])
-    return lrt(
-        data,
-        full=res,
-        reduced=red,
-        coef=coef,
-        dispersion=dispersion,
-        layer=layer,
-        progress=fit_args["progress"],
-    )
+        de = lrt(full=res, reduced=red, coef=coef, progress=fit_args["progress"])
+    else:
+        de = lrt(
+            data,
+            full=res,
+            reduced=red,
+            coef=coef,
+            dispersion=dispersion,
+            layer=layer,
+            progress=fit_args["progress"],
+        )
+    return de if contrast is None else with_contrast_effect(de, lmat, labels)
 
 
 def _replaced_counts(values: Any, sf: Array, out: CooksOutliers) -> Any:
@@ -266,11 +295,15 @@ def test(
         ``"condition[T.trt]"``.
     contrast : array_like, dict or tuple, optional
         Instead of ``coef``: a contrast, e.g. ``("condition", "trt", "ctrl")`` (see
-        :func:`batchglm.de.wald`).
+        :func:`batchglm.de.wald`). With ``method="lrt"`` (instead of ``reduced``): the
+        likelihood-ratio test of ``design`` against ``design`` under ``contrast = 0``, as
+        edgeR's ``glmLRT(contrast=)``; the contrast is the reported effect
+        (:func:`batchglm.de.lrt.contrast_null_constraints`).
     method : {"wald", "lrt", "ql"}
-        The test. ``"lrt"`` compares ``design`` with ``reduced``.
+        The test. ``"lrt"`` compares ``design`` with ``reduced`` or with ``design`` under
+        ``contrast = 0``.
     reduced : str or design, optional
-        Reduced design for ``method="lrt"``, e.g. ``"~ 1"``.
+        Reduced design for ``method="lrt"``, e.g. ``"~ 1"`` (or give ``contrast``).
     dispersion : {"map", "mle", "ql"}, optional
         NB dispersions: ``"map"`` (DESeq2's empirical-Bayes shrinkage; the default for
         ``"wald"`` and ``"lrt"`` of the NB location model), ``"mle"`` (per feature, no
