@@ -137,8 +137,12 @@ def test_outliers_are_replaced_with_seven_or_more_replicates():
         cooks_cutoff=None,
         size_factors=sf,
     )
+    # Only g5 is refitted, at the first pass's dispersion trend and prior (DESeq2's
+    # refitWithoutOutliers), so it differs from a full rerun on the fixed counts by the
+    # trend's move (1.3e-3 relative here); tests/test_cooks_refit.py checks it against
+    # DESeq2 itself.
     np.testing.assert_allclose(
-        table.loc["g5", "pvalue"], ref.summary().loc["g5", "pvalue"], rtol=1e-6
+        table.loc["g5", "pvalue"], ref.summary().loc["g5", "pvalue"], rtol=1e-2
     )
     assert table.loc["g5", "pvalue"] > 1e-4
     # Without replacement, the feature is flagged instead.

@@ -17,8 +17,10 @@ Steps (each documented where it is implemented):
 3. Cook's distances of the final location fit (:mod:`batchglm.de.cooks`). Counts above the
    cutoff in design cells with at least ``min_replicates_for_replace`` (7) observations
    are replaced by the 20 %-trimmed mean of the feature's normalised counts times the size
-   factor (truncated to an integer, as DESeq2), and the test is rerun on the replaced
-   counts; other features whose largest Cook's distance (over cells with at least 3
+   factor (truncated to an integer, as DESeq2), and only the features with replaced counts
+   are refitted and retested, at the first pass's dispersion trend and prior
+   (:mod:`batchglm.de.outlier_refit`, DESeq2's ``refitWithoutOutliers``; ``method="ql"``
+   reruns every feature); other features whose largest Cook's distance (over cells with at least 3
    observations) exceeds the cutoff are flagged: ``status`` ``"outlier"``, ``pvalue``
    ``NaN``;
 4. independent filtering on ``baseMean`` (:mod:`batchglm.de.independent_filtering`) and
@@ -42,6 +44,7 @@ from batchglm.de.cooks import CooksOutliers, default_cutoff, design_cells, find_
 from batchglm.de.independent_filtering import FilterResult
 from batchglm.de.independent_filtering import independent_filtering as filter_by_base_mean
 from batchglm.de.multiple_testing import bh_qvalues
+from batchglm.de.outlier_refit import refit_dispersions, splice_fits, splice_results
 from batchglm.de.pipeline_result import PipelineResult
 from batchglm.de.pipeline_weights import (
     check_weighted_options,
@@ -405,9 +408,13 @@ def test(
     -----
     The two-group exception of DESeq2 applies: in a design of one two-level factor, a
     flagged feature is kept when at least 3 counts exceed the count with the largest
-    Cook's distance. After replacement the whole test is rerun on the replaced counts
-    (DESeq2 refits only the replaced features, at the dispersion trend of the original
-    counts); the trend moves little when few counts change.
+    Cook's distance. After replacement only the features with replaced counts are refitted
+    and retested, as DESeq2's ``refitWithoutOutliers``: new gene-wise and MAP dispersions
+    at the first pass's trend function (evaluated at their new ``baseMean``) and prior
+    variance; every other feature keeps its first-pass results exactly
+    (:mod:`batchglm.de.outlier_refit`). ``method="ql"`` reruns every feature on the replaced
+    counts instead (edgeR has no replacement, and the QL prior would otherwise come from
+    the refitted features alone).
     """
     from batchglm.fit import fit
 
@@ -481,7 +488,12 @@ def test(
     logger.info(
         "testing %d features (%s, dispersion %r)", len(res.feature_names), method, dispersion
     )
-    de_res = _run_test(data, res, **run)
+    # With the fit's own data the dispersion estimates stay on the fit (res.derived), for
+    # the refit of features whose outlier counts get replaced.
+    own = res.data is not None
+    de_res = _run_test(
+        res.data if own else data, res, **({**run, "layer": None, "obs": res.obs} if own else run)
+    )
     d = data_of_fit(data, res, layer=layer)
     values = d.values
     sf = res.size_factors
@@ -509,19 +521,30 @@ def test(
                 int(replaced.sum()),
             )
             new_data = _as_input(values, res)
-            obs_new = res.obs
-            res = fit(
-                new_data,
-                _design_of(design, res),
-                design_scale,
-                obs=obs_new,
-                size_factors=sf,
-                constraints_loc=constraints_loc,
-                **fit_args,
-            )
-            de_res = _run_test(
-                new_data, res, **{**run, "layer": None, "obs": obs_new, "reduced": reduced}
-            )
+            if method == "ql":
+                # edgeR has no replacement; the QL prior (df and scale trend) would be
+                # re-estimated from the refitted features alone, so all are rerun.
+                res = fit(
+                    new_data,
+                    _design_of(design, res),
+                    design_scale,
+                    obs=res.obs,
+                    size_factors=sf,
+                    constraints_loc=constraints_loc,
+                    **fit_args,
+                )
+                de_res = _run_test(new_data, res, **{**run, "layer": None, "obs": res.obs})
+            else:
+                res, de_res = _refit_replaced(
+                    values,
+                    res,
+                    de_res,
+                    np.flatnonzero(replaced),
+                    design=_design_of(design, res),
+                    design_scale=design_scale,
+                    constraints_loc=constraints_loc,
+                    run=run,
+                )
             max_cooks = out.max_cooks_kept
         with np.errstate(invalid="ignore"):
             outliers = max_cooks > cutoff
@@ -562,15 +585,74 @@ test.__test__ = False  # type: ignore[attr-defined]
 
 def _as_input(values: Any, res: FitResult) -> Any:
     """Name the replaced counts like the fit, for a rerun."""
+    return _named(values, res.obs_names, res.feature_names)
+
+
+def _refit_replaced(
+    values: Any,
+    res: FitResult,
+    de_res: DEResult,
+    feats: NDArray[np.intp],
+    *,
+    design: Any,
+    design_scale: Any,
+    constraints_loc: Any,
+    run: dict[str, Any],
+) -> tuple[FitResult, DEResult]:
+    """Refit and retest only the features with replaced counts; splice them in.
+
+    DESeq2's ``refitWithoutOutliers``: the refitted features get new gene-wise and MAP
+    dispersions at the first pass's trend function and prior variance
+    (:func:`batchglm.de.outlier_refit.refit_dispersions`); every other feature keeps its
+    first-pass results exactly.
+    """
+    from batchglm.dispersion.estimate import Dispersions, estimate_dispersions
+    from batchglm.fit import fit
+
+    sub_values = values[:, feats]
+    sub_input = _named(sub_values, res.obs_names, res.feature_names[feats])
+    fit_args = dict(run["fit_args"])
+    for name in ("weights", "offset"):
+        arr = fit_args.get(name)
+        if isinstance(arr, np.ndarray) and arr.ndim == 2:
+            fit_args[name] = arr[:, feats]
+    res_sub = fit(
+        sub_input,
+        design,
+        design_scale,
+        obs=res.obs,
+        size_factors=res.size_factors,
+        constraints_loc=constraints_loc,
+        **fit_args,
+    )
+    if run["dispersion"] == "map":
+        key = ("dispersions", "parametric")
+        first = res.derived.get(key)
+        if not (isinstance(first, Dispersions) and first.has_map):
+            first = estimate_dispersions(res.data, res, progress=fit_args["progress"])
+        res_sub.derived[key] = refit_dispersions(data_of_fit(sub_input, res_sub), res_sub, first)
+    de_sub = _run_test(
+        res_sub.data,
+        res_sub,
+        **{**run, "layer": None, "obs": res.obs, "fit_args": fit_args},
+    )
+    all_data = data_of_fit(_as_input(values, res), res)
+    return splice_fits(res, res_sub, feats, all_data), splice_results(
+        de_res, de_sub, feats, all_data
+    )
+
+
+def _named(values: Any, obs_names: pd.Index, feature_names: pd.Index) -> Any:
+    """Name counts by observation and feature, for a refit."""
     if sparse.issparse(values):
         import anndata
 
         return anndata.AnnData(
             X=values,
-            obs=pd.DataFrame(index=res.obs_names),
-            var=pd.DataFrame(index=res.feature_names),
+            obs=pd.DataFrame(index=obs_names),
+            var=pd.DataFrame(index=feature_names),
         )
-    return pd.DataFrame(values, index=res.obs_names, columns=res.feature_names)
+    return pd.DataFrame(values, index=obs_names, columns=feature_names)
 
 
 def _design_of(design: Any, res: FitResult) -> Any:
