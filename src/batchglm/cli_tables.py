@@ -105,7 +105,10 @@ def _counts_to_anndata(counts: pd.DataFrame, obs: pd.DataFrame | None, path: str
         counts.index = as_names(counts.index)
         obs = _obs_in_order(obs, counts.index, path)
     try:
-        values = counts.to_numpy(dtype=np.float64)
+        # C order whichever way the table was written: a transposed table would otherwise
+        # give a column-major array, whose sums and products run in another order (p-values
+        # then differed by up to 2.3e-5 between the two orientations of one table).
+        values = np.ascontiguousarray(counts.to_numpy(dtype=np.float64))
     except (TypeError, ValueError):
         raise CliError(
             f"the count table {path!r} must hold numbers only (names in the first column "
