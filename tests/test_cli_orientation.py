@@ -56,5 +56,5 @@ def test_both_orientations_give_identical_tables(tmp_path: Path, capsys) -> None
     b = pd.read_csv(tmp_path / "de_samples_in_rows.csv", index_col=0)
     assert a["status"].eq("outlier").sum() + a["replaced"].sum() >= 1
     # Exactly equal: before, a transposed table gave a column-major array and p-values
-    # differed in the last digits (up to 2.3e-5 relative on other tables).
+    # differed in the last digits.
     pd.testing.assert_frame_equal(a, b, check_exact=True)
