@@ -138,3 +138,22 @@ def test_splice_refuses_a_different_test(run) -> None:
     base = DEResult(**{f.name: getattr(run, f.name) for f in fields(DEResult)})
     with pytest.raises(ValueError, match="the refit must be the same test as the first pass"):
         splice_results(base, replace(base, df=2), np.array([0]), None)
+
+
+@pytest.mark.parametrize("method", ["wald", "lrt"])
+def test_feature_left_all_zero_by_replacement(method) -> None:
+    """Its only non-zero count was the outlier: refitted alone, reported as all zero."""
+    rng = np.random.default_rng(5)
+    obs = pd.DataFrame({"condition": np.repeat(["ctrl", "trt"], 8)})
+    mu = np.exp(rng.uniform(1, 6, 40))[None, :] * np.ones((16, 1))
+    y = rng.negative_binomial(5, 5 / (5 + mu)).astype(float)
+    y[:, 3] = 0.0
+    y[4, 3] = 500.0
+    args = {"coef": COEF} if method == "wald" else {"method": "lrt", "reduced": "~ 1"}
+    de = bg.de.test(y, "~ condition", obs=obs, **args)
+    first = bg.de.test(y, "~ condition", obs=obs, min_replicates_for_replace=np.inf, **args)
+    summary = de.summary()
+    assert list(np.flatnonzero(de.replaced)) == [3]
+    assert summary["status"].iloc[3] == "all_zero" and np.isnan(de.pval[3])
+    keep = np.arange(40) != 3
+    np.testing.assert_array_equal(de.pval[keep], first.pval[keep])
