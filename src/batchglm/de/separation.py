@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from batchglm.de.zero_side import zero_side_floor
 from batchglm.design import column_rank
-from batchglm.fitted import fitted_mean
+from batchglm.fitted import fitted_mean, linear_predictors
 from batchglm.inputs import data_of_fit
 from batchglm.obs_weights import counted_offsets, is_weighted
 from batchglm.result import FitResult
@@ -43,6 +43,9 @@ _CHUNK_ELEMENTS = 1 << 20
 #: ``2 (ll_full - ll_reduced)`` down to ``-(_LL_ATOL + _LL_RTOL |ll|)`` counts as 0.
 _LL_ATOL = 5e-3
 _LL_RTOL = 1e-9
+
+#: Largest NB dispersion the floor uses (the NB family's bound on ``1 / r``).
+_ALPHA_MAX = 1e8
 
 
 def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
@@ -209,6 +212,7 @@ def lrt_statistic(
     features: NDArray[np.intp],
     *,
     layer: str | None = None,
+    ql_dispersion: Array | None = None,
 ) -> tuple[Array, NDArray[np.bool_], Array]:
     """Likelihood-ratio statistic of ``L theta = 0`` for some features of a fit.
 
@@ -226,6 +230,9 @@ def lrt_statistic(
         Positions of the features to test.
     layer : str, optional
         AnnData layer of ``data``.
+    ql_dispersion : ndarray, optional
+        ``(len(features),)`` moderated QL dispersions: the floor is then computed at the
+        QL-inflated dispersion (:func:`null_dispersion`).
 
     Returns
     -------
@@ -237,8 +244,9 @@ def lrt_statistic(
         Where ``stat`` is usable.
     floor : ndarray
         Smallest p-value the separation allows
-        (:func:`batchglm.de.zero_side.zero_side_floor`; 0, no floor, for weighted fits and
-        families without count terms, which it does not cover).
+        (:func:`batchglm.de.zero_side.zero_side_floor` at the reduced fit's means and the
+        full fit's NB dispersions, :func:`null_dispersion`; 0, no floor, for weighted fits
+        and families without count terms, which it does not cover).
 
     Raises
     ------
@@ -288,8 +296,110 @@ def lrt_statistic(
     floor = np.zeros(features.size)  # no floor
     if res.family.has_count_terms and not is_weighted(res):
         total = np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
-        floor = zero_side_floor(total, fitted_mean(res, features), fitted_mean(reduced))
+        mu_reduced = fitted_mean(reduced)
+        alpha = null_dispersion(res, features, mu_reduced, ql_dispersion)
+        floor = zero_side_floor(total, fitted_mean(res, features), mu_reduced, alpha)
     return np.where(ok, np.maximum(stat, 0.0), np.nan), ok, floor
+
+
+def null_dispersion(
+    fit: FitResult,
+    positions: NDArray[np.intp],
+    mu_reduced: Array,
+    ql_dispersion: Array | None = None,
+) -> Array:
+    """NB dispersion of the null model for the zero-side floor, per observation and feature.
+
+    Parameters
+    ----------
+    fit : FitResult
+        The full NB fit of the test (its dispersion is the one the test uses: the
+        per-feature MLE, or the MAP or trended value it was refitted at).
+    positions : ndarray of int
+        Its features to use.
+    mu_reduced : ndarray
+        ``(n_obs, len(positions))`` fitted means of the reduced fit at those features.
+    ql_dispersion : ndarray, optional
+        ``(len(positions),)`` moderated quasi-likelihood dispersions ``phi`` of a QL test.
+
+    Returns
+    -------
+    ndarray
+        ``(n_obs, len(positions))`` ``alpha`` of ``fit`` (``var = mu + alpha mu^2``).
+        With ``ql_dispersion``, the NB dispersion with the QL model's variance
+        ``phi (mu + alpha mu^2)`` at each null mean, ``phi alpha + (phi - 1) / mu``, for
+        ``phi >= 1``: the variance the F test assumes, which makes reads clump more.
+        ``phi < 1`` is taken as 1 (the floor is never made weaker than at the NB
+        dispersion itself).
+
+    Notes
+    -----
+    The dispersion is the full fit's, not the reduced fit's: for ``"mle"`` the reduced fit
+    re-estimates it under the null, where an on/off gene (50, 80, 60 vs 0, 0, 0) gets a
+    huge dispersion that explains its zeros by clumping and would let the floor remove
+    its significance. The full fit's estimate is the one the test's own statistic uses.
+    """
+    _, eta_scale = linear_predictors(fit, positions)
+    alpha = np.exp(-np.clip(eta_scale, *fit.family.scale_bounds))
+    if ql_dispersion is None:
+        return alpha
+    phi = np.maximum(np.nan_to_num(np.asarray(ql_dispersion, dtype=np.float64), nan=1.0), 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        extra = np.where(mu_reduced > 0, (phi - 1.0) / mu_reduced, 0.0)
+    return np.minimum(phi * alpha + extra, _ALPHA_MAX)
+
+
+def ql_floor(
+    data: Any,
+    full: FitResult,
+    reduced: FitResult,
+    l_free: Array,
+    ql_dispersion: Array | None,
+    *,
+    layer: str | None = None,
+) -> Array:
+    """Zero-side floor of a quasi-likelihood F test's p-values, per feature.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The counts of the fit, ``(n_obs, n_features)``.
+    full, reduced : FitResult
+        The full and reduced NB fits of the QL test (all features, the same order).
+    l_free : ndarray
+        Tested rows over the free location parameters, ``L C``, shape ``(r, k)``.
+    ql_dispersion : ndarray or None
+        ``(n_features,)`` moderated QL dispersions ``phi`` (``None``: the NB dispersion
+        alone).
+    layer : str, optional
+        AnnData layer of ``data``.
+
+    Returns
+    -------
+    ndarray
+        ``(n_features,)`` :func:`batchglm.de.zero_side.zero_side_floor` at the reduced
+        fit's means and the QL-inflated NB dispersion (:func:`null_dispersion`) for
+        features separated in the tested direction (:func:`separated_in_direction`), 0
+        (no floor) elsewhere and for weighted fits.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` does not have the fit's shape, or names other features.
+    """
+    floor = np.zeros(len(full.feature_names))
+    if not full.family.has_count_terms or is_weighted(full):
+        return floor
+    hit = np.flatnonzero(separated_in_direction(full, l_free))
+    if hit.size == 0:
+        return floor
+    values = data_of_fit(data, full, layer=layer).values[:, hit]
+    total = np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
+    mu_reduced = fitted_mean(reduced, hit)
+    phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[hit]
+    alpha = null_dispersion(full, hit, mu_reduced, phi)
+    floor[hit] = zero_side_floor(total, fitted_mean(full, hit), mu_reduced, alpha)
+    return floor
 
 
 def _columns(value: object, features: NDArray[np.intp]) -> Array | None:

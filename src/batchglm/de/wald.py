@@ -164,8 +164,11 @@ def wald(
     same hypothesis (the model refitted under ``L theta = 0`` for those features only,
     with the same dispersion setting; ``stat_kind == "lrt"``), which stays valid at the
     boundary. This needs ``data``; without it those features get ``NaN`` p-values and a
-    warning. Their ``log2FoldChange`` is capped at ``+-max_lfc``. Combinations that do
-    not involve the separated group keep their Wald test.
+    warning. Their p-value is never below the conditional NB test of "no read on the
+    zero side" given the feature's total, at the test's NB dispersion (QL-inflated for
+    ``"ql"``; :mod:`batchglm.de.zero_side`), which the chi-squared reference overstates
+    for a handful of reads. Their ``log2FoldChange`` is capped at ``+-max_lfc``.
+    Combinations that do not involve the separated group keep their Wald test.
 
     With ``dispersion="mle"`` the test is asymptotic and uses per-feature
     maximum-likelihood scales (no shrinkage across features). With few observations it is
@@ -196,34 +199,42 @@ def wald(
     if dispersion == "mle":
         warn_small_sample(res, "bg.de.wald")
         de = wald_rows(res, design, start, lmat, labels, model)
-        de = replace(_boundary_lrt(de, lmat, data, layer), max_lfc=max_lfc)
+        de = replace(_boundary_lrt(de, lmat, data, layer)[0], max_lfc=max_lfc)
         return wald_threshold(de, lfc_threshold, alt_hypothesis)
     shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend, progress=progress)
     de = wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, model)
-    de = _boundary_lrt(de, lmat, data, layer)
+    phi = shrunk.ql.var_post if shrunk.ql is not None else None
+    de, floor = _boundary_lrt(de, lmat, data, layer, phi)
     de = replace(attach(de, shrunk, dispersion), max_lfc=max_lfc)
+    # "ql": the F p-values of separated features keep their zero-side floor.
+    de = replace(de, pval=np.maximum(de.pval, floor))
     return wald_threshold(de, lfc_threshold, alt_hypothesis)
 
 
-def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DEResult:
+def _boundary_lrt(
+    de: DEResult, lmat: Array, data: Any, layer: str | None, ql_dispersion: Array | None = None
+) -> tuple[DEResult, Array]:
     """Replace the Wald statistic of features separated in the tested direction by the LR one.
 
-    Without ``data`` those features get ``NaN`` p-values and one warning.
+    Without ``data`` those features get ``NaN`` p-values and one warning. Also returns the
+    zero-side floor per feature (0 where none applies; at the QL-inflated dispersion when
+    ``ql_dispersion`` is given), already applied to the returned chi-squared p-values.
     """
+    floor_all = np.zeros(len(de.fit.feature_names))
     res = de.fit
     kind = np.full(len(res.feature_names), "wald")
     if de.model != "loc" or res.random is not None:
         # Mixed fits: the reduced refit below would drop the random effects; separated
         # features are tested at the donor level instead (batchglm.de.mixed_separation).
         de = replace(de, stat_kind=kind)
-        return donor_level_fallback(de, lmat, data, layer)
+        return donor_level_fallback(de, lmat, data, layer), floor_all
     c = res.loc.constraints
     l_free = lmat @ c
     u, s, _ = np.linalg.svd(l_free, full_matrices=False)
     basis = u[:, s > RANK_RTOL * max(s.max(initial=0.0), 1e-300)].T @ l_free
     hit = np.flatnonzero(separated_in_direction(res, basis) & de.converged)
     if hit.size == 0:
-        return replace(de, stat_kind=kind)
+        return replace(de, stat_kind=kind), floor_all
     stat, pval = de.stat.copy(), de.pval.copy()
     names = [str(n) for n in res.feature_names[hit[:5]]]
     more = f" and {hit.size - 5} more" if hit.size > 5 else ""
@@ -239,11 +250,13 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
         stat[hit] = np.nan
         pval[hit] = np.nan
         kind[hit] = "none"
-        return replace(de, stat=stat, pval=pval, stat_kind=kind)
-    lr, ok, floor = lrt_statistic(data, res, basis, hit, layer=layer)
+        return replace(de, stat=stat, pval=pval, stat_kind=kind), floor_all
+    phi = None if ql_dispersion is None else ql_dispersion[hit]
+    lr, ok, floor = lrt_statistic(data, res, basis, hit, layer=layer, ql_dispersion=phi)
     stat[hit] = lr
+    floor_all[hit] = floor
     with np.errstate(invalid="ignore"):
-        # Never below what Poisson sampling of the few reads allows (batchglm.de.zero_side).
+        # Never below the conditional NB test of the zero side (batchglm.de.zero_side).
         pval[hit] = np.where(ok, np.maximum(chi2_sf(lr, de.df), floor), np.nan)
     kind[hit] = "lrt"
     free = hit[scale_free_at_zeros(res, hit)]
@@ -267,7 +280,7 @@ def _boundary_lrt(de: DEResult, lmat: Array, data: Any, layer: str | None) -> DE
         ", ".join(names),
         more,
     )
-    return replace(de, stat=stat, pval=pval, stat_kind=kind)
+    return replace(de, stat=stat, pval=pval, stat_kind=kind), floor_all
 
 
 def test_rows(
