@@ -49,10 +49,10 @@ def ql_f(
     Features separated in the tested direction (a group with only zeros) get a p-value
     never below the conditional NB test of "no read on the zero side" given their total
     (:func:`batchglm.de.separation.ql_floor`), at the trended NB dispersion inflated to
-    the QL variance ``phi (mu + alpha mu^2)``: the F reference alone rejected 14-35 % of
-    such null features with 5 or 10 samples per group (edgeR's ``glmQLFTest``: 20-65 %);
-    with the floor 0-8 % (``docs/validation.md``, "Separated genes"). edgeR and glmGamPoi
-    have no such floor.
+    the QL variance ``phi (mu + alpha mu^2)``: the F reference alone rejected 9-35 % of
+    such null features with mean < 2 and 5 or 10 samples per group (edgeR's
+    ``glmQLFTest``: 20-65 %); with the floor 0.5-8 % (``docs/validation.md``, "Separated
+    genes"). edgeR and glmGamPoi have no such floor.
 
     Parameters
     ----------
