@@ -176,3 +176,27 @@ def test_separated_null_genes_are_calibrated_and_on_off_genes_keep_power(seed, n
         assert np.all(p[sep & (y.sum(0) <= 2)] > 0.4)
         # On/off genes (e.g. 50, 80, 60 vs 0, 0, 0) stay clearly significant.
         assert np.all(p[:3] < 1e-3), (de.test, de.dispersion, p[:3])
+
+
+def test_weight_zero_observations_do_not_count():
+    # A fit with 0/1 weights tests like the fit without the weight-0 observations, floor
+    # included (other weights get no floor: the conditional test does not cover them).
+    rng = np.random.default_rng(12)
+    n = 8
+    obs = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4}, index=[f"s{i}" for i in range(n)])
+    y = rng.negative_binomial(3.0, 3.0 / (3.0 + 4.0), size=(n, 6)).astype(float)
+    y[:4, :2] = 0.0
+    y[4:, 0] = [3, 0, 0, 1]  # few reads against zeros: the floor binds
+    y[4:, 1] = [0, 3, 0, 0]
+    sf = np.exp(rng.normal(0.0, 0.2, n))
+    w = np.ones(n)
+    w[5] = 0.0  # drops the 0 of feature 0 and the 3 reads of feature 1 from group b
+    weighted = bg.fit(y, "~ g", obs=obs, size_factors=sf, weights=w)
+    keep = w == 1
+    dropped = bg.fit(y[keep], "~ g", obs=obs[keep], size_factors=sf[keep])
+    p_w = bg.de.wald(weighted, coef="g[T.b]", data=y).pval
+    p_d = bg.de.wald(dropped, coef="g[T.b]", data=y[keep]).pval
+    lrt = bg.de.lrt(y[keep], "~ g", "~ 1", obs=obs[keep], size_factors=sf[keep]).pval
+    assert p_d[0] > 2 * lrt[0]  # 4 reads against 7 zeros: the floor binds (lrt has none)
+    np.testing.assert_allclose(p_w[:1], p_d[:1], rtol=1e-5)
+    assert np.isnan(p_d[1]) == np.isnan(p_w[1])

@@ -143,9 +143,11 @@ def ql_f(
     # QL-inflated dispersion (batchglm.de.zero_side, docs/validation.md).
     floor = ql_floor(data, shrunk.fit, reduced, l_free, de.ql_dispersion, layer=layer)
     de = replace(de, pval=np.maximum(de.pval, floor))
-    if lfc_threshold == 0:
-        return de
-    return treat_ql(de, data, shrunk, lmat, lfc_threshold, layer, treat_null=treat_null)
+    if lfc_threshold > 0:
+        # TREAT's null |lfc| <= T contains lfc = 0: its p is not below that floor either.
+        de = treat_ql(de, data, shrunk, lmat, lfc_threshold, layer, treat_null=treat_null)
+        de = replace(de, pval=np.maximum(de.pval, floor))
+    return de
 
 
 def _require_ql_fit(res: FitResult) -> None:

@@ -245,8 +245,9 @@ def lrt_statistic(
     floor : ndarray
         Smallest p-value the separation allows
         (:func:`batchglm.de.zero_side.zero_side_floor` at the reduced fit's means and the
-        full fit's NB dispersions, :func:`null_dispersion`; 0, no floor, for weighted fits
-        and families without count terms, which it does not cover).
+        full fit's NB dispersions, :func:`null_dispersion`, over the observations of
+        weight 1; 0, no floor, for weights other than 0 and 1 and families without count
+        terms, which it does not cover).
 
     Raises
     ------
@@ -294,12 +295,32 @@ def lrt_statistic(
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
     floor = np.zeros(features.size)  # no floor
-    if res.family.has_count_terms and not is_weighted(res):
-        total = np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
-        mu_reduced = fitted_mean(reduced)
+    kept = _counted(_columns(weights, features), values.shape)
+    if res.family.has_count_terms and kept is not None:
+        dense = values.toarray() if hasattr(values, "toarray") else np.asarray(values)
+        total = np.where(kept, dense, 0.0).sum(axis=0)
+        # Observations of weight 0 are not counted: no mean, no read, never the zero side.
+        mu_full = fitted_mean(res, features)
+        mu_full = np.where(kept, mu_full, np.where(kept, mu_full, -np.inf).max(axis=0))
+        mu_reduced = np.where(kept, fitted_mean(reduced), 0.0)
         alpha = null_dispersion(res, features, mu_reduced, ql_dispersion)
-        floor = zero_side_floor(total, fitted_mean(res, features), mu_reduced, alpha)
+        floor = zero_side_floor(total, mu_full, mu_reduced, alpha)
     return np.where(ok, np.maximum(stat, 0.0), np.nan), ok, floor
+
+
+def _counted(weights: Array | None, shape: tuple[int, int]) -> NDArray[np.bool_] | None:
+    """Observations that count for the zero-side floor, or ``None`` where it does not apply.
+
+    Without weights every observation counts; with weights of 0 and 1 only (an offset
+    changes the means, which the floor takes from the fits) those of weight 1; other
+    weights change the likelihood in a way the conditional test does not cover.
+    """
+    if weights is None:
+        return np.ones(shape, dtype=bool)
+    w = weights if weights.ndim == 2 else weights[:, None]
+    if not np.all((w == 0) | (w == 1)):
+        return None
+    return np.broadcast_to(w == 1, shape)
 
 
 def null_dispersion(
