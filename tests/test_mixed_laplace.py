@@ -84,7 +84,12 @@ def _laplace_ref(
     log_r: float,
 ) -> float:
     """Laplace marginal log-likelihood of one gene: modes by scipy's Newton on numeric
-    derivatives, numeric curvature."""
+    derivatives, the curvature at the mode in closed form.
+
+    (A numeric curvature, the second difference with step 1e-4, carried rounding noise of
+    about 1e-8 into the value, and second differences of the value with step 1e-3 then
+    moved the reference standard errors by up to 1 % between points 1e-13 apart.)
+    """
     sd = np.exp(0.5 * log_var)
     eta = x @ a
     n_groups = int(gid.max()) + 1
@@ -100,7 +105,14 @@ def _laplace_ref(
         return (joint(u + h) - 2 * joint(u) + joint(u - h)) / h**2
 
     u_hat = optimize.newton(d1, np.zeros(n_groups), fprime=d2, tol=1e-9, maxiter=100, disp=False)
-    curv = -d2(u_hat)
+    # -d^2/du^2 of the group's joint density: NB (y + r) mu r / (mu + r)^2, Poisson mu.
+    mu = np.exp(eta + u_hat[gid])
+    if family == "poisson":
+        info = mu
+    else:
+        r = np.exp(log_r)
+        info = (y + r) * mu * r / (mu + r) ** 2
+    curv = np.bincount(gid, info, minlength=n_groups) + 1.0 / sd**2
     return float((joint(u_hat) - 0.5 * np.log(sd**2 * curv)).sum())
 
 

@@ -33,7 +33,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.families import Family
-from batchglm.mixed.inner import Mode, solve_modes
+from batchglm.mixed.group_pass import GroupPass, applies
+from batchglm.mixed.inner import FusedMode, Mode, solve_modes, solve_modes_fused
 from batchglm.mixed.outer_hessian import GroupMoments, laplace_hessian
 from batchglm.mixed.third_derivatives import higher_derivatives, third_derivatives
 from batchglm.solvers.count_table import CountTable, table_and_constant
@@ -180,11 +181,24 @@ class LaplaceObjective:
             problem.family, self.y, sg.index, sg.n_groups, table, constant
         )
         self.modes = np.zeros((groups.n_groups, y.shape[1])) if modes is None else modes
-        self.last_mode: Mode | None = None
+        self.last_mode: Mode | FusedMode | None = None
         if moments is None:
             zc = problem.scale.reduced if problem.family.has_scale else None
             moments = GroupMoments(problem.rows.xc, zc, groups)
         self.moments = moments
+        #: The compiled per-group passes (:mod:`batchglm.mixed.group_pass`) where they
+        #: apply; otherwise NumPy derivative arrays and sparse group sums.
+        self.group_pass: GroupPass | None = None
+        if applies(problem.family.name, self.y):
+            loc_basis, scale_basis = moments.bases()
+            self.group_pass = GroupPass(
+                problem.family.name,
+                self.y,
+                groups.index,
+                groups.n_groups,
+                loc_basis,
+                scale_basis,
+            )
         #: Mode derivatives ``dv_g / dtheta`` ``(G, F, k)`` at ``theta_ref`` (the last
         #: order-2 point): the next evaluation starts its inner solve at the modes predicted
         #: to first order, so one or two inner Newton steps reach them.
@@ -225,6 +239,8 @@ class LaplaceObjective:
         if self.sens is not None and self.theta_ref is not None:
             out.sens, out.theta_ref = self.sens[:, keep], self.theta_ref[keep]
         out.differenced = self.differenced
+        if self.group_pass is None:
+            out.group_pass = None
         return out
 
     def _scale(self, b: Array) -> tuple[Array, Array]:
@@ -237,7 +253,9 @@ class LaplaceObjective:
 
     def _value_and_gradient(
         self, theta: Array, order: int, start: Array, hessian: bool = False
-    ) -> tuple[Array, Array | None, Mode, Array | None]:
+    ) -> tuple[Array, Array | None, Mode | FusedMode, Array | None]:
+        if self.group_pass is not None:
+            return self._fused_value_and_gradient(theta, order, start, hessian)
         p = self.base
         fam = p.family
         kl = p.k_loc
@@ -292,24 +310,101 @@ class LaplaceObjective:
             grad[:, kl + 1 :] = (p.scale_rows.T @ d_s).T
         if not hessian:
             return ll, grad, mode, None
-        hess = laplace_hessian(
-            self.moments,
-            sigma,
-            v,
-            mode.s1,
-            mode.s2,
-            (der.d2_loc, der.d2_cross, der.d2_scale),
-            (hd.d3, hd.c3, hd.e3, hd.d4, hd.c4, hd.e4),
-            scale_counts,
+        mom = self.moments
+        raw = (
+            mom.raw(der.d2_loc, der.d2_cross, der.d2_scale),
+            mom.raw(hd.d3, hd.c3, hd.e3),
+            mom.raw(hd.d4, hd.c4, hd.e4),
         )
+        hess = laplace_hessian(mom, sigma, v, mode.s1, mode.s2, raw, scale_counts)
         return ll, grad, mode, hess
 
-    def _mode_sensitivities(self, theta: Array, mode: Mode) -> list[Array]:
+    def _fused_value_and_gradient(
+        self, theta: Array, order: int, start: Array, hessian: bool
+    ) -> tuple[Array, Array | None, FusedMode, Array | None]:
+        """:meth:`_value_and_gradient` from the per-group sums of the compiled passes.
+
+        The same formulas, with every sum over observations taken by group in the pass at
+        the mode: ``x^T w`` of a weight ``w = d - 1/2 (dir_g d2 - third_g d3)`` whose
+        per-group factors multiply group sums is ``sum_g (M1(d) - 1/2 dir_g M1(d2) + 1/2
+        third_g M1(d3))``, with ``M1`` the first moments of the design rows.
+        """
+        p = self.base
+        fam = p.family
+        kl = p.k_loc
+        assert self.group_pass is not None
+        a, sigma, b = theta[:, :kl], theta[:, kl], theta[:, kl + 1 :]
+        eta_fixed = p.eta_loc(a, out=np.empty((self.y.shape[0], theta.shape[0])))
+        eta_s_groups, eta_scale = self._scale(b)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            mode = solve_modes_fused(
+                self.group_pass, eta_fixed, eta_scale, sigma, start, with_moments=order > 0
+            )
+        sig = sigma[None, :]
+        v = mode.v
+        curv = 1.0 - sig * sig * mode.s2
+        counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
+        ll = (
+            mode.ll.sum(axis=0)
+            + self.constant
+            - 0.5 * (v * v).sum(axis=0)
+            - 0.5 * np.log(curv).sum(axis=0)
+        )
+        if counts is not None:
+            ll = ll + counts[0].sum(axis=0)
+        if order == 0:
+            return ll, None, mode, None
+        mm = mode.moments
+        assert mm is not None
+        loc2, loc3 = mm.loc[0], mm.loc[1]
+        s3 = loc3[..., 0, 0]
+        h_v = -(sig**3) * s3
+        inv_h = 1.0 / curv
+        dir_w = (sig * h_v * inv_h * inv_h)[..., None]
+        third_w = (sig * sig * inv_h)[..., None]
+        grad = np.empty_like(theta)
+        g_loc = mm.first_loc[..., 1:] - 0.5 * (
+            dir_w * loc2[..., 1:, 0] - third_w * loc3[..., 1:, 0]
+        )
+        grad[:, :kl] = g_loc.sum(axis=0)
+        j_v_sigma = mode.s1 + sig * v * mode.s2
+        h_sigma = -2.0 * sig * mode.s2 - sig * sig * v * s3
+        grad[:, kl] = (v * mode.s1).sum(axis=0) - 0.5 * (
+            (h_sigma + h_v * j_v_sigma * inv_h) * inv_h
+        ).sum(axis=0)
+        scale_counts = None
+        if fam.has_scale:
+            assert mm.first_scale is not None and mm.cross is not None
+            c2, c3 = mm.cross[0], mm.cross[1]
+            g_s = (
+                mm.first_scale[..., 1:] - 0.5 * (dir_w * c2[..., 0, 1:] - third_w * c3[..., 0, 1:])
+            ).sum(axis=0)
+            if counts is not None:
+                assert counts[1] is not None and counts[2] is not None
+                g_s = g_s + (p.scale_rows.T @ counts[1]).T
+                zr = p.scale_rows
+                scale_counts = np.einsum("gf,gi,gj->fij", counts[2], zr, zr)
+            grad[:, kl + 1 :] = g_s
+        if not hessian:
+            return ll, grad, mode, None
+        raw = (mm.raw(2), mm.raw(3), mm.raw(4))
+        hess = laplace_hessian(self.moments, sigma, v, mode.s1, mode.s2, raw, scale_counts)
+        return ll, grad, mode, hess
+
+    def _mode_sensitivities(self, theta: Array, mode: Mode | FusedMode) -> list[Array]:
         """``dv_g / dtheta_i = J_{v_g theta_i} / H_g`` per parameter, each ``(n_groups, F)``."""
         p = self.base
         kl = p.k_loc
         sig = theta[None, :, kl]
         inv_h = 1.0 / (1.0 - sig * sig * mode.s2)
+        if isinstance(mode, FusedMode):
+            mm = mode.moments
+            assert mm is not None
+            out = [sig * mm.loc[0][..., 1 + i, 0] * inv_h for i in range(kl)]
+            out.append((mode.s1 + sig * mode.v * mode.s2) * inv_h)
+            if mm.cross is not None:
+                out += [sig * mm.cross[0][..., 0, 1 + i] * inv_h for i in range(p.k_scale)]
+            return out
         d2 = mode.der.d2_loc
         out = [sig * self.groups(d2 * p.rows.xc[:, i : i + 1]) * inv_h for i in range(kl)]
         out.append((mode.s1 + sig * mode.v * mode.s2) * inv_h)

@@ -35,9 +35,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+from batchglm.mixed.group_pass import RowBasis
 from batchglm.solvers.linalg import GroupSums
 
 Array = NDArray[np.float64]
+#: Raw per-group moments of one derivative order: location x location ``(G, F, p, p)``,
+#: location x scale ``(G, F, p, ps)`` and scale x scale ``(G, F, ps, ps)`` (``None``
+#: without a scale).
+Raw = tuple[Array, Array | None, Array | None]
 
 
 def _outer(a: Array, b: Array) -> Array:
@@ -63,27 +68,50 @@ class GroupMoments:
     Notes
     -----
     Parameter ``i < k_loc`` is a location coefficient, ``k_loc`` is ``sigma``, the rest are
-    scale coefficients.
+    scale coefficients. The raw moments ``sum_{j in g} w_j a_j a_j^T`` (``a_j = (1, x_j)``,
+    ``b_j = (1, z_j)``) come either from :meth:`raw` (sparse products of NumPy derivative
+    arrays; built on first use) or from the compiled pass of
+    :mod:`batchglm.mixed.group_pass`; :meth:`first` and :meth:`second` assemble them.
     """
 
     def __init__(self, xc: Array, zc: Array | None, groups: GroupSums) -> None:
-        n = xc.shape[0]
         self.kl = xc.shape[1]
         self.ks = 0 if zc is None else zc.shape[1]
         self.k = self.kl + 1 + self.ks
         self.n_groups = groups.n_groups
-        xa = np.column_stack([np.ones(n), xc])
-        ones = np.ones((n, 1))
-        # Second moments only where `second` needs them, symmetric ones as upper triangles;
-        # `first` needs only the first moments (a quarter of the products or fewer).
-        self._hh = self._operator(xa, xa, groups.index, symmetric=True)
-        self._h1 = self._operator(xa, ones, groups.index)
+        self._xc = xc
         self._zc = zc
-        if zc is not None:
-            za = np.column_stack([np.ones(n), zc])
-            self._hz = self._operator(xa, za, groups.index)
-            self._zz = self._operator(za, za, groups.index, symmetric=True)
-            self._z1 = self._operator(za, ones, groups.index)
+        self._groups = groups
+        self._ops: dict[str, tuple[sparse.csr_array, int, int, bool]] = {}
+        self._bases: tuple[RowBasis, RowBasis | None] | None = None
+
+    def bases(self) -> tuple[RowBasis, RowBasis | None]:
+        """Location and scale rows per group for the compiled pass (built once).
+
+        Returns
+        -------
+        tuple of RowBasis
+            ``(1, x_j)`` and ``(1, z_j)`` (``None`` without a scale).
+        """
+        if self._bases is None:
+            g = self._groups
+            loc = RowBasis.build(self._xc, g.index, g.n_groups)
+            scale = None if self._zc is None else RowBasis.build(self._zc, g.index, g.n_groups)
+            self._bases = (loc, scale)
+        return self._bases
+
+    def _operators(self) -> dict[str, tuple[sparse.csr_array, int, int, bool]]:
+        # Symmetric second moments as upper triangles.
+        if not self._ops:
+            n = self._xc.shape[0]
+            index = self._groups.index
+            xa = np.column_stack([np.ones(n), self._xc])
+            self._ops["hh"] = self._operator(xa, xa, index, symmetric=True)
+            if self._zc is not None:
+                za = np.column_stack([np.ones(n), self._zc])
+                self._ops["hz"] = self._operator(xa, za, index)
+                self._ops["zz"] = self._operator(za, za, index, symmetric=True)
+        return self._ops
 
     def _operator(
         self, a: Array, b: Array, index: NDArray[np.intp], symmetric: bool = False
@@ -120,14 +148,33 @@ class GroupMoments:
             return out
         return np.moveaxis(flat.reshape(self.n_groups, p, q, w.shape[1]), 3, 1)  # (G, F, p, q)
 
-    def first(self, w_h: Array, w_z: Array | None) -> tuple[Array, Array]:
-        """``sum_{j in g} (w_h E_j + w_z Q_j)`` and ``sum_{j in g} w_h``.
+    def raw(self, w_hh: Array, w_hz: Array | None, w_zz: Array | None) -> Raw:
+        """Raw moments ``sum w_hh a a^T``, ``sum w_hz a b^T``, ``sum w_zz b b^T`` by group.
 
         Parameters
         ----------
-        w_h, w_z : ndarray
-            Weights ``(n_obs, F)`` of the location rows ``E_j = (x_j, 0, 0)`` and the scale
-            rows ``Q_j = (0, 0, z_j)`` (``w_z`` ignored without a scale).
+        w_hh, w_hz, w_zz : ndarray
+            Weights ``(n_obs, F)`` (the scale ones ignored without a scale).
+
+        Returns
+        -------
+        tuple
+            ``(G, F, p, p)``, and ``(G, F, p, ps)``, ``(G, F, ps, ps)`` or ``None``.
+        """
+        ops = self._operators()
+        t = self._apply(ops["hh"], w_hh)
+        if not self.ks or w_hz is None or w_zz is None:
+            return t, None, None
+        return t, self._apply(ops["hz"], w_hz), self._apply(ops["zz"], w_zz)
+
+    def first(self, raw: Raw) -> tuple[Array, Array]:
+        """``sum_{j in g} (w_h E_j + w_z Q_j)`` and ``sum_{j in g} w_h`` from raw moments.
+
+        Parameters
+        ----------
+        raw : tuple
+            :meth:`raw` of the weights ``(w_h, w_z, .)``: ``E_j = (x_j, 0, 0)`` are the
+            location rows, ``Q_j = (0, 0, z_j)`` the scale rows.
 
         Returns
         -------
@@ -137,21 +184,20 @@ class GroupMoments:
             ``(G, F)``.
         """
         kl = self.kl
-        t = self._apply(self._h1, w_h)
+        t, c, _ = raw
         m = np.zeros(t.shape[:2] + (self.k,))
         m[..., :kl] = t[..., 1:, 0]
-        if self.ks and w_z is not None:
-            tz = self._apply(self._z1, w_z)
-            m[..., kl + 1 :] = tz[..., 1:, 0]
+        if self.ks and c is not None:
+            m[..., kl + 1 :] = c[..., 0, 1:]
         return m, t[..., 0, 0]
 
-    def second(self, w_hh: Array, w_hz: Array | None, w_zz: Array | None, alpha: Array) -> Array:
+    def second(self, raw: Raw, alpha: Array) -> Array:
         """``sum_{j in g} [w_hh D D^T + w_hz (D Q^T + Q D^T) + w_zz Q Q^T]``, ``D = E_j + alpha_g``.
 
         Parameters
         ----------
-        w_hh, w_hz, w_zz : ndarray
-            Weights ``(n_obs, F)`` (the scale ones ignored without a scale).
+        raw : tuple
+            :meth:`raw` of the weights ``(w_hh, w_hz, w_zz)``.
         alpha : ndarray
             ``(G, F, k)`` per-group shift of the location row.
 
@@ -161,20 +207,18 @@ class GroupMoments:
             ``(G, F, k, k)``.
         """
         kl = self.kl
-        t = self._apply(self._hh, w_hh)
+        t, c, zz = raw
         out = np.zeros(t.shape[:2] + (self.k, self.k))
         out[..., :kl, :kl] = t[..., 1:, 1:]
         e1 = np.zeros(t.shape[:2] + (self.k,))
         e1[..., :kl] = t[..., 1:, 0]
         out += _sym(_outer(e1, alpha)) + t[..., 0, 0][..., None, None] * _outer(alpha, alpha)
-        if self.ks and w_hz is not None and w_zz is not None:
-            c = self._apply(self._hz, w_hz)
+        if self.ks and c is not None and zz is not None:
             cross = np.zeros_like(out)
             cross[..., :kl, kl + 1 :] = c[..., 1:, 1:]
             q1 = np.zeros_like(e1)
             q1[..., kl + 1 :] = c[..., 0, 1:]
             out += _sym(cross) + _sym(_outer(alpha, q1))
-            zz = self._apply(self._zz, w_zz)
             out[..., kl + 1 :, kl + 1 :] += zz[..., 1:, 1:]
         return out
 
@@ -185,8 +229,7 @@ def laplace_hessian(
     v: Array,
     s1: Array,
     s2: Array,
-    d2: tuple[Array, Array | None, Array | None],
-    higher: tuple[Array, Array | None, Array | None, Array, Array | None, Array | None],
+    raw: tuple[Raw, Raw, Raw],
     scale_counts: Array | None,
 ) -> Array:
     """Exact Hessian of the one-factor Laplace log-likelihood (formulas: module docstring).
@@ -201,11 +244,10 @@ def laplace_hessian(
         ``(G, F)`` standardised modes.
     s1, s2 : ndarray
         ``(G, F)`` group sums of ``d ll / d eta`` and ``d^2 ll / d eta^2`` at the modes.
-    d2 : tuple
-        Per-observation second derivatives at the modes ``(d2_loc, d2_cross, d2_scale)``
-        (the scale ones ``None`` without a scale; count terms excluded).
-    higher : tuple
-        ``(d3, c3, e3, d4, c4, e4)`` of :func:`batchglm.mixed.third_derivatives.higher_derivatives`.
+    raw : tuple
+        Raw moments (:meth:`GroupMoments.raw`) at the modes of the derivatives of order 2
+        ``(d2_loc, d2_cross, d2_scale)``, 3 ``(d3, c3, e3)`` and 4 ``(d4, c4, e4)`` (see
+        :mod:`batchglm.mixed.third_derivatives`; count terms excluded).
     scale_counts : ndarray or None
         ``(F, k_scale, k_scale)`` second derivatives of the count terms in the scale
         coefficients.
@@ -216,7 +258,7 @@ def laplace_hessian(
         ``(F, k, k)``.
     """
     kl, k = moments.kl, moments.k
-    d3, c3, e3, d4, c4, e4 = higher
+    raw2, raw3, raw4 = raw
     sig = sigma[None, :]
     h = 1.0 - sig * sig * s2  # (G, F)
     e_s = np.zeros(k)
@@ -224,10 +266,10 @@ def laplace_hessian(
     es = np.broadcast_to(e_s, v.shape + (k,))
     alpha0 = v[..., None] * es
     # The joint log density at the mode.
-    j_thth = moments.second(d2[0], d2[1], d2[2], alpha0).sum(axis=0)
+    j_thth = moments.second(raw2, alpha0).sum(axis=0)
     if scale_counts is not None:
         j_thth[:, kl + 1 :, kl + 1 :] += scale_counts
-    m2, _ = moments.first(d2[0], d2[1])
+    m2, _ = moments.first(raw2)
     m2 = m2 + s2[..., None] * alpha0
     j_tv = sig[..., None] * m2 + s1[..., None] * es
     dv = j_tv / h[..., None]
@@ -235,9 +277,9 @@ def laplace_hessian(
     alpha1 = alpha0 + sdv
     # Derivatives of the modes.
     ds1 = m2 + s2[..., None] * sdv
-    m3, s3 = moments.first(d3, c3)
+    m3, s3 = moments.first(raw3)
     ds2 = m3 + s3[..., None] * (alpha0 + sdv)
-    big_m3 = moments.second(d3, c3, e3, alpha1)
+    big_m3 = moments.second(raw3, alpha1)
     sym_dv = _sym(_outer(es, dv))
     d2v = (
         _sym(_outer(es, ds1)) + sig[..., None, None] * big_m3 + (sig * s2)[..., None, None] * sym_dv
@@ -245,7 +287,7 @@ def laplace_hessian(
     # The log-determinant term.
     dh = -2.0 * (sig * s2)[..., None] * es - (sig * sig)[..., None] * ds2
     d2eta = sym_dv + sig[..., None, None] * d2v
-    d2s2 = moments.second(d4, c4, e4, alpha1) + s3[..., None, None] * d2eta
+    d2s2 = moments.second(raw4, alpha1) + s3[..., None, None] * d2eta
     d2h = (
         -2.0 * s2[..., None, None] * _outer(es, es)
         - 2.0 * sig[..., None, None] * _sym(_outer(es, ds2))

@@ -1,0 +1,640 @@
+"""Per-group sums of the conditional terms of a random-intercept fit, in one compiled pass.
+
+Everything the one-factor Laplace objective (:mod:`batchglm.mixed.laplace`) needs from the
+data is a per-group sum over the observations: the inner Newton steps need ``sum ll``,
+``S1 = sum d ll / d eta`` and ``S2 = sum d^2 ll / d eta^2`` of every ``(group, feature)``
+pair; the gradient and the analytic Hessian (:mod:`batchglm.mixed.outer_hessian`) need
+per-group moments ``sum_{j in g} w_j a_j a_j^T`` of the design rows ``a_j = (1, x_j)`` and
+``b_j = (1, z_j)`` weighted by the derivatives of order two to four. Computed with NumPy,
+each is a pass that writes an ``(n_obs, F)`` array of terms and a sparse product that
+reads it back (with the third and fourth derivatives about 13 such passes per
+evaluation). Here one pass over the block evaluates the terms at
+``eta_j = eta_fixed_j + shift_{g(j)}`` and adds them to ``(n_groups, F, m)``
+accumulators; nothing of size ``n_obs x F`` is written. :func:`mode_sums` is the pass of
+an inner step (three sums, no scale terms, no higher derivatives); :func:`mode_moments`
+the pass at the mode (everything).
+
+Fewer products: :class:`RowBasis` writes the rows of each group in the coordinates of the
+columns that vary within groups. A column that is constant within every group (the
+intercept, a condition, any donor-level covariate) is a multiple of the constant
+coordinate there, so ``a_j = A_g t_j`` exactly, with ``t_j = (1, x_j[varying])``, and
+``sum w a a^T = A_g (sum w t t^T) A_g^T``. With ``~ condition + x`` and an intercept-only
+scale the second moments take 3 + 2 + 1 products per derivative order instead of 10 + 8 + 3.
+
+Family terms: as :mod:`batchglm.families.nb_kernel` (NB, in ``q = mu / r``) and
+:mod:`batchglm.mixed.third_derivatives` (orders three and four), the same expressions in
+the same order; Poisson as :meth:`batchglm.families.poisson.Poisson.derivatives`. Sums run
+over the observations in their order, as the sparse group sums do, so both paths agree to
+rounding (``tests/test_mixed_fused_pass.py``). Compiled by numba on first use (cached on
+disk; the GIL is released, so chunks run in parallel threads); :func:`applies` says when
+(``batchglm.families.nb_kernel.ENABLED``, switched off by ``BATCHGLM_NUMBA=0``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from batchglm.families import nb_kernel
+
+Array = NDArray[np.float64]
+
+#: Use the compiled passes where they apply (switch for tests that compare both paths).
+ENABLED = True
+#: Family codes of the compiled kernels.
+_NB = 0
+_POISSON = 1
+FAMILY_CODES = {"nb": _NB, "poisson": _POISSON}
+
+
+def applies(family: str, y: Array) -> bool:
+    """Tell whether the compiled per-group passes can evaluate this block.
+
+    Parameters
+    ----------
+    family : str
+        Family name.
+    y : ndarray
+        Counts ``(n_obs, F)``.
+
+    Returns
+    -------
+    bool
+        True for ``nb`` and ``poisson`` with a 2-D float64 block while the compiled
+        kernels are enabled (:data:`ENABLED` and
+        :data:`batchglm.families.nb_kernel.ENABLED`). Unlike the NB
+        kernel there is no minimum size: a random-intercept fit costs many passes, and the
+        one-time load of the kernels (about 0.5 s per process) pays off on small data too.
+    """
+    return (
+        ENABLED
+        and nb_kernel.ENABLED
+        and family in FAMILY_CODES
+        and isinstance(y, np.ndarray)
+        and y.ndim == 2
+        and y.dtype == np.float64
+    )
+
+
+@dataclass(frozen=True)
+class RowBasis:
+    """Design rows of each group in the coordinates of the within-group varying columns.
+
+    Attributes
+    ----------
+    coords : ndarray
+        ``(n_obs, r)`` coordinates ``t_j = (1, a_j[varying])``.
+    embed : ndarray
+        ``(n_groups, p, r)`` maps ``A_g`` with ``a_j = A_g t_j`` for ``j`` in group ``g``.
+    """
+
+    coords: Array
+    embed: Array
+
+    @classmethod
+    def build(cls, rows: Array, index: NDArray[np.intp], n_groups: int) -> RowBasis:
+        """Split the columns of ``[1, rows]`` into within-group constant and varying ones.
+
+        Parameters
+        ----------
+        rows : ndarray
+            ``(n_obs, k)`` design rows (the constant column ``1`` is prepended here).
+        index : ndarray of int
+            ``(n_obs,)`` group of each observation.
+        n_groups : int
+            Number of groups.
+
+        Returns
+        -------
+        RowBasis
+            Exact: a column counts as constant only if its values are equal within every
+            group, so ``A_g t_j`` reproduces ``(1, rows_j)`` bit for bit.
+        """
+        n = rows.shape[0]
+        full = np.column_stack([np.ones(n), rows])
+        p = full.shape[1]
+        # Each group's first row; a column is constant if every row equals it there.
+        ref = np.zeros((n_groups, p))
+        present, first = np.unique(index, return_index=True)
+        ref[present] = full[first]
+        varying = np.flatnonzero((full != ref[index]).any(axis=0))
+        coords = np.column_stack([np.ones(n), full[:, varying]])
+        embed = np.zeros((n_groups, p, 1 + varying.size))
+        # The constant coordinate carries the group's value of every constant column.
+        const = np.setdiff1d(np.arange(p), varying)
+        embed[:, const, 0] = ref[:, const]
+        embed[:, varying, 1 + np.arange(varying.size)] = 1.0
+        return cls(np.ascontiguousarray(coords), embed)
+
+    @property
+    def rank(self) -> int:
+        """Coordinates per row."""
+        return int(self.coords.shape[1])
+
+
+@dataclass
+class ModeMoments:
+    """Per-group sums at the modes, ``(n_groups, F, ...)``, in full design coordinates.
+
+    Attributes
+    ----------
+    ll : ndarray
+        ``(G, F)`` sum of the conditional log-likelihood terms (count terms excluded).
+    first_loc : ndarray
+        ``(G, F, p)`` ``sum d_loc a_j``; entry 0 is ``S1``.
+    first_scale : ndarray or None
+        ``(G, F, ps)`` ``sum d_scale b_j`` (``None`` without a scale).
+    loc : tuple of ndarray
+        For derivative orders 2, 3, 4: ``(G, F, p, p)`` ``sum d_o a_j a_j^T`` (``d_o`` the
+        ``o``-th derivative in the location predictor); ``loc[0][..., 0, 0]`` is ``S2``.
+    cross : tuple of ndarray or None
+        ``(G, F, p, ps)`` ``sum c_o a_j b_j^T`` with ``c2 = d2_cross`` and ``c3``, ``c4``
+        of :mod:`batchglm.mixed.third_derivatives`.
+    scale : tuple of ndarray or None
+        ``(G, F, ps, ps)`` ``sum e_o b_j b_j^T`` with ``e2 = d2_scale``, ``e3``, ``e4``.
+    """
+
+    ll: Array
+    first_loc: Array
+    first_scale: Array | None
+    loc: tuple[Array, Array, Array]
+    cross: tuple[Array, Array, Array] | None
+    scale: tuple[Array, Array, Array] | None
+
+    def raw(self, order: int) -> tuple[Array, Array | None, Array | None]:
+        """Return the three moments of one derivative order (2, 3 or 4).
+
+        Parameters
+        ----------
+        order : int
+            Derivative order.
+
+        Returns
+        -------
+        tuple
+            ``(loc, cross, scale)`` of that order, as
+            :meth:`batchglm.mixed.outer_hessian.GroupMoments.raw` returns them.
+        """
+        o = order - 2
+        cross = None if self.cross is None else self.cross[o]
+        scale = None if self.scale is None else self.scale[o]
+        return self.loc[o], cross, scale
+
+    @property
+    def s1(self) -> Array:
+        """``(G, F)`` group sums of ``d ll / d eta``."""
+        return self.first_loc[..., 0]
+
+    @property
+    def s2(self) -> Array:
+        """``(G, F)`` group sums of ``d^2 ll / d eta^2``."""
+        return self.loc[0][..., 0, 0]
+
+
+@dataclass
+class Point:
+    """The predictors of one evaluation, prepared once for all its passes.
+
+    Attributes
+    ----------
+    eta_fixed : ndarray
+        ``(n_obs, F)`` fixed part of the location predictor (offset included).
+    log_r : ndarray
+        ``(1, F)`` or ``(n_obs, F)`` scale predictor (NB; zeros for Poisson).
+    r : ndarray
+        ``exp(log_r)``.
+    base : ndarray
+        ``(n_obs, F)`` ``q = mu / r`` (NB) or ``mu`` (Poisson) at random intercepts 0: a
+        pass at intercepts ``u_g`` multiplies it by ``exp(u_g)`` instead of taking an
+        exponential per observation.
+    """
+
+    eta_fixed: Array
+    log_r: Array
+    r: Array
+    base: Array
+
+
+class GroupPass:
+    """The compiled per-group passes over one block of features.
+
+    Parameters
+    ----------
+    family : {"nb", "poisson"}
+        Family name.
+    y : ndarray
+        Counts ``(n_obs, F)``.
+    index : ndarray of int
+        ``(n_obs,)`` group of each observation.
+    n_groups : int
+        Number of groups.
+    loc_basis : RowBasis
+        Location rows ``(1, x_j)`` per group.
+    scale_basis : RowBasis or None
+        Scale rows ``(1, z_j)`` per group (NB); ``None`` for Poisson.
+    """
+
+    def __init__(
+        self,
+        family: str,
+        y: Array,
+        index: NDArray[np.intp],
+        n_groups: int,
+        loc_basis: RowBasis,
+        scale_basis: RowBasis | None,
+    ) -> None:
+        self.family = family
+        self.code = FAMILY_CODES[family]
+        self.y = np.ascontiguousarray(y, dtype=np.float64)
+        self.index = np.ascontiguousarray(index, dtype=np.intp)
+        self.n_groups = n_groups
+        self.loc_basis = loc_basis
+        self.scale_basis = scale_basis if self.code == _NB else None
+        n = self.y.shape[0]
+        self._tl = loc_basis.coords
+        self._ts = self.scale_basis.coords if self.scale_basis is not None else np.zeros((n, 0))
+        rl, rs = self._tl.shape[1], self._ts.shape[1]
+        self._tri_l = _triangle(rl)
+        self._tri_s = _triangle(rs)
+        ml, ms = self._tri_l[0].size, self._tri_s[0].size
+        # Term of each accumulator of the moments pass (rows of its ``wb``): ll, d_loc x
+        # t, d_scale x s, (d2, d3, d4) x t t^T, (c2, c3, c4) x t s^T, (e2, e3, e4) x s s^T.
+        sizes = [1, rl, rs] + [ml] * 3 + [rl * rs] * 3 + [ms] * 3
+        self._term = np.repeat(np.arange(12), sizes).astype(np.intp)
+
+    def subset(self, keep: NDArray[np.bool_]) -> GroupPass:
+        """Restrict to the features where ``keep`` is true.
+
+        Parameters
+        ----------
+        keep : ndarray of bool
+            Mask over features.
+
+        Returns
+        -------
+        GroupPass
+            Same designs and groups, fewer features.
+        """
+        return GroupPass(
+            self.family,
+            self.y[:, keep],
+            self.index,
+            self.n_groups,
+            self.loc_basis,
+            self.scale_basis,
+        )
+
+    def point(self, eta_fixed: Array, eta_scale: Array) -> Point:
+        """Prepare the predictors of an evaluation (one exponential per observation).
+
+        Parameters
+        ----------
+        eta_fixed : ndarray
+            ``(n_obs, F)`` fixed part of the location predictor (offset included).
+        eta_scale : ndarray
+            Scale predictor, ``(1, F)`` or ``(n_obs, F)`` (ignored for Poisson).
+
+        Returns
+        -------
+        Point
+            Inputs of :meth:`sums` and :meth:`moments`.
+        """
+        eta_fixed = np.ascontiguousarray(eta_fixed, dtype=np.float64)
+        n, n_feat = self.y.shape
+        if self.code != _NB:
+            zeros = np.zeros((1, n_feat))
+            return Point(eta_fixed, zeros, zeros + 1.0, np.exp(eta_fixed))
+        log_r = np.asarray(eta_scale, dtype=np.float64)
+        if log_r.ndim != 2 or log_r.shape[0] not in (1, n):
+            log_r = np.broadcast_to(log_r, (n, n_feat))
+        log_r = np.ascontiguousarray(log_r)
+        base = np.subtract(eta_fixed, log_r)
+        np.exp(base, out=base)
+        return Point(eta_fixed, log_r, np.exp(log_r), base)
+
+    def sums(self, point: Point, shift: Array) -> tuple[Array, Array]:
+        """Group sums of ``d ll / d eta`` and ``d^2 ll / d eta^2``.
+
+        Parameters
+        ----------
+        point : Point
+            From :meth:`point`.
+        shift : ndarray
+            ``(n_groups, F)`` random intercepts ``sigma v_g`` added to the predictor.
+
+        Returns
+        -------
+        s1, s2 : ndarray
+            Each ``(n_groups, F)``.
+        """
+        n_feat = self.y.shape[1]
+        acc = np.zeros((self.n_groups, 2, n_feat))
+        with np.errstate(over="ignore"):
+            factor = np.exp(shift)
+        _compiled("sums")(self.code, self.y, point.base, point.r, self.index, factor, acc)
+        return acc[:, 0], acc[:, 1]
+
+    def loglik(self, point: Point, shift: Array) -> Array:
+        """Group sums of the conditional log-likelihood terms (count terms excluded).
+
+        Parameters
+        ----------
+        point : Point
+            From :meth:`point`.
+        shift : ndarray
+            ``(n_groups, F)`` random intercepts ``sigma v_g``.
+
+        Returns
+        -------
+        ndarray
+            ``(n_groups, F)``.
+        """
+        acc = np.zeros((self.n_groups, self.y.shape[1]))
+        shift = np.ascontiguousarray(shift, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            factor = np.exp(shift)
+        _compiled("loglik")(
+            self.code,
+            self.y,
+            point.base,
+            point.eta_fixed,
+            point.log_r,
+            point.r,
+            self.index,
+            shift,
+            factor,
+            acc,
+        )
+        return acc
+
+    def moments(self, point: Point, shift: Array) -> ModeMoments:
+        """All per-group sums of the value, gradient and Hessian at the modes.
+
+        Parameters
+        ----------
+        point : Point
+            From :meth:`point`.
+        shift : ndarray
+            ``(n_groups, F)`` random intercepts ``sigma v_g`` (at the modes).
+
+        Returns
+        -------
+        ModeMoments
+            In the full coordinates ``a_j = (1, x_j)`` and ``b_j = (1, z_j)``.
+        """
+        n_feat = self.y.shape[1]
+        rl, rs = self._tl.shape[1], self._ts.shape[1]
+        ml, ms = self._tri_l[0].size, self._tri_s[0].size
+        acc = np.zeros((self.n_groups, self._term.size, n_feat))
+        shift = np.ascontiguousarray(shift, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            factor = np.exp(shift)
+        _compiled("moments")(
+            self.code,
+            self.y,
+            point.base,
+            point.eta_fixed,
+            point.log_r,
+            point.r,
+            self.index,
+            shift,
+            factor,
+            self._tl,
+            self._ts,
+            self._tri_l[0],
+            self._tri_l[1],
+            self._tri_s[0],
+            self._tri_s[1],
+            self._term,
+            acc,
+        )
+        acc = np.moveaxis(acc, 1, 2)  # (G, F, width)
+        blocks = np.split(acc, np.cumsum([1, rl, rs] + [ml] * 3 + [rl * rs] * 3 + [ms] * 2), axis=2)
+        a_emb = self.loc_basis.embed
+        one = np.ones((1, 1, 1))
+        first_loc = _embed(blocks[1][..., None], a_emb, one)[..., 0]
+        tri_l, tri_s = self._tri_l, self._tri_s
+        loc = (
+            _embed(_square(blocks[3], tri_l, rl), a_emb, a_emb),
+            _embed(_square(blocks[4], tri_l, rl), a_emb, a_emb),
+            _embed(_square(blocks[5], tri_l, rl), a_emb, a_emb),
+        )
+        ll = blocks[0][..., 0].copy()
+        if self.scale_basis is None:
+            return ModeMoments(ll, first_loc, None, loc, None, None)
+        b_emb = self.scale_basis.embed
+        shape = (self.n_groups, n_feat, rl, rs)
+        return ModeMoments(
+            ll,
+            first_loc,
+            _embed(blocks[2][..., None], b_emb, one)[..., 0],
+            loc,
+            (
+                _embed(blocks[6].reshape(shape), a_emb, b_emb),
+                _embed(blocks[7].reshape(shape), a_emb, b_emb),
+                _embed(blocks[8].reshape(shape), a_emb, b_emb),
+            ),
+            (
+                _embed(_square(blocks[9], tri_s, rs), b_emb, b_emb),
+                _embed(_square(blocks[10], tri_s, rs), b_emb, b_emb),
+                _embed(_square(blocks[11], tri_s, rs), b_emb, b_emb),
+            ),
+        )
+
+
+def _triangle(r: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    rows, cols = np.triu_indices(r)
+    return np.ascontiguousarray(rows), np.ascontiguousarray(cols)
+
+
+def _square(tri: Array, idx: tuple[NDArray[np.intp], NDArray[np.intp]], r: int) -> Array:
+    """``(..., m)`` upper triangle -> ``(..., r, r)`` symmetric matrix."""
+    out = np.empty(tri.shape[:-1] + (r, r))
+    out[..., idx[0], idx[1]] = tri
+    out[..., idx[1], idx[0]] = tri
+    return out
+
+
+def _embed(m: Array, left: Array, right: Array) -> Array:
+    """``A_g M_g B_g^T`` for every group: ``(G, p, r) x (G, F, r, s) x (G, q, s)``."""
+    out: Array = left[:, None] @ m @ np.swapaxes(right, 1, 2)[:, None]
+    return out
+
+
+def _sums(
+    family: int,
+    y: Array,
+    base: Array,
+    r_arg: Array,
+    index: NDArray[np.intp],
+    factor: Array,
+    acc: Array,
+) -> None:  # pragma: no cover - compiled; covered through GroupPass.sums
+    n, n_feat = y.shape
+    per_obs = r_arg.shape[0] != 1
+    for i in range(n):
+        g = index[i]
+        si = i if per_obs else 0
+        for f in range(n_feat):
+            q = base[i, f] * factor[g, f]
+            yi = y[i, f]
+            if family == 0:
+                r = r_arg[si, f]
+                inv = 1.0 / (q + 1.0)
+                acc[g, 0, f] += (yi - q * r) * inv
+                acc[g, 1, f] -= (yi + r) * (q * inv * inv)
+            else:
+                acc[g, 0, f] += yi - q
+                acc[g, 1, f] -= q
+
+
+def _loglik(
+    family: int,
+    y: Array,
+    base: Array,
+    eta_fixed: Array,
+    log_r: Array,
+    r_arg: Array,
+    index: NDArray[np.intp],
+    shift: Array,
+    factor: Array,
+    acc: Array,
+) -> None:  # pragma: no cover - compiled; covered through GroupPass.loglik
+    n, n_feat = y.shape
+    per_obs = r_arg.shape[0] != 1
+    for i in range(n):
+        g = index[i]
+        si = i if per_obs else 0
+        for f in range(n_feat):
+            q = base[i, f] * factor[g, f]
+            yi = y[i, f]
+            eta = eta_fixed[i, f] + shift[g, f]
+            if family == 0:
+                r = r_arg[si, f]
+                log1p_q = np.log1p(q)
+                acc[g, f] += (eta - log_r[si, f] - log1p_q) * yi - r * log1p_q
+            else:
+                log_y = np.log(yi) if yi > 0 else 0.0
+                acc[g, f] += yi * (eta - log_y) - (q - yi)
+
+
+def _moments(
+    family: int,
+    y: Array,
+    base: Array,
+    eta_fixed: Array,
+    log_r: Array,
+    r_arg: Array,
+    index: NDArray[np.intp],
+    shift: Array,
+    factor: Array,
+    tl: Array,
+    ts: Array,
+    tri_la: NDArray[np.intp],
+    tri_lb: NDArray[np.intp],
+    tri_sa: NDArray[np.intp],
+    tri_sb: NDArray[np.intp],
+    term: NDArray[np.intp],
+    acc: Array,
+) -> None:  # pragma: no cover - compiled; covered through GroupPass.moments
+    n, n_feat = y.shape
+    rl = tl.shape[1]
+    rs = ts.shape[1]
+    ml = tri_la.size
+    ms = tri_sa.size
+    width = term.size
+    per_obs = r_arg.shape[0] != 1
+    # Per row: the twelve terms of every feature (``wb``), the design products of the
+    # row (``prod``); accumulator ``k`` adds term ``term[k]`` times ``prod[k]``.
+    wb = np.zeros((12, n_feat))
+    prod = np.ones(width)
+    for i in range(n):
+        g = index[i]
+        si = i if per_obs else 0
+        k = 1
+        for a in range(rl):
+            prod[k] = tl[i, a]
+            k += 1
+        for a in range(rs):
+            prod[k] = ts[i, a]
+            k += 1
+        for _ in range(3):
+            for m in range(ml):
+                prod[k] = tl[i, tri_la[m]] * tl[i, tri_lb[m]]
+                k += 1
+        for _ in range(3):
+            for a in range(rl):
+                for b in range(rs):
+                    prod[k] = tl[i, a] * ts[i, b]
+                    k += 1
+        for _ in range(3):
+            for m in range(ms):
+                prod[k] = ts[i, tri_sa[m]] * ts[i, tri_sb[m]]
+                k += 1
+        for f in range(n_feat):
+            q = base[i, f] * factor[g, f]
+            yi = y[i, f]
+            eta = eta_fixed[i, f] + shift[g, f]
+            if family == 0:
+                r = r_arg[si, f]
+                log1p_q = np.log1p(q)
+                wb[0, f] = (eta - log_r[si, f] - log1p_q) * yi - r * log1p_q
+                inv = 1.0 / (q + 1.0)
+                q_inv = q * inv
+                resid = yi - q * r
+                d1 = resid * inv
+                q_inv2 = q_inv * inv
+                ds = (q_inv - log1p_q) * r - yi * inv
+                # Orders three and four as batchglm.mixed.third_derivatives.
+                f2 = q_inv2 * (1.0 - q) * inv
+                f3 = q_inv2 * ((1.0 - q) * (1.0 - q) - 2.0 * q) * inv * inv
+                w = yi + r
+                rf1 = r * q_inv2
+                rf2 = r * f2
+                wf2 = w * f2
+                wf3 = w * f3
+                wb[1, f] = d1
+                wb[2, f] = ds
+                wb[3, f] = -(w * q_inv2)
+                wb[4, f] = -wf2
+                wb[5, f] = -wf3
+                wb[6, f] = resid * q_inv2
+                wb[7, f] = wf2 - rf1
+                wb[8, f] = wf3 - rf2
+                wb[9, f] = q_inv * r + ds + d1 * inv
+                wb[10, f] = 2.0 * rf1 - r * q_inv - wf2
+                wb[11, f] = 2.0 * rf2 - rf1 - wf3
+            else:
+                log_y = np.log(yi) if yi > 0 else 0.0
+                wb[0, f] = yi * (eta - log_y) - (q - yi)
+                wb[1, f] = yi - q
+                wb[3, f] = -q
+                wb[4, f] = -q
+                wb[5, f] = -q
+        ag = acc[g]
+        for k in range(width):
+            t = prod[k]
+            wk = wb[term[k]]
+            out = ag[k]
+            for f in range(n_feat):
+                out[f] += wk[f] * t
+
+
+_KERNELS: dict[str, Callable[..., Any]] = {"sums": _sums, "loglik": _loglik, "moments": _moments}
+_cache: dict[str, Callable[..., Any]] = {}
+_LOCK = threading.Lock()
+
+
+def _compiled(name: str) -> Callable[..., Any]:
+    """Return the compiled kernel ``name`` (numba's on-disk cache serves later processes)."""
+    with _LOCK:
+        if name not in _cache:
+            from numba import njit
+
+            _cache[name] = njit(cache=True, nogil=True)(_KERNELS[name])
+        return _cache[name]
