@@ -8,7 +8,11 @@ linearly to 2,000); glmmTMB (``y ~ condition + x + (1 | donor)``, nbinom2) fits
 over the same counts (as in ``benchmarks/run.py``), so ``fit / L`` is the cost in
 likelihood evaluations. Before timing, a small fit (2,000 cells x 40 genes) loads the
 lazily imported modules and the compiled kernels (one-time costs of a process, about 1-2 s,
-not per-fit work); ``--reml`` times ``reml=True`` as well.
+not per-fit work); ``--reml`` times ``reml=True`` as well; ``--numpy-path`` times the fit
+again with the compiled per-group passes of ``batchglm.mixed.group_pass`` switched off
+(the NumPy derivative arrays and sparse group sums they replaced), in the same process;
+``--threads`` sets ``n_jobs`` (default: all cores). The load average of the machine is
+recorded with the results.
 
 Run: ``PYTHONPATH=src python benchmarks/mixed_speed.py [--genes 200] [--tmb-genes 3]``;
 writes ``benchmarks/results/mixed_speed.md``.
@@ -17,6 +21,7 @@ writes ``benchmarks/results/mixed_speed.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -86,10 +91,18 @@ def main() -> None:
     ap.add_argument("--genes", type=int, default=TARGET_GENES)
     ap.add_argument("--tmb-genes", type=int, default=3)
     ap.add_argument("--reml", action="store_true", help="time reml=True too")
+    ap.add_argument("--numpy-path", action="store_true", help="time the NumPy path too")
+    ap.add_argument("--threads", type=int, default=None, help="n_jobs (default: all cores)")
     ap.add_argument("--out", default="mixed_speed.md")
     args = ap.parse_args()
+    from batchglm.mixed import group_pass
+
+    load = [os.getloadavg()[0]]
     y_w, obs_w = simulate(2000, 40, seed=1)
     bg.fit(y_w, "~ condition + x", obs=obs_w, random_effects="donor")
+    group_pass.ENABLED = False
+    bg.fit(y_w, "~ condition + x", obs=obs_w, random_effects="donor")
+    group_pass.ENABLED = True
     y, obs = simulate(args.cells, args.genes)
     mu = np.broadcast_to(y.mean(axis=0), y.shape)
     times = []
@@ -98,14 +111,27 @@ def main() -> None:
         nb_loglik(y, mu, np.full((1, y.shape[1]), 5.0))
         times.append(time.perf_counter() - t0)
     one_l = float(np.median(times))
+    kw = {"obs": obs, "random_effects": "donor", "n_jobs": args.threads}
     t0 = time.perf_counter()
-    res = bg.fit(y, "~ condition + x", obs=obs, random_effects="donor")
+    res = bg.fit(y, "~ condition + x", **kw)
     fit_s = time.perf_counter() - t0
+    load.append(os.getloadavg()[0])
+    numpy_s = float("nan")
+    if args.numpy_path:
+        group_pass.ENABLED = False
+        t0 = time.perf_counter()
+        res_np = bg.fit(y, "~ condition + x", **kw)
+        numpy_s = time.perf_counter() - t0
+        group_pass.ENABLED = True
+        load.append(os.getloadavg()[0])
+        diff_ll = float(np.abs(res.loglik - res_np.loglik).max())
+        diff_coef = float(np.abs(res.coef_loc.to_numpy() - res_np.coef_loc.to_numpy()).max())
     reml_s = float("nan")
     if args.reml:
         t0 = time.perf_counter()
-        bg.fit(y, "~ condition + x", obs=obs, random_effects="donor", reml=True)
+        bg.fit(y, "~ condition + x", reml=True, **kw)
         reml_s = time.perf_counter() - t0
+        load.append(os.getloadavg()[0])
     # L again after the fits: the machine's load can change while they run.
     times = []
     for _ in range(3):
@@ -139,7 +165,17 @@ def main() -> None:
         "| quantity | value |",
         "|---|---|",
         f"| L (one NB log-likelihood pass, {args.genes} genes) | {one_l:.3f} s |",
-        f"| batchglm fit, {args.genes} genes | {fit_s:.1f} s ({fit_s / one_l:.0f} L) |",
+        f"| batchglm fit, {args.genes} genes | {fit_s:.1f} s ({fit_s / one_l:.1f} L) |",
+        *(
+            [
+                f"| batchglm fit, NumPy path, {args.genes} genes | {numpy_s:.1f} s "
+                f"({numpy_s / one_l:.1f} L) |",
+                f"| max abs difference of the two fits: loglik / coef_loc | {diff_ll:.1e} / "
+                f"{diff_coef:.1e} |",
+            ]
+            if args.numpy_path
+            else []
+        ),
         *(
             [f"| batchglm REML fit, {args.genes} genes | {reml_s:.1f} s ({reml_s / one_l:.0f} L) |"]
             if args.reml
@@ -150,6 +186,8 @@ def main() -> None:
         f"| glmmTMB, scaled to {TARGET_GENES} genes | {tmb * TARGET_GENES:.0f} s |",
         f"| glmmTMB / batchglm | {tmb * TARGET_GENES / (fit_s * scale):.1f} |",
         f"| status | {res.status.value_counts().to_dict()} |",
+        f"| threads (n_jobs) | {args.threads or 'all cores'} |",
+        f"| load average (1 min) during the run | {', '.join(f'{x:.1f}' for x in load)} |",
         "",
     ]
     out_path = Path(__file__).parent / "results" / args.out

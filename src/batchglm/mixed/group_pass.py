@@ -46,6 +46,9 @@ Array = NDArray[np.float64]
 
 #: Use the compiled passes where they apply (switch for tests that compare both paths).
 ENABLED = True
+#: ``log1p(q)`` is evaluated as ``log(1 + q)`` from here on (three times faster compiled;
+#: relative error below ``2e-14``, against ``1e-16`` of ``log1p``).
+_LOG1P_BELOW = 1e-2
 #: Family codes of the compiled kernels.
 _NB = 0
 _POISSON = 1
@@ -516,7 +519,7 @@ def _loglik(
             eta = eta_fixed[i, f] + shift[g, f]
             if family == 0:
                 r = r_arg[si, f]
-                log1p_q = np.log1p(q)
+                log1p_q = np.log1p(q) if q < _LOG1P_BELOW else np.log(1.0 + q)
                 acc[g, f] += (eta - log_r[si, f] - log1p_q) * yi - r * log1p_q
             else:
                 log_y = np.log(yi) if yi > 0 else 0.0
@@ -582,7 +585,7 @@ def _moments(
             eta = eta_fixed[i, f] + shift[g, f]
             if family == 0:
                 r = r_arg[si, f]
-                log1p_q = np.log1p(q)
+                log1p_q = np.log1p(q) if q < _LOG1P_BELOW else np.log(1.0 + q)
                 wb[0, f] = (eta - log_r[si, f] - log1p_q) * yi - r * log1p_q
                 inv = 1.0 / (q + 1.0)
                 q_inv = q * inv
