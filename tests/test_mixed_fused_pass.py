@@ -173,3 +173,27 @@ def test_fused_modes_from_far_starts_solve_the_group_equations() -> None:
 
             ref = optimize.brentq(deriv, -60.0, 60.0, xtol=1e-13)
             assert mode.v[g, f] == pytest.approx(ref, abs=1e-9)
+
+
+@pytest.mark.parametrize(("family", "scale"), [("nb", "~ lane"), ("poisson", None)])
+def test_reml_fast_path_gives_the_fit_of_the_numpy_path(
+    family: str, scale: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    y, obs = _donors(5, family, n_feat=6)
+    kw = {
+        "obs": obs,
+        "random_effects": "donor",
+        "family": family,
+        "design_scale": scale,
+        "reml": True,
+    }
+    fast = bg.fit(y, "~ condition + age + x", **kw)
+    monkeypatch.setattr(group_pass, "ENABLED", False)
+    slow = bg.fit(y, "~ condition + age + x", **kw)
+    assert fast.converged.all() and (fast.status == slow.status).all()
+    np.testing.assert_allclose(fast.loglik, slow.loglik, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(fast.coef_loc, slow.coef_loc, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(fast.random_var, slow.random_var, rtol=1e-7)
+    # The outer Hessian of a REML fit is a central difference (step 1e-3) of values solved
+    # to rounding: its standard errors carry about 1e-8 of that noise.
+    np.testing.assert_allclose(fast.se_loc, slow.se_loc, rtol=1e-6)

@@ -264,11 +264,23 @@ class GroupPass:
         rl, rs = self._tl.shape[1], self._ts.shape[1]
         self._tri_l = _triangle(rl)
         self._tri_s = _triangle(rs)
-        ml, ms = self._tri_l[0].size, self._tri_s[0].size
-        # Term of each accumulator of the moments pass (rows of its ``wb``): ll, d_loc x
-        # t, d_scale x s, (d2, d3, d4) x t t^T, (c2, c3, c4) x t s^T, (e2, e3, e4) x s s^T.
-        sizes = [1, rl, rs] + [ml] * 3 + [rl * rs] * 3 + [ms] * 3
-        self._term = np.repeat(np.arange(12), sizes).astype(np.intp)
+        self._coords = np.ascontiguousarray(np.column_stack([self._tl, self._ts]))
+        tri_l = self._tri_l
+        tri_s = (self._tri_s[0] + rl, self._tri_s[1] + rl)
+        cross_a, cross_b = (
+            x.ravel() for x in np.meshgrid(np.arange(rl), rl + np.arange(rs), indexing="ij")
+        )
+        zero = np.zeros(1, dtype=np.intp)
+        # Accumulators of the moments pass: (term of ``wb``, product of coordinates). Terms:
+        # 0 ll, 1 d_loc, 2 d_scale, 3-5 d2-d4, 6-8 c2-c4, 9-11 e2-e4 (see _moments).
+        blocks = [(0, zero, zero), (1, np.arange(rl), np.zeros(rl, np.intp))]
+        blocks.append((2, rl + np.arange(rs), np.zeros(rs, np.intp)))
+        blocks += [(3 + o, tri_l[0], tri_l[1]) for o in range(3)]
+        blocks += [(6 + o, cross_a, cross_b) for o in range(3)]
+        blocks += [(9 + o, tri_s[0], tri_s[1]) for o in range(3)]
+        self._plan = _plan(blocks)
+        #: The light pass (ll, d_loc x t, d2_loc x t t^T) of a joint mode solve.
+        self._light_plan = _plan([blocks[0], blocks[1], blocks[3]])
 
     def subset(self, keep: NDArray[np.bool_]) -> GroupPass:
         """Restrict to the features where ``keep`` is true.
@@ -375,6 +387,60 @@ class GroupPass:
         )
         return acc
 
+    def _pass(
+        self, point: Point, shift: Array, plan: tuple[NDArray[np.intp], ...], light: bool
+    ) -> Array:
+        """Run the moments kernel with an accumulator plan; ``(G, width, F)`` sums."""
+        term, prod_a, prod_b = plan
+        acc = np.zeros((self.n_groups, term.size, self.y.shape[1]))
+        shift = np.ascontiguousarray(shift, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            factor = np.exp(shift)
+        _compiled("moments")(
+            self.code,
+            self.y,
+            point.base,
+            point.eta_fixed,
+            point.log_r,
+            point.r,
+            self.index,
+            shift,
+            factor,
+            self._coords,
+            prod_a,
+            prod_b,
+            term,
+            light,
+            acc,
+        )
+        return acc
+
+    def joint_moments(self, point: Point, shift: Array) -> tuple[Array, Array, Array]:
+        """Per-group sums of a Newton step on fixed effects and intercepts together.
+
+        Parameters
+        ----------
+        point : Point
+            From :meth:`point`.
+        shift : ndarray
+            ``(n_groups, F)`` random intercepts ``sigma v_g``.
+
+        Returns
+        -------
+        ll : ndarray
+            ``(G, F)`` sums of the log-likelihood terms (count terms excluded).
+        first : ndarray
+            ``(G, F, p)`` ``sum d_loc a_j`` (entry 0 is ``S1``).
+        second : ndarray
+            ``(G, F, p, p)`` ``sum d2_loc a_j a_j^T`` (entry ``[0, 0]`` is ``S2``).
+        """
+        rl = self._tl.shape[1]
+        acc = np.moveaxis(self._pass(point, shift, self._light_plan, True), 1, 2)
+        a_emb = self.loc_basis.embed
+        first = _embed(acc[..., 1 : 1 + rl, None], a_emb, np.ones((1, 1, 1)))[..., 0]
+        second = _embed(_square(acc[..., 1 + rl :], self._tri_l, rl), a_emb, a_emb)
+        return acc[..., 0].copy(), first, second
+
     def moments(self, point: Point, shift: Array) -> ModeMoments:
         """All per-group sums of the value, gradient and Hessian at the modes.
 
@@ -393,29 +459,7 @@ class GroupPass:
         n_feat = self.y.shape[1]
         rl, rs = self._tl.shape[1], self._ts.shape[1]
         ml, ms = self._tri_l[0].size, self._tri_s[0].size
-        acc = np.zeros((self.n_groups, self._term.size, n_feat))
-        shift = np.ascontiguousarray(shift, dtype=np.float64)
-        with np.errstate(over="ignore"):
-            factor = np.exp(shift)
-        _compiled("moments")(
-            self.code,
-            self.y,
-            point.base,
-            point.eta_fixed,
-            point.log_r,
-            point.r,
-            self.index,
-            shift,
-            factor,
-            self._tl,
-            self._ts,
-            self._tri_l[0],
-            self._tri_l[1],
-            self._tri_s[0],
-            self._tri_s[1],
-            self._term,
-            acc,
-        )
+        acc = self._pass(point, shift, self._plan, False)
         acc = np.moveaxis(acc, 1, 2)  # (G, F, width)
         blocks = np.split(acc, np.cumsum([1, rl, rs] + [ml] * 3 + [rl * rs] * 3 + [ms] * 2), axis=2)
         a_emb = self.loc_basis.embed
@@ -448,6 +492,16 @@ class GroupPass:
                 _embed(_square(blocks[11], tri_s, rs), b_emb, b_emb),
             ),
         )
+
+
+def _plan(
+    blocks: list[tuple[int, NDArray[np.intp], NDArray[np.intp]]],
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """Concatenate ``(term, first coordinates, second coordinates)`` blocks."""
+    term = np.concatenate([np.full(a.size, t, dtype=np.intp) for t, a, _ in blocks])
+    prod_a = np.concatenate([a for _, a, _ in blocks]).astype(np.intp)
+    prod_b = np.concatenate([b for _, _, b in blocks]).astype(np.intp)
+    return term, prod_a, prod_b
 
 
 def _triangle(r: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
@@ -536,49 +590,26 @@ def _moments(
     index: NDArray[np.intp],
     shift: Array,
     factor: Array,
-    tl: Array,
-    ts: Array,
-    tri_la: NDArray[np.intp],
-    tri_lb: NDArray[np.intp],
-    tri_sa: NDArray[np.intp],
-    tri_sb: NDArray[np.intp],
+    coords: Array,
+    prod_a: NDArray[np.intp],
+    prod_b: NDArray[np.intp],
     term: NDArray[np.intp],
+    light: bool,
     acc: Array,
 ) -> None:  # pragma: no cover - compiled; covered through GroupPass.moments
     n, n_feat = y.shape
-    rl = tl.shape[1]
-    rs = ts.shape[1]
-    ml = tri_la.size
-    ms = tri_sa.size
     width = term.size
     per_obs = r_arg.shape[0] != 1
-    # Per row: the twelve terms of every feature (``wb``), the design products of the
-    # row (``prod``); accumulator ``k`` adds term ``term[k]`` times ``prod[k]``.
+    # Per row: the twelve terms of every feature (``wb``; with ``light`` only ll, d_loc
+    # and d2_loc) and the design products of the row; accumulator ``k`` adds term
+    # ``term[k]`` times ``coords[i, prod_a[k]] * coords[i, prod_b[k]]``.
     wb = np.zeros((12, n_feat))
     prod = np.ones(width)
     for i in range(n):
         g = index[i]
         si = i if per_obs else 0
-        k = 1
-        for a in range(rl):
-            prod[k] = tl[i, a]
-            k += 1
-        for a in range(rs):
-            prod[k] = ts[i, a]
-            k += 1
-        for _ in range(3):
-            for m in range(ml):
-                prod[k] = tl[i, tri_la[m]] * tl[i, tri_lb[m]]
-                k += 1
-        for _ in range(3):
-            for a in range(rl):
-                for b in range(rs):
-                    prod[k] = tl[i, a] * ts[i, b]
-                    k += 1
-        for _ in range(3):
-            for m in range(ms):
-                prod[k] = ts[i, tri_sa[m]] * ts[i, tri_sb[m]]
-                k += 1
+        for k in range(width):
+            prod[k] = coords[i, prod_a[k]] * coords[i, prod_b[k]]
         for f in range(n_feat):
             q = base[i, f] * factor[g, f]
             yi = y[i, f]
@@ -592,6 +623,10 @@ def _moments(
                 resid = yi - q * r
                 d1 = resid * inv
                 q_inv2 = q_inv * inv
+                wb[1, f] = d1
+                wb[3, f] = -((yi + r) * q_inv2)
+                if light:
+                    continue
                 ds = (q_inv - log1p_q) * r - yi * inv
                 # Orders three and four as batchglm.mixed.third_derivatives.
                 f2 = q_inv2 * (1.0 - q) * inv
@@ -601,9 +636,7 @@ def _moments(
                 rf2 = r * f2
                 wf2 = w * f2
                 wf3 = w * f3
-                wb[1, f] = d1
                 wb[2, f] = ds
-                wb[3, f] = -(w * q_inv2)
                 wb[4, f] = -wf2
                 wb[5, f] = -wf3
                 wb[6, f] = resid * q_inv2

@@ -9,7 +9,9 @@ where ``v = u / sigma`` is the standardised random intercept. Its negative curva
 ``1 - sigma^2 sum_j d2_j`` is at least 1 (NB and Poisson log-likelihoods are concave in the
 log mean), so a damped Newton iteration converges quadratically from any start. All
 ``features x groups`` problems are solved at once; the cost per iteration is one pass of
-the family's derivatives over the data block.
+the family's derivatives over the data block (:func:`solve_modes`), or, where the
+compiled passes of :mod:`batchglm.mixed.group_pass` apply, one multiplication and division
+per observation (:func:`solve_modes_fused`, the default for NB and Poisson).
 """
 
 from __future__ import annotations

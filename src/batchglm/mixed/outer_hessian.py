@@ -25,8 +25,10 @@ the Hessian is assembled from per-group weighted moments of the design rows:
 
 (Standard implicit differentiation of a Laplace approximation, as in TMB's automatic
 differentiation of the inner problem; written out here for the scalar per-group case.)
-The moments are one sparse product per derivative with all observations (no
-``n_obs x n_obs`` array), so one Hessian costs about as much as one gradient.
+The moments come from the pass at the mode of :mod:`batchglm.mixed.group_pass` (one
+compiled pass for the value, gradient and Hessian), or, where it does not apply, from one
+sparse product per derivative order with all observations (no ``n_obs x n_obs`` array),
+so one Hessian costs about as much as one gradient.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.families import Derivatives, Family
+from batchglm.mixed.group_pass import GroupPass, RowBasis, applies
 from batchglm.mixed.laplace import laplace_evaluation
 from batchglm.solvers.count_table import CountTable, table_and_constant
 from batchglm.solvers.linalg import GroupSums, PairProducts, inverse_negative
@@ -168,6 +169,14 @@ class RemlObjective:
         #: Set by an order-2 evaluation: ``d a* / d theta`` ``(F, p, k)`` and ``S``.
         self.sens: Array | None = None
         self.schur: Array | None = None
+        #: The compiled per-group pass (:mod:`batchglm.mixed.group_pass`) where it applies:
+        #: one pass per joint Newton step gives ``ll``, ``X^T W X``, ``c_g``, ``S1``, ``S2``.
+        self.group_pass: GroupPass | None = None
+        if applies(problem.family.name, self.y):
+            basis = RowBasis.build(xc, groups.index, groups.n_groups)
+            self.group_pass = GroupPass(
+                problem.family.name, self.y, groups.index, groups.n_groups, basis, None
+            )
 
     @property
     def problem(self) -> RemlProblem:
@@ -223,6 +232,34 @@ class RemlObjective:
         der = self.base.family.derivatives(self.y, eta, eta_scale, 2)
         return der, der.ll.sum(axis=0) - 0.5 * (v * v).sum(axis=0)
 
+    def _pass_terms(
+        self, a: Array, v: Array, sig: Array, eta_scale: Array
+    ) -> tuple[Derivatives | tuple[Array, Array, Array], Array]:
+        """Terms of a joint Newton step at ``(a, v)`` and the joint objective ``J``."""
+        if self.group_pass is None:
+            return self._terms(a, v, sig, eta_scale)
+        eta = self.base.eta_loc(a, out=np.empty((self.y.shape[0], a.shape[0])))
+        point = self.group_pass.point(eta, eta_scale)
+        ll, first, second = self.group_pass.joint_moments(point, sig * v)
+        return (ll, first, second), ll.sum(axis=0) - 0.5 * (v * v).sum(axis=0)
+
+    def _step_terms(
+        self, terms: Derivatives | tuple[Array, Array, Array], sigma: Array
+    ) -> tuple[Array, Array, Array, Array, Array, Array]:
+        """``S1``, ``S2``, ``S``, ``H_g``, ``c_g`` and ``g_a = X^T d ll / d eta`` of a step."""
+        if isinstance(terms, Derivatives):
+            s1, s2 = self.groups(terms.d_loc), self.groups(terms.d2_loc)
+            schur, h, c = self._schur(-terms.d2_loc, s2, sigma)
+            return s1, s2, schur, h, c, (self.base.rows.xc.T @ terms.d_loc).T
+        _, first, second = terms
+        s1, s2 = first[..., 0], second[..., 0, 0]
+        c = -second[..., 1:, 0]
+        s2_sig = sigma * sigma
+        h = 1.0 - s2_sig[None, :] * s2
+        corr = np.einsum("gfi,gfj,gf->fij", c, c, s2_sig[None, :] / h)
+        schur = -second[..., 1:, 1:].sum(axis=0) - corr
+        return s1, s2, schur, h, c, first[..., 1:].sum(axis=0)
+
     def joint_mode(self, theta: Array, a0: Array, v0: Array) -> JointMode:
         """Solve for the joint mode of ``(a, v)`` at ``theta = [sigma, b]`` and evaluate ``L_R``.
 
@@ -250,17 +287,14 @@ class RemlObjective:
         sigma, b = theta[:, 0], theta[:, 1:]
         sig = sigma[None, :]
         eta_s_groups, eta_scale = self._scale(b)
-        xc = self.base.rows.xc
         units = self.base.units[: self.base.k_loc]
         a, v = a0.copy(), v0.copy()
-        der, obj = self._terms(a, v, sig, eta_scale)
+        der, obj = self._pass_terms(a, v, sig, eta_scale)
         n_feat = a.shape[0]
         done = np.zeros(n_feat, dtype=bool)
         final = np.zeros(n_feat, dtype=bool)
         for _ in range(_MAX_ITER):
-            s1, s2 = self.groups(der.d_loc), self.groups(der.d2_loc)
-            schur, h, c = self._schur(-der.d2_loc, s2, sigma)
-            g_a = (xc.T @ der.d_loc).T
+            s1, s2, schur, h, c, g_a = self._step_terms(der, sigma)
             g_v = sig * s1 - v
             da = _solve(schur, g_a - np.einsum("gfi,gf->fi", c, sig * g_v / h))
             dv = (g_v - sig * np.einsum("gfi,fi->gf", c, da)) / h
@@ -282,7 +316,7 @@ class RemlObjective:
             t = np.minimum(1.0, _MAX_ETA_STEP / np.maximum(reach, 1e-300))
             for _ in range(_MAX_HALVINGS):
                 trial_a, trial_v = a + t[:, None] * da, v + t[None, :] * dv
-                trial, t_obj = self._terms(trial_a, trial_v, sig, eta_scale)
+                trial, t_obj = self._pass_terms(trial_a, trial_v, sig, eta_scale)
                 bad = ~(t_obj >= obj - 1e-13 * (1.0 + np.abs(obj))) & ~done
                 if not bad.any():
                     break
@@ -290,15 +324,15 @@ class RemlObjective:
             else:
                 t[bad] = 0.0
                 trial_a, trial_v = a + t[:, None] * da, v + t[None, :] * dv
-                trial, t_obj = self._terms(trial_a, trial_v, sig, eta_scale)
+                trial, t_obj = self._pass_terms(trial_a, trial_v, sig, eta_scale)
             a, v, der, obj = trial_a, trial_v, trial, t_obj
         else:
-            s2 = self.groups(der.d2_loc)
-            schur, h, _ = self._schur(-der.d2_loc, s2, sigma)
+            _, _, schur, h, _, _ = self._step_terms(der, sigma)
         sign, logdet = np.linalg.slogdet(schur)
         logdet = np.where((sign > 0) & done, logdet, np.nan)
+        ll = der.ll if isinstance(der, Derivatives) else der[0]
         value = (
-            der.ll.sum(axis=0)
+            ll.sum(axis=0)
             + self.constant
             - 0.5 * (v * v).sum(axis=0)
             - 0.5 * np.log(h).sum(axis=0)
