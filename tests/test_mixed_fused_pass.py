@@ -197,3 +197,33 @@ def test_reml_fast_path_gives_the_fit_of_the_numpy_path(
     # The outer Hessian of a REML fit is a central difference (step 1e-3) of values solved
     # to rounding: its standard errors carry about 1e-8 of that noise.
     np.testing.assert_allclose(fast.se_loc, slow.se_loc, rtol=1e-6)
+
+
+def test_overshooting_inner_steps_are_halved_until_the_derivative_falls() -> None:
+    from batchglm.mixed.inner import _halve_steps
+
+    rng = np.random.default_rng(4)
+    n, n_groups = 120, 4
+    index = np.repeat(np.arange(n_groups), n // n_groups).astype(np.intp)
+    y = rng.poisson(20.0, size=(n, 2)).astype(np.float64)
+    basis = RowBasis.build(np.ones((n, 1)), index, n_groups)
+    gp = GroupPass("poisson", y, index, n_groups, basis, None)
+    point = gp.point(np.full((n, 2), np.log(20.0)), np.zeros((1, 2)))
+    sig = np.array([[1.0, 0.5]])
+    v = np.zeros((n_groups, 2))
+    s1, s2 = gp.sums(point, sig * v)
+    res = sig * s1 - v
+    newton = res / (1.0 - sig * sig * s2)
+    step = newton + np.where(newton >= 0, 0.9, -0.9)  # far past the root
+    trial = v + step
+    t1, t2 = gp.sums(point, sig * trial)
+    need = ~(np.abs(sig * t1 - trial) <= np.abs(res))
+    assert need.all()
+    new, n1, n2, passes = _halve_steps(gp, point, sig, v, step, res, need, trial, t1, t2)
+    assert passes >= 1
+    # Each pair took a halved step (never the overshoot) and its derivative fell.
+    assert np.all(np.abs(sig * n1 - new) <= np.abs(res))
+    k = np.log2(step / (new - v))
+    np.testing.assert_allclose(k, np.round(k), atol=1e-9)
+    assert np.all(np.round(k) >= 1)
+    np.testing.assert_allclose(n1, gp.sums(point, sig * new)[0], rtol=1e-13)
