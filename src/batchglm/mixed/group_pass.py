@@ -1,18 +1,24 @@
 """Per-group sums of the conditional terms of a random-intercept fit, in one compiled pass.
 
 Everything the one-factor Laplace objective (:mod:`batchglm.mixed.laplace`) needs from the
-data is a per-group sum over the observations: the inner Newton steps need ``sum ll``,
-``S1 = sum d ll / d eta`` and ``S2 = sum d^2 ll / d eta^2`` of every ``(group, feature)``
-pair; the gradient and the analytic Hessian (:mod:`batchglm.mixed.outer_hessian`) need
+data is a per-group sum over the observations: an inner Newton step needs ``S1 = sum d ll
+/ d eta`` and ``S2 = sum d^2 ll / d eta^2`` of every ``(group, feature)`` pair; the value,
+gradient and analytic Hessian (:mod:`batchglm.mixed.outer_hessian`) need ``sum ll`` and
 per-group moments ``sum_{j in g} w_j a_j a_j^T`` of the design rows ``a_j = (1, x_j)`` and
 ``b_j = (1, z_j)`` weighted by the derivatives of order two to four. Computed with NumPy,
 each is a pass that writes an ``(n_obs, F)`` array of terms and a sparse product that
 reads it back (with the third and fourth derivatives about 13 such passes per
-evaluation). Here one pass over the block evaluates the terms at
-``eta_j = eta_fixed_j + shift_{g(j)}`` and adds them to ``(n_groups, F, m)``
-accumulators; nothing of size ``n_obs x F`` is written. :func:`mode_sums` is the pass of
-an inner step (three sums, no scale terms, no higher derivatives); :func:`mode_moments`
-the pass at the mode (everything).
+evaluation). Here:
+
+* :meth:`GroupPass.point` computes ``q = mu / r`` at random intercepts 0 once per
+  evaluation (one exponential per observation);
+* :meth:`GroupPass.sums`, the pass of an inner step, multiplies it by ``exp(u_g)`` and
+  sums ``S1`` and ``S2`` by group (no exponential or logarithm per observation);
+* :meth:`GroupPass.moments`, the pass at the mode, computes ``ll`` and every moment in one
+  go; :meth:`GroupPass.joint_moments` the lighter pass of a REML joint Newton step;
+  :meth:`GroupPass.loglik` the value alone.
+
+Nothing of size ``n_obs x F`` is written; the accumulators are ``(n_groups, m, F)``.
 
 Fewer products: :class:`RowBasis` writes the rows of each group in the coordinates of the
 columns that vary within groups. A column that is constant within every group (the
@@ -21,13 +27,16 @@ coordinate there, so ``a_j = A_g t_j`` exactly, with ``t_j = (1, x_j[varying])``
 ``sum w a a^T = A_g (sum w t t^T) A_g^T``. With ``~ condition + x`` and an intercept-only
 scale the second moments take 3 + 2 + 1 products per derivative order instead of 10 + 8 + 3.
 
-Family terms: as :mod:`batchglm.families.nb_kernel` (NB, in ``q = mu / r``) and
-:mod:`batchglm.mixed.third_derivatives` (orders three and four), the same expressions in
-the same order; Poisson as :meth:`batchglm.families.poisson.Poisson.derivatives`. Sums run
-over the observations in their order, as the sparse group sums do, so both paths agree to
-rounding (``tests/test_mixed_fused_pass.py``). Compiled by numba on first use (cached on
-disk; the GIL is released, so chunks run in parallel threads); :func:`applies` says when
-(``batchglm.families.nb_kernel.ENABLED``, switched off by ``BATCHGLM_NUMBA=0``).
+Family terms: the expressions of :mod:`batchglm.families.nb_kernel` (NB, in ``q = mu /
+r``), :mod:`batchglm.mixed.third_derivatives` (orders three and four) and
+:meth:`batchglm.families.poisson.Poisson.derivatives`, except that ``q`` is the product
+above (it differs from ``exp(eta - log r)`` in the last bit) and ``log1p(q)`` is
+``log(1 + q)`` for ``q >= 0.01``. Sums run over the observations in their order, as the
+sparse group sums do; both paths agree to about ``1e-12`` in the fits
+(``tests/test_mixed_fused_pass.py``). Compiled by numba on first use (cached on disk; the
+GIL is released, so chunks run in parallel threads); :func:`applies` says when
+(:data:`ENABLED`, and ``batchglm.families.nb_kernel.ENABLED``, switched off by
+``BATCHGLM_NUMBA=0``).
 """
 
 from __future__ import annotations
