@@ -384,6 +384,20 @@ class RemlObjective:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._evaluate(theta, order)
 
+    def _start(
+        self, moved: JointMode, centre: JointMode, sign: float, other: JointMode | None = None
+    ) -> tuple[Array, Array]:
+        """Predict a joint mode: ``centre + sign (moved - centre)`` (plus ``other - centre``).
+
+        Features without a finite prediction start where the centre's solve started from.
+        """
+        a = centre.a + sign * (moved.a - centre.a)
+        v = centre.v + sign * (moved.v - centre.v)
+        if other is not None:
+            a = a + other.a - centre.a
+            v = v + other.v - centre.v
+        return _finite_start(a, v, self.a, self.modes)
+
     def _evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         centre = self.joint_mode(theta, self.a, self.modes)
         ok = np.asarray(np.isfinite(centre.a).all(axis=1) & np.isfinite(centre.v).all(axis=0))
@@ -413,13 +427,18 @@ class RemlObjective:
         hess = np.empty((n_feat, k, k))
         sens = np.empty((n_feat, self.a.shape[1], k))
         up, down = [], []
+        plus_modes, minus_modes = [], []
         for i in range(k):  # over the few outer parameters, not features
             e = np.zeros_like(theta)
             e[:, i] = h[:, i]
             plus = self.joint_mode(theta + e, self.a, self.modes)
-            minus = self.joint_mode(theta - e, self.a, self.modes)
+            # The mode at -h is the mirror image of the one at +h to second order: a
+            # start there saves the joint Newton iteration one step.
+            minus = self.joint_mode(theta - e, *self._start(plus, centre, -1.0))
             up.append(plus.value)
             down.append(minus.value)
+            plus_modes.append(plus)
+            minus_modes.append(minus)
             grad[:, i] = (plus.value - minus.value) / (2.0 * h[:, i])
             hess[:, i, i] = (plus.value - 2.0 * f0 + minus.value) / (h[:, i] * h[:, i])
             sens[:, :, i] = (plus.a - minus.a) / (2.0 * h[:, i, None])
@@ -427,13 +446,22 @@ class RemlObjective:
             for j in range(i + 1, k):
                 e = np.zeros_like(theta)
                 e[:, i], e[:, j] = h[:, i], h[:, j]
-                pp = self.joint_mode(theta + e, self.a, self.modes).value
-                mm = self.joint_mode(theta - e, self.a, self.modes).value
+                # Starts from the sum of the two single moves (first-order exact).
+                start = self._start(plus_modes[i], centre, 1.0, plus_modes[j])
+                pp = self.joint_mode(theta + e, *start).value
+                start = self._start(minus_modes[i], centre, 1.0, minus_modes[j])
+                mm = self.joint_mode(theta - e, *start).value
                 cross = pp + mm - up[i] - down[i] - up[j] - down[j] + 2.0 * f0
                 hess[:, i, j] = hess[:, j, i] = cross / (2.0 * h[:, i] * h[:, j])
         self.sens = sens
         self.schur = centre.schur
         return f0, grad, hess
+
+
+def _finite_start(a: Array, v: Array, a0: Array, v0: Array) -> tuple[Array, Array]:
+    """Return ``(a, v)`` where finite for a feature, else ``(a0, v0)``."""
+    ok = np.asarray(np.isfinite(a).all(axis=1) & np.isfinite(v).all(axis=0))
+    return np.where(ok[:, None], a, a0), np.where(ok[None, :], v, v0)
 
 
 def _solve(a: Array, b: Array) -> Array:
