@@ -42,7 +42,12 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import batchglm as bg  # noqa: E402
-from batchglm.mixed.moderation import moderated_sf, variance_prior  # noqa: E402
+from batchglm.mixed.moderation import (  # noqa: E402
+    moderated_sf,
+    npmle_scale_mixture,
+    posterior_weights,
+    variance_prior,
+)
 
 
 def donor_sizes(rng: np.random.Generator, per_group: int, cells: str) -> np.ndarray:
@@ -64,8 +69,19 @@ def simulate(
     per_group: int = 4,
     cells: str = "50-200",
     var: tuple[float, float] = (0.05, 0.3),
+    both_signs: bool = False,
+    mean: tuple[float, float] = (-1.0, 1.5),
+    covariate: float = 0.0,
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """Cell-level counts and obs; the last ``n_de`` genes have the condition effect."""
+    """Cell-level counts and obs; the last ``n_de`` genes have the condition effect.
+
+    ``both_signs`` draws the sign of each DE gene's effect at random (half up, half down on
+    average), so that size factors of the pseudobulk are not shifted by the DE genes;
+    ``mean`` is the range of the genes' log mean per cell (uniform, natural log).
+    ``covariate > 0`` adds a cell-level covariate ``x`` (obs column ``"x"``), standard
+    normal around a donor mean that is itself standard normal, with a log-scale effect
+    ``N(0, covariate^2)`` per gene: information that a pseudobulk sum cannot adjust for.
+    """
     rng = np.random.default_rng(seed)
     n_donors = 2 * per_group
     sizes = donor_sizes(rng, per_group, cells)
@@ -78,8 +94,15 @@ def simulate(
     n = n_null + n_de
     u = rng.normal(size=(n_donors, n)) * np.sqrt(rng.uniform(var[0], var[1], n))
     effect = np.r_[np.zeros(n_null), np.full(n_de, np.log(fold))]
-    mu = np.exp(rng.uniform(-1.0, 1.5, n) + u[gid] + stim[:, None] * effect)
+    base = rng.uniform(mean[0], mean[1], n)
+    if both_signs:
+        effect[n_null:] *= rng.choice([-1.0, 1.0], n_de)
+    mu = np.exp(base + u[gid] + stim[:, None] * effect)
     size = rng.uniform(2.0, 10.0, n)
+    if covariate > 0:
+        x = rng.normal(size=n_donors)[gid] + rng.normal(size=gid.size)
+        obs["x"] = x
+        mu = mu * np.exp(x[:, None] * rng.normal(scale=covariate, size=n))
     return rng.negative_binomial(size, size / (size + mu)).astype(np.float64), obs
 
 
@@ -110,6 +133,137 @@ def _row(name: str, pval: np.ndarray, qval: np.ndarray, n_null: int, seconds: fl
     )
 
 
+@dataclasses.dataclass
+class Metrics:
+    """One method on one data set: calibration, power and per-gene diagnostics."""
+
+    null_rate: float
+    ks_p: float
+    power_q: float
+    fdp: float
+    null_sd: float
+    test_se: float
+    z_de: float
+    df: float
+
+
+def _metrics(
+    pval: np.ndarray, est: np.ndarray, test_se: np.ndarray, df: float, n_null: int
+) -> Metrics:
+    """Rates at 0.05 / BH q < 0.05 and, on the null genes, the spread of the estimate
+    against the root mean square of the standard error the test uses; ``z_de`` is the
+    median over DE genes of the two-sided p-value as a normal quantile."""
+    p = np.nan_to_num(pval, nan=1.0)
+    q = np.nan_to_num(_bh(pval), nan=1.0)
+    hits = q < 0.05
+    null = pval[:n_null][np.isfinite(pval[:n_null])]
+    ok = np.isfinite(est[:n_null]) & np.isfinite(test_se[:n_null]) & (np.abs(est[:n_null]) < 5)
+    return Metrics(
+        float((null < 0.05).mean()),
+        float(stats.kstest(null, "uniform").pvalue),
+        float(hits[n_null:].mean()),
+        float(hits[:n_null].sum() / max(hits.sum(), 1)),
+        float(np.std(est[:n_null][ok])),
+        float(np.sqrt(np.mean(test_se[:n_null][ok] ** 2))),
+        float(np.median(stats.norm.isf(np.clip(p[n_null:], 1e-300, 1.0) / 2))),
+        df,
+    )
+
+
+def compare(
+    y: np.ndarray, obs: pd.DataFrame, n_null: int, formula: str = "~ condition"
+) -> dict[str, Metrics]:
+    """Moderated and unmoderated mixed Wald, mixed LRT and pseudobulk + ``ql_f`` on one
+    data set. ``formula`` is the mixed model's fixed design (the pseudobulk always fits
+    ``~ condition``: a cell-level covariate has no pseudobulk counterpart)."""
+    coef = "condition[T.stim]"
+    full = bg.fit(y, formula, obs=obs, random_effects="donor")
+    assert full.small_sample is not None
+    g = full.small_sample.n_groups
+    d = g - full.small_sample.rank_between
+    prior = variance_prior(full)
+    out = {}
+    wm = bg.de.wald(full, coef=coef)
+    # The NPMLE test's standard error at the posterior mean of the feature's variance.
+    assert prior.used is not None
+    ratio = prior.s2 / prior.s2_prior
+    mix = npmle_scale_mixture(ratio[prior.used], float(d))
+    have = np.isfinite(ratio) & (ratio > 0)
+    rho = np.full(ratio.shape, np.nan)
+    rho[have] = posterior_weights(mix, ratio[have], float(d)) @ mix.grid
+    se_np = wm.coef_se * np.sqrt(g / d) * np.sqrt(rho / ratio)
+    out["mixed Wald, moderated (NPMLE prior, default)"] = _metrics(
+        wm.pval, wm.coef_mle, se_np, np.nan, n_null
+    )
+    wl = bg.de.wald(full, coef=coef, moderate="limma")
+    se_mod = wl.coef_se * np.sqrt(g / d) * np.sqrt(prior.s2_post / prior.s2)
+    out["mixed Wald, moderated (limma prior)"] = _metrics(
+        wl.pval, wl.coef_mle, se_mod, d + prior.df_prior, n_null
+    )
+    wu = bg.de.wald(full, coef=coef, moderate=False)
+    out["mixed Wald, `moderate=False`"] = _metrics(
+        wu.pval, wu.coef_mle, wu.coef_se * np.sqrt(g / d), d, n_null
+    )
+    reduced_formula = formula.replace("condition + ", "").replace("~ condition", "~ 1")
+    reduced = bg.fit(y, reduced_formula, obs=obs, random_effects="donor")
+    lr = bg.de.lrt(full=full, reduced=reduced)
+    out["mixed LRT"] = _metrics(lr.pval, wm.coef_mle, wu.coef_se * np.sqrt(g / d), d, n_null)
+    pb = bg.pseudobulk(ad.AnnData(X=y, obs=obs), sample="donor")
+    pres = bg.fit(pb, "~ condition", size_factors="median_ratio")
+    q = bg.de.ql_f(pres, coef=coef, data=pb)
+    assert q.df_residual is not None and q.ql_dispersion is not None
+    df_q = float(np.nanmedian(q.df_residual))
+    out["pseudobulk + `ql_f`"] = _metrics(
+        q.pval, q.coef_mle - np.nanmedian(q.coef_mle[:n_null]), q.coef_se, df_q, n_null
+    )
+    return out
+
+
+def power_table(args: argparse.Namespace) -> list[str]:
+    """Several seeds of one layout: per seed and mean over seeds, one row per method."""
+    var = tuple(float(v) for v in args.var.split("-"))
+    mean = tuple(float(v) for v in args.mean.split(":"))
+    formula = "~ condition + x" if args.covariate > 0 else "~ condition"
+    per_method: dict[str, list[Metrics]] = {}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        y, obs = simulate(
+            args.null,
+            args.de,
+            args.fold,
+            seed,
+            args.donors,
+            args.cells,
+            (var[0], var[1]),
+            both_signs=args.both_signs,
+            mean=(mean[0], mean[1]),
+            covariate=args.covariate,
+        )
+        for name, m in compare(y, obs, args.null, formula).items():
+            per_method.setdefault(name, []).append(m)
+    lines = [
+        "| method | null rejection at 0.05 | KS p | FDP (q < 0.05) | power (q < 0.05) "
+        "| null estimate SD | RMS test SE | median DE z | test df |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, ms in per_method.items():
+        cols = [
+            " / ".join(f"{getattr(m, k):{fmt}}" for m in ms)
+            + (f" (mean {np.mean([getattr(m, k) for m in ms]):{fmt}})" if len(ms) > 1 else "")
+            for k, fmt in [
+                ("null_rate", ".3f"),
+                ("ks_p", ".2g"),
+                ("fdp", ".3f"),
+                ("power_q", ".3f"),
+                ("null_sd", ".3f"),
+                ("test_se", ".3f"),
+                ("z_de", ".2f"),
+                ("df", ".1f"),
+            ]
+        ]
+        lines.append(f"| {name} | " + " | ".join(cols) + " |")
+    return lines
+
+
 def main() -> None:
     """Run every method on one data set and write the markdown table."""
     ap = argparse.ArgumentParser()
@@ -121,7 +275,30 @@ def main() -> None:
     ap.add_argument("--cells", default="50-200", help='"lo-hi" cells per donor, or "unequal"')
     ap.add_argument("--var", default="0.05-0.3", help="range of the donor variance")
     ap.add_argument("--out", default="mixed_calibration.md")
+    ap.add_argument("--both-signs", action="store_true", help="DE genes up and down")
+    ap.add_argument("--mean", default="-1:1.5", help="range of log mean per cell, lo:hi")
+    ap.add_argument("--covariate", type=float, default=0.0, help="SD of a cell-level effect")
+    ap.add_argument(
+        "--seeds", default=None, help="comma-separated seeds: the power table of `compare`"
+    )
     args = ap.parse_args()
+    if args.seeds is not None:
+        lines = [
+            f"# Mixed model against pseudobulk: {args.donors} vs {args.donors} donors, "
+            f"{args.cells} cells per donor",
+            "",
+            f"Donor variance {args.var}, log mean per cell {args.mean}, {args.null} null and "
+            f"{args.de} DE genes with fold change {args.fold}"
+            f"{' (random sign)' if args.both_signs else ''}, cell-level covariate SD "
+            f"{args.covariate}; seeds {args.seeds} (values per seed, then the mean).",
+            "",
+            *power_table(args),
+            "",
+        ]
+        out = Path(__file__).parent / "results" / args.out
+        out.write_text("\n".join(lines))
+        print("\n".join(lines))
+        return
     var = tuple(float(v) for v in args.var.split("-"))
     y, obs = simulate(
         args.null, args.de, args.fold, args.seed, args.donors, args.cells, (var[0], var[1])

@@ -10,7 +10,13 @@ import pytest
 from scipy import optimize, special, stats
 
 import batchglm as bg
-from batchglm.mixed.moderation import fit_f_prior, trigamma_inverse, variance_prior
+from batchglm.mixed.moderation import (
+    fit_f_prior,
+    moderated_sf,
+    npmle_scale_mixture,
+    trigamma_inverse,
+    variance_prior,
+)
 
 
 def test_trigamma_inverse_against_root_finding() -> None:
@@ -102,10 +108,21 @@ def test_moderated_wald_calibrated_and_more_powerful() -> None:
     np.testing.assert_allclose(prior.s2[inner], s2[inner], rtol=1e-10)
     se = res.se_loc["condition[T.stim]"].to_numpy()
     coef = res.coef_loc["condition[T.stim]"].to_numpy()
+    # limma's prior (`moderate="limma"`; the default before the nonparametric prior).
+    p_limma = bg.de.wald(res, coef="condition[T.stim]", moderate="limma").pval
     post = (prior.df_prior * prior.s2_prior + 6 * s2) / (prior.df_prior + 6)
     t = np.abs(coef) / (se * np.sqrt(8 / 6 * post / s2))
     expect = 2 * stats.t.sf(t, 6 + prior.df_prior)
-    np.testing.assert_allclose(p[inner], expect[inner], rtol=1e-6)
+    np.testing.assert_allclose(p_limma[inner], expect[inner], rtol=1e-6)
+    # The default: the NPMLE prior of r = s2 / s0^2 and the posterior mixture of normal
+    # tails, 2 sum_k pi_k Phi(-|coef| / (se sqrt(8/6 rho_k / r))) (posterior from scipy).
+    assert prior.used is not None
+    r = prior.s2 / prior.s2_prior
+    mix = npmle_scale_mixture(r[prior.used], 6.0)
+    like = stats.chi2.pdf(6 * r[inner, None] / mix.grid, 6) / mix.grid * mix.weights
+    pik = like / like.sum(axis=1, keepdims=True)
+    z = np.abs(coef[inner, None]) / (se[inner, None] * np.sqrt(8 / 6 * mix.grid / r[inner, None]))
+    np.testing.assert_allclose(p[inner], (pik * 2 * stats.norm.sf(z)).sum(axis=1), rtol=1e-6)
 
 
 def test_moderated_wald_calibrated_where_variances_are_at_zero() -> None:
@@ -126,9 +143,16 @@ def test_moderation_errors() -> None:
     plain = bg.fit(y, "~ condition", obs=obs)
     with pytest.raises(ValueError, match=r"`moderate=True` needs a fit with `random_effects`"):
         bg.de.wald(plain, coef="condition[T.stim]", moderate=True)
+    with pytest.raises(ValueError, match=r"`moderate='limma'` needs a fit with `random_eff"):
+        bg.de.wald(plain, coef="condition[T.stim]", moderate="limma")
+    with pytest.raises(ValueError, match=r"`moderate` must be True, False or one of"):
+        bg.de.wald(plain, coef="condition[T.stim]", moderate="robust")
     x = np.random.default_rng(0).normal(size=y.shape[0])
     mixed = bg.fit(y, "~ 0 + x", obs=obs.assign(x=x), random_effects="donor")
     with pytest.raises(ValueError, match=r"column constant within the groups"):
         variance_prior(mixed)
     with pytest.raises(ValueError, match=r"column constant within the groups"):
         variance_prior(replace(mixed, small_sample=None))
+    nested = bg.fit(y, "~ condition", obs=obs, random_effects="donor")
+    with pytest.raises(ValueError, match=r"moderation method must be one of \('npmle', 'limma'\)"):
+        moderated_sf(nested, np.array([[0.0, 1.0]]), 1, method="robust")

@@ -59,7 +59,7 @@ def wald(
     lfc_threshold: float = 0.0,
     alt_hypothesis: str = "greaterAbs",
     progress: bool | None = None,
-    moderate: bool | None = None,
+    moderate: bool | str | None = None,
 ) -> DEResult:
     """Wald test of one or several coefficients, or of linear contrasts, per feature.
 
@@ -115,10 +115,11 @@ def wald(
     progress : bool, optional
         Progress bars of the dispersion passes and refits (default: on for long passes on a
         terminal, as :func:`batchglm.fit`); only with ``dispersion`` ``"map"`` or ``"ql"``.
-    moderate : bool, optional
+    moderate : bool or str, optional
         Fits with ``random_effects`` only: whether tests of group-level coefficients (a
         condition that donors are nested in) use the empirical-Bayes moderated group-level
-        variance, with ``d + d0`` degrees of freedom (default ``True``; see
+        variance (default ``True``: a nonparametric prior; ``"limma"``: limma's scaled
+        inverse chi-squared prior with ``d + d0`` degrees of freedom; see
         :mod:`batchglm.mixed.moderation`). ``False`` gives the per-feature ``t(G - p_b)``
         reference.
 

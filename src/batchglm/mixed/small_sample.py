@@ -78,6 +78,10 @@ class SmallSample:
     reml : bool
         Whether the variances are REML estimates (:mod:`batchglm.mixed.reml`): then the
         maximum-likelihood-to-REML factor of group-level Wald statistics is 1.
+    moderation : str
+        The prior of the moderated variances, ``"npmle"`` (nonparametric, the default) or
+        ``"limma"`` (scaled inverse chi-squared), see
+        :func:`batchglm.mixed.moderation.moderated_sf`.
     """
 
     df: Array
@@ -91,6 +95,7 @@ class SmallSample:
     prior_var: float = 0.0
     moderate: bool = True
     reml: bool = False
+    moderation: str = "npmle"
 
 
 def between_within(
