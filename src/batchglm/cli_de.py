@@ -161,7 +161,7 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
         "alpha": alpha,
         "lfc_threshold": lfc_threshold,
         "alt_hypothesis": alt,
-        "treat_null": args.treat_null,
+        "treat_null": args.treat_null if args.test == "ql" and lfc_threshold > 0 else None,
         "model": args.model,
     }
 

@@ -158,7 +158,7 @@ def _run_test(
     design_scale: Any,
     fit_args: dict[str, Any],
     lfc_threshold: float = 0.0,
-    treat_null: str = "interval",
+    treat_null: str | None = None,
 ) -> DEResult:
     from batchglm.de.lrt import contrast_null_constraints, lrt, with_contrast_effect
     from batchglm.de.ql import ql_f
@@ -267,7 +267,7 @@ def test(
     alpha: float = 0.1,
     lfc_threshold: float = 0.0,
     alt_hypothesis: str = "greaterAbs",
-    treat_null: str = "interval",
+    treat_null: str | None = None,
     min_replicates_for_replace: float = MIN_REPLICATES_FOR_REPLACE,
     progress: bool | None = None,
     model: str = "loc",
@@ -342,7 +342,7 @@ def test(
         The alternative, as DESeq2's ``altHypothesis``: ``|LFC| > T`` (default),
         ``|LFC| < T`` (needs ``T > 0``), ``LFC > T``, ``LFC < -T``. Wald tests with
         ``dispersion`` ``"map"`` or ``"mle"``; ``method="ql"`` has ``"greaterAbs"`` only.
-    treat_null : {"interval", "worst.case"}
+    treat_null : {"interval", "worst.case"}, optional
         The null of the TREAT test (``method="ql"`` with ``lfc_threshold > 0``), as edgeR's
         ``glmTreat(null=)``: ``"interval"`` (edgeR's default) or ``"worst.case"`` (larger
         p-values); see :func:`batchglm.de.threshold.treat_pvalues`.
@@ -433,7 +433,7 @@ def test(
         cooks_cutoff,
         min_replicates_for_replace,
     )
-    check_treat_null(treat_null)
+    check_treat_null(treat_null, lfc_threshold, method)
     if (lfc_threshold > 0 or alt_hypothesis != "greaterAbs") and model != "loc":
         raise ValueError(
             "`lfc_threshold` > 0 and `alt_hypothesis` apply to location effects "

@@ -28,7 +28,7 @@ def ql_f(
     layer: str | None = None,
     trend: str = "parametric",
     lfc_threshold: float = 0.0,
-    treat_null: str = "interval",
+    treat_null: str | None = None,
     progress: bool | None = None,
 ) -> DEResult:
     """Quasi-likelihood F test that location coefficients or contrasts are zero.
@@ -73,7 +73,7 @@ def ql_f(
         With ``T > 0`` (log2 units), test ``|log2FoldChange| > T`` instead of ``!= 0`` by
         edgeR's TREAT (``glmTreat``, McCarthy & Smyth 2009); one coefficient or contrast
         only. See :func:`batchglm.de.threshold.treat_ql`.
-    treat_null : {"interval", "worst.case"}
+    treat_null : {"interval", "worst.case"}, optional
         The null of the TREAT test, as edgeR's ``glmTreat(null=)``: the true effect anywhere
         in ``[-T, T]`` (``"interval"``, edgeR's default) or on the boundary nearer the
         estimate (``"worst.case"``, larger p-values).
@@ -105,7 +105,7 @@ def ql_f(
     _require_ql_fit(res)
     check_dispersion("ql", data)
     check_threshold(lfc_threshold, "greaterAbs")
-    check_treat_null(treat_null)
+    treat_null = check_treat_null(treat_null, lfc_threshold, "ql")
     check_residual_df(res, "bg.de.ql_f")
     lmat, labels = test_rows(res, coef, contrast, res.loc, "loc")
     c = res.loc.constraints

@@ -134,24 +134,45 @@ def check_threshold(lfc_threshold: float, alt_hypothesis: str) -> None:
         )
 
 
-def check_treat_null(treat_null: str) -> None:
-    """Validate the ``treat_null`` option of a TREAT test.
+def check_treat_null(
+    treat_null: str | None, lfc_threshold: float | None = None, method: str = "ql"
+) -> str:
+    """Validate the ``treat_null`` option of a TREAT test and return it (default filled in).
 
     Parameters
     ----------
-    treat_null : str
-        One of :data:`TREAT_NULLS`.
+    treat_null : str or None
+        One of :data:`TREAT_NULLS`; ``None`` is edgeR's default ``"interval"``.
+    lfc_threshold : float, optional
+        The test's threshold; when given, an explicit ``treat_null`` needs it ``> 0``.
+    method : str
+        The test (``"ql"`` is the only one with a TREAT null).
+
+    Returns
+    -------
+    str
+        The null to use.
 
     Raises
     ------
     ValueError
-        If it is not.
+        If it is not one of :data:`TREAT_NULLS`, or it is given for a test that is not a
+        TREAT test (it would be ignored silently).
     """
+    if treat_null is None:
+        return "interval"
     if treat_null not in TREAT_NULLS:
         raise ValueError(
             f"`treat_null` must be one of {list(TREAT_NULLS)} (edgeR's glmTreat null), but "
             f"{treat_null!r} was given."
         )
+    if lfc_threshold is not None and not (method == "ql" and lfc_threshold > 0):
+        raise ValueError(
+            "`treat_null` applies to the TREAT test (method='ql' with `lfc_threshold` > 0), "
+            f"but method={method!r} with lfc_threshold={lfc_threshold} was given; leave it "
+            "unset."
+        )
+    return treat_null
 
 
 def _promote(de: DEResult, **changes: Any) -> ThresholdedDEResult:
@@ -460,7 +481,9 @@ def interval_pvalues(z_left: Array, z_right: Array) -> Array:
         split = z_right + z_left > w
         p_split = _mean_norm_cdf(-z_right, w - z_right) + _mean_norm_cdf(z_left - w, z_left)
         p_joint = 2.0 * _mean_norm_cdf(-z_right, z_left)
-        return np.asarray(np.where(split, p_split, p_joint), dtype=np.float64)
+        # Rounding can put p_joint a few ulps above 1 for estimates at 0 (edgeR's too).
+        p = np.where(split, p_split, p_joint)
+        return np.asarray(np.clip(p, 0.0, 1.0), dtype=np.float64)
 
 
 def _mean_norm_cdf(lo: Array, hi: Array) -> Array:
@@ -469,14 +492,23 @@ def _mean_norm_cdf(lo: Array, hi: Array) -> Array:
     ``(psi(hi) - psi(lo)) / (hi - lo)`` with ``psi(x) = x Phi(x) + phi(x)`` (an
     antiderivative of ``Phi``), as edgeR's ``.integratepnorm``; ``Phi`` at the midpoint
     where the interval is shorter than 1e-6 (there the difference quotient would lose
-    digits; the midpoint value is off by less than 1e-12).
+    digits; the midpoint value is off by less than 1e-12). Below ``x = -1`` ``psi`` is
+    written as ``phi(x) (1 - |x| m(|x|))`` with Mills' ratio ``m`` (from ``erfcx``), so it
+    does not cancel to rounding for strongly significant features; it is 0, not ``NaN``,
+    at ``-inf``.
     """
     from scipy import special
 
     def psi(x: Array) -> Array:
-        return np.asarray(
-            x * special.ndtr(x) + np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi), dtype=np.float64
-        )
+        x = np.asarray(x, dtype=np.float64)
+        dens = np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi)
+        with np.errstate(invalid="ignore", over="ignore"):
+            y = np.abs(x)
+            mills = np.sqrt(0.5 * np.pi) * special.erfcx(y / np.sqrt(2.0))
+            left = dens * (1.0 - y * mills)
+            direct = x * special.ndtr(x) + dens
+        out = np.where(x < -1.0, np.where(np.isfinite(left), left, 0.0), direct)
+        return np.asarray(out, dtype=np.float64)
 
     width = hi - lo
     short = np.abs(width) < 1e-6
@@ -489,11 +521,43 @@ def _zscore_t(t: Array, df: Array) -> Array:
     """Return the z score with the tail probability of ``t`` under ``t(df)`` (``zscoreT``).
 
     ``sign(t) Phi^-1(1 - P(t_df > |t|))``, computed from the upper tail; ``t`` itself for
-    ``df = inf``.
+    ``df = inf``. Where the tail underflows (below 1e-300) it is taken from its logarithm,
+    ``log P = log(1/2) + log I_x(df/2, 1/2)`` with ``x = df / (df + t^2)`` and the first
+    two terms of the incomplete beta function's series at small ``x`` (as edgeR's
+    ``zscoreT``, which works with ``log.p``), so strongly significant features get a large
+    finite z instead of ``inf``.
     """
     from scipy import special
 
     t = np.asarray(t, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.sign(t) * -special.ndtri(t_sf(np.abs(t), df))
-    return np.asarray(np.where(np.isinf(df), t, z), dtype=np.float64)
+    df_b = np.broadcast_to(np.asarray(df, dtype=np.float64), t.shape)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        tail = t_sf(np.abs(t), df_b)
+        z = np.sign(t) * -special.ndtri(tail)
+        log_tail = _log_t_tail(np.abs(t), df_b)
+        z_log = np.sign(t) * -special.ndtri_exp(log_tail)
+    z = np.where((tail < 1e-300) & np.isfinite(z_log), z_log, z)
+    return np.asarray(np.where(np.isinf(df_b), t, z), dtype=np.float64)
+
+
+def _log_t_tail(t: Array, df: Array) -> Array:
+    """``log P(t_df > t)`` for large ``t > 0`` from the incomplete beta function's series.
+
+    ``P = I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)``; the first two terms of
+    ``I_x(a, b) = x^a (1 - x)^b / (a B(a, b)) (1 + (a + b) / (a + 1) x + ...)`` have a
+    relative error of order ``x^2``, negligible where the tail itself underflows.
+    """
+    from scipy import special
+
+    a = 0.5 * np.asarray(df, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = 2.0 * a / (2.0 * a + t * t)
+        return np.asarray(
+            np.log(0.5)
+            + a * np.log(x)
+            + 0.5 * np.log1p(-x)
+            - np.log(a)
+            - special.betaln(a, 0.5)
+            + np.log1p((a + 0.5) / (a + 1.0) * x),
+            dtype=np.float64,
+        )
