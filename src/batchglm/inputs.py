@@ -90,7 +90,10 @@ def as_data(
         )
     if isinstance(data, pd.DataFrame):
         try:
-            values = data.to_numpy(dtype=np.float64)
+            # Row-major whichever way the frame was built (a transposed frame is
+            # column-major): sums over observations then run in one order, so a table and
+            # its transpose give identical results.
+            values = np.ascontiguousarray(data.to_numpy(dtype=np.float64))
         except (TypeError, ValueError):
             raise ValueError(
                 "`data` must hold numbers only, but the DataFrame has columns of dtypes "
