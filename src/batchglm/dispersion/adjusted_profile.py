@@ -45,6 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+from batchglm.dispersion import apl_kernel
 from batchglm.families import Family, get_family
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import PairProducts, column_units
@@ -174,6 +175,7 @@ class AdjustedProfile:
         self.positive = self.y > 0
         self.pp_x = PairProducts(self.x, self.x, symmetric=True)
         self.pp_z = PairProducts(self.z, self.z, symmetric=True)
+        self._compiled: tuple[Array, Array, Array, NDArray[np.intp], Array] | None = None
 
     @property
     def problem(self) -> ScaleProblem:
@@ -198,6 +200,7 @@ class AdjustedProfile:
         out.y = np.ascontiguousarray(self.y[:, keep])
         out.mu = np.ascontiguousarray(self.mu[:, keep])
         out.positive = out.y > 0
+        out._compiled = None
         out.table = self.table.subset(keep)
         if self.prior is not None:
             out.prior = LogNormalPrior(self.prior.mean[keep], self.prior.var)
@@ -253,6 +256,12 @@ class AdjustedProfile:
         out = _count_grid(self.table, self._problem.family, grid)
         out -= grid[:, None] * sum_y[None, :]
         out += sum_y_log_mu[None, :] - self.log_units_x
+        kernel = self._kernel_inputs()
+        if kernel is not None:
+            like, logdet = apl_kernel.grid_terms(*kernel, grid, W_FLOOR)
+            out -= like
+            out -= 0.5 * logdet
+            return out
         q = np.empty_like(mu)
         log1p_q = np.empty_like(mu)
         w = np.empty_like(mu)
@@ -269,6 +278,66 @@ class AdjustedProfile:
                 w *= n
             out[g] -= 0.5 * np.linalg.slogdet(self.pp_x(w))[1]
         return out
+
+    def _kernel_inputs(self) -> tuple[Array, Array, Array, NDArray[np.intp], Array] | None:
+        """Return the compiled kernels' arguments (features in rows), ``None`` if inapplicable."""
+        n_rows, n_feat = self.y.shape
+        prob = self._problem
+        if not apl_kernel.applies(n_rows, n_feat, prob.k_scale, prob.scale_rows.shape[0]):
+            return None
+        if self._compiled is None:
+            rows, row_of = unique_rows(self.x) if n_rows else (self.x, np.zeros(0, np.intp))
+            size = np.ones(n_rows) if self.n is None else np.ascontiguousarray(self.n[:, 0])
+            self._compiled = (
+                np.ascontiguousarray(self.y.T),
+                np.ascontiguousarray(self.mu.T),
+                size,
+                np.ascontiguousarray(row_of, dtype=np.intp),
+                np.ascontiguousarray(rows),
+            )
+        return self._compiled
+
+    def _evaluate_compiled(
+        self,
+        kernel: tuple[Array, Array, Array, NDArray[np.intp], Array],
+        theta: Array,
+        order: int,
+        with_magnitude: bool,
+    ) -> Evaluation:
+        """:meth:`evaluate_terms` through :func:`~batchglm.dispersion.apl_kernel.newton_terms`."""
+        prob = self._problem
+        z0 = float(prob.scale_rows[0, 0])
+        t_groups = prob.eta_scale_groups(theta)
+        t = np.ascontiguousarray(t_groups[0])
+        terms = apl_kernel.newton_terms(*kernel, t, W_FLOOR, order, with_magnitude)
+        counts = self.table.group_sums(prob.family, t_groups, order)
+        assert counts is not None
+        count_ll, count_d1, count_d2 = counts
+        count_ll = count_ll[0]
+        value = terms[:, 0] + count_ll - self.log_units_x
+        if with_magnitude:
+            magnitude = terms[:, 3] + np.abs(count_ll)
+        else:
+            magnitude = np.full(value.shape, np.nan)
+        prior = self.prior
+        if prior is not None:
+            dev = t + prior.mean
+            value = value - dev**2 / (2.0 * prior.var)
+        if order == 0:
+            return Evaluation(value, None, None, magnitude)
+        assert count_d1 is not None
+        d1 = terms[:, 1] + count_d1[0]
+        if prior is not None:
+            d1 = d1 - dev / prior.var
+        grad = (z0 * d1)[:, None]
+        if order == 1:
+            return Evaluation(value, grad, None, magnitude)
+        assert count_d2 is not None
+        d2 = terms[:, 2] + count_d2[0]
+        if prior is not None:
+            d2 = d2 - 1.0 / prior.var
+        hess = (z0 * z0 * d2)[:, None, None]
+        return Evaluation(value, grad, hess, magnitude)
 
     def __call__(self, b: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """APL, its gradient and Hessian in ``b`` (up to ``order``); see :meth:`evaluate`.
@@ -328,6 +397,9 @@ class AdjustedProfile:
             Value, derivatives and magnitude per feature.
         """
         prob = self._problem
+        kernel = self._kernel_inputs()
+        if kernel is not None:
+            return self._evaluate_compiled(kernel, theta, order, with_magnitude)
         y, mu, x, z, n = self.y, self.mu, self.x, self.z, self.n
         t = z @ theta.T
         r = np.exp(t)
