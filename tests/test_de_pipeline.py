@@ -10,6 +10,7 @@ from scipy import stats
 from scipy.stats import false_discovery_control
 
 import batchglm as bg
+from batchglm.dispersion.rough import rough_start
 
 # These tests use few replicates on purpose (small designs for the pipeline's options); the
 # small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
@@ -192,7 +193,8 @@ def test_ql_lfc_threshold_is_treat(five_vs_five):
     de = bg.de.test(
         five_vs_five, "~ condition", method="ql", coef=COEF, lfc_threshold=0.5, **common
     )
-    res = bg.fit(five_vs_five, "~ condition", size_factors=de.size_factors)
+    # The pipeline's initial fit holds DESeq2's rough dispersion (batchglm.dispersion.rough).
+    res = _rough_fit(five_vs_five, "~ condition", de.size_factors)
     ref = bg.de.ql_f(res, coef=COEF, data=five_vs_five, lfc_threshold=0.5)
     np.testing.assert_allclose(de.pval, ref.pval, rtol=1e-8)
     plain = bg.de.test(five_vs_five, "~ condition", method="ql", coef=COEF, **common)
@@ -213,16 +215,23 @@ def test_ql_lfc_threshold_is_treat(five_vs_five):
     assert np.all(worst.pval[ok] >= plain.pval[ok] - 1e-12)
 
 
+def _rough_fit(data, design, sf):
+    """The pipeline's initial fit: the location at DESeq2's rough dispersion held fixed."""
+    start = rough_start(data, design, obs=None, layer=None, size_factors=sf, constraints_loc=None)
+    assert start is not None
+    return bg.fit(data, design, size_factors=sf, fixed_scale=start.log_r)
+
+
 def test_lrt_and_ql_route_to_the_tests(five_vs_five):
     sf = bg.de.test(five_vs_five, "~ condition", coef=COEF).size_factors
     common = {"cooks_cutoff": None, "independent_filtering": False}
     lrt = bg.de.test(five_vs_five, "~ condition", method="lrt", reduced="~ 1", **common)
-    ref = bg.de.lrt(
-        five_vs_five, full_loc="~ condition", reduced_loc="~ 1", size_factors=sf, dispersion="map"
-    )
+    full = _rough_fit(five_vs_five, "~ condition", sf)
+    reduced = bg.fit(five_vs_five, "~ 1", size_factors=sf)
+    ref = bg.de.lrt(five_vs_five, full=full, reduced=reduced, dispersion="map")
     np.testing.assert_allclose(lrt.pval, ref.pval, rtol=1e-8)
     ql = bg.de.test(five_vs_five, "~ condition", method="ql", coef=COEF, **common)
-    res = bg.fit(five_vs_five, "~ condition", size_factors=sf)
+    res = _rough_fit(five_vs_five, "~ condition", sf)
     np.testing.assert_allclose(
         ql.pval, bg.de.ql_f(res, coef=COEF, data=five_vs_five).pval, rtol=1e-8
     )

@@ -53,6 +53,7 @@ from batchglm.de.pipeline_weights import (
 )
 from batchglm.de.result import DEResult
 from batchglm.de.threshold import check_threshold, check_treat_null, wald_threshold
+from batchglm.dispersion.rough import RoughStart, rough_start
 from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
@@ -248,6 +249,45 @@ def _two_group(x: Array) -> bool:
     """Tell whether the design is one two-level factor (DESeq2's ``dontFilter`` rule applies)."""
     cells = design_cells(x)
     return int(cells.max()) == 1 and int(np.linalg.matrix_rank(x)) == 2
+
+
+def _initial_start(
+    data: Any,
+    design: Any,
+    obs: Any,
+    layer: str | None,
+    size_factors: Any,
+    constraints_loc: Any,
+    fit_args: dict[str, Any],
+    design_scale: Any,
+    model: str,
+    dispersion: str,
+) -> RoughStart | None:
+    """DESeq2's initial fit for shrunken NB dispersions: the location at a rough dispersion.
+
+    Applies to NB location tests with ``dispersion`` ``"map"`` or ``"ql"``, an
+    intercept-only scale model and no weights or offset (:mod:`batchglm.dispersion.rough`);
+    ``None`` elsewhere (the joint fit).
+    """
+    plain = (
+        fit_args["family"] == "nb"
+        and model == "loc"
+        and dispersion in ("map", "ql")
+        and design_scale is None
+        and fit_args["constraints_scale"] is None
+        and fit_args["weights"] is None
+        and fit_args["offset"] is None
+    )
+    if not plain:
+        return None
+    return rough_start(
+        data,
+        design,
+        obs=obs,
+        layer=layer,
+        size_factors=size_factors,
+        constraints_loc=constraints_loc,
+    )
 
 
 def test(
@@ -461,14 +501,27 @@ def test(
         "weights": w_arr,
         "offset": off_arr,
     }
+    start = _initial_start(
+        data,
+        design,
+        obs,
+        layer,
+        size_factors,
+        constraints_loc,
+        fit_args,
+        design_scale,
+        model,
+        dispersion,
+    )
     res = fit(
         data,
         design,
         design_scale,
         obs=obs,
         layer=layer,
-        size_factors=size_factors,
+        size_factors=size_factors if start is None else start.size_factors,
         constraints_loc=constraints_loc,
+        fixed_scale=None if start is None else start.log_r,
         **fit_args,
     )
     run = {
@@ -523,7 +576,20 @@ def test(
             new_data = _as_input(values, res)
             if method == "ql":
                 # edgeR has no replacement; the QL prior (df and scale trend) would be
-                # re-estimated from the refitted features alone, so all are rerun.
+                # re-estimated from the refitted features alone, so all are rerun, starting
+                # as the first run (the rough dispersion on the new counts).
+                start = _initial_start(
+                    new_data,
+                    _design_of(design, res),
+                    res.obs,
+                    None,
+                    sf,
+                    constraints_loc,
+                    fit_args,
+                    design_scale,
+                    model,
+                    dispersion,
+                )
                 res = fit(
                     new_data,
                     _design_of(design, res),
@@ -531,6 +597,7 @@ def test(
                     obs=res.obs,
                     size_factors=sf,
                     constraints_loc=constraints_loc,
+                    fixed_scale=None if start is None else start.log_r,
                     **fit_args,
                 )
                 de_res = _run_test(new_data, res, **{**run, "layer": None, "obs": res.obs})
@@ -616,6 +683,19 @@ def _refit_replaced(
         arr = fit_args.get(name)
         if isinstance(arr, np.ndarray) and arr.ndim == 2:
             fit_args[name] = arr[:, feats]
+    # The refitted features start as in the first pass (DESeq2's rough dispersion).
+    start = _initial_start(
+        sub_input,
+        design,
+        res.obs,
+        None,
+        res.size_factors,
+        constraints_loc,
+        fit_args,
+        design_scale,
+        run["model"],
+        run["dispersion"],
+    )
     res_sub = fit(
         sub_input,
         design,
@@ -623,6 +703,7 @@ def _refit_replaced(
         obs=res.obs,
         size_factors=res.size_factors,
         constraints_loc=constraints_loc,
+        fixed_scale=None if start is None else start.log_r,
         **fit_args,
     )
     if run["dispersion"] == "map":

@@ -176,6 +176,7 @@ class AdjustedProfile:
         self.pp_x = PairProducts(self.x, self.x, symmetric=True)
         self.pp_z = PairProducts(self.z, self.z, symmetric=True)
         self._compiled: tuple[Array, Array, Array, NDArray[np.intp], Array] | None = None
+        self._entries: tuple[CountTable, tuple[Array, Array, NDArray[np.intp]]] | None = None
 
     @property
     def problem(self) -> ScaleProblem:
@@ -201,6 +202,7 @@ class AdjustedProfile:
         out.mu = np.ascontiguousarray(self.mu[:, keep])
         out.positive = out.y > 0
         out._compiled = None
+        out._entries = None
         out.table = self.table.subset(keep)
         if self.prior is not None:
             out.prior = LogNormalPrior(self.prior.mean[keep], self.prior.var)
@@ -297,6 +299,18 @@ class AdjustedProfile:
             )
         return self._compiled
 
+    def _count_entries(self) -> tuple[Array, Array, NDArray[np.intp]]:
+        """Return the count table's entries by feature: values, multiplicities, offsets."""
+        table = self.table
+        if self._entries is None or self._entries[0] is not table:
+            feat = table.seg % table.n_feat
+            order = np.argsort(feat, kind="stable")
+            ptr = np.searchsorted(feat[order], np.arange(table.n_feat + 1)).astype(np.intp)
+            values = np.ascontiguousarray(table.values[order], dtype=np.float64)
+            mult = np.ascontiguousarray(table.counts[order], dtype=np.float64)
+            self._entries = (table, (values, mult, ptr))
+        return self._entries[1]
+
     def _evaluate_compiled(
         self,
         kernel: tuple[Array, Array, Array, NDArray[np.intp], Array],
@@ -309,14 +323,12 @@ class AdjustedProfile:
         z0 = float(prob.scale_rows[0, 0])
         t_groups = prob.eta_scale_groups(theta)
         t = np.ascontiguousarray(t_groups[0])
-        terms = apl_kernel.newton_terms(*kernel, t, W_FLOOR, order, with_magnitude)
-        counts = self.table.group_sums(prob.family, t_groups, order)
-        assert counts is not None
-        count_ll, count_d1, count_d2 = counts
-        count_ll = count_ll[0]
-        value = terms[:, 0] + count_ll - self.log_units_x
+        terms = apl_kernel.newton_terms(
+            *kernel, t, W_FLOOR, order, with_magnitude, counts=self._count_entries()
+        )
+        value = terms[:, 0] - self.log_units_x
         if with_magnitude:
-            magnitude = terms[:, 3] + np.abs(count_ll)
+            magnitude = terms[:, 3]
         else:
             magnitude = np.full(value.shape, np.nan)
         prior = self.prior
@@ -325,15 +337,13 @@ class AdjustedProfile:
             value = value - dev**2 / (2.0 * prior.var)
         if order == 0:
             return Evaluation(value, None, None, magnitude)
-        assert count_d1 is not None
-        d1 = terms[:, 1] + count_d1[0]
+        d1 = terms[:, 1]
         if prior is not None:
             d1 = d1 - dev / prior.var
         grad = (z0 * d1)[:, None]
         if order == 1:
             return Evaluation(value, grad, None, magnitude)
-        assert count_d2 is not None
-        d2 = terms[:, 2] + count_d2[0]
+        d2 = terms[:, 2]
         if prior is not None:
             d2 = d2 - 1.0 / prior.var
         hess = (z0 * z0 * d2)[:, None, None]

@@ -349,3 +349,120 @@ def newton(
         out[f, 1] = dl - 0.5 * tr1
         if order >= 2:
             out[f, 2] = d2l - 0.5 * (tr2 - tr11)
+
+
+#: Above this ``r`` the count terms use Stirling's series term by term (as
+#: :mod:`batchglm.families.special_diff`, whose threshold it is).
+_SERIES_FROM = 50.0
+
+
+@_jit
+def _digamma(x: float) -> float:
+    """``digamma(x)`` for ``x > 0``: shifted up to 20, then the asymptotic series."""
+    acc = 0.0
+    while x < 20.0:
+        acc -= 1.0 / x
+        x += 1.0
+    inv = 1.0 / x
+    inv2 = inv * inv
+    series = inv2 * (
+        1.0 / 12.0
+        - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0)))
+    )
+    return acc + math.log(x) - 0.5 * inv - series
+
+
+@_jit
+def _trigamma(x: float) -> float:
+    """``polygamma(1, x)`` for ``x > 0``, as :func:`batchglm.families.special_diff.trigamma`."""
+    acc = 0.0
+    while x < 20.0:
+        acc += 1.0 / (x * x)
+        x += 1.0
+    inv = 1.0 / x
+    inv2 = inv * inv
+    series = inv + inv2 * (
+        0.5
+        + inv
+        * (
+            1.0 / 6.0
+            + inv2 * (-1.0 / 30.0 + inv2 * (1.0 / 42.0 + inv2 * (-1.0 / 30.0 + inv2 * 5.0 / 66.0)))
+        )
+    )
+    return acc + series
+
+
+@_jit
+def count_sums(
+    values: Array,
+    mult: Array,
+    ptr: NDArray[np.intp],
+    t_all: Array,
+    order: int,
+    out: Array,
+) -> None:
+    """Add ``sum m (gammaln(y + r) - gammaln(r))`` and its ``t``-derivatives per feature.
+
+    The entries of feature ``f`` (distinct counts ``values`` with multiplicities ``mult``)
+    are ``ptr[f]:ptr[f + 1]``. The formulas are those of
+    :mod:`batchglm.families.special_diff` (plain differences up to ``r = 50``, Stirling's
+    series term by term above) and :meth:`batchglm.families.nb.NegativeBinomial.count_terms`
+    (``d/dt = r digamma_diff``, ``d2/dt2 = d/dt + r^2 trigamma_diff``). Columns 0-2 of
+    ``out`` get the value and derivatives, column 3 the value's size.
+    """
+    for f in range(ptr.size - 1):
+        r = math.exp(t_all[f])
+        big = r > _SERIES_FROM
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for e in range(ptr[f], ptr[f + 1]):
+            y = values[e]
+            m = mult[e]
+            x = y + r
+            if big:
+                ix = 1.0 / x
+                ir = 1.0 / r
+                lg = (
+                    (r - 0.5) * math.log1p(y / r)
+                    + y * (math.log(x) - 1.0)
+                    + (ix - ir) / 12.0
+                    - (ix**3 - ir**3) / 360.0
+                    + (ix**5 - ir**5) / 1260.0
+                )
+            else:
+                lg = math.lgamma(x) - math.lgamma(r)
+            s0 += m * lg
+            if order == 0:
+                continue
+            if big:
+                dg = (
+                    math.log1p(y / r)
+                    - (ix - ir) / 2.0
+                    - (ix**2 - ir**2) / 12.0
+                    + (ix**4 - ir**4) / 120.0
+                    - (ix**6 - ir**6) / 252.0
+                )
+            else:
+                dg = _digamma(x) - _digamma(r)
+            d1 = r * dg
+            s1 += m * d1
+            if order == 1:
+                continue
+            if big:
+                tg = (
+                    -y / (x * r)
+                    + (ix**2 - ir**2) / 2.0
+                    + (ix**3 - ir**3) / 6.0
+                    - (ix**5 - ir**5) / 30.0
+                    + (ix**7 - ir**7) / 42.0
+                )
+            else:
+                tg = _trigamma(x) - _trigamma(r)
+            s2 += m * (d1 + r * r * tg)
+        out[f, 0] += s0
+        out[f, 3] += abs(s0)
+        if order >= 1:
+            out[f, 1] += s1
+        if order >= 2:
+            out[f, 2] += s2

@@ -144,6 +144,8 @@ def newton_terms(
     floor: float,
     order: int,
     magnitude: bool,
+    *,
+    counts: tuple[Array, Array, NDArray[np.intp]] | None = None,
 ) -> Array:
     """Value, derivatives in ``t`` and magnitude of the APL's non-count terms per feature.
 
@@ -157,6 +159,11 @@ def newton_terms(
         0, 1 or 2: derivatives computed (columns above ``order`` are left unset).
     magnitude : bool
         Sum the size of the terms (rounding noise); unset otherwise.
+    counts : tuple of ndarray, optional
+        ``(values, multiplicities, offsets)``: the distinct positive counts of feature
+        ``f`` are ``values[offsets[f]:offsets[f + 1]]``. Given, the count terms
+        ``gammaln(y + r) - gammaln(r)`` (and their derivatives, and their size in the
+        magnitude) are added in the same call.
 
     Returns
     -------
@@ -166,5 +173,8 @@ def newton_terms(
         ``sum y (|log q| + log1p q) + r n log1p q + 1/2 |log det M|``.
     """
     out = np.full((y.shape[0], 4), np.nan)
-    _kernels().newton(y, mu, size, row_of, rows, t, floor, order, magnitude, out)
+    compiled = _kernels()
+    compiled.newton(y, mu, size, row_of, rows, t, floor, order, magnitude, out)
+    if counts is not None:
+        compiled.count_sums(*counts, t, order, out)
     return out

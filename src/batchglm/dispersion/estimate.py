@@ -55,6 +55,8 @@ Array = NDArray[np.float64]
 
 #: Gene-wise estimates below this are left out of the trend fit (DESeq2: ``100 * minDisp``).
 _FIT_FLOOR = 100 * MIN_ALPHA
+#: The gene-wise and MAP passes cut the features into at least this many blocks.
+_MIN_BLOCKS = 16
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,18 @@ class Dispersions:
             },
             index=self.feature_names,
         )
+
+
+def _blocks(n_obs: int, n_feat: int) -> list[slice]:
+    """Feature blocks of the two passes: the common size, cut so every thread gets work.
+
+    With few observations the common block (4 MiB of counts) holds thousands of features,
+    so 10,000 features make two unequal blocks and one thread idles for a third of the
+    pass; :data:`_MIN_BLOCKS` blocks at least (of at least 64 features) balance the
+    threads.
+    """
+    size = min(blocks.block_size(n_obs), max(64, -(-n_feat // _MIN_BLOCKS)))
+    return blocks.feature_blocks(n_feat, size)
 
 
 def estimate_dispersions(
@@ -190,7 +204,7 @@ def estimate_dispersions(
 
     blocks.map_blocks(
         _pass1,
-        blocks.feature_blocks(n_feat, blocks.block_size(n_obs)),
+        _blocks(n_obs, n_feat),
         progress=show,
         desc="gene-wise dispersions",
     )
@@ -204,7 +218,7 @@ def estimate_dispersions(
         np.log(genewise[for_fit]), np.log(trend_alpha[for_fit]), df_residual
     )
     log_r_map = np.full(n_feat, np.nan)
-    blocks_map = blocks.feature_blocks(n_feat, blocks.block_size(n_obs)) if shrink else []
+    blocks_map = _blocks(n_obs, n_feat) if shrink else []
 
     def _pass2(sl: slice) -> None:
         use = np.flatnonzero(usable[sl])
