@@ -354,6 +354,9 @@ def newton(
 #: Above this ``r`` the count terms use Stirling's series term by term (as
 #: :mod:`batchglm.families.special_diff`, whose threshold it is).
 _SERIES_FROM = 50.0
+#: Integer counts up to this take ``gammaln(y + r) - gammaln(r)`` and its derivatives as
+#: finite sums over ``r + j``, ``j < y`` (the log of a product below ``70^16``).
+_SMALL_COUNT = 16.0
 
 
 @_jit
@@ -416,6 +419,11 @@ def count_sums(
         s0 = 0.0
         s1 = 0.0
         s2 = 0.0
+        if not big:
+            # The functions at r once per feature (r is shared by its entries).
+            lg_r = math.lgamma(r)
+            dg_r = _digamma(r) if order >= 1 else 0.0
+            tg_r = _trigamma(r) if order >= 2 else 0.0
         for e in range(ptr[f], ptr[f + 1]):
             y = values[e]
             m = mult[e]
@@ -430,12 +438,6 @@ def count_sums(
                     - (ix**3 - ir**3) / 360.0
                     + (ix**5 - ir**5) / 1260.0
                 )
-            else:
-                lg = math.lgamma(x) - math.lgamma(r)
-            s0 += m * lg
-            if order == 0:
-                continue
-            if big:
                 dg = (
                     math.log1p(y / r)
                     - (ix - ir) / 2.0
@@ -443,13 +445,6 @@ def count_sums(
                     + (ix**4 - ir**4) / 120.0
                     - (ix**6 - ir**6) / 252.0
                 )
-            else:
-                dg = _digamma(x) - _digamma(r)
-            d1 = r * dg
-            s1 += m * d1
-            if order == 1:
-                continue
-            if big:
                 tg = (
                     -y / (x * r)
                     + (ix**2 - ir**2) / 2.0
@@ -457,9 +452,27 @@ def count_sums(
                     - (ix**5 - ir**5) / 30.0
                     + (ix**7 - ir**7) / 42.0
                 )
+            elif y <= _SMALL_COUNT and y == math.floor(y):
+                # Small integer counts: gamma(y + r) / gamma(r) = r (r + 1) ... (r + y - 1).
+                prod = 1.0
+                dg = 0.0
+                tg = 0.0
+                for j in range(int(y)):
+                    rj = r + j
+                    prod *= rj
+                    dg += 1.0 / rj
+                    tg -= 1.0 / (rj * rj)
+                lg = math.log(prod)
             else:
-                tg = _trigamma(x) - _trigamma(r)
-            s2 += m * (d1 + r * r * tg)
+                lg = math.lgamma(x) - lg_r
+                dg = _digamma(x) - dg_r if order >= 1 else 0.0
+                tg = _trigamma(x) - tg_r if order >= 2 else 0.0
+            s0 += m * lg
+            if order >= 1:
+                d1 = r * dg
+                s1 += m * d1
+                if order >= 2:
+                    s2 += m * (d1 + r * r * tg)
         out[f, 0] += s0
         out[f, 3] += abs(s0)
         if order >= 1:
