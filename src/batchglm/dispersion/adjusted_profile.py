@@ -177,6 +177,7 @@ class AdjustedProfile:
         self.pp_z = PairProducts(self.z, self.z, symmetric=True)
         self._compiled: tuple[Array, Array, Array, NDArray[np.intp], Array] | None = None
         self._entries: tuple[CountTable, tuple[Array, Array, NDArray[np.intp]]] | None = None
+        self._log_mu: Array | None = None
 
     @property
     def problem(self) -> ScaleProblem:
@@ -203,6 +204,7 @@ class AdjustedProfile:
         out.positive = out.y > 0
         out._compiled = None
         out._entries = None
+        out._log_mu = None
         out.table = self.table.subset(keep)
         if self.prior is not None:
             out.prior = LogNormalPrior(self.prior.mean[keep], self.prior.var)
@@ -323,8 +325,17 @@ class AdjustedProfile:
         z0 = float(prob.scale_rows[0, 0])
         t_groups = prob.eta_scale_groups(theta)
         t = np.ascontiguousarray(t_groups[0])
+        if self._log_mu is None:
+            with np.errstate(divide="ignore"):
+                self._log_mu = np.log(kernel[1])
         terms = apl_kernel.newton_terms(
-            *kernel, t, W_FLOOR, order, with_magnitude, counts=self._count_entries()
+            *kernel,
+            t,
+            W_FLOOR,
+            order,
+            with_magnitude,
+            log_mu=self._log_mu,
+            counts=self._count_entries(),
         )
         value = terms[:, 0] - self.log_units_x
         if with_magnitude:

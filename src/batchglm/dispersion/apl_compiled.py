@@ -237,10 +237,11 @@ def grid(
             logdet[g, f] = value
 
 
-@_jit
+@_jit_fast
 def newton(
     y: Array,
     mu: Array,
+    log_mu: Array,
     size: Array,
     row_of: NDArray[np.intp],
     rows: Array,
@@ -250,9 +251,17 @@ def newton(
     magnitude: bool,
     out: Array,
 ) -> None:
-    """Fill ``out`` ``(F, 4)``; see :func:`batchglm.dispersion.apl_kernel.newton_terms`."""
+    """Fill ``out`` ``(F, 4)``; see :func:`batchglm.dispersion.apl_kernel.newton_terms`.
+
+    The loop over observations has no calls into the C library (``log q = log mu - t``
+    with ``log mu`` given, ``log1p`` as in :func:`grid`), so it is vectorised; all
+    derivatives are computed whatever ``order`` (they cost little next to the loads).
+    """
     n_feat, n = y.shape
     n_rows, k = rows.shape
+    a0 = np.empty(n)
+    a1 = np.empty(n)
+    a2 = np.empty(n)
     w0 = np.empty(n_rows)
     w1 = np.empty(n_rows)
     w2 = np.empty(n_rows)
@@ -265,46 +274,45 @@ def newton(
     for f in range(n_feat):
         t = t_all[f]
         r = math.exp(t)
+        inv_r = math.exp(-t)
+        y_f = y[f]
+        mu_f = mu[f]
+        lmu_f = log_mu[f]
         ll = 0.0
         big = 0.0
         dl = 0.0
         d2l = 0.0
+        for i in range(n):
+            yi = y_f[i]
+            mi = mu_f[i]
+            ni = size[i]
+            rn = r * ni
+            q = mi * inv_r
+            above = q > 1.0
+            lq = lmu_f[i] - t
+            l1 = _log1p_unit(r / mi if above else q) + (lq if above else 0.0)
+            pos = yi > 0.0
+            ll += (yi * (lq - l1) if pos else 0.0) - rn * l1
+            big += (yi * (abs(lq) + l1) if pos else 0.0) + rn * l1
+            inv = 1.0 / (1.0 + q)
+            w_raw = mi * inv
+            low = w_raw < floor
+            a0[i] = (floor if low else w_raw) * ni
+            g1 = rn * (q * inv - l1) - yi * inv
+            dl += g1
+            dw = 0.0 if low else mi * q * inv * inv * ni
+            a1[i] = dw
+            a2[i] = dw * (q - 1.0) * inv
+            d2l += g1 + (yi + mi * q * ni) * inv * inv
         for d in range(n_rows):
             w0[d] = 0.0
             w1[d] = 0.0
             w2[d] = 0.0
         for i in range(n):
-            yi = y[f, i]
-            mi = mu[f, i]
-            ni = size[i]
-            rn = r * ni
-            q = mi / r
-            l1 = math.log1p(q)
-            if yi > 0.0:
-                lq = math.log(q)
-                ll += yi * (lq - l1)
-                if magnitude:
-                    big += yi * (abs(lq) + l1)
-            ll -= rn * l1
-            if magnitude:
-                big += rn * l1
-            inv = 1.0 / (1.0 + q)
-            w_raw = mi * inv
             d = row_of[i]
-            if w_raw < floor:
-                w0[d] += floor * ni
-            else:
-                w0[d] += w_raw * ni
-            if order >= 1:
-                g1 = rn * (q * inv - l1) - yi * inv
-                dl += g1
-                if w_raw >= floor:
-                    dw = mi * q * inv * inv * ni
-                    w1[d] += dw
-                    if order >= 2:
-                        w2[d] += dw * (q - 1.0) * inv
-                if order >= 2:
-                    d2l += g1 + (yi + mi * q * ni) * inv * inv
+            w0[d] += a0[i]
+            w1[d] += a1[i]
+            w2[d] += a2[i]
         _fill(m, rows, w0)
         for a in range(k):
             m_diag[a] = m[a, a]

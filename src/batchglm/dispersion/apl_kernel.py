@@ -145,6 +145,7 @@ def newton_terms(
     order: int,
     magnitude: bool,
     *,
+    log_mu: Array,
     counts: tuple[Array, Array, NDArray[np.intp]] | None = None,
 ) -> Array:
     """Value, derivatives in ``t`` and magnitude of the APL's non-count terms per feature.
@@ -159,6 +160,8 @@ def newton_terms(
         0, 1 or 2: derivatives computed (columns above ``order`` are left unset).
     magnitude : bool
         Sum the size of the terms (rounding noise); unset otherwise.
+    log_mu : ndarray
+        ``(F, n)`` natural log of ``mu`` (kept by the caller across evaluations).
     counts : tuple of ndarray, optional
         ``(values, multiplicities, offsets)``: the distinct positive counts of feature
         ``f`` are ``values[offsets[f]:offsets[f + 1]]``. Given, the count terms
@@ -174,7 +177,7 @@ def newton_terms(
     """
     out = np.full((y.shape[0], 4), np.nan)
     compiled = _kernels()
-    compiled.newton(y, mu, size, row_of, rows, t, floor, order, magnitude, out)
+    compiled.newton(y, mu, log_mu, size, row_of, rows, t, floor, order, magnitude, out)
     if counts is not None:
         compiled.count_sums(*counts, t, order, out)
     return out

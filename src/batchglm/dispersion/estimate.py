@@ -55,8 +55,6 @@ Array = NDArray[np.float64]
 
 #: Gene-wise estimates below this are left out of the trend fit (DESeq2: ``100 * minDisp``).
 _FIT_FLOOR = 100 * MIN_ALPHA
-#: The gene-wise and MAP passes cut the features into at least this many blocks.
-_MIN_BLOCKS = 16
 
 
 @dataclass(frozen=True)
@@ -127,10 +125,12 @@ def _blocks(n_obs: int, n_feat: int) -> list[slice]:
 
     With few observations the common block (4 MiB of counts) holds thousands of features,
     so 10,000 features make two unequal blocks and one thread idles for a third of the
-    pass; :data:`_MIN_BLOCKS` blocks at least (of at least 64 features) balance the
-    threads.
+    pass. Two blocks per thread (of at least 64 features) balance the threads; more would
+    repeat the per-block work that is shared by a block's features (the count terms of
+    the grid are evaluated once per distinct count of the block).
     """
-    size = min(blocks.block_size(n_obs), max(64, -(-n_feat // _MIN_BLOCKS)))
+    per_thread = -(-n_feat // (2 * blocks.n_workers(None)))
+    size = min(blocks.block_size(n_obs), max(64, per_thread))
     return blocks.feature_blocks(n_feat, size)
 
 
