@@ -143,6 +143,35 @@ def _ill(lu: Array, m_diag: Array, k: int) -> bool:
     return not low > _ILL * top
 
 
+@_jit
+def _logdet_spd(m: Array, k: int) -> float:
+    """``log det m`` of a symmetric positive definite ``m`` by elimination without pivoting.
+
+    One logarithm per matrix (the product of the pivots, rescaled before it could leave
+    the floating-point range) instead of one per pivot; overwrites ``m``. ``NaN`` when a
+    pivot falls below :data:`_ILL` of the largest diagonal entry (ill-conditioned or not
+    positive definite): the caller then uses :func:`_orthogonal`.
+    """
+    top = 0.0
+    for a in range(k):
+        top = max(top, m[a, a])
+    prod = 1.0
+    out = 0.0
+    for c in range(k):
+        pv = m[c, c]
+        if not pv > _ILL * top:
+            return math.nan
+        prod *= pv
+        if prod > 1e150 or prod < 1e-150:
+            out += math.log(prod)
+            prod = 1.0
+        for r in range(c + 1, k):
+            fac = m[r, c] / pv
+            for j in range(c + 1, k):
+                m[r, j] -= fac * m[c, j]
+    return out + math.log(prod)
+
+
 @_jit_fast
 def _log1p_unit(p: float) -> float:
     """``log1p(p)`` for ``0 <= p <= 1`` as ``2 atanh(s)``, ``s = p / (2 + p)``.
@@ -199,9 +228,7 @@ def grid(
     log_mu = np.empty(n)
     inv_mu = np.empty(n)
     m = np.empty((k, k))
-    m_diag = np.empty(k)
     qmat = np.empty((n_rows, k))
-    piv = np.empty(k, dtype=np.intp)
     for f in range(n_feat):
         mu_f = mu[f]
         y_f = y[f]
@@ -229,10 +256,8 @@ def grid(
             for i in range(n):
                 wsum[row_of[i]] += wobs[i]
             _fill(m, rows, wsum)
-            for a in range(k):
-                m_diag[a] = m[a, a]
-            value = _lu(m, piv, k)
-            if _ill(m, m_diag, k):
+            value = _logdet_spd(m, k)
+            if math.isnan(value):
                 value = _orthogonal(rows, wsum, qmat, k)
             logdet[g, f] = value
 
