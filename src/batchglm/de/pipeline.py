@@ -9,7 +9,10 @@
 Steps (each documented where it is implemented):
 
 1. size factors (``"median_ratio"`` by default, DESeq2's; ``"tmm"`` for edgeR's) and an NB
-   fit of ``design`` (:func:`batchglm.fit`);
+   fit of ``design`` (:func:`batchglm.fit`); with ``dispersion`` ``"map"`` or ``"ql"`` (NB
+   location tests) the location is fitted at DESeq2's rough starting dispersion held fixed,
+   as ``estimateDispersionsGeneEst`` does, not jointly with per-feature dispersions
+   (:mod:`batchglm.dispersion.rough`; the test refits it at the shrunken dispersions);
 2. the test: Wald (default with ``dispersion="map"``, DESeq2's ``nbinomWaldTest``),
    likelihood ratio against ``reduced`` (DESeq2's ``nbinomLRT``) or of a ``contrast``
    (edgeR's ``glmLRT(contrast=)``), or the quasi-likelihood

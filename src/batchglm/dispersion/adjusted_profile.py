@@ -33,7 +33,10 @@ and with ``M = X^T W X``, ``h_i = x_i^T M^-1 x_i``, ``A_k = M^-1 X^T diag(W' z_k
     d2 log det M / db_k db_l  = sum_i W''_i h_i z_ik z_il - trace(A_k A_l)
 
 The likelihood terms use the expressions in ``q``, so they stay accurate up to the Poisson
-limit. The columns of ``X`` are scaled to unit maximum inside (``X^T W X`` stays well
+limit. With one dispersion per feature (one scale column and row) and numba available, the
+grid and the evaluations go through the compiled kernels of
+:mod:`batchglm.dispersion.apl_kernel` (same formulas; this NumPy code is their reference
+and the fallback). The columns of ``X`` are scaled to unit maximum inside (``X^T W X`` stays well
 conditioned with covariates on raw scales); values are reported for ``X`` as given.
 """
 

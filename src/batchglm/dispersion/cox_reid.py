@@ -10,7 +10,10 @@ the two grid cells around it (the cells are the solver's bounds) where the deriv
 changes sign there.
 
 Cost. A grid point costs one ``log1p`` and one weight pass over the counts
-(:meth:`~batchglm.dispersion.adjusted_profile.AdjustedProfile.grid_values`). The APL does
+(:meth:`~batchglm.dispersion.adjusted_profile.AdjustedProfile.grid_values`); with numba
+both the grid and every Newton evaluation run in compiled kernels that visit each
+observation once (:mod:`batchglm.dispersion.apl_kernel`), the Newton iterations stay in
+:func:`~batchglm.solvers.newton.solve`. The APL does
 not depend on the prior, so the MAP pass adds the prior to the gene-wise pass's grid
 (:func:`cox_reid_search` returns it) instead of evaluating it again. Newton starts from the
 maximum of the cubic through the bracket's values and slopes (about 2e-4 from the optimum
