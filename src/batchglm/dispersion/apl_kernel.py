@@ -58,7 +58,8 @@ ENABLED = nb_kernel.ENABLED
 
 #: Blocks with fewer observation-feature entries use the NumPy path: loading the compiled
 #: kernels costs a fraction of a second once per process, more than they save on small data.
-MIN_ENTRIES = 1 << 15
+#: The dispersion passes never cut blocks below this (``estimate._blocks``).
+MIN_ENTRIES = 1 << 14
 
 
 _compiled: list[Any] = []

@@ -19,6 +19,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from batchglm import blocks
+from batchglm.dispersion import apl_kernel
 from batchglm.dispersion.cox_reid import (
     MIN_ALPHA,
     LogNormalPrior,
@@ -130,7 +131,9 @@ def _blocks(n_obs: int, n_feat: int) -> list[slice]:
     the grid are evaluated once per distinct count of the block).
     """
     per_thread = -(-n_feat // (2 * blocks.n_workers(None)))
-    size = min(blocks.block_size(n_obs), max(64, per_thread))
+    # Never so small that the compiled APL kernels stop applying (few observations).
+    smallest = -(-apl_kernel.MIN_ENTRIES // max(n_obs, 1))
+    size = min(blocks.block_size(n_obs), max(64, smallest, per_thread))
     return blocks.feature_blocks(n_feat, size)
 
 

@@ -21,6 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
+from batchglm import blocks
+
 Array = NDArray[np.float64]
 
 #: Table range of ``mu``; below, the unit deviance's expectation is ~0 (fitted zeros), above
@@ -142,7 +144,13 @@ class KappaTable:
         grid_r = np.linspace(lo, hi if hi > lo else lo + 1e-6, _N_R)
         grid_mu = np.linspace(np.log(_MU_MIN), np.log(_MU_MAX), _N_MU)
         mu = np.exp(grid_mu)
-        values = np.column_stack([_exact_column(mu, float(np.exp(t))) for t in grid_r])
+        # One column per size, in parallel threads (scipy's special functions and numpy's
+        # sums release the GIL): the table is a fixed cost of every QL fit.
+        columns = blocks.map_blocks(
+            lambda sl: _exact_column(mu, float(np.exp(grid_r[sl.start]))),
+            [slice(j, j + 1) for j in range(grid_r.size)],
+        )
+        values = np.column_stack(columns)
         return cls(grid_mu, grid_r, values)
 
     def __call__(self, mu: Array, r: Array) -> Array:

@@ -80,6 +80,10 @@ class CountTable:
             self.values, self.counts, self.seg = vals, counts, seg
         self.n_groups, self.n_feat = n_groups, n_feat
         self._distinct: tuple[Array, NDArray[np.intp]] | None = None
+        #: The last :meth:`group_sums` call: family, order, predictors and results.
+        self._memo: tuple[Family, int, Array, tuple[Array, Array | None, Array | None]] | None = (
+            None
+        )
 
     def distinct_values(self) -> tuple[Array, NDArray[np.intp]]:
         """Distinct values over all entries and each entry's index into them (cached).
@@ -115,6 +119,7 @@ class CountTable:
         out.values, out.counts = self.values[sel], self.counts[sel]
         out.seg = (self.seg[sel] // self.n_feat) * out.n_feat + new_index[feat[sel]]
         out._distinct = None
+        out._memo = None
         return out
 
     def group_sums(
@@ -139,6 +144,23 @@ class CountTable:
             (derivatives above ``order`` are ``None``); ``None`` when the family has no
             count terms.
         """
+        memo = getattr(self, "_memo", None)
+        if (
+            memo is not None
+            and memo[0] is family
+            and memo[1] >= order
+            and memo[2].shape == eta_scale.shape
+            and np.array_equal(memo[2], eta_scale)
+        ):
+            # The same predictors again (a fit with the scale held fixed evaluates the
+            # count terms, constant in the location, at every iteration): copies of the
+            # last sums.
+            ll0, d10, d20 = memo[3]
+            return (
+                ll0.copy(),
+                None if order < 1 or d10 is None else d10.copy(),
+                None if order < 2 or d20 is None else d20.copy(),
+            )
         flat = eta_scale.ravel()
         if flat.size and self.values.size and np.all(flat == flat[0]):
             # One predictor for every entry: evaluate once per distinct count and gather.
@@ -166,7 +188,9 @@ class CountTable:
 
         ll = total(terms.ll)
         assert ll is not None
-        return ll, total(terms.d_scale), total(terms.d2_scale)
+        d1, d2 = total(terms.d_scale), total(terms.d2_scale)
+        self._memo = (family, order, eta_scale.copy(), (ll.copy(), _copy(d1), _copy(d2)))
+        return ll, d1, d2
 
     def feature_sums(self, values: Array) -> Array:
         """Sum per-entry values (already multiplied by nothing) over groups, per feature.
@@ -183,6 +207,10 @@ class CountTable:
         """
         sums = np.bincount(self.seg % self.n_feat, self.counts * values, minlength=self.n_feat)
         return sums.astype(np.float64, copy=False)
+
+
+def _copy(v: Array | None) -> Array | None:
+    return None if v is None else v.copy()
 
 
 def table_and_constant(
