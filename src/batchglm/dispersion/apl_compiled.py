@@ -25,6 +25,14 @@ _jit_fast = njit(
     error_model="numpy",
     fastmath={"reassoc", "contract", "nsz", "arcp"},
 )
+#: Helpers of the vectorised loops, inlined by numba (a call would stop the vectoriser).
+_jit_inline = njit(
+    cache=True,
+    nogil=True,
+    error_model="numpy",
+    fastmath={"reassoc", "contract", "nsz", "arcp"},
+    inline="always",
+)
 
 
 @_jit
@@ -172,7 +180,7 @@ def _logdet_spd(m: Array, k: int) -> float:
     return out + math.log(prod)
 
 
-@_jit_fast
+@_jit_inline
 def _log1p_unit(p: float) -> float:
     """``log1p(p)`` for ``0 <= p <= 1`` as ``2 atanh(s)``, ``s = p / (2 + p)``.
 
