@@ -26,6 +26,7 @@ fit's means.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,8 +139,11 @@ def rough_start(
     if d.kind == "dask":
         return None
     n_obs, n_feat = d.shape
-    obs_al, design_al, _, sf_al, _ = align_inputs(d, obs, design, None, size_factors, None)
-    loc = build_design(design_al, constraints_loc, n_obs, "loc", obs=obs_al)
+    with warnings.catch_warnings():
+        # The fit that follows builds the same design and warns about it (once).
+        warnings.simplefilter("ignore")
+        obs_al, design_al, _, sf_al, _ = align_inputs(d, obs, design, None, size_factors, None)
+        loc = build_design(design_al, constraints_loc, n_obs, "loc", obs=obs_al)
     x = np.asarray(loc.reduced, dtype=np.float64)
     if x.shape[1] >= n_obs:
         return None
