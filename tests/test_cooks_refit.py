@@ -23,6 +23,7 @@ from batchglm.de.degrees_of_freedom import SmallSampleWarning
 from batchglm.de.outlier_refit import refit_dispersions, splice_results
 from batchglm.de.result import DEResult
 from batchglm.dispersion.estimate import estimate_dispersions
+from batchglm.dispersion.rough import rough_start
 from batchglm.inputs import data_of_fit
 
 DATA = Path(__file__).parent / "data"
@@ -67,14 +68,45 @@ def test_refit_dispersions_use_the_first_pass_trend_and_prior(table, run) -> Non
     the refitted genes), the MAP uses its prior variance: both as DESeq2 to 3e-3."""
     counts, obs, ref = table
     rep = ref["replace"].to_numpy()
-    res = bg.fit(counts, "~ condition", obs=obs, size_factors="median_ratio")
+    # The pipeline's first pass: the location at DESeq2's rough dispersion, then estimates.
+    start = rough_start(
+        counts,
+        "~ condition",
+        obs=obs,
+        size_factors="median_ratio",
+        layer=None,
+        constraints_loc=None,
+    )
+    assert start is not None
+    res = bg.fit(
+        counts,
+        "~ condition",
+        obs=obs,
+        size_factors=start.size_factors,
+        fixed_scale=start.log_r,
+    )
     first = estimate_dispersions(counts, res)
     replaced = pd.DataFrame(
         np.asarray(run.fit.data.values)[:, rep], index=counts.index, columns=counts.columns[rep]
     )
     # The planted counts are gone from the refitted data.
     assert (replaced.to_numpy() < counts.to_numpy()[:, rep]).any(axis=0).all()
-    sub = bg.fit(replaced, "~ condition", obs=obs, size_factors=res.size_factors)
+    sub_start = rough_start(
+        replaced,
+        "~ condition",
+        obs=obs,
+        size_factors=res.size_factors,
+        layer=None,
+        constraints_loc=None,
+    )
+    assert sub_start is not None
+    sub = bg.fit(
+        replaced,
+        "~ condition",
+        obs=obs,
+        size_factors=res.size_factors,
+        fixed_scale=sub_start.log_r,
+    )
     disp = refit_dispersions(data_of_fit(replaced, sub), sub, first)
     assert disp.prior_var == first.prior_var and disp.trend_fit is first.trend_fit
     np.testing.assert_allclose(disp.trend, first.trend_fit(disp.base_mean), rtol=1e-12)
