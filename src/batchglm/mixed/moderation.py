@@ -11,15 +11,21 @@ features:
 * **Per-feature variance.** ``s_f^2`` is the group-level ("total") variance of feature
   ``f``: the between-group variance plus the average sampling variance of a group's level,
   on the natural-log scale of the mean. For features with an interior fit it is read off
-  the maximum-likelihood covariance ``V_b`` of the group-level coefficients,
-  ``s_f^2 = tr(X_b^T X_b V_b) / p_b * G / d`` (``X_b`` the ``(G, p_b)`` group-level design);
+  the maximum-likelihood covariance ``V`` of the location coefficients,
+  ``s_f^2 = tr(Xbar^T Xbar V) / p_b * G / d`` (``Xbar`` the ``(G, p)`` group means of the
+  location design, whose group-level columns are the ``(G, p_b)`` group-level design ``X_b``;
+  cell-level covariates enter at their group means, so that ``s_f^2`` does not depend on
+  their origin or scale; without them this is ``tr(X_b^T X_b V_b)``);
   in the balanced one-way linear mixed model this is the residual mean square of the group
   means, distributed as ``tau_f^2 chi2_d / d``. For features whose between-group variance
   is estimated at 0 it is the residual mean square of the unweighted regression of the
   groups' log levels on ``X_b`` (:func:`batchglm.mixed.small_sample.donor_level_sf`), which
   is not truncated at the sampling variance.
 * **Prior.** ``1 / tau_f^2 ~ chi2_{d0} / (d0 s0^2(A_f))`` with ``A_f`` the feature's mean
-  log expression (average over groups of the group-level linear predictor, natural log).
+  log expression: the average over groups of each group's mean fixed-effect linear
+  predictor (natural log, without size factors; :func:`trend_covariate`). It is the same
+  for every parametrisation of the fixed design (a covariate shifted, centred or rescaled),
+  so the prior and the p-values are too.
   ``s0^2`` and ``d0`` are estimated by limma's method of moments on ``log s_f^2``
   (``fitFDist``): the trend of ``log s_f^2 - digamma(d/2) + log(d/2)`` on ``A_f`` is a natural
   cubic spline with 4 degrees of freedom fitted by least squares (a constant with fewer
@@ -393,6 +399,39 @@ def _donor_level(ss: SmallSample, coef: Array) -> tuple[NDArray[np.bool_], Array
     return rows, beta, ((z - xb @ beta) ** 2).sum(axis=0) / d
 
 
+def trend_covariate(ss: SmallSample, coef: Array) -> Array:
+    """Mean log expression ``A_f`` of each feature, the covariate of the prior's trend.
+
+    Parameters
+    ----------
+    ss : SmallSample
+        The fit's group-level bookkeeping (``group_design`` set: the ``(G, p)`` group means of
+        the full location design).
+    coef : ndarray
+        ``(F, p)`` fixed location coefficients (natural log).
+
+    Returns
+    -------
+    ndarray
+        ``(F,)`` ``A_f = mean_g xbar_g^T beta_f``: the average over groups of each group's
+        mean fixed-effect linear predictor (natural log, size factors left out), i.e. the
+        feature's log expression at the groups' average covariates.
+
+    Notes
+    -----
+    ``xbar_g^T beta_f`` is the group mean of the fitted linear predictor ``X beta_f``, which
+    is the same for every parametrisation of the design with the same column space: a
+    cell-level covariate that is shifted (centred), rescaled or recoded gives the same
+    ``A_f`` and therefore the same prior and p-values. Reading the group-level columns alone
+    (the intercept and a condition) instead would put ``A_f`` at covariate value 0, an
+    extrapolation that moves with the covariate's origin. As limma's ``Amean`` and edgeR's
+    ``AveLogCPM`` (Smyth 2004; Lund et al. 2012), the trend is in an average of the fitted
+    expression; our own formulation for mixed fits.
+    """
+    assert ss.group_design is not None
+    return np.asarray((ss.group_design @ coef.T).mean(axis=0), dtype=np.float64)
+
+
 def variance_prior(res: FitResult) -> VariancePrior:
     """Empirical-Bayes prior and posterior of the group-level variances of a mixed fit.
 
@@ -424,15 +463,19 @@ def variance_prior(res: FitResult) -> VariancePrior:
     xb, d, cols = _group_level(ss)
     coef = res.coef_loc.to_numpy()
     p = coef.shape[1]
-    cov_b = res.covariance()[:, :p, :p][:, cols][:, :, cols]
-    gram = xb.T @ xb
+    # The group means of the whole fixed design (cell-level covariates at their group means):
+    # ``xbar_g^T beta`` and its variance do not depend on how a covariate is centred or scaled,
+    # whereas the group-level columns alone would evaluate the groups at covariate value 0.
+    assert ss.group_design is not None
+    cov = res.covariance()[:, :p, :p]
+    gram = ss.group_design.T @ ss.group_design
     # Maximum-likelihood covariances are scaled to REML (n_groups / d); REML fits are not.
     to_reml = 1.0 if ss.reml else ss.n_groups / d
     with np.errstate(invalid="ignore"):
-        s2 = np.einsum("ij,fji->f", gram, cov_b) / max(ss.rank_between, 1) * to_reml
+        s2 = np.einsum("ij,fji->f", gram, cov) / max(ss.rank_between, 1) * to_reml
     rows, _, rss = _donor_level(ss, coef)
     s2[rows] = rss
-    log_mean = (xb @ coef[:, cols].T).mean(axis=0)
+    log_mean = trend_covariate(ss, coef)
     ok = res.converged.to_numpy() & np.isfinite(s2) & (s2 > 0) & np.isfinite(log_mean)
     s0 = np.full(s2.shape, np.nan)
     if ok.sum() < MIN_FEATURES:
