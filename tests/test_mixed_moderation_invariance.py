@@ -69,8 +69,9 @@ def test_moderated_pvalues_invariant_to_covariate_origin_and_scale(
         p = bg.de.wald(fits[name], coef=COEF, moderate=moderate).pval
         ok = np.isfinite(p_ref)
         np.testing.assert_array_equal(np.isfinite(p), ok)
-        # The fits agree to the optimiser's tolerance, so the p-values agree to it too.
-        np.testing.assert_allclose(np.log(p[ok]), np.log(p_ref[ok]), rtol=0, atol=1e-6)
+        # Measured: 1e-12 in log p (the fits agree to about that); 3.5 in log p before the
+        # trend read each feature's log expression at covariate value 0.
+        np.testing.assert_allclose(np.log(p[ok]), np.log(p_ref[ok]), rtol=0, atol=1e-8)
 
 
 def test_trend_covariate_is_mean_fitted_log_expression(fits: dict[str, bg.FitResult]) -> None:
