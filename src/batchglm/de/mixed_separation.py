@@ -162,7 +162,7 @@ def donor_level_fallback(
     group_level = bool(np.all(np.abs(basis[:, ~between]) <= 1e-10 * np.abs(basis).max()))
     if data is None:
         sep = separated_mixed(res, basis, cand, None)
-        return _untestable(de, cand[sep], "the fit has no data; pass the counts as `data=`")
+        return _untestable(de, cand[sep], "the fit has no data", "pass the fit's counts as `data=`")
     d = data_of_fit(data, res, layer=layer)
     sep = separated_mixed(res, basis, cand, d)
     runaway = ~sep & (res.random.variance[cand, 0] > VAR_RUNAWAY)
@@ -170,8 +170,9 @@ def donor_level_fallback(
         return _untestable(
             de,
             cand[sep],
-            "their tested combination varies within donors, so it has no donor-level test; "
-            "test a donor-level coefficient or aggregate with bg.pseudobulk",
+            "their tested combination varies within donors, so it has no donor-level test",
+            f"aggregate to pseudobulk (bg.pseudobulk(adata, sample={res.random.factors[0]!r}), "
+            "a fit without random_effects, then bg.de.ql_f), or test a donor-level coefficient",
         )
     todo = cand[sep | runaway]
     if todo.size == 0:
@@ -182,7 +183,13 @@ def donor_level_fallback(
             de,
             cand[sep],
             "no reassignment of donors to the tested design rows leaves the reduced design "
-            "unchanged (each donor has its own nuisance row)",
+            "unchanged (each donor has its own nuisance row, e.g. a donor-level covariate "
+            "such as age with a value per donor), so the donor-level permutation test has "
+            "no reference",
+            f"use pseudobulk counts (bg.pseudobulk(adata, sample="
+            f"{res.random.factors[0]!r}), bg.fit of the same fixed design without "
+            "random_effects, then bg.de.ql_f), or drop the donor-level covariate (or coarsen "
+            "it so that donors share its values)",
         )
     stat, pval = de.stat.copy(), de.pval.copy()
     kind = de.kind.astype(object).copy()
@@ -493,8 +500,12 @@ def _dense(value: Any) -> Array:
     return np.asarray(value.toarray() if sparse.issparse(value) else value, dtype=np.float64)
 
 
-def _untestable(de: DEResult, features: NDArray[np.intp], why: str) -> DEResult:
-    """Status ``separated`` and NaN p-values, with one warning naming the features."""
+def _untestable(de: DEResult, features: NDArray[np.intp], why: str, todo: str) -> DEResult:
+    """Status ``separated`` and NaN p-values, with one warning naming the features.
+
+    The warning names the first 5 features, says why they have no test (``why``) and what to
+    do (``todo``).
+    """
     if features.size == 0:
         return de
     res = de.fit
@@ -503,7 +514,8 @@ def _untestable(de: DEResult, features: NDArray[np.intp], why: str) -> DEResult:
     warnings.warn(
         f"{features.size} feature(s) ({names}{more}) of the random-effects fit are separated "
         f"in the tested direction ({de.tested}): their fixed-effect estimate runs off and "
-        f"their model tests are invalid, and {why}; they get NaN p-values.",
+        f"their model tests are invalid; {why}, so they get NaN p-values. To test them, "
+        f"{todo}.",
         UserWarning,
         stacklevel=4,
     )
