@@ -40,6 +40,13 @@ def _donors_with_age(seed: int) -> tuple[ad.AnnData, np.ndarray]:
 def test_separated_with_donor_level_covariate_warns_with_features_and_next_step() -> None:
     adata, sf = _donors_with_age(21)
     res = bg.fit(adata, "~ condition + age", random_effects="patient", size_factors=sf)
+    # The fit's own status says that the two zero-in-stim features ran off (all their stim
+    # cells are 0 in the data); the background does not.
+    y = adata.X.toarray()
+    zero_side = (y[adata.obs["condition"].to_numpy() == "stim"] == 0).all(axis=0)
+    np.testing.assert_array_equal(res.status.to_numpy() == "separated", zero_side)
+    assert zero_side.sum() == 2
+    assert (res.coef_loc["condition[T.stim]"].iloc[:2] < -15).all()
     with pytest.warns(
         UserWarning,
         match=(

@@ -326,6 +326,16 @@ def fit_block(
     zero = sigma * sigma < VAR_AT_BOUND
     at_bound = zero.any(axis=1) & (sol_status == Status.CONVERGED)
     sol_status[at_bound] = Status.RANDOM_VAR_AT_BOUND
+    sep_eta = problem.family.separated_eta
+    if sep_eta is not None:
+        # As for plain fits (batchglm.solvers.block_fit): an optimum whose fixed-effect
+        # fitted mean is practically 0 somewhere ran off (e.g. all zeros in one condition);
+        # say so in `res.status`, not only in the test's table.
+        from batchglm.solvers.block_fit import _min_eta
+
+        optimum = np.isin(sol_status, CONVERGED_CODES)
+        ran_off = _min_eta(problem, sol_theta[:, :kl], None, None) < sep_eta
+        sol_status[optimum & ran_off] = Status.SEPARATED
     # On the boundary a sigma's curvature can vanish; the other parameters decouple from
     # it there (the likelihood is even in each sigma), so it is taken out before inverting.
     for j in range(n_fac):
