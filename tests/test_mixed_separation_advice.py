@@ -86,7 +86,7 @@ def test_tested_combination_within_donors_warns_with_pseudobulk_advice() -> None
     with pytest.warns(
         UserWarning,
         match=(
-            r"feature\(s\) \(zeroStim0\) .*varies within donors, so it has no donor-level test, "
+            r"feature\(s\) \(zeroStim0\) .*varies within donors and has no donor-level test, "
             r"so they get NaN p-values\. To test them, aggregate to pseudobulk "
             r"\(bg\.pseudobulk\(adata, sample='patient'\), .*bg\.de\.ql_f\), or test a "
             r"donor-level coefficient"

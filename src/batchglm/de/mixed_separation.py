@@ -170,7 +170,7 @@ def donor_level_fallback(
         return _untestable(
             de,
             cand[sep],
-            "their tested combination varies within donors, so it has no donor-level test",
+            "their tested combination varies within donors and has no donor-level test",
             f"aggregate to pseudobulk (bg.pseudobulk(adata, sample={res.random.factors[0]!r}), "
             "a fit without random_effects, then bg.de.ql_f), or test a donor-level coefficient",
         )
@@ -184,8 +184,8 @@ def donor_level_fallback(
             cand[sep],
             "no reassignment of donors to the tested design rows leaves the reduced design "
             "unchanged (each donor has its own nuisance row, e.g. a donor-level covariate "
-            "such as age with a value per donor), so the donor-level permutation test has "
-            "no reference",
+            "such as age with a value per donor; the donor-level permutation test needs such "
+            "reassignments)",
             f"use pseudobulk counts (bg.pseudobulk(adata, sample="
             f"{res.random.factors[0]!r}), bg.fit of the same fixed design without "
             "random_effects, then bg.de.ql_f), or drop the donor-level covariate (or coarsen "
