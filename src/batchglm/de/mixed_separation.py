@@ -289,7 +289,8 @@ def separated_mixed(
         (``x a + log s`` above the family's ``separated_eta + 3``, random intercepts at 0:
         the estimate ran off), or that keep some count (all zeros on one side). These are
         the rules of :func:`batchglm.de.separation.separated_in_direction`, applied to
-        every converged feature since a mixed fit has no ``separated`` status of its own.
+        every converged feature: the fit's own ``separated`` status (fixed-effect fitted
+        mean below ``separated_eta``, without the margin) does not catch all of them.
     """
     out = np.zeros(features.size, dtype=bool)
     eta_sep = res.family.separated_eta
