@@ -47,6 +47,7 @@ from batchglm.de.lrt import lrt
 from batchglm.de.model_spec import Model
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.pipeline import PipelineResult, test
+from batchglm.de.pseudoreplication import CrossedGroupingWarning
 from batchglm.de.ql import ql_f
 from batchglm.de.result import DEResult
 from batchglm.de.table import DETable
@@ -55,6 +56,7 @@ from batchglm.nested_designs import check_nested
 
 __all__ = [
     "Cond",
+    "CrossedGroupingWarning",
     "DEResult",
     "DETable",
     "Model",
