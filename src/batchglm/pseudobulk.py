@@ -3,10 +3,17 @@
 With few donors, differential tests between conditions should treat the donor, not the
 cell, as the replicate; summing each donor's cells (per cell type) gives bulk-like samples
 for :func:`batchglm.fit` with ``dispersion="map"`` or ``"ql"`` tests.
+
+Sample-level annotations (condition, batch) are kept when they are constant within every
+pseudobulk sample. A categorical column that varies within samples is dropped with a
+warning: it is either a cell-level annotation (cluster, cell-cycle phase) or a sign that
+the sample labels were reused across its values ("d1" in ctrl and "d1" in stim, summed
+into one sample), which only the user can tell apart.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,21 +23,48 @@ from scipy import sparse
 
 from batchglm import blocks
 from batchglm.inputs import as_data
+from batchglm.warning_site import user_stacklevel
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 
-def _keys(groupby: str | Sequence[str]) -> list[str]:
+def _keys(groupby: str | Sequence[str], name: str = "groupby") -> list[str]:
     keys = [groupby] if isinstance(groupby, str) else list(groupby)
     if not keys:
-        raise ValueError("`groupby` must name at least one column of `adata.obs`.")
+        raise ValueError(f"`{name}` must name at least one column of `adata.obs`.")
     return keys
+
+
+def _warn_dropped(obs: pd.DataFrame, dropped: list[str], sample: list[str], codes: Any) -> None:
+    """Warn about categorical ``obs`` columns dropped because they vary within samples."""
+    factors = [
+        c
+        for c in dropped
+        if not pd.api.types.is_numeric_dtype(obs[c]) or pd.api.types.is_bool_dtype(obs[c])
+    ]
+    if not factors:
+        return
+    parts = []
+    for col in factors:
+        n_values = obs[col].groupby(codes, observed=True).nunique(dropna=False)
+        parts.append(f"{col!r} ({int((n_values > 1).sum())} of {len(n_values)} samples)")
+    sample_arg = sample[0] if len(sample) == 1 else sample
+    warnings.warn(
+        f"`obs` columns {factors} vary within pseudobulk samples of `sample={sample_arg!r}` "
+        f"and were dropped: {', '.join(parts)} mix several values. For a cell-level "
+        "annotation (cluster, cell-cycle phase) that is intended (split by cell types with "
+        "`groupby=`). For a sample-level one (condition, batch) the sample labels were "
+        "reused across its values and its samples were summed together: make the labels "
+        f"unique or pass `sample={[*sample, factors[0]]!r}`.",
+        UserWarning,
+        stacklevel=user_stacklevel(),
+    )
 
 
 def pseudobulk(
     adata: AnnData,
-    sample: str,
+    sample: str | Sequence[str],
     groupby: str | Sequence[str] | None = None,
     *,
     layer: str | None = None,
@@ -44,8 +78,10 @@ def pseudobulk(
     ----------
     adata : anndata.AnnData
         Cells x features with raw counts in ``.X`` or ``layer`` (dense or sparse).
-    sample : str
-        Column of ``adata.obs`` naming each cell's sample (donor, replicate).
+    sample : str or sequence of str
+        Column(s) of ``adata.obs`` naming each cell's sample (donor, replicate); several
+        columns define a sample by their combination, e.g. ``["donor", "condition"]`` when
+        donor labels are reused across conditions.
     groupby : str or sequence of str, optional
         Further ``obs`` columns to split by, e.g. ``"cell_type"``.
     layer : str, optional
@@ -66,17 +102,26 @@ def pseudobulk(
         float64) in ``.X``. Its ``obs`` holds the key columns, ``n_cells``, and every other
         ``obs`` column that is constant within each pseudobulk sample (sample-level
         annotations such as condition or batch); columns that vary within a sample are
-        dropped. ``var`` is copied. Names join the key values with ``"_"``.
+        dropped (numeric ones, e.g. QC metrics, silently). ``var`` is copied. Names join
+        the key values with ``"_"``.
 
     Raises
     ------
     ValueError
         When a key is not a column of ``adata.obs`` or has missing values, ``layer`` is not
         a layer, or ``min_cells`` is below 1.
+
+    Warns
+    -----
+    UserWarning
+        When categorical (non-numeric or boolean) ``obs`` columns vary within samples and
+        are dropped, naming them and how many samples mix their values: reused sample
+        labels sum cells of different conditions into one sample.
     """
     import anndata
 
-    keys = [sample] + ([] if groupby is None else _keys(groupby))
+    sample_keys = _keys(sample, "sample")
+    keys = sample_keys + ([] if groupby is None else _keys(groupby))
     missing = [k for k in keys if k not in adata.obs.columns]
     if missing:
         raise ValueError(
@@ -132,6 +177,7 @@ def pseudobulk(
     names = ["_".join(t) for t in uniques]
     table = pd.DataFrame({"_group": codes}, index=obs.index)
     columns: dict[str, object] = {}
+    dropped = []
     for col in obs.columns:
         per_group = obs[col].groupby(table["_group"].to_numpy(), observed=True)
         if col in keys or bool((per_group.nunique(dropna=False) <= 1).all()):
@@ -140,6 +186,9 @@ def pseudobulk(
                 columns[col] = pd.Categorical(first, categories=obs[col].cat.categories)
             else:
                 columns[col] = first
+        else:
+            dropped.append(str(col))
+    _warn_dropped(obs, dropped, sample_keys, table["_group"].to_numpy())
     out_obs = pd.DataFrame(columns, index=pd.Index(names))
     out_obs["n_cells"] = n_cells
     out_obs = out_obs[[*keys, *[c for c in out_obs.columns if c not in keys]]]
