@@ -52,7 +52,7 @@ def test_reused_labels_warn_and_unique_labels_fix_the_null_rate() -> None:
     with pytest.warns(CrossedGroupingWarning, match=r"'donor': 4 of 4 levels .* crossed") as rec:
         p_reused = bg.de.wald(reused, coef=COEF).pval
     message = _crossed(rec.list)[0]
-    assert "obs['donor'].astype(str) + '_' + obs['condition'].astype(str)" in message
+    assert "obs['donor'] = obs['donor'].astype(str) + '_' + obs['condition'].astype(str)" in message
     assert "random_effects=['donor_condition', 'donor']" in message
 
     obs_fixed = obs.assign(donor=obs["donor_unique"])

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import batchglm as bg
-from batchglm.de import mixed_separation
+from batchglm.de import CrossedGroupingWarning, mixed_separation
 
 
 def _layout(ncell: list[int], seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -184,7 +184,10 @@ def test_separated_features_without_a_donor_level_test_warn() -> None:
     by_type = np.where(obs["celltype"].to_numpy() == "A", rng.poisson(2.0, g.size), 0)
     y = np.column_stack([by_type.astype(np.float64), _background(rng, sf, g, 3)])
     res = bg.fit(y, "~ condition + celltype", obs=obs, random_effects="donor", size_factors=sf)
-    with pytest.warns(UserWarning, match=r"feature\(s\) \(feature0\).*varies within donors"):
+    with (
+        pytest.warns(UserWarning, match=r"feature\(s\) \(feature0\).*varies within donors"),
+        pytest.warns(CrossedGroupingWarning, match=r"'donor' as crossed with 'celltype'"),
+    ):
         table = bg.de.wald(res, coef="celltype[T.B]").summary()
     assert table["status"].iloc[0] == "separated"
     assert np.isnan(table["pvalue"].iloc[0])

@@ -218,15 +218,16 @@ def warn_crossed_random(
             )
         else:
             combo = f"{factor}_{variable}"
+            joined = f"obs[{factor!r}].astype(str) + '_' + obs[{variable!r}].astype(str)"
             message = (
                 f"{head}, so the fit reads {factor!r} as crossed with {variable!r} (the same "
                 f"{factor}s in each {variable}). If the labels were reused for different "
-                f"{factor}s, make them unique: `obs[{factor!r}] = obs[{factor!r}].astype(str) "
-                f"+ '_' + obs[{variable!r}].astype(str)`. If the same {factor}s really were "
-                f"measured in each {variable} (paired), the test is within {factor}s and "
-                f"leaves out {factor}-by-{variable} variation: add a random effect for the "
-                f"combination, listed first, `random_effects=[{combo!r}, {factor!r}]` with "
-                f"`obs[{combo!r}]` built as above (or filter bg.de.CrossedGroupingWarning)."
+                f"{factor}s, make them unique: `obs[{factor!r}] = {joined}`. If the same "
+                f"{factor}s really contribute to each {variable} (paired samples, or cell "
+                f"types within {factor}s), the test is within {factor}s and leaves out "
+                f"{factor}-by-{variable} variation: add a random effect for the combination, "
+                f"listed first, `random_effects=[{combo!r}, {factor!r}]` with "
+                f"`obs[{combo!r}] = {joined}` (or filter bg.de.CrossedGroupingWarning)."
             )
         warnings.warn(message, CrossedGroupingWarning, stacklevel=user_stacklevel())
 
