@@ -51,9 +51,7 @@ def test_sums_by_sample_and_cell_type(cells):
 
 def test_layer_and_sample_only_and_min_cells(cells):
     adata, x = cells
-    # Summing over cell types drops `cell_type`, a categorical varying within donors.
-    with pytest.warns(UserWarning, match=r"\['cell_type'\] vary within pseudobulk samples"):
-        pb = bg.pseudobulk(adata, "donor", layer="counts")
+    pb = bg.pseudobulk(adata, "donor", layer="counts")
     assert pb.n_obs == 6 and "cell_type" not in pb.obs.columns
     np.testing.assert_allclose(pb.X, x.reshape(6, 40, 30).sum(axis=1))
     assert bg.pseudobulk(adata, "donor", ["cell_type"], min_cells=1000).n_obs == 0
@@ -61,8 +59,7 @@ def test_layer_and_sample_only_and_min_cells(cells):
 
 def test_pseudobulk_feeds_a_fit(cells):
     adata, _ = cells
-    with pytest.warns(UserWarning, match=r"\['cell_type'\] vary within pseudobulk samples"):
-        pb = bg.pseudobulk(adata, "donor")
+    pb = bg.pseudobulk(adata, "donor")
     res = bg.fit(pb, "~ 1 + condition", size_factors="median_ratio")
     assert res.converged.all()
 

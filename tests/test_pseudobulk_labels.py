@@ -3,6 +3,7 @@ condition is announced, and ``sample=["donor", "condition"]`` keeps the samples 
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import anndata as ad
@@ -32,16 +33,40 @@ def _reused(seed: int = 0) -> tuple[ad.AnnData, np.ndarray]:
 
 def test_reused_labels_warn_naming_the_dropped_condition() -> None:
     adata, x = _reused()
-    with pytest.warns(UserWarning, match=r"\['condition'\] vary within pseudobulk samples") as rec:
+    with pytest.warns(UserWarning, match=r"'condition' varies within 3 of 3 pseudobulk") as rec:
         pb = bg.pseudobulk(adata, sample="donor")
     message = str(rec.list[0].message)
-    assert "'condition' (3 of 3 samples)" in message
+    assert "'age' is constant within each sample and 'condition' combination" in message
     assert "sample=['donor', 'condition']" in message
-    assert "qc" not in message and "age" not in message  # numeric columns: dropped silently
+    assert "qc" not in message  # a cell-level measure: dropped silently
     assert "condition" not in pb.obs.columns
     # The sums really mix two people per label (closed form: the sum of their cells).
     members = (adata.obs["donor"] == "d1").to_numpy()
     np.testing.assert_allclose(pb["d1"].X.ravel(), x[members].sum(axis=0))
+
+
+def test_cell_level_annotations_and_uncorroborated_labels_only_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    adata, _ = _reused(3)
+    rng = np.random.default_rng(3)
+    leiden = rng.choice(["0", "1", "2", "3"], adata.n_obs)
+    adata.obs["leiden"] = pd.Categorical(leiden)
+    # A function of the cluster (constant within donor x cluster too): no evidence.
+    adata.obs["cell_type"] = pd.Categorical(np.where(np.isin(leiden, ["0", "1"]), "T", "B"))
+    adata.obs["phase"] = rng.choice(["G1", "S", "G2M"], adata.n_obs)
+    adata.obs["donor"] = adata.obs["donor"].astype(str) + "_" + adata.obs["condition"].astype(str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pb = bg.pseudobulk(adata, sample="donor")
+    assert {"condition", "age"} <= set(pb.obs.columns) and "leiden" not in pb.obs.columns
+    # Reused labels without a corroborating annotation: the counts cannot tell; logged.
+    bare, _ = _reused(4)
+    bare.obs = bare.obs[["donor", "condition", "qc"]]
+    with caplog.at_level(logging.INFO, logger="batchglm"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bg.pseudobulk(bare, sample="donor")
+    assert "['condition', 'qc'] vary within samples and were dropped" in caplog.text
 
 
 def test_several_sample_columns_keep_samples_apart_and_feed_a_fit() -> None:

@@ -5,14 +5,18 @@ cell, as the replicate; summing each donor's cells (per cell type) gives bulk-li
 for :func:`batchglm.fit` with ``dispersion="map"`` or ``"ql"`` tests.
 
 Sample-level annotations (condition, batch) are kept when they are constant within every
-pseudobulk sample. A categorical column that varies within samples is dropped with a
-warning: it is either a cell-level annotation (cluster, cell-cycle phase) or a sign that
-the sample labels were reused across its values ("d1" in ctrl and "d1" in stim, summed
-into one sample), which only the user can tell apart.
+pseudobulk sample; other columns are dropped. A dropped categorical column is either a
+cell-level annotation (cluster, cell-cycle phase) or a sign that the sample labels were
+reused across its values ("d1" in ctrl and "d1" in stim, summed into one sample). The
+counts alone cannot tell them apart; a warning is given when another annotation (age,
+sex, batch) shows that the label-by-value combinations are the real samples
+(:func:`reused_label_evidence`). Without such a column the mix-up surfaces only when a
+formula names the dropped column.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +32,8 @@ from batchglm.warning_site import user_stacklevel
 if TYPE_CHECKING:
     from anndata import AnnData
 
+logger = logging.getLogger("batchglm")
+
 
 def _keys(groupby: str | Sequence[str], name: str = "groupby") -> list[str]:
     keys = [groupby] if isinstance(groupby, str) else list(groupby)
@@ -36,30 +42,81 @@ def _keys(groupby: str | Sequence[str], name: str = "groupby") -> list[str]:
     return keys
 
 
+def _is_factor(column: pd.Series) -> bool:
+    """Categorical, string, object or boolean: a column that could be a design factor."""
+    return not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+
+
+def reused_label_evidence(obs: pd.DataFrame, dropped: list[str], codes: Any) -> dict[str, str]:
+    """Find dropped factors that look like sample-level annotations summed across reused labels.
+
+    A factor ``c`` that varies within pseudobulk samples is either a cell-level annotation
+    (cluster, phase) or a sample-level one whose sample labels were reused across its
+    values ("d1" in ctrl and "d1" in stim). The data tell them apart only through another
+    column ``d`` (age, sex, batch, library) that varies within samples, is constant
+    within every sample-by-``c`` combination, and is not a function of ``c`` alone: then
+    the combinations, not the labels, are the samples.
+
+    Parameters
+    ----------
+    obs : pandas.DataFrame
+        Cell annotations, ``(n_obs, k)``.
+    dropped : list of str
+        Columns of ``obs`` that vary within the pseudobulk samples.
+    codes : ndarray
+        ``(n_obs,)`` pseudobulk sample of every cell.
+
+    Returns
+    -------
+    dict
+        Factor name -> the name of a corroborating column, for the factors with evidence.
+    """
+    found: dict[str, str] = {}
+    for col in (c for c in dropped if _is_factor(obs[c])):
+        others = [d for d in dropped if d != col]
+        if not others:
+            continue
+        within_combo = obs[others].groupby(
+            [codes, obs[col].to_numpy()], observed=True, dropna=False
+        )
+        constant = within_combo.nunique(dropna=False).le(1).all(axis=0)
+        candidates = [d for d in others if constant[d]]
+        if not candidates:
+            continue
+        by_value = obs[candidates].groupby(obs[col].to_numpy(), observed=True, dropna=False)
+        varies = by_value.nunique(dropna=False).gt(1).any(axis=0)
+        for d in candidates:
+            if varies[d]:
+                found[col] = d
+                break
+    return found
+
+
 def _warn_dropped(obs: pd.DataFrame, dropped: list[str], sample: list[str], codes: Any) -> None:
-    """Warn about categorical ``obs`` columns dropped because they vary within samples."""
-    factors = [
-        c
-        for c in dropped
-        if not pd.api.types.is_numeric_dtype(obs[c]) or pd.api.types.is_bool_dtype(obs[c])
-    ]
-    if not factors:
+    """Log dropped columns; warn about the factors that look summed across reused labels."""
+    if dropped:
+        logger.info("pseudobulk: obs columns %s vary within samples and were dropped", dropped)
+    evidence = reused_label_evidence(obs, dropped, codes)
+    if not evidence:
         return
-    parts = []
-    for col in factors:
-        n_values = obs[col].groupby(codes, observed=True).nunique(dropna=False)
-        parts.append(f"{col!r} ({int((n_values > 1).sum())} of {len(n_values)} samples)")
+    col, other = next(iter(evidence.items()))
+    n_mixed = int(obs[col].groupby(codes, observed=True).nunique(dropna=False).gt(1).sum())
     sample_arg = sample[0] if len(sample) == 1 else sample
     warnings.warn(
-        f"`obs` columns {factors} vary within pseudobulk samples of `sample={sample_arg!r}` "
-        f"and were dropped: {', '.join(parts)} mix several values. For a cell-level "
-        "annotation (cluster, cell-cycle phase) that is intended (split by cell types with "
-        "`groupby=`). For a sample-level one (condition, batch) the sample labels were "
-        "reused across its values and its samples were summed together: make the labels "
-        f"unique or pass `sample={[*sample, factors[0]]!r}`.",
+        f"`obs` column {col!r} varies within {n_mixed} of {int(codes.max()) + 1} pseudobulk "
+        f"samples of `sample={sample_arg!r}` and was dropped{_more(list(evidence))}, but "
+        f"{other!r} is constant within each sample and {col!r} combination and not within "
+        f"the samples: the labels look reused across {col!r} values (one label for "
+        f"different samples), and their cells were summed together. Pass "
+        f"`sample={[*sample, col]!r}` or make the labels unique; if {col!r} is a cell-level "
+        "annotation, ignore this.",
         UserWarning,
         stacklevel=user_stacklevel(),
     )
+
+
+def _more(columns: list[str]) -> str:
+    return f" (as were {columns[1:]})" if len(columns) > 1 else ""
 
 
 def pseudobulk(
@@ -114,9 +171,10 @@ def pseudobulk(
     Warns
     -----
     UserWarning
-        When categorical (non-numeric or boolean) ``obs`` columns vary within samples and
-        are dropped, naming them and how many samples mix their values: reused sample
-        labels sum cells of different conditions into one sample.
+        When a dropped categorical ``obs`` column looks like a sample-level annotation
+        summed across reused sample labels (:func:`reused_label_evidence`): names it, how
+        many samples mix its values, the corroborating column, and
+        ``sample=[..., column]``. Every dropped column is logged at INFO level.
     """
     import anndata
 
