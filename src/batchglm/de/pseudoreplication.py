@@ -39,7 +39,7 @@ DISCRETE_VALUES_PER_LEVEL = 2
 
 
 class CrossedGroupingWarning(UserWarning):
-    """A tested coefficient varies within the levels of every random-effect factor.
+    """A tested coefficient varies within the levels of the first random-effect factor.
 
     The fit then reads the factor as crossed with the tested variable (a paired design).
     Silence it for designs that are paired on purpose with
@@ -151,7 +151,7 @@ def _variable_of(res: FitResult, names: list[str]) -> str | None:
 def warn_crossed_random(
     res: FitResult, tested: Array, labels: list[str], involved: list[list[str]]
 ) -> None:
-    """Warn when a tested column varies within the levels of every random-effect factor.
+    """Warn when a tested column varies within the levels of the first random-effect factor.
 
     With random intercepts only, a grouping factor whose levels each hold several values
     of the tested variable is crossed with it: the test is within the groups and leaves out
@@ -182,8 +182,8 @@ def warn_crossed_random(
         Naming the first factor, how many of its levels span several values of the tested
         column, and the fixes: unique labels, or a random effect for the combination
         listed first (``["donor_condition", "donor"]``; in paired simulations of 6
-        donors x 2 conditions x 30 cells, 5 seeds of 200 null genes, 0.076 were
-        rejected at 0.05, against 0.133 with the combination listed second and 0.41
+        donors x 2 conditions x 30 cells, 5 seeds of 200 null genes, 0.076 of them
+        were rejected at 0.05, against 0.133 with the combination listed second and 0.41
         without it; ``docs/mixed_model.md``).
     """
     rand = res.random
