@@ -65,8 +65,11 @@ def test_cell_level_annotations_and_uncorroborated_labels_only_log(
     bare.obs = bare.obs[["donor", "condition", "qc"]]
     with caplog.at_level(logging.INFO, logger="batchglm"), warnings.catch_warnings():
         warnings.simplefilter("error")
-        bg.pseudobulk(bare, sample="donor")
+        pb_bare = bg.pseudobulk(bare, sample="donor")
     assert "['condition', 'qc'] vary within samples and were dropped" in caplog.text
+    # ... and a formula naming the dropped column says why it is missing.
+    with pytest.raises(ValueError, match=r"'condition': bg.pseudobulk dropped it .* 3 of 3"):
+        bg.fit(pb_bare, "~ condition")
 
 
 def test_several_sample_columns_keep_samples_apart_and_feed_a_fit() -> None:

@@ -180,6 +180,9 @@ def _model_matrix(parsed: Formula, obs: pd.DataFrame, which: str, shown: str) ->
             if have
             else "no `obs` was given (pass `obs=` or an AnnData, whose .obs is used)"
         )
+        # bg.pseudobulk records the columns it dropped and why (pseudobulk.DROPPED_ATTR).
+        why = obs.attrs.get("batchglm_dropped_columns", {})
+        where += "".join(f"; {name!r}: {why[name]}" for name in unknown if name in why)
         raise ValueError(
             f"`{which}` formula {shown!r} uses variables that are not columns of `obs`: "
             f"{unknown}; {where}."

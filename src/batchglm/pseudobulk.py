@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("batchglm")
 
+#: Key of ``pb.obs.attrs``: dropped column -> why, for the error of a formula naming it.
+DROPPED_ATTR = "batchglm_dropped_columns"
+
 
 def _keys(groupby: str | Sequence[str], name: str = "groupby") -> list[str]:
     keys = [groupby] if isinstance(groupby, str) else list(groupby)
@@ -174,7 +177,9 @@ def pseudobulk(
         When a dropped categorical ``obs`` column looks like a sample-level annotation
         summed across reused sample labels (:func:`reused_label_evidence`): names it, how
         many samples mix its values, the corroborating column, and
-        ``sample=[..., column]``. Every dropped column is logged at INFO level.
+        ``sample=[..., column]``. Every dropped column is logged at INFO level and
+        recorded in ``obs.attrs["batchglm_dropped_columns"]``, so that a formula naming
+        it later says why it is missing.
     """
     import anndata
 
@@ -236,9 +241,11 @@ def pseudobulk(
     table = pd.DataFrame({"_group": codes}, index=obs.index)
     columns: dict[str, object] = {}
     dropped = []
+    mixed: dict[str, int] = {}
     for col in obs.columns:
         per_group = obs[col].groupby(table["_group"].to_numpy(), observed=True)
-        if col in keys or bool((per_group.nunique(dropna=False) <= 1).all()):
+        n_mixed = int((per_group.nunique(dropna=False) > 1).sum())
+        if col in keys or n_mixed == 0:
             first = per_group.first().reindex(range(n_groups)).to_numpy()
             if isinstance(obs[col].dtype, pd.CategoricalDtype):
                 columns[col] = pd.Categorical(first, categories=obs[col].cat.categories)
@@ -246,11 +253,21 @@ def pseudobulk(
                 columns[col] = first
         else:
             dropped.append(str(col))
+            mixed[str(col)] = n_mixed
     _warn_dropped(obs, dropped, sample_keys, table["_group"].to_numpy())
     out_obs = pd.DataFrame(columns, index=pd.Index(names))
     out_obs["n_cells"] = n_cells
     out_obs = out_obs[[*keys, *[c for c in out_obs.columns if c not in keys]]]
     out_obs = out_obs.iloc[np.flatnonzero(keep)]
+    # Read by a formula that names a dropped column (batchglm.formula), to say why it is
+    # missing; pandas keeps attrs through copies, not through h5ad files or subsetting.
+    sample_arg = sample_keys[0] if len(sample_keys) == 1 else sample_keys
+    out_obs.attrs[DROPPED_ATTR] = {
+        col: f"bg.pseudobulk dropped it because it varies within {n} of {n_groups} samples "
+        f"of `sample={sample_arg!r}`: if those labels were reused for different samples, pass "
+        f"`sample={[*sample_keys, col]!r}` or make the labels unique"
+        for col, n in mixed.items()
+    }
     return anndata.AnnData(
         X=np.asarray(summed[keep], dtype=np.float64), obs=out_obs, var=adata.var.copy()
     )
