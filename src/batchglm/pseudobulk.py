@@ -10,8 +10,8 @@ cell-level annotation (cluster, cell-cycle phase) or a sign that the sample labe
 reused across its values ("d1" in ctrl and "d1" in stim, summed into one sample). The
 counts alone cannot tell them apart; a warning is given when another annotation (age,
 sex, batch) shows that the label-by-value combinations are the real samples
-(:func:`reused_label_evidence`). Without such a column the mix-up surfaces only when a
-formula names the dropped column.
+(:func:`reused_label_evidence`). Without such a column the mix-up surfaces when a formula
+names the dropped column: its error says that pseudobulk dropped it, and why.
 """
 
 from __future__ import annotations
