@@ -75,8 +75,16 @@ def reused_label_evidence(obs: pd.DataFrame, dropped: list[str], codes: Any) -> 
         Factor name -> the name of a corroborating column, for the factors with evidence.
     """
     found: dict[str, str] = {}
-    for col in (c for c in dropped if _is_factor(obs[c])):
-        others = [d for d in dropped if d != col]
+    factors = [c for c in dropped if _is_factor(obs[c])]
+    if not factors:
+        return found
+    n_values = obs[dropped].nunique(dropna=False)
+    n_samples = len(np.unique(codes))
+    for col in factors:
+        # Constant within sample x value combinations: at most that many distinct values
+        # (cheap pre-filter that leaves out continuous cell-level measures).
+        limit = n_samples * n_values[col]
+        others = [d for d in dropped if d != col and n_values[d] <= limit]
         if not others:
             continue
         within_combo = obs[others].groupby(
