@@ -293,6 +293,50 @@ def _initial_start(
     )
 
 
+def _initial_fit(
+    data: Any,
+    design: Any,
+    obs: Any,
+    layer: str | None,
+    size_factors: Any,
+    constraints_loc: Any,
+    fit_args: dict[str, Any],
+    design_scale: Any,
+    model: str,
+    dispersion: str,
+) -> FitResult:
+    """Fit the pipeline's first model: at DESeq2's rough dispersion where it applies.
+
+    Used for the first pass and for the refits after Cook's replacement, so both start the
+    same way (:func:`_initial_start`).
+    """
+    from batchglm.fit import fit
+
+    start = _initial_start(
+        data,
+        design,
+        obs,
+        layer,
+        size_factors,
+        constraints_loc,
+        fit_args,
+        design_scale,
+        model,
+        dispersion,
+    )
+    return fit(
+        data,
+        design,
+        design_scale,
+        obs=obs,
+        layer=layer,
+        size_factors=size_factors if start is None else start.size_factors,
+        constraints_loc=constraints_loc,
+        fixed_scale=None if start is None else start.log_r,
+        **fit_args,
+    )
+
+
 def test(
     data: Any,
     design: Any,
@@ -459,8 +503,6 @@ def test(
     counts instead (edgeR has no replacement, and the QL prior would otherwise come from
     the refitted features alone).
     """
-    from batchglm.fit import fit
-
     counts_family = family in ("nb", "poisson")
     if dispersion is None and (family != "nb" or model != "loc") and method != "ql":
         dispersion = "mle"
@@ -504,7 +546,7 @@ def test(
         "weights": w_arr,
         "offset": off_arr,
     }
-    start = _initial_start(
+    res = _initial_fit(
         data,
         design,
         obs,
@@ -515,17 +557,6 @@ def test(
         design_scale,
         model,
         dispersion,
-    )
-    res = fit(
-        data,
-        design,
-        design_scale,
-        obs=obs,
-        layer=layer,
-        size_factors=size_factors if start is None else start.size_factors,
-        constraints_loc=constraints_loc,
-        fixed_scale=None if start is None else start.log_r,
-        **fit_args,
     )
     run = {
         "method": method,
@@ -581,7 +612,7 @@ def test(
                 # edgeR has no replacement; the QL prior (df and scale trend) would be
                 # re-estimated from the refitted features alone, so all are rerun, starting
                 # as the first run (the rough dispersion on the new counts).
-                start = _initial_start(
+                res = _initial_fit(
                     new_data,
                     _design_of(design, res),
                     res.obs,
@@ -592,16 +623,6 @@ def test(
                     design_scale,
                     model,
                     dispersion,
-                )
-                res = fit(
-                    new_data,
-                    _design_of(design, res),
-                    design_scale,
-                    obs=res.obs,
-                    size_factors=sf,
-                    constraints_loc=constraints_loc,
-                    fixed_scale=None if start is None else start.log_r,
-                    **fit_args,
                 )
                 de_res = _run_test(new_data, res, **{**run, "layer": None, "obs": res.obs})
             else:
@@ -677,7 +698,6 @@ def _refit_replaced(
     first-pass results exactly.
     """
     from batchglm.dispersion.estimate import Dispersions, estimate_dispersions
-    from batchglm.fit import fit
 
     sub_values = values[:, feats]
     sub_input = _named(sub_values, res.obs_names, res.feature_names[feats])
@@ -687,7 +707,7 @@ def _refit_replaced(
         if isinstance(arr, np.ndarray) and arr.ndim == 2:
             fit_args[name] = arr[:, feats]
     # The refitted features start as in the first pass (DESeq2's rough dispersion).
-    start = _initial_start(
+    res_sub = _initial_fit(
         sub_input,
         design,
         res.obs,
@@ -698,16 +718,6 @@ def _refit_replaced(
         design_scale,
         run["model"],
         run["dispersion"],
-    )
-    res_sub = fit(
-        sub_input,
-        design,
-        design_scale,
-        obs=res.obs,
-        size_factors=res.size_factors,
-        constraints_loc=constraints_loc,
-        fixed_scale=None if start is None else start.log_r,
-        **fit_args,
     )
     if run["dispersion"] == "map":
         key = ("dispersions", "parametric")
