@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -127,6 +128,31 @@ def _merged_design(x: Array, g: int, into: list[int], weight: float) -> Array:
     for h in into:
         out[:, keep.index(h)] += weight * x[:, g]
     return out
+
+
+@contextlib.contextmanager
+def _one_crossed_warning() -> Iterator[None]:
+    """Merge the per-group ``CrossedGroupingWarning`` of a marker run into one.
+
+    Every group's test of a fit with a donor random effect varies within donors and would
+    warn once per group; the first message is kept and the count of the others added. Other
+    warnings pass through unchanged (the caller's filters apply when they are re-emitted).
+    """
+    from batchglm.de.pseudoreplication import CrossedGroupingWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    crossed = [w for w in caught if issubclass(w.category, CrossedGroupingWarning)]
+    for w in caught:
+        if not issubclass(w.category, CrossedGroupingWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if crossed:
+        more = len(crossed) - 1
+        note = f" (The same holds for the tests of {more} other groups.)" if more else ""
+        warnings.warn(
+            str(crossed[0].message) + note, CrossedGroupingWarning, stacklevel=user_stacklevel()
+        )
 
 
 def rank_genes_groups(
@@ -261,43 +287,45 @@ def rank_genes_groups(
     zero = _zero_groups(adata, layer, x)
     tests = _Tests(adata, layer, sf, method, fit_kwargs)
     columns: dict[str, dict[str, NDArray[Any]]] = {}
-    if reference == "rest":
-        for g, label in enumerate(labels):
-            is_g = pd.DataFrame(
-                {"Intercept": 1.0, f"{groupby}[{label}]": x[:, g]}, index=design.index
-            )
-            others = np.asarray(np.delete(zero, g, axis=0).all(axis=0))
-            columns[label] = _ranked(
-                tests.feature_names,
-                *tests.run(
-                    is_g,
-                    np.array([0.0, 1.0]),
-                    np.ones((x.shape[0], 1)),
-                    zero[g],
-                    others,
-                    shared_reduced=True,
-                ),
-                n_genes,
-            )
-    else:
-        ref = labels.index(reference)
-        for g, label in enumerate(labels):
-            if g == ref:
-                continue
-            contrast = np.zeros(len(labels))
-            contrast[g], contrast[ref] = 1.0, -1.0
-            columns[label] = _ranked(
-                tests.feature_names,
-                *tests.run(
-                    design,
-                    contrast,
-                    _merged_design(x, g, [ref], 1.0),
-                    zero[g],
-                    zero[ref],
-                    shared_reduced=False,
-                ),
-                n_genes,
-            )
+    # One CrossedGroupingWarning for the run, not one per group.
+    with _one_crossed_warning():
+        if reference == "rest":
+            for g, label in enumerate(labels):
+                is_g = pd.DataFrame(
+                    {"Intercept": 1.0, f"{groupby}[{label}]": x[:, g]}, index=design.index
+                )
+                others = np.asarray(np.delete(zero, g, axis=0).all(axis=0))
+                columns[label] = _ranked(
+                    tests.feature_names,
+                    *tests.run(
+                        is_g,
+                        np.array([0.0, 1.0]),
+                        np.ones((x.shape[0], 1)),
+                        zero[g],
+                        others,
+                        shared_reduced=True,
+                    ),
+                    n_genes,
+                )
+        else:
+            ref = labels.index(reference)
+            for g, label in enumerate(labels):
+                if g == ref:
+                    continue
+                contrast = np.zeros(len(labels))
+                contrast[g], contrast[ref] = 1.0, -1.0
+                columns[label] = _ranked(
+                    tests.feature_names,
+                    *tests.run(
+                        design,
+                        contrast,
+                        _merged_design(x, g, [ref], 1.0),
+                        zero[g],
+                        zero[ref],
+                        shared_reduced=False,
+                    ),
+                    n_genes,
+                )
     groups = list(columns)
     out: dict[str, Any] = {
         "params": {
