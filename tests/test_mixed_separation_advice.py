@@ -9,6 +9,7 @@ import pytest
 from scipy import sparse
 
 import batchglm as bg
+from batchglm.de import CrossedGroupingWarning
 
 
 def _donors_with_age(seed: int) -> tuple[ad.AnnData, np.ndarray]:
@@ -83,13 +84,17 @@ def test_tested_combination_within_donors_warns_with_pseudobulk_advice() -> None
     y[:, 0] = np.where(adata.obs["celltype"] == "A", rng.poisson(2.0, adata.n_obs), 0)
     adata.X = sparse.csr_matrix(y)
     res = bg.fit(adata, "~ condition + celltype", random_effects="patient", size_factors=sf)
-    with pytest.warns(
-        UserWarning,
-        match=(
-            r"feature\(s\) \(zeroStim0\) .*varies within donors and has no donor-level test, "
-            r"so they get NaN p-values\. To test them, aggregate to pseudobulk "
-            r"\(bg\.pseudobulk\(adata, sample='patient'\), .*bg\.de\.ql_f\), or test a "
-            r"donor-level coefficient"
+    # Cell types within patients: the crossed-grouping warning fires too (its own test).
+    with (
+        pytest.warns(CrossedGroupingWarning),
+        pytest.warns(
+            UserWarning,
+            match=(
+                r"feature\(s\) \(zeroStim0\) .*varies within donors and has no donor-level test, "
+                r"so they get NaN p-values\. To test them, aggregate to pseudobulk "
+                r"\(bg\.pseudobulk\(adata, sample='patient'\), .*bg\.de\.ql_f\), or test a "
+                r"donor-level coefficient"
+            ),
         ),
     ):
         table = bg.de.wald(res, coef="celltype[T.B]").summary()
