@@ -71,6 +71,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("result", "anndata_write"): "FitResult.to_anndata calls the writer",
     ("result", "residuals"): "FitResult.residuals calls batchglm.residuals",
     ("result", "vst"): "FitResult.normalized_counts / vst_fit call batchglm.vst",
+    # The donor-level test of separated features in mixed fits is pseudobulk + ql_f
+    # (de.mixed_separation.pseudobulk_ql, imported when called); de.ql imports de.wald,
+    # which calls de.mixed_separation.
+    ("de.mixed_separation", "de.ql"): "separated features of mixed fits: pseudobulk + ql_f",
 }
 
 

@@ -64,13 +64,14 @@ from math import comb
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 from scipy import sparse
 
 from batchglm.de.result import DEResult
 from batchglm.de.separation import outside_kept_rows
 from batchglm.inputs import data_of_fit
-from batchglm.obs_weights import counted_offsets
+from batchglm.obs_weights import counted_offsets, is_weighted
 from batchglm.result import FitResult
 from batchglm.solvers.objective import unique_rows
 from batchglm.solvers.status import Status
@@ -83,6 +84,14 @@ Array = NDArray[np.float64]
 #: standard deviation of 2, donors 7.4-fold apart at one SD. Genes with counts in the
 #: cells of one donor reach 5-7 here.
 VAR_RUNAWAY = 4.0
+
+#: Fewest features for the pseudobulk QL test of separated features: its mean-dispersion
+#: trend and QL prior are estimated across features.
+MIN_FEATURES_QL = 50
+
+#: Fewest residual donor degrees of freedom (donors minus donor-level coefficients) for the
+#: pseudobulk QL test; below this the randomization test stays.
+MIN_DONOR_DF = 3
 
 #: Enumerate all distinct assignments of the donor-level design up to this many.
 MAX_EXACT = 5000
@@ -178,6 +187,12 @@ def donor_level_fallback(
     if todo.size == 0:
         return de
     stat_obs, pval_perm = donor_randomization(res, d, basis, todo, groups, between)
+    pb = pseudobulk_ql(res, d, basis, groups, between) if sep.any() else None
+    if pval_perm is None and pb is not None:
+        # No reassignment (a donor-level covariate with a value per donor): the pseudobulk
+        # QL test still applies; runaway-variance features keep their model test.
+        hit = cand[sep]
+        return _with_donor_test(de, hit, pb[0][hit], pb[1][hit], "pseudobulk_ql_f", hit.size, 0)
     if pval_perm is None:
         return _untestable(
             de,
@@ -196,18 +211,48 @@ def donor_level_fallback(
     is_sep = np.isin(todo, cand[sep])
     hit = todo[is_sep]
     stat[hit], pval[hit], kind[hit] = stat_obs[is_sep], pval_perm[is_sep], "donor_permutation"
+    if pb is not None:
+        stat[hit], pval[hit], kind[hit] = pb[0][hit], pb[1][hit], "pseudobulk_ql_f"
     high = todo[~is_sep]
     raise_p = pval_perm[~is_sep] > pval[high]
     pval[high[raise_p]] = pval_perm[~is_sep][raise_p]
     kind[high[raise_p]] = "donor_permutation"
+    route = "donor_permutation" if pb is None else "pseudobulk_ql_f"
+    return _with_donor_test(
+        replace(de, stat=stat, pval=pval, stat_kind=kind.astype(str)),
+        hit,
+        stat[hit],
+        pval[hit],
+        route,
+        hit.size,
+        int(raise_p.sum()),
+    )
+
+
+def _with_donor_test(
+    de: DEResult,
+    hit: NDArray[np.intp],
+    stat_hit: Array,
+    pval_hit: Array,
+    route: str,
+    n_sep: int,
+    n_raised: int,
+) -> DEResult:
+    """Status ``separated``, the donor-level statistic and p-value for the features ``hit``."""
+    res = de.fit
+    stat, pval = de.stat.copy(), de.pval.copy()
+    kind = de.kind.astype(object).copy()
+    stat[hit], pval[hit], kind[hit] = stat_hit, pval_hit, route
     codes = res.status_codes.copy()
     codes[hit] = Status.SEPARATED
-    if hit.size or raise_p.any():
+    if n_sep or n_raised:
         logger.info(
-            "%d separated feature(s) and %d with donor variance above %g tested at the donor "
-            "level by randomization (see batchglm.de.mixed_separation)",
-            hit.size,
-            int(raise_p.sum()),
+            "%d separated feature(s) tested at the donor level (%s) and %d with donor "
+            "variance above %g raised to the randomization p-value (see "
+            "batchglm.de.mixed_separation)",
+            n_sep,
+            route,
+            n_raised,
             VAR_RUNAWAY,
         )
     return replace(
@@ -217,6 +262,73 @@ def donor_level_fallback(
         pval=pval,
         stat_kind=kind.astype(str),
     )
+
+
+def pseudobulk_ql(
+    res: FitResult,
+    d: Any,
+    l_free: Array,
+    groups: NDArray[np.intp],
+    between: NDArray[np.bool_],
+) -> tuple[Array, Array] | None:
+    """Quasi-likelihood F test of the donor sums of every feature on the donor-level design.
+
+    The pseudobulk route (edgeR's ``glmQLFit`` + ``glmQLFTest`` on donor sums; Crowell et
+    al. 2020, *Nat. Commun.* 11: 6077; Squair et al. 2021, *Nat. Commun.* 12: 5692), run
+    inside the test of a random-intercept fit: each feature's counts are summed per donor
+    (the first random-effects factor), the sums are fitted by a plain NB GLM on the
+    donor-level columns of the fixed design with size factors ``sum_j s_j`` per donor, and
+    :func:`batchglm.de.ql_f` tests the same combination (its dispersion trend, QL prior and
+    zero-side floor, :func:`batchglm.de.separation.ql_floor`, use every feature). This
+    equals ``bg.pseudobulk`` + ``bg.fit`` of the donor-level design + ``bg.de.ql_f``.
+
+    Parameters
+    ----------
+    res : FitResult
+        The random-intercept fit (NB family).
+    d : Data
+        Its data, ``(n_obs, n_features)``.
+    l_free : ndarray
+        ``(r, k)`` tested rows over the free location parameters (a basis), zero on the
+        columns that vary within donors.
+    groups : ndarray of int
+        ``(n_obs,)`` donor of each observation.
+    between : ndarray of bool
+        ``(k,)`` free location columns constant within donors.
+
+    Returns
+    -------
+    tuple of ndarray or None
+        ``(stat, pvalue)``, each ``(n_features,)``: the QL F statistic and its p-value (natural
+        scale). ``None`` when the route does not apply (see :data:`MIN_FEATURES_QL` and
+        :data:`MIN_DONOR_DF`): not an NB fit, observation weights or offsets, fewer than
+        :data:`MIN_FEATURES_QL` features, a rank-deficient donor-level design, or fewer
+        than :data:`MIN_DONOR_DF` residual donor degrees of freedom.
+    """
+    from batchglm.de.ql import ql_f  # noqa: PLC0415 (de.ql imports de.wald, which imports us)
+    from batchglm.fit import fit  # noqa: PLC0415
+
+    if res.family != "nb" or len(res.feature_names) < MIN_FEATURES_QL or is_weighted(res):
+        return None
+    n_obs = len(res.obs_names)
+    n_groups = int(groups.max()) + 1
+    ind = sparse.csr_array((np.ones(n_obs), (groups, np.arange(n_obs))), shape=(n_groups, n_obs))
+    sizes = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    xb = (ind @ res.loc.reduced[:, between]) / sizes[:, None]
+    rank = int(np.linalg.matrix_rank(xb))
+    if rank < xb.shape[1] or n_groups - rank < MIN_DONOR_DF:
+        return None
+    counts = _dense(ind @ d.values)  # (G, F): donors x features, small
+    donor_sf = np.bincount(groups, weights=res.size_factors, minlength=n_groups)
+    names = [f"x{i}" for i in range(xb.shape[1])]
+    pb_fit = fit(
+        pd.DataFrame(counts, columns=list(res.feature_names)),
+        pd.DataFrame(xb, columns=names),
+        size_factors=donor_sf / np.exp(np.log(donor_sf).mean()),
+        progress=False,
+    )
+    out = ql_f(pb_fit, contrast=l_free[:, between], progress=False)
+    return out.stat, out.pval
 
 
 def lrt_rows(full: FitResult, reduced: FitResult) -> Array:
