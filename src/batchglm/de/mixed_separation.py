@@ -305,8 +305,9 @@ def pseudobulk_ql(
         :data:`MIN_FEATURES_QL` features, a rank-deficient donor-level design, or fewer
         than :data:`MIN_DONOR_DF` residual donor degrees of freedom.
     """
-    from batchglm.de.ql import ql_f  # noqa: PLC0415 (de.ql imports de.wald, which imports us)
-    from batchglm.fit import fit  # noqa: PLC0415
+    # Imported here: de.ql imports de.wald, which imports this module.
+    from batchglm.de.ql import ql_f
+    from batchglm.fit import fit
 
     if res.family != "nb" or len(res.feature_names) < MIN_FEATURES_QL or is_weighted(res):
         return None
@@ -319,12 +320,14 @@ def pseudobulk_ql(
     if rank < xb.shape[1] or n_groups - rank < MIN_DONOR_DF:
         return None
     counts = _dense(ind @ d.values)  # (G, F): donors x features, small
+    # Each donor's size factor is the sum of its cells' (not rescaled: the QL trend's
+    # abundance covariate depends on their scale, and this is what a user would pass).
     donor_sf = np.bincount(groups, weights=res.size_factors, minlength=n_groups)
     names = [f"x{i}" for i in range(xb.shape[1])]
     pb_fit = fit(
         pd.DataFrame(counts, columns=list(res.feature_names)),
         pd.DataFrame(xb, columns=names),
-        size_factors=donor_sf / np.exp(np.log(donor_sf).mean()),
+        size_factors=donor_sf,
         progress=False,
     )
     out = ql_f(pb_fit, contrast=l_free[:, between], progress=False)
