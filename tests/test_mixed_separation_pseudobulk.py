@@ -102,3 +102,22 @@ def test_few_features_keep_the_randomization_test(four_vs_four) -> None:
     assert (de.kind[:N_ONOFF] == "donor_permutation").all()
     # All expressing donors on one side: 2 of the C(8, 4) = 70 assignments are as extreme.
     np.testing.assert_allclose(de.pval[:N_ONOFF], 2 / 70, rtol=1e-12)
+
+
+def test_donor_level_covariate_without_reassignment_uses_pseudobulk_ql() -> None:
+    # 6 vs 6 donors, an age per donor: no reassignment of donors keeps the reduced design,
+    # so the randomization test has none; the pseudobulk QL test of ~ condition + age does.
+    adata, sf = _cells(6, 60, 3)
+    rng = np.random.default_rng(4)
+    age = pd.Series(rng.uniform(25, 80, 12), index=[f"D{k}" for k in range(12)])
+    adata.obs["age"] = age.loc[adata.obs["donor"]].to_numpy()
+    res = bg.fit(adata, "~ condition + age", random_effects="donor", size_factors=sf)
+    de = bg.de.wald(res, coef="condition[T.stim]")  # no warning: all separated are tested
+    sep = np.flatnonzero(de.kind == "pseudobulk_ql_f")
+    assert set(range(N_ONOFF + N_SPARSE)) <= set(sep.tolist())
+    pb = bg.pseudobulk(adata, sample="donor")
+    donor_sf = pd.Series(sf, index=adata.obs_names).groupby(adata.obs["donor"].to_numpy()).sum()
+    pb_res = bg.fit(pb, "~ condition + age", size_factors=donor_sf.loc[pb.obs["donor"]].to_numpy())
+    ref = bg.de.ql_f(pb_res, coef="condition[T.stim]")
+    np.testing.assert_allclose(de.pval[sep], ref.pval[sep], rtol=1e-6, atol=1e-300)
+    assert de.pval[:N_ONOFF].max() < 1e-3
