@@ -13,7 +13,8 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/mixed_separation_pseudobulk.py [n_seeds]
 
-Prints the table of ``docs/mixed_separation.md`` ("Pseudobulk QL vs randomization").
+Prints the counts behind the table of ``docs/mixed_separation.md`` ("Pseudobulk QL vs
+randomization").
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def main(n_seeds: int) -> None:
     table["sep_null_rate"] = table["sep_null_rej"] / table["sep_null"]
     table["null_rate"] = table["null_rej"] / table["null"]
     table["sparse_nonsep_rate"] = table["sparse_nonsep_rej"] / table["sparse_nonsep"]
-    print(table.to_markdown(floatfmt=".3f"))
+    print(table.round(3).to_string())
 
 
 if __name__ == "__main__":

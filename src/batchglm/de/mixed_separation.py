@@ -68,7 +68,7 @@ test or a randomization (permutation) test:
   observation weights or offsets. Combining (e.g. the larger of the two) would keep the
   ``2 / 70`` floor that made these genes invisible. On simulations (4 vs 4 and 6 vs 6
   donors, 20-500 cells, donor SD 0.2-0.4, 6 seeds each; ``docs/mixed_separation.md``)
-  separated null features were rejected at 0.05 in 0/120 (4 vs 4) and 1/78 (6 vs 6)
+  separated null features were rejected at 0.05 in 1/100 (4 vs 4) and 0/88 (6 vs 6)
   cases, on/off genes at ``q < 0.05`` in 48/48 and 48/48 (randomization: 0/48 and 46/48).
   Otherwise the randomization test stays. The pseudobulk test also covers designs that
   leave no reassignment of donors (a donor-level covariate with a value per donor),
