@@ -138,7 +138,9 @@ class DEResult:
         direction by the likelihood-ratio statistic (see :func:`batchglm.de.wald`), or
         marks them ``"none"`` (``NaN`` p-value) when it was not given the data.
         ``"donor_permutation"``: a random-effects fit's separated (or runaway-variance)
-        feature tested at the donor level (:mod:`batchglm.de.mixed_separation`).
+        feature tested at the donor level by randomization, ``"pseudobulk_ql_f"``: such a
+        feature tested by pseudobulk + :func:`batchglm.de.ql_f` on the donor sums of all
+        features (:mod:`batchglm.de.mixed_separation`).
         ``None``: ``"lrt"`` for ``test`` ``"lrt"``/``"ql_f"``, else ``"wald"``.
     max_lfc : float
         Cap on ``|log2FoldChange|`` (10, as glmGamPoi); the raw estimate stays in
