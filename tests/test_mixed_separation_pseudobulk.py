@@ -121,3 +121,43 @@ def test_donor_level_covariate_without_reassignment_uses_pseudobulk_ql() -> None
     ref = bg.de.ql_f(pb_res, coef="condition[T.stim]")
     np.testing.assert_allclose(de.pval[sep], ref.pval[sep], rtol=1e-6, atol=1e-300)
     assert de.pval[:N_ONOFF].max() < 1e-3
+
+
+def test_poisson_boundary_features_are_not_more_significant_than_pseudobulk() -> None:
+    # Sparse null features (2-12 reads in ~1,000 cells) end with both variance components
+    # on their bounds (NB scale at the Poisson end, donor variance 0): a cell-level Poisson
+    # test. Their p-value is raised to the donor-level pseudobulk QL test's.
+    rng = np.random.default_rng(21)
+    n_donors, n_feat = 8, 90
+    g = np.repeat(np.arange(n_donors), rng.integers(40, 200, n_donors))
+    stim = g >= 4
+    obs = pd.DataFrame(
+        {"donor": [f"D{k}" for k in g], "condition": np.where(stim, "stim", "ctrl")},
+        index=[f"c{i}" for i in range(g.size)],
+    )
+    sf = rng.lognormal(0.0, 0.3, g.size)
+    base = np.exp(rng.uniform(np.log(0.05), np.log(2.0), n_feat))
+    base[:40] = rng.uniform(2.0, 12.0, 40) / g.size
+    u = rng.normal(0.0, 0.3, (n_donors, n_feat))
+    mu = sf[:, None] * base * np.exp(u[g])
+    y = rng.negative_binomial(4, 4 / (4 + mu)).astype(np.float64)
+    keep = y.sum(axis=0) > 0
+    adata = ad.AnnData(
+        X=sparse.csr_matrix(y[:, keep]),
+        obs=obs,
+        var=pd.DataFrame(index=[f"f{j}" for j in np.flatnonzero(keep)]),
+    )
+    res = bg.fit(adata, "~ condition", random_effects="donor", size_factors=sf)
+    de = bg.de.wald(res, coef="condition[T.stim]")
+    raised = (de.kind == "pseudobulk_ql_f") & (res.status == "scale_at_bound").to_numpy()
+    assert raised.sum() >= 5
+    pb = bg.pseudobulk(adata, sample="donor")
+    donor_sf = pd.Series(sf, index=adata.obs_names).groupby(adata.obs["donor"].to_numpy()).sum()
+    pb_res = bg.fit(pb, "~ condition", size_factors=donor_sf.loc[pb.obs["donor"]].to_numpy())
+    ref = bg.de.ql_f(pb_res, coef="condition[T.stim]")
+    np.testing.assert_allclose(de.pval[raised], ref.pval[raised], rtol=1e-6)
+    # Every doubly bounded feature is at least as large as its pseudobulk p-value.
+    at_bounds = (res.random_var.iloc[:, 0].to_numpy() < 1e-6) & (
+        res.status == "scale_at_bound"
+    ).to_numpy()
+    assert np.all(de.pval[at_bounds] >= ref.pval[at_bounds] * (1 - 1e-6))
