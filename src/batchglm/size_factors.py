@@ -64,9 +64,15 @@ def _per_block(d: Data, func: Any, n_jobs: int | None, progress: bool | None) ->
 
 def _row_medians(rows: NDArray[np.integer[Any]], values: Array, n_obs: int) -> Array:
     """Median of ``values`` within each row label; ``NaN`` for rows without values."""
+    counts = np.bincount(rows, minlength=n_obs)
+    if rows.size and counts.min() == counts.max():
+        # Every row has as many values (median ratio: each used feature is positive in every
+        # observation): group them by a stable integer sort and take the medians by
+        # partition, the same values as the sorted path below at a fraction of its cost.
+        grouped = values[np.argsort(rows, kind="stable")].reshape(n_obs, -1)
+        return np.asarray(np.median(grouped, axis=1), dtype=np.float64)
     order = np.lexsort((values, rows))
     rows, values = rows[order], values[order]
-    counts = np.bincount(rows, minlength=n_obs)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     out = np.full(n_obs, np.nan)
     has = counts > 0
