@@ -116,7 +116,9 @@ def test_variance_at_zero_with_unequal_groups_is_tested_at_group_level() -> None
     at_zero = np.flatnonzero((res.status == "random_var_at_bound").to_numpy())
     assert at_zero.size >= 2
     de = bg.de.wald(res, coef="condition[T.stim]", moderate=False).summary()
-    lrt = bg.de.lrt(full=res, reduced=bg.fit(y, "~ 1", obs=obs, random_effects="donor"))
+    lrt = bg.de.lrt(
+        full=res, reduced=bg.fit(y, "~ 1", obs=obs, random_effects="donor"), moderate=False
+    )
     # Reference: ordinary least squares (statsmodels) of each donor's log level on the
     # condition, with the residual variance floored at the mean delta-method variance.
     mu = res.fitted().to_numpy()

@@ -31,6 +31,7 @@ from batchglm.design import build_design
 from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
+from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
 from batchglm.nested_designs import check_nested
 from batchglm.obs_weights import same_weights
@@ -62,6 +63,7 @@ def lrt(
     trend: str = "parametric",
     scale_test: str | None = None,
     progress: bool | None = None,
+    moderate: bool | str | None = None,
     **fit_kwargs: Any,
 ) -> DEResult:
     """Likelihood-ratio test of a reduced model against a full model, per feature.
@@ -130,6 +132,15 @@ def lrt(
         or ``"ql"``, of the dispersion passes and refits; by default on only for long
         passes on a terminal, as :func:`batchglm.fit` and :func:`batchglm.de.wald`.
         ``False`` draws nothing. The Cox-Reid scale statistic draws no bar.
+    moderate : bool or str, optional
+        Fits with ``random_effects`` only, as in :func:`batchglm.de.wald`: whether a test
+        that drops group-level location columns (a condition that donors are nested in)
+        refers its Bartlett-type F statistic to the empirical-Bayes moderated group-level
+        variance (default ``True``, the nonparametric prior; ``"limma"``; see
+        :func:`batchglm.mixed.moderation.moderated_sf` with ``statistic="lrt"``).
+        ``False`` gives ``F(df, G - p_b)`` per feature. Measured on a fresh user's
+        simulation (raw-scale cell covariate, 5 seeds): power at q < 0.05 0.28 -> 0.58
+        (4 vs 4) and 0.74 -> 0.82 (6 vs 6) with null rejection 0.048-0.054.
     **fit_kwargs
         Further arguments of :func:`batchglm.fit` (``max_iter``, ``tol``, ``n_jobs``, ...).
         ``weights`` and ``offset`` given here enter both the full and the reduced fit.
@@ -185,7 +196,8 @@ def lrt(
         that is not of the scale model alone, or ``"cox_reid"`` is asked for without the
         counts or for a family other than NB, or ready fits differ in size factors,
         ``weights`` or ``offset``, or a :class:`~batchglm.de.Model` comes with a ready fit,
-        with design keywords, or without a full location design.
+        with design keywords, or without a full location design, or ``moderate`` is asked
+        of fits without random effects.
     NotImplementedError
         With ``weights`` or ``offset`` (passed on to :func:`batchglm.fit`, or in ready
         fits) and ``dispersion`` other than ``"mle"``, or a Cox-Reid scale test.
@@ -259,6 +271,7 @@ def lrt(
         if not isinstance(full, FitResult) or not isinstance(reduced, FitResult):
             raise ValueError("`full` and `reduced` must be FitResult objects from bg.fit.")
         check_same_random_effects(full, reduced)
+        full = with_moderation(full, moderate)  # hook: batchglm.mixed.moderation
         if data is None and full.data is not None:
             data = full.data  # the counts both fits were made on (checked above)
             fit_kwargs.pop("layer", None)
@@ -352,6 +365,7 @@ def lrt(
             **kwargs,
         )
         cox_reid = use_cox_reid(scale_test, res_full, res_reduced)
+        res_full = with_moderation(res_full, moderate)  # hook: batchglm.mixed.moderation
         if not scale_only(res_full, res_reduced):
             warn_small_sample(res_full, "bg.de.lrt")
         return likelihood_ratio(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))

@@ -314,6 +314,8 @@ def lrt_reference_sf(
     d = max(g - ss.rank_between, 1)
     lmat = np.zeros((len(dropped), full.loc.matrix.shape[1]))
     lmat[np.arange(len(dropped)), dropped] = 1.0
+    if ss.moderate:  # hook: batchglm.mixed.moderation
+        return moderated_sf(full, lmat, df, statistic="lrt")
     boundary = donor_level_sf(ss, full.coef_loc.to_numpy(), lmat)
 
     def sf(stat: Array) -> Array:
