@@ -36,6 +36,8 @@ logger = logging.getLogger("batchglm")
 
 #: Key of ``pb.obs.attrs``: dropped column -> why, for the error of a formula naming it.
 DROPPED_ATTR = "batchglm_dropped_columns"
+#: Key of ``pb.uns`` that marks ``bg.pseudobulk`` output (kept through subsetting and h5ad).
+PSEUDOBULK_KEY = "batchglm_pseudobulk"
 
 
 def _keys(groupby: str | Sequence[str], name: str = "groupby") -> list[str]:
@@ -277,5 +279,9 @@ def pseudobulk(
         for col, n in mixed.items()
     }
     return anndata.AnnData(
-        X=np.asarray(summed[keep], dtype=np.float64), obs=out_obs, var=adata.var.copy()
+        X=np.asarray(summed[keep], dtype=np.float64),
+        obs=out_obs,
+        var=adata.var.copy(),
+        # Read by bg.fit: sums over different numbers of cells need size factors.
+        uns={PSEUDOBULK_KEY: {"sample": list(sample_keys)}},
     )
