@@ -254,45 +254,6 @@ def _two_group(x: Array) -> bool:
     return int(cells.max()) == 1 and int(np.linalg.matrix_rank(x)) == 2
 
 
-def _initial_start(
-    data: Any,
-    design: Any,
-    obs: Any,
-    layer: str | None,
-    size_factors: Any,
-    constraints_loc: Any,
-    fit_args: dict[str, Any],
-    design_scale: Any,
-    model: str,
-    dispersion: str,
-) -> RoughStart | None:
-    """DESeq2's initial fit for shrunken NB dispersions: the location at a rough dispersion.
-
-    Applies to NB location tests with ``dispersion`` ``"map"`` or ``"ql"``, an
-    intercept-only scale model and no weights or offset (:mod:`batchglm.dispersion.rough`);
-    ``None`` elsewhere (the joint fit).
-    """
-    plain = (
-        fit_args["family"] == "nb"
-        and model == "loc"
-        and dispersion in ("map", "ql")
-        and design_scale is None
-        and fit_args["constraints_scale"] is None
-        and fit_args["weights"] is None
-        and fit_args["offset"] is None
-    )
-    if not plain:
-        return None
-    return rough_start(
-        data,
-        design,
-        obs=obs,
-        layer=layer,
-        size_factors=size_factors,
-        constraints_loc=constraints_loc,
-    )
-
-
 def _initial_fit(
     data: Any,
     design: Any,
@@ -305,25 +266,33 @@ def _initial_fit(
     model: str,
     dispersion: str,
 ) -> FitResult:
-    """Fit the pipeline's first model: at DESeq2's rough dispersion where it applies.
+    """Fit the pipeline's first model (first pass and the refits after Cook's replacement).
 
-    Used for the first pass and for the refits after Cook's replacement, so both start the
-    same way (:func:`_initial_start`).
+    DESeq2's initial fit for shrunken NB dispersions: the location at a rough dispersion
+    held fixed (:mod:`batchglm.dispersion.rough`), for NB location tests with
+    ``dispersion`` ``"map"`` or ``"ql"``, an intercept-only scale model and no weights or
+    offset; elsewhere (or where the rough start does not apply) the joint fit.
     """
     from batchglm.fit import fit
 
-    start = _initial_start(
-        data,
-        design,
-        obs,
-        layer,
-        size_factors,
-        constraints_loc,
-        fit_args,
-        design_scale,
-        model,
-        dispersion,
-    )
+    start: RoughStart | None = None
+    if (
+        fit_args["family"] == "nb"
+        and model == "loc"
+        and dispersion in ("map", "ql")
+        and design_scale is None
+        and fit_args["constraints_scale"] is None
+        and fit_args["weights"] is None
+        and fit_args["offset"] is None
+    ):
+        start = rough_start(
+            data,
+            design,
+            obs=obs,
+            layer=layer,
+            size_factors=size_factors,
+            constraints_loc=constraints_loc,
+        )
     return fit(
         data,
         design,

@@ -379,10 +379,15 @@ class GroupPass:
             ``(n_groups, F)``.
         """
         acc = np.zeros((self.n_groups, self.y.shape[1]))
+        _compiled("loglik")(*self._kernel_args(point, shift), acc)
+        return acc
+
+    def _kernel_args(self, point: Point, shift: Array) -> tuple[Any, ...]:
+        """Leading arguments of the ``loglik`` and ``moments`` kernels at a point and shift."""
         shift = np.ascontiguousarray(shift, dtype=np.float64)
         with np.errstate(over="ignore"):
             factor = np.exp(shift)
-        _compiled("loglik")(
+        return (
             self.code,
             self.y,
             point.base,
@@ -392,9 +397,7 @@ class GroupPass:
             self.index,
             shift,
             factor,
-            acc,
         )
-        return acc
 
     def _pass(
         self, point: Point, shift: Array, plan: tuple[NDArray[np.intp], ...], light: bool
@@ -402,19 +405,8 @@ class GroupPass:
         """Run the moments kernel with an accumulator plan; ``(G, width, F)`` sums."""
         term, prod_a, prod_b = plan
         acc = np.zeros((self.n_groups, term.size, self.y.shape[1]))
-        shift = np.ascontiguousarray(shift, dtype=np.float64)
-        with np.errstate(over="ignore"):
-            factor = np.exp(shift)
         _compiled("moments")(
-            self.code,
-            self.y,
-            point.base,
-            point.eta_fixed,
-            point.log_r,
-            point.r,
-            self.index,
-            shift,
-            factor,
+            *self._kernel_args(point, shift),
             self._coords,
             prod_a,
             prod_b,
