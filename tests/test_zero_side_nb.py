@@ -196,7 +196,12 @@ def test_weight_zero_observations_do_not_count():
     dropped = bg.fit(y[keep], "~ g", obs=obs[keep], size_factors=sf[keep])
     p_w = bg.de.wald(weighted, coef="g[T.b]", data=y).pval
     p_d = bg.de.wald(dropped, coef="g[T.b]", data=y[keep]).pval
-    lrt = bg.de.lrt(y[keep], "~ g", "~ 1", obs=obs[keep], size_factors=sf[keep]).pval
-    assert p_d[0] > 2 * lrt[0]  # 4 reads against 7 zeros: the floor binds (lrt has none)
+    lrt = bg.de.lrt(y[keep], "~ g", "~ 1", obs=obs[keep], size_factors=sf[keep])
+    chi2_p = stats.chi2.sf(lrt.stat, 1)
+    assert p_d[0] > 2 * chi2_p[0]  # 4 reads against 7 zeros: the floor binds
+    # bg.de.lrt applies the same floor, also with 0/1 weights.
+    lrt_w = bg.de.lrt(y, "~ g", "~ 1", obs=obs, size_factors=sf, weights=w)
+    np.testing.assert_allclose(lrt.pval[0], p_d[0], rtol=1e-6)
+    np.testing.assert_allclose(lrt_w.pval[0], p_d[0], rtol=1e-5)
     np.testing.assert_allclose(p_w[:1], p_d[:1], rtol=1e-5)
     assert np.isnan(p_d[1]) == np.isnan(p_w[1])

@@ -13,6 +13,7 @@ under ``L theta = 0``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from batchglm.obs_weights import counted_offsets, is_weighted
 from batchglm.result import FitResult
 from batchglm.solvers.objective import unique_rows
 from batchglm.solvers.status import CONVERGED_CODES, Status
+from batchglm.warning_site import user_stacklevel
 
 Array = NDArray[np.float64]
 
@@ -46,6 +48,10 @@ _LL_RTOL = 1e-9
 
 #: Largest NB dispersion the floor uses (the NB family's bound on ``1 / r``).
 _ALPHA_MAX = 1e8
+
+#: Families the zero-side floor covers: NB, and Poisson as its ``alpha -> 0`` limit (the
+#: exact binomial test of the split of the total).
+FLOOR_FAMILIES = ("nb", "poisson")
 
 
 def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
@@ -245,9 +251,9 @@ def lrt_statistic(
     floor : ndarray
         Smallest p-value the separation allows
         (:func:`batchglm.de.zero_side.zero_side_floor` at the reduced fit's means and the
-        full fit's NB dispersions, :func:`null_dispersion`, over the observations of
-        weight 1; 0, no floor, for weights other than 0 and 1 and families without count
-        terms, which it does not cover).
+        full fit's NB dispersions, :func:`null_dispersion`, or the Poisson limit for
+        Poisson fits, over the observations of weight 1; 0, no floor, for weights other
+        than 0 and 1 and families other than NB and Poisson, which it does not cover).
 
     Raises
     ------
@@ -294,18 +300,56 @@ def lrt_statistic(
     stat = 2.0 * (ll_full - reduced.loglik_values)
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
-    floor = np.zeros(features.size)  # no floor
-    kept = _counted(_columns(weights, features), values.shape)
-    if res.family.has_count_terms and kept is not None:
-        dense = values.toarray() if hasattr(values, "toarray") else np.asarray(values)
-        total = np.where(kept, dense, 0.0).sum(axis=0)
-        # Observations of weight 0 are not counted: no mean, no read, never the zero side.
-        mu_full = fitted_mean(res, features)
-        mu_full = np.where(kept, mu_full, np.where(kept, mu_full, -np.inf).max(axis=0))
-        mu_reduced = np.where(kept, fitted_mean(reduced), 0.0)
-        alpha = null_dispersion(res, features, mu_reduced, ql_dispersion)
-        floor = zero_side_floor(total, mu_full, mu_reduced, alpha)
+    floor = _floor_of(
+        values, res, features, fitted_mean(reduced), _columns(weights, features), ql_dispersion
+    )
     return np.where(ok, np.maximum(stat, 0.0), np.nan), ok, floor
+
+
+def floor_applies(family: object) -> bool:
+    """Whether the zero-side floor covers a family: NB, and Poisson as its ``alpha -> 0`` limit.
+
+    Parameters
+    ----------
+    family : Family or str
+        The fit's family (families compare equal to their names).
+
+    Returns
+    -------
+    bool
+        True for ``"nb"`` and ``"poisson"``.
+    """
+    return any(family == name for name in FLOOR_FAMILIES)
+
+
+def _floor_of(
+    values: Any,
+    res: FitResult,
+    features: NDArray[np.intp],
+    mu_reduced: Array,
+    weights: Array | None,
+    ql_dispersion: Array | None,
+) -> Array:
+    """Zero-side floor of some features from their counts and the reduced fit's means.
+
+    ``values`` are the counts ``(n_obs, len(features))``; ``mu_reduced`` the reduced fit's
+    means there. NB fits use :func:`null_dispersion`, Poisson fits the Poisson limit; 0
+    (no floor) for other families and weights other than 0 and 1.
+    """
+    floor = np.zeros(features.size)  # no floor
+    kept = _counted(weights, values.shape)
+    if not floor_applies(res.family) or kept is None:
+        return floor
+    dense = values.toarray() if hasattr(values, "toarray") else np.asarray(values)
+    total = np.where(kept, dense, 0.0).sum(axis=0)
+    # Observations of weight 0 are not counted: no mean, no read, never the zero side.
+    mu_full = fitted_mean(res, features)
+    mu_full = np.where(kept, mu_full, np.where(kept, mu_full, -np.inf).max(axis=0))
+    mu_reduced = np.where(kept, mu_reduced, 0.0)
+    alpha = None
+    if res.family == "nb":
+        alpha = null_dispersion(res, features, mu_reduced, ql_dispersion)
+    return zero_side_floor(total, mu_full, mu_reduced, alpha)
 
 
 def _counted(weights: Array | None, shape: tuple[int, int]) -> NDArray[np.bool_] | None:
@@ -428,3 +472,105 @@ def _columns(value: object, features: NDArray[np.intp]) -> Array | None:
     if not isinstance(value, np.ndarray):
         return None
     return value if value.ndim == 1 else value[:, features]
+
+
+def tested_location_rows(full: FitResult, reduced: FitResult) -> Array:
+    """Rows ``L`` over the full fit's free location parameters that a reduced design drops.
+
+    Parameters
+    ----------
+    full, reduced : FitResult
+        Two fits, the reduced location model nested in the full one (``X_r C_r`` in the
+        column space of ``X_f C_f``).
+
+    Returns
+    -------
+    ndarray
+        ``(r, k)`` an orthonormal basis of the directions of the full model's ``k`` free
+        location parameters that the reduced model fixes: the reduced model is the full one
+        under ``L theta = 0``. ``r = 0`` when the location models span the same space.
+
+    Notes
+    -----
+    With ``B`` the least-squares solution of ``X_f C_f B = X_r C_r`` (exact for nested
+    models), the reduced model is ``theta`` in the span of ``B``'s columns; ``L`` spans the
+    orthogonal complement (from the SVD of ``B``).
+    """
+    xf, xr = full.loc.reduced, reduced.loc.reduced
+    b = np.linalg.lstsq(xf, xr, rcond=None)[0]
+    u, s, _ = np.linalg.svd(b, full_matrices=True)
+    rank = int((s > 1e-10 * max(s.max(initial=0.0), 1e-300)).sum())
+    return np.ascontiguousarray(u[:, rank:].T)
+
+
+def lrt_floor(
+    data: Any,
+    full: FitResult,
+    reduced: FitResult,
+    *,
+    layer: str | None = None,
+    ql_dispersion: Array | None = None,
+) -> Array:
+    """Zero-side floor of a likelihood-ratio (or QL F) test of two nested fits, per feature.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame, AnnData, Data or None
+        The counts of the fits, ``(n_obs, n_features)``; ``None`` warns (see below).
+    full, reduced : FitResult
+        The full and reduced fits of the test (all features, the same order; the reduced
+        location model nested in the full one).
+    layer : str, optional
+        AnnData layer of ``data``.
+    ql_dispersion : ndarray, optional
+        ``(n_features,)`` moderated QL dispersions ``phi`` of a QL F test: the floor is then
+        at the QL-inflated NB dispersion (:func:`null_dispersion`).
+
+    Returns
+    -------
+    ndarray
+        ``(n_features,)`` :func:`batchglm.de.zero_side.zero_side_floor` at the reduced
+        fit's means for features separated in the tested direction
+        (:func:`separated_in_direction` with the rows of :func:`tested_location_rows`):
+        at the full fit's NB dispersion for NB fits, the Poisson limit (the exact binomial
+        test of the split) for Poisson fits. 0 (no floor) elsewhere, for other families,
+        fits with random effects (tested at the donor level), weights other than 0 and 1,
+        tests of the scale model alone, and without ``data``.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` does not have the fit's shape, or names other features.
+
+    Warns
+    -----
+    UserWarning
+        Without ``data`` while some feature is separated in the tested direction: its
+        p-value then keeps the asymptotic reference, which a handful of reads beat.
+    """
+    floor = np.zeros(len(full.feature_names))
+    if not floor_applies(full.family) or full.random is not None:
+        return floor
+    l_free = tested_location_rows(full, reduced)
+    if l_free.shape[0] == 0:
+        return floor
+    hit = np.flatnonzero(separated_in_direction(full, l_free))
+    if hit.size == 0:
+        return floor
+    if data is None:
+        shown = ", ".join(str(n) for n in full.feature_names[hit[:5]])
+        warnings.warn(
+            f"{hit.size} feature(s) ({shown}{' ...' if hit.size > 5 else ''}) are separated "
+            "in the tested direction (a group with only zeros), but the fit has no data, so "
+            "their p-values get no zero-side floor and a handful of reads can look "
+            "significant; pass the counts as `data=` to bg.de.lrt.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+        return floor
+    d = data_of_fit(data, full, layer=layer)
+    values = np.asarray(d.values[:, hit]) if d.kind == "dask" else d.values[:, hit]
+    phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[hit]
+    weights = _columns(full.settings.get("weights"), hit)
+    floor[hit] = _floor_of(values, full, hit, fitted_mean(reduced, hit), weights, phi)
+    return floor
