@@ -20,6 +20,7 @@ from batchglm.data import as_size_factors
 from batchglm.design import Design, build_design, check_random_not_fixed
 from batchglm.families import Family, get_family
 from batchglm.fit_settings import FitSettings
+from batchglm.formula import annotation_warnings_once
 from batchglm.inputs import as_data
 from batchglm.obs_weights import (
     as_weights,
@@ -42,6 +43,7 @@ logger = logging.getLogger("batchglm")
 Array = NDArray[np.float64]
 
 
+@annotation_warnings_once  # hook: one AnnotationWarning per column per call
 def fit(
     data: ArrayLike | pd.DataFrame | AnnData,
     design_loc: ArrayLike | pd.DataFrame | str,

@@ -16,12 +16,14 @@ Annotations that are probably a mistake get an :class:`AnnotationWarning` naming
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -45,12 +47,77 @@ class AnnotationWarning(UserWarning):
     """
 
 
-def _warn(message: str) -> None:
+#: The annotation warnings already given in the current user-facing call, keyed by rule and
+#: column; ``None`` outside such a call (then every warning is given).
+_GIVEN: ContextVar[set[tuple[str, str]] | None] = ContextVar("batchglm_annotations", default=None)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def annotation_warnings_once(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Give each :class:`AnnotationWarning` once per call of a user-facing function.
+
+    An analysis that evaluates the same annotations several times (the full and reduced
+    models of a likelihood-ratio test, a location and a scale design, refits) would
+    otherwise repeat the same advice about the same ``obs`` column. Within a call of the
+    decorated function (nested calls share the outermost one's record), a warning is given
+    once per rule and column, naming the first design it was found in.
+
+    Parameters
+    ----------
+    func : callable
+        The user-facing function (``bg.fit``, ``bg.de.lrt``, ``bg.de.test``).
+
+    Returns
+    -------
+    callable
+        ``func`` with the same signature and docstring.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if _GIVEN.get() is not None:
+            return func(*args, **kwargs)
+        token = _GIVEN.set(set())
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _GIVEN.reset(token)
+
+    return wrapper
+
+
+def _warn(message: str, key: tuple[str, str] | None = None) -> None:
     # Point the warning at the first caller outside batchglm (the user's line).
     level, frame = 1, sys._getframe(0)
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    # Once per (rule, column) within a user-facing call (annotation_warnings_once); a
+    # warning silenced by the active filters (a library pass that builds the design again
+    # under "ignore") does not count as given.
+    given = _GIVEN.get()
+    if key is not None and given is not None:
+        if key in given:
+            return
+        if not _ignored(message, frame):
+            given.add(key)
     warnings.warn(message, AnnotationWarning, stacklevel=level)
+
+
+def _ignored(message: str, frame: Any) -> bool:
+    """Whether the active warning filters drop an AnnotationWarning pointed at ``frame``."""
+    module = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
+    lineno = frame.f_lineno if frame is not None else 0
+    for action, msg, category, mod, line in warnings.filters:
+        if (
+            (msg is None or msg.match(message))
+            and issubclass(AnnotationWarning, category)
+            and (mod is None or mod.match(module))
+            and (line == 0 or line == lineno)
+        ):
+            return bool(action == "ignore")
+    return bool(getattr(warnings, "defaultaction", "default") == "ignore")
 
 
 #: ANSI colour codes that formulaic puts around the offending token of a syntax error.
@@ -166,7 +233,8 @@ def drop_unused_levels(formula: str | Formula, obs: pd.DataFrame, which: str) ->
             f"has: {levels}; they were dropped before building the design (an empty level "
             f"would give an all-zero column), leaving the levels {kept}. To silence this, "
             f"drop them yourself: obs[{str(name)!r}] = "
-            f"obs[{str(name)!r}].cat.remove_unused_categories()."
+            f"obs[{str(name)!r}].cat.remove_unused_categories().",
+            ("unused_levels", str(name)),
         )
     return out
 
@@ -321,7 +389,8 @@ def check_encoding(spec: Any, obs: pd.DataFrame, which: str, shown: str) -> None
                     f"C({_quoted(expr)}) in the formula or convert the column with "
                     f"obs[{expr!r}] = obs[{expr!r}].astype('category'). If a slope is meant "
                     "(dose, time), silence this with warnings.filterwarnings('ignore', "
-                    "category=batchglm.formula.AnnotationWarning)."
+                    "category=batchglm.formula.AnnotationWarning).",
+                    ("integer_codes", expr),
                 )
         if _is_categorical_kind(state) and len(state[1].get("categories", ())) == 1:
             lost = [
@@ -337,7 +406,8 @@ def check_encoding(spec: Any, obs: pd.DataFrame, which: str, shown: str) -> None
                     f"among the observations, so it cannot tell any of them apart: its "
                     f"term(s) {lost} drop out and the design has no coefficient for it. "
                     "Remove it from the formula, or check that `obs` was not subset to one "
-                    "level."
+                    "level.",
+                    ("single_level", expr),
                 )
 
 

@@ -32,6 +32,7 @@ from batchglm.design import build_design
 from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
+from batchglm.formula import annotation_warnings_once
 from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
 from batchglm.nested_designs import check_nested
@@ -43,6 +44,7 @@ logger = logging.getLogger("batchglm")
 Array = NDArray[np.float64]
 
 
+@annotation_warnings_once  # hook: one AnnotationWarning per column per call
 def lrt(
     data: Any = None,
     full_loc: Any = None,

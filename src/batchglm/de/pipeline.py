@@ -57,6 +57,7 @@ from batchglm.de.pipeline_weights import (
 from batchglm.de.result import DEResult
 from batchglm.de.threshold import check_threshold, check_treat_null, wald_threshold
 from batchglm.dispersion.rough import RoughStart, rough_start
+from batchglm.formula import annotation_warnings_once
 from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 
@@ -306,6 +307,7 @@ def _initial_fit(
     )
 
 
+@annotation_warnings_once  # hook: one AnnotationWarning per column per call
 def test(
     data: Any,
     design: Any,
