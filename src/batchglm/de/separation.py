@@ -49,6 +49,9 @@ _LL_RTOL = 1e-9
 #: Largest NB dispersion the floor uses (the NB family's bound on ``1 / r``).
 _ALPHA_MAX = 1e8
 
+#: Elements of one (observations x features) block of the LRT floor.
+_FLOOR_CHUNK_ELEMENTS = 1 << 22
+
 #: Families the zero-side floor covers: NB, and Poisson as its ``alpha -> 0`` limit (the
 #: exact binomial test of the split of the total).
 FLOOR_FAMILIES = ("nb", "poisson")
@@ -569,8 +572,12 @@ def lrt_floor(
         )
         return floor
     d = data_of_fit(data, full, layer=layer)
-    values = np.asarray(d.values[:, hit]) if d.kind == "dask" else d.values[:, hit]
-    phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[hit]
-    weights = _columns(full.settings.get("weights"), hit)
-    floor[hit] = _floor_of(values, full, hit, fitted_mean(reduced, hit), weights, phi)
+    # Chunks of features keep the dense (observations x chunk) means and counts bounded.
+    step = max(1, _FLOOR_CHUNK_ELEMENTS // max(len(full.obs_names), 1))
+    for start in range(0, hit.size, step):
+        part = hit[start : start + step]
+        values = np.asarray(d.values[:, part]) if d.kind == "dask" else d.values[:, part]
+        phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[part]
+        weights = _columns(full.settings.get("weights"), part)
+        floor[part] = _floor_of(values, full, part, fitted_mean(reduced, part), weights, phi)
     return floor
