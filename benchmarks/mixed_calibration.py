@@ -42,12 +42,8 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import batchglm as bg  # noqa: E402
-from batchglm.mixed.moderation import (  # noqa: E402
-    moderated_sf,
-    npmle_scale_mixture,
-    posterior_weights,
-    variance_prior,
-)
+from batchglm.mixed.moderation import moderated_sf, variance_prior  # noqa: E402
+from batchglm.mixed.variance_npmle import npmle_scale_mixture, posterior_weights  # noqa: E402
 
 
 def donor_sizes(rng: np.random.Generator, per_group: int, cells: str) -> np.ndarray:

@@ -13,10 +13,10 @@ import batchglm as bg
 from batchglm.mixed.moderation import (
     fit_f_prior,
     moderated_sf,
-    npmle_scale_mixture,
     trigamma_inverse,
     variance_prior,
 )
+from batchglm.mixed.variance_npmle import npmle_scale_mixture
 
 
 def test_trigamma_inverse_against_root_finding() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from batchglm.mixed.moderation import (
-    fit_f_prior,
+from batchglm.mixed.moderation import fit_f_prior
+from batchglm.mixed.variance_npmle import (
     npmle_scale_mixture,
     posterior_weights,
     scaled_chi2_logpdf,

@@ -31,27 +31,19 @@ features:
   cubic spline with 4 degrees of freedom fitted by least squares (a constant with fewer
   than 40 features), and the residual variance in excess of ``trigamma(d/2)`` is
   ``trigamma(d0/2)``; no excess gives ``d0 = inf``.
-* **Nonparametric prior (the default).** limma's prior has one shape (scaled inverse
-  chi-squared). The default instead estimates the distribution ``G`` of
-  ``rho_f = tau_f^2 / s0^2(A_f)`` without a shape, by its nonparametric maximum likelihood
-  (NPMLE) on a grid (:func:`npmle_scale_mixture`), and tests each feature against the
-  mixture over its posterior ``rho_f | s_f^2``: ``p_f = sum_k pi_fk P(chi2_rank > rank F_f
-  r_f / rho_k)`` with ``r_f = s_f^2 / s0^2`` and ``F_f`` the ML-to-REML scaled Wald
-  statistic over ``rank`` (Ignatiadis and Sen 2025, *Ann. Statist.* 53:1, "empirical
-  partially Bayes" p-values; valid because the group-level estimate and ``s_f^2`` are
-  independent given ``tau_f^2`` in the balanced linear mixed model). It needs at least
-  ``MIN_NPMLE`` usable features; with fewer, or with ``moderate="limma"``, the scaled F
-  prior below is used.
+* **Nonparametric prior (the default).** The distribution of ``rho_f = tau_f^2 /
+  s0^2(A_f)`` is estimated without a shape (NPMLE, :mod:`batchglm.mixed.variance_npmle`)
+  and each feature is tested against the mixture over its posterior ``rho_f | s_f^2``
+  (Ignatiadis and Sen 2025, *Ann. Statist.* 53:1). It needs at least ``MIN_NPMLE`` usable
+  features; with fewer, or with ``moderate="limma"``, the scaled F prior below is used.
 * **Posterior and test (limma's prior).** ``s~_f^2 = (d0 s0^2 + d s_f^2) / (d0 + d)``; the
   Wald variance of every group-level combination is rescaled by ``s~_f^2 / s_f^2`` (for
   interior features) and the statistic referred to ``F(rank, d + d0)`` (two-sided ``t(d +
   d0)`` for one coefficient). Features at 0 are tested at the level of the groups with
   ``max(s~_f^2, s0^2 + mean_g v_g)`` as residual variance (``v_g`` the sampling variance
   of a group's log level): a positive variance even though their own estimate of the
-  between-group variance is 0. Their own ``s_f^2`` is small by selection, and the
-  unweighted group-level estimate weighs imprecise groups fully, so this keeps the floor
-  ``prior_var + mean v_g`` of :func:`batchglm.mixed.small_sample.donor_level_sf` with the
-  trended prior ``s0^2`` in place of the mean fitted variance, now with ``d + d0`` df.
+  between-group variance is 0 (their own ``s_f^2`` is small by selection): the floor of
+  :func:`batchglm.mixed.small_sample.donor_level_sf` with the trended prior ``s0^2``.
 
 Only tests of group-level location coefficients are moderated; ``res.se_loc`` stays the
 maximum-likelihood standard error.
@@ -69,6 +61,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from batchglm.families.tails import chi2_sf, f_sf
+from batchglm.mixed.variance_npmle import mixture_sf, npmle_posterior
 
 if TYPE_CHECKING:
     from batchglm.mixed.small_sample import SmallSample
@@ -84,8 +77,6 @@ MIN_TREND = 40
 MIN_FEATURES = 3
 #: Fewest usable features for the nonparametric (NPMLE) prior; below, limma's scaled F.
 MIN_NPMLE = 100
-#: Grid points of the NPMLE prior, log-spaced over the range of ``s_f^2 / s0^2``.
-NPMLE_GRID = 50
 #: Moderation methods: ``"npmle"`` (default) and ``"limma"`` (scaled F prior).
 METHODS = ("npmle", "limma")
 
@@ -248,138 +239,6 @@ def fit_f_prior(s2: Array, df: float, covariate: Array | None = None) -> tuple[A
     return s0, d0
 
 
-@dataclass(frozen=True)
-class ScaleMixture:
-    """Nonparametric prior of variance ratios: point masses ``weights`` at ``grid``.
-
-    Attributes
-    ----------
-    grid : ndarray
-        ``(K,)`` support points ``rho_k`` (multiples of the trended scale ``s0^2``).
-    weights : ndarray
-        ``(K,)`` their probabilities (sum 1).
-    loglik : float
-        Marginal log-likelihood of the ratios at the estimate.
-    gradient : float
-        ``max_k mean_f p(r_f | rho_k) / p(r_f) - 1``: 0 at the NPMLE (the Kiefer-Wolfowitz
-        condition), positive before convergence.
-    """
-
-    grid: Array
-    weights: Array
-    loglik: float
-    gradient: float
-
-
-def scaled_chi2_logpdf(ratio: Array, df: float, scale: Array) -> Array:
-    """Log density of ``r = rho chi2_d / d`` at ``r = ratio`` for each ``rho = scale``.
-
-    Parameters
-    ----------
-    ratio : ndarray
-        ``(F,)`` positive observations.
-    df : float
-        ``d``.
-    scale : ndarray
-        ``(K,)`` positive scales ``rho``.
-
-    Returns
-    -------
-    ndarray
-        ``(F, K)``: ``(d/2) log(x/2) - x/2 - log r - lgamma(d/2)``, ``x = d r / rho``.
-    """
-    x = df * np.asarray(ratio)[:, None] / np.asarray(scale)[None, :]
-    return (df / 2) * np.log(x / 2) - x / 2 - np.log(ratio)[:, None] - special.gammaln(df / 2)
-
-
-def npmle_scale_mixture(
-    ratio: Array, df: float, n_grid: int = NPMLE_GRID, max_iter: int = 3000, tol: float = 1e-3
-) -> ScaleMixture:
-    """Nonparametric maximum-likelihood prior of variances observed with chi-squared error.
-
-    Parameters
-    ----------
-    ratio : ndarray
-        ``(F,)`` positive finite ``r_f = s_f^2 / s0^2(A_f)``, each ``rho_f chi2_d / d``.
-    df : float
-        Their degrees of freedom ``d``.
-    n_grid : int
-        Support points, log-spaced from the smallest to the largest ratio.
-    max_iter : int
-        EM iterations at most.
-    tol : float
-        Stop when the Kiefer-Wolfowitz gradient ``max_k mean_f p(r_f | rho_k) / p(r_f) - 1``
-        is below ``tol`` (0 at the maximum; with ``1e-3`` the log-likelihood is within
-        about 0.2 of its maximum on 2,000 features, after about 600 EM steps).
-
-    Returns
-    -------
-    ScaleMixture
-        The prior ``G`` of ``rho`` as weights on the grid.
-
-    Raises
-    ------
-    ValueError
-        When ``ratio`` has a non-positive or non-finite value or is empty.
-
-    Notes
-    -----
-    The NPMLE of a mixing distribution (Kiefer and Wolfowitz 1956, *Ann. Math. Stat.*
-    27:887) on a fixed grid, by the EM algorithm (Laird 1978, *JASA* 73:805), as used for
-    variances by Ignatiadis and Sen (2025, "Empirical partially Bayes multiple testing and
-    compound chi-squared decisions", *Ann. Statist.* 53:1) and, with inverse-gamma
-    components, by vash (Lu and Stephens 2016). Unlike limma's scaled inverse chi-squared
-    prior it assumes no shape for the distribution of the variances across features; our
-    own implementation.
-    """
-    r = np.asarray(ratio, dtype=np.float64)
-    if r.size == 0 or not np.all(np.isfinite(r) & (r > 0)):
-        raise ValueError(
-            "`ratio` must hold positive finite values, but "
-            f"{r.size} values with {int((~(np.isfinite(r) & (r > 0))).sum())} bad ones "
-            "were given."
-        )
-    grid = np.geomspace(r.min(), r.max(), n_grid) if r.max() > r.min() else r[:1].copy()
-    ll = scaled_chi2_logpdf(r, df, grid)
-    shift = ll.max(axis=1, keepdims=True)
-    lik = np.exp(ll - shift)
-
-    w = np.full(grid.size, 1.0 / grid.size)
-    grad, mix = np.inf, lik @ w
-    for _ in range(max_iter):
-        d_k = lik.T @ (1.0 / mix) / r.size
-        grad = float(d_k.max() - 1.0)
-        if grad < tol:
-            break
-        w = w * d_k
-        w /= w.sum()
-        mix = lik @ w
-    return ScaleMixture(grid, w, float((np.log(mix) + shift[:, 0]).sum()), grad)
-
-
-def posterior_weights(mixture: ScaleMixture, ratio: Array, df: float) -> Array:
-    """Posterior probabilities of the support points given each feature's ratio.
-
-    Parameters
-    ----------
-    mixture : ScaleMixture
-        The prior.
-    ratio : ndarray
-        ``(F,)`` positive ``s_f^2 / s0^2``.
-    df : float
-        Degrees of freedom ``d`` of the ratios.
-
-    Returns
-    -------
-    ndarray
-        ``(F, K)``: ``w_k p(r_f | rho_k)`` normalised over ``k``.
-    """
-    ll = scaled_chi2_logpdf(ratio, df, mixture.grid) + np.log(np.maximum(mixture.weights, 1e-300))
-    ll -= ll.max(axis=1, keepdims=True)
-    post = np.exp(ll)
-    return np.asarray(post / post.sum(axis=1, keepdims=True))
-
-
 def _group_level(ss: SmallSample) -> tuple[Array, int, NDArray[np.bool_]]:
     """Group-level design ``(G, p_b)``, ``d`` and the group-level columns."""
     assert ss.group_design is not None
@@ -507,7 +366,7 @@ def moderated_sf(
         What the returned function is applied to.
     method : {"npmle", "limma"}, optional
         The prior of the group-level variances (default ``res.small_sample.moderation``):
-        nonparametric (:func:`npmle_scale_mixture`, with at least ``MIN_NPMLE`` usable
+        nonparametric (:mod:`batchglm.mixed.variance_npmle`, with at least ``MIN_NPMLE`` usable
         features; else ``"limma"``) or limma's scaled inverse chi-squared prior
         (:func:`fit_f_prior`).
 
@@ -521,10 +380,8 @@ def moderated_sf(
         :func:`batchglm.mixed.small_sample.lrt_reference_sf`):
 
         * ``"npmle"``: ``sum_k pi_fk P(chi2_rank > rank F r_f / rho_k)``, ``r_f = s_f^2 /
-          s0^2(A_f)`` and ``pi_fk`` the posterior probabilities of the prior's support
-          points ``rho_k`` given ``r_f`` (the "empirical partially Bayes" p-value of
-          Ignatiadis and Sen 2025: ``rank F r_f / rho`` is ``chi2_rank`` under the null
-          when the feature's variance is ``rho s0^2``, independently of ``s_f^2``);
+          s0^2(A_f)``, ``pi_fk`` the posterior of the support points ``rho_k`` given ``r_f``
+          (:func:`batchglm.mixed.variance_npmle.mixture_sf`);
         * ``"limma"``: ``F s_f^2 / s~_f^2`` referred to ``F(rank, d + d0)``.
 
         Features at 0 use the group-level regression with residual variance
@@ -567,8 +424,7 @@ def moderated_sf(
         # 0): never below the prior scale plus the groups' own sampling variance (the floor
         # of donor_level_sf with the trended prior in place of the mean fitted variance).
         assert ss.donor_var is not None
-        # Without a prior (fewer than MIN_FEATURES usable features) the floor is that of the
-        # unmoderated test, so that moderation with no prior equals no moderation.
+        # Without a prior (< MIN_FEATURES usable features) the unmoderated test's floor.
         scale0 = np.where(np.isfinite(prior.s2_prior[rows]), prior.s2_prior[rows], ss.prior_var)
         floor = scale0 + ss.donor_var[:, rows].mean(axis=0)
         s2 = np.maximum(prior.s2_post[rows], floor)
@@ -578,17 +434,8 @@ def moderated_sf(
     if method == "npmle" and prior.used is not None and prior.used.sum() >= MIN_NPMLE:
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = prior.s2 / prior.s2_prior
-        mixture = npmle_scale_mixture(ratio[prior.used], float(d))
-        have = np.isfinite(ratio) & (ratio > 0)
-        weights = np.full((ratio.size, mixture.grid.size), np.nan)
-        weights[have] = posterior_weights(mixture, ratio[have], float(d))
+        mixture, weights = npmle_posterior(ratio, prior.used, float(d))
         npmle = (ratio, weights, mixture.grid)
-        logger.info(
-            "moderated group-level variances: nonparametric prior from %d features, %d "
-            "support points with weight > 1e-3",
-            int(prior.used.sum()),
-            int((mixture.weights > 1e-3).sum()),
-        )
 
     def sf(stat: Array) -> Array:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -600,8 +447,7 @@ def moderated_sf(
                 pval = ref(f_stat * prior.s2 / prior.s2_post)
             else:
                 ratio, weights, grid = npmle
-                chi = (f_stat * rank * ratio)[:, None] / grid[None, :]
-                pval = (weights * chi2_sf(chi, rank)).sum(axis=1)
+                pval = mixture_sf(f_stat * rank * ratio, weights, grid, rank)
         if at_zero is not None:
             pval[rows] = at_zero
         return pval
