@@ -6,7 +6,7 @@ Not part of ``make test``. Simulates 200 genes (NB size 4) over ``n`` vs ``n`` d
 cell), 22 DE genes at fold change 2, 60 sparse null genes with 1-8 expected reads in total
 and null genes with means 0.001-2 per cell. Fits ``~ condition`` with
 ``random_effects="donor"`` and tests ``condition[T.stim]`` by the default ``bg.de.wald``,
-once with the pseudobulk QL test of separated features (``de/mixed_separation.py``) and
+once with the pseudobulk QL test of separated features (``de/pseudobulk_ql.py``) and
 once with the randomization test forced (``MIN_FEATURES_QL`` above the number of genes).
 
 Run from the repository root::
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 import batchglm as bg
-from batchglm.de import mixed_separation
+from batchglm.de import pseudobulk_ql
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
@@ -85,12 +85,12 @@ def main(n_seeds: int) -> None:
                     random_effects="donor",
                 )
                 after = bg.de.wald(res, "condition[T.stim]")
-                saved = mixed_separation.MIN_FEATURES_QL
-                mixed_separation.MIN_FEATURES_QL = 10**9
+                saved = pseudobulk_ql.MIN_FEATURES_QL
+                pseudobulk_ql.MIN_FEATURES_QL = 10**9
                 try:
                     before = bg.de.wald(res, "condition[T.stim]")
                 finally:
-                    mixed_separation.MIN_FEATURES_QL = saved
+                    pseudobulk_ql.MIN_FEATURES_QL = saved
             sep = after.kind == "pseudobulk_ql_f"
             for method, de in (("randomization", before), ("pseudobulk QL", after)):
                 p, q = de.pval, _bh(de.pval)

@@ -13,7 +13,7 @@ import pytest
 from scipy import sparse
 
 import batchglm as bg
-from batchglm.de import mixed_separation
+from batchglm.de import pseudobulk_ql
 
 N_ONOFF = 4
 N_SPARSE = 6
@@ -96,7 +96,7 @@ def test_equals_an_explicit_pseudobulk_ql_f_run(four_vs_four) -> None:
 
 def test_few_features_keep_the_randomization_test(four_vs_four) -> None:
     adata, sf, _, _ = four_vs_four
-    small = adata[:, : mixed_separation.MIN_FEATURES_QL - 1].copy()
+    small = adata[:, : pseudobulk_ql.MIN_FEATURES_QL - 1].copy()
     res = bg.fit(small, "~ condition", random_effects="donor", size_factors=sf)
     de = bg.de.wald(res, coef="condition[T.stim]")
     assert (de.kind[:N_ONOFF] == "donor_permutation").all()
