@@ -61,6 +61,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from batchglm.families.tails import chi2_sf, f_sf
+from batchglm.mixed.prior_features import prior_features
 from batchglm.mixed.variance_npmle import mixture_sf, npmle_posterior
 
 if TYPE_CHECKING:
@@ -102,8 +103,7 @@ class VariancePrior:
     log_mean : ndarray
         ``(F,)`` the trend covariate ``A_f`` (natural log).
     used : ndarray of bool or None
-        ``(F,)`` the features the prior was estimated from (converged, finite positive
-        ``s_f^2``).
+        ``(F,)`` the features the prior was estimated from (:func:`prior_features`).
     """
 
     s2: Array
@@ -335,7 +335,7 @@ def variance_prior(res: FitResult) -> VariancePrior:
     rows, _, rss = _donor_level(ss, coef)
     s2[rows] = rss
     log_mean = trend_covariate(ss, coef)
-    ok = res.converged.to_numpy() & np.isfinite(s2) & (s2 > 0) & np.isfinite(log_mean)
+    ok = prior_features(res, s2, rows) & np.isfinite(log_mean)
     s0 = np.full(s2.shape, np.nan)
     if ok.sum() < MIN_FEATURES:
         return VariancePrior(s2, float(d), s0, 0.0, s2.copy(), log_mean, ok)
