@@ -2,10 +2,10 @@
 
 Genes expressed in one condition only (the fixed effect runs off) and genes with a handful
 of reads (NB scale at its Poisson end and donor variance at 0) have a group-level variance
-``s_f^2`` 1e9 times above or 1e10 times below the trend. In a user's layout they put
-limma's prior df at 0.7-2.6 instead of 9-30 and stretched the nonparametric prior's grid,
-which cost the moderated Wald test a sixth of its power at 4 vs 4 donors. See
-docs/mixed_model.md, "Power against pseudobulk".
+``s_f^2`` that estimates nothing (1e10 times the trend, or the pseudocount's spread). In a
+user's layout they put limma's prior df at 0.7-2.6 instead of 9-31 and stretched the
+nonparametric prior's grid, which cost the moderated Wald test a sixth of its power at 4 vs
+4 donors. See docs/mixed_model.md, "Power against pseudobulk, fourth round".
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ level of the donors by :mod:`batchglm.de.mixed_separation`):
   group's mean fixed-effect linear predictor ``xbar_g^T beta_f`` (natural log, size factors
   left out) lies below the family's ``separated_eta + 3``, the margin of
   :mod:`batchglm.de.separation`. The coefficient runs to about -30 with a standard error
-  near ``1e5``, so ``s_f^2`` is ``1e9``-``1e11`` times the trend.
+  near ``1e5``, so ``s_f^2`` is about ``1e10`` times the trend of the other features.
 * **Both variance components on their bounds** (NB scale at its Poisson end, status
   ``scale_at_bound``, and the donor variance at 0): genes with a handful of reads, whose
-  donors' log levels are all the pseudocount, so that ``s_f^2`` is ``1e-10``-``1e-2``
-  times the trend.
+  donors' log levels are all the pseudocount, so that ``s_f^2`` measures the pseudocount,
+  not the donors (0.006-4 times the trend of the other features, median 0.035).
 
 Measured on a user's layout (300 genes, 8 on/off and 8 nearly all-zero genes, 8 seeds at
 4 vs 4 and 6 vs 6 donors; ``docs/mixed_model.md``, "Power against pseudobulk"): these
