@@ -40,10 +40,9 @@ features:
   Wald variance of every group-level combination is rescaled by ``s~_f^2 / s_f^2`` (for
   interior features) and the statistic referred to ``F(rank, d + d0)`` (two-sided ``t(d +
   d0)`` for one coefficient). Features at 0 are tested at the level of the groups with
-  ``max(s~_f^2, s0^2 + mean_g v_g)`` as residual variance (``v_g`` the sampling variance
-  of a group's log level): a positive variance even though their own estimate of the
-  between-group variance is 0 (their own ``s_f^2`` is small by selection): the floor of
-  :func:`batchglm.mixed.small_sample.donor_level_sf` with the trended prior ``s0^2``.
+  ``max(s~_f^2, s0^2)`` as residual variance: their own ``s_f^2`` is small by selection,
+  and ``s0^2``, the prior of the group-level variance, already holds the groups' average
+  sampling variance (adding ``mean_g v_g`` counted it twice).
 
 Only tests of group-level location coefficients are moderated; ``res.se_loc`` stays the
 maximum-likelihood standard error.
@@ -385,7 +384,7 @@ def moderated_sf(
         * ``"limma"``: ``F s_f^2 / s~_f^2`` referred to ``F(rank, d + d0)``.
 
         Features at 0 use the group-level regression with residual variance
-        ``max(s~_f^2, s0^2 + mean_g v_g)`` and ``F(rank, d + d0)`` either way.
+        ``max(s~_f^2, s0^2)`` and ``F(rank, d + d0)`` either way.
 
     Raises
     ------
@@ -421,12 +420,11 @@ def moderated_sf(
         r0 = max(int(np.linalg.matrix_rank(m)), 1)
         quad = np.einsum("if,ij,jf->f", est, np.linalg.pinv(m), est)
         # Their own estimate is small by selection (that is why the fit put the variance at
-        # 0): never below the prior scale plus the groups' own sampling variance (the floor
-        # of donor_level_sf with the trended prior in place of the mean fitted variance).
-        assert ss.donor_var is not None
+        # 0): never below the prior scale s0^2, which includes the groups' sampling variance.
         # Without a prior (< MIN_FEATURES usable features) the unmoderated test's floor.
-        scale0 = np.where(np.isfinite(prior.s2_prior[rows]), prior.s2_prior[rows], ss.prior_var)
-        floor = scale0 + ss.donor_var[:, rows].mean(axis=0)
+        assert ss.donor_var is not None
+        unmoderated = ss.prior_var + ss.donor_var[:, rows].mean(axis=0)
+        floor = np.where(np.isfinite(prior.s2_prior[rows]), prior.s2_prior[rows], unmoderated)
         s2 = np.maximum(prior.s2_post[rows], floor)
         at_zero = ref(quad / (r0 * s2))
     factor = 1.0 if ss.reml else d / ss.n_groups
