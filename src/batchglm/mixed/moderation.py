@@ -26,7 +26,8 @@ features:
   predictor (natural log, without size factors; :func:`trend_covariate`). It is the same
   for every parametrisation of the fixed design (a covariate shifted, centred or rescaled),
   so the prior and the p-values are too.
-  ``s0^2`` and ``d0`` are estimated by limma's method of moments on ``log s_f^2``
+  ``s0^2`` and ``d0`` are estimated, from the features of :func:`prior_features` (not
+  separated ones nor those on both variance bounds), by limma's method of moments on ``log s_f^2``
   (``fitFDist``): the trend of ``log s_f^2 - digamma(d/2) + log(d/2)`` on ``A_f`` is a natural
   cubic spline with 4 degrees of freedom fitted by least squares (a constant with fewer
   than 40 features), and the residual variance in excess of ``trigamma(d/2)`` is
