@@ -14,7 +14,7 @@ from scipy import stats
 
 import batchglm as bg
 from batchglm.de.separation import null_dispersion
-from batchglm.de.zero_side import TOTAL_CAP, zero_side_floor
+from batchglm.de.zero_side import zero_side_floor
 
 pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")
 
@@ -104,11 +104,17 @@ def test_poisson_limit_and_monotone_in_the_total():
         assert _floor(t, mu, 1e-9, zero) == pytest.approx(min(1.0, 2 * (1 - q) ** t), rel=1e-6)
         assert _floor(t, mu, 0.0, zero) == pytest.approx(min(1.0, 2 * (1 - q) ** t), rel=1e-12)
     # Over-dispersion makes "all reads on one side" likelier: never below Poisson.
-    values = [_floor(t, mu, 2.0, zero) for t in (5, 10, 50, 500, TOTAL_CAP, 10 * TOTAL_CAP)]
-    assert values[0] > min(1.0, 2 * (1 - q) ** 5)
-    assert all(a > b for a, b in zip(values[:4], values[1:5], strict=True))
-    # Totals above the cap are evaluated at the cap (a larger, conservative floor).
-    assert values[5] == values[4]
+    assert _floor(5, mu, 2.0, zero) > min(1.0, 2 * (1 - q) ** 5)
+    # Equal means: the beta-binomial, which decreases with the total; large totals are
+    # evaluated at the total itself (no cap), by the saddlepoint above 256 reads. (With
+    # unequal means P need not decrease: a huge total most likely comes from the one
+    # sample with the heaviest tail, tests/test_zero_side_unequal.py.)
+    flat = np.full(6, 0.6)
+    totals = (5, 50, 300, 2000, 20000)
+    values = [_floor(t, flat, 2.0, zero) for t in totals]
+    assert all(a > b > 0 for a, b in zip(values[:-1], values[1:], strict=True))
+    p0 = stats.betabinom.pmf(0, np.array(totals), 3 / 2.0, 3 / 2.0)
+    np.testing.assert_allclose(values, 2 * p0, rtol=1e-2)
 
 
 def test_no_zero_side_no_floor_and_bad_dispersion():
