@@ -17,6 +17,7 @@ import pytest
 from scipy import stats
 
 import batchglm as bg
+import batchglm.de.zero_side as zs
 from batchglm.de.zero_side import EXACT_TOTAL_MAX, zero_side_floor
 
 
@@ -79,6 +80,29 @@ def test_saddlepoint_against_the_convolution_for_large_totals():
     assert len(ratios) >= 10
     assert 0.98 < min(ratios) and max(ratios) < 1.02, ratios
     assert 0.75 < min(heavy) and max(heavy) < 1.25, heavy
+
+
+def test_many_observations_take_the_saddlepoint_and_agree_with_the_recursion(monkeypatch):
+    # Single-cell sized: 3000 cells with small means, 12 features. The recursion would cost
+    # n_obs * T per feature; past EXACT_WORK_MAX the saddlepoint is used. Both against each
+    # other (the recursion forced by raising the budget) and against the convolution.
+    rng = np.random.default_rng(33)
+    n, f = 3000, 12
+    mu = np.exp(rng.normal(-2.0, 1.0, (n, f)))
+    zero = np.zeros((n, f), dtype=bool)
+    zero[: n // 4] = True
+    alpha = np.full((n, f), 0.5)
+    total = np.round(mu[~zero[:, 0]].sum(0) * rng.uniform(0.8, 1.2, f))
+    assert np.all(n * (total + 1) > zs.EXACT_WORK_MAX)
+    mu_full = np.where(zero, 1e-12, mu)
+    saddle = zero_side_floor(total, mu_full, mu, alpha)
+    monkeypatch.setattr(zs, "EXACT_WORK_MAX", 1 << 40)
+    exact = zero_side_floor(total, mu_full, mu, alpha)
+    assert np.all((exact > 1e-250) & (exact < 1.0))
+    np.testing.assert_allclose(saddle, exact, rtol=0.02)
+    np.testing.assert_allclose(
+        exact[0] / 2, _convolved(int(total[0]), mu[:, 0], alpha[:, 0], zero[:, 0]), rtol=1e-5
+    )
 
 
 def test_the_on_off_regime_of_the_report():
@@ -176,3 +200,19 @@ def test_on_off_genes_with_covariates_are_called_and_few_reads_are_not():
         few = is_low & one_side & (y[tested].sum(0) > 0) & (total >= 1) & (total <= 5)
         assert few.sum() >= 40
         assert np.mean(p[few] < 0.05) <= 0.05, np.sort(p[few])[:5]
+
+
+def test_compiled_saddlepoint_equals_the_numpy_reference():
+    pytest.importorskip("numba")
+    from batchglm.de.zero_side_compiled import log_saddlepoint_pmf
+
+    rng = np.random.default_rng(5)
+    n, f = 400, 30
+    mu = np.exp(rng.normal(0.0, 1.5, (n, f)))
+    alpha = np.exp(rng.normal(-1.0, 0.5, (n, f)))
+    r, q = 1.0 / alpha, alpha * mu / (1.0 + alpha * mu)
+    mask = rng.random((n, f)) < 0.7
+    t = np.round(mu.sum(0) * 0.6) + 300.0
+    compiled = np.empty(f)
+    log_saddlepoint_pmf(t, r, q, mask, zs._NEWTON_STEPS, compiled)
+    np.testing.assert_allclose(compiled, zs._log_saddlepoint_pmf(t, r, q, mask), rtol=1e-11)

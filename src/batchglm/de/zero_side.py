@@ -24,7 +24,8 @@ function of a sum of them is ``prod_j (1 - q_j)^r_j (1 - q_j z)^-r_j``, so with 
 coefficients of ``exp(sum_k c_k z^k)``, ``c_k = sum_j r_j q_j^k / k`` (``t h_t = sum_{k <= t}
 k c_k h_{t-k}``, ``h_0 = 1``), ``P`` is ``h_T`` over the other side's observations divided by
 ``h_T`` over all of them: exact, with positive terms only, in ``O(T^2)`` operations per
-feature. Up to :data:`EXACT_TOTAL_MAX` reads it is computed so (agrees with the convolution
+feature. Up to :data:`EXACT_TOTAL_MAX` reads (and :data:`EXACT_WORK_MAX` observations times
+reads) it is computed so (agrees with the convolution
 of per-sample NB probabilities to 1e-13). Above, ``P(Y_N = T)`` and ``P(Y = T)`` are
 second-order saddlepoint approximations of the two sums and ``P(Y_Z = 0) = prod_Z (1 +
 alpha mu0)^(-1 / alpha)`` is exact; against the convolution (150 random layouts, means
@@ -70,8 +71,12 @@ conditional test, never used as the test itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from batchglm.families import nb_kernel
 
 Array = NDArray[np.float64]
 
@@ -83,6 +88,12 @@ ZERO_SIDE_RTOL = 1e-6
 #: feature); larger ones by the saddlepoint approximation (within 1.5 % of the exact value
 #: for dispersions up to 1, module docstring; ``tests/test_zero_side_unequal.py``).
 EXACT_TOTAL_MAX = 256
+
+#: ... and only while ``n_obs * (T + 1)`` stays below this: the recursion's power sums cost
+#: ``n_obs * T`` per feature, which for single-cell tables (tens of thousands of cells, many
+#: separated features in marker tests) would cost seconds to minutes. There the saddlepoint
+#: sums thousands of terms and is at its most accurate.
+EXACT_WORK_MAX = 1 << 18
 
 #: Dispersions below this are the Poisson limit (``k`` up to about 1e12 times the mean).
 _ALPHA_MIN = 1e-12
@@ -179,15 +190,19 @@ def _log_no_read_probability(t: Array, mu: Array, alpha: Array, zero: NDArray[np
     r = 1.0 / alpha
     q = alpha * mu / (1.0 + alpha * mu)
     out = np.empty(t.size)
-    small = t <= EXACT_TOTAL_MAX
+    small = (t <= EXACT_TOTAL_MAX) & (mu.shape[0] * (t + 1.0) <= EXACT_WORK_MAX)
     if np.any(small):
         s = np.flatnonzero(small)
         out[s] = _log_ratio_exact(t[s], r[:, s], q[:, s], ~zero[:, s])
     if not np.all(small):
-        b = np.flatnonzero(~small)
-        log_p0 = np.where(zero[:, b], -r[:, b] * np.log1p(alpha[:, b] * mu[:, b]), 0.0).sum(0)
-        others = _log_saddlepoint_pmf(t[b], r[:, b], q[:, b], ~zero[:, b])
-        every = _log_saddlepoint_pmf(t[b], r[:, b], q[:, b], np.ones_like(zero[:, b]))
+        # Columns by a slice when every feature is large (single-cell tables): no copies.
+        b = slice(None) if not np.any(small) else np.flatnonzero(~small)
+        zb, rb, qb = zero[:, b], r[:, b], q[:, b]
+        # log P(Y_Z = 0) = sum_Z r log(1 - q) = -sum_Z r log1p(alpha mu).
+        log_p0 = (rb * np.log1p(-np.where(zb, qb, 0.0))).sum(0)
+        saddle = _saddlepoint_function(zero.size)
+        others = saddle(t[b], rb, qb, ~zb)
+        every = saddle(t[b], rb, qb, np.ones_like(zb))
         out[b] = log_p0 + others - every
     return out
 
@@ -205,7 +220,8 @@ def _log_ratio_exact(t: Array, r: Array, q: Array, other: NDArray[np.bool_]) -> 
     out = np.empty(t.size)
     order = np.argsort(t)
     t_max = int(t.max())
-    step = max(1, _CHUNK_ELEMENTS // (2 * (t_max + 1)))
+    # Both the (n, 2f) power sums and the (2f, T + 1) coefficients stay within one chunk.
+    step = max(1, _CHUNK_ELEMENTS // (2 * max(t_max + 1, r.shape[0])))
     for start in range(0, t.size, step):
         part = order[start : start + step]
         tp = t[part].astype(np.intp)
@@ -243,6 +259,27 @@ def _log_ratio_exact(t: Array, r: Array, q: Array, other: NDArray[np.bool_]) -> 
     return out
 
 
+def _saddlepoint_function(size: int) -> Callable[..., Array]:
+    """Pick the compiled saddlepoint for blocks of at least ``MIN_ENTRIES`` entries, else NumPy."""
+    if not (nb_kernel.ENABLED and size >= nb_kernel.MIN_ENTRIES):
+        return _log_saddlepoint_pmf
+    from batchglm.de.zero_side_compiled import log_saddlepoint_pmf
+
+    def compiled(t: Array, r: Array, q: Array, mask: NDArray[np.bool_]) -> Array:
+        out = np.empty(t.size)
+        log_saddlepoint_pmf(
+            np.ascontiguousarray(t, dtype=np.float64),
+            np.ascontiguousarray(r, dtype=np.float64),
+            np.ascontiguousarray(q, dtype=np.float64),
+            np.ascontiguousarray(mask, dtype=np.bool_),
+            _NEWTON_STEPS,
+            out,
+        )
+        return out
+
+    return compiled
+
+
 def _log_saddlepoint_pmf(t: Array, r: Array, q: Array, mask: NDArray[np.bool_]) -> Array:
     """``log P(sum_{mask} Y_j = t)`` for independent ``Y_j ~ NB(r_j, q_j)``, second order.
 
@@ -258,20 +295,27 @@ def _log_saddlepoint_pmf(t: Array, r: Array, q: Array, mask: NDArray[np.bool_]) 
     # K'(s) lies between e^s c1 and e^s c1 / (1 - q_max e^s): a bracket of the root.
     hi = np.minimum(-np.log(q_max), np.log(t / c1))
     lo = np.log(t / (c1 + t * q_max))
-    s = 0.5 * (lo + hi)
+    # Start at the Poisson root log(t / c1) (exact as q -> 0; thousands of small-mean cells)
+    # where it lies inside the bracket; iterate only on features not yet converged.
+    s = np.log(t / c1)
+    s = np.where((s > lo) & (s < hi), s, 0.5 * (lo + hi))
+    active = np.arange(s.size)
     for _ in range(_NEWTON_STEPS):
-        u = np.exp(log_q + s)
-        k1 = (r * u / (1.0 - u)).sum(axis=0)
-        k2 = (r * u / (1.0 - u) ** 2).sum(axis=0)
-        above = k1 > t
-        hi = np.where(above, s, hi)
-        lo = np.where(above, lo, s)
-        new = s - (k1 - t) / k2
-        new = np.where((new > lo) & (new < hi), new, 0.5 * (lo + hi))
-        if np.all(np.abs(new - s) <= 1e-14 * np.maximum(1.0, np.abs(s))):
-            s = new
+        sa, lq, ra = s[active], log_q[:, active], r[:, active]
+        u = np.exp(lq + sa)
+        v = u / (1.0 - u)
+        k1 = (ra * v).sum(axis=0)
+        k2 = (ra * v / (1.0 - u)).sum(axis=0)
+        above = k1 > t[active]
+        hi[active] = np.where(above, sa, hi[active])
+        lo[active] = np.where(above, lo[active], sa)
+        new = sa - (k1 - t[active]) / k2
+        new = np.where((new > lo[active]) & (new < hi[active]), new, 0.5 * (lo + hi)[active])
+        s[active] = new
+        moving = np.abs(new - sa) > 1e-14 * np.maximum(1.0, np.abs(sa))
+        active = active[moving]
+        if active.size == 0:
             break
-        s = new
     u = np.exp(log_q + s)
     big_k = (r * (np.log1p(-np.where(r > 0, q, 0.0)) - np.log1p(-u))).sum(axis=0)
     k2 = (r * u / (1.0 - u) ** 2).sum(axis=0)
