@@ -20,6 +20,7 @@ test of some features into a test of all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -37,9 +38,10 @@ from batchglm.dispersion.cox_reid import (
     cox_reid_search,
     max_alpha,
 )
-from batchglm.dispersion.estimate import Dispersions
+from batchglm.dispersion.estimate import Dispersions, estimate_dispersions
 from batchglm.dispersion.nb_fit import fitted_means, residual_df
 from batchglm.dispersion.shrinkage import dispersion_outliers, prior_variance
+from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
 from batchglm.solvers.status import Status
 
@@ -204,3 +206,87 @@ def splice_results(first: DEResult, sub: DEResult, feats: NDArray[np.intp], data
             values[feats] = b
             changes[f.name] = values
     return replace(first, **changes)
+
+
+def refit_replaced(
+    values: Any,
+    res: FitResult,
+    de_res: DEResult,
+    feats: NDArray[np.intp],
+    *,
+    design: Any,
+    design_scale: Any,
+    constraints_loc: Any,
+    run: dict[str, Any],
+    initial_fit: Callable[..., FitResult],
+    run_test: Callable[..., DEResult],
+    named: Callable[[Any, pd.Index, pd.Index], Any],
+) -> tuple[FitResult, DEResult]:
+    """Refit and retest only the features with replaced counts; splice them in.
+
+    DESeq2's ``refitWithoutOutliers``: the refitted features get new gene-wise and MAP
+    dispersions at the first pass's trend function and prior variance
+    (:func:`refit_dispersions`); every other feature keeps its first-pass results exactly.
+
+    Parameters
+    ----------
+    values : ndarray or sparse matrix
+        ``(n_obs, n_features)`` counts after the outlier replacement.
+    res : FitResult
+        The first pass's fit of all features.
+    de_res : DEResult
+        The first pass's test of all features.
+    feats : ndarray of int
+        ``(n_sub,)`` positions of the features with replaced counts.
+    design, design_scale, constraints_loc
+        The first pass's location design (formula or matrix), scale design and location
+        constraints.
+    run : dict
+        The keyword arguments of the first pass's test (``model``, ``dispersion``,
+        ``fit_args`` and the tested effect).
+    initial_fit, run_test, named : callable
+        The pipeline's first fit, its test and its naming of counts
+        (:mod:`batchglm.de.pipeline`), so that the refit runs them as the first pass did.
+
+    Returns
+    -------
+    fit : FitResult
+        ``res`` with the refitted features' fits spliced in.
+    test : DEResult
+        ``de_res`` with the refitted features' tests spliced in.
+    """
+    sub_values = values[:, feats]
+    sub_input = named(sub_values, res.obs_names, res.feature_names[feats])
+    fit_args = dict(run["fit_args"])
+    for name in ("weights", "offset"):
+        arr = fit_args.get(name)
+        if isinstance(arr, np.ndarray) and arr.ndim == 2:
+            fit_args[name] = arr[:, feats]
+    # The refitted features start as in the first pass (DESeq2's rough dispersion).
+    res_sub = initial_fit(
+        sub_input,
+        design,
+        res.obs,
+        None,
+        res.size_factors,
+        constraints_loc,
+        fit_args,
+        design_scale,
+        run["model"],
+        run["dispersion"],
+    )
+    if run["dispersion"] == "map":
+        key = ("dispersions", "parametric")
+        first = res.derived.get(key)
+        if not (isinstance(first, Dispersions) and first.has_map):
+            first = estimate_dispersions(res.data, res, progress=fit_args["progress"])
+        res_sub.derived[key] = refit_dispersions(data_of_fit(sub_input, res_sub), res_sub, first)
+    de_sub = run_test(
+        res_sub.data,
+        res_sub,
+        **{**run, "layer": None, "obs": res.obs, "fit_args": fit_args},
+    )
+    all_data = data_of_fit(named(values, res.obs_names, res.feature_names), res)
+    return splice_fits(res, res_sub, feats, all_data), splice_results(
+        de_res, de_sub, feats, all_data
+    )

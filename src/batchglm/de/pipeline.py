@@ -47,7 +47,7 @@ from batchglm.de.cooks import CooksOutliers, default_cutoff, design_cells, find_
 from batchglm.de.independent_filtering import FilterResult
 from batchglm.de.independent_filtering import independent_filtering as filter_by_base_mean
 from batchglm.de.multiple_testing import bh_qvalues
-from batchglm.de.outlier_refit import refit_dispersions, splice_fits, splice_results
+from batchglm.de.outlier_refit import refit_replaced
 from batchglm.de.pipeline_result import PipelineResult
 from batchglm.de.pipeline_weights import (
     check_weighted_options,
@@ -597,7 +597,7 @@ def test(
                 )
                 de_res = _run_test(new_data, res, **{**run, "layer": None, "obs": res.obs})
             else:
-                res, de_res = _refit_replaced(
+                res, de_res = refit_replaced(
                     values,
                     res,
                     de_res,
@@ -606,6 +606,9 @@ def test(
                     design_scale=design_scale,
                     constraints_loc=constraints_loc,
                     run=run,
+                    initial_fit=_initial_fit,
+                    run_test=_run_test,
+                    named=_named,
                 )
             max_cooks = out.max_cooks_kept
         with np.errstate(invalid="ignore"):
@@ -648,63 +651,6 @@ test.__test__ = False  # type: ignore[attr-defined]
 def _as_input(values: Any, res: FitResult) -> Any:
     """Name the replaced counts like the fit, for a rerun."""
     return _named(values, res.obs_names, res.feature_names)
-
-
-def _refit_replaced(
-    values: Any,
-    res: FitResult,
-    de_res: DEResult,
-    feats: NDArray[np.intp],
-    *,
-    design: Any,
-    design_scale: Any,
-    constraints_loc: Any,
-    run: dict[str, Any],
-) -> tuple[FitResult, DEResult]:
-    """Refit and retest only the features with replaced counts; splice them in.
-
-    DESeq2's ``refitWithoutOutliers``: the refitted features get new gene-wise and MAP
-    dispersions at the first pass's trend function and prior variance
-    (:func:`batchglm.de.outlier_refit.refit_dispersions`); every other feature keeps its
-    first-pass results exactly.
-    """
-    from batchglm.dispersion.estimate import Dispersions, estimate_dispersions
-
-    sub_values = values[:, feats]
-    sub_input = _named(sub_values, res.obs_names, res.feature_names[feats])
-    fit_args = dict(run["fit_args"])
-    for name in ("weights", "offset"):
-        arr = fit_args.get(name)
-        if isinstance(arr, np.ndarray) and arr.ndim == 2:
-            fit_args[name] = arr[:, feats]
-    # The refitted features start as in the first pass (DESeq2's rough dispersion).
-    res_sub = _initial_fit(
-        sub_input,
-        design,
-        res.obs,
-        None,
-        res.size_factors,
-        constraints_loc,
-        fit_args,
-        design_scale,
-        run["model"],
-        run["dispersion"],
-    )
-    if run["dispersion"] == "map":
-        key = ("dispersions", "parametric")
-        first = res.derived.get(key)
-        if not (isinstance(first, Dispersions) and first.has_map):
-            first = estimate_dispersions(res.data, res, progress=fit_args["progress"])
-        res_sub.derived[key] = refit_dispersions(data_of_fit(sub_input, res_sub), res_sub, first)
-    de_sub = _run_test(
-        res_sub.data,
-        res_sub,
-        **{**run, "layer": None, "obs": res.obs, "fit_args": fit_args},
-    )
-    all_data = data_of_fit(_as_input(values, res), res)
-    return splice_fits(res, res_sub, feats, all_data), splice_results(
-        de_res, de_sub, feats, all_data
-    )
 
 
 def _named(values: Any, obs_names: pd.Index, feature_names: pd.Index) -> Any:
