@@ -172,12 +172,13 @@ def test_search_is_unchanged_on_a_stored_table(compiled):
     np.testing.assert_allclose(found[True][1][:, ok], found[False][1][:, ok], rtol=1e-10)
     # Newton stops within 1e-8 (remaining step) of the maximiser in both paths; towards the
     # Poisson limit (log r ~ 12) the APL is so flat that gradient rounding moves it ~1e-7.
-    np.testing.assert_allclose(found[True][0][ok], found[False][0][ok], rtol=1e-8, atol=5e-8)
+    np.testing.assert_allclose(found[True][0][ok], found[False][0][ok], rtol=1e-8, atol=3e-7)
     grid = log_r_grid(y.shape[0])
     xs = x / np.abs(x).max(axis=0)
+    # r up to ~500: scipy's nbinom loses ~r log r * 1e-16 at larger r.
+    near = np.flatnonzero(grid <= np.log(500.0))
     for f in np.flatnonzero(~ok)[:5]:
-        # r up to ~500: scipy's nbinom loses ~r log r * 1e-16 at larger r.
-        for g in (0, 20, 40):
+        for g in near[[0, near.size // 2, -1]]:
             r = np.exp(grid[g])
             ll = stats.nbinom.logpmf(y[:, f], r, r / (r + mu[:, f])) + special.gammaln(
                 y[:, f] + 1.0
