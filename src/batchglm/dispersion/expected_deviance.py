@@ -10,7 +10,9 @@ IRLS weights), not ``n - p``; dividing the deviance by it instead gives QL dispe
 near 1 for features that follow the NB model, at any count level. This follows the idea
 of edgeR 4's adjusted deviance (Chen, Chen, Lun, Baldoni & Smyth 2025); the computation
 here (an exact table of ``kappa`` over ``log mu`` and ``log r`` with the gamma limit beyond
-it) is our own.
+it) is our own. With numba the table's columns are summed by a compiled kernel
+(:mod:`batchglm.dispersion.expected_deviance_compiled`, about 20x faster; the NumPy sums
+stay the reference and the fallback, ``BATCHGLM_NUMBA=0``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from numpy.typing import NDArray
 from scipy import special
 
 from batchglm import blocks
+from batchglm.families import nb_kernel
 
 Array = NDArray[np.float64]
 
@@ -62,6 +65,22 @@ def _nbinom_ppf(q: float, r: float, p: Array) -> Array:
     return np.asarray(np.where(special.betainc(r, below + 1.0, p) >= q, below, k))
 
 
+def _last_count(mu: Array, r: float) -> NDArray[np.int64]:
+    """Largest count of each truncated sum: two past the ``1 - 1e-12`` quantile."""
+    return np.asarray(_nbinom_ppf(1.0 - _TAIL, r, r / (r + mu)).astype(np.int64) + 2)
+
+
+def _column(mu: Array, r: float) -> Array:
+    """``kappa(mu_j, r)`` for every ``mu_j`` at one size: compiled where numba is enabled."""
+    if not nb_kernel.ENABLED:
+        return _exact_column(mu, r)
+    from batchglm.dispersion.expected_deviance_compiled import kappa_column
+
+    out = np.empty(mu.size)
+    kappa_column(mu, float(r), _last_count(mu, r), out)
+    return out
+
+
 def _exact_column(mu: Array, r: float) -> Array:
     """``kappa(mu_j, r)`` for every ``mu_j`` at one size, as exact truncated sums.
 
@@ -71,8 +90,7 @@ def _exact_column(mu: Array, r: float) -> Array:
     chunk rather than one per cell.
     """
     p = r / (r + mu)
-    k = _nbinom_ppf(1.0 - _TAIL, r, p).astype(np.int64) + 2
-    length = k + 1
+    length = _last_count(mu, r) + 1
     out = np.empty(mu.size)
     first = 0
     while first < mu.size:
@@ -147,7 +165,7 @@ class KappaTable:
         # One column per size, in parallel threads (scipy's special functions and numpy's
         # sums release the GIL): the table is a fixed cost of every QL fit.
         columns = blocks.map_blocks(
-            lambda sl: _exact_column(mu, float(np.exp(grid_r[sl.start]))),
+            lambda sl: _column(mu, float(np.exp(grid_r[sl.start]))),
             [slice(j, j + 1) for j in range(grid_r.size)],
         )
         values = np.column_stack(columns)
