@@ -31,10 +31,10 @@ from scipy import sparse
 
 from batchglm.families import Derivatives
 from batchglm.mixed.grouping import Grouping
-from batchglm.mixed.laplace import OuterProblem, differenced_hessian, laplace_evaluation
+from batchglm.mixed.laplace import MarginalObjective, OuterProblem, differenced_hessian
 from batchglm.mixed.third_derivatives import third_derivatives
-from batchglm.solvers.count_table import CountTable, table_and_constant
-from batchglm.solvers.objective import Evaluation, Problem
+from batchglm.solvers.count_table import CountTable
+from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
 
@@ -111,7 +111,7 @@ class JointProblem(OuterProblem):
         self.k_loc = self.base.k_loc + self.n_factors
 
 
-class JointLaplaceObjective:
+class JointLaplaceObjective(MarginalObjective):
     """Laplace marginal log-likelihood with several random-intercept factors.
 
     Parameters
@@ -136,22 +136,17 @@ class JointLaplaceObjective:
         constant: Array | None = None,
         layout: JointLayout | None = None,
     ) -> None:
-        self.base = problem
+        self._set_data(problem, y, table, constant)
         self._problem = JointProblem(problem)
         self._problem.n_factors = len(groupings)
         self._problem.k_loc = problem.k_loc + len(groupings)
         self.groupings = groupings
-        self.y = np.ascontiguousarray(y)
         self.layout = layout if layout is not None else JointLayout(groupings, y.shape[0])
         self.q = self.layout.q
         self.cols = self.layout.cols
         self.z = self.layout.z
         self.zt = self.layout.zt
         self.factor_of = self.layout.factor_of
-        sg = problem.scale_groups
-        self.table, self.constant = table_and_constant(
-            problem.family, self.y, sg.index, sg.n_groups, table, constant
-        )
         self.modes = np.zeros((self.q, y.shape[1])) if modes is None else modes
 
     @property
@@ -240,18 +235,10 @@ class JointLaplaceObjective:
         a, sigma, b = theta[:, :kl], theta[:, kl : kl + n_fac], theta[:, kl + n_fac :]
         sig_g = sigma.T[self.factor_of]  # (q, F)
         eta_fixed = p.eta_loc(a, out=np.empty((self.y.shape[0], theta.shape[0])))
-        if fam.has_scale:
-            eta_s_groups = p.eta_scale_groups(b)
-            eta_scale = p.scale_groups.expand(eta_s_groups)
-        else:
-            eta_s_groups = np.zeros((1, theta.shape[0]))
-            eta_scale = eta_s_groups
+        eta_s_groups, eta_scale = self._scale(b)
         v, eta, der, zd1, h = self.solve_modes(eta_fixed, eta_scale, sig_g, start)
-        counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
-        logdet = np.linalg.slogdet(h)[1]
-        ll = der.ll.sum(axis=0) + self.constant - 0.5 * (v * v).sum(axis=0) - 0.5 * logdet
-        if counts is not None:
-            ll = ll + counts[0].sum(axis=0)
+        counts = self._count_terms(eta_s_groups, order)
+        ll = self._value(der.ll, v, counts, np.linalg.slogdet(h)[1])
         if order == 0:
             return ll, None, v
         d3, c3 = third_derivatives(fam.name, self.y, eta, eta_scale)
@@ -291,23 +278,6 @@ class JointLaplaceObjective:
                 d_s = d_s + counts[1]
             grad[:, kl + n_fac :] = (p.scale_rows.T @ d_s).T
         return ll, grad, v
-
-    def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
-        """:meth:`evaluate` with the size of the summed terms (for the engine's noise test).
-
-        Parameters
-        ----------
-        theta : ndarray
-            As in :meth:`evaluate`.
-        order : int
-            As in :meth:`evaluate`.
-
-        Returns
-        -------
-        Evaluation
-            Value, gradient, Hessian and magnitude.
-        """
-        return laplace_evaluation(*self.evaluate(theta, order), self.constant)
 
     def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """Laplace log-likelihood, analytic gradient and differenced Hessian per feature.

@@ -152,7 +152,123 @@ def differenced_hessian(theta: Array, gradient: Callable[[Array, int, Array], Ar
     return 0.5 * (hess + np.swapaxes(hess, 1, 2))
 
 
-class LaplaceObjective:
+def _sigma_gradient(sig: Array, v: Array, s1: Array, s2: Array, s3: Array, inv_h: Array) -> Array:
+    """``dL / dsigma`` ``(F,)`` of the one-factor Laplace objective from per-group sums.
+
+    ``J_sigma - 1/2 sum_g (H_{g,sigma} + H_{g,v} dv_g/dsigma) / H_g`` with ``H_{g,v} =
+    -sigma^3 S3_g`` and ``dv_g / dsigma = (S1_g + sigma v_g S2_g) / H_g``; all arrays
+    ``(G, F)`` (``sig`` ``(1, F)``).
+    """
+    h_v = -(sig**3) * s3
+    j_v_sigma = s1 + sig * v * s2
+    h_sigma = -2.0 * sig * s2 - sig * sig * v * s3
+    return np.asarray(
+        (v * s1).sum(axis=0) - 0.5 * ((h_sigma + h_v * j_v_sigma * inv_h) * inv_h).sum(axis=0)
+    )
+
+
+class MarginalObjective:
+    """What the Laplace objectives (ML, REML, several factors) share: data and value.
+
+    Holds the fixed-effect problem, the counts and the count-only parts of the
+    log-likelihood (:func:`batchglm.solvers.count_table.table_and_constant`); assembles
+    the Laplace value ``sum ll + constant - 1/2 |v|^2 - 1/2 log det(curvature)`` plus the
+    count table's scale terms, and wraps evaluations for the engine.
+    """
+
+    base: Problem
+    y: Array
+    table: CountTable | None
+    constant: Array
+
+    def _set_data(
+        self, problem: Problem, y: Array, table: CountTable | None, constant: Array | None
+    ) -> None:
+        self.base = problem
+        self.y = np.ascontiguousarray(y)
+        sg = problem.scale_groups
+        self.table, self.constant = table_and_constant(
+            problem.family, self.y, sg.index, sg.n_groups, table, constant
+        )
+
+    def _scale(self, b: Array) -> tuple[Array, Array]:
+        """Scale predictor per scale group ``(n_groups, F)`` and per observation."""
+        p = self.base
+        if p.family.has_scale:
+            groups = p.eta_scale_groups(b)
+            return groups, p.scale_groups.expand(groups)
+        zeros = np.zeros((1, b.shape[0]))
+        return zeros, zeros
+
+    def _count_terms(
+        self, eta_s_groups: Array, order: int
+    ) -> tuple[Array, Array | None, Array | None] | None:
+        """Return the count table's scale terms (value, first, second derivatives) or ``None``."""
+        if self.table is None:
+            return None
+        return self.table.group_sums(self.base.family, eta_s_groups, order)
+
+    def _value(
+        self,
+        ll: Array,
+        v: Array,
+        counts: tuple[Array, Array | None, Array | None] | None,
+        *log_curvature: Array,
+    ) -> Array:
+        """Assemble the Laplace value ``(F,)``.
+
+        From ``ll`` ``(n, F)`` or ``(G, F)``, the modes ``v`` and the terms of the log
+        determinant of the curvature ``(F,)`` each (for REML also ``-p log 2 pi``, the
+        constant of the integrated fixed effects), subtracted one by one, halved.
+        """
+        value = ll.sum(axis=0) + self.constant - 0.5 * (v * v).sum(axis=0)
+        for term in log_curvature:
+            value = value - 0.5 * term
+        if counts is not None:
+            value = value + counts[0].sum(axis=0)
+        return value
+
+    def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
+        """Value, gradient and Hessian per feature (each objective defines it).
+
+        Parameters
+        ----------
+        theta : ndarray
+            ``(F, k)`` parameters in the objective's layout.
+        order : int
+            0 for the value only, 2 for gradient and Hessian too.
+
+        Returns
+        -------
+        ll, grad, hess : ndarray
+            ``(F,)``, ``(F, k)``, ``(F, k, k)`` (``None`` for order 0).
+
+        Raises
+        ------
+        NotImplementedError
+            On the base class itself.
+        """
+        raise NotImplementedError
+
+    def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
+        """:meth:`evaluate` with the size of the summed terms (for the engine's noise test).
+
+        Parameters
+        ----------
+        theta : ndarray
+            As in :meth:`evaluate`.
+        order : int
+            As in :meth:`evaluate`.
+
+        Returns
+        -------
+        Evaluation
+            Value, gradient, Hessian and magnitude.
+        """
+        return laplace_evaluation(*self.evaluate(theta, order), self.constant)
+
+
+class LaplaceObjective(MarginalObjective):
     """Laplace marginal log-likelihood of a block of features, parameters ``[a, sigma, b]``.
 
     Parameters
@@ -177,14 +293,9 @@ class LaplaceObjective:
         constant: Array | None = None,
         moments: GroupMoments | None = None,
     ) -> None:
-        self.base = problem
+        self._set_data(problem, y, table, constant)
         self._problem = OuterProblem(problem)
-        self.y = np.ascontiguousarray(y)
         self.groups = groups
-        sg = problem.scale_groups
-        self.table, self.constant = table_and_constant(
-            problem.family, self.y, sg.index, sg.n_groups, table, constant
-        )
         self.modes = np.zeros((groups.n_groups, y.shape[1])) if modes is None else modes
         self.last_mode: Mode | FusedMode | None = None
         if moments is None:
@@ -248,14 +359,6 @@ class LaplaceObjective:
             out.group_pass = None
         return out
 
-    def _scale(self, b: Array) -> tuple[Array, Array]:
-        p = self.base
-        if p.family.has_scale:
-            groups = p.eta_scale_groups(b)
-            return groups, p.scale_groups.expand(groups)
-        zeros = np.zeros((1, b.shape[0]))
-        return zeros, zeros
-
     def _value_and_gradient(
         self, theta: Array, order: int, start: Array, hessian: bool = False
     ) -> tuple[Array, Array | None, Mode | FusedMode, Array | None]:
@@ -271,15 +374,8 @@ class LaplaceObjective:
         sig = sigma[None, :]
         v = mode.v
         curv = 1.0 - sig * sig * mode.s2
-        counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
-        ll = (
-            mode.der.ll.sum(axis=0)
-            + self.constant
-            - 0.5 * (v * v).sum(axis=0)
-            - 0.5 * np.log(curv).sum(axis=0)
-        )
-        if counts is not None:
-            ll = ll + counts[0].sum(axis=0)
+        counts = self._count_terms(eta_s_groups, order)
+        ll = self._value(mode.der.ll, v, counts, np.log(curv).sum(axis=0))
         if order == 0:
             return ll, None, mode, None
         der = mode.der
@@ -297,11 +393,7 @@ class LaplaceObjective:
         grad = np.empty_like(theta)
         w_loc = der.d_loc - 0.5 * (dir_w * der.d2_loc - third_w * d3)
         grad[:, :kl] = (p.rows.xc.T @ w_loc).T
-        j_v_sigma = mode.s1 + sig * v * mode.s2
-        h_sigma = -2.0 * sig * mode.s2 - sig * sig * v * s3
-        grad[:, kl] = (v * mode.s1).sum(axis=0) - 0.5 * (
-            (h_sigma + h_v * j_v_sigma * inv_h) * inv_h
-        ).sum(axis=0)
+        grad[:, kl] = _sigma_gradient(sig, v, mode.s1, mode.s2, s3, inv_h)
         scale_counts = None
         if fam.has_scale:
             assert der.d_scale is not None and der.d2_cross is not None and c3 is not None
@@ -348,15 +440,8 @@ class LaplaceObjective:
         sig = sigma[None, :]
         v = mode.v
         curv = 1.0 - sig * sig * mode.s2
-        counts = self.table.group_sums(fam, eta_s_groups, order) if self.table is not None else None
-        ll = (
-            mode.ll.sum(axis=0)
-            + self.constant
-            - 0.5 * (v * v).sum(axis=0)
-            - 0.5 * np.log(curv).sum(axis=0)
-        )
-        if counts is not None:
-            ll = ll + counts[0].sum(axis=0)
+        counts = self._count_terms(eta_s_groups, order)
+        ll = self._value(mode.ll, v, counts, np.log(curv).sum(axis=0))
         if order == 0:
             return ll, None, mode, None
         mm = mode.moments
@@ -372,11 +457,7 @@ class LaplaceObjective:
             dir_w * loc2[..., 1:, 0] - third_w * loc3[..., 1:, 0]
         )
         grad[:, :kl] = g_loc.sum(axis=0)
-        j_v_sigma = mode.s1 + sig * v * mode.s2
-        h_sigma = -2.0 * sig * mode.s2 - sig * sig * v * s3
-        grad[:, kl] = (v * mode.s1).sum(axis=0) - 0.5 * (
-            (h_sigma + h_v * j_v_sigma * inv_h) * inv_h
-        ).sum(axis=0)
+        grad[:, kl] = _sigma_gradient(sig, v, mode.s1, mode.s2, s3, inv_h)
         scale_counts = None
         if fam.has_scale:
             assert mm.first_scale is not None and mm.cross is not None
@@ -419,23 +500,6 @@ class LaplaceObjective:
             zc = p.scale.reduced
             out += [sig * self.groups(c2 * zc[:, i : i + 1]) * inv_h for i in range(p.k_scale)]
         return out
-
-    def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
-        """:meth:`evaluate` with the size of the summed terms (for the engine's noise test).
-
-        Parameters
-        ----------
-        theta : ndarray
-            As in :meth:`evaluate`.
-        order : int
-            As in :meth:`evaluate`.
-
-        Returns
-        -------
-        Evaluation
-            Value, gradient, Hessian and magnitude.
-        """
-        return laplace_evaluation(*self.evaluate(theta, order), self.constant)
 
     def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """Laplace log-likelihood, its gradient and its Hessian for every feature.

@@ -41,12 +41,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.families import Derivatives, Family
+from batchglm.families import Derivatives
 from batchglm.mixed.group_pass import GroupPass, RowBasis, applies
-from batchglm.mixed.laplace import laplace_evaluation
-from batchglm.solvers.count_table import CountTable, table_and_constant
+from batchglm.mixed.laplace import MarginalObjective, OuterProblem
+from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts, inverse_negative
-from batchglm.solvers.objective import Evaluation, Problem
+from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
 
@@ -63,43 +63,17 @@ _MAX_HALVINGS = 30
 _MAX_ETA_STEP = 2.0
 
 
-@dataclass
-class RemlProblem:
+class RemlProblem(OuterProblem):
     """Parameter layout of the REML objective for the Newton engine: ``[sigma, b]``."""
 
-    base: Problem
-
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.k_loc = 1
-        self.k_scale = self.base.k_scale
-        self.family: Family = self.base.family
-        self.scale_rows = self.base.scale_rows
-        self.pp_scale: PairProducts = getattr(self.base, "pp_scale", None)  # type: ignore[assignment]
-
-    @property
-    def n_params(self) -> int:
-        """Free parameters per feature: ``sigma`` and the scale coefficients."""
-        return 1 + self.k_scale
 
     @property
     def units(self) -> Array:
         """Units of the parameters: 1 for ``sigma``, the scale design's for ``b``."""
         return np.concatenate([[1.0], self.base.units[self.base.k_loc :]])
-
-    def eta_scale_groups(self, b: Array) -> Array:
-        """Scale predictor per scale group, ``(n_groups, F)``.
-
-        Parameters
-        ----------
-        b : ndarray
-            Free scale coefficients ``(F, k_scale)``.
-
-        Returns
-        -------
-        ndarray
-            ``Z C b`` at each distinct scale-design row.
-        """
-        return self.base.eta_scale_groups(b)
 
 
 @dataclass
@@ -127,7 +101,7 @@ class JointMode:
     converged: NDArray[np.bool_]
 
 
-class RemlObjective:
+class RemlObjective(MarginalObjective):
     """Restricted Laplace log-likelihood of a block of features, parameters ``[sigma, b]``.
 
     Parameters
@@ -153,14 +127,9 @@ class RemlObjective:
         constant: Array | None = None,
         pairs: PairProducts | None = None,
     ) -> None:
-        self.base = problem
+        self._set_data(problem, y, table, constant)
         self._problem = RemlProblem(problem)
-        self.y = np.ascontiguousarray(y)
         self.groups = groups
-        sg = problem.scale_groups
-        self.table, self.constant = table_and_constant(
-            problem.family, self.y, sg.index, sg.n_groups, table, constant
-        )
         self.a = np.array(a0, dtype=np.float64)
         self.modes = np.zeros((groups.n_groups, y.shape[1])) if modes is None else modes
         xc = problem.rows.xc
@@ -207,14 +176,6 @@ class RemlObjective:
             self.constant[keep],
             self.pairs,
         )
-
-    def _scale(self, b: Array) -> tuple[Array, Array]:
-        p = self.base
-        if p.family.has_scale:
-            groups = p.eta_scale_groups(b)
-            return groups, p.scale_groups.expand(groups)
-        zeros = np.zeros((1, b.shape[0]))
-        return zeros, zeros
 
     def _schur(self, w: Array, s2: Array, sigma: Array) -> tuple[Array, Array, Array]:
         """``S`` ``(F, p, p)``, ``H_g`` ``(G, F)`` and ``c_g`` ``(G, F, p)`` for weights ``w``."""
@@ -283,7 +244,6 @@ class RemlObjective:
         JointMode
             The mode, ``L_R`` and ``S`` there.
         """
-        fam = self.base.family
         sigma, b = theta[:, 0], theta[:, 1:]
         sig = sigma[None, :]
         eta_s_groups, eta_scale = self._scale(b)
@@ -331,35 +291,11 @@ class RemlObjective:
         sign, logdet = np.linalg.slogdet(schur)
         logdet = np.where((sign > 0) & done, logdet, np.nan)
         ll = der.ll if isinstance(der, Derivatives) else der[0]
-        value = (
-            ll.sum(axis=0)
-            + self.constant
-            - 0.5 * (v * v).sum(axis=0)
-            - 0.5 * np.log(h).sum(axis=0)
-            - 0.5 * logdet
-            + 0.5 * a.shape[1] * np.log(2.0 * np.pi)
-        )
-        counts = self.table.group_sums(fam, eta_s_groups, 0) if self.table is not None else None
-        if counts is not None:
-            value = value + counts[0].sum(axis=0)
+        # ``log det K`` and the ``log 2 pi`` of the ``p`` integrated fixed effects.
+        log_2pi = -a.shape[1] * np.log(2.0 * np.pi)
+        counts = self._count_terms(eta_s_groups, 0)
+        value = self._value(ll, v, counts, np.log(h).sum(axis=0), logdet, log_2pi)
         return JointMode(value, a, v, schur, done)
-
-    def evaluate_terms(self, theta: Array, order: int) -> Evaluation:
-        """:meth:`evaluate` with the size of the summed terms (for the engine's noise test).
-
-        Parameters
-        ----------
-        theta : ndarray
-            As in :meth:`evaluate`.
-        order : int
-            As in :meth:`evaluate`.
-
-        Returns
-        -------
-        Evaluation
-            Value, gradient, Hessian and magnitude.
-        """
-        return laplace_evaluation(*self.evaluate(theta, order), self.constant)
 
     def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
         """Restricted Laplace log-likelihood, its gradient and Hessian for every feature.
