@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 from batchglm.families import Derivatives
 from batchglm.mixed.group_pass import GroupPass, RowBasis, applies
 from batchglm.mixed.laplace import MarginalObjective, OuterProblem
+from batchglm.mixed.reml_derivatives import reml_derivatives
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts, inverse_negative
 from batchglm.solvers.objective import Problem
@@ -61,6 +62,9 @@ _GAIN_TOL = 1e-13
 _MAX_HALVINGS = 30
 #: Largest change of a predictor in one Newton step on ``a`` (log scale).
 _MAX_ETA_STEP = 2.0
+#: Central differences of ``L_R`` instead of its analytic derivatives for new objectives
+#: (the method before issue 15's fourth round; kept to check and time against).
+DIFFERENCED = False
 
 
 class RemlProblem(OuterProblem):
@@ -138,6 +142,9 @@ class RemlObjective(MarginalObjective):
         #: Set by an order-2 evaluation: ``d a* / d theta`` ``(F, p, k)`` and ``S``.
         self.sens: Array | None = None
         self.schur: Array | None = None
+        #: Central differences of ``L_R`` instead of the analytic derivatives (kept to
+        #: check them).
+        self.differenced = DIFFERENCED
         #: The compiled per-group pass (:mod:`batchglm.mixed.group_pass`) where it applies:
         #: one pass per joint Newton step gives ``ll``, ``X^T W X``, ``c_g``, ``S1``, ``S2``.
         self.group_pass: GroupPass | None = None
@@ -166,7 +173,7 @@ class RemlObjective(MarginalObjective):
             The objective over the kept features.
         """
         table = self.table.subset(keep) if self.table is not None else None
-        return RemlObjective(
+        out = RemlObjective(
             self.base,
             self.y[:, keep],
             self.groups,
@@ -176,6 +183,8 @@ class RemlObjective(MarginalObjective):
             self.constant[keep],
             self.pairs,
         )
+        out.differenced = self.differenced
+        return out
 
     def _schur(self, w: Array, s2: Array, sigma: Array) -> tuple[Array, Array, Array]:
         """``S`` ``(F, p, p)``, ``H_g`` ``(G, F)`` and ``c_g`` ``(G, F, p)`` for weights ``w``."""
@@ -341,6 +350,29 @@ class RemlObjective(MarginalObjective):
         self.modes = np.where(ok[None, :], centre.v, self.modes)
         if order == 0:
             return centre.value, None, None
+        if not self.differenced:
+            return self._analytic(theta, centre)
+        return self._differenced(theta, centre)
+
+    def _analytic(self, theta: Array, centre: JointMode) -> tuple[Array, Array, Array]:
+        """Value and analytic derivatives (:mod:`batchglm.mixed.reml_derivatives`)."""
+        eta_s_groups, eta_scale = self._scale(theta[:, 1:])
+        counts = self._count_terms(eta_s_groups, 2)
+        der = reml_derivatives(
+            self.base, self.y, self.groups, self.pairs, theta, centre.a, centre.v, eta_scale, counts
+        )
+        bad = ~np.isfinite(centre.value)
+        der.grad[bad] = np.nan
+        der.hess[bad] = np.nan
+        der.sens[bad] = np.nan
+        self.sens = der.sens
+        self.schur = centre.schur
+        return centre.value, der.grad, der.hess
+
+    def _differenced(
+        self, theta: Array, centre: JointMode
+    ) -> tuple[Array, Array | None, Array | None]:
+        """Value and central differences of it (the check on the analytic derivatives)."""
         finite = np.isfinite(centre.value)
         if not finite.all():
             # Differences only where the value exists (the engine drops the others).
@@ -351,6 +383,7 @@ class RemlObjective(MarginalObjective):
             self.schur = centre.schur
             if finite.any():
                 sub = self.subset(finite)
+                sub.differenced = True
                 _, grad[finite], hess[finite] = sub._evaluate(theta[finite], 2)
                 assert sub.sens is not None
                 self.sens[finite] = sub.sens
