@@ -400,14 +400,19 @@ class GroupPass:
         )
 
     def _pass(
-        self, point: Point, shift: Array, plan: tuple[NDArray[np.intp], ...], light: bool
+        self,
+        point: Point,
+        shift: Array,
+        plan: tuple[NDArray[np.intp], ...],
+        light: bool,
+        coords: Array | None = None,
     ) -> Array:
         """Run the moments kernel with an accumulator plan; ``(G, width, F)`` sums."""
         term, prod_a, prod_b = plan
         acc = np.zeros((self.n_groups, term.size, self.y.shape[1]))
         _compiled("moments")(
             *self._kernel_args(point, shift),
-            self._coords,
+            self._coords if coords is None else coords,
             prod_a,
             prod_b,
             term,
@@ -415,6 +420,35 @@ class GroupPass:
             acc,
         )
         return acc
+
+    def weighted_sums(
+        self,
+        point: Point,
+        shift: Array,
+        coords: Array,
+        plan: tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]],
+    ) -> Array:
+        """Per-group sums of derivative terms times products of two given coordinates.
+
+        Parameters
+        ----------
+        point : Point
+            From :meth:`point`.
+        shift : ndarray
+            ``(n_groups, F)`` random intercepts ``sigma v_g``.
+        coords : ndarray
+            ``(n_obs, c)`` per-observation coordinates (C-contiguous).
+        plan : tuple of ndarray of int
+            ``(term, a, b)``: accumulator ``k`` sums term ``term[k]`` (numbered as in
+            :meth:`moments`: 0 ll, 1 d_loc, 2 d_scale, 3-5 d2-d4, 6-8 c2-c4, 9-11 e2-e4)
+            times ``coords[:, a[k]] * coords[:, b[k]]``.
+
+        Returns
+        -------
+        ndarray
+            ``(G, width, F)`` sums.
+        """
+        return self._pass(point, shift, plan, False, np.ascontiguousarray(coords))
 
     def joint_moments(self, point: Point, shift: Array) -> tuple[Array, Array, Array]:
         """Per-group sums of a Newton step on fixed effects and intercepts together.

@@ -44,7 +44,12 @@ from numpy.typing import NDArray
 from batchglm.families import Derivatives
 from batchglm.mixed.group_pass import GroupPass, RowBasis, applies
 from batchglm.mixed.laplace import MarginalObjective, OuterProblem
-from batchglm.mixed.reml_derivatives import reml_derivatives
+from batchglm.mixed.reml_derivatives import (
+    MAX_RANK,
+    DerivativeMoments,
+    reml_derivatives,
+    reml_derivatives_moments,
+)
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.linalg import GroupSums, PairProducts, inverse_negative
 from batchglm.solvers.objective import Problem
@@ -148,11 +153,18 @@ class RemlObjective(MarginalObjective):
         #: The compiled per-group pass (:mod:`batchglm.mixed.group_pass`) where it applies:
         #: one pass per joint Newton step gives ``ll``, ``X^T W X``, ``c_g``, ``S1``, ``S2``.
         self.group_pass: GroupPass | None = None
+        #: Coordinates and plan of the pass that gives the analytic derivatives (where the
+        #: design rows have at most ``MAX_RANK`` within-group coordinates).
+        self.moments: DerivativeMoments | None = None
         if applies(problem.family.name, self.y):
             basis = RowBasis.build(xc, groups.index, groups.n_groups)
             self.group_pass = GroupPass(
                 problem.family.name, self.y, groups.index, groups.n_groups, basis, None
             )
+            zc = problem.scale.reduced if problem.family.has_scale else np.zeros((xc.shape[0], 0))
+            moments = DerivativeMoments(xc, zc, groups.index, groups.n_groups)
+            if moments.rank <= MAX_RANK:
+                self.moments = moments
 
     @property
     def problem(self) -> RemlProblem:
@@ -358,9 +370,27 @@ class RemlObjective(MarginalObjective):
         """Value and analytic derivatives (:mod:`batchglm.mixed.reml_derivatives`)."""
         eta_s_groups, eta_scale = self._scale(theta[:, 1:])
         counts = self._count_terms(eta_s_groups, 2)
-        der = reml_derivatives(
-            self.base, self.y, self.groups, self.pairs, theta, centre.a, centre.v, eta_scale, counts
-        )
+        if self.group_pass is not None and self.moments is not None:
+            eta = self.base.eta_loc(centre.a, out=np.empty(self.y.shape))
+            point = self.group_pass.point(eta, eta_scale)
+            shift = theta[None, :, 0] * centre.v
+            with np.errstate(over="ignore", invalid="ignore"):
+                acc = self.group_pass.weighted_sums(
+                    point, shift, self.moments.coords, self.moments.plan
+                )
+            der = reml_derivatives_moments(self.base, self.moments, acc, theta, centre.v, counts)
+        else:
+            der = reml_derivatives(
+                self.base,
+                self.y,
+                self.groups,
+                self.pairs,
+                theta,
+                centre.a,
+                centre.v,
+                eta_scale,
+                counts,
+            )
         bad = ~np.isfinite(centre.value)
         der.grad[bad] = np.nan
         der.hess[bad] = np.nan

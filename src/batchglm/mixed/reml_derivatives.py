@@ -282,3 +282,276 @@ def reml_derivatives(
                 hess[:, j, i] = hess[:, i, j]
     sens = np.stack([x[:, :p] for x in xi], axis=-1)
     return RemlDerivatives(grad=grad, hess=hess, sens=sens)
+
+
+#: Highest degree in the coordinates ``t_j`` that each derivative term of the compiled
+#: pass (numbered as in :meth:`batchglm.mixed.group_pass.GroupPass.weighted_sums`) is
+#: summed with: ``d4 e_i e_j c_j`` is of degree four, ``d3 e_i s_j s_j^T`` of three, etc.
+_DEGREE = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 2, 7: 3, 8: 4, 9: 2, 10: 3, 11: 4}
+#: Largest number of coordinates for which the moments are used (``C(r + 3, 4)`` monomials
+#: per term: 35 at 4); wider designs use the per-observation NumPy path.
+MAX_RANK = 4
+
+
+class DerivativeMoments:
+    """Per-group moment tensors of the derivative terms, from one compiled pass.
+
+    The location and scale rows of group ``g`` are ``x_j = X_g t_j`` and ``z_j = Z_g t_j``
+    exactly (:class:`batchglm.mixed.group_pass.RowBasis` over both designs, ``t_j = (1,
+    varying columns)``). Every sum of :func:`reml_derivatives` is a derivative term times a
+    polynomial of degree at most four in ``t_j`` with per-group coefficients, so it is a
+    contraction of the tensors ``M_D[g] = sum_{j in g} D_j t_j^{x4}`` (lower degrees are
+    the contractions with ``e_0``, since ``t_0 = 1``). The pass sums each distinct
+    monomial once, as a product of two monomials of degree two.
+
+    Parameters
+    ----------
+    xc : ndarray
+        ``(n_obs, p)`` free location columns.
+    zc : ndarray
+        ``(n_obs, k_scale)`` free scale columns (``(n_obs, 0)`` without a scale).
+    index : ndarray of int
+        ``(n_obs,)`` group of each observation.
+    n_groups : int
+        Number of groups.
+    """
+
+    def __init__(self, xc: Array, zc: Array, index: NDArray[np.intp], n_groups: int) -> None:
+        from itertools import combinations_with_replacement, product
+
+        from batchglm.mixed.group_pass import RowBasis
+
+        p = xc.shape[1]
+        basis = RowBasis.build(np.column_stack([xc, zc]), index, n_groups)
+        r = basis.rank
+        self.rank = r
+        self.ex = basis.embed[:, 1 : 1 + p, :]
+        self.ez = basis.embed[:, 1 + p :, :]
+        t = basis.coords
+        pairs = [(a, b) for a in range(r) for b in range(a, r)]
+        pair_id = {pr: k for k, pr in enumerate(pairs)}
+        self.coords = np.ascontiguousarray(np.column_stack([t[:, a] * t[:, b] for a, b in pairs]))
+        multisets = list(combinations_with_replacement(range(r), 4))
+        ms_id: dict[tuple[int, ...], int] = {m: k for k, m in enumerate(multisets)}
+        self.n_mono = len(multisets)
+        terms, first, second, slots = [], [], [], []
+        for term, degree in _DEGREE.items():
+            for k, m in enumerate(multisets):
+                if all(x == 0 for x in m[: 4 - degree]):
+                    terms.append(term)
+                    first.append(pair_id[(m[0], m[1])])
+                    second.append(pair_id[(m[2], m[3])])
+                    slots.append((term, k))
+        self.plan = (
+            np.asarray(terms, dtype=np.intp),
+            np.asarray(first, dtype=np.intp),
+            np.asarray(second, dtype=np.intp),
+        )
+        self.slots = slots
+        self.full_index = np.array(
+            [ms_id[tuple(sorted(ix))] for ix in product(range(r), repeat=4)], dtype=np.intp
+        )
+
+    def tensors(self, acc: Array) -> dict[int, Array]:
+        """``M_D`` ``(G, F, r, r, r, r)`` per term from the pass's ``(G, width, F)`` sums."""
+        n_groups, _, n_feat = acc.shape
+        mono = {t: np.zeros((n_groups, n_feat, self.n_mono)) for t in _DEGREE}
+        for col, (term, k) in enumerate(self.slots):
+            mono[term][..., k] = acc[:, col, :]
+        r = self.rank
+        return {
+            t: m[..., self.full_index].reshape(n_groups, n_feat, r, r, r, r)
+            for t, m in mono.items()
+        }
+
+
+def _free(m: Array, n_free: int) -> Array:
+    """Contract the trailing indices of a moment tensor with ``e_0`` down to ``n_free``."""
+    while m.ndim > 2 + n_free:
+        m = m[..., 0]
+    return m
+
+
+def _con(m: Array, *vecs: Array, free: int = 0) -> Array:
+    """Contract the leading indices of ``m`` ``(G, F, r, ...)`` with ``(G, F, r)`` vectors."""
+    for vec in vecs:
+        m = np.einsum("gfa...,gfa->gf...", m, np.broadcast_to(vec, m.shape[:3]))
+    return _free(m, free)
+
+
+def reml_derivatives_moments(
+    problem: Problem,
+    moments: DerivativeMoments,
+    acc: Array,
+    theta: Array,
+    v: Array,
+    counts: tuple[Array, Array | None, Array | None] | None,
+) -> RemlDerivatives:
+    """:func:`reml_derivatives` from the per-group moments of one compiled pass.
+
+    The same formulas with every sum over observations written as a contraction of the
+    moment tensors of :class:`DerivativeMoments`: the per-observation linear forms
+    ``e_i`` become per-group vectors ``phi_i`` (``e_i(j) = t_j . phi_i[g]``), the
+    leverages ``c_j = t_j^T Lambda_g t_j`` and ``q_j = t_j . kappa_g``.
+
+    Parameters
+    ----------
+    problem : Problem
+        Fixed-effect designs and family.
+    moments : DerivativeMoments
+        Coordinates and plan of the pass.
+    acc : ndarray
+        ``(G, width, F)`` sums of :meth:`GroupPass.weighted_sums` at the joint mode.
+    theta : ndarray
+        ``(F, 1 + k_scale)``: ``sigma`` and the free scale coefficients.
+    v : ndarray
+        ``(G, F)`` standardised random intercepts at the joint mode.
+    counts : tuple or None
+        The count table's scale terms at ``theta`` (order 2), or ``None``.
+
+    Returns
+    -------
+    RemlDerivatives
+        Gradient, Hessian and ``d a* / d(sigma, b)``.
+    """
+    tens = moments.tensors(acc)
+    t1, ts, t2, t3, t4 = tens[1], tens[2], tens[3], tens[4], tens[5]
+    c2, c3, c4, e2, e3, e4 = tens[6], tens[7], tens[8], tens[9], tens[10], tens[11]
+    ex, ez = moments.ex, moments.ez
+    n_groups, n_feat = v.shape
+    p = ex.shape[1]
+    k = theta.shape[1]
+    sigma = theta[:, 0]
+    sig = sigma[None, :]
+    r = moments.rank
+    e0 = np.zeros(r)
+    e0[0] = 1.0
+
+    def dense(a2: Array, o2: Array | None = None, tau: Array | None = None) -> Array:
+        av = sig[..., None] * np.einsum("gpr,gfr->gfp", ex, a2[..., :, 0])
+        vv = sig * sig * a2[..., 0, 0]
+        if o2 is not None:
+            av = av + np.einsum("gpr,gfr->gfp", ex, o2[..., :, 0])
+            vv = vv + 2.0 * sig * o2[..., 0, 0]
+        if tau is not None:
+            vv = vv + tau
+        out = np.zeros((n_feat, p + n_groups, p + n_groups))
+        out[:, :p, :p] = np.einsum("gpr,gfrs,gqs->fpq", ex, a2, ex)
+        out[:, :p, p:] = np.transpose(av, (1, 2, 0))
+        out[:, p:, :p] = np.transpose(av, (1, 0, 2))
+        diag = np.arange(p, p + n_groups)
+        out[:, diag, diag] = vv.T
+        return out
+
+    def vec(g1: Array, d0: Array | None = None) -> Array:
+        v_part = sig * g1[..., 0]
+        if d0 is not None:
+            v_part = v_part + d0
+        return np.concatenate([np.einsum("gpr,gfr->fp", ex, g1), v_part.T], axis=1)
+
+    def phi(xi: Array, add: Array | None) -> Array:
+        out = np.einsum("gpr,fp->gfr", ex, xi[:, :p])
+        shift = sig * xi[:, p:].T
+        out[..., 0] += shift if add is None else shift + add
+        return np.asarray(out)
+
+    def zeta(i: int) -> Array | None:
+        if i == 0:
+            return None
+        return np.broadcast_to(ez[:, None, i - 1, :], (n_groups, n_feat, r))
+
+    w2 = -_free(t2, 2)
+    pinv = _inverse(dense(w2, tau=np.ones_like(v)))
+    p_aa, p_av = pinv[:, :p, :p], pinv[:, :p, p:]
+    p_vv = np.diagonal(pinv[:, p:, p:], axis1=1, axis2=2).T  # (G, F)
+    u = np.einsum("gpr,fpg->gfr", ex, p_av)
+    lam = np.einsum("gpr,fpq,gqs->gfrs", ex, p_aa, ex)
+    lam += sig[..., None, None] * (u[..., :, None] * e0 + e0[:, None] * u[..., None, :])
+    lam += (sig * sig * p_vv)[..., None, None] * np.outer(e0, e0)
+    kappa = u + (sig * p_vv)[..., None] * e0
+
+    r_l, xi_l, phi_l, dk = [], [], [], []
+    for i in range(k):  # over the outer parameters, not features
+        z_i = zeta(i)
+        if z_i is None:
+            r_i = vec(v[..., None] * _free(t2, 1), _free(t1, 0))
+        else:
+            r_i = vec(_con(c2, z_i, free=1))
+        xi_i = np.einsum("fmn,fn->fm", pinv, r_i)
+        phi_i = phi(xi_i, v if i == 0 else None)
+        a2 = -_con(t3, phi_i, free=2)
+        if z_i is not None:
+            a2 = a2 - _con(c3, z_i, free=2)
+        r_l.append(r_i)
+        xi_l.append(xi_i)
+        phi_l.append(phi_i)
+        dk.append(dense(a2, w2 if i == 0 else None))
+
+    grad = np.empty_like(theta)
+    grad[:, 0] = (v * _free(t1, 0)).sum(axis=0)
+    hess = np.empty((n_feat, k, k))
+    hess[:, 0, 0] = (v * v * _free(t2, 0)).sum(axis=0)
+    if k > 1:
+        grad[:, 1:] = np.einsum("gkr,gfr->fk", ez, _free(ts, 1))
+        hess[:, 0, 1:] = np.einsum("gkr,gfr,gf->fk", ez, _free(c2, 1), v)
+        hess[:, 1:, 0] = hess[:, 0, 1:]
+        hess[:, 1:, 1:] = np.einsum("gkr,gfrs,gls->fkl", ez, _free(e2, 2), ez)
+        if counts is not None and counts[1] is not None and counts[2] is not None:
+            zr = problem.scale_rows
+            grad[:, 1:] += (zr.T @ counts[1]).T
+            hess[:, 1:, 1:] += np.einsum("gf,gi,gj->fij", counts[2], zr, zr)
+    for i in range(k):
+        grad[:, i] -= 0.5 * np.einsum("fmn,fnm->f", pinv, dk[i])
+
+    pk = [np.einsum("fmn,fnl->fml", pinv, dk[i]) for i in range(k)]
+    t3_full = _free(t3, 3)
+    for i in range(k):
+        for j in range(i, k):  # over pairs of outer parameters
+            zi, zj = zeta(i), zeta(j)
+            beta_i, beta_j = xi_l[i][:, p:].T, xi_l[j][:, p:].T
+            extra = np.zeros_like(v)
+            if i == 0:
+                extra = extra + beta_j
+            if j == 0:
+                extra = extra + beta_i
+            g1 = _con(t3, phi_l[i], phi_l[j], free=1) + extra[..., None] * _free(t2, 1)
+            if zj is not None:
+                g1 = g1 + _con(c3, phi_l[i], zj, free=1)
+            if zi is not None:
+                g1 = g1 + _con(c3, phi_l[j], zi, free=1)
+            if zi is not None and zj is not None:
+                g1 = g1 + _con(e3, zi, zj, free=1)
+            d0 = None
+            if i == 0:
+                d0 = _con(t2, phi_l[j])
+                if zj is not None:
+                    d0 = d0 + _con(c2, zj)
+            if j == 0:
+                d0 = _con(t2, phi_l[i]) if d0 is None else d0 + _con(t2, phi_l[i])
+            xi_ij = np.einsum("fmn,fn->fm", pinv, vec(g1, d0))
+            phi_e = phi(xi_ij, extra)
+            # sum_j alpha_ij c_j, alpha_ij = -(d4 e_i e_j + c4 (..) + e4 z_i z_j + d3 E_ij).
+            quad = np.einsum("gfab,gfab->gf", _con(t4, phi_l[i], phi_l[j], free=2), lam)
+            quad += np.einsum("gfab,gfab->gf", _con(t3_full, phi_e, free=2), lam)
+            if zj is not None:
+                quad += np.einsum("gfab,gfab->gf", _con(c4, phi_l[i], zj, free=2), lam)
+            if zi is not None:
+                quad += np.einsum("gfab,gfab->gf", _con(c4, phi_l[j], zi, free=2), lam)
+            if zi is not None and zj is not None:
+                quad += np.einsum("gfab,gfab->gf", _con(e4, zi, zj, free=2), lam)
+            tr_kij = -quad.sum(axis=0)
+            for first, other, z_other in ((i, j, zj), (j, i, zi)):
+                if first == 0:
+                    # 2 sum_j alpha_other q_j, alpha = -(d3 e + c3 z).
+                    lin = _con(t3, phi_l[other], kappa)
+                    if z_other is not None:
+                        lin = lin + _con(c3, z_other, kappa)
+                    tr_kij -= 2.0 * lin.sum(axis=0)
+            if i == 0 and j == 0:
+                tr_kij += 2.0 * (w2[..., 0, 0] * p_vv).sum(axis=0)
+            tr_two = np.einsum("fmn,fnm->f", pk[i], pk[j])
+            hess[:, i, j] += (r_l[i] * xi_l[j]).sum(axis=1) - 0.5 * tr_kij + 0.5 * tr_two
+            if j != i:
+                hess[:, j, i] = hess[:, i, j]
+    sens = np.stack([x[:, :p] for x in xi_l], axis=-1)
+    return RemlDerivatives(grad=grad, hess=hess, sens=sens)
