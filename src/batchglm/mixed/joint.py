@@ -31,8 +31,9 @@ from scipy import sparse
 
 from batchglm.families import Derivatives
 from batchglm.mixed.grouping import Grouping
+from batchglm.mixed.joint_derivatives import joint_hessian
 from batchglm.mixed.laplace import MarginalObjective, OuterProblem, differenced_hessian
-from batchglm.mixed.third_derivatives import third_derivatives
+from batchglm.mixed.third_derivatives import higher_derivatives, third_derivatives
 from batchglm.solvers.count_table import CountTable
 from batchglm.solvers.objective import Problem
 
@@ -41,6 +42,9 @@ Array = NDArray[np.float64]
 _TOL = 1e-10
 _MAX_ITER = 100
 _MAX_HALVINGS = 40
+#: Difference the analytic gradient for the Hessian in new objectives (the method before
+#: issue 15's fourth round; kept to check and time against).
+DIFFERENCED = False
 
 
 class JointLayout:
@@ -148,6 +152,10 @@ class JointLaplaceObjective(MarginalObjective):
         self.zt = self.layout.zt
         self.factor_of = self.layout.factor_of
         self.modes = np.zeros((self.q, y.shape[1])) if modes is None else modes
+        #: Central differences of the gradient instead of the analytic Hessian
+        #: (:mod:`batchglm.mixed.joint_derivatives`; kept to check it).
+        self.differenced = DIFFERENCED
+        self.last_hessian: Array | None = None
 
     @property
     def problem(self) -> JointProblem:
@@ -168,7 +176,7 @@ class JointLaplaceObjective(MarginalObjective):
             The objective over the kept features.
         """
         table = self.table.subset(keep) if self.table is not None else None
-        return JointLaplaceObjective(
+        out = JointLaplaceObjective(
             self.base,
             self.y[:, keep],
             self.groupings,
@@ -177,6 +185,8 @@ class JointLaplaceObjective(MarginalObjective):
             self.constant[keep],
             self.layout,
         )
+        out.differenced = self.differenced
+        return out
 
     def _eta(self, eta_fixed: Array, sig_g: Array, v: Array) -> Array:
         return eta_fixed + np.asarray(self.z @ (sig_g * v))
@@ -241,8 +251,11 @@ class JointLaplaceObjective(MarginalObjective):
         ll = self._value(der.ll, v, counts, np.linalg.slogdet(h)[1])
         if order == 0:
             return ll, None, v
-        d3, c3 = third_derivatives(fam.name, self.y, eta, eta_scale)
-        hinv = np.linalg.inv(h)  # (F, q, q)
+        hd = None if self.differenced else higher_derivatives(fam.name, self.y, eta, eta_scale)
+        d3, c3 = (
+            third_derivatives(fam.name, self.y, eta, eta_scale) if hd is None else (hd.d3, hd.c3)
+        )
+        hinv: Array = np.asarray(np.linalg.inv(h), dtype=np.float64)  # (F, q, q)
         # c_j = s_j^T H^-1 s_j over the observation's groups in every pair of factors.
         sig_obs = [sig_g[c] for c in self.cols]  # each (n, F)
         c = np.zeros_like(eta)
@@ -277,6 +290,9 @@ class JointLaplaceObjective(MarginalObjective):
                 assert counts[1] is not None
                 d_s = d_s + counts[1]
             grad[:, kl + n_fac :] = (p.scale_rows.T @ d_s).T
+        self.last_hessian = None
+        if hd is not None:
+            self.last_hessian = joint_hessian(p, self.layout, theta, v, der, hd, hinv, counts)[1]
         return ll, grad, v
 
     def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
@@ -300,6 +316,8 @@ class JointLaplaceObjective(MarginalObjective):
         if order == 0:
             return ll, None, None
         assert grad is not None
+        if self.last_hessian is not None:
+            return ll, grad, self.last_hessian
 
         def gradient(point: Array, i: int, h: Array) -> Array:
             g = self._value_and_gradient(point, 2, v)[1]
