@@ -96,12 +96,8 @@ def joint_hessian(
     fam = problem.family
     d1, d2, d3, d4 = der.d_loc, der.d2_loc, hd.d3, hd.d4
     w = -d2
-    none = np.zeros((1, 1))
-    c2 = der.d2_cross if der.d2_cross is not None else none
-    c3 = hd.c3 if hd.c3 is not None else none
-    e3 = hd.e3 if hd.e3 is not None else none
-    c4 = hd.c4 if hd.c4 is not None else none
-    e4 = hd.e4 if hd.e4 is not None else none
+    # Cross derivatives in eta and zeta (zeros without a scale, where none is used).
+    c2, c3, e3, c4, e4 = hd.cross_terms(der.d2_cross)
     zc = problem.scale.reduced if fam.has_scale else np.zeros((xc.shape[0], 0))
     in_factor = [factor_of == f for f in range(n_fac)]
 

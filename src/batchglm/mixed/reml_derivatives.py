@@ -170,13 +170,8 @@ def reml_derivatives(
     d1, d2, d3, d4 = der.d_loc, der.d2_loc, hd.d3, hd.d4
     w = -d2
     zc = problem.scale.reduced if fam.has_scale else np.zeros((y.shape[0], 0))
-    # Cross derivatives in eta and zeta (absent without a scale: then k = 1, never used).
-    none = np.zeros((1, 1))
-    c2 = der.d2_cross if der.d2_cross is not None else none
-    c3 = hd.c3 if hd.c3 is not None else none
-    e3 = hd.e3 if hd.e3 is not None else none
-    c4 = hd.c4 if hd.c4 is not None else none
-    e4 = hd.e4 if hd.e4 is not None else none
+    # Cross derivatives in eta and zeta (zeros without a scale, where none is used).
+    c2, c3, e3, c4, e4 = hd.cross_terms(der.d2_cross)
 
     def zs(i: int) -> Array | None:
         return None if i == 0 else zc[:, i - 1 : i]

@@ -62,6 +62,24 @@ class Higher:
     e3: Array | None
     e4: Array | None
 
+    def cross_terms(self, d2_cross: Array | None) -> tuple[Array, Array, Array, Array, Array]:
+        """Return ``(c2, c3, e3, c4, e4)``, zeros ``(1, 1)`` where absent (no scale).
+
+        Parameters
+        ----------
+        d2_cross : ndarray or None
+            ``d^2 ll / d eta d zeta`` of the family's derivatives.
+
+        Returns
+        -------
+        tuple of ndarray
+            The mixed derivatives in ``eta`` and ``zeta`` of orders two to four.
+        """
+        zero = np.zeros((1, 1))
+        terms = (d2_cross, self.c3, self.e3, self.c4, self.e4)
+        c2, c3, e3, c4, e4 = (zero if t is None else t for t in terms)
+        return c2, c3, e3, c4, e4
+
 
 def third_derivatives(
     family: str, y: Array, eta_loc: Array, eta_scale: Array
