@@ -153,3 +153,28 @@ def test_compiled_moments_give_the_per_observation_derivatives(
     np.testing.assert_allclose(grad, grad_ref, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(hess, hess_ref, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(sens, ref.sens, rtol=1e-10, atol=1e-12)
+
+
+def test_large_blocks_take_the_per_observation_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks whose moment tensors would exceed the memory cap use the NumPy formulas."""
+    from batchglm.mixed import reml_derivatives
+
+    obj, _ = _objective("nb", "~ lane", seed=12)
+    assert obj.moments is not None and obj.moments.fits(_SIZES.size, obj.y.shape[1])
+    theta = np.column_stack([np.full(4, 0.4), np.full(4, 1.1), np.full(4, 0.2)])
+    calls: list[int] = []
+    original = reml_derivatives.reml_derivatives_moments
+
+    def spy(*args: object) -> object:
+        calls.append(1)
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("batchglm.mixed.reml.reml_derivatives_moments", spy)
+    _, grad, _ = obj.evaluate(theta, 2)
+    assert calls == [1]
+    monkeypatch.setattr(reml_derivatives, "MAX_TENSOR_BYTES", 0)
+    assert not obj.moments.fits(_SIZES.size, 4)
+    _, grad_np, _ = obj.evaluate(theta, 2)
+    assert calls == [1]  # the NumPy path this time
+    assert grad is not None and grad_np is not None
+    np.testing.assert_allclose(grad_np, grad, rtol=1e-10, atol=1e-10)

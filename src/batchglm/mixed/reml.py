@@ -370,15 +370,16 @@ class RemlObjective(MarginalObjective):
         """Value and analytic derivatives (:mod:`batchglm.mixed.reml_derivatives`)."""
         eta_s_groups, eta_scale = self._scale(theta[:, 1:])
         counts = self._count_terms(eta_s_groups, 2)
-        if self.group_pass is not None and self.moments is not None:
+        moments = self.moments
+        if moments is not None and not moments.fits(self.groups.n_groups, theta.shape[0]):
+            moments = None
+        if self.group_pass is not None and moments is not None:
             eta = self.base.eta_loc(centre.a, out=np.empty(self.y.shape))
             point = self.group_pass.point(eta, eta_scale)
             shift = theta[None, :, 0] * centre.v
             with np.errstate(over="ignore", invalid="ignore"):
-                acc = self.group_pass.weighted_sums(
-                    point, shift, self.moments.coords, self.moments.plan
-                )
-            der = reml_derivatives_moments(self.base, self.moments, acc, theta, centre.v, counts)
+                acc = self.group_pass.weighted_sums(point, shift, moments.coords, moments.plan)
+            der = reml_derivatives_moments(self.base, moments, acc, theta, centre.v, counts)
         else:
             der = reml_derivatives(
                 self.base,

@@ -286,6 +286,10 @@ _DEGREE = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 2, 7: 3, 8: 4, 9: 2, 10: 3, 11: 4}
 #: Largest number of coordinates for which the moments are used (``C(r + 3, 4)`` monomials
 #: per term: 35 at 4); wider designs use the per-observation NumPy path.
 MAX_RANK = 4
+#: Largest size of the moment tensors of one block (11 terms of ``G x F x r^4`` floats);
+#: larger blocks (many donors and features, several within-donor columns) use the
+#: per-observation NumPy path, whose arrays are ``n_obs x F`` like the fit's others.
+MAX_TENSOR_BYTES = 2**28
 
 
 class DerivativeMoments:
@@ -346,6 +350,22 @@ class DerivativeMoments:
         self.full_index = np.array(
             [ms_id[tuple(sorted(ix))] for ix in product(range(r), repeat=4)], dtype=np.intp
         )
+
+    def fits(self, n_groups: int, n_feat: int) -> bool:
+        """Tell whether the moment tensors of a block stay within ``MAX_TENSOR_BYTES``.
+
+        Parameters
+        ----------
+        n_groups, n_feat : int
+            Groups and features of the block.
+
+        Returns
+        -------
+        bool
+            True where the compiled moments are used.
+        """
+        size = len(_DEGREE) * n_groups * n_feat * self.rank**4 * 8
+        return self.rank <= MAX_RANK and size <= MAX_TENSOR_BYTES
 
     def tensors(self, acc: Array) -> dict[int, Array]:
         """``M_D`` ``(G, F, r, r, r, r)`` per term from the pass's ``(G, width, F)`` sums."""
