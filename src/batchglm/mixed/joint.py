@@ -203,6 +203,11 @@ class JointLaplaceObjective(MarginalObjective):
         eye = np.eye(self.q)
         eta = self._eta(eta_fixed, sig_g, v)
         der = fam.derivatives(self.y, eta, eta_scale, 2)
+        # A feature is done when its Newton step is below tolerance, is not finite, or
+        # cannot be made to gain by halving (at its mode to rounding); it then stops moving
+        # (the same step would fail again), so one such feature no longer keeps the whole
+        # block iterating to the cap.
+        done = np.zeros(v.shape[1], dtype=bool)
         for _ in range(_MAX_ITER + 1):
             zd1 = np.asarray(self.zt @ der.d_loc)
             m = self.layout.cross(der.d2_loc)
@@ -210,8 +215,11 @@ class JointLaplaceObjective(MarginalObjective):
             h = eye - sgt[:, :, None] * m * sgt[:, None, :]
             grad = sig_g * zd1 - v
             step = np.linalg.solve(h, grad.T[:, :, None])[:, :, 0].T
-            if np.all(np.abs(step) <= _TOL * (1.0 + np.abs(v))):
+            finite = np.isfinite(step).all(axis=0)
+            done |= ~finite | np.all(np.abs(step) <= _TOL * (1.0 + np.abs(v)), axis=0)
+            if done.all():
                 break
+            step[:, done] = 0.0
             # At most one unit of predictor change per factor and step.
             big = np.abs(sig_g * step).max(axis=0) * len(self.groupings)
             step = step / np.maximum(big, 1.0)
@@ -219,7 +227,9 @@ class JointLaplaceObjective(MarginalObjective):
             trial = v + step
             eta = self._eta(eta_fixed, sig_g, trial)
             der = fam.derivatives(self.y, eta, eta_scale, 2)
-            bad = self._objective(der.ll, trial) < base - 1e-13 * (1.0 + np.abs(base))
+            # A trial whose value is not finite (a predictor overflowed) is rejected too.
+            floor = base - 1e-13 * (1.0 + np.abs(base))
+            bad = ~done & ~(self._objective(der.ll, trial) >= floor)
             for _ in range(_MAX_HALVINGS):
                 if not bad.any():
                     break
@@ -227,8 +237,9 @@ class JointLaplaceObjective(MarginalObjective):
                 trial = np.where(bad[None, :], v + step, trial)
                 eta = self._eta(eta_fixed, sig_g, trial)
                 der = fam.derivatives(self.y, eta, eta_scale, 2)
-                bad &= self._objective(der.ll, trial) < base - 1e-13 * (1.0 + np.abs(base))
+                bad &= ~(self._objective(der.ll, trial) >= floor)
             trial[:, bad] = v[:, bad]
+            done |= bad
             if bad.any():
                 eta = self._eta(eta_fixed, sig_g, trial)
                 der = fam.derivatives(self.y, eta, eta_scale, 2)
@@ -312,7 +323,10 @@ class JointLaplaceObjective(MarginalObjective):
         """
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             ll, grad, v = self._value_and_gradient(theta, order, self.modes)
-        self.modes = v
+        # Non-finite modes (a trial point whose predictor overflowed) are never reused as
+        # the next start: they would make every later evaluation of the feature NaN,
+        # including the boundary fallback's (as with one factor, mixed.laplace).
+        self.modes = np.where(np.isfinite(v), v, 0.0)
         if order == 0:
             return ll, None, None
         assert grad is not None
