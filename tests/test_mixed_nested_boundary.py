@@ -128,6 +128,12 @@ def test_stalled_nested_fit_reports_the_glm_at_the_boundary(
     np.testing.assert_allclose(res.coef_loc.to_numpy()[0], coef[0], atol=1e-7)
     assert float(np.asarray(res.loglik)[0]) == pytest.approx(ll[0], abs=1e-7)
     assert res.se_loc.to_numpy()[0, 1] == pytest.approx(se[0], rel=1e-6)
+    # Which factor is at 0: both for the stalled feature, the others as their variances.
+    at_bound = res.random_var_at_bound
+    assert list(at_bound.columns) == ["donor", "batch"]
+    assert at_bound.iloc[0].tolist() == [True, True]
+    np.testing.assert_array_equal(at_bound.to_numpy()[1:], np.asarray(res.random_var)[1:] < 1e-6)
+    assert "`res.random_var_at_bound` says which factor" in caplog.text
     for moderate in (True, False):
         table = bg.de.wald(res, coef="condition[T.stim]", moderate=moderate).summary()
         assert np.isfinite(table[["lfcSE", "stat", "pvalue"]].to_numpy()).all()
@@ -153,3 +159,24 @@ def test_one_factor_at_zero_equals_the_one_factor_objective(at_zero: int) -> Non
     np.testing.assert_allclose(hess[:, keep][:, :, keep], ref_hess, rtol=1e-6, atol=1e-6)
     # At zero the objective is even in that sigma: no gradient, no coupling to the rest.
     np.testing.assert_allclose(grad[:, 2 + at_zero], 0.0, atol=1e-8)
+
+
+def test_random_var_at_bound_names_the_factor(caplog: pytest.LogCaptureFixture) -> None:
+    # Feature 0 has no batch effect and no donor effect beyond the batch; in feature 1 the
+    # donors vary and the batches do not (their variance optimum is 0 at this size).
+    y, obs = _nested(21, n_feat=2)
+    rng = np.random.default_rng(4)
+    sf = obs["sf"].to_numpy()
+    y[:, 0] = rng.poisson(sf * 3.0)
+    kw = {"obs": obs, "size_factors": sf, "family": "poisson"}
+    with caplog.at_level(logging.INFO, logger="batchglm"):
+        res = bg.fit(y, "~ condition", random_effects=["donor", "batch"], **kw)
+    var = np.asarray(res.random_var)
+    at_bound = res.random_var_at_bound
+    np.testing.assert_array_equal(at_bound.to_numpy(), var < 1e-6)
+    status = res.status.to_numpy()
+    np.testing.assert_array_equal(status == "random_var_at_bound", (var < 1e-6).any(axis=1))
+    assert at_bound.to_numpy()[0].any()
+    plain = bg.fit(y, "~ condition", **kw)
+    with pytest.raises(ValueError, match="this fit has no random effects"):
+        _ = plain.random_var_at_bound

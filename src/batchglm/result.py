@@ -462,6 +462,22 @@ class FitResult:
         """
         return self._random().variance_frame(self.feature_names)
 
+    @property
+    def random_var_at_bound(self) -> pd.DataFrame:
+        """Which random-intercept variance is estimated at 0, features x grouping factors.
+
+        A feature with status ``random_var_at_bound`` has at least one variance at 0 (lme4:
+        a singular fit); with several factors this says which (``random_var < 1e-6``;
+        all-zero features are ``False``).
+
+        Raises
+        ------
+        ValueError
+            For a fit without random effects.
+        """
+        fitted = self.status_codes != int(Status.ALL_ZERO)
+        return self._random().at_bound_frame(self.feature_names, fitted)
+
     def random_effects(self, factor: str | None = None) -> pd.DataFrame:
         """Predicted random intercepts (conditional modes), groups x features.
 

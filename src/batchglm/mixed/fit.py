@@ -23,7 +23,7 @@ from batchglm.fit_settings import FitSettings
 from batchglm.mixed.grouping import Grouping, parse_random_effects
 from batchglm.mixed.joint import JointLaplaceObjective
 from batchglm.mixed.laplace import LaplaceObjective
-from batchglm.mixed.random_effects import RandomEffects
+from batchglm.mixed.random_effects import VAR_AT_BOUND, RandomEffects
 from batchglm.mixed.reml import RemlObjective, fixed_effect_covariance
 from batchglm.mixed.small_sample import between_within
 from batchglm.result import FitResult
@@ -36,9 +36,6 @@ logger = logging.getLogger("batchglm")
 
 Array = NDArray[np.float64]
 
-#: ``sigma^2`` below this counts as a variance on its boundary (zero): the Newton
-#: decrement ``1e-10`` leaves ``|sigma|`` about ``1e-5`` away from an optimum at zero.
-VAR_AT_BOUND = 1e-6
 #: Newton decrement at which the plain GLM fit that starts the mixed fit stops.
 _START_TOL = 1e-4
 #: Families with a log link whose log-likelihood is concave in the predictor.
@@ -147,6 +144,7 @@ def fit_mixed(
     if reml:
         _log_reml_nonfinite(status, d.feature_names)
     warn_if_unconverged(status, options.max_iter)
+    _log_factors_at_bound(var, status, factors)
     return FitResult(
         family=fam,
         feature_names=d.feature_names,
@@ -180,6 +178,23 @@ def fit_mixed(
             reml=reml,
         ),
         data=d,
+    )
+
+
+def _log_factors_at_bound(var: Array, status: NDArray[np.int8], factors: list[str]) -> None:
+    """Say which factor's variance is 0 among ``random_var_at_bound`` features (INFO)."""
+    if len(factors) < 2:
+        return
+    zero = (var < VAR_AT_BOUND) & (status != Status.ALL_ZERO)[:, None]
+    if not zero.any():
+        return
+    per = ", ".join(f"{f!r} {int(n)}" for f, n in zip(factors, zero.sum(axis=0), strict=True))
+    logger.info(
+        "random-intercept variance at 0 (singular fit) in %d feature(s): %s, all factors %d; "
+        "`res.random_var_at_bound` says which factor per feature.",
+        int(zero.any(axis=1).sum()),
+        per,
+        int(zero.all(axis=1).sum()),
     )
 
 

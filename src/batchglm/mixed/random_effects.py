@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 Array = NDArray[np.float64]
 
+#: ``sigma^2`` below this counts as a variance on its boundary (zero): the Newton
+#: decrement ``1e-10`` leaves ``|sigma|`` about ``1e-5`` away from an optimum at zero.
+VAR_AT_BOUND = 1e-6
+
 
 @dataclass(frozen=True, eq=False)
 class RandomEffects:
@@ -54,6 +58,28 @@ class RandomEffects:
             One column per grouping factor.
         """
         return pd.DataFrame(self.variance, index=features, columns=self.factors)
+
+    def at_bound_frame(self, features: pd.Index, fitted: NDArray[np.bool_]) -> pd.DataFrame:
+        """Which factor's variance is estimated at zero, features x factors.
+
+        lme4 calls such a fit *singular* (``isSingular``); glmmTMB reports the variance as
+        0. With several factors the status ``random_var_at_bound`` says only that at least
+        one variance is 0; this says which.
+
+        Parameters
+        ----------
+        features : pandas.Index
+            Feature names.
+        fitted : ndarray of bool
+            ``(F,)`` features that were fitted (not all zero).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Booleans, one column per grouping factor: ``variance < VAR_AT_BOUND``.
+        """
+        at_bound = (self.variance < VAR_AT_BOUND) & np.asarray(fitted)[:, None]
+        return pd.DataFrame(at_bound, index=features, columns=self.factors)
 
     def modes_frame(self, factor: str | None, features: pd.Index) -> pd.DataFrame:
         """Modes of one factor as a groups x features DataFrame.
