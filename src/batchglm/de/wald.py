@@ -28,6 +28,7 @@ from batchglm.de.statistics import RANK_RTOL, wald_rows
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
 from batchglm.families.tails import chi2_sf
+from batchglm.mixed.few_groups import warn_few_groups
 from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion
 from batchglm.mixed.small_sample import warn_variance_at_zero
@@ -197,6 +198,7 @@ def wald(
     lmat, labels = test_rows(res, coef, contrast, design, model)
     warn_wald(res, lmat, labels, model)
     warn_variance_at_zero(res, model, lmat)
+    warn_few_groups(res, model, lmat)  # hook: batchglm.mixed.few_groups (2 vs 2 donors)
     if dispersion == "mle":
         warn_small_sample(res, "bg.de.wald")
         de = wald_rows(res, design, start, lmat, labels, model)
