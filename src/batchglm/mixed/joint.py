@@ -197,53 +197,77 @@ class JointLaplaceObjective(MarginalObjective):
     def solve_modes(
         self, eta_fixed: Array, eta_scale: Array, sig_g: Array, v0: Array
     ) -> tuple[Array, Array, Derivatives, Array, Array]:
-        """Joint modes ``(q, F)``, predictor, terms, ``Z^T d1`` and ``H`` at the modes."""
+        """Joint modes ``(q, F)``, predictor, terms, ``Z^T d1`` and ``H`` at the modes.
+
+        A feature is done when its Newton step is below tolerance, is not finite, or cannot
+        be made to gain by halving (at its mode to rounding; the same step would fail
+        again). Later iterations work on the features not yet done only, so one slow
+        feature no longer makes every feature of the block pay for its iterations.
+        """
         fam = self.base.family
+        n_feat = v0.shape[1]
         v = v0.copy()
         eye = np.eye(self.q)
-        eta = self._eta(eta_fixed, sig_g, v)
-        der = fam.derivatives(self.y, eta, eta_scale, 2)
-        # A feature is done when its Newton step is below tolerance, is not finite, or
-        # cannot be made to gain by halving (at its mode to rounding); it then stops moving
-        # (the same step would fail again), so one such feature no longer keeps the whole
-        # block iterating to the cap.
-        done = np.zeros(v.shape[1], dtype=bool)
+        zd1 = np.zeros((self.q, n_feat))
+        h = np.tile(eye, (n_feat, 1, 1))
+        act = np.arange(n_feat)
+        y, e_fix, e_scale, sg, va = self.y, eta_fixed, eta_scale, sig_g, v.copy()
+        eta = self._eta(e_fix, sg, va)
+        der = fam.derivatives(y, eta, e_scale, 2)
+        stale = False
         for _ in range(_MAX_ITER + 1):
-            zd1 = np.asarray(self.zt @ der.d_loc)
+            zd1_a = np.asarray(self.zt @ der.d_loc)
             m = self.layout.cross(der.d2_loc)
-            sgt = sig_g.T
-            h = eye - sgt[:, :, None] * m * sgt[:, None, :]
-            grad = sig_g * zd1 - v
-            step = np.linalg.solve(h, grad.T[:, :, None])[:, :, 0].T
-            finite = np.isfinite(step).all(axis=0)
-            done |= ~finite | np.all(np.abs(step) <= _TOL * (1.0 + np.abs(v)), axis=0)
-            if done.all():
+            sgt = sg.T
+            h_a = eye - sgt[:, :, None] * m * sgt[:, None, :]
+            zd1[:, act], h[act] = zd1_a, h_a
+            grad = sg * zd1_a - va
+            step = np.linalg.solve(h_a, grad.T[:, :, None])[:, :, 0].T
+            stop = ~np.isfinite(step).all(axis=0) | np.all(
+                np.abs(step) <= _TOL * (1.0 + np.abs(va)), axis=0
+            )
+            if stop.all():
                 break
-            step[:, done] = 0.0
+            step[:, stop] = 0.0
             # At most one unit of predictor change per factor and step.
-            big = np.abs(sig_g * step).max(axis=0) * len(self.groupings)
+            big = np.abs(sg * step).max(axis=0) * len(self.groupings)
             step = step / np.maximum(big, 1.0)
-            base = self._objective(der.ll, v)
-            trial = v + step
-            eta = self._eta(eta_fixed, sig_g, trial)
-            der = fam.derivatives(self.y, eta, eta_scale, 2)
+            base = self._objective(der.ll, va)
+            trial = va + step
+            eta = self._eta(e_fix, sg, trial)
+            der = fam.derivatives(y, eta, e_scale, 2)
             # A trial whose value is not finite (a predictor overflowed) is rejected too.
             floor = base - 1e-13 * (1.0 + np.abs(base))
-            bad = ~done & ~(self._objective(der.ll, trial) >= floor)
+            bad = ~stop & ~(self._objective(der.ll, trial) >= floor)
             for _ in range(_MAX_HALVINGS):
                 if not bad.any():
                     break
                 step[:, bad] /= 2
-                trial = np.where(bad[None, :], v + step, trial)
-                eta = self._eta(eta_fixed, sig_g, trial)
-                der = fam.derivatives(self.y, eta, eta_scale, 2)
+                trial = np.where(bad[None, :], va + step, trial)
+                eta = self._eta(e_fix, sg, trial)
+                der = fam.derivatives(y, eta, e_scale, 2)
                 bad &= ~(self._objective(der.ll, trial) >= floor)
-            trial[:, bad] = v[:, bad]
-            done |= bad
-            if bad.any():
-                eta = self._eta(eta_fixed, sig_g, trial)
-                der = fam.derivatives(self.y, eta, eta_scale, 2)
-            v = trial
+            trial[:, bad] = va[:, bad]
+            stop |= bad
+            va = trial
+            v[:, act] = va
+            if stop.all():
+                stale = bool(bad.any())  # eta and der are at the last rejected trial
+                break
+            if stop.any():
+                keep = ~stop
+                act = act[keep]
+                y = self.y[:, act]
+                e_fix, sg, va = e_fix[:, keep], sg[:, keep], va[:, keep]
+                e_scale = e_scale[:, keep]
+                eta = self._eta(e_fix, sg, va)
+                der = fam.derivatives(y, eta, e_scale, 2)
+            elif bad.any():
+                eta = self._eta(e_fix, sg, va)
+                der = fam.derivatives(y, eta, e_scale, 2)
+        if stale or act.size < n_feat:
+            eta = self._eta(eta_fixed, sig_g, v)
+            der = fam.derivatives(self.y, eta, eta_scale, 2)
         return v, eta, der, zd1, h
 
     def _value_and_gradient(
