@@ -20,7 +20,8 @@ D2 Z Lambda``), fine for ``q`` up to a few hundred. The Laplace objective is ``s
   c_j e_jk + 1/2 (sum_{g in k} r_g (Z^T d1)_g + sum_j d2_j e_jk w_j)``, ``e_jk`` the mode
   of the observation's group in factor ``k`` and ``M = Z^T D2 Z``.
 
-The Hessian is the central difference of this gradient, as for one factor.
+The Hessian is analytic (:mod:`batchglm.mixed.joint_derivatives`); the central difference of
+this gradient stays behind ``DIFFERENCED`` to check it.
 """
 
 from __future__ import annotations
@@ -331,7 +332,7 @@ class JointLaplaceObjective(MarginalObjective):
         return ll, grad, v
 
     def evaluate(self, theta: Array, order: int) -> tuple[Array, Array | None, Array | None]:
-        """Laplace log-likelihood, analytic gradient and differenced Hessian per feature.
+        """Laplace log-likelihood, its gradient and Hessian per feature (analytic by default).
 
         Parameters
         ----------
