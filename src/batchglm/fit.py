@@ -385,7 +385,7 @@ def fit(
         for c, k in zip(*np.unique(status, return_counts=True), strict=True)
     }
     logger.info("fitted %d features in %.2f s: %s", n_feat, time.perf_counter() - started, counts)
-    warn_if_unconverged(status, max_iter)
+    warn_if_unconverged(status, max_iter, d.feature_names.tolist())
     warn_if_unidentifiable(status, d.feature_names.tolist())
     return FitResult(
         family=fam,

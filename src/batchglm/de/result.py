@@ -145,6 +145,10 @@ class DEResult:
     max_lfc : float
         Cap on ``|log2FoldChange|`` (10, as glmGamPoi); the raw estimate stays in
         ``coef_mle``.
+    refit_failed : ndarray of bool or None
+        Wald tests: features separated in the tested direction whose internal reduced
+        refit (for their likelihood-ratio statistic) reached no optimum; their p-value is
+        ``NaN`` and their status ``reduced_failed``.
     """
 
     test: str
@@ -170,6 +174,7 @@ class DEResult:
     df_residual: Array | None = None
     stat_kind: NDArray[np.str_] | None = None
     max_lfc: float = MAX_LFC
+    refit_failed: NDArray[np.bool_] | None = None
 
     @cached_property
     def qval(self) -> Array:
@@ -280,9 +285,12 @@ class DEResult:
             ``all_zero``, ``max_iter``, ``stalled``, ``nonfinite`` or ``unidentifiable``.
             Where the full fit reached an optimum but the reduced fit of a likelihood-ratio
             test did not, the reduced fit's label prefixed by ``reduced_`` (e.g.
-            ``reduced_max_iter``).
+            ``reduced_max_iter``); ``reduced_failed`` where a Wald test's internal reduced
+            refit of a separated feature failed (see ``refit_failed``).
         """
         labels = np.array([Status(int(s)).label for s in self.fit.status_codes], dtype=object)
+        if self.refit_failed is not None:
+            labels[self.refit_failed] = "reduced_failed"
         if self.reduced is not None:
             ok = np.isin(self.fit.status_codes, [int(s) for s in CONVERGED_CODES])
             red = self.reduced.status_codes

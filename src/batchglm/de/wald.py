@@ -33,6 +33,7 @@ from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion
 from batchglm.mixed.small_sample import warn_variance_at_zero
 from batchglm.result import FitResult
+from batchglm.solvers.status import ConvergenceWarning
 
 logger = logging.getLogger("batchglm")
 
@@ -237,7 +238,7 @@ def _boundary_lrt(
     basis = u[:, s > RANK_RTOL * max(s.max(initial=0.0), 1e-300)].T @ l_free
     hit = np.flatnonzero(separated_in_direction(res, basis) & de.converged)
     if hit.size == 0:
-        return replace(de, stat_kind=kind), floor_all
+        return replace(de, stat_kind=kind, refit_failed=np.zeros(kind.size, bool)), floor_all
     stat, pval = de.stat.copy(), de.pval.copy()
     names = [str(n) for n in res.feature_names[hit[:5]]]
     more = f" and {hit.size - 5} more" if hit.size > 5 else ""
@@ -255,7 +256,13 @@ def _boundary_lrt(
         kind[hit] = "none"
         return replace(de, stat=stat, pval=pval, stat_kind=kind), floor_all
     phi = None if ql_dispersion is None else ql_dispersion[hit]
-    lr, ok, floor = lrt_statistic(data, res, basis, hit, layer=layer, ql_dispersion=phi)
+    with warnings.catch_warnings():
+        # The refit's own ConvergenceWarning names no step; the failures are reported below.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lr, ok, floor = lrt_statistic(data, res, basis, hit, layer=layer, ql_dispersion=phi)
+    failed = np.zeros(len(res.feature_names), dtype=bool)
+    failed[hit[~ok]] = True
+    _warn_refit_failed(res, hit[~ok], de.tested)
     stat[hit] = lr
     floor_all[hit] = floor
     with np.errstate(invalid="ignore"):
@@ -283,7 +290,23 @@ def _boundary_lrt(
         ", ".join(names),
         more,
     )
-    return replace(de, stat=stat, pval=pval, stat_kind=kind), floor_all
+    return replace(de, stat=stat, pval=pval, stat_kind=kind, refit_failed=failed), floor_all
+
+
+def _warn_refit_failed(res: FitResult, failed: NDArray[np.intp], tested: str) -> None:
+    """Warn, naming the features, where the reduced refit of separated features failed."""
+    if failed.size == 0:
+        return
+    shown = ", ".join(str(n) for n in res.feature_names[failed[:5]])
+    more = f" and {failed.size - 5} more" if failed.size > 5 else ""
+    warnings.warn(
+        f"bg.de.wald: the reduced refit that tests {failed.size} feature(s) separated in the "
+        f"tested direction ({tested}) by likelihood ratio reached no optimum for {shown}"
+        f"{more}; they get NaN p-values and status 'reduced_failed'. Check that the size "
+        "factors have a geometric mean near 1, or test them with method='lrt'.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
 
 
 def test_rows(

@@ -60,7 +60,9 @@ class ConvergenceWarning(UserWarning):
     """Some features did not reach an optimum."""
 
 
-def warn_if_unconverged(status: NDArray[np.int8], max_iter: int) -> None:
+def warn_if_unconverged(
+    status: NDArray[np.int8], max_iter: int, names: Sequence[str] | None = None
+) -> None:
     """Emit one warning that summarises features without an optimum.
 
     Parameters
@@ -69,15 +71,24 @@ def warn_if_unconverged(status: NDArray[np.int8], max_iter: int) -> None:
         Status code per feature.
     max_iter : int
         The iteration limit in force, named in the message.
+    names : sequence of str, optional
+        Feature names: the message then names the first five features without an optimum
+        and their status.
     """
     bad = {s: int((status == s).sum()) for s in (Status.MAX_ITER, Status.STALLED, Status.NONFINITE)}
     total = sum(bad.values())
     if total == 0:
         return
     parts = ", ".join(f"{n} {s.label}" for s, n in bad.items() if n)
+    which = ""
+    if names is not None:
+        pos = np.flatnonzero(np.isin(status, [int(s) for s in bad]))
+        shown = ", ".join(f"{names[i]!s} ({Status(int(status[i])).label})" for i in pos[:5])
+        which = f": {shown}{f' and {pos.size - 5} more' if pos.size > 5 else ''}"
     warnings.warn(
-        f"{total} of {status.size} features did not converge ({parts}). Increase `max_iter` "
-        f"(now {max_iter}) for 'max_iter' features; inspect `result.status` for the others.",
+        f"{total} of {status.size} features did not converge ({parts}){which}. Increase "
+        f"`max_iter` (now {max_iter}) for 'max_iter' features; inspect `result.status` for "
+        "the others.",
         ConvergenceWarning,
         stacklevel=3,
     )
