@@ -112,7 +112,10 @@ def test_cooks_distance_matches_deseq2(at_deseq2_dispersions):
     if name == "sultan":  # 2 vs 2: no design cell with 3 observations, no maxCooks
         assert np.isnan(ref_max).all() and np.isnan(out.max_cooks).all()
         return
-    np.testing.assert_allclose(out.max_cooks[comparable], ref_max[comparable], rtol=1e-4)
+    # Our robust moment dispersion is DESeq2's at the size factors scaled to geometric mean
+    # 1 (so Cook's distances do not depend on their overall scale); DESeq2 uses them as
+    # given. On Marioni that moves maxCooks by at most 0.85 % (measured; 1e-4 before).
+    np.testing.assert_allclose(out.max_cooks[comparable], ref_max[comparable], rtol=1.5e-2)
 
 
 def test_pipeline_end_to_end_on_marioni():

@@ -36,6 +36,9 @@ def test_rough_dispersion_is_deseq2s_start():
     n = 12
     x = np.column_stack([np.ones(n), np.arange(n) % 2, (np.arange(n) // 2) % 3 == 1])
     sf = np.exp(rng.normal(0.0, 0.4, n))
+    # DESeq2's formulas at size factors of geometric mean 1; at other scales ours equal them
+    # at the rescaled factors (the start does not depend on the overall scale).
+    sf = sf / np.exp(np.mean(np.log(sf)))
     base = np.exp(rng.normal(2.0, 2.0, 40))
     alpha = 0.1 + 1.0 / base
     mu = sf[:, None] * base[None, :] * np.exp(0.7 * x[:, 1:2])
@@ -51,6 +54,7 @@ def test_rough_dispersion_is_deseq2s_start():
     np.testing.assert_allclose(got[seen], want, rtol=1e-12)
     assert got[0] == 1e-8  # under-dispersed: the lower clip
     assert np.isnan(got[2])  # all zero
+    np.testing.assert_allclose(rough_dispersion(y, 1e6 * sf, x.astype(float)), got, rtol=1e-12)
 
 
 def test_rough_dispersion_needs_residual_df():
@@ -74,7 +78,8 @@ def test_pipeline_initial_fit_holds_the_rough_dispersion():
     sf = bg.size_factors(y, "median_ratio")
     np.testing.assert_allclose(start.size_factors, sf, rtol=1e-12)
     x = np.column_stack([np.ones(12), np.repeat([0.0, 1.0], 6)])
-    want = _deseq2_formulas(y.to_numpy(dtype=float), sf, x)
+    # DESeq2's formulas at the size factors scaled to geometric mean 1 (rough.py).
+    want = _deseq2_formulas(y.to_numpy(dtype=float), sf / np.exp(np.mean(np.log(sf))), x)
     np.testing.assert_allclose(start.log_r[:, 0], -np.log(want), rtol=1e-12)
     # The pipeline's MAP Wald test equals the one on a fit at that dispersion.
     de = bg.de.test(

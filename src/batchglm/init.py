@@ -77,7 +77,7 @@ def initial_loc(
         norm_nz = nonzeros.values / sf[nonzeros.obs]
         sizes = plan.sizes
         means = nonzeros.group_sums(plan.group, plan.n_groups, norm_nz) / sizes[:, None]
-        target = fam.start_loc_groups(means, sizes[:, None])
+        target = _group_start(problem, means, sizes[:, None])
         a = np.zeros((y.shape[1], problem.k_loc))
         a[:, plan.discrete] = _weighted_lstsq(plan.rows, sizes, target)
         return a
@@ -86,7 +86,7 @@ def initial_loc(
         sizes = moments.loc_sizes
         norm_nz = nonzeros.values / moments.size_factors[nonzeros.obs]
         means = nonzeros.group_sums(groups.index, groups.n_groups, norm_nz) / sizes[:, None]
-        target = fam.start_loc_groups(means, sizes[:, None])
+        target = _group_start(problem, means, sizes[:, None])
         return _weighted_lstsq(problem.loc_rows, sizes, target)
     inv_sf = np.exp(-problem.offset)[:, None]
     if offset is not None:
@@ -96,18 +96,34 @@ def initial_loc(
         sizes = np.bincount(groups.index, minlength=groups.n_groups).astype(np.float64)
         means = groups(norm) / sizes[:, None]
         if w is None:
-            target = fam.start_loc_groups(means, sizes[:, None])
+            target = _group_start(problem, means, sizes[:, None])
             return _weighted_lstsq(problem.loc_rows, sizes, target)
         # Weighted group means; a group whose weights are all 0 keeps its plain mean (it
         # does not enter the likelihood, any finite start will do).
         wsum = groups(np.ascontiguousarray(np.broadcast_to(w, norm.shape)))
         pos = wsum > 0
         means = np.where(pos, groups(w * norm) / np.where(pos, wsum, 1.0), means)
-        target = fam.start_loc_groups(means, np.where(pos, wsum, sizes[:, None]))
+        target = _group_start(problem, means, np.where(pos, wsum, sizes[:, None]))
         return _weighted_lstsq(problem.loc_rows, wsum.mean(axis=1) + 1e-12, target)
     target = fam.start_loc_obs(norm, inv_sf)
     row_w = np.ones(y.shape[0]) if w is None else w.mean(axis=1)
     return _weighted_lstsq(problem.loc.reduced, row_w, target)
+
+
+def _group_start(problem: Problem, means: Array, sizes: Array) -> Array:
+    """Start the groups as the family does, log-link means in units of the typical size factor.
+
+    ``start_loc_groups`` floors empty groups at ``1 / (8 n_group)`` of a normalised count;
+    measured in units of the geometric mean of the size factors (``exp(mean(offset))``)
+    that floor is ``1 / (8 n_group)`` of a read at any overall scale of the size factors,
+    so that scaling them all by ``c`` only shifts the start by ``-log c``, as it shifts
+    the optimum.
+    """
+    fam = problem.family
+    if fam.link != "log":
+        return fam.start_loc_groups(means, sizes)
+    log_scale = float(np.mean(problem.offset))
+    return fam.start_loc_groups(means * np.exp(log_scale), sizes) - log_scale
 
 
 def initial_scale(

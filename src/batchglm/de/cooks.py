@@ -16,7 +16,9 @@ For observation ``i`` and feature ``j`` of an NB (or Poisson) location fit (DESe
   observations, variances scaled by 2.04, 1.86, 1.51 for the trimming), or the trimmed
   variance over all observations when no cell has 3; ``a = max((v - m) / m^2, 0.04)`` with
   ``m`` the mean normalised count. The floor 0.04 stops the other counts of the outlier's
-  group from getting large distances as well.
+  group from getting large distances as well. The counts are normalised by the size
+  factors scaled to geometric mean 1: DESeq2 uses them as given, which makes ``v - m``
+  (and the outlier calls) depend on their overall scale (0.85 % in maxCooks on Marioni).
 * ``p``: the number of free location coefficients.
 
 Distances are computed feature block by feature block; only per-feature summaries and
@@ -178,7 +180,10 @@ def _block_cooks(y: Array, res: FitResult, sl: slice, cells: NDArray[np.intp]) -
         except np.linalg.LinAlgError:
             inv = np.linalg.pinv(xtwx, hermitian=True)
     hat = w * np.einsum("ik,fkl,il->if", x, inv, x, optimize=True)
-    alpha = robust_dispersion(y / res.size_factors[:, None], cells)
+    # DESeq2 normalises by the size factors as given; scaled to geometric mean 1, the
+    # moment estimate (variance minus mean) no longer depends on their overall scale.
+    sf = res.size_factors / np.exp(np.mean(np.log(res.size_factors)))
+    alpha = robust_dispersion(y / sf[:, None], cells)
     with np.errstate(divide="ignore", invalid="ignore"):
         pearson_sq = (y - mu) ** 2 / (mu + alpha * mu**2)
         return np.asarray(pearson_sq / k * hat / (1.0 - hat) ** 2)

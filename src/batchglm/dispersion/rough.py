@@ -15,7 +15,9 @@ where, with normalised counts ``y / s`` (size factors ``s``), ``p`` location col
   (``n - 1``) of the normalised counts and ``xi = mean(1 / s)``
   (``momentsDispEstimate``),
 
-fits the location model at ``alpha_0`` held fixed, and estimates the Cox-Reid dispersion at
+computed here at the size factors scaled to geometric mean 1 (DESeq2 uses them as given,
+so its start depends on their overall scale; ours does not), fits the location model at
+``alpha_0`` held fixed, and estimates the Cox-Reid dispersion at
 those means (one iteration). The fit at a fixed dispersion is about half the cost of the
 joint maximum-likelihood fit, and the gene-wise estimate changes little with the means it
 is made at (the final test refits the location at the shrunken dispersions in both
@@ -75,6 +77,9 @@ def rough_dispersion(y: Array, size_factors: Array, x: Array) -> Array:
             f"rough dispersions need more observations than location columns, but the design "
             f"has {p} columns for {n_obs} observations."
         )
+    # bulkfix hook: the estimators assume size factors near 1; scaling them to geometric mean 1
+    # (absorbed by the intercept) makes the start independent of their overall scale.
+    size_factors = size_factors / np.exp(np.mean(np.log(size_factors)))
     norm = y / size_factors[:, None]
     q, _ = np.linalg.qr(x)
     fitted = np.maximum(q @ (q.T @ norm), 1.0)
