@@ -19,8 +19,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.families.link import LOG
-
 Array = NDArray[np.float64]
 
 #: Standard deviation of the wide normal prior on the parameters that are not shrunk
@@ -117,11 +115,14 @@ class LfcPosterior:
             ``(len(rows), k)`` and ``(len(rows), k, k)``.
         """
         eta = g @ self.xg.T + self.log_sf
-        y, r = self.y[rows], self.r[rows]
-        mu = LOG.inverse(eta)
-        ratio = mu / r
-        score = (y - mu) / (1.0 + ratio)
-        weight = mu * (1.0 + y / r) / (1.0 + ratio) ** 2
+        y, log_r = self.y[rows], self.log_r[rows]
+        # With p = mu / (mu + r), q = r / (mu + r) and m = mu q = r p, all from logaddexp:
+        # score (y - mu) q = y q - m and weight mu (1 + y / r) q^2 = m q + y p q, free of
+        # the overflow of (1 + mu / r)^2 far from the optimum.
+        lse = np.logaddexp(eta, log_r)
+        p, q, m = np.exp(eta - lse), np.exp(log_r - lse), np.exp(eta + log_r - lse)
+        score = y * q - m
+        weight = m * q + y * p * q
         grad = -score @ self.xg
         hess = np.einsum("ni,fn,nj->fij", self.xg, weight, self.xg, optimize=True)
         s2 = self.scale**2
