@@ -10,7 +10,11 @@ and the rejections at ``alpha`` counted. A lowess curve (R's ``lowess``, ``f = 1
 fitted through the rejection counts; the chosen ``theta`` is the first whose count
 exceeds the curve's maximum minus the root mean square of its residuals over the
 non-zero counts. If no ``theta`` gives more than 10 rejections, nothing is filtered.
-Filtered features get ``NaN`` adjusted p-values; their p-values stay.
+Filtered features get ``NaN`` adjusted p-values; their p-values stay. Given the same
+p-values and ``baseMean`` values the threshold, ``theta`` and adjusted p-values equal
+DESeq2's (``tests/test_independent_filtering_deseq2.py``, reference from
+``benchmarks/independent_filtering_deseq2.R``): where :func:`batchglm.de.test` and DESeq2
+filter at different thresholds on the same counts, their p-values differ, not the rule.
 """
 
 from __future__ import annotations
