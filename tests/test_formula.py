@@ -105,7 +105,7 @@ def test_formula_errors(small):
         bg.fit(y, "~ condition", obs=obs.to_numpy())
     gaps = obs.copy()
     gaps.loc[gaps.index[3], "depth"] = np.nan
-    with pytest.raises(ValueError, match=r"could not be evaluated.*null values"):
+    with pytest.raises(ValueError, match=r"'depth': 1 of 40 .*drop those observations"):
         bg.fit(y, "~ depth", obs=gaps)
     with pytest.raises(ValueError, match=r"`layer` \('counts'\) selects an AnnData layer"):
         bg.fit(y, "~ 1", layer="counts")

@@ -28,7 +28,9 @@ formula, see ``docs/annotations.md``) print one line each, ``batchglm: warning: 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -231,6 +233,19 @@ def _show_warning(
     print(f"batchglm: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+#: Exit status of a process ended by SIGPIPE in a shell (128 + 13).
+_SIGPIPE_STATUS = 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (e.g. replaced in tests): nothing is flushed at exit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``batchglm`` console script.
 
@@ -243,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         Exit status: 0 on success, 1 on an error, usage errors included (reported as one
-        line on stderr).
+        line on stderr); 141 without a message when the reader of stdout closed it early
+        (``--out - | head``), as for a process ended by SIGPIPE.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -257,6 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Warnings print as lines whatever the caller's filters (e.g. "error" in tests).
             warnings.simplefilter("default")
             args.func(args)
+    except BrokenPipeError:
+        # The reader stopped early (`batchglm test ... --out - | head`): quiet, as Unix
+        # tools killed by SIGPIPE, with their exit status.
+        _silence_stdout()
+        return _SIGPIPE_STATUS
     except (CliError, ValueError, KeyError, OSError, NotImplementedError) as err:
         if args.debug:
             raise

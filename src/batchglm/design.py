@@ -11,7 +11,12 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from batchglm.constraints import constraint_matrix
-from batchglm.formula import drop_unused_levels, evaluate_formula, parse_formula
+from batchglm.formula import (
+    data_variables,
+    drop_unused_levels,
+    evaluate_formula,
+    parse_formula,
+)
 from batchglm.named_constraints import (
     equation_design,
     equations_matrix,
@@ -76,6 +81,23 @@ class Design:
         return pd.DataFrame(self.matrix, columns=self.names, index=index)
 
 
+def _check_missing(formula: str, table: pd.DataFrame, arg: str) -> None:
+    """Refuse missing values in the columns a formula uses, naming them and their counts."""
+    parts = []
+    for column in data_variables(formula, table):
+        missing = table[column].isna().to_numpy()
+        if missing.any():
+            shown = ", ".join(str(o) for o in table.index[missing][:3])
+            more = ", ..." if missing.sum() > 3 else ""
+            parts.append(f"{column!r}: {int(missing.sum())} of {missing.size} ({shown}{more})")
+    if parts:
+        raise ValueError(
+            f"`{arg}` formula {formula!r} uses columns of `obs` with missing values "
+            f"({'; '.join(parts)}); a design needs a value for every observation: drop those "
+            "observations from the data and `obs`, or impute the values."
+        )
+
+
 def build_design(
     design: ArrayLike | pd.DataFrame | str | None,
     constraints: ArrayLike | Mapping[str, str] | Sequence[str] | None,
@@ -135,6 +157,7 @@ def build_design(
         if isinstance(constraints, Mapping):
             design, c_named = nested_design(formula, table, constraints, which)
         else:
+            _check_missing(formula, table, arg)
             design = evaluate_formula(formula, table, arg)
             if is_named(constraints) and isinstance(constraints, str | list | tuple):
                 # Equations may name every level of a factor (sum-to-zero over replicates).
