@@ -34,12 +34,19 @@ Contrasts can be written as users write them::
     de = bg.de.wald(res, contrast="condition[T.stim] - condition[T.ifn]")
     de = bg.de.wald(res, contrast=bg.de.cond(condition="stim") - bg.de.cond(condition="ifn"))
 
+Results go into an AnnData's ``var`` and come back as the same table (also from
+``.h5ad``; the fit itself is stored with ``res.to_anndata(adata)``)::
+
+    de.to_anndata(adata, key_added="trt_vs_ctrl")      # var["trt_vs_ctrl_pvalue"], ...
+    table = bg.de.read_results(adata, "trt_vs_ctrl")
+
 Separated features (a group with only zeros) and designs without residual degrees of
 freedom are handled as described in ``docs/inference.md``.
 """
 
 from __future__ import annotations
 
+from batchglm.de.anndata_results import read_results
 from batchglm.de.contrasts import Cond, cond
 from batchglm.de.degrees_of_freedom import SmallSampleWarning, check_residual_df
 from batchglm.de.lfc_shrink import ShrunkenLFC, lfc_shrink
@@ -70,6 +77,7 @@ __all__ = [
     "lfc_shrink",
     "lrt",
     "ql_f",
+    "read_results",
     "test",
     "wald",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -419,6 +420,33 @@ class DEResult:
                 raise ValueError(f"`n_max` must be at least 0, but {n_max} was given.")
             table = table.iloc[:n_max]
         return table
+
+    def to_anndata(self, adata: Any, key_added: str = "batchglm_de") -> Any:
+        """Store the results table in an AnnData's ``var``, in place.
+
+        See :func:`batchglm.de.anndata_results.write_results` for the keys; read the table
+        back (also from ``.h5ad``) with :func:`batchglm.de.read_results`.
+
+        Parameters
+        ----------
+        adata : anndata.AnnData
+            Target whose ``var_names`` hold every tested feature.
+        key_added : str
+            Prefix of the keys written.
+
+        Returns
+        -------
+        anndata.AnnData
+            ``adata``.
+
+        Raises
+        ------
+        ValueError
+            See :func:`batchglm.de.anndata_results.write_results`.
+        """
+        from batchglm.de.anndata_results import write_results
+
+        return write_results(self, adata, key_added)
 
     def significant(self, alpha: float = 0.05) -> pd.Index:
         """Features with ``qval < alpha``.
