@@ -156,10 +156,12 @@ def test_poisson_boundary_features_are_not_more_significant_than_pseudobulk() ->
     pb_res = bg.fit(pb, "~ condition", size_factors=donor_sf.loc[pb.obs["donor"]].to_numpy())
     ref = bg.de.ql_f(pb_res, coef="condition[T.stim]")
     # Both are iterative fits (the QL trend runs over all features, separated ones
-    # included): they agree to the solvers' precision (measured 3.8e-6 relative).
+    # included) at different size-factor scales: they agree to 3.8e-6 relative, within the
+    # chain's precision (both differ from fits at tol=1e-13 by 6e-5; 3.7e-5 before the
+    # scale-free location start).
     np.testing.assert_allclose(de.pval[raised], ref.pval[raised], rtol=2e-5)
     # Every doubly bounded feature is at least as large as its pseudobulk p-value.
     at_bounds = (res.random_var.iloc[:, 0].to_numpy() < 1e-6) & (
         res.status == "scale_at_bound"
     ).to_numpy()
-    assert np.all(de.pval[at_bounds] >= ref.pval[at_bounds] * (1 - 1e-6))
+    assert np.all(de.pval[at_bounds] >= ref.pval[at_bounds] * (1 - 2e-5))
