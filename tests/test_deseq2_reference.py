@@ -23,6 +23,7 @@ import batchglm as bg
 from batchglm.de.cooks import find_outliers
 from batchglm.de.independent_filtering import independent_filtering
 from batchglm.dispersion.estimate import estimate_dispersions
+from batchglm.dispersion.trend import fit_trend
 from batchglm.size_factors import size_factors
 from batchglm.tmm import tmm_norm_factors
 
@@ -177,7 +178,18 @@ def test_end_to_end_matches_deseq2_run_from_our_genewise_dispersions(name):
     res = bg.fit(counts, f"~ {factor}", obs=coldata, size_factors="median_ratio")
     disp = estimate_dispersions(counts, res)
     assert disp.trend_fit.kind == "parametric"
-    np.testing.assert_allclose(disp.trend, ref["dispFit"], rtol=1e-4)
+    # The trend fit itself, from the gene-wise estimates DESeq2 was given: DESeq2's to
+    # rounding. End to end, our gene-wise estimates of genes whose APL is flat near the
+    # Poisson limit may since have moved (made by an earlier version; on Sultan one gene
+    # went from 1e-8 to 4.4e-5, across DESeq2's 100 * minDisp inclusion threshold), which
+    # moves the whole trend by up to 4e-4.
+    given = pd.read_csv(DATA / f"deseq2_{name}_batchglm_dispersions.csv.gz", index_col=0)
+    alpha_in = np.clip(given["dispGeneEst"].to_numpy(), 1e-8, max(10, counts.shape[1]))
+    used = alpha_in > 1e-6
+    trend = fit_trend(ref["baseMean"].to_numpy()[used], alpha_in[used], "parametric")
+    assert trend.kind == "parametric"
+    np.testing.assert_allclose(trend(ref["baseMean"].to_numpy()), ref["dispFit"], rtol=1e-4)
+    np.testing.assert_allclose(disp.trend, ref["dispFit"], rtol=1e-3)
     de = bg.de.test(counts, f"~ {factor}", obs=coldata, coef=f"{factor}[T.{level}]")
     table = de.summary()
     expressed = (ref["baseMean"] >= 1).to_numpy()
