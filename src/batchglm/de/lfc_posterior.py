@@ -93,7 +93,10 @@ class LfcPosterior:
         y, log_r = self.y[rows], self.log_r[rows]
         ll = np.sum(y * eta - (y + np.exp(log_r)) * np.logaddexp(eta, log_r), axis=1)
         g0 = g[:, 0] / self.scale
-        prior = np.log1p(g0**2) if self.kind == "apeglm" else 0.5 * g0**2
+        # A Newton trial far out (separated features) overflows g0^2: its value is then
+        # inf and the trial is rejected, as intended.
+        with np.errstate(over="ignore"):
+            prior = np.log1p(g0**2) if self.kind == "apeglm" else 0.5 * g0**2
         return -ll + prior + 0.5 * self.no_shrink * np.sum(g[:, 1:] ** 2, axis=1)
 
     def derivatives(self, g: Array, rows: NDArray[np.intp], exact: bool) -> tuple[Array, Array]:

@@ -412,7 +412,8 @@ def null_dispersion(
     if ql_dispersion is None:
         return alpha
     phi = np.maximum(np.nan_to_num(np.asarray(ql_dispersion, dtype=np.float64), nan=1.0), 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # Null means of about 1e-300 on the zero side overflow to inf: capped at _ALPHA_MAX.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         extra = np.where(mu_reduced > 0, (phi - 1.0) / mu_reduced, 0.0)
     return np.minimum(phi * alpha + extra, _ALPHA_MAX)
 
