@@ -33,6 +33,7 @@ from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.formula import annotation_warnings_once
+from batchglm.mixed.few_groups import warn_few_groups_lrt
 from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
 from batchglm.nested_designs import check_nested
@@ -292,6 +293,7 @@ def lrt(
             raise ValueError("`full` and `reduced` must be FitResult objects from bg.fit.")
         check_same_random_effects(full, reduced)
         full = with_moderation(full, moderate)  # hook: batchglm.mixed.moderation
+        warn_few_groups_lrt(full, reduced)  # hook: batchglm.mixed.few_groups (2 vs 2 donors)
         if data is None and full.data is not None:
             data = full.data  # the counts both fits were made on (checked above)
             fit_kwargs.pop("layer", None)
@@ -388,6 +390,7 @@ def lrt(
         )
         cox_reid = use_cox_reid(scale_test, res_full, res_reduced)
         res_full = with_moderation(res_full, moderate)  # hook: batchglm.mixed.moderation
+        warn_few_groups_lrt(res_full, res_reduced)  # hook: batchglm.mixed.few_groups
         if not scale_only(res_full, res_reduced):
             warn_small_sample(res_full, "bg.de.lrt")
         de = likelihood_ratio(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))

@@ -95,3 +95,29 @@ def warn_few_groups(res: FitResult, model: str, lmat: Array) -> None:
         FewGroupsWarning,
         stacklevel=user_stacklevel(),
     )
+
+
+def warn_few_groups_lrt(full: FitResult, reduced: FitResult) -> None:
+    """:func:`warn_few_groups` for the location columns a likelihood-ratio test drops.
+
+    Parameters
+    ----------
+    full, reduced : FitResult
+        The two fits of ``bg.de.lrt`` (nothing happens unless ``full`` is a mixed fit).
+
+    Warns
+    -----
+    FewGroupsWarning
+        As :func:`warn_few_groups`, when every dropped location column is group-level and a
+        level of them has two or fewer groups of the first factor.
+    """
+    if full.small_sample is None or full.random is None:
+        return
+    from batchglm.nested_designs import outside_columns
+
+    dropped = outside_columns(reduced.loc.reduced, full.loc.matrix)
+    if not dropped:
+        return
+    lmat = np.zeros((len(dropped), full.loc.matrix.shape[1]))
+    lmat[np.arange(len(dropped)), dropped] = 1.0
+    warn_few_groups(full, "loc", lmat)

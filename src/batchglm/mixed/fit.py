@@ -176,6 +176,7 @@ def fit_mixed(
             donor_var,
             np.where(status != Status.ALL_ZERO, var[:, 0], np.nan),
             reml=reml,
+            others=[g.sums for g in groupings[1:]],
         ),
         data=d,
     )

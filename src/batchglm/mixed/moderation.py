@@ -243,7 +243,7 @@ def _group_level(ss: SmallSample) -> tuple[Array, int, NDArray[np.bool_]]:
     """Group-level design ``(G, p_b)``, ``d`` and the group-level columns."""
     assert ss.group_design is not None
     cols = ss.between
-    return ss.group_design[:, cols], max(ss.n_groups - ss.rank_between, 1), cols
+    return ss.group_design[:, cols], ss.df_groups, cols
 
 
 def _donor_level(ss: SmallSample, coef: Array) -> tuple[NDArray[np.bool_], Array, Array]:
@@ -254,8 +254,9 @@ def _donor_level(ss: SmallSample, coef: Array) -> tuple[NDArray[np.bool_], Array
         return np.zeros(n_feat, dtype=bool), np.zeros((xb.shape[1], 0)), np.zeros(0)
     rows = np.all(np.isfinite(ss.donor_resid), axis=0)
     z = xb @ coef[rows][:, cols].T + ss.donor_resid[:, rows]
-    beta = np.linalg.pinv(xb) @ z
-    return rows, beta, ((z - xb @ beta) ** 2).sum(axis=0) / d
+    design, _ = ss.group_regression(np.zeros((0, coef.shape[1])))
+    beta = np.linalg.pinv(design) @ z
+    return rows, beta, ((z - design @ beta) ** 2).sum(axis=0) / d
 
 
 def trend_covariate(ss: SmallSample, coef: Array) -> Array:
@@ -327,11 +328,15 @@ def variance_prior(res: FitResult) -> VariancePrior:
     # whereas the group-level columns alone would evaluate the groups at covariate value 0.
     assert ss.group_design is not None
     cov = res.covariance()[:, :p, :p]
-    gram = ss.group_design.T @ ss.group_design
-    # Maximum-likelihood covariances are scaled to REML (n_groups / d); REML fits are not.
-    to_reml = 1.0 if ss.reml else ss.n_groups / d
+    # With containing factors (donors nested in batches) only the within-level part of the
+    # group-level columns is estimated from the donor stratum: (I - P_Z) Xbar.
+    stratum = ss.stratum_design()
+    gram = stratum.T @ stratum
+    # Maximum-likelihood covariances are scaled to REML (n_stratum / d); REML fits are not.
+    to_reml = 1.0 if ss.reml else ss.n_stratum / d
+    rank_s = ss.rank_between if ss.nested is None else ss.rank_joint - ss.rank_nested
     with np.errstate(invalid="ignore"):
-        s2 = np.einsum("ij,fji->f", gram, cov) / max(ss.rank_between, 1) * to_reml
+        s2 = np.einsum("ij,fji->f", gram, cov) / max(rank_s, 1) * to_reml
     rows, _, rss = _donor_level(ss, coef)
     s2[rows] = rss
     log_mean = trend_covariate(ss, coef)
@@ -414,8 +419,8 @@ def moderated_sf(
     rows, beta, _ = _donor_level(ss, res.coef_loc.to_numpy())
     at_zero = None
     if rows.any():
-        lb = lmat[:, cols]
-        pinv = np.linalg.pinv(xb)
+        design, lb = ss.group_regression(lmat)
+        pinv = np.linalg.pinv(design)
         est = lb @ beta
         m = lb @ pinv @ pinv.T @ lb.T
         r0 = max(int(np.linalg.matrix_rank(m)), 1)
@@ -428,7 +433,7 @@ def moderated_sf(
         floor = np.where(np.isfinite(prior.s2_prior[rows]), prior.s2_prior[rows], unmoderated)
         s2 = np.maximum(prior.s2_post[rows], floor)
         at_zero = ref(quad / (r0 * s2))
-    factor = 1.0 if ss.reml else d / ss.n_groups
+    factor = 1.0 if ss.reml else d / ss.n_stratum
     npmle = None
     if method == "npmle" and prior.used is not None and prior.used.sum() >= MIN_NPMLE:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -439,7 +444,7 @@ def moderated_sf(
     def sf(stat: Array) -> Array:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             if statistic == "lrt":
-                f_stat = np.expm1(stat / ss.n_groups) * d / rank
+                f_stat = np.expm1(stat / ss.n_stratum) * d / rank
             else:
                 f_stat = factor * stat / rank
             if npmle is None:

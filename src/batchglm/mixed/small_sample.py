@@ -96,6 +96,124 @@ class SmallSample:
     moderate: bool = True
     reml: bool = False
     moderation: str = "npmle"
+    nested: Array | None = None
+    rank_nested: int = 0
+    rank_joint: int = 0
+
+    @property
+    def df_groups(self) -> int:
+        """Denominator df of group-level coefficients, ``d`` (at least 1).
+
+        ``G - p_b`` with one factor; with containing factors (``nested``) the containment
+        rule ``G - rank([X_b, Z])``.
+        """
+        rank = self.rank_joint if self.nested is not None else self.rank_between
+        return max(self.n_groups - rank, 1)
+
+    @property
+    def n_stratum(self) -> int:
+        """Groups less the containing factors' rank: the ML divisor of the group variance.
+
+        ``G`` with one factor, ``G - rank(Z)`` with containing factors ``Z``.
+        """
+        return self.n_groups - self.rank_nested
+
+    def stratum_design(self) -> Array:
+        """Group means of the design with the containing factors projected out.
+
+        Returns
+        -------
+        ndarray
+            ``(G, p)`` ``(I - P_Z) Xbar`` (``P_Z`` the projection on the columns of
+            ``nested``; ``Xbar`` itself without containing factors): the part of each
+            group-level column that group-to-group contrasts within the containing levels
+            estimate.
+        """
+        assert self.group_design is not None
+        if self.nested is None:
+            return self.group_design
+        q, _ = np.linalg.qr(self.nested)
+        q = q[:, : self.rank_nested]
+        return np.asarray(self.group_design - q @ (q.T @ self.group_design), dtype=np.float64)
+
+    def group_regression(self, lmat: Array) -> tuple[Array, Array]:
+        """Design and tested combinations of the regression of group log levels.
+
+        Parameters
+        ----------
+        lmat : ndarray
+            ``(n_tests, p)`` combinations of the location coefficients.
+
+        Returns
+        -------
+        design : ndarray
+            ``(G, p_b + q)``: the group-level design ``X_b``, followed by the containing
+            factors' indicators ``Z`` when there are any.
+        lb : ndarray
+            ``(n_tests, p_b + q)`` the combinations on that design (0 on ``Z``).
+        """
+        assert self.group_design is not None
+        xb = self.group_design[:, self.between]
+        lb = lmat[:, self.between]
+        if self.nested is None:
+            return xb, lb
+        pad = np.zeros((lb.shape[0], self.nested.shape[1]))
+        return np.hstack([xb, self.nested]), np.hstack([lb, pad])
+
+
+def containing_factors(
+    groups: GroupSums, others: list[GroupSums], between_means: Array
+) -> Array | None:
+    """Group-level indicators of the factors that contain the groups, crossed with ``X_b``.
+
+    Parameters
+    ----------
+    groups : GroupSums
+        The first factor (the replicates, e.g. donors), ``G`` groups.
+    others : list of GroupSums
+        The further random-effect factors.
+    between_means : ndarray
+        ``(G, p_b)`` the group-level columns of the design at group level, ``X_b``.
+
+    Returns
+    -------
+    ndarray or None
+        ``(G, q)`` the indicator columns of every further factor whose level is the same
+        for all observations of each group (a batch that donors are nested in) and that is
+        crossed with the group-level design (``rank([X_b, Z_k]) - rank(Z_k) =
+        rank(X_b) - 1``: only the constant is shared, so each group-level effect other
+        than the intercept is compared within the factor's levels); ``None`` when no factor
+        qualifies (one factor, or only factors crossed with the groups, whose effects are
+        estimated within groups and use no group-level degrees of freedom).
+
+    Notes
+    -----
+    A factor confounded with a group-level column (whole batches of one condition) is left
+    out: the condition is then compared between batches, a stratum this rule does not
+    cover (docs/mixed_model.md, Limitations). Our own rule after SAS PROC MIXED's
+    containment method (``DDFM=CONTAIN``).
+    """
+    g = groups.n_groups
+    rank_b = int(np.linalg.matrix_rank(between_means)) if between_means.size else 0
+    cols = []
+    for other in others:
+        level = np.zeros(g, dtype=np.intp)
+        level[groups.index] = other.index
+        if not np.array_equal(level[groups.index], other.index):
+            continue  # crossed with the groups: estimated within them
+        present = np.unique(level)
+        z = (level[:, None] == present[None, :]).astype(np.float64)
+        rank_z = present.size
+        joint = int(np.linalg.matrix_rank(np.hstack([between_means, z])))
+        if between_means.size and joint - rank_z != rank_b - 1:
+            logger.info(
+                "a random-effect factor with %d levels is confounded with the group-level "
+                "design; the containment rule leaves it out (docs/mixed_model.md)",
+                rank_z,
+            )
+            continue
+        cols.append(z)
+    return np.hstack(cols) if cols else None
 
 
 def between_within(
@@ -105,6 +223,7 @@ def between_within(
     donor_var: Array | None = None,
     variances: Array | None = None,
     reml: bool = False,
+    others: list[GroupSums] | None = None,
 ) -> SmallSample:
     """Classify the design columns and give their denominator degrees of freedom.
 
@@ -124,6 +243,12 @@ def between_within(
     reml : bool
         Whether ``variances`` are REML estimates already (no scaling, and no
         maximum-likelihood-to-REML factor in :func:`reference_sf`).
+    others : list of GroupSums, optional
+        Further random-effect factors. Those that contain the groups (donors nested in
+        batches, each batch with both conditions; :func:`containing_factors`) set the
+        containment rule ``d = G - rank([X_b, Z])`` for group-level coefficients and the
+        maximum-likelihood divisor ``G - rank(Z)``; factors crossed with the groups change
+        nothing.
 
     Returns
     -------
@@ -137,13 +262,18 @@ def between_within(
     between = np.all(np.isclose(groups.expand(means), x, rtol=1e-10, atol=1e-12), axis=0)
     rank_b = int(np.linalg.matrix_rank(x[:, between])) if between.any() else 0
     rank_x = int(np.linalg.matrix_rank(x))
-    df_between = max(n_groups - rank_b, 1)
+    nested = containing_factors(groups, others or [], means[:, between])
+    rank_z = rank_joint = 0
+    if nested is not None:
+        rank_z = int(np.linalg.matrix_rank(nested))
+        rank_joint = int(np.linalg.matrix_rank(np.hstack([means[:, between], nested])))
+    df_between = max(n_groups - (rank_joint if nested is not None else rank_b), 1)
     df_within = max(n_obs - n_groups - (rank_x - rank_b), 1)
     df = np.where(between, float(df_between), float(df_within))
     unequal = bool(sizes.max() > _UNEQUAL * sizes.min())
     prior = 0.0
     if variances is not None and np.isfinite(variances).any():
-        prior = float(np.nanmean(variances)) * (1.0 if reml else n_groups / df_between)
+        prior = float(np.nanmean(variances)) * (1.0 if reml else (n_groups - rank_z) / df_between)
     return SmallSample(
         df,
         np.asarray(between, dtype=bool),
@@ -155,6 +285,9 @@ def between_within(
         donor_var,
         prior,
         reml=reml,
+        nested=nested,
+        rank_nested=rank_z,
+        rank_joint=rank_joint,
     )
 
 
@@ -191,7 +324,7 @@ def reference_sf(res: FitResult, model: str, lmat: Array, rank: int) -> Callable
     group_level = bool(ss.between[used].all())
     if group_level and ss.moderate:  # hook: batchglm.mixed.moderation
         return moderated_sf(res, lmat, rank)
-    factor = (ss.n_groups - ss.rank_between) / ss.n_groups if group_level else 1.0
+    factor = ss.df_groups / ss.n_stratum if group_level else 1.0
     if ss.reml:
         factor = 1.0
     boundary = donor_level_sf(ss, res.coef_loc.to_numpy(), lmat) if group_level else None
@@ -253,12 +386,11 @@ def donor_level_sf(
     if not ss.unequal or not rows.any():
         return None
     cols = ss.between
-    xb = ss.group_design[:, cols]
-    lb = lmat[:, cols]
-    z = xb @ coef[rows][:, cols].T + ss.donor_resid[:, rows]
+    xb, lb = ss.group_regression(lmat)
+    z = ss.group_design[:, cols] @ coef[rows][:, cols].T + ss.donor_resid[:, rows]
     pinv = np.linalg.pinv(xb)
     beta = pinv @ z
-    d = max(ss.n_groups - ss.rank_between, 1)
+    d = ss.df_groups
     rss = ((z - xb @ beta) ** 2).sum(axis=0)
     s2 = np.maximum(rss / d, ss.prior_var + ss.donor_var[:, rows].mean(axis=0))
     est = lb @ beta  # (n_tests, F_b)
@@ -310,8 +442,8 @@ def lrt_reference_sf(
     dropped = outside_columns(reduced.loc.reduced, full.loc.matrix)
     if not dropped or not ss.between[dropped].all():
         return lambda stat: chi2_sf(stat, df)
-    g = ss.n_groups
-    d = max(g - ss.rank_between, 1)
+    g = ss.n_stratum
+    d = ss.df_groups
     lmat = np.zeros((len(dropped), full.loc.matrix.shape[1]))
     lmat[np.arange(len(dropped)), dropped] = 1.0
     if ss.moderate:  # hook: batchglm.mixed.moderation
