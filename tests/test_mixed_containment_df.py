@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 
 import batchglm as bg
 from batchglm.mixed.few_groups import FewGroupsWarning
@@ -132,3 +133,39 @@ def test_lrt_warns_with_two_donors_per_condition() -> None:
     with pytest.warns(FewGroupsWarning, match=r"only 2 vs 2 groups of 'donor' per level"):
         table = bg.de.lrt(full=full, reduced=reduced).summary()
     assert np.isfinite(table["pvalue"]).all()
+
+
+def test_wald_matches_the_exact_test_on_donor_means() -> None:
+    # Balanced 4 vs 4 donors in 4 batches, 10 cells each, Poisson counts near e^8 (sampling
+    # noise 0.02 on the log scale against donor SD 0.3): the model is the balanced nested
+    # linear mixed model on log donor means, whose exact test of the condition is OLS of
+    # the log donor means on [batch indicators, condition] with 8 - 5 = 3 residual df. The
+    # unmoderated Wald test must give that p-value (with 6 df it would not).
+    rng = np.random.default_rng(3)
+    n_donors, n_batches, n_feat = 8, 4, 8
+    donor = np.repeat(np.arange(n_donors), 10)
+    stim = np.repeat([0.0, 1.0], 4)
+    batch = np.tile(np.arange(n_batches), 2)
+    obs = pd.DataFrame(
+        {
+            "donor": [f"d{g}" for g in donor],
+            "batch": [f"b{b}" for b in batch[donor]],
+            "condition": np.where(stim[donor] > 0, "stim", "ctrl"),
+        },
+        index=[f"cell{i}" for i in range(donor.size)],
+    )
+    eta = (
+        8.0
+        + rng.normal(0.0, 0.5, (n_batches, n_feat))[batch[donor]]
+        + rng.normal(0.0, 0.3, (n_donors, n_feat))[donor]
+    )
+    y = rng.poisson(np.exp(eta)).astype(float)
+    res = bg.fit(y, "~ condition", obs=obs, random_effects=["donor", "batch"], family="poisson")
+    pval = bg.de.wald(res, coef="condition[T.stim]", moderate=False).summary()["pvalue"]
+    sums = np.zeros((n_donors, n_feat))
+    np.add.at(sums, donor, y)
+    x = np.column_stack([np.eye(n_batches)[batch], stim])
+    ref = np.array([sm.OLS(np.log(sums[:, f] / 10), x).fit().pvalues[-1] for f in range(n_feat)])
+    interior = np.all(np.asarray(res.random_var) > 0.01, axis=1)
+    assert interior.sum() >= 5
+    np.testing.assert_allclose(pval.to_numpy()[interior], ref[interior], rtol=2e-3)

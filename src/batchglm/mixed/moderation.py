@@ -45,6 +45,12 @@ features:
   and ``s0^2``, the prior of the group-level variance, already holds the groups' average
   sampling variance (adding ``mean_g v_g`` counted it twice).
 
+With further random-effect factors that contain the groups (donors nested in batches),
+``d`` is the containment df ``G - rank([X_b, Z])`` of
+:attr:`batchglm.mixed.small_sample.SmallSample.df_groups`, ``Xbar`` is replaced by
+``(I - P_Z) Xbar`` (the within-batch part that donor contrasts estimate; ``p_b`` by its rank)
+and ``G`` by ``G - rank(Z)``; the prior, its df and the NPMLE posterior then use that ``d``.
+
 Only tests of group-level location coefficients are moderated; ``res.se_loc`` stays the
 maximum-likelihood standard error.
 """

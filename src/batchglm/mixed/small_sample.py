@@ -19,6 +19,16 @@ and both needed with few groups (4 vs 4 donors):
   (``t(d)`` for one coefficient). With 3 vs 3 donors the uncorrected test rejected 10 % of
   null genes at 0.05.
 
+With further random-effect factors that contain the groups (donors nested in batches, each
+batch with both conditions, ``random_effects=["donor", "batch"]``) a group-level
+coefficient is compared between groups *within* those factors' levels, and SAS's
+containment rule (PROC MIXED ``DDFM=CONTAIN``) gives ``d = G - rank([X_b, Z])`` (``Z`` the
+group-level indicators of the containing factors; 4 vs 4 donors in 4 batches: 8 - 5 = 3
+instead of 6), and the maximum-likelihood divisor of the group variance becomes
+``G - rank(Z)`` (the factor ``d / (G - rank(Z))``). Factors crossed with the groups (each
+donor's cells over several plates) are estimated within groups and change nothing; see
+:func:`containing_factors`. With one factor every number is as before.
+
 ``res.se_loc`` stays the inverse observed information of the marginal likelihood (what
 glmmTMB reports); only the test's reference changes.
 """
@@ -312,7 +322,9 @@ def reference_sf(res: FitResult, model: str, lmat: Array, rank: int) -> Callable
         Maps statistics ``W`` to p-values: ``chi2(rank)`` without ``small_sample``, else
         ``F(rank, d)`` for ``c W / rank`` with ``d`` the smallest denominator df among the
         coefficients involved and ``c = (n_groups - p_b) / n_groups`` when they are all
-        group-level (else 1; also 1 for REML fits, whose variance needs no such factor).
+        group-level (else 1; also 1 for REML fits, whose variance needs no such factor);
+        with containing factors ``c = d / (n_groups - rank(Z))``
+        (:attr:`SmallSample.df_groups`, :attr:`SmallSample.n_stratum`).
     """
     ss = res.small_sample
     if ss is None or model != "loc":
@@ -424,7 +436,9 @@ def lrt_reference_sf(
         balanced one-way model where group means carry the information, ``LR`` under
         maximum likelihood is ``G log(RSS_0 / RSS_1)`` and this ``F`` is the exact F test
         (a Bartlett-type correction of the chi-squared reference, which rejected 9-11 % of
-        null genes at 0.05 with 4 vs 4 donors).
+        null genes at 0.05 with 4 vs 4 donors). With containing factors ``Z`` (donors
+        nested in batches) ``G`` becomes ``G - rank(Z)`` and ``G - p_b`` the containment
+        df ``G - rank([X_b, Z])``.
 
     Raises
     ------
