@@ -48,6 +48,25 @@ def test_donors_nested_in_batches_subtract_the_batches() -> None:
     np.testing.assert_allclose(ss.stratum_design()[:, 0], 0.0, atol=1e-12)
 
 
+def test_likelihood_ratio_divisor_per_feature() -> None:
+    # Feature 0 has the batch variance at 0 (one stratum of 8 donors), feature 1 not (4).
+    donor, cov = _cells(10, 8, seed=1)
+    stim = np.repeat([0.0, 1.0], 4)
+    batch = np.tile(np.arange(4), 2)
+    ss = between_within(
+        _design(donor, stim, cov),
+        GroupSums(donor, 8),
+        others=[GroupSums(batch[donor], 4)],
+        other_at_zero=np.array([[True], [False]]),
+    )
+    assert ss.n_ml is not None
+    np.testing.assert_array_equal(ss.n_ml, [8.0, 4.0])
+    lr = np.array([1.2, 1.2])
+    # d (n / (G - rank Z)) (exp(LR / n) - 1) with d = 3, G - rank Z = 4.
+    expected = [3 * 2 * np.expm1(1.2 / 8), 3 * 1 * np.expm1(1.2 / 4)]
+    np.testing.assert_allclose(ss.lrt_numerator(lr), expected, rtol=1e-14)
+
+
 def test_unequal_nesting_three_batches() -> None:
     # 3 vs 3 donors in 2 batches of 3 donors: batch 0 = c0, c1, s0; batch 1 = c2, s1, s2.
     donor, cov = _cells(12, 6, seed=2)
@@ -96,6 +115,7 @@ def test_one_factor_unchanged() -> None:
     np.testing.assert_array_equal(ss.df, [4.0, 4.0, 60.0 - 6.0 - 1.0])
     # The REML-scaled prior variance: mean 0.2 times G / (G - p_b).
     assert ss.prior_var == pytest.approx(0.2 * 6 / 4)
+    assert ss.nested is None and ss.n_ml is None
     np.testing.assert_array_equal(ss.stratum_design(), ss.group_design)
 
 
@@ -162,6 +182,8 @@ def test_wald_matches_the_exact_test_on_donor_means() -> None:
     y = rng.poisson(np.exp(eta)).astype(float)
     res = bg.fit(y, "~ condition", obs=obs, random_effects=["donor", "batch"], family="poisson")
     pval = bg.de.wald(res, coef="condition[T.stim]", moderate=False).summary()["pvalue"]
+    reduced = bg.fit(y, "~ 1", obs=obs, random_effects=["donor", "batch"], family="poisson")
+    p_lrt = bg.de.lrt(full=res, reduced=reduced, moderate=False).summary()["pvalue"]
     sums = np.zeros((n_donors, n_feat))
     np.add.at(sums, donor, y)
     x = np.column_stack([np.eye(n_batches)[batch], stim])
@@ -169,3 +191,4 @@ def test_wald_matches_the_exact_test_on_donor_means() -> None:
     interior = np.all(np.asarray(res.random_var) > 0.01, axis=1)
     assert interior.sum() >= 5
     np.testing.assert_allclose(pval.to_numpy()[interior], ref[interior], rtol=2e-3)
+    np.testing.assert_allclose(p_lrt.to_numpy()[interior], ref[interior], rtol=2e-3)

@@ -177,6 +177,7 @@ def fit_mixed(
             np.where(status != Status.ALL_ZERO, var[:, 0], np.nan),
             reml=reml,
             others=[g.sums for g in groupings[1:]],
+            other_at_zero=var[:, 1:] < VAR_AT_BOUND,
         ),
         data=d,
     )

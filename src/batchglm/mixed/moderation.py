@@ -450,7 +450,10 @@ def moderated_sf(
     def sf(stat: Array) -> Array:
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             if statistic == "lrt":
-                f_stat = np.expm1(stat / ss.n_stratum) * d / rank
+                if ss.n_ml is None:
+                    f_stat = np.expm1(stat / ss.n_stratum) * d / rank
+                else:
+                    f_stat = ss.lrt_numerator(stat) / rank
             else:
                 f_stat = factor * stat / rank
             if npmle is None:

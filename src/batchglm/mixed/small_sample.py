@@ -92,6 +92,16 @@ class SmallSample:
         The prior of the moderated variances, ``"npmle"`` (nonparametric, the default) or
         ``"limma"`` (scaled inverse chi-squared), see
         :func:`batchglm.mixed.moderation.moderated_sf`.
+    nested : ndarray or None
+        ``(G, q)`` group-level indicators of the factors that contain the groups
+        (:func:`containing_factors`); ``None`` with one factor.
+    rank_nested, rank_joint : int
+        ``rank(Z)`` and ``rank([X_b, Z])`` (0 without ``nested``).
+    n_ml : ndarray or None
+        ``(F,)`` groups in the likelihood's group stratum per feature, the divisor ``n`` of
+        the likelihood-ratio form ``LR = n log(RSS_0 / RSS_1)``: ``G - rank(Z)``, or ``G``
+        for features whose containing factors' variances are all at 0 (their fit has one
+        stratum of ``G`` groups); ``None`` without ``nested``.
     """
 
     df: Array
@@ -109,6 +119,7 @@ class SmallSample:
     nested: Array | None = None
     rank_nested: int = 0
     rank_joint: int = 0
+    n_ml: Array | None = None
 
     @property
     def df_groups(self) -> int:
@@ -146,6 +157,28 @@ class SmallSample:
         q = q[:, : self.rank_nested]
         return np.asarray(self.group_design - q @ (q.T @ self.group_design), dtype=np.float64)
 
+    def lrt_numerator(self, stat: Array) -> Array:
+        """Bartlett-type ``rank * F`` of likelihood ratios with containing factors.
+
+        Parameters
+        ----------
+        stat : ndarray
+            ``(F,)`` likelihood-ratio statistics ``LR``.
+
+        Returns
+        -------
+        ndarray
+            ``(F,)`` ``d (n / (G - rank(Z))) (exp(LR / n) - 1)`` with ``n = n_ml``: ``LR =
+            n log(RSS_0 / RSS_1)`` in a group stratum of ``n`` groups, and the factor
+            ``n / (G - rank(Z))`` puts features whose containing variances are at 0 (one
+            stratum of ``G`` groups) on the scale of their Wald statistic ``c W`` of
+            :func:`reference_sf`.
+        """
+        assert self.n_ml is not None
+        return np.asarray(
+            self.df_groups * (self.n_ml / self.n_stratum) * np.expm1(stat / self.n_ml)
+        )
+
     def group_regression(self, lmat: Array) -> tuple[Array, Array]:
         """Design and tested combinations of the regression of group log levels.
 
@@ -173,7 +206,7 @@ class SmallSample:
 
 def containing_factors(
     groups: GroupSums, others: list[GroupSums], between_means: Array
-) -> Array | None:
+) -> tuple[Array | None, list[int]]:
     """Group-level indicators of the factors that contain the groups, crossed with ``X_b``.
 
     Parameters
@@ -187,7 +220,7 @@ def containing_factors(
 
     Returns
     -------
-    ndarray or None
+    nested : ndarray or None
         ``(G, q)`` the indicator columns of every further factor whose level is the same
         for all observations of each group (a batch that donors are nested in) and that is
         crossed with the group-level design (``rank([X_b, Z_k]) - rank(Z_k) =
@@ -195,6 +228,8 @@ def containing_factors(
         than the intercept is compared within the factor's levels); ``None`` when no factor
         qualifies (one factor, or only factors crossed with the groups, whose effects are
         estimated within groups and use no group-level degrees of freedom).
+    kept : list of int
+        Positions in ``others`` of the factors in ``nested``.
 
     Notes
     -----
@@ -206,7 +241,8 @@ def containing_factors(
     g = groups.n_groups
     rank_b = int(np.linalg.matrix_rank(between_means)) if between_means.size else 0
     cols = []
-    for other in others:
+    kept = []
+    for k, other in enumerate(others):
         level = np.zeros(g, dtype=np.intp)
         level[groups.index] = other.index
         if not np.array_equal(level[groups.index], other.index):
@@ -223,7 +259,8 @@ def containing_factors(
             )
             continue
         cols.append(z)
-    return np.hstack(cols) if cols else None
+        kept.append(k)
+    return (np.hstack(cols) if cols else None), kept
 
 
 def between_within(
@@ -234,6 +271,7 @@ def between_within(
     variances: Array | None = None,
     reml: bool = False,
     others: list[GroupSums] | None = None,
+    other_at_zero: NDArray[np.bool_] | None = None,
 ) -> SmallSample:
     """Classify the design columns and give their denominator degrees of freedom.
 
@@ -259,6 +297,9 @@ def between_within(
         containment rule ``d = G - rank([X_b, Z])`` for group-level coefficients and the
         maximum-likelihood divisor ``G - rank(Z)``; factors crossed with the groups change
         nothing.
+    other_at_zero : ndarray of bool, optional
+        ``(F, len(others))`` whether each further factor's fitted variance is at 0;
+        features whose containing factors' variances are all at 0 get ``n_ml = G``.
 
     Returns
     -------
@@ -272,11 +313,15 @@ def between_within(
     between = np.all(np.isclose(groups.expand(means), x, rtol=1e-10, atol=1e-12), axis=0)
     rank_b = int(np.linalg.matrix_rank(x[:, between])) if between.any() else 0
     rank_x = int(np.linalg.matrix_rank(x))
-    nested = containing_factors(groups, others or [], means[:, between])
+    nested, kept = containing_factors(groups, others or [], means[:, between])
     rank_z = rank_joint = 0
+    n_ml = None
     if nested is not None:
         rank_z = int(np.linalg.matrix_rank(nested))
         rank_joint = int(np.linalg.matrix_rank(np.hstack([means[:, between], nested])))
+        if other_at_zero is not None:
+            at_zero = np.all(other_at_zero[:, kept], axis=1)
+            n_ml = np.where(at_zero, float(n_groups), float(n_groups - rank_z))
     df_between = max(n_groups - (rank_joint if nested is not None else rank_b), 1)
     df_within = max(n_obs - n_groups - (rank_x - rank_b), 1)
     df = np.where(between, float(df_between), float(df_within))
@@ -298,6 +343,7 @@ def between_within(
         nested=nested,
         rank_nested=rank_z,
         rank_joint=rank_joint,
+        n_ml=n_ml,
     )
 
 
@@ -465,7 +511,9 @@ def lrt_reference_sf(
     boundary = donor_level_sf(ss, full.coef_loc.to_numpy(), lmat)
 
     def sf(stat: Array) -> Array:
-        pval = f_sf(np.expm1(stat / g) * d / df, df, d)
+        pval = f_sf(
+            ss.lrt_numerator(stat) if ss.n_ml is not None else np.expm1(stat / g) * d / df, df, d
+        )
         if boundary is not None:
             pval = np.where(boundary[0], boundary[1], pval)
         return pval
