@@ -192,3 +192,34 @@ def test_wald_matches_the_exact_test_on_donor_means() -> None:
     assert interior.sum() >= 5
     np.testing.assert_allclose(pval.to_numpy()[interior], ref[interior], rtol=2e-3)
     np.testing.assert_allclose(p_lrt.to_numpy()[interior], ref[interior], rtol=2e-3)
+
+
+def test_nested_null_calibration() -> None:
+    # 400 null NB genes, 4 vs 4 donors (15-40 cells) in 4 batches, batch SD 0.3, donor SD
+    # 0.2-0.4: the default (moderated) Wald and LRT reject within [0.03, 0.07] at 0.05.
+    # With the first factor's df alone (d = 6) the Wald rejected 0.080 on these data.
+    rng = np.random.default_rng(4)
+    n_donors, n_batches, n_feat = 8, 4, 400
+    donor = np.repeat(np.arange(n_donors), rng.integers(15, 40, n_donors))
+    stim = np.repeat([0.0, 1.0], 4)
+    batch = np.tile(np.arange(n_batches), 2)
+    obs = pd.DataFrame(
+        {
+            "donor": [f"d{g}" for g in donor],
+            "batch": [f"b{b}" for b in batch[donor]],
+            "condition": np.where(stim[donor] > 0, "stim", "ctrl"),
+        },
+        index=[f"cell{i}" for i in range(donor.size)],
+    )
+    eta = (
+        rng.uniform(0.0, 2.0, n_feat)
+        + rng.normal(0.0, 0.3, (n_batches, n_feat))[batch[donor]]
+        + rng.normal(0.0, 1.0, (n_donors, n_feat))[donor] * rng.uniform(0.2, 0.4, n_feat)
+    )
+    y = rng.poisson(np.exp(eta)).astype(float)
+    kw = dict(obs=obs, random_effects=["donor", "batch"])
+    full = bg.fit(y, "~ condition", **kw)
+    wald = bg.de.wald(full, coef="condition[T.stim]").summary()["pvalue"].to_numpy()
+    lrt = bg.de.lrt(full=full, reduced=bg.fit(y, "~ 1", **kw)).summary()["pvalue"].to_numpy()
+    assert 0.03 <= np.mean(wald < 0.05) <= 0.07
+    assert 0.03 <= np.nanmean(lrt < 0.05) <= 0.07
