@@ -67,6 +67,22 @@ def test_likelihood_ratio_divisor_per_feature() -> None:
     np.testing.assert_allclose(ss.lrt_numerator(lr), expected, rtol=1e-14)
 
 
+def test_two_containing_factors_batches_in_sites() -> None:
+    # Batches nested in 2 sites: Z_site lies in span(Z_batch), so rank(Z) = 4 and
+    # rank([1, stim, Z]) = 5 as with the batches alone.
+    donor, cov = _cells(10, 8, seed=8)
+    stim = np.repeat([0.0, 1.0], 4)
+    batch = np.tile(np.arange(4), 2)
+    site = batch // 2
+    ss = between_within(
+        _design(donor, stim, cov),
+        GroupSums(donor, 8),
+        others=[GroupSums(site[donor], 2), GroupSums(batch[donor], 4)],
+    )
+    assert (ss.rank_nested, ss.rank_joint, ss.df_groups, ss.n_stratum) == (4, 5, 3, 4)
+    np.testing.assert_allclose(ss.stratum_design()[:, 1], np.repeat([-0.5, 0.5], 4), atol=1e-12)
+
+
 def test_unequal_nesting_three_batches() -> None:
     # 3 vs 3 donors in 2 batches of 3 donors: batch 0 = c0, c1, s0; batch 1 = c2, s1, s2.
     donor, cov = _cells(12, 6, seed=2)

@@ -153,8 +153,10 @@ class SmallSample:
         assert self.group_design is not None
         if self.nested is None:
             return self.group_design
-        q, _ = np.linalg.qr(self.nested)
-        q = q[:, : self.rank_nested]
+        # An orthonormal basis of span(Z) (SVD: Z may be rank-deficient, e.g. batches
+        # nested in sites).
+        u, _, _ = np.linalg.svd(self.nested, full_matrices=False)
+        q = u[:, : self.rank_nested]
         return np.asarray(self.group_design - q @ (q.T @ self.group_design), dtype=np.float64)
 
     def lrt_numerator(self, stat: Array) -> Array:
