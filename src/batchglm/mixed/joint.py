@@ -36,6 +36,7 @@ from batchglm.mixed.joint_derivatives import joint_hessian
 from batchglm.mixed.laplace import MarginalObjective, OuterProblem, differenced_hessian
 from batchglm.mixed.third_derivatives import higher_derivatives, third_derivatives
 from batchglm.solvers.count_table import CountTable
+from batchglm.solvers.linalg import solve_or_nan
 from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
@@ -223,7 +224,8 @@ class JointLaplaceObjective(MarginalObjective):
             h_a = eye - sgt[:, :, None] * m * sgt[:, None, :]
             zd1[:, act], h[act] = zd1_a, h_a
             grad = sg * zd1_a - va
-            step = np.linalg.solve(h_a, grad.T[:, :, None])[:, :, 0].T
+            # NaN (the feature stops) where a trial overflowed the predictor, never a raise.
+            step = solve_or_nan(h_a, grad.T).T
             stop = ~np.isfinite(step).all(axis=0) | np.all(
                 np.abs(step) <= _TOL * (1.0 + np.abs(va)), axis=0
             )

@@ -51,7 +51,7 @@ from batchglm.mixed.reml_derivatives import (
     reml_derivatives_moments,
 )
 from batchglm.solvers.count_table import CountTable
-from batchglm.solvers.linalg import GroupSums, PairProducts, inverse_negative
+from batchglm.solvers.linalg import GroupSums, PairProducts, inverse_negative, solve_or_nan
 from batchglm.solvers.objective import Problem
 
 Array = NDArray[np.float64]
@@ -277,7 +277,7 @@ class RemlObjective(MarginalObjective):
         for _ in range(_MAX_ITER):
             s1, s2, schur, h, c, g_a = self._step_terms(der, sigma)
             g_v = sig * s1 - v
-            da = _solve(schur, g_a - np.einsum("gfi,gf->fi", c, sig * g_v / h))
+            da = solve_or_nan(schur, g_a - np.einsum("gfi,gf->fi", c, sig * g_v / h))
             dv = (g_v - sig * np.einsum("gfi,fi->gf", c, da)) / h
             rel_a = np.abs(da * units) / (1.0 + np.abs(a * units))
             rel_v = np.abs(dv) / (1.0 + np.abs(v))
@@ -462,18 +462,6 @@ def _finite_start(a: Array, v: Array, a0: Array, v0: Array) -> tuple[Array, Arra
     """Return ``(a, v)`` where finite for a feature, else ``(a0, v0)``."""
     ok = np.asarray(np.isfinite(a).all(axis=1) & np.isfinite(v).all(axis=0))
     return np.where(ok[:, None], a, a0), np.where(ok[None, :], v, v0)
-
-
-def _solve(a: Array, b: Array) -> Array:
-    """Batched ``a^-1 b`` ``(F, p)``; NaN rows where ``a`` is not finite or singular."""
-    finite = np.asarray(np.isfinite(a).all(axis=(1, 2)) & np.isfinite(b).all(axis=1))
-    safe = np.where(finite[:, None, None], a, np.eye(a.shape[1]))
-    try:
-        out = np.linalg.solve(safe, b[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        out = np.einsum("fij,fj->fi", np.linalg.pinv(safe), b)
-    out[~finite] = np.nan
-    return np.asarray(out, dtype=np.float64)
 
 
 def fixed_effect_covariance(schur: Array, sens: Array, outer_cov: Array) -> Array:

@@ -338,3 +338,33 @@ def inverse_negative(hess: Array) -> Array:
     cov = np.einsum("fik,fk,fjk->fij", vecs, inv, vecs)
     out[finite] = cov * d[:, :, None] * d[:, None, :]
     return out
+
+
+def solve_or_nan(a: Array, b: Array) -> Array:
+    """Batched ``a^-1 b`` that never raises: NaN rows where ``a`` or ``b`` is not finite.
+
+    NumPy's batched solve fails as a whole when one matrix of the stack is singular; then
+    the pseudo-inverse is used for all of them, so one awkward feature (a predictor that
+    overflowed on a trial step) never stops the block.
+
+    Parameters
+    ----------
+    a : ndarray
+        ``(F, p, p)`` matrices.
+    b : ndarray
+        ``(F, p)`` right-hand sides.
+
+    Returns
+    -------
+    ndarray
+        ``(F, p)`` solutions; NaN rows where ``a`` or ``b`` has a non-finite entry.
+    """
+    finite = np.asarray(np.isfinite(a).all(axis=(1, 2)) & np.isfinite(b).all(axis=1))
+    safe = np.where(finite[:, None, None], a, np.eye(a.shape[1]))
+    rhs = np.where(finite[:, None], b, 0.0)
+    try:
+        out = np.linalg.solve(safe, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = np.einsum("fij,fj->fi", np.linalg.pinv(safe), rhs)
+    out[~finite] = np.nan
+    return np.asarray(out, dtype=np.float64)
