@@ -119,9 +119,12 @@ def ql_f(
         )
     shrunk = shrunken_fit(data, res, "ql", layer=layer, trend=trend, progress=progress)
     wald_de = wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, "loc")
+    # The reduced model starts from the full refit at the same (trended) dispersions, not
+    # from `res` at the gene-wise ones: its projection onto the reduced constraints is the
+    # nearer start (fewer Newton steps, same optimum; tests/test_ql_reduced_start.py).
     reduced = refit_location(
         data,
-        res,
+        shrunk.fit,
         shrunk.alpha,
         layer=layer,
         constraints_loc=c @ vt[rank:].T,

@@ -64,6 +64,13 @@ _DEGREE = 24
 _CHUNK = 1 << 15
 #: The path applies when each design group holds at least this many observations on average.
 MIN_CELLS_PER_GROUP = 16
+#: ... and a block when its zero counts number at least this many per (design group, feature)
+#: on average. Below it the expansions (about 125 terms per group and feature) cost more than
+#: the per-observation terms they replace: at 85 bulk samples in 4 groups the direct sums
+#: fitted 1.2-1.6x faster at every zero share from 0 to 0.94 (about 20 zeros per group at
+#: most); the two paths broke even at about 32-40 zeros per group with 170-680 cells
+#: (one core, ``docs/benchmarks.md``, bulk round 6).
+MIN_ZEROS_PER_GROUP = 32
 
 _K_RANGE = np.arange(1, _K + 1, dtype=np.float64)
 _SIGN = np.where(_K_RANGE % 2 == 1, 1.0, -1.0)
@@ -462,9 +469,16 @@ def for_block(problem: Problem, y: Array, nonzeros: NonZeros | None = None) -> Z
     Returns
     -------
     ZeroSumBlock or None
-        The evaluator (see :func:`plan` for when it applies).
+        The evaluator (see :func:`plan` for when it applies), ``None`` also for a block with
+        fewer than :data:`MIN_ZEROS_PER_GROUP` zero counts per design group and feature on
+        average (e.g. bulk counts), where the direct per-observation sums are cheaper.
     """
     if y.shape[0] != problem.offset.size:
         return None
     p = plan(problem)
-    return None if p is None else ZeroSumBlock(p, problem.offset, y, nonzeros)
+    if p is None:
+        return None
+    nnz = nonzeros.values.size if nonzeros is not None else int(np.count_nonzero(y))
+    if y.size - nnz < MIN_ZEROS_PER_GROUP * p.rows.xc.shape[0] * y.shape[1]:
+        return None
+    return ZeroSumBlock(p, problem.offset, y, nonzeros)
