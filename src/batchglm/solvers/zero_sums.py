@@ -24,7 +24,8 @@ All cells are summed as if their count were zero; the non-zero entries then add 
 difference to the zero term directly (``y (log q - log1p q)`` for the log-likelihood), so a
 feature costs ``O(n_groups + nnz)`` per evaluation instead of ``O(n_obs)``. The total
 agrees with the direct sums to about 1e-13 relative to the summed magnitude
-(``tests/test_zero_sums.py``).
+(``tests/test_zero_sums.py``). Blocks with few zero counts (bulk data) keep the
+per-observation sums, which are cheaper there (:data:`MIN_ZEROS_PER_GROUP`).
 
 Sources: summing repeated terms once per distinct argument is what glmGamPoi does for its
 overdispersion fit (Ahlmann-Eltze & Huber 2021, counts grouped by value); the expansions
@@ -67,7 +68,7 @@ MIN_CELLS_PER_GROUP = 16
 #: ... and a block when its zero counts number at least this many per (design group, feature)
 #: on average. Below it the expansions (about 125 terms per group and feature) cost more than
 #: the per-observation terms they replace: at 85 bulk samples in 4 groups the direct sums
-#: fitted 1.2-1.6x faster at every zero share from 0 to 0.94 (about 20 zeros per group at
+#: fitted 1.1-1.7x faster at every zero share from 0 to 0.94 (about 20 zeros per group at
 #: most); the two paths broke even at about 32-40 zeros per group with 170-680 cells
 #: (one core, ``docs/benchmarks.md``, bulk round 6).
 MIN_ZEROS_PER_GROUP = 32
