@@ -165,14 +165,20 @@ class PipelineResult(DEResult):
         -------
         str
             E.g. ``"2000 features, 1893 tested, 211 with padj < 0.1 (12 Cook's outliers,
-            301 filtered at baseMean < 3.2)"``.
+            301 filtered at baseMean < 3.2)"``; with no sample in a design cell of 3 or
+            more (continuous covariates), the Cook's part says the check was skipped.
         """
         n_tested = int(np.isfinite(self.pval).sum())
         with np.errstate(invalid="ignore"):
             n_sig = int((self.qval < self.alpha).sum())
         parts = []
         if self.cooks_outlier is not None:
-            parts.append(f"{int(self.cooks_outlier.sum())} Cook's outliers")
+            if self.max_cooks is not None and not np.isfinite(self.max_cooks).any():
+                # DESeq2's rule: only samples whose design row (cell) has 3 or more
+                # samples get a Cook's distance; with continuous covariates none may.
+                parts.append("Cook's check skipped: no design cell has 3 or more samples")
+            else:
+                parts.append(f"{int(self.cooks_outlier.sum())} Cook's outliers")
         if self.replaced is not None and self.replaced.any():
             parts.append(f"{int(self.replaced.sum())} with replaced outlier counts")
         if self.filtered is not None and np.isfinite(self.filter_threshold):
