@@ -138,7 +138,18 @@ def test_map_dispersion_uses_the_same_refit(two_groups):
     # the MAP dispersion (batchglm.de.zero_side; bg.de.lrt applies the same floor). At ~150 reads
     # against zeros the floor is ~1e-21 and binds (the chi-squared p is ~1e-22); both stay
     # far below 1e-4. (Before, the Poisson floor never bound here and p was the LRT's.)
-    floor = np.array([_exact_no_read(y[:, j], lrt.reduced, j, de.nb_dispersion[j]) for j in (0, 1)])
+    # Null means: the full fit projected onto p1 = 0 (batchglm.de.separation.floor_null_means):
+    # for an intercept-only null, the intercept is the information-weighted mean of the full
+    # fit's predictor (size factors excluded), weights mu / (1 + alpha mu); about the
+    # non-zero group's level, where the reduced ML fit sits at about half of it.
+    floor = np.array(
+        [
+            _exact_no_read(
+                y[:, j], _projected_null(res, j, de.nb_dispersion[j]), j, de.nb_dispersion[j]
+            )
+            for j in (0, 1)
+        ]
+    )
     np.testing.assert_allclose(de.stat[:2], lrt.stat[:2], rtol=1e-6)
     assert np.all(de.pval[:2] >= lrt.pval[:2] * (1 - 1e-6))
     # The floor's closed form moment-matches each side's gamma intensities (size factors
@@ -147,9 +158,18 @@ def test_map_dispersion_uses_the_same_refit(two_groups):
     assert (de.pval[:2] < 1e-4).all()
 
 
-def _exact_no_read(y, reduced, j, alpha):
+def _projected_null(res, j, alpha):
+    """Means of an intercept-only null at the full fit's information-weighted mean predictor."""
+    mu = fitted_mean(res)[:, j]
+    eta = np.log(fitted_mean(res, size_factors=False)[:, j])
+    w = mu / (1.0 + alpha * mu)
+    sf = mu / np.exp(eta)
+    return sf * np.exp(np.sum(w * eta) / np.sum(w))
+
+
+def _exact_no_read(y, mu_null, j, alpha):
     """P(no read on the zero side | total) by convolving per-sample NB probabilities."""
-    mu = fitted_mean(reduced)[:, j]
+    mu = np.asarray(mu_null)
     total = int(y.sum())
     zero = y == 0
     r = 1.0 / alpha

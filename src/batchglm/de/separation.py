@@ -303,9 +303,7 @@ def lrt_statistic(
     stat = 2.0 * (ll_full - reduced.loglik_values)
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
-    floor = _floor_of(
-        values, res, features, fitted_mean(reduced), _columns(weights, features), ql_dispersion
-    )
+    floor = _floor_of(values, res, features, l_free, _columns(weights, features), ql_dispersion)
     return np.where(ok, np.maximum(stat, 0.0), np.nan), ok, floor
 
 
@@ -329,15 +327,16 @@ def _floor_of(
     values: Any,
     res: FitResult,
     features: NDArray[np.intp],
-    mu_reduced: Array,
+    l_free: Array,
     weights: Array | None,
     ql_dispersion: Array | None,
 ) -> Array:
-    """Zero-side floor of some features from their counts and the reduced fit's means.
+    """Zero-side floor of some features from their counts and the full fit.
 
-    ``values`` are the counts ``(n_obs, len(features))``; ``mu_reduced`` the reduced fit's
-    means there. NB fits use :func:`null_dispersion`, Poisson fits the Poisson limit; 0
-    (no floor) for other families and weights other than 0 and 1.
+    ``values`` are the counts ``(n_obs, len(features))``; the null means are
+    :func:`floor_null_means` of ``res`` under ``l_free theta = 0``. NB fits use
+    :func:`null_dispersion`, Poisson fits the Poisson limit; 0 (no floor) for other
+    families and weights other than 0 and 1.
     """
     floor = np.zeros(features.size)  # no floor
     kept = _counted(weights, values.shape)
@@ -348,11 +347,87 @@ def _floor_of(
     # Observations of weight 0 are not counted: no mean, no read, never the zero side.
     mu_full = fitted_mean(res, features)
     mu_full = np.where(kept, mu_full, np.where(kept, mu_full, -np.inf).max(axis=0))
-    mu_reduced = np.where(kept, mu_reduced, 0.0)
+    mu_null = np.where(kept, floor_null_means(res, features, l_free, kept), 0.0)
     alpha = None
     if res.family == "nb":
-        alpha = null_dispersion(res, features, mu_reduced, ql_dispersion)
-    return zero_side_floor(total, mu_full, mu_reduced, alpha)
+        alpha = null_dispersion(res, features, mu_null, ql_dispersion)
+    return zero_side_floor(total, mu_full, mu_null, alpha)
+
+
+def floor_null_means(
+    res: FitResult,
+    features: NDArray[np.intp],
+    l_free: Array,
+    kept: NDArray[np.bool_] | None = None,
+) -> Array:
+    """Null means of the zero-side floor: the full fit projected onto ``L theta = 0``.
+
+    Parameters
+    ----------
+    res : FitResult
+        The full (separated) fit of the test, NB or Poisson.
+    features : ndarray of int
+        Positions of its features to use.
+    l_free : ndarray
+        Tested rows over the free location parameters, ``L C``, shape ``(r, k)``.
+    kept : ndarray of bool, optional
+        ``(n_obs, len(features))`` observations that count (weight 1); others get no
+        weight in the projection. ``None``: all.
+
+    Returns
+    -------
+    ndarray
+        ``(n_obs, len(features))`` means ``g^-1(x theta_0 + offset)`` (size factors and the
+        fit's offset included), with ``theta_0`` the point of ``{theta : L theta = 0}``
+        closest to the full fit's ``theta`` in the full fit's Fisher information metric:
+        the weighted least-squares fit of the full fit's linear predictor by the null
+        design, weights ``mu / (1 + alpha mu)`` (NB; ``mu`` for Poisson).
+
+    Notes
+    -----
+    A separated fit's coefficients run to infinity along a direction that only the zero
+    side informs, but its linear predictor on the other observations is finite, and so are
+    its covariate (nuisance) effects, which the zero side does not pull: there the fitted
+    means are about 0 and carry no weight. The projection keeps those effects and puts the
+    zero side at the mean the null model gives it (for ``~ covariates + condition`` with
+    one condition all zero: the other condition's level at each zero-side sample's
+    covariates). The reduced maximum-likelihood fit instead bends the nuisance effects
+    towards the zeros, which makes them look plausible and the floor conservative
+    (``docs/validation.md``, "Separated genes"). Weights are floored at ``1e-8`` times a
+    feature's largest, so that null parameters which only zero-side observations inform
+    (a second all-zero group) follow the full fit there (means about 0) instead of being
+    left undetermined; elsewhere that floor moves ``theta_0`` by about ``1e-7``.
+    Memory: ``(features x observations x null parameters)`` per chunk of features.
+    """
+    k = res.loc.n_free
+    _, s, vt = np.linalg.svd(l_free, full_matrices=True)
+    rank = int((s > 1e-10 * max(s.max(initial=0.0), 1e-300)).sum())
+    xc = res.loc.reduced  # (n, k)
+    x_null = xc @ vt[rank:].T  # (n, p): the null model's free directions
+    eta, eta_scale = linear_predictors(res, features)
+    mu = res.family.fitted_mean(eta)
+    if res.family == "nb":
+        alpha = np.exp(-np.clip(eta_scale, *res.family.scale_bounds))
+        w = mu / (1.0 + alpha * mu)
+    else:
+        w = mu.copy()
+    if kept is not None:
+        w = np.where(kept, w, 0.0)
+    w = np.where(w > 0, np.maximum(w, 1e-8 * w.max(axis=0, keepdims=True)), 0.0)
+    target = xc @ res.theta_free[features, :k].T  # (n, F): predictor without offsets
+    out = np.empty_like(mu)
+    p = max(x_null.shape[1], 1)
+    step = max(1, _FLOOR_CHUNK_ELEMENTS // (p * max(xc.shape[0], 1)))
+    for start in range(0, features.size, step):
+        part = slice(start, start + step)
+        sw = np.sqrt(w[:, part]).T  # (f, n)
+        a = sw[:, :, None] * x_null[None]  # (f, n, p)
+        q, r_mat = np.linalg.qr(a)
+        rhs = np.einsum("fnp,fn->fp", q, sw * target[:, part].T)
+        g = np.einsum("fpq,fq->fp", np.linalg.pinv(r_mat, rcond=1e-10), rhs)
+        shift = x_null @ g.T - target[:, part]  # (n, f): theta_0 - theta on the predictor
+        out[:, part] = res.family.fitted_mean(eta[:, part] + shift)
+    return out
 
 
 def _counted(weights: Array | None, shape: tuple[int, int]) -> NDArray[np.bool_] | None:
@@ -464,10 +539,10 @@ def ql_floor(
         return floor
     values = data_of_fit(data, full, layer=layer).values[:, hit]
     total = np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
-    mu_reduced = fitted_mean(reduced, hit)
+    mu_null = floor_null_means(full, hit, l_free)
     phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[hit]
-    alpha = null_dispersion(full, hit, mu_reduced, phi)
-    floor[hit] = zero_side_floor(total, fitted_mean(full, hit), mu_reduced, alpha)
+    alpha = null_dispersion(full, hit, mu_null, phi)
+    floor[hit] = zero_side_floor(total, fitted_mean(full, hit), mu_null, alpha)
     return floor
 
 
@@ -580,5 +655,5 @@ def lrt_floor(
         values = np.asarray(d.values[:, part]) if d.kind == "dask" else d.values[:, part]
         phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[part]
         weights = _columns(full.settings.get("weights"), part)
-        floor[part] = _floor_of(values, full, part, fitted_mean(reduced, part), weights, phi)
+        floor[part] = _floor_of(values, full, part, l_free, weights, phi)
     return floor
