@@ -253,7 +253,7 @@ def lrt_statistic(
         Where ``stat`` is usable.
     floor : ndarray
         Smallest p-value the separation allows
-        (:func:`batchglm.de.zero_side.zero_side_floor` at the reduced fit's means and the
+        (:func:`batchglm.de.zero_side.zero_side_floor` at :func:`floor_null_means` and the
         full fit's NB dispersions, :func:`null_dispersion`, or the Poisson limit for
         Poisson fits, over the observations of weight 1; 0, no floor, for weights other
         than 0 and 1 and families other than NB and Poisson, which it does not cover).
@@ -461,7 +461,8 @@ def null_dispersion(
     positions : ndarray of int
         Its features to use.
     mu_reduced : ndarray
-        ``(n_obs, len(positions))`` fitted means of the reduced fit at those features.
+        ``(n_obs, len(positions))`` null means of the floor at those features
+        (:func:`floor_null_means`).
     ql_dispersion : ndarray, optional
         ``(len(positions),)`` moderated quasi-likelihood dispersions ``phi`` of a QL test.
 
@@ -509,7 +510,9 @@ def ql_floor(
     data : array_like, scipy.sparse, pandas.DataFrame or AnnData
         The counts of the fit, ``(n_obs, n_features)``.
     full, reduced : FitResult
-        The full and reduced NB fits of the QL test (all features, the same order).
+        The full and reduced NB fits of the QL test (all features, the same order). The
+        floor's null means are :func:`floor_null_means` of ``full``; ``reduced`` is not
+        used by it (kept for the callers' signature).
     l_free : ndarray
         Tested rows over the free location parameters, ``L C``, shape ``(r, k)``.
     ql_dispersion : ndarray or None
@@ -521,8 +524,8 @@ def ql_floor(
     Returns
     -------
     ndarray
-        ``(n_features,)`` :func:`batchglm.de.zero_side.zero_side_floor` at the reduced
-        fit's means and the QL-inflated NB dispersion (:func:`null_dispersion`) for
+        ``(n_features,)`` :func:`batchglm.de.zero_side.zero_side_floor` at
+        :func:`floor_null_means` and the QL-inflated NB dispersion (:func:`null_dispersion`) for
         features separated in the tested direction (:func:`separated_in_direction`), 0
         (no floor) elsewhere and for weighted fits.
 
@@ -608,8 +611,9 @@ def lrt_floor(
     Returns
     -------
     ndarray
-        ``(n_features,)`` :func:`batchglm.de.zero_side.zero_side_floor` at the reduced
-        fit's means for features separated in the tested direction
+        ``(n_features,)`` :func:`batchglm.de.zero_side.zero_side_floor` at
+        :func:`floor_null_means` (the full fit projected onto the reduced model) for
+        features separated in the tested direction
         (:func:`separated_in_direction` with the rows of :func:`tested_location_rows`):
         at the full fit's NB dispersion for NB fits, the Poisson limit (the exact binomial
         test of the split) for Poisson fits. 0 (no floor) elsewhere, for other families,
