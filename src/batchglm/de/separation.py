@@ -411,13 +411,15 @@ def floor_null_means(
         w = mu / (1.0 + alpha * mu)
     else:
         w = mu.copy()
-    if kept is not None:
-        w = np.where(kept, w, 0.0)
-    w = np.where(w > 0, np.maximum(w, 1e-8 * w.max(axis=0, keepdims=True)), 0.0)
+    counted = np.ones(w.shape, dtype=bool) if kept is None else np.asarray(kept, dtype=bool)
+    w = np.where(counted, w, 0.0)
+    w = np.where(counted, np.maximum(w, 1e-8 * w.max(axis=0, keepdims=True)), 0.0)
     target = xc @ res.theta_free[features, :k].T  # (n, F): predictor without offsets
+    if x_null.shape[1] == 0:
+        # The null fixes every location parameter at 0.
+        return np.asarray(res.family.fitted_mean(eta - target))
     out = np.empty_like(mu)
-    p = max(x_null.shape[1], 1)
-    step = max(1, _FLOOR_CHUNK_ELEMENTS // (p * max(xc.shape[0], 1)))
+    step = max(1, _FLOOR_CHUNK_ELEMENTS // (x_null.shape[1] * max(xc.shape[0], 1)))
     for start in range(0, features.size, step):
         part = slice(start, start + step)
         sw = np.sqrt(w[:, part]).T  # (f, n)
