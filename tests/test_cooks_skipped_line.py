@@ -41,3 +41,20 @@ def test_summary_line_counts_outliers_when_cells_have_replicates():
     line = res.summary_line()
     assert "Cook's outliers" in line and "skipped" not in line
     assert res.summary().loc["g0", "status"] == "outlier"
+
+
+def test_summary_line_with_replaced_counts_does_not_claim_the_check_was_skipped():
+    # 8 vs 8: counts of Cook's outliers are replaced and refitted (DESeq2's >= 7 rule).
+    rng = np.random.default_rng(9)
+    n = 16
+    obs = pd.DataFrame(
+        {"condition": np.repeat(["a", "b"], n // 2)}, index=[f"s{i}" for i in range(n)]
+    )
+    mu = np.exp(rng.normal(4.0, 1.0, 80))
+    y = rng.negative_binomial(10.0, 10.0 / (10.0 + mu[None, :]), (n, 80)).astype(float)
+    y[0, :5] = np.round(100 * mu[:5])
+    counts = pd.DataFrame(y, index=obs.index, columns=[f"g{j}" for j in range(80)])
+    res = bg.de.test(counts, "~ condition", obs=obs, coef="condition[T.b]", progress=False)
+    line = res.summary_line()
+    assert "replaced outlier counts" in line
+    assert "skipped" not in line

@@ -173,7 +173,12 @@ class PipelineResult(DEResult):
             n_sig = int((self.qval < self.alpha).sum())
         parts = []
         if self.cooks_outlier is not None:
-            if self.max_cooks is not None and not np.isfinite(self.max_cooks).any():
+            replaced_any = self.replaced is not None and bool(self.replaced.any())
+            if (
+                self.max_cooks is not None
+                and not np.isfinite(self.max_cooks).any()
+                and not replaced_any
+            ):
                 # DESeq2's rule: only samples whose design row (cell) has 3 or more
                 # samples get a Cook's distance; with continuous covariates none may.
                 parts.append("Cook's check skipped: no design cell has 3 or more samples")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.de.zero_side import zero_side_floor
+from batchglm.de.zero_side import ZERO_SIDE_RTOL, zero_side_floor
 from batchglm.design import column_rank
 from batchglm.fitted import fitted_mean, linear_predictors
 from batchglm.inputs import data_of_fit
@@ -303,7 +303,10 @@ def lrt_statistic(
     stat = 2.0 * (ll_full - reduced.loglik_values)
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
-    floor = _floor_of(values, res, features, l_free, _columns(weights, features), ql_dispersion)
+    mu_reduced = fitted_mean(reduced, np.arange(features.size))
+    floor = _floor_of(
+        values, res, features, l_free, _columns(weights, features), ql_dispersion, mu_reduced
+    )
     return np.where(ok, np.maximum(stat, 0.0), np.nan), ok, floor
 
 
@@ -330,6 +333,7 @@ def _floor_of(
     l_free: Array,
     weights: Array | None,
     ql_dispersion: Array | None,
+    mu_reduced: Array | None = None,
 ) -> Array:
     """Zero-side floor of some features from their counts and the full fit.
 
@@ -347,7 +351,8 @@ def _floor_of(
     # Observations of weight 0 are not counted: no mean, no read, never the zero side.
     mu_full = fitted_mean(res, features)
     mu_full = np.where(kept, mu_full, np.where(kept, mu_full, -np.inf).max(axis=0))
-    mu_null = np.where(kept, floor_null_means(res, features, l_free, kept), 0.0)
+    mu_null = floor_null_means(res, features, l_free, kept, fallback=mu_reduced)
+    mu_null = np.where(kept, mu_null, 0.0)
     alpha = None
     if res.family == "nb":
         alpha = null_dispersion(res, features, mu_null, ql_dispersion)
@@ -359,6 +364,7 @@ def floor_null_means(
     features: NDArray[np.intp],
     l_free: Array,
     kept: NDArray[np.bool_] | None = None,
+    fallback: Array | None = None,
 ) -> Array:
     """Null means of the zero-side floor: the full fit projected onto ``L theta = 0``.
 
@@ -373,6 +379,10 @@ def floor_null_means(
     kept : ndarray of bool, optional
         ``(n_obs, len(features))`` observations that count (weight 1); others get no
         weight in the projection. ``None``: all.
+    fallback : ndarray, optional
+        ``(n_obs, len(features))`` means used instead (the reduced fit's) for features whose
+        null parameters the other side cannot estimate with a residual degree of freedom
+        left, or whose projected means are not finite (see Notes).
 
     Returns
     -------
@@ -398,6 +408,12 @@ def floor_null_means(
     (a second all-zero group) follow the full fit there (means about 0) instead of being
     left undetermined; elsewhere that floor moves ``theta_0`` by about ``1e-7``.
     Memory: ``(features x observations x null parameters)`` per chunk of features.
+
+    The premise fails when the other side has no residual degree of freedom for the null
+    parameters (4 expressed samples and ``~ batch + RIN + age`` besides the condition: the
+    nuisance effects interpolate those 4 samples exactly, and extrapolated to the zero side
+    they gave null means from 1e-11 to 1e18, and NaN p-values for clear on/off genes). Such
+    features take ``fallback`` (the reduced fit's means, the conservative choice).
     """
     k = res.loc.n_free
     _, s, vt = np.linalg.svd(l_free, full_matrices=True)
@@ -429,6 +445,13 @@ def floor_null_means(
         g = np.einsum("fpq,fq->fp", np.linalg.pinv(r_mat, rcond=1e-10), rhs)
         shift = x_null @ g.T - target[:, part]  # (n, f): theta_0 - theta on the predictor
         out[:, part] = res.family.fitted_mean(eta[:, part] + shift)
+    if fallback is not None:
+        # Other side: counted observations the full fit does not drive to 0.
+        big = np.where(counted, mu, 0.0).max(axis=0, keepdims=True)
+        other = counted & (mu >= ZERO_SIDE_RTOL * big)
+        rank = np.linalg.matrix_rank(other.T[:, :, None] * x_null[None])  # (F,)
+        usable = (other.sum(axis=0) - rank >= 1) & np.all(np.isfinite(out), axis=0)
+        out = np.where(usable[None, :], out, fallback)
     return out
 
 
@@ -544,7 +567,7 @@ def ql_floor(
         return floor
     values = data_of_fit(data, full, layer=layer).values[:, hit]
     total = np.asarray(values.sum(axis=0), dtype=np.float64).ravel()
-    mu_null = floor_null_means(full, hit, l_free)
+    mu_null = floor_null_means(full, hit, l_free, fallback=fitted_mean(reduced, hit))
     phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[hit]
     alpha = null_dispersion(full, hit, mu_null, phi)
     floor[hit] = zero_side_floor(total, fitted_mean(full, hit), mu_null, alpha)
@@ -661,5 +684,6 @@ def lrt_floor(
         values = np.asarray(d.values[:, part]) if d.kind == "dask" else d.values[:, part]
         phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[part]
         weights = _columns(full.settings.get("weights"), part)
-        floor[part] = _floor_of(values, full, part, l_free, weights, phi)
+        mu_reduced = fitted_mean(reduced, part)
+        floor[part] = _floor_of(values, full, part, l_free, weights, phi, mu_reduced)
     return floor
