@@ -75,6 +75,22 @@ def fitted_mean(res: FitResult) -> Array:
     return base_mean(res)
 
 
+def _fitted_nb_dispersion(fit: FitResult) -> Array | None:
+    """Per-feature NB dispersion ``alpha = 1 / r`` of a fit whose scale is one per feature.
+
+    ``None`` for other families, mixed fits, and scale designs that vary over observations
+    (no single dispersion per feature).
+    """
+    if fit.family != "nb" or fit.random is not None or not fit.has_scale:
+        return None
+    x = np.asarray(fit.scale.matrix)
+    if x.shape[0] == 0 or np.any(np.ptp(x, axis=0) > 0):
+        return None
+    b = fit.theta_free[:, fit.loc.n_free :] @ fit.scale.constraints.T
+    eta = b @ x[0]
+    return np.asarray(np.exp(-np.clip(eta, *fit.family.scale_bounds)), dtype=np.float64)
+
+
 @dataclass(frozen=True, eq=False)
 class DEResult:
     """Per-feature results of a Wald, likelihood-ratio or quasi-likelihood F test.
@@ -401,7 +417,9 @@ class DEResult:
             "converged": self.converged,
         }
         extra = {
-            "dispersion": self.nb_dispersion,
+            "dispersion": self.nb_dispersion
+            if self.nb_dispersion is not None
+            else _fitted_nb_dispersion(self.fit),
             "ql_dispersion": self.ql_dispersion,
             "df_residual": self.df_residual,
         }
