@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.de.zero_side import ZERO_SIDE_RTOL, zero_side_floor
+from batchglm.de.zero_side import zero_side, zero_side_floor
 from batchglm.design import column_rank
 from batchglm.fitted import fitted_mean, linear_predictors
 from batchglm.inputs import data_of_fit
@@ -435,6 +435,9 @@ def floor_null_means(
         # The null fixes every location parameter at 0.
         return np.asarray(res.family.fitted_mean(eta - target))
     out = np.empty_like(mu)
+    # Other side: counted observations the full fit does not drive to 0.
+    other = counted & ~zero_side(np.where(counted, mu, 0.0))
+    usable = np.ones(features.size, dtype=bool)
     step = max(1, _FLOOR_CHUNK_ELEMENTS // (x_null.shape[1] * max(xc.shape[0], 1)))
     for start in range(0, features.size, step):
         part = slice(start, start + step)
@@ -445,12 +448,12 @@ def floor_null_means(
         g = np.einsum("fpq,fq->fp", np.linalg.pinv(r_mat, rcond=1e-10), rhs)
         shift = x_null @ g.T - target[:, part]  # (n, f): theta_0 - theta on the predictor
         out[:, part] = res.family.fitted_mean(eta[:, part] + shift)
+        if fallback is not None:
+            # A residual df left on the other side after the null's parameters (see Notes).
+            rank = np.linalg.matrix_rank(other[:, part].T[:, :, None] * x_null[None])
+            usable[part] = other[:, part].sum(axis=0) - rank >= 1
     if fallback is not None:
-        # Other side: counted observations the full fit does not drive to 0.
-        big = np.where(counted, mu, 0.0).max(axis=0, keepdims=True)
-        other = counted & (mu >= ZERO_SIDE_RTOL * big)
-        rank = np.linalg.matrix_rank(other.T[:, :, None] * x_null[None])  # (F,)
-        usable = (other.sum(axis=0) - rank >= 1) & np.all(np.isfinite(out), axis=0)
+        usable &= np.all(np.isfinite(out), axis=0)
         out = np.where(usable[None, :], out, fallback)
     return out
 

@@ -168,7 +168,7 @@ def zero_side_floor(
             "`dispersion` must be finite and non-negative, but it has "
             f"{int(np.sum(~np.isfinite(alpha) | (alpha < 0)))} value(s) that are not."
         )
-    zero = mu_full < ZERO_SIDE_RTOL * mu_full.max(axis=0, keepdims=True)
+    zero = zero_side(mu_full)
     m_z = np.where(zero, mu_reduced, 0.0).sum(axis=0)
     m_n = np.where(zero, 0.0, mu_reduced).sum(axis=0)
     has_zero = zero.any(axis=0)
@@ -189,6 +189,22 @@ def zero_side_floor(
         )
         out[idx] = np.minimum(1.0, 2.0 * np.exp(np.minimum(log_p, 0.0)))
     return out
+
+
+def zero_side(mu_full: Array) -> NDArray[np.bool_]:
+    """Observations on the zero side: full-fit mean below :data:`ZERO_SIDE_RTOL` of the largest.
+
+    Parameters
+    ----------
+    mu_full : ndarray
+        ``(n_obs, F)`` the full fit's means.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(n_obs, F)``.
+    """
+    return np.asarray(mu_full < ZERO_SIDE_RTOL * mu_full.max(axis=0, keepdims=True))
 
 
 def _log_no_read_probability(t: Array, mu: Array, alpha: Array, zero: NDArray[np.bool_]) -> Array:
