@@ -167,12 +167,12 @@ def test_other_families_get_no_floor():
 def test_floor_in_feature_chunks_and_on_sparse_counts(poisson_table, monkeypatch):
     import scipy.sparse as sp
 
-    import batchglm.de.separation as separation
+    import batchglm.de.separated_tests as separated_tests
 
     y, obs, sf = poisson_table
     total = y[:, :15].sum(0)
     exact = np.minimum(1.0, 2.0 * stats.binom.pmf(0, total.astype(int), sf[4:].sum() / sf.sum()))
-    monkeypatch.setattr(separation, "_FLOOR_CHUNK_ELEMENTS", 8 * 4)  # 4 features a chunk
+    monkeypatch.setattr(separated_tests, "_FLOOR_CHUNK_ELEMENTS", 8 * 4)  # 4 features a chunk
     de = bg.de.lrt(sp.csr_matrix(y), "~ c", "~ 1", obs=obs, size_factors=sf, family="poisson")
     assert np.all(de.pval[:15] >= exact * (1 - 1e-9))
     np.testing.assert_allclose(de.pval[:5], exact[:5], rtol=1e-6)

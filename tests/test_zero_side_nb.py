@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 import batchglm as bg
-from batchglm.de.separation import null_dispersion
+from batchglm.de.separated_tests import null_dispersion
 from batchglm.de.zero_side import zero_side_floor
 
 pytestmark = pytest.mark.filterwarnings("ignore::batchglm.de.degrees_of_freedom.SmallSampleWarning")

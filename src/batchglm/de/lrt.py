@@ -24,7 +24,7 @@ from batchglm.de.scale_test import (
     scale_only,
     use_cox_reid,
 )
-from batchglm.de.separation import lrt_floor
+from batchglm.de.separated_tests import lrt_floor
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.statistics import RANK_RTOL, SAME_SPACE, likelihood_ratio, wald_rows
 from batchglm.de.wald import ContrastLike, test_rows
@@ -177,10 +177,10 @@ def lrt(
     **Separated features** (a group with only zeros in the tested direction, NB and
     Poisson location tests): the p-value is never below the conditional test of "no read
     on the zero side" given the feature's total, under null means from the full fit's
-    nuisance estimates (:func:`batchglm.de.separation.floor_null_means`), at the
+    nuisance estimates (:func:`batchglm.de.separated_tests.floor_null_means`), at the
     full fit's NB dispersion (QL-inflated for ``"ql"``; the exact binomial test of the
     split for Poisson), as in :func:`batchglm.de.wald` and :func:`batchglm.de.ql_f`
-    (:func:`batchglm.de.separation.lrt_floor`, ``docs/inference.md``). On simulated nulls
+    (:func:`batchglm.de.separated_tests.lrt_floor`, ``docs/inference.md``). On simulated nulls
     with 1-5 reads all in one group the rejection rate at 0.05 went from 0.124 to 0 (3 vs
     3, ``"mle"``; Poisson 0.135 to 0) and 0.056 to 0.002 (5 vs 5), while on/off genes
     stay called. Ready fits without their data get no floor and a
@@ -431,7 +431,7 @@ def with_floor(de: DEResult, data: Any, layer: str | None = None) -> DEResult:
     -------
     DEResult
         ``de`` with ``pval`` no smaller than
-        :func:`batchglm.de.separation.lrt_floor` (NB and Poisson location tests; NaN stays
+        :func:`batchglm.de.separated_tests.lrt_floor` (NB and Poisson location tests; NaN stays
         NaN). Tests of the scale model alone are returned unchanged.
 
     Raises
@@ -443,7 +443,7 @@ def with_floor(de: DEResult, data: Any, layer: str | None = None) -> DEResult:
     -----
     UserWarning
         When neither ``data`` nor the fit holds the counts and some feature is separated in
-        the tested direction (:func:`batchglm.de.separation.lrt_floor`).
+        the tested direction (:func:`batchglm.de.separated_tests.lrt_floor`).
 
     Notes
     -----

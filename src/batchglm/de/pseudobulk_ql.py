@@ -13,7 +13,7 @@ feature's counts per donor (``G x F``, cheap), fits them by a plain NB GLM on th
 donor-level columns of the fixed design (size factors: the donors' sums of cell size
 factors) and takes :func:`batchglm.de.ql_f`'s p-value: its dispersion trend and QL prior
 borrow from all features, and its conditional NB floor for a zero side
-(:func:`batchglm.de.separation.ql_floor`) keeps separated features with few reads
+(:func:`batchglm.de.separated_tests.ql_floor`) keeps separated features with few reads
 calibrated. Columns that vary within donors (e.g. a cell-level covariate) are left out,
 as in the pseudobulk a user would run; the p-value equals ``bg.pseudobulk(adata,
 sample=<factor>)`` + ``bg.fit(pb, <donor-level formula>, size_factors=<sums>)`` +
@@ -76,7 +76,7 @@ def pseudobulk_ql(
     (the first random-effects factor), the sums are fitted by a plain NB GLM on the
     donor-level columns of the fixed design with size factors ``sum_j s_j`` per donor, and
     :func:`batchglm.de.ql_f` tests the same combination (its dispersion trend, QL prior and
-    zero-side floor, :func:`batchglm.de.separation.ql_floor`, use every feature). This
+    zero-side floor, :func:`batchglm.de.separated_tests.ql_floor`, use every feature). This
     equals ``bg.pseudobulk`` + ``bg.fit`` of the donor-level design + ``bg.de.ql_f``.
 
     Parameters

@@ -10,7 +10,7 @@ import numpy as np
 
 from batchglm.de.degrees_of_freedom import check_residual_df
 from batchglm.de.result import DEResult
-from batchglm.de.separation import ql_floor
+from batchglm.de.separated_tests import ql_floor
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.statistics import RANK_RTOL, likelihood_ratio, wald_rows
 from batchglm.de.threshold import check_threshold, check_treat_null, treat_ql
@@ -48,7 +48,7 @@ def ql_f(
 
     Features separated in the tested direction (a group with only zeros) get a p-value
     never below the conditional NB test of "no read on the zero side" given their total
-    (:func:`batchglm.de.separation.ql_floor`), at the trended NB dispersion inflated to
+    (:func:`batchglm.de.separated_tests.ql_floor`), at the trended NB dispersion inflated to
     the QL variance ``phi (mu + alpha mu^2)``: the F reference alone rejected 9-35 % of
     such null features with mean < 2 and 5 or 10 samples per group (edgeR's
     ``glmQLFTest``: 20-65 %); with the floor 0.5-8 % (``docs/validation.md``, "Separated

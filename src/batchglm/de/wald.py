@@ -18,11 +18,8 @@ from batchglm.de.levels import level_contrast
 from batchglm.de.mixed_separation import donor_level_fallback
 from batchglm.de.pseudoreplication import warn_wald
 from batchglm.de.result import MAX_LFC, DEResult
-from batchglm.de.separation import (
-    lrt_statistic,
-    scale_free_at_zeros,
-    separated_in_direction,
-)
+from batchglm.de.separated_tests import lrt_statistic
+from batchglm.de.separation import scale_free_at_zeros, separated_in_direction
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.statistics import RANK_RTOL, wald_rows
 from batchglm.de.threshold import check_threshold, wald_threshold
