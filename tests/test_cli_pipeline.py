@@ -183,7 +183,7 @@ def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
         (["--cooks-cutoff", "-1"], r"--cooks-cutoff must be a positive number"),
         (["--alpha", "2"], r"--alpha must lie in \(0, 1\), but 2 was given"),
         (["--alpha", "x"], r"--alpha must be a number, but 'x' was given"),
-        (["--lfc-threshold", "-1"], r"--lfc-threshold must be >= 0, but -1 was given"),
+        (["--lfc-threshold", "-1"], r"--lfc-threshold must be a finite number >= 0, but -1"),
         (
             ["--alt-hypothesis", "twoSided"],
             r"--alt-hypothesis must be one of greaterAbs, lessAbs, greater, less, but "

@@ -57,7 +57,19 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("de", ("de",)),
     (
         "interfaces",
-        ("", "tl", "pl", "cli", "cli_de", "cli_options", "cli_tables", "integrations", "api"),
+        (
+            "",
+            "tl",
+            "pl",
+            "cli",
+            "cli_de",
+            "cli_options",
+            "cli_replicates",
+            "cli_tables",
+            "__main__",
+            "integrations",
+            "api",
+        ),
     ),
     ("scripts", ("demo", "demo_seed")),
 ]

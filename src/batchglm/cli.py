@@ -9,6 +9,8 @@ Examples::
     batchglm test counts.csv --obs samples.csv --design-loc "~ condition" \
         --contrast condition trt ctrl --size-factors tmm --test ql --out -
     batchglm fit counts.tsv --obs samples.tsv --design-loc "~ 1 + condition" --out fit.csv
+    batchglm test cells.h5ad --design-loc "~ condition" --random-effects donor \
+        --coef "condition[T.stim]" --out de.csv
     batchglm simulate --obs samples.csv --design-loc "~ 1 + condition" --n-features 100 \
         --seed 0 --out sim.h5ad
 
@@ -230,7 +232,21 @@ def _show_warning(
     file: Any = None,
     line: str | None = None,
 ) -> None:
-    print(f"batchglm: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    text = " ".join(str(message).split())
+    # Each text once per run: a refit after Cook's replacement repeats the fit's warnings,
+    # and the library's own warning filters (nested catch_warnings) reset Python's "once".
+    if text in _SHOWN:
+        return
+    _SHOWN.add(text)
+    if "(pseudoreplication)" in text:
+        # The advice names the Python API; say what the command line offers.
+        text += " On the command line: `batchglm test --random-effects COLUMN` or "
+        text += "`--pseudobulk COLUMN`."
+    print(f"batchglm: warning: {text}", file=sys.stderr)
+
+
+#: Warning texts printed in this run (see :func:`_show_warning`).
+_SHOWN: set[str] = set()
 
 
 #: Exit status of a process ended by SIGPIPE in a shell (128 + 13).
@@ -271,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # One line per warning, like the errors, instead of a file name and source line.
             warnings.showwarning = _show_warning
             # Warnings print as lines whatever the caller's filters (e.g. "error" in tests).
-            warnings.simplefilter("default")
+            warnings.simplefilter("always")
+            _SHOWN.clear()
             args.func(args)
     except BrokenPipeError:
         # The reader stopped early (`batchglm test ... --out - | head`): quiet, as Unix

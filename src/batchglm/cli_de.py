@@ -14,6 +14,12 @@ import numpy as np
 import pandas as pd
 
 from batchglm.cli_options import _add_fit_args, _constraints, _size_factors
+from batchglm.cli_replicates import (
+    add_replicate_args,
+    check_replicate_options,
+    pseudobulk_input,
+    random_effects_test,
+)
 from batchglm.cli_tables import CliError, _out_path, _read_input, _write_table
 
 #: DESeq2's ``altHypothesis`` values (``--alt-hypothesis``).
@@ -117,7 +123,9 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
     if not 0 < alpha < 1:
         raise CliError(f"--alpha must lie in (0, 1), but {alpha:g} was given.")
     if not (np.isfinite(lfc_threshold) and lfc_threshold >= 0):
-        raise CliError(f"--lfc-threshold must be >= 0, but {lfc_threshold:g} was given.")
+        raise CliError(
+            f"--lfc-threshold must be a finite number >= 0, but {lfc_threshold:g} was given."
+        )
     alt = args.alt_hypothesis
     if alt not in _ALTERNATIVES:
         raise CliError(
@@ -145,6 +153,7 @@ def _test_options(args: argparse.Namespace) -> dict[str, Any]:
             "--lfc-threshold and --alt-hypothesis need --test wald or ql, not --test lrt."
         )
     _check_lfc_shrink(args, lfc_threshold)
+    check_replicate_options(args, lfc_threshold)
     cooks_cutoff = _cooks_cutoff(args.cooks_cutoff)
     _check_weights(args, cooks_cutoff)
     coef: Any = None
@@ -186,7 +195,15 @@ def cmd_test(args: argparse.Namespace) -> None:
     to_stdout = args.out == "-"
     out = None if to_stdout else _out_path(args.out, [".csv", ".tsv", ".txt"])
     adata = _read_input(args.input, args.obs)
+    if args.pseudobulk is not None:
+        adata = pseudobulk_input(adata, args)
     sf = args.size_factors
+    if args.random_effects is not None:
+        # Cells: the median ratio is undefined for genes with a zero in any cell.
+        sf = "poscounts" if sf is None and args.family in ("nb", "poisson") else sf or "none"
+        mixed, line = random_effects_test(adata, args, options, _size_factors(adata, sf))
+        _write_result(pd.DataFrame(mixed.summary(sort_by=args.sort_by)), line, out)
+        return
     if sf is None:
         sf = "median_ratio" if args.family in ("nb", "poisson") else "none"
     result = de.test(
@@ -222,6 +239,11 @@ def cmd_test(args: argparse.Namespace) -> None:
         table = pd.DataFrame(shrunk.summary(sort_by=args.sort_by))
     else:
         table = pd.DataFrame(result.summary(sort_by=args.sort_by))
+    _write_result(table, result.summary_line(), out)
+
+
+def _write_result(table: pd.DataFrame, line: str, out: Any) -> None:
+    """Print the summary line and write the table to ``out`` (``None``: stdout)."""
     # The 0.1 column names, kept at the end for scripts that read them (deprecated): they
     # repeat pvalue, padj and log2FoldChange (shrunken with --lfc-shrink).
     table["pval"], table["qval"], table["log2fc"] = (
@@ -230,7 +252,7 @@ def cmd_test(args: argparse.Namespace) -> None:
         table["log2FoldChange"],
     )
     # The summary goes to stderr when stdout carries the table.
-    print(f"batchglm: {result.summary_line()}", file=sys.stderr if to_stdout else sys.stdout)
+    print(f"batchglm: {line}", file=sys.stdout if out is not None else sys.stderr)
     if out is None:
         table.to_csv(sys.stdout)
     else:
@@ -356,4 +378,5 @@ def add_test_parser(sub: Any) -> None:
         "log2fc repeat pvalue, padj, log2FoldChange for scripts written for batchglm 0.1), "
         "or - for stdout (CSV)",
     )
+    add_replicate_args(p_test)
     p_test.set_defaults(func=cmd_test)

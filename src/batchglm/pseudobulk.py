@@ -105,6 +105,36 @@ def reused_label_evidence(obs: pd.DataFrame, dropped: list[str], codes: Any) -> 
     return found
 
 
+def _dropped_reason(
+    column: pd.Series,
+    col: str,
+    n_mixed: int,
+    n_groups: int,
+    sample_arg: str | list[str],
+    sample_keys: list[str],
+) -> str:
+    """Why a formula cannot use a column that bg.pseudobulk dropped, and what to do."""
+    head = (
+        f"bg.pseudobulk dropped it because it varies within {n_mixed} of {n_groups} samples "
+        f"of `sample={sample_arg!r}`"
+    )
+    if not _is_factor(column):
+        # A continuous cell-level measure (n_genes, percent mito): adding it to `sample`
+        # would make nearly every cell its own sample.
+        return (
+            f"{head}: it is a cell-level measurement; to adjust for it at sample level, add "
+            f"its per-sample mean to the pseudobulk obs, e.g. "
+            f"`pb.obs[{col!r}] = adata.obs.groupby({sample_arg!r}, observed=True)"
+            f"[{col!r}].mean()` (aligned to the pseudobulk's sample names), or fit the cells "
+            "with `random_effects=`"
+        )
+    return (
+        f"{head}: if those labels were reused for different samples, pass "
+        f"`sample={[*sample_keys, col]!r}` or make the labels unique; if it is a cell-level "
+        f"annotation (cluster, cell type), pass `groupby={col!r}` to test within its levels"
+    )
+
+
 def _warn_dropped(obs: pd.DataFrame, dropped: list[str], sample: list[str], codes: Any) -> None:
     """Log dropped columns; warn about the factors that look summed across reused labels."""
     if dropped:
@@ -273,9 +303,7 @@ def pseudobulk(
     # missing; pandas keeps attrs through copies, not through h5ad files or subsetting.
     sample_arg = sample_keys[0] if len(sample_keys) == 1 else sample_keys
     out_obs.attrs[DROPPED_ATTR] = {
-        col: f"bg.pseudobulk dropped it because it varies within {n} of {n_groups} samples "
-        f"of `sample={sample_arg!r}`: if those labels were reused for different samples, pass "
-        f"`sample={[*sample_keys, col]!r}` or make the labels unique"
+        col: _dropped_reason(obs[col], col, n, n_groups, sample_arg, sample_keys)
         for col, n in mixed.items()
     }
     return anndata.AnnData(
