@@ -231,6 +231,55 @@ def cooks_distance(
     return pd.DataFrame(out, index=res.obs_names, columns=res.feature_names[pos])
 
 
+def max_cooks_distance(data: Any, res: FitResult, *, features: Any = None) -> Array:
+    """Largest Cook's distance per feature, DESeq2's ``maxCooks`` (``recordMaxCooks``).
+
+    The maximum over the observations whose design cell has at least 3 observations, of
+    the distances of :func:`cooks_distance` (Love, Huber and Anders 2014). The pipeline
+    uses it for the fit that gave a feature's p-value after outlier replacement: the
+    refitted fit on the replaced counts.
+
+    Parameters
+    ----------
+    data : array_like, scipy.sparse, pandas.DataFrame or AnnData
+        The counts of the fit ``(n_obs, n_features)``, matched to it by name.
+    res : FitResult
+        An NB or Poisson fit.
+    features : sequence of int, optional
+        Feature positions to compute; ``None`` for all. Only ``(n_obs, block)`` arrays are
+        built.
+
+    Returns
+    -------
+    ndarray
+        ``(n_selected,)`` unitless distances; ``NaN`` for all-zero features, when no
+        observation is in a cell of 3 or when there are no residual degrees of freedom.
+
+    Raises
+    ------
+    ValueError
+        If the fit's family is not ``"nb"`` or ``"poisson"``.
+    """
+    _check_family(res)
+    d = data_of_fit(data, res)
+    n_obs, n_feat = d.shape
+    pos = np.arange(n_feat)[features if features is not None else slice(None)]
+    out = np.full(pos.size, np.nan)
+    cells = design_cells(res.loc.reduced)
+    use = cells_with_at_least(cells, MIN_CELL_FOR_COOKS)
+    if n_obs <= res.loc.n_free or not use.any():
+        return out
+    for sl in _blocks(n_obs, n_feat):
+        inside = np.flatnonzero((pos >= sl.start) & (pos < sl.stop))
+        if not inside.size:
+            continue
+        cooks = _block_cooks(d.block(sl), res, sl, cells)[:, pos[inside] - sl.start]
+        finite = np.isfinite(cooks)
+        m = np.where(finite, cooks, -np.inf)[use].max(axis=0)
+        out[inside] = np.where(finite.any(axis=0) & np.isfinite(m), m, np.nan)
+    return out
+
+
 def _check_family(res: FitResult) -> None:
     if res.family not in ("nb", "poisson"):
         raise ValueError(

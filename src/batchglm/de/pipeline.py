@@ -43,7 +43,13 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import sparse
 
-from batchglm.de.cooks import CooksOutliers, default_cutoff, design_cells, find_outliers
+from batchglm.de.cooks import (
+    CooksOutliers,
+    default_cutoff,
+    design_cells,
+    find_outliers,
+    max_cooks_distance,
+)
 from batchglm.de.independent_filtering import FilterResult
 from batchglm.de.independent_filtering import independent_filtering as filter_by_base_mean
 from batchglm.de.multiple_testing import bh_qvalues
@@ -559,7 +565,8 @@ def test(
     cutoff: float | None = None
     outliers = np.zeros(n_feat, dtype=bool)
     replaced = np.zeros(n_feat, dtype=bool)
-    max_cooks = np.full(n_feat, np.nan)
+    max_cooks = flag_cooks = np.full(n_feat, np.nan)
+    n_counts_replaced = n_refit = 0
     if cooks_cutoff is not None:
         n_obs = len(res.obs_names)
         cutoff = (
@@ -569,7 +576,7 @@ def test(
         )
         logger.info("Cook's distances (cutoff %.3g)", cutoff)
         out = find_outliers(values, de_res.fit, cutoff, min_replicates=min_replicates_for_replace)
-        max_cooks = out.max_cooks
+        max_cooks = flag_cooks = out.max_cooks
         if out.replace_obs.size:
             replaced[out.replace_feature] = True
             values = _replaced_counts(values, sf, out)
@@ -610,9 +617,15 @@ def test(
                     run_test=_run_test,
                     named=_named,
                 )
-            max_cooks = out.max_cooks_kept
+            # DESeq2 flags only by the counts that could not be replaced; maxCooks is the
+            # refit's on the replaced counts (docs/outliers.md).
+            flag_cooks = out.max_cooks_kept
+            refit = np.arange(n_feat) if method == "ql" else np.flatnonzero(replaced)
+            max_cooks = max_cooks.copy()
+            max_cooks[refit] = max_cooks_distance(values, de_res.fit, features=refit)
+            n_counts_replaced, n_refit = int(out.replace_obs.size), int(refit.size)
         with np.errstate(invalid="ignore"):
-            outliers = max_cooks > cutoff
+            outliers = flag_cooks > cutoff
         if outliers.any() and _two_group(res.loc.reduced):
             outliers &= ~(out.n_above_max >= 3)
     if method == "wald" and (lfc_threshold > 0 or alt_hypothesis != "greaterAbs"):
@@ -632,6 +645,8 @@ def test(
         max_cooks=max_cooks,
         cooks_outlier=outliers,
         replaced=replaced,
+        n_counts_replaced=n_counts_replaced,
+        n_refit=n_refit,
         cooks_cutoff=cutoff,
         filtered=filtered,
         padj_values=padj,

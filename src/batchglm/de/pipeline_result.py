@@ -30,12 +30,22 @@ class PipelineResult(DEResult):
     Attributes
     ----------
     max_cooks : ndarray
-        Largest Cook's distance per feature (``maxCooks``), see
-        :class:`batchglm.de.cooks.CooksOutliers`; ``NaN`` where not defined.
+        Largest Cook's distance per feature (``maxCooks``) over the observations in design
+        cells of 3 or more, of the fit that gave the feature's p-value on the counts it
+        was fit to: after outlier replacement, the refit's on the replaced counts
+        (:func:`batchglm.de.cooks.max_cooks_distance`, ``docs/outliers.md``); ``NaN``
+        where not defined.
     cooks_outlier : ndarray of bool
-        Features flagged as outliers (``status`` ``"outlier"``, ``NaN`` p-value).
+        Features flagged as outliers (``status`` ``"outlier"``, ``NaN`` p-value). After
+        replacement only distances of observations that could not be replaced (first
+        pass) flag a feature, as in DESeq2.
     replaced : ndarray of bool
         Features whose outlier counts were replaced before the test was rerun.
+    n_counts_replaced : int
+        Outlier counts replaced (over all features).
+    n_refit : int
+        Features refitted after the replacement: those with replaced counts, or all
+        features for ``method="ql"`` (whose prior is re-estimated from all of them).
     cooks_cutoff : float or None
         Cutoff used; ``None`` when Cook's distances were not used.
     filtered : ndarray of bool
@@ -55,6 +65,8 @@ class PipelineResult(DEResult):
     max_cooks: Array | None = None
     cooks_outlier: NDArray[np.bool_] | None = None
     replaced: NDArray[np.bool_] | None = None
+    n_counts_replaced: int = 0
+    n_refit: int = 0
     cooks_cutoff: float | None = None
     filtered: NDArray[np.bool_] | None = None
     padj_values: Array | None = None
@@ -167,6 +179,10 @@ class PipelineResult(DEResult):
             E.g. ``"2000 features, 1893 tested, 211 with padj < 0.1 (12 Cook's outliers,
             301 filtered at baseMean < 3.2)"``; with no sample in a design cell of 3 or
             more (continuous covariates), the Cook's part says the check was skipped.
+            After outlier replacement it says how many counts were replaced in how many
+            features and how many features were refitted, e.g. ``"5 replaced outlier
+            counts in 4 features, 4 features refit"`` (``"all 2000 features refit"`` for
+            ``method="ql"``).
         """
         n_tested = int(np.isfinite(self.pval).sum())
         with np.errstate(invalid="ignore"):
@@ -185,7 +201,16 @@ class PipelineResult(DEResult):
             else:
                 parts.append(f"{int(self.cooks_outlier.sum())} Cook's outliers")
         if self.replaced is not None and self.replaced.any():
-            parts.append(f"{int(self.replaced.sum())} with replaced outlier counts")
+            n_feat = len(self.feature_names)
+            refit = (
+                f"all {n_feat} features refit"
+                if self.n_refit == n_feat
+                else f"{self.n_refit} features refit"
+            )
+            parts.append(
+                f"{self.n_counts_replaced} replaced outlier counts in "
+                f"{int(self.replaced.sum())} features, {refit}"
+            )
         if self.filtered is not None and np.isfinite(self.filter_threshold):
             n_filt = int((self.filtered & np.isfinite(self.pval)).sum())
             parts.append(f"{n_filt} filtered at baseMean < {self.filter_threshold:.4g}")
