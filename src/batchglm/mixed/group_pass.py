@@ -20,21 +20,19 @@ evaluation). Here:
 
 Nothing of size ``n_obs x F`` is written; the accumulators are ``(n_groups, m, F)``.
 
-Fewer products: :class:`RowBasis` writes the rows of each group in the coordinates of the
-columns that vary within groups. A column that is constant within every group (the
-intercept, a condition, any donor-level covariate) is a multiple of the constant
-coordinate there, so ``a_j = A_g t_j`` exactly, with ``t_j = (1, x_j[varying])``, and
-``sum w a a^T = A_g (sum w t t^T) A_g^T``. With ``~ condition + x`` and an intercept-only
-scale the second moments take 3 + 2 + 1 products per derivative order instead of 10 + 8 + 3.
+Fewer products: the rows of each group are written in the coordinates of the columns that
+vary within groups (:class:`batchglm.mixed.row_basis.RowBasis`). With ``~ condition + x``
+and an intercept-only scale the second moments take 3 + 2 + 1 products per derivative
+order instead of 10 + 8 + 3.
 
-Family terms: the expressions of :mod:`batchglm.families.nb_kernel` (NB, in ``q = mu /
-r``), :mod:`batchglm.mixed.third_derivatives` (orders three and four) and
-:meth:`batchglm.families.poisson.Poisson.derivatives`, except that ``q`` is the product
-above (it differs from ``exp(eta - log r)`` in the last bit) and ``log1p(q)`` is
+Family terms: those of :mod:`batchglm.families.nb_kernel`,
+:mod:`batchglm.mixed.third_derivatives` and the Poisson family, except that ``q`` is the
+product above (it differs from ``exp(eta - log r)`` in the last bit) and ``log1p(q)`` is
 ``log(1 + q)`` for ``q >= 0.01``. Sums run over the observations in their order, as the
 sparse group sums do; both paths agree to about ``1e-12`` in the fits
-(``tests/test_mixed_fused_pass.py``). Compiled by numba on first use (cached on disk; the
-GIL is released, so chunks run in parallel threads); :func:`applies` says when
+(``tests/test_mixed_fused_pass.py``). The kernels are
+:mod:`batchglm.mixed.group_pass_compiled`, compiled by numba on first use (cached on disk;
+the GIL is released, so chunks run in parallel threads); :func:`applies` says when
 (:data:`ENABLED`, and ``batchglm.families.nb_kernel.ENABLED``, switched off by
 ``BATCHGLM_NUMBA=0``).
 """
@@ -50,14 +48,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.families import nb_kernel
+from batchglm.mixed.row_basis import RowBasis, embed, symmetric, upper_triangle
 
 Array = NDArray[np.float64]
 
 #: Use the compiled passes where they apply (switch for tests that compare both paths).
 ENABLED = True
-#: ``log1p(q)`` is evaluated as ``log(1 + q)`` from here on (three times faster compiled;
-#: relative error below ``2e-14``, against ``1e-16`` of ``log1p``).
-_LOG1P_BELOW = 1e-2
 #: Family codes of the compiled kernels.
 _NB = 0
 _POISSON = 1
@@ -91,62 +87,6 @@ def applies(family: str, y: Array) -> bool:
         and y.ndim == 2
         and y.dtype == np.float64
     )
-
-
-@dataclass(frozen=True)
-class RowBasis:
-    """Design rows of each group in the coordinates of the within-group varying columns.
-
-    Attributes
-    ----------
-    coords : ndarray
-        ``(n_obs, r)`` coordinates ``t_j = (1, a_j[varying])``.
-    embed : ndarray
-        ``(n_groups, p, r)`` maps ``A_g`` with ``a_j = A_g t_j`` for ``j`` in group ``g``.
-    """
-
-    coords: Array
-    embed: Array
-
-    @classmethod
-    def build(cls, rows: Array, index: NDArray[np.intp], n_groups: int) -> RowBasis:
-        """Split the columns of ``[1, rows]`` into within-group constant and varying ones.
-
-        Parameters
-        ----------
-        rows : ndarray
-            ``(n_obs, k)`` design rows (the constant column ``1`` is prepended here).
-        index : ndarray of int
-            ``(n_obs,)`` group of each observation.
-        n_groups : int
-            Number of groups.
-
-        Returns
-        -------
-        RowBasis
-            Exact: a column counts as constant only if its values are equal within every
-            group, so ``A_g t_j`` reproduces ``(1, rows_j)`` bit for bit.
-        """
-        n = rows.shape[0]
-        full = np.column_stack([np.ones(n), rows])
-        p = full.shape[1]
-        # Each group's first row; a column is constant if every row equals it there.
-        ref = np.zeros((n_groups, p))
-        present, first = np.unique(index, return_index=True)
-        ref[present] = full[first]
-        varying = np.flatnonzero((full != ref[index]).any(axis=0))
-        coords = np.column_stack([np.ones(n), full[:, varying]])
-        embed = np.zeros((n_groups, p, 1 + varying.size))
-        # The constant coordinate carries the group's value of every constant column.
-        const = np.setdiff1d(np.arange(p), varying)
-        embed[:, const, 0] = ref[:, const]
-        embed[:, varying, 1 + np.arange(varying.size)] = 1.0
-        return cls(np.ascontiguousarray(coords), embed)
-
-    @property
-    def rank(self) -> int:
-        """Coordinates per row."""
-        return int(self.coords.shape[1])
 
 
 @dataclass
@@ -271,8 +211,8 @@ class GroupPass:
         self._tl = loc_basis.coords
         self._ts = self.scale_basis.coords if self.scale_basis is not None else np.zeros((n, 0))
         rl, rs = self._tl.shape[1], self._ts.shape[1]
-        self._tri_l = _triangle(rl)
-        self._tri_s = _triangle(rs)
+        self._tri_l = upper_triangle(rl)
+        self._tri_s = upper_triangle(rs)
         self._coords = np.ascontiguousarray(np.column_stack([self._tl, self._ts]))
         tri_l = self._tri_l
         tri_s = (self._tri_s[0] + rl, self._tri_s[1] + rl)
@@ -360,7 +300,7 @@ class GroupPass:
         acc = np.zeros((self.n_groups, 2, n_feat))
         with np.errstate(over="ignore"):
             factor = np.exp(shift)
-        _compiled("sums")(self.code, self.y, point.base, point.r, self.index, factor, acc)
+        _kernel("sums")(self.code, self.y, point.base, point.r, self.index, factor, acc)
         return acc[:, 0], acc[:, 1]
 
     def loglik(self, point: Point, shift: Array) -> Array:
@@ -379,7 +319,7 @@ class GroupPass:
             ``(n_groups, F)``.
         """
         acc = np.zeros((self.n_groups, self.y.shape[1]))
-        _compiled("loglik")(*self._kernel_args(point, shift), acc)
+        _kernel("loglik")(*self._kernel_args(point, shift), acc)
         return acc
 
     def _kernel_args(self, point: Point, shift: Array) -> tuple[Any, ...]:
@@ -410,7 +350,7 @@ class GroupPass:
         """Run the moments kernel with an accumulator plan; ``(G, width, F)`` sums."""
         term, prod_a, prod_b = plan
         acc = np.zeros((self.n_groups, term.size, self.y.shape[1]))
-        _compiled("moments")(
+        _kernel("moments")(
             *self._kernel_args(point, shift),
             self._coords if coords is None else coords,
             prod_a,
@@ -472,8 +412,8 @@ class GroupPass:
         rl = self._tl.shape[1]
         acc = np.moveaxis(self._pass(point, shift, self._light_plan, True), 1, 2)
         a_emb = self.loc_basis.embed
-        first = _embed(acc[..., 1 : 1 + rl, None], a_emb, np.ones((1, 1, 1)))[..., 0]
-        second = _embed(_square(acc[..., 1 + rl :], self._tri_l, rl), a_emb, a_emb)
+        first = embed(acc[..., 1 : 1 + rl, None], a_emb, np.ones((1, 1, 1)))[..., 0]
+        second = embed(symmetric(acc[..., 1 + rl :], self._tri_l, rl), a_emb, a_emb)
         return acc[..., 0].copy(), first, second
 
     def moments(self, point: Point, shift: Array) -> ModeMoments:
@@ -499,12 +439,12 @@ class GroupPass:
         blocks = np.split(acc, np.cumsum([1, rl, rs] + [ml] * 3 + [rl * rs] * 3 + [ms] * 2), axis=2)
         a_emb = self.loc_basis.embed
         one = np.ones((1, 1, 1))
-        first_loc = _embed(blocks[1][..., None], a_emb, one)[..., 0]
+        first_loc = embed(blocks[1][..., None], a_emb, one)[..., 0]
         tri_l, tri_s = self._tri_l, self._tri_s
         loc = (
-            _embed(_square(blocks[3], tri_l, rl), a_emb, a_emb),
-            _embed(_square(blocks[4], tri_l, rl), a_emb, a_emb),
-            _embed(_square(blocks[5], tri_l, rl), a_emb, a_emb),
+            embed(symmetric(blocks[3], tri_l, rl), a_emb, a_emb),
+            embed(symmetric(blocks[4], tri_l, rl), a_emb, a_emb),
+            embed(symmetric(blocks[5], tri_l, rl), a_emb, a_emb),
         )
         ll = blocks[0][..., 0].copy()
         if self.scale_basis is None:
@@ -514,17 +454,17 @@ class GroupPass:
         return ModeMoments(
             ll,
             first_loc,
-            _embed(blocks[2][..., None], b_emb, one)[..., 0],
+            embed(blocks[2][..., None], b_emb, one)[..., 0],
             loc,
             (
-                _embed(blocks[6].reshape(shape), a_emb, b_emb),
-                _embed(blocks[7].reshape(shape), a_emb, b_emb),
-                _embed(blocks[8].reshape(shape), a_emb, b_emb),
+                embed(blocks[6].reshape(shape), a_emb, b_emb),
+                embed(blocks[7].reshape(shape), a_emb, b_emb),
+                embed(blocks[8].reshape(shape), a_emb, b_emb),
             ),
             (
-                _embed(_square(blocks[9], tri_s, rs), b_emb, b_emb),
-                _embed(_square(blocks[10], tri_s, rs), b_emb, b_emb),
-                _embed(_square(blocks[11], tri_s, rs), b_emb, b_emb),
+                embed(symmetric(blocks[9], tri_s, rs), b_emb, b_emb),
+                embed(symmetric(blocks[10], tri_s, rs), b_emb, b_emb),
+                embed(symmetric(blocks[11], tri_s, rs), b_emb, b_emb),
             ),
         )
 
@@ -539,173 +479,19 @@ def _plan(
     return term, prod_a, prod_b
 
 
-def _triangle(r: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    rows, cols = np.triu_indices(r)
-    return np.ascontiguousarray(rows), np.ascontiguousarray(cols)
-
-
-def _square(tri: Array, idx: tuple[NDArray[np.intp], NDArray[np.intp]], r: int) -> Array:
-    """``(..., m)`` upper triangle -> ``(..., r, r)`` symmetric matrix."""
-    out = np.empty(tri.shape[:-1] + (r, r))
-    out[..., idx[0], idx[1]] = tri
-    out[..., idx[1], idx[0]] = tri
-    return out
-
-
-def _embed(m: Array, left: Array, right: Array) -> Array:
-    """``A_g M_g B_g^T`` for every group: ``(G, p, r) x (G, F, r, s) x (G, q, s)``."""
-    out: Array = left[:, None] @ m @ np.swapaxes(right, 1, 2)[:, None]
-    return out
-
-
-def _sums(
-    family: int,
-    y: Array,
-    base: Array,
-    r_arg: Array,
-    index: NDArray[np.intp],
-    factor: Array,
-    acc: Array,
-) -> None:  # pragma: no cover - compiled; covered through GroupPass.sums
-    n, n_feat = y.shape
-    per_obs = r_arg.shape[0] != 1
-    for i in range(n):
-        g = index[i]
-        si = i if per_obs else 0
-        for f in range(n_feat):
-            q = base[i, f] * factor[g, f]
-            yi = y[i, f]
-            if family == 0:
-                r = r_arg[si, f]
-                inv = 1.0 / (q + 1.0)
-                acc[g, 0, f] += (yi - q * r) * inv
-                acc[g, 1, f] -= (yi + r) * (q * inv * inv)
-            else:
-                acc[g, 0, f] += yi - q
-                acc[g, 1, f] -= q
-
-
-def _loglik(
-    family: int,
-    y: Array,
-    base: Array,
-    eta_fixed: Array,
-    log_r: Array,
-    r_arg: Array,
-    index: NDArray[np.intp],
-    shift: Array,
-    factor: Array,
-    acc: Array,
-) -> None:  # pragma: no cover - compiled; covered through GroupPass.loglik
-    n, n_feat = y.shape
-    per_obs = r_arg.shape[0] != 1
-    for i in range(n):
-        g = index[i]
-        si = i if per_obs else 0
-        for f in range(n_feat):
-            q = base[i, f] * factor[g, f]
-            yi = y[i, f]
-            eta = eta_fixed[i, f] + shift[g, f]
-            if family == 0:
-                r = r_arg[si, f]
-                log1p_q = np.log1p(q) if q < _LOG1P_BELOW else np.log(1.0 + q)
-                acc[g, f] += (eta - log_r[si, f] - log1p_q) * yi - r * log1p_q
-            else:
-                log_y = np.log(yi) if yi > 0 else 0.0
-                acc[g, f] += yi * (eta - log_y) - (q - yi)
-
-
-def _moments(
-    family: int,
-    y: Array,
-    base: Array,
-    eta_fixed: Array,
-    log_r: Array,
-    r_arg: Array,
-    index: NDArray[np.intp],
-    shift: Array,
-    factor: Array,
-    coords: Array,
-    prod_a: NDArray[np.intp],
-    prod_b: NDArray[np.intp],
-    term: NDArray[np.intp],
-    light: bool,
-    acc: Array,
-) -> None:  # pragma: no cover - compiled; covered through GroupPass.moments
-    n, n_feat = y.shape
-    width = term.size
-    per_obs = r_arg.shape[0] != 1
-    # Per row: the twelve terms of every feature (``wb``; with ``light`` only ll, d_loc
-    # and d2_loc) and the design products of the row; accumulator ``k`` adds term
-    # ``term[k]`` times ``coords[i, prod_a[k]] * coords[i, prod_b[k]]``.
-    wb = np.zeros((12, n_feat))
-    prod = np.ones(width)
-    for i in range(n):
-        g = index[i]
-        si = i if per_obs else 0
-        for k in range(width):
-            prod[k] = coords[i, prod_a[k]] * coords[i, prod_b[k]]
-        for f in range(n_feat):
-            q = base[i, f] * factor[g, f]
-            yi = y[i, f]
-            eta = eta_fixed[i, f] + shift[g, f]
-            if family == 0:
-                r = r_arg[si, f]
-                log1p_q = np.log1p(q) if q < _LOG1P_BELOW else np.log(1.0 + q)
-                wb[0, f] = (eta - log_r[si, f] - log1p_q) * yi - r * log1p_q
-                inv = 1.0 / (q + 1.0)
-                q_inv = q * inv
-                resid = yi - q * r
-                d1 = resid * inv
-                q_inv2 = q_inv * inv
-                wb[1, f] = d1
-                wb[3, f] = -((yi + r) * q_inv2)
-                if light:
-                    continue
-                ds = (q_inv - log1p_q) * r - yi * inv
-                # Orders three and four as batchglm.mixed.third_derivatives.
-                f2 = q_inv2 * (1.0 - q) * inv
-                f3 = q_inv2 * ((1.0 - q) * (1.0 - q) - 2.0 * q) * inv * inv
-                w = yi + r
-                rf1 = r * q_inv2
-                rf2 = r * f2
-                wf2 = w * f2
-                wf3 = w * f3
-                wb[2, f] = ds
-                wb[4, f] = -wf2
-                wb[5, f] = -wf3
-                wb[6, f] = resid * q_inv2
-                wb[7, f] = wf2 - rf1
-                wb[8, f] = wf3 - rf2
-                wb[9, f] = q_inv * r + ds + d1 * inv
-                wb[10, f] = 2.0 * rf1 - r * q_inv - wf2
-                wb[11, f] = 2.0 * rf2 - rf1 - wf3
-            else:
-                log_y = np.log(yi) if yi > 0 else 0.0
-                wb[0, f] = yi * (eta - log_y) - (q - yi)
-                wb[1, f] = yi - q
-                wb[3, f] = -q
-                wb[4, f] = -q
-                wb[5, f] = -q
-        ag = acc[g]
-        for k in range(width):
-            t = prod[k]
-            wk = wb[term[k]]
-            out = ag[k]
-            for f in range(n_feat):
-                out[f] += wk[f] * t
-
-
-_KERNELS: dict[str, Callable[..., Any]] = {"sums": _sums, "loglik": _loglik, "moments": _moments}
-_cache: dict[str, Callable[..., Any]] = {}
+_compiled: list[Any] = []
 _LOCK = threading.Lock()
 
 
-def _compiled(name: str) -> Callable[..., Any]:
-    """Return the compiled kernel ``name`` (numba's on-disk cache serves later processes)."""
-    with _LOCK:
-        if name not in _cache:
-            from numba import njit
+def _kernel(name: str) -> Callable[..., Any]:
+    """Return the compiled kernel ``name`` of :mod:`batchglm.mixed.group_pass_compiled`.
 
-            _cache[name] = njit(cache=True, nogil=True)(_KERNELS[name])
-        return _cache[name]
+    The module is imported on first use (numba's on-disk cache serves later processes).
+    """
+    with _LOCK:
+        if not _compiled:
+            from batchglm.mixed import group_pass_compiled
+
+            _compiled.append(group_pass_compiled)
+    kernel: Callable[..., Any] = getattr(_compiled[0], name)
+    return kernel
