@@ -7,9 +7,7 @@ totals), which does not use batchglm at all.
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -19,7 +17,7 @@ from scipy import sparse
 
 import batchglm as bg
 from batchglm.align import PositionalPairingWarning, positions
-from batchglm.cli import main
+from cli_runner import run_cli
 
 # These tests use few replicates on purpose (small designs for alignment); the
 # small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
@@ -307,21 +305,11 @@ def test_to_anndata_matches_features_by_name(counts, ordered):
     )
 
 
-def _cli(tmp: Path, args: list[str], capsys) -> tuple[int, str]:
-    cwd = os.getcwd()
-    os.chdir(tmp)
-    try:
-        code = main(args)
-    finally:
-        os.chdir(cwd)
-    return code, capsys.readouterr().err
-
-
 def test_cli_matches_count_table_and_obs_by_name(tmp_path, counts, obs, capsys):
     # Genes x samples with samples shuffled, and an obs table in yet another order.
     counts.iloc[PERM].T.to_csv(tmp_path / "counts.tsv", sep="\t")
     obs.iloc[PERM[::-1]].to_csv(tmp_path / "obs.csv")
-    code, err = _cli(
+    code, _, err = run_cli(
         tmp_path,
         [
             "fit",
@@ -349,7 +337,7 @@ def test_cli_matches_count_table_and_obs_by_name(tmp_path, counts, obs, capsys):
         var=pd.DataFrame(index=GENES),
     )
     adata.write_h5ad(tmp_path / "data.h5ad")
-    code, err = _cli(
+    code, _, err = run_cli(
         tmp_path,
         [
             "fit",
@@ -375,7 +363,7 @@ def test_cli_matches_count_table_and_obs_by_name(tmp_path, counts, obs, capsys):
 def test_cli_refuses_tables_with_other_samples(tmp_path, counts, obs, capsys):
     counts.T.to_csv(tmp_path / "counts.tsv", sep="\t")
     obs.iloc[1:].to_csv(tmp_path / "short.csv")
-    code, err = _cli(
+    code, _, err = run_cli(
         tmp_path,
         ["fit", "counts.tsv", "--obs", "short.csv", "--design-loc", "~ 1", "--out", "x.csv"],
         capsys,
@@ -389,7 +377,7 @@ def test_cli_refuses_tables_with_other_samples(tmp_path, counts, obs, capsys):
         [obs, pd.DataFrame({"condition": ["ctrl"], "batch": ["b1"]}, index=["intruder"])]
     )
     extra.to_csv(tmp_path / "extra.csv")
-    code, err = _cli(
+    code, _, err = run_cli(
         tmp_path,
         ["fit", "counts.tsv", "--obs", "extra.csv", "--design-loc", "~ 1", "--out", "x.csv"],
         capsys,

@@ -31,6 +31,8 @@ from batchglm.api import SeedArray
 from batchglm.api.models import nb_glm
 from batchglm.api.models.nb_glm import _common as nb_glm_common
 
+from conftest import seed_example_1
+
 SEEDS = (0, 1, 2)
 
 
@@ -505,14 +507,7 @@ def test_tutorial_example(name: str, capsys: pytest.CaptureFixture[str]) -> None
 
 def _example1_design_and_constraints() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tutorial example 1 at 100 cells per replicate, plus a full-rank design of its groups."""
-    dmat = np.zeros([400, 6])
-    dmat[:, 0] = 1
-    for k in range(4):
-        dmat[100 * k : 100 * (k + 1), 1 + k] = 1
-    dmat[200:, 5] = 1
-    cons = np.zeros([2, 6])
-    cons[0, 3], cons[0, 4] = -1, 1
-    cons[1, 1], cons[1, 2:5] = -1, 1
+    dmat, cons = seed_example_1(400)
     groups = np.repeat(np.eye(4), 100, axis=0)  # same column space as dmat, full rank
     groups[:, 0] = 1  # intercept + 3 replicate effects
     return dmat, cons, groups

@@ -17,6 +17,8 @@ import scipy.sparse as sp
 
 import batchglm as bg
 from batchglm.cli import main
+from cli_runner import run_cli
+from table_columns import RESULTS_COLUMNS
 
 from conftest import seed_example_1
 
@@ -150,16 +152,6 @@ def runs(workdir) -> dict[str, subprocess.CompletedProcess]:
     return out
 
 
-def _in_process(workdir: Path, args: list[str], capsys) -> tuple[int, str]:
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        code = main(args)
-    finally:
-        os.chdir(cwd)
-    return code, capsys.readouterr().err
-
-
 def test_fit_writes_the_h5ad(runs, workdir):
     assert runs["fit"].returncode == 0, runs["fit"].stderr
     adata = ad.read_h5ad(workdir / "fit.h5ad")
@@ -181,15 +173,7 @@ def test_test_writes_one_row_per_feature(runs, workdir):
     de = pd.read_csv(workdir / "de.csv", index_col=0)
     assert list(de.index) == [f"gene{j}" for j in range(N_FEAT)]
     assert de.index.name == "feature"
-    assert list(de.columns[:7]) == [
-        "baseMean",
-        "log2FoldChange",
-        "lfcSE",
-        "stat",
-        "pvalue",
-        "padj",
-        "status",
-    ]
+    assert list(de.columns[:7]) == list(RESULTS_COLUMNS)
     assert de["pvalue"].between(0, 1).all()
 
 
@@ -203,7 +187,7 @@ def test_simulate_writes_counts_and_truth(runs, workdir):
 
 
 def test_count_table_with_obs_table(workdir, capsys):
-    code, err = _in_process(
+    code, _, err = run_cli(
         workdir,
         [
             "fit",
@@ -395,14 +379,14 @@ def test_error_messages(workdir, capsys, args, match):
     (workdir / "broken.h5ad").write_text("not hdf5")
     (workdir / "empty.csv").write_text("")
     (workdir / "adir").mkdir(exist_ok=True)
-    code, err = _in_process(workdir, args, capsys)
+    code, _, err = run_cli(workdir, args, capsys)
     assert code == 1
     assert err.startswith("batchglm: error: ") and err.count("\n") == 1, err
     assert re.search(match, err), err
 
 
 def test_in_process_outputs(workdir, capsys):
-    code, err = _in_process(
+    code, _, err = run_cli(
         workdir,
         [
             "test",
@@ -423,7 +407,7 @@ def test_in_process_outputs(workdir, capsys):
     assert code == 0, err
     de = pd.read_csv(workdir / "c.tsv", sep="\t", index_col=0)
     assert de.shape[0] == N_FEAT
-    code, err = _in_process(
+    code, _, err = run_cli(
         workdir,
         [
             "fit",
@@ -438,7 +422,7 @@ def test_in_process_outputs(workdir, capsys):
         capsys,
     )
     assert code == 0, err
-    code, err = _in_process(
+    code, _, err = run_cli(
         workdir,
         [
             "simulate",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import warnings
 from pathlib import Path
@@ -13,7 +12,8 @@ import pandas as pd
 import pytest
 
 import batchglm as bg
-from batchglm.cli import main
+from cli_runner import run_cli
+from table_columns import RESULTS_COLUMNS
 
 # The CLI prints each warning as a `batchglm: warning:` line, as users see it (e.g. the
 # small-sample warning of `--dispersion mle`); warnings keep their default action here.
@@ -53,23 +53,12 @@ BASE = ["test", "counts.csv", "--obs", "coldata.csv", "--design-loc", "~ conditi
 COEF = ["--coef", "condition[T.trt]"]
 
 
-def _run(workdir: Path, args: list[str], capsys) -> tuple[int, str, str]:
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        code = main(args)
-    finally:
-        os.chdir(cwd)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _table(workdir: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(workdir / name, index_col=0)
 
 
 def test_default_is_the_pipeline_with_median_ratio(workdir, capsys):
-    code, out, err = _run(workdir, [*BASE, *COEF, "--out", "de.csv"], capsys)
+    code, out, err = run_cli(workdir, [*BASE, *COEF, "--out", "de.csv"], capsys)
     assert code == 0, err
     table = _table(workdir, "de.csv")
     counts, obs = _counts(workdir)
@@ -78,13 +67,7 @@ def test_default_is_the_pipeline_with_median_ratio(workdir, capsys):
     np.testing.assert_allclose(table["pvalue"], ref["pvalue"], rtol=1e-10)
     assert table.loc["gene30", "status"] == "outlier"
     assert list(table.columns[:10]) == [
-        "baseMean",
-        "log2FoldChange",
-        "lfcSE",
-        "stat",
-        "pvalue",
-        "padj",
-        "status",
+        *RESULTS_COLUMNS,
         "maxCooks",
         "replaced",
         "filtered",
@@ -130,7 +113,7 @@ def test_default_is_the_pipeline_with_median_ratio(workdir, capsys):
     ],
 )
 def test_flags_match_the_python_call(workdir, capsys, flag, kwargs):
-    code, out, err = _run(workdir, [*BASE, *COEF, *flag, "--out", "f.csv"], capsys)
+    code, out, err = run_cli(workdir, [*BASE, *COEF, *flag, "--out", "f.csv"], capsys)
     assert code == 0, err
     table = _table(workdir, "f.csv")
     counts, obs = _counts(workdir)
@@ -146,7 +129,7 @@ def test_flags_match_the_python_call(workdir, capsys, flag, kwargs):
 
 
 def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
-    code, out, err = _run(
+    code, out, err = run_cli(
         workdir,
         [*BASE, *COEF, "--size-factors", "depth", "--sort-by", "pvalue", "--out", "-"],
         capsys,
@@ -234,14 +217,14 @@ def test_size_factor_column_and_sorting_and_stdout(workdir, capsys):
     ],
 )
 def test_bad_values_are_one_line_errors(workdir, capsys, flags, match):
-    code, _, err = _run(workdir, [*BASE, *COEF, "--out", "x.csv", *flags], capsys)
+    code, _, err = run_cli(workdir, [*BASE, *COEF, "--out", "x.csv", *flags], capsys)
     assert code == 1
     assert err.startswith("batchglm: error: ") and err.count("\n") == 1, err
     assert re.search(match, err), err
 
 
 def test_lrt_rejects_a_contrast_with_reduced(workdir, capsys):
-    code, _, err = _run(
+    code, _, err = run_cli(
         workdir,
         [
             *BASE,
@@ -262,7 +245,7 @@ def test_lrt_rejects_a_contrast_with_reduced(workdir, capsys):
 
 
 def test_fit_accepts_size_factor_methods(workdir, capsys):
-    code, _, err = _run(
+    code, _, err = run_cli(
         workdir,
         [
             "fit",
@@ -288,7 +271,7 @@ def test_a_method_name_that_is_also_a_column_is_an_error(workdir, capsys):
     obs = pd.read_csv(workdir / "coldata.csv", index_col=0)
     obs["tmm"] = 1.0
     obs.to_csv(workdir / "coldata_tmm.csv")
-    code, _, err = _run(
+    code, _, err = run_cli(
         workdir,
         [
             "test",
@@ -320,14 +303,16 @@ def test_numeric_names_orientation_by_exact_match(tmp_path, capsys):
     obs = pd.DataFrame({"condition": np.repeat(["a", "b"], 4)}, index=samples)
     obs.to_csv(tmp_path / "obs.csv")
     args = ["--obs", "obs.csv", "--design-loc", "~ condition", "--coef", "condition[T.b]"]
-    code, _, err = _run(tmp_path, ["test", "genes_x_samples.csv", *args, "--out", "a.csv"], capsys)
+    code, _, err = run_cli(
+        tmp_path, ["test", "genes_x_samples.csv", *args, "--out", "a.csv"], capsys
+    )
     assert code == 0, err
     assert len(pd.read_csv(tmp_path / "a.csv", index_col=0)) == 30  # genes are the features
     square = pd.DataFrame(
         rng.negative_binomial(5, 0.1, size=(8, 8)), index=samples, columns=samples
     )
     square.to_csv(tmp_path / "square.csv")
-    code, _, err = _run(tmp_path, ["test", "square.csv", *args, "--out", "b.csv"], capsys)
+    code, _, err = run_cli(tmp_path, ["test", "square.csv", *args, "--out", "b.csv"], capsys)
     assert code == 1
     assert re.search(
         r"batchglm: error: the obs table's names match both the row and the "
@@ -339,7 +324,7 @@ def test_numeric_names_orientation_by_exact_match(tmp_path, capsys):
 @pytest.mark.parametrize("kind", [None, "normal"])
 def test_lfc_shrink_flag_reports_shrunken_fold_changes(workdir, capsys, kind):
     flag = ["--lfc-shrink"] if kind is None else ["--lfc-shrink", kind]
-    code, _, err = _run(workdir, [*BASE, *COEF, *flag, "--out", "shrunk.csv"], capsys)
+    code, _, err = run_cli(workdir, [*BASE, *COEF, *flag, "--out", "shrunk.csv"], capsys)
     assert code == 0, err
     table = _table(workdir, "shrunk.csv")
     counts, obs = _counts(workdir)
@@ -353,7 +338,7 @@ def test_lfc_shrink_flag_reports_shrunken_fold_changes(workdir, capsys, kind):
 
 
 def test_lfc_shrink_flag_needs_a_wald_test(workdir, capsys):
-    code, _, err = _run(
+    code, _, err = run_cli(
         workdir, [*BASE, *COEF, "--test", "ql", "--lfc-shrink", "--out", "x.csv"], capsys
     )
     assert code == 1

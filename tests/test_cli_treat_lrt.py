@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 
 import batchglm as bg
-from batchglm.cli import main
+from cli_runner import run_cli
 
 SAMPLES = [f"s{i}" for i in range(9)]
 
@@ -39,17 +38,6 @@ def workdir(tmp_path_factory) -> Path:
 BASE = ["test", "counts.csv", "--obs", "coldata.csv", "--design-loc", "~ condition"]
 
 
-def _run(workdir: Path, args: list[str], capsys) -> tuple[int, str, str]:
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        code = main(args)
-    finally:
-        os.chdir(cwd)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _inputs(workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return (
         pd.read_csv(workdir / "counts.csv", index_col=0).T,
@@ -60,7 +48,7 @@ def _inputs(workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.mark.parametrize("null", ["interval", "worst.case"])
 def test_treat_null_flag(workdir, capsys, null):
     flags = ["--coef", "condition[T.b]", "--test", "ql", "--lfc-threshold", "0.5"]
-    code, _, err = _run(
+    code, _, err = run_cli(
         workdir, [*BASE, *flags, "--treat-null", null, "--out", f"treat_{null}.csv"], capsys
     )
     assert code == 0, err
@@ -89,7 +77,7 @@ def test_treat_null_flag(workdir, capsys, null):
     ],
 )
 def test_treat_null_errors(workdir, capsys, flags, match):
-    code, _, err = _run(
+    code, _, err = run_cli(
         workdir, [*BASE, "--coef", "condition[T.b]", *flags, "--out", "x.csv"], capsys
     )
     assert code == 1
@@ -99,7 +87,7 @@ def test_treat_null_errors(workdir, capsys, flags, match):
 
 def test_lrt_of_a_contrast(workdir, capsys):
     flags = ["--test", "lrt", "--contrast", "condition", "c", "b", "--dispersion", "map"]
-    code, _, err = _run(workdir, [*BASE, *flags, "--out", "lrt_contrast.csv"], capsys)
+    code, _, err = run_cli(workdir, [*BASE, *flags, "--out", "lrt_contrast.csv"], capsys)
     assert code == 0, err
     table = pd.read_csv(workdir / "lrt_contrast.csv", index_col=0)
     counts, obs = _inputs(workdir)
@@ -121,7 +109,7 @@ def test_lrt_of_a_contrast(workdir, capsys):
     ],
 )
 def test_lrt_contrast_errors(workdir, capsys, flags, match):
-    code, _, err = _run(workdir, [*BASE, *flags, "--out", "x.csv"], capsys)
+    code, _, err = run_cli(workdir, [*BASE, *flags, "--out", "x.csv"], capsys)
     assert code == 1
     assert err.startswith("batchglm: error: ") and err.count("\n") == 1, err
     assert re.search(match, err), err

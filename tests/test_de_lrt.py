@@ -8,13 +8,10 @@ import pytest
 from scipy import stats
 
 import batchglm as bg
+from nb_reference import nb_counts
 
 from conftest import seed_example_1
 from reference import fit_feature
-
-
-def _nb(rng, mu, r):
-    return rng.negative_binomial(r, r / (r + mu)).astype(float)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +27,7 @@ def data():
         cond, np.where(np.arange(f) % 4 == 0, np.log(6.0), 0.0)
     )
     mu = np.exp(rng.uniform(1, 4, f)[None, :] + np.outer(cond, lfc) + 0.2 * batch[:, None])
-    y = _nb(rng, mu, np.exp(log_r))
+    y = nb_counts(rng, mu, np.exp(log_r))
     return y, x
 
 
@@ -252,7 +249,7 @@ def test_lrt_with_formulas(data):
 def test_lrt_progress_bars_only_when_asked(capsys):
     """``progress=True`` draws the bars of both fits (and the dispersion passes) on stderr."""
     rng = np.random.default_rng(31)
-    y = _nb(rng, np.exp(rng.uniform(1, 4, 30))[None, :] * np.ones((10, 1)), 4.0)
+    y = nb_counts(rng, np.exp(rng.uniform(1, 4, 30))[None, :] * np.ones((10, 1)), 4.0)
     x = np.column_stack([np.ones(10), np.repeat([0.0, 1.0], 5)])
     bg.de.lrt(y, full_loc=x, reduced_loc=x[:, :1], dispersion="map", progress=False)
     assert capsys.readouterr() == ("", "")

@@ -11,6 +11,7 @@ from scipy.stats import false_discovery_control
 
 import batchglm as bg
 from batchglm.dispersion.rough import rough_start
+from table_columns import RESULTS_COLUMNS
 
 # These tests use few replicates on purpose (small designs for the pipeline's options); the
 # small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
@@ -50,13 +51,7 @@ def default_run(five_vs_five):
 def test_single_outlier_count_is_flagged(five_vs_five, default_run):
     table = default_run.summary()
     assert list(table.columns[:10]) == [
-        "baseMean",
-        "log2FoldChange",
-        "lfcSE",
-        "stat",
-        "pvalue",
-        "padj",
-        "status",
+        *RESULTS_COLUMNS,
         "maxCooks",
         "replaced",
         "filtered",

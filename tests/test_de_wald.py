@@ -8,12 +8,10 @@ import pytest
 from scipy import stats
 
 import batchglm as bg
+from nb_reference import nb_counts
+from table_columns import RESULTS_COLUMNS
 
 from conftest import seed_example_1
-
-
-def _nb(rng, mu, r):
-    return rng.negative_binomial(r, r / (r + mu)).astype(float)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +24,7 @@ def two_by_two():
     x = pd.DataFrame({"Intercept": 1.0, "cond": cond, "batch": batch})
     a = np.column_stack([rng.uniform(1, 5, f), rng.normal(0, 0.7, f), rng.normal(0, 0.3, f)])
     mu = np.exp(x.to_numpy() @ a.T)
-    y = _nb(rng, mu, rng.uniform(2, 10, f))
+    y = nb_counts(rng, mu, rng.uniform(2, 10, f))
     y[:, 0] = 0.0  # an all-zero feature
     res = bg.fit(y, x, x)
     return y, x, res
@@ -65,13 +63,7 @@ def test_summary_columns(two_by_two):
     _, _, res = two_by_two
     tab = bg.de.wald(res, coef="cond").summary(sort_by=None)
     assert list(tab.columns) == [
-        "baseMean",
-        "log2FoldChange",
-        "lfcSE",
-        "stat",
-        "pvalue",
-        "padj",
-        "status",
+        *RESULTS_COLUMNS,
         "stat_kind",
         "lfc_capped",
         "coef_mle",

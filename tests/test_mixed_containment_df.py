@@ -16,6 +16,7 @@ import batchglm as bg
 from batchglm.mixed.few_groups import FewGroupsWarning
 from batchglm.mixed.small_sample import between_within
 from batchglm.solvers.linalg import GroupSums
+from mixed_reference import donors_in_batches, nested_null_poisson
 
 
 def _cells(per_donor: int, n_donors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -181,15 +182,7 @@ def test_wald_matches_the_exact_test_on_donor_means() -> None:
     n_donors, n_batches, n_feat = 8, 4, 8
     donor = np.repeat(np.arange(n_donors), 10)
     stim = np.repeat([0.0, 1.0], 4)
-    batch = np.tile(np.arange(n_batches), 2)
-    obs = pd.DataFrame(
-        {
-            "donor": [f"d{g}" for g in donor],
-            "batch": [f"b{b}" for b in batch[donor]],
-            "condition": np.where(stim[donor] > 0, "stim", "ctrl"),
-        },
-        index=[f"cell{i}" for i in range(donor.size)],
-    )
+    obs, batch = donors_in_batches(donor, n_batches)
     eta = (
         8.0
         + rng.normal(0.0, 0.5, (n_batches, n_feat))[batch[donor]]
@@ -214,25 +207,7 @@ def test_nested_null_calibration() -> None:
     # 400 null NB genes, 4 vs 4 donors (15-40 cells) in 4 batches, batch SD 0.3, donor SD
     # 0.2-0.4: the default (moderated) Wald and LRT reject within [0.03, 0.07] at 0.05.
     # With the first factor's df alone (d = 6) the Wald rejected 0.080 on these data.
-    rng = np.random.default_rng(4)
-    n_donors, n_batches, n_feat = 8, 4, 400
-    donor = np.repeat(np.arange(n_donors), rng.integers(15, 40, n_donors))
-    stim = np.repeat([0.0, 1.0], 4)
-    batch = np.tile(np.arange(n_batches), 2)
-    obs = pd.DataFrame(
-        {
-            "donor": [f"d{g}" for g in donor],
-            "batch": [f"b{b}" for b in batch[donor]],
-            "condition": np.where(stim[donor] > 0, "stim", "ctrl"),
-        },
-        index=[f"cell{i}" for i in range(donor.size)],
-    )
-    eta = (
-        rng.uniform(0.0, 2.0, n_feat)
-        + rng.normal(0.0, 0.3, (n_batches, n_feat))[batch[donor]]
-        + rng.normal(0.0, 1.0, (n_donors, n_feat))[donor] * rng.uniform(0.2, 0.4, n_feat)
-    )
-    y = rng.poisson(np.exp(eta)).astype(float)
+    y, obs = nested_null_poisson(np.random.default_rng(4), 8, 4, 400)
     kw = dict(obs=obs, random_effects=["donor", "batch"])
     full = bg.fit(y, "~ condition", **kw)
     wald = bg.de.wald(full, coef="condition[T.stim]").summary()["pvalue"].to_numpy()

@@ -19,6 +19,7 @@ from batchglm.families import get_family
 from batchglm.mixed.laplace import LaplaceObjective
 from batchglm.solvers.linalg import GroupSums
 from batchglm.solvers.objective import Problem
+from nb_reference import nb_logpmf_eta
 
 
 def _data(
@@ -50,14 +51,7 @@ def _cond_ll(family: str, y: np.ndarray, eta: np.ndarray, log_r: float) -> np.nd
     mu = np.exp(eta)
     if family == "poisson":
         return y * eta - mu - special.gammaln(y + 1)
-    r = np.exp(log_r)
-    return (
-        special.gammaln(y + r)
-        - special.gammaln(r)
-        - special.gammaln(y + 1)
-        + r * (log_r - np.logaddexp(log_r, eta))
-        + y * (eta - np.logaddexp(log_r, eta))
-    )
+    return nb_logpmf_eta(y, eta, log_r)
 
 
 def _group_joint(

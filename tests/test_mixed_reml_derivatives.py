@@ -11,17 +11,12 @@ scale design that varies within donors, NB with one size, Poisson, and a varianc
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
-import pandas as pd
 import pytest
 
-from batchglm.design import build_design
-from batchglm.families import get_family
 from batchglm.mixed.reml import RemlObjective
 from batchglm.solvers.linalg import GroupSums
-from batchglm.solvers.objective import Problem
+from mixed_reference import cell_obs, draw_counts, loc_scale_problem, richardson, value_and_gradient
 
 _SIZES = np.array([7, 12, 9, 15, 6])
 
@@ -29,41 +24,14 @@ _SIZES = np.array([7, 12, 9, 15, 6])
 def _objective(family: str, scale: str | None, seed: int) -> tuple[RemlObjective, int]:
     rng = np.random.default_rng(seed)
     gid = np.repeat(np.arange(_SIZES.size), _SIZES)
-    n = gid.size
-    x = rng.normal(size=n)
-    obs = pd.DataFrame(
-        {
-            "x": x,
-            "lane": np.where(rng.integers(0, 2, n) == 1, "l1", "l0"),
-            "condition": np.where(gid % 2 == 0, "a", "b"),
-        }
-    )
+    x, obs = cell_obs(rng, gid)
     n_feat = 4
     u = rng.normal(size=(_SIZES.size, n_feat)) * 0.5
-    mu = np.exp(1.0 + 0.3 * x[:, None] + u[gid])
-    if family == "nb":
-        y = rng.negative_binomial(4.0, 4.0 / (4.0 + mu)).astype(np.float64)
-    else:
-        y = rng.poisson(mu).astype(np.float64)
-    loc = build_design("~ condition + x", None, n, "loc", obs=obs)
-    scale_design = build_design(scale, None, n, "scale", obs=obs)
-    problem = Problem(get_family(family), loc, scale_design, np.zeros(n))
+    y = draw_counts(rng, family, np.exp(1.0 + 0.3 * x[:, None] + u[gid]))
+    problem = loc_scale_problem(family, scale, obs)
     groups = GroupSums(gid.astype(np.intp), _SIZES.size)
     a0 = np.tile([1.0, 0.0, 0.0], (n_feat, 1))
     return RemlObjective(problem, y, groups, a0), problem.k_scale
-
-
-def _richardson(f: Callable[[np.ndarray], np.ndarray], theta: np.ndarray, i: int) -> np.ndarray:
-    """``d f / d theta_i`` by central differences at ``h`` and ``h / 2``, extrapolated."""
-
-    def central(h: float) -> np.ndarray:
-        e = np.zeros_like(theta)
-        e[:, i] = h
-        step = h if np.ndim(h) == 0 else h[:, None]
-        return (f(theta + e) - f(theta - e)) / (2.0 * step)
-
-    h = 2e-3
-    return (4.0 * central(h / 2.0) - central(h)) / 3.0
 
 
 @pytest.mark.parametrize(
@@ -85,24 +53,18 @@ def test_reml_derivatives_match_differences_of_the_value(
     sens = obj.sens.copy()
     assert np.isfinite(ll).all()
 
-    def value(t: np.ndarray) -> np.ndarray:
-        return obj.evaluate(t, 0)[0][:, None]
-
-    def gradient(t: np.ndarray) -> np.ndarray:
-        g = obj.evaluate(t, 2)[1]
-        assert g is not None
-        return g
+    value, gradient = value_and_gradient(obj)
 
     def a_star(t: np.ndarray) -> np.ndarray:
         return obj.joint_mode(t, obj.a, obj.modes).a
 
     for i in range(theta.shape[1]):
-        ref = _richardson(value, theta, i)[:, 0]
+        ref = richardson(value, theta, i, 2e-3)[:, 0]
         np.testing.assert_allclose(grad[:, i], ref, rtol=1e-7, atol=1e-7)
     for i in range(theta.shape[1]):
-        ref_h = _richardson(gradient, theta, i)
+        ref_h = richardson(gradient, theta, i, 2e-3)
         np.testing.assert_allclose(hess[:, :, i], ref_h, rtol=1e-6, atol=1e-6)
-        ref_s = _richardson(a_star, theta, i)
+        ref_s = richardson(a_star, theta, i, 2e-3)
         np.testing.assert_allclose(sens[:, :, i], ref_s, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(hess, np.swapaxes(hess, 1, 2), rtol=1e-10, atol=1e-10)
 

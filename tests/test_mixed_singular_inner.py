@@ -8,10 +8,10 @@ Data simulated here (the layout of the report: 8 donors in 4 batches).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 import batchglm as bg
 from batchglm.solvers.linalg import solve_or_nan
+from mixed_reference import nested_null_poisson
 
 
 def test_solve_or_nan_keeps_the_regular_systems_of_a_stack():
@@ -27,26 +27,8 @@ def test_solve_or_nan_keeps_the_regular_systems_of_a_stack():
 
 
 def test_nested_poisson_fit_of_the_reported_gene_converges():
-    rng = np.random.default_rng(1)
-    n_donor, n_batch, n_feat = 8, 4, 400
-    sizes = rng.integers(15, 40, n_donor)
-    donor = np.repeat(np.arange(n_donor), sizes)
-    stim = np.repeat([0.0, 1.0], n_donor // 2)
-    batch = np.tile(np.arange(n_batch), 2)
-    obs = pd.DataFrame(
-        {
-            "donor": [f"d{g}" for g in donor],
-            "batch": [f"b{b}" for b in batch[donor]],
-            "condition": np.where(stim[donor] > 0, "stim", "ctrl"),
-        },
-        index=[f"c{i}" for i in range(donor.size)],
-    )
-    eta = (
-        rng.uniform(0, 2, n_feat)
-        + rng.normal(0, 0.3, (n_batch, n_feat))[batch[donor]]
-        + rng.normal(0, 1, (n_donor, n_feat))[donor] * rng.uniform(0.2, 0.4, n_feat)
-    )
-    y = rng.poisson(np.exp(eta)).astype(float)[:, [183]]
+    y, obs = nested_null_poisson(np.random.default_rng(1), 8, 4, 400)
+    y = y[:, [183]]
     res = bg.fit(y, "~ condition", obs=obs, random_effects=["donor", "batch"], family="poisson")
     assert res.status.tolist() == ["converged"]
     glm = bg.fit(y, "~ condition", obs=obs, family="poisson")

@@ -12,6 +12,7 @@ import statsmodels.api as sm
 from scipy import optimize, stats
 
 import batchglm as bg
+from table_columns import RESULTS_COLUMNS
 
 # These tests use few replicates on purpose (small designs for per-group tests); the
 # small-sample warning itself is tested in test_residual_df.py and test_edge_cases.py.
@@ -244,13 +245,7 @@ def test_per_group_pseudobulk_matches_statsmodels_nb():
     assert list(table.columns[:9]) == [
         "group",
         "feature",
-        "baseMean",
-        "log2FoldChange",
-        "lfcSE",
-        "stat",
-        "pvalue",
-        "padj",
-        "status",
+        *RESULTS_COLUMNS,
     ]
     np.testing.assert_allclose(
         table["stat"], table["log2FoldChange"] / table["lfcSE"], rtol=1e-8

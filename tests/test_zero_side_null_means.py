@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from scipy import stats
 
 import batchglm as bg
 from batchglm.de.separated_tests import floor_null_means
 from batchglm.fitted import fitted_mean
+from nb_reference import no_read_probability
 
 DESIGN = "~ batch + RIN + age + condition"
 
@@ -73,22 +73,6 @@ def _onoff_table(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def onoff():
     return _onoff_table(145)
-
-
-def _no_read(total: int, mu: np.ndarray, alpha: np.ndarray, zero: np.ndarray) -> float:
-    """P(no read on the zero side | total) by convolving per-sample NB probabilities."""
-    k = np.arange(total + 1)
-
-    def side(idx: np.ndarray) -> np.ndarray:
-        out = np.zeros(total + 1)
-        out[0] = 1.0
-        for j in idx:
-            r = 1.0 / alpha[j]
-            out = np.convolve(out, stats.nbinom.pmf(k, r, r / (r + mu[j])))[: total + 1]
-        return out
-
-    off, on = side(np.flatnonzero(zero)), side(np.flatnonzero(~zero))
-    return float(off[0] * on[total] / np.convolve(off, on)[total])
 
 
 def test_null_means_are_the_information_weighted_projection(onoff):
@@ -142,7 +126,7 @@ def test_onoff_genes_with_one_low_sample_are_called(onoff):
     mu_red = fitted_mean(reduced)
     old = [
         2
-        * _no_read(
+        * no_read_probability(
             int(counts[g].sum()),
             mu_red[:, j],
             np.full(len(obs), tabs["wald"]["dispersion"].iloc[j]),
