@@ -161,7 +161,10 @@ def robust_dispersion(normed: Array, cells: NDArray[np.intp]) -> Array:
     return np.where(m > 0, np.maximum(alpha, ROBUST_MIN_DISP), np.nan)
 
 
-def _block_cooks(y: Array, res: FitResult, sl: slice, cells: NDArray[np.intp]) -> Array:
+def _block_cooks(
+    y: Array, res: FitResult, sl: slice | NDArray[np.intp], cells: NDArray[np.intp]
+) -> Array:
+    """Cook's distances ``(n_obs, B)`` of the features ``sl`` (a slice or positions)."""
     x = res.loc.reduced
     n_obs, k = x.shape
     coef = res.theta_free[sl, :k]
@@ -273,7 +276,8 @@ def max_cooks_distance(data: Any, res: FitResult, *, features: Any = None) -> Ar
         inside = np.flatnonzero((pos >= sl.start) & (pos < sl.stop))
         if not inside.size:
             continue
-        cooks = _block_cooks(d.block(sl), res, sl, cells)[:, pos[inside] - sl.start]
+        at = pos[inside]
+        cooks = _block_cooks(d.block(sl)[:, at - sl.start], res, at, cells)
         finite = np.isfinite(cooks)
         m = np.where(finite, cooks, -np.inf)[use].max(axis=0)
         out[inside] = np.where(finite.any(axis=0) & np.isfinite(m), m, np.nan)
