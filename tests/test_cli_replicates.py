@@ -7,7 +7,6 @@ does not fit a route is refused in one line before anything is fitted.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 
 import batchglm as bg
-from batchglm.cli import main
+from cli_runner import run_cli
 
 pytestmark = pytest.mark.filterwarnings("always::UserWarning")
 
@@ -49,17 +48,6 @@ def cells(tmp_path_factory) -> Path:
     return d
 
 
-def _run(workdir: Path, args: list[str], capsys) -> tuple[int, str, str]:
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        code = main(args)
-    finally:
-        os.chdir(cwd)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _data(workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     counts = pd.read_csv(workdir / "cells.csv", index_col=0)
     obs = pd.read_csv(workdir / "obs.csv", index_col=0).loc[counts.index]
@@ -71,7 +59,7 @@ BASE = ["test", "cells.csv", "--obs", "obs.csv", "--design-loc", "~ condition"]
 
 def test_random_effects_route_matches_the_api(cells: Path, capsys) -> None:
     args = [*BASE, "--random-effects", "donor", *COEF, "--out", "re.csv"]
-    code, out, err = _run(cells, args, capsys)
+    code, out, err = run_cli(cells, args, capsys)
     assert code == 0, err
     assert "random intercepts for donor" in out and "12 features, 12 tested" in out
     table = pd.read_csv(cells / "re.csv", index_col=0)
@@ -88,7 +76,7 @@ def test_random_effects_route_matches_the_api(cells: Path, capsys) -> None:
 
 def test_random_effects_lrt_route(cells: Path, capsys) -> None:
     args = [*BASE, "--random-effects", "donor", "--test", "lrt", "--reduced", "~ 1"]
-    code, out, err = _run(cells, [*args, "--out", "lrt.csv"], capsys)
+    code, out, err = run_cli(cells, [*args, "--out", "lrt.csv"], capsys)
     assert code == 0, err
     table = pd.read_csv(cells / "lrt.csv", index_col=0)
     counts, obs = _data(cells)
@@ -99,7 +87,7 @@ def test_random_effects_lrt_route(cells: Path, capsys) -> None:
 
 def test_pseudobulk_route_matches_the_api(cells: Path, capsys) -> None:
     args = [*BASE, "--pseudobulk", "donor", "--min-cells", "10", *COEF, "--out", "pb.csv"]
-    code, out, err = _run(cells, args, capsys)
+    code, out, err = run_cli(cells, args, capsys)
     assert code == 0, err
     table = pd.read_csv(cells / "pb.csv", index_col=0)
     counts, obs = _data(cells)
@@ -128,7 +116,7 @@ def test_pseudobulk_route_matches_the_api(cells: Path, capsys) -> None:
     ],
 )
 def test_bad_replicate_options_fail_in_one_line(cells: Path, capsys, extra, match) -> None:
-    code, _, err = _run(cells, [*BASE, *COEF, *extra, "--out", "bad.csv"], capsys)
+    code, _, err = run_cli(cells, [*BASE, *COEF, *extra, "--out", "bad.csv"], capsys)
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("batchglm: error:")
     assert match in err
@@ -149,7 +137,7 @@ def test_each_warning_prints_once_and_names_the_cli_remedy(cells: Path, capsys) 
         "--out",
         "pr.csv",
     ]
-    code, _, err = _run(cells, args, capsys)
+    code, _, err = run_cli(cells, args, capsys)
     assert code == 0
     lines = [line for line in err.splitlines() if "pseudoreplication" in line]
     assert len(lines) == 1, err
