@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from batchglm.de.separation import separated_in_direction
+from batchglm.de.separation import boundary_tested, separated_in_direction
+from batchglm.de.zero_fitted_df import supremum_loglik
 from batchglm.de.zero_side import zero_side, zero_side_floor
 from batchglm.fitted import fitted_mean, linear_predictors
 from batchglm.inputs import data_of_fit
 from batchglm.obs_weights import is_weighted
 from batchglm.result import FitResult
-from batchglm.solvers.status import CONVERGED_CODES
+from batchglm.solvers.status import CONVERGED_CODES, Status
 from batchglm.warning_site import user_stacklevel
 
 Array = NDArray[np.float64]
@@ -127,8 +128,8 @@ def lrt_statistic(
         weights=_columns(weights, features),
         offset=_columns(offset, features),
     )
-    ll_full = res.loglik_values[features]
-    stat = 2.0 * (ll_full - reduced.loglik_values)
+    ll_full = supremum_loglik(res, d.values)[features]
+    stat = 2.0 * (ll_full - supremum_loglik(reduced, values))
     ok = np.isin(reduced.status_codes, [int(c) for c in CONVERGED_CODES])
     ok &= stat >= -(_LL_ATOL + _LL_RTOL * np.abs(ll_full))
     mu_reduced = fitted_mean(reduced, np.arange(features.size))
@@ -184,7 +185,37 @@ def _floor_of(
     alpha = None
     if res.family == "nb":
         alpha = null_dispersion(res, features, mu_null, ql_dispersion)
-    return zero_side_floor(total, mu_full, mu_null, alpha)
+    floor = zero_side_floor(total, mu_full, mu_null, alpha)
+    if mu_reduced is not None:
+        floor[zeros_explained_by_null(mu_full, mu_reduced, kept)] = 0.0
+    return floor
+
+
+def zeros_explained_by_null(
+    mu_full: Array, mu_reduced: Array, kept: NDArray[np.bool_] | None = None
+) -> NDArray[np.bool_]:
+    """Features whose reduced fit also puts every zero-side observation at zero.
+
+    Parameters
+    ----------
+    mu_full, mu_reduced : ndarray
+        ``(n_obs, F)`` means of the full and the reduced fit.
+    kept : ndarray of bool, optional
+        ``(n_obs, F)`` observations that count (weight 1); ``None``: all.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(F,)``: True where each observation on the full fit's zero side
+        (:func:`batchglm.de.zero_side.zero_side`) is on the reduced fit's zero side too.
+        Nuisance effects then explain the zeros under the null as well: they carry no
+        evidence on the tested effect, the likelihood ratio rests on the other
+        observations, and no floor applies.
+    """
+    counted = np.ones(mu_full.shape, dtype=bool) if kept is None else np.asarray(kept, bool)
+    z_full = zero_side(np.where(counted, mu_full, 0.0)) & counted
+    z_red = zero_side(np.where(counted, mu_reduced, 0.0)) & counted
+    return np.asarray(np.all(~z_full | z_red, axis=0))
 
 
 def floor_null_means(
@@ -241,7 +272,13 @@ def floor_null_means(
     parameters (4 expressed samples and ``~ batch + RIN + age`` besides the condition: the
     nuisance effects interpolate those 4 samples exactly, and extrapolated to the zero side
     they gave null means from 1e-11 to 1e18, and NaN p-values for clear on/off genes). Such
-    features take ``fallback`` (the reduced fit's means, the conservative choice).
+    features take ``fallback`` (the reduced fit's means, the conservative choice). So do
+    features whose other side the full model interpolates exactly (no residual df after the
+    full model's parameters, :mod:`batchglm.de.zero_fitted_df`): their nuisance effects were
+    bent to fit those observations and the zeros, not estimated from a residual (a null gene
+    ``1 1 15 26 / 0 10 0 0`` under ``~ batch + RIN + age + condition`` got null means that
+    put its floor at 1.7e-5 instead of 0.047; ``docs/validation.md``, "Covariate-separated
+    genes").
     """
     k = res.loc.n_free
     _, s, vt = np.linalg.svd(l_free, full_matrices=True)
@@ -277,10 +314,16 @@ def floor_null_means(
         shift = x_null @ g.T - target[:, part]  # (n, f): theta_0 - theta on the predictor
         out[:, part] = res.family.fitted_mean(eta[:, part] + shift)
         if fallback is not None:
-            # A residual df left on the other side after the null's parameters (see Notes).
+            # A residual df left on the other side after the null's parameters, and after
+            # the full model's (see Notes).
+            n_other = other[:, part].sum(axis=0)
             rank = np.linalg.matrix_rank(other[:, part].T[:, :, None] * x_null[None])
-            usable[part] = other[:, part].sum(axis=0) - rank >= 1
+            rank_full = np.linalg.matrix_rank(other[:, part].T[:, :, None] * xc[None])
+            usable[part] = (n_other - rank >= 1) & (n_other - rank_full >= 1)
     if fallback is not None:
+        # The projection's premise (the zero side informs the tested direction only) holds
+        # where the separation is in the tested direction.
+        usable &= separated_in_direction(res, l_free)[features]
         usable &= np.all(np.isfinite(out), axis=0)
         out = np.where(usable[None, :], out, fallback)
     return out
@@ -393,7 +436,7 @@ def ql_floor(
     floor = np.zeros(len(full.feature_names))
     if not full.family.has_count_terms or is_weighted(full):
         return floor
-    hit = np.flatnonzero(separated_in_direction(full, l_free))
+    hit = np.flatnonzero(full.status_codes == Status.SEPARATED)
     if hit.size == 0:
         return floor
     values = data_of_fit(data, full, layer=layer).values[:, hit]
@@ -401,7 +444,9 @@ def ql_floor(
     mu_null = floor_null_means(full, hit, l_free, fallback=fitted_mean(reduced, hit))
     phi = None if ql_dispersion is None else np.asarray(ql_dispersion)[hit]
     alpha = null_dispersion(full, hit, mu_null, phi)
-    floor[hit] = zero_side_floor(total, fitted_mean(full, hit), mu_null, alpha)
+    mu_full, mu_red = fitted_mean(full, hit), fitted_mean(reduced, hit)
+    floor[hit] = zero_side_floor(total, mu_full, mu_null, alpha)
+    floor[hit[zeros_explained_by_null(mu_full, mu_red)]] = 0.0
     return floor
 
 
@@ -493,7 +538,11 @@ def lrt_floor(
     l_free = tested_location_rows(full, reduced)
     if l_free.shape[0] == 0:
         return floor
-    hit = np.flatnonzero(separated_in_direction(full, l_free))
+    hit = np.flatnonzero(full.status_codes == Status.SEPARATED)
+    if hit.size == 0:
+        return floor
+    if data is None:
+        hit = np.flatnonzero(boundary_tested(full, l_free))
     if hit.size == 0:
         return floor
     if data is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from batchglm.de.zero_fitted_df import no_residual_df
 from batchglm.design import column_rank
 from batchglm.obs_weights import counted_offsets, is_weighted
 from batchglm.result import FitResult
@@ -88,6 +89,30 @@ def separated_in_direction(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
         eta = rows @ res.theta_free[part, :k].T + max_offset
         out[part] = outside_kept_rows(l_free, rows, eta < threshold, verdict)
     return out
+
+
+def boundary_tested(res: FitResult, l_free: Array) -> NDArray[np.bool_]:
+    """Features whose test is judged at the boundary: likelihood ratio and zero-side floor.
+
+    Parameters
+    ----------
+    res : FitResult
+        The fit of the test.
+    l_free : ndarray
+        Tested rows over the free location parameters, ``L C``, shape ``(r, k)``.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(n_features,)``: :func:`separated_in_direction`, or separated with no residual
+        degree of freedom left on the observations not fitted at zero
+        (:func:`batchglm.de.zero_fitted_df.no_residual_df`; e.g. nuisance effects that fit
+        zeros in both conditions exactly). For the latter the Wald statistic rests on an
+        exact interpolation of the non-zero observations and the likelihood ratio on the
+        pattern of zeros alone; the exact conditional test of the zeros bounds them
+        (``docs/validation.md``, "Covariate-separated genes").
+    """
+    return separated_in_direction(res, l_free) | no_residual_df(res)
 
 
 def outside_kept_rows(

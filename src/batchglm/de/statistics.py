@@ -23,6 +23,7 @@ from batchglm.de.pseudoreplication import warn_lrt
 from batchglm.de.result import DEResult, base_mean
 from batchglm.de.scale_test import cox_reid_statistic, has_scale, nested_df
 from batchglm.de.separation import scale_free_at_zeros
+from batchglm.de.zero_fitted_df import supremum_loglik
 from batchglm.design import Design
 from batchglm.mixed.small_sample import lrt_reference_sf, reference_sf
 from batchglm.nested_designs import outside_columns
@@ -239,8 +240,10 @@ def likelihood_ratio(
     if df <= 0:
         raise ValueError(SAME_SPACE)
     warn_lrt(full, reduced)
-    ll_full = full.loglik.to_numpy()
-    ll_red = reduced.loglik.to_numpy()
+    # Separated fits with no residual df left are at their supremum in closed form (a
+    # sparse one can stop at max_iter below it, even below the reduced fit).
+    ll_full = supremum_loglik(full)
+    ll_red = supremum_loglik(reduced)
     stat = 2.0 * (ll_full - ll_red)
     converged = full.converged.to_numpy() & reduced.converged.to_numpy()
     slack = LL_ATOL + LL_RTOL * np.abs(ll_full)

@@ -19,7 +19,7 @@ from batchglm.de.mixed_separation import donor_level_fallback
 from batchglm.de.pseudoreplication import warn_wald
 from batchglm.de.result import MAX_LFC, DEResult
 from batchglm.de.separated_tests import lrt_statistic
-from batchglm.de.separation import scale_free_at_zeros, separated_in_direction
+from batchglm.de.separation import boundary_tested, scale_free_at_zeros
 from batchglm.de.shrunken import attach, check_dispersion, shrunken_fit
 from batchglm.de.statistics import RANK_RTOL, wald_rows
 from batchglm.de.threshold import check_threshold, wald_threshold
@@ -30,7 +30,7 @@ from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion
 from batchglm.mixed.small_sample import warn_variance_at_zero
 from batchglm.result import FitResult
-from batchglm.solvers.status import ConvergenceWarning
+from batchglm.solvers.status import ConvergenceWarning, Status
 
 logger = logging.getLogger("batchglm")
 
@@ -233,7 +233,13 @@ def _boundary_lrt(
     l_free = lmat @ c
     u, s, _ = np.linalg.svd(l_free, full_matrices=False)
     basis = u[:, s > RANK_RTOL * max(s.max(initial=0.0), 1e-300)].T @ l_free
-    hit = np.flatnonzero(separated_in_direction(res, basis) & de.converged)
+    boundary = boundary_tested(res, basis)
+    hit = np.flatnonzero(boundary & de.converged)
+    if data is not None:
+        # Other separated features keep the Wald statistic, bounded by the zero-side floor
+        # where the null does not fit their zeros too (docs/validation.md,
+        # "Covariate-separated genes").
+        de, floor_all = _floor_only(de, data, basis, ~boundary, layer, ql_dispersion)
     if hit.size == 0:
         return replace(de, stat_kind=kind, refit_failed=np.zeros(kind.size, bool)), floor_all
     stat, pval = de.stat.copy(), de.pval.copy()
@@ -288,6 +294,30 @@ def _boundary_lrt(
         more,
     )
     return replace(de, stat=stat, pval=pval, stat_kind=kind, refit_failed=failed), floor_all
+
+
+def _floor_only(
+    de: DEResult,
+    data: Any,
+    basis: Array,
+    candidates: NDArray[np.bool_],
+    layer: str | None,
+    ql_dispersion: Array | None,
+) -> tuple[DEResult, Array]:
+    """Bound the Wald p-values of separated ``candidates`` by their zero-side floor."""
+    res = de.fit
+    floor_all = np.zeros(len(res.feature_names))
+    rest = np.flatnonzero(candidates & de.converged & (res.status_codes == Status.SEPARATED))
+    if rest.size == 0:
+        return de, floor_all
+    phi = None if ql_dispersion is None else ql_dispersion[rest]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        _, ok, floor = lrt_statistic(data, res, basis, rest, layer=layer, ql_dispersion=phi)
+    floor_all[rest] = np.where(ok, floor, 0.0)
+    with np.errstate(invalid="ignore"):
+        pval = np.where(np.isnan(de.pval), np.nan, np.maximum(de.pval, floor_all))
+    return replace(de, pval=pval), floor_all
 
 
 def _warn_refit_failed(res: FitResult, failed: NDArray[np.intp], tested: str) -> None:
