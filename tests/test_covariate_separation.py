@@ -217,3 +217,17 @@ def test_covariate_separated_null_genes_are_calibrated():
         shares[method] = float(np.mean(p < 0.05))
         assert p.min() > 1e-5, method
     assert max(shares.values()) <= 0.05, shares
+
+
+def test_contrast_lrt_reports_the_same_status_and_p_as_the_reduced_design():
+    # The contrast's reduced model (the full design under trt - ctrl = 0) is the reduced
+    # design's; the creeping features must carry the same status and p-value in both.
+    counts, obs = _sparse_table()
+    by_formula = bg.de.test(counts, _DESIGN, reduced=_REDUCED, method="lrt", obs=obs).summary()
+    by_contrast = bg.de.test(
+        counts, _DESIGN, contrast=("condition", "trt", "ctrl"), method="lrt", obs=obs
+    ).summary()
+    names = [f"sparse{j}" for j in range(len(_SPARSE))]
+    assert (by_contrast.loc[names, "status"] == "separated").all()
+    pd.testing.assert_series_equal(by_formula["status"], by_contrast["status"])
+    np.testing.assert_allclose(by_contrast["pvalue"], by_formula["pvalue"], atol=1e-8)
