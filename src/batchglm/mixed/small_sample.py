@@ -27,7 +27,7 @@ group-level indicators of the containing factors; 4 vs 4 donors in 4 batches: 8 
 instead of 6), and the maximum-likelihood divisor of the group variance becomes
 ``G - rank(Z)`` (the factor ``d / (G - rank(Z))``). Factors crossed with the groups (each
 donor's cells over several plates) are estimated within groups and change nothing; see
-:func:`containing_factors`. With one factor every number is as before.
+:func:`batchglm.mixed.containment.containing_factors`. With one factor every number is as before.
 
 ``res.se_loc`` stays the inverse observed information of the marginal likelihood (what
 glmmTMB reports); only the test's reference changes.
@@ -44,6 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from batchglm.families.tails import chi2_sf, f_sf
+from batchglm.mixed.containment import containment
 from batchglm.mixed.moderation import moderated_sf
 from batchglm.solvers.linalg import GroupSums
 
@@ -94,7 +95,7 @@ class SmallSample:
         :func:`batchglm.mixed.moderation.moderated_sf`.
     nested : ndarray or None
         ``(G, q)`` group-level indicators of the factors that contain the groups
-        (:func:`containing_factors`); ``None`` with one factor.
+        (:func:`batchglm.mixed.containment.containing_factors`); ``None`` with one factor.
     rank_nested, rank_joint : int
         ``rank(Z)`` and ``rank([X_b, Z])`` (0 without ``nested``).
     n_ml : ndarray or None
@@ -206,65 +207,6 @@ class SmallSample:
         return np.hstack([xb, self.nested]), np.hstack([lb, pad])
 
 
-def containing_factors(
-    groups: GroupSums, others: list[GroupSums], between_means: Array
-) -> tuple[Array | None, list[int]]:
-    """Group-level indicators of the factors that contain the groups, crossed with ``X_b``.
-
-    Parameters
-    ----------
-    groups : GroupSums
-        The first factor (the replicates, e.g. donors), ``G`` groups.
-    others : list of GroupSums
-        The further random-effect factors.
-    between_means : ndarray
-        ``(G, p_b)`` the group-level columns of the design at group level, ``X_b``.
-
-    Returns
-    -------
-    nested : ndarray or None
-        ``(G, q)`` the indicator columns of every further factor whose level is the same
-        for all observations of each group (a batch that donors are nested in) and that is
-        crossed with the group-level design (``rank([X_b, Z_k]) - rank(Z_k) =
-        rank(X_b) - 1``: only the constant is shared, so each group-level effect other
-        than the intercept is compared within the factor's levels); ``None`` when no factor
-        qualifies (one factor, or only factors crossed with the groups, whose effects are
-        estimated within groups and use no group-level degrees of freedom).
-    kept : list of int
-        Positions in ``others`` of the factors in ``nested``.
-
-    Notes
-    -----
-    A factor confounded with a group-level column (whole batches of one condition) is left
-    out: the condition is then compared between batches, a stratum this rule does not
-    cover (docs/mixed_model.md, Limitations). Our own rule after SAS PROC MIXED's
-    containment method (``DDFM=CONTAIN``).
-    """
-    g = groups.n_groups
-    rank_b = int(np.linalg.matrix_rank(between_means)) if between_means.size else 0
-    cols = []
-    kept = []
-    for k, other in enumerate(others):
-        level = np.zeros(g, dtype=np.intp)
-        level[groups.index] = other.index
-        if not np.array_equal(level[groups.index], other.index):
-            continue  # crossed with the groups: estimated within them
-        present = np.unique(level)
-        z = (level[:, None] == present[None, :]).astype(np.float64)
-        rank_z = present.size
-        joint = int(np.linalg.matrix_rank(np.hstack([between_means, z])))
-        if between_means.size and joint - rank_z != rank_b - 1:
-            logger.info(
-                "a random-effect factor with %d levels is confounded with the group-level "
-                "design; the containment rule leaves it out (docs/mixed_model.md)",
-                rank_z,
-            )
-            continue
-        cols.append(z)
-        kept.append(k)
-    return (np.hstack(cols) if cols else None), kept
-
-
 def between_within(
     x: Array,
     groups: GroupSums,
@@ -295,7 +237,8 @@ def between_within(
         maximum-likelihood-to-REML factor in :func:`reference_sf`).
     others : list of GroupSums, optional
         Further random-effect factors. Those that contain the groups (donors nested in
-        batches, each batch with both conditions; :func:`containing_factors`) set the
+        batches, each batch with both conditions;
+        :func:`batchglm.mixed.containment.containing_factors`) set the
         containment rule ``d = G - rank([X_b, Z])`` for group-level coefficients and the
         maximum-likelihood divisor ``G - rank(Z)``; factors crossed with the groups change
         nothing.
@@ -315,15 +258,9 @@ def between_within(
     between = np.all(np.isclose(groups.expand(means), x, rtol=1e-10, atol=1e-12), axis=0)
     rank_b = int(np.linalg.matrix_rank(x[:, between])) if between.any() else 0
     rank_x = int(np.linalg.matrix_rank(x))
-    nested, kept = containing_factors(groups, others or [], means[:, between])
-    rank_z = rank_joint = 0
-    n_ml = None
-    if nested is not None:
-        rank_z = int(np.linalg.matrix_rank(nested))
-        rank_joint = int(np.linalg.matrix_rank(np.hstack([means[:, between], nested])))
-        if other_at_zero is not None:
-            at_zero = np.all(other_at_zero[:, kept], axis=1)
-            n_ml = np.where(at_zero, float(n_groups), float(n_groups - rank_z))
+    nested, rank_z, rank_joint, n_ml = containment(
+        groups, others or [], means[:, between], other_at_zero
+    )
     df_between = max(n_groups - (rank_joint if nested is not None else rank_b), 1)
     df_within = max(n_obs - n_groups - (rank_x - rank_b), 1)
     df = np.where(between, float(df_between), float(df_within))
