@@ -18,6 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from batchglm.align import align_to_data
 from batchglm.de.degrees_of_freedom import warn_small_sample
+from batchglm.de.lrt_mixed import check_lrt_dispersion, mixed_ready_fits, mixed_reference
 from batchglm.de.model_spec import Model, model_keywords
 from batchglm.de.result import DEResult
 from batchglm.de.scale_test import (
@@ -33,9 +34,6 @@ from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.formula import annotation_warnings_once
-from batchglm.mixed.few_groups import warn_few_groups_lrt
-from batchglm.mixed.moderation import with_moderation
-from batchglm.mixed.random_effects import check_mixed_dispersion, check_same_random_effects
 from batchglm.nested_designs import check_nested
 from batchglm.obs_weights import same_weights
 from batchglm.result import FitResult
@@ -292,14 +290,12 @@ def lrt(
             )
         if not isinstance(full, FitResult) or not isinstance(reduced, FitResult):
             raise ValueError("`full` and `reduced` must be FitResult objects from bg.fit.")
-        check_same_random_effects(full, reduced)
-        full = with_moderation(full, moderate)  # hook: batchglm.mixed.moderation
-        warn_few_groups_lrt(full, reduced)  # hook: batchglm.mixed.few_groups (2 vs 2 donors)
+        full = mixed_ready_fits(full, reduced, moderate)  # hook: de/lrt_mixed.py
         if data is None and full.data is not None:
             data = full.data  # the counts both fits were made on (checked above)
             fit_kwargs.pop("layer", None)
         check_dispersion(dispersion, data)
-        check_mixed_dispersion(dispersion, (full, reduced))
+        check_lrt_dispersion(dispersion, (full, reduced))
         if not shrink:
             if cox_reid and data is None:
                 raise ValueError(
@@ -328,7 +324,7 @@ def lrt(
             f"dispersion={dispersion!r} does not support `weights` or `offset` yet (the "
             "dispersion estimators are unweighted); use dispersion='mle'."
         )
-    check_mixed_dispersion(dispersion, random_effects=fit_kwargs.get("random_effects"))
+    check_lrt_dispersion(dispersion, random_effects=fit_kwargs.get("random_effects"))
     if reduced_loc is None and reduced_scale is None:
         raise ValueError(
             "give a reduced model: `reduced_loc` and/or `reduced_scale` (a design left at "
@@ -390,8 +386,7 @@ def lrt(
             **kwargs,
         )
         cox_reid = use_cox_reid(scale_test, res_full, res_reduced)
-        res_full = with_moderation(res_full, moderate)  # hook: batchglm.mixed.moderation
-        warn_few_groups_lrt(res_full, res_reduced)  # hook: batchglm.mixed.few_groups
+        res_full = mixed_reference(res_full, res_reduced, moderate)  # hook: de/lrt_mixed.py
         if not scale_only(res_full, res_reduced):
             warn_small_sample(res_full, "bg.de.lrt")
         de = likelihood_ratio(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
