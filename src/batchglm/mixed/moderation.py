@@ -40,10 +40,14 @@ features:
 * **Posterior and test (limma's prior).** ``s~_f^2 = (d0 s0^2 + d s_f^2) / (d0 + d)``; the
   Wald variance of every group-level combination is rescaled by ``s~_f^2 / s_f^2`` (for
   interior features) and the statistic referred to ``F(rank, d + d0)`` (two-sided ``t(d +
-  d0)`` for one coefficient). Features at 0 are tested at the level of the groups with
-  ``max(s~_f^2, s0^2)`` as residual variance: their own ``s_f^2`` is small by selection,
-  and ``s0^2``, the prior of the group-level variance, already holds the groups' average
-  sampling variance (adding ``mean_g v_g`` counted it twice).
+  d0)`` for one coefficient). Features at 0 are tested at the level of the groups. With
+  unequal groups (sizes differing by more than a factor of 2) by weighted least squares,
+  each group weighted by ``1 / (tau_f^2 + v_g)`` with its own sampling variance ``v_g`` and
+  ``tau_f^2 = max(s~_f^2 - mean_g v_g, 0)``, at the posterior ``s~_f^2``
+  (:mod:`batchglm.mixed.weighted_group_test`); with near-balanced groups (or without a
+  prior) by the unweighted
+  regression with ``max(s~_f^2, s0^2)`` as residual variance (``s0^2``, the prior of the
+  group-level variance, already holds the groups' average sampling variance).
 
 With further random-effect factors that contain the groups (donors nested in batches),
 ``d`` is the containment df ``G - rank([X_b, Z])`` of
@@ -69,6 +73,7 @@ from scipy import special
 from batchglm.families.tails import chi2_sf, f_sf
 from batchglm.mixed.prior_features import prior_features
 from batchglm.mixed.variance_npmle import mixture_sf, npmle_posterior
+from batchglm.mixed.weighted_group_test import weighted_group_statistic
 
 if TYPE_CHECKING:
     from batchglm.mixed.small_sample import SmallSample
@@ -395,8 +400,9 @@ def moderated_sf(
           (:func:`batchglm.mixed.variance_npmle.mixture_sf`);
         * ``"limma"``: ``F s_f^2 / s~_f^2`` referred to ``F(rank, d + d0)``.
 
-        Features at 0 use the group-level regression with residual variance
-        ``max(s~_f^2, s0^2)`` and ``F(rank, d + d0)`` either way.
+        Features at 0 use the group-level regression (weighted by each group's sampling
+        variance at ``s~_f^2`` with unequal groups; unweighted with residual variance
+        ``max(s~_f^2, s0^2)`` otherwise) and ``F(rank, d + d0)`` either way.
 
     Raises
     ------
@@ -431,14 +437,24 @@ def moderated_sf(
         m = lb @ pinv @ pinv.T @ lb.T
         r0 = max(int(np.linalg.matrix_rank(m)), 1)
         quad = np.einsum("if,ij,jf->f", est, np.linalg.pinv(m), est)
-        # Their own estimate is small by selection (that is why the fit put the variance at
-        # 0): never below the prior scale s0^2, which includes the groups' sampling variance.
-        # Without a prior (< MIN_FEATURES usable features) the unmoderated test's floor.
-        assert ss.donor_var is not None
+        assert ss.donor_var is not None and ss.donor_resid is not None
         unmoderated = ss.prior_var + ss.donor_var[:, rows].mean(axis=0)
-        floor = np.where(np.isfinite(prior.s2_prior[rows]), prior.s2_prior[rows], unmoderated)
-        s2 = np.maximum(prior.s2_post[rows], floor)
-        at_zero = ref(quad / (r0 * s2))
+        has_prior = np.isfinite(prior.s2_prior[rows])
+        # Near-balanced groups, or no prior: the unweighted regression, its own estimate
+        # (small by selection) never below the prior scale s0^2, which includes the groups'
+        # sampling variance; without a prior the unmoderated test's floor (same p-value).
+        floor = np.where(has_prior, prior.s2_prior[rows], unmoderated)
+        at_zero = ref(quad / (r0 * np.maximum(prior.s2_post[rows], floor)))
+        if ss.unequal and has_prior.any():
+            # Unequal groups: generalised least squares with each group's own sampling
+            # variance, at the posterior group-level variance s~^2 (issue 15, fifth round:
+            # calibrated without a floor, and the unweighted test lost the information of
+            # the large groups; docs/mixed_model.md).
+            z = xb @ res.coef_loc.to_numpy()[rows][:, cols].T + ss.donor_resid[:, rows]
+            quad_w, r_w = weighted_group_statistic(
+                design, lb, z, ss.donor_var[:, rows], prior.s2_post[rows]
+            )
+            at_zero = np.where(has_prior, ref(quad_w / r_w), at_zero)
     factor = 1.0 if ss.reml else d / ss.n_stratum
     npmle = None
     if method == "npmle" and prior.used is not None and prior.used.sum() >= MIN_NPMLE:
