@@ -72,6 +72,7 @@ from scipy import special
 
 from batchglm.families.tails import chi2_sf, f_sf
 from batchglm.mixed.prior_features import prior_features
+from batchglm.mixed.robust_prior import prior_outliers
 from batchglm.mixed.variance_npmle import mixture_sf, npmle_posterior
 from batchglm.mixed.weighted_group_test import weighted_group_statistic
 
@@ -114,7 +115,11 @@ class VariancePrior:
     log_mean : ndarray
         ``(F,)`` the trend covariate ``A_f`` (natural log).
     used : ndarray of bool or None
-        ``(F,)`` the features the prior was estimated from (:func:`prior_features`).
+        ``(F,)`` the features the prior was estimated from (:func:`prior_features`, less
+        the outliers of :func:`batchglm.mixed.robust_prior.prior_outliers`).
+    outlier : ndarray of bool or None
+        ``(F,)`` features whose variance is an upper-tail outlier of the prior: their
+        posterior is their own ``s_f^2`` and they are tested with ``d`` df, unmoderated.
     """
 
     s2: Array
@@ -124,6 +129,7 @@ class VariancePrior:
     s2_post: Array
     log_mean: Array
     used: NDArray[np.bool_] | None = None
+    outlier: NDArray[np.bool_] | None = None
 
 
 def trigamma_inverse(x: Array) -> Array:
@@ -182,6 +188,31 @@ def natural_spline_basis(x: Array, knots: Array) -> Array:
     return np.column_stack(cols)
 
 
+def trend_basis(covariate: Array | None, n: int) -> Array:
+    """Design of the prior's trend: see :func:`fit_f_prior`.
+
+    Parameters
+    ----------
+    covariate : ndarray or None
+        ``(n,)`` the trend covariate (mean log expression, natural log).
+    n : int
+        Number of features.
+
+    Returns
+    -------
+    ndarray
+        ``(n, k)``: the natural cubic spline basis with knots at the 0, 1/3, 2/3, 1 quantiles
+        of the covariate (rescaled to [0, 1]); a column of ones without a covariate or with
+        fewer than ``MIN_TREND`` features.
+    """
+    if covariate is None or n < MIN_TREND:
+        return np.ones((n, 1))
+    c = np.asarray(covariate, dtype=np.float64)
+    scaled = (c - c.min()) / max(c.max() - c.min(), 1e-12)
+    knots = np.unique(np.quantile(scaled, [0.0, 1 / 3, 2 / 3, 1.0]))
+    return natural_spline_basis(scaled, knots) if knots.size >= 2 else np.ones((n, 1))
+
+
 def fit_f_prior(s2: Array, df: float, covariate: Array | None = None) -> tuple[Array, float]:
     """Prior scale and degrees of freedom of variances by the method of moments.
 
@@ -229,14 +260,7 @@ def fit_f_prior(s2: Array, df: float, covariate: Array | None = None) -> tuple[A
     if not df > 0:
         raise ValueError(f"`df` must be positive, but {df} was given.")
     e = np.log(s2) - special.digamma(df / 2) + np.log(df / 2)
-    if covariate is not None and s2.size >= MIN_TREND:
-        c = np.asarray(covariate, dtype=np.float64)
-        lo, hi = c.min(), c.max()
-        scaled = (c - lo) / max(hi - lo, 1e-12)
-        knots = np.unique(np.quantile(scaled, [0.0, 1 / 3, 2 / 3, 1.0]))
-        basis = natural_spline_basis(scaled, knots) if knots.size >= 2 else np.ones((c.size, 1))
-    else:
-        basis = np.ones((s2.size, 1))
+    basis = trend_basis(covariate, s2.size)
     coef, *_ = np.linalg.lstsq(basis, e, rcond=None)
     trend = basis @ coef
     k = np.linalg.matrix_rank(basis)
@@ -352,6 +376,8 @@ def variance_prior(res: FitResult) -> VariancePrior:
     s2[rows] = rss
     log_mean = trend_covariate(ss, coef)
     ok = prior_features(res, s2, rows) & np.isfinite(log_mean)
+    outlier, high = prior_outliers(s2, float(d), ok, trend_basis(log_mean[ok], int(ok.sum())))
+    ok &= ~outlier
     s0 = np.full(s2.shape, np.nan)
     if ok.sum() < MIN_FEATURES:
         return VariancePrior(s2, float(d), s0, 0.0, s2.copy(), log_mean, ok)
@@ -362,7 +388,8 @@ def variance_prior(res: FitResult) -> VariancePrior:
         fill = np.isfinite(log_mean) & ~ok
         s0[fill] = np.interp(log_mean[fill], log_mean[ok][order], s0[ok][order])
     post = s0 if np.isinf(d0) else (d0 * s0 + d * s2) / (d0 + d)
-    return VariancePrior(s2, float(d), s0, d0, post, log_mean, ok)
+    post = np.where(high, s2, post)
+    return VariancePrior(s2, float(d), s0, d0, post, log_mean, ok, high)
 
 
 def moderated_sf(
@@ -477,6 +504,8 @@ def moderated_sf(
             else:
                 ratio, weights, grid = npmle
                 pval = mixture_sf(f_stat * rank * ratio, weights, grid, rank)
+            if prior.outlier is not None and prior.outlier.any():  # unmoderated (robust_prior)
+                pval[prior.outlier] = f_sf(f_stat[prior.outlier], rank, d)
         if at_zero is not None:
             pval[rows] = at_zero
         return pval
