@@ -10,8 +10,13 @@ from scipy import stats
 
 import batchglm as bg
 import batchglm.mixed.moderation as moderation
-from batchglm.mixed.moderation import trend_basis
-from batchglm.mixed.robust_prior import prior_outliers, robust_df_prior, variance_outliers
+from batchglm.mixed.moderation import fit_f_prior, trend_basis
+from batchglm.mixed.robust_prior import (
+    prior_outliers,
+    robust_df_prior,
+    variance_outliers,
+    winsorised_f_prior,
+)
 
 
 def _scaled_f(rng: np.random.Generator, n: int, df: float, df_prior: float) -> np.ndarray:
@@ -61,6 +66,34 @@ def test_variance_outliers_none_on_clean_trended_data() -> None:
     assert np.flatnonzero(high).tolist() == [7] and np.flatnonzero(outlier).tolist() == [7]
 
 
+def test_winsorised_prior_against_monte_carlo_moments() -> None:
+    # 60 variances, constant trend: winsorising is shift invariant, so the sample side is
+    # the variance and mean of log s2 clipped at its own 5 % and 95 % quantiles.
+    rng = np.random.default_rng(14)
+    e = np.log(_scaled_f(rng, 60, 6.0, 10.0))
+    s0, d0 = winsorised_f_prior(np.exp(e), 6.0, np.ones((60, 1)))
+    clipped = np.clip(e, *np.quantile(e, [0.05, 0.95]))
+    z = np.log(rng.f(6.0, d0, 4_000_000))
+    zc = np.clip(z, *np.quantile(z, [0.05, 0.95]))
+    assert zc.var() == pytest.approx(clipped.var(ddof=1), rel=0.01)
+    assert np.log(s0) == pytest.approx(clipped.mean() - zc.mean(), abs=2e-3)
+
+
+def test_winsorised_prior_recovers_truth_and_ignores_outliers() -> None:
+    rng = np.random.default_rng(15)
+    a = rng.uniform(-1, 3, 20_000)
+    s2 = _scaled_f(rng, a.size, 6.0, 8.0) * np.exp(0.5 * a)
+    basis = trend_basis(a, a.size)
+    s0, d0 = winsorised_f_prior(s2, 6.0, basis)
+    assert d0 == pytest.approx(8.0, rel=0.1)
+    assert np.median(np.abs(np.log(s0 / (0.2 * np.exp(0.5 * a))))) < 0.05
+    s2[:100] *= 1e4  # 0.5 % wild genes
+    s0_out, d0_out = winsorised_f_prior(s2, 6.0, basis)
+    assert d0_out == pytest.approx(d0, rel=0.1)
+    # limma's plain method of moments collapses on the same data.
+    assert fit_f_prior(s2, 6.0, a)[1] < 0.5 * d0
+
+
 def test_errors() -> None:
     with pytest.raises(ValueError, match="at least 4 finite values, but 3"):
         robust_df_prior(np.array([0.1, 0.2, 0.3]), 4.0)
@@ -68,6 +101,8 @@ def test_errors() -> None:
         robust_df_prior(np.arange(5.0), 0.0)
     with pytest.raises(ValueError, match="`basis` has 3 rows but `s2` has 4 values"):
         variance_outliers(np.ones(4), 4.0, np.ones((3, 1)))
+    with pytest.raises(ValueError, match="`basis` has 2 rows but `s2` has 4 values"):
+        winsorised_f_prior(np.ones(4), 4.0, np.ones((2, 1)))
     with pytest.raises(ValueError, match="one value per feature, but have shapes"):
         prior_outliers(np.ones(4), 4.0, np.ones(3, dtype=bool), np.ones((3, 1)))
 

@@ -72,7 +72,7 @@ from scipy import special
 
 from batchglm.families.tails import chi2_sf, f_sf
 from batchglm.mixed.prior_features import prior_features
-from batchglm.mixed.robust_prior import prior_outliers
+from batchglm.mixed.robust_prior import prior_outliers, winsorised_f_prior
 from batchglm.mixed.variance_npmle import mixture_sf, npmle_posterior
 from batchglm.mixed.weighted_group_test import weighted_group_statistic
 
@@ -376,12 +376,13 @@ def variance_prior(res: FitResult) -> VariancePrior:
     s2[rows] = rss
     log_mean = trend_covariate(ss, coef)
     ok = prior_features(res, s2, rows) & np.isfinite(log_mean)
+    # Robust prior (mixed/robust_prior.py): clear outliers out, then winsorised moments.
     outlier, high = prior_outliers(s2, float(d), ok, trend_basis(log_mean[ok], int(ok.sum())))
     ok &= ~outlier
     s0 = np.full(s2.shape, np.nan)
     if ok.sum() < MIN_FEATURES:
         return VariancePrior(s2, float(d), s0, 0.0, s2.copy(), log_mean, ok)
-    s0[ok], d0 = fit_f_prior(s2[ok], float(d), log_mean[ok])
+    s0[ok], d0 = winsorised_f_prior(s2[ok], float(d), trend_basis(log_mean[ok], int(ok.sum())))
     if ok.sum() < s2.size:
         # Features left out of the estimate get the prior of the nearest mean expression.
         order = np.argsort(log_mean[ok])
