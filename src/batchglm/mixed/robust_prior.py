@@ -16,27 +16,25 @@ prior and are then left out of the method of moments, in the way
 code; Phipson et al. winsorise the tails and give outliers a smaller ``d0`` of their own):
 
 1. **Trend.** ``e_f = log s_f^2`` on the spline basis of ``fit_f_prior`` in the trend
-   covariate, fitted by least squares, with the residuals winsorised at their
-   ``WINSOR_TAIL`` and ``1 - WINSOR_TAIL`` quantiles and the fit repeated
-   (``TREND_PASSES`` times in all).
-2. **Robust d0.** The inter-quartile range of the residuals is matched to that of
-   ``log F(d, d0)`` (``scipy.stats.f`` quantiles, root in ``log d0``); when it is no larger
-   than the inter-quartile range of ``log(chi2_d / d)``, ``d0 = inf``.
-3. **Robust scale.** ``log s0^2 = trend + median(residual) - median(log F(d, d0))``.
-4. **Outliers.** A feature whose ``s_f^2 / s0^2`` lies in either tail of ``F(d, d0)``
+   covariate, fitted by least squares to ``e`` winsorised at its ``WINSOR_TAIL`` and
+   ``1 - WINSOR_TAIL`` quantiles, then refitted to the trend plus the residuals winsorised
+   at theirs (``TREND_PASSES`` fits in all).
+2. **Winsorised moments** (:func:`winsorised_f_prior`, limma's ``fitFDistRobustly``): the
+   variance and mean of the winsorised residuals are matched to those of ``log F(d, d0)``
+   winsorised at its own quantiles, which gives ``d0`` and ``s0^2``.
+3. **Outliers.** A feature whose ``s_f^2 / s0^2`` lies in either tail of ``F(d, d0)``
    beyond a Bonferroni level, ``min(P(F > r), P(F < r)) < OUTLIER_LEVEL / (2 n)`` over the
    ``n`` features of the estimate, is an outlier.
 
-The prior is then estimated from the remaining features by winsorised moments
-(:func:`winsorised_f_prior`, limma's ``fitFDistRobustly``) rather than plain ones, so that a
-moderately wild feature that the rule keeps moves ``d0`` little.
+The prior is then estimated again by winsorised moments from the remaining features, so
+that a moderately wild feature that the rule keeps moves ``d0`` little.
 
 Outliers get the prior at their mean expression like every feature left out of the
 estimate. Those with a large variance (upper tail) are tested against their own variance
 with ``d`` degrees of freedom, the ``moderate=False`` reference: a prior fitted to the other
 features says nothing about how variable they are, so it must not lend them its df.
-Quartiles break down only when more than a quarter of the features are outliers; with fewer
-than ``MIN_ROBUST`` features the rule is not applied.
+Winsorising at 5 % per tail is robust to a few outliers, not to more than 5 % of the
+features in one tail; with fewer than ``MIN_ROBUST`` features the rule is not applied.
 """
 
 from __future__ import annotations
@@ -82,52 +80,6 @@ def _winsorised_trend(e: Array, basis: Array, tail: float) -> tuple[Array, Array
     return trend, resid
 
 
-def robust_df_prior(residual: Array, df: float) -> float:
-    """Prior degrees of freedom matched to the inter-quartile range of log variances.
-
-    Parameters
-    ----------
-    residual : ndarray
-        ``(n,)`` natural-log variances less their trend, ``log s_f^2 - trend_f``.
-    df : float
-        Degrees of freedom ``d`` of each variance.
-
-    Returns
-    -------
-    float
-        ``d0`` with ``IQR(log F(d, d0)) = IQR(residual)``; ``inf`` when the residuals are
-        no more spread than ``log(chi2_d / d)``.
-
-    Raises
-    ------
-    ValueError
-        When ``residual`` has fewer than 4 finite values or ``df`` is not positive.
-
-    Notes
-    -----
-    The quartile version of limma's moment matching (Smyth 2004, section 6.2); robust to up
-    to a quarter of outliers. Our own rule, in the spirit of Phipson et al. (2016).
-    """
-    r = np.asarray(residual, dtype=np.float64)
-    r = r[np.isfinite(r)]
-    if r.size < 4:
-        raise ValueError(f"`residual` must hold at least 4 finite values, but {r.size} did.")
-    if not df > 0:
-        raise ValueError(f"`df` must be positive, but {df} was given.")
-    q = np.array([0.25, 0.75])
-    target = float(np.diff(np.quantile(r, q))[0])
-
-    def iqr(log_d0: float) -> float:
-        return float(np.diff(_log_f_quantiles(q, df, float(np.exp(log_d0))))[0])
-
-    if target <= iqr(np.log(DF_INF)):
-        return float(np.inf)
-    lo = np.log(1e-3)
-    if target >= iqr(lo):
-        return float(np.exp(lo))
-    return float(np.exp(optimize.brentq(lambda x: iqr(x) - target, lo, np.log(DF_INF))))
-
-
 def variance_outliers(
     s2: Array, df: float, basis: Array, level: float = OUTLIER_LEVEL
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
@@ -171,11 +123,9 @@ def variance_outliers(
     none = np.zeros(n, dtype=bool)
     if n < MIN_ROBUST:
         return none, none.copy()
-    trend, resid = _winsorised_trend(np.log(s2), basis, WINSOR_TAIL)
-    d0 = robust_df_prior(resid, df)
+    s0, d0 = winsorised_f_prior(s2, df, basis)
     d0_eff = min(d0, DF_INF)
-    shift = float(np.median(resid) - _log_f_quantiles(np.array([0.5]), df, d0_eff)[0])
-    ratio = np.exp(resid - shift)
+    ratio = s2 / s0
     if d0_eff >= DF_INF:
         upper = stats.chi2.sf(ratio * df, df)
         lower = stats.chi2.cdf(ratio * df, df)
