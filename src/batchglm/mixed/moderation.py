@@ -31,7 +31,9 @@ features:
   (``fitFDist``): the trend of ``log s_f^2 - digamma(d/2) + log(d/2)`` on ``A_f`` is a natural
   cubic spline with 4 degrees of freedom fitted by least squares (a constant with fewer
   than 40 features), and the residual variance in excess of ``trigamma(d/2)`` is
-  ``trigamma(d0/2)``; no excess gives ``d0 = inf``.
+  ``trigamma(d0/2)``; no excess gives ``d0 = inf``. Since the robust prior
+  (:mod:`batchglm.mixed.robust_prior`) clear outliers are left out and the moments are
+  winsorised (limma's ``robust=TRUE``); ``fit_f_prior`` remains the plain estimator.
 * **Nonparametric prior (the default).** The distribution of ``rho_f = tau_f^2 /
   s0^2(A_f)`` is estimated without a shape (NPMLE, :mod:`batchglm.mixed.variance_npmle`)
   and each feature is tested against the mixture over its posterior ``rho_f | s_f^2``

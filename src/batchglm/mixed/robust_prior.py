@@ -53,6 +53,8 @@ WINSOR_TAIL = 0.05
 TREND_PASSES = 3
 #: Fewest features of the estimate for which outliers are looked for.
 MIN_ROBUST = 20
+#: Points of Simpson's rule for the winsorised moments of ``log F``.
+QUAD_POINTS = 2001
 #: Prior df treated as infinite (``log F(d, d0)`` then equals ``log(chi2_d / d)``).
 DF_INF = 1e6
 
@@ -186,21 +188,21 @@ def prior_outliers(
 
 
 def _winsorised_log_f_moments(df: float, df_prior: float, tail: float) -> tuple[float, float]:
-    """Mean and variance of ``log F(df, df_prior)`` winsorised at its ``tail`` quantiles."""
+    """Mean and variance of ``log F(df, df_prior)`` winsorised at its ``tail`` quantiles.
+
+    Simpson's rule on ``QUAD_POINTS`` points between the quantiles for the interior, plus
+    ``tail`` times each quantile (and its square) for the clipped tails.
+    """
     lo, hi = _log_f_quantiles(np.array([tail, 1.0 - tail]), df, df_prior)
-    dist = stats.chi2(df) if df_prior >= DF_INF else stats.f(df, df_prior)
-    scale = 1.0 / df if df_prior >= DF_INF else 1.0
-
-    def moment(k: int) -> float:
-        def dens(z: float) -> float:
-            x = np.exp(z)
-            return float(z**k * dist.pdf(x / scale) * x / scale)
-
-        inner = integrate.quad(dens, lo, hi, limit=200)[0]
-        return float(inner + tail * (lo**k + hi**k))
-
-    m1 = moment(1)
-    return m1, moment(2) - m1**2
+    z = np.linspace(lo, hi, QUAD_POINTS)
+    x = np.exp(z)
+    if df_prior >= DF_INF:
+        dens = stats.chi2.pdf(x * df, df) * x * df
+    else:
+        dens = stats.f.pdf(x, df, df_prior) * x
+    m1 = float(integrate.simpson(z * dens, x=z)) + tail * (lo + hi)
+    m2 = float(integrate.simpson(z**2 * dens, x=z)) + tail * (lo**2 + hi**2)
+    return m1, m2 - m1**2
 
 
 def winsorised_f_prior(
@@ -261,6 +263,6 @@ def winsorised_f_prior(
     elif excess(np.log(0.1)) <= 0:
         d0 = 0.1
     else:
-        d0 = float(np.exp(optimize.brentq(excess, np.log(0.1), top, xtol=1e-6)))
+        d0 = float(np.exp(optimize.brentq(excess, np.log(0.1), top, xtol=1e-5)))
     mean_z = _winsorised_log_f_moments(df, min(d0, DF_INF), tail)[0]
     return np.exp(trend + float(wins.mean()) - mean_z), d0
