@@ -54,15 +54,16 @@ from batchglm.de.independent_filtering import FilterResult
 from batchglm.de.independent_filtering import independent_filtering as filter_by_base_mean
 from batchglm.de.multiple_testing import bh_qvalues
 from batchglm.de.outlier_refit import refit_replaced
+from batchglm.de.pipeline_options import check_options
 from batchglm.de.pipeline_result import PipelineResult
+from batchglm.de.pipeline_steps import initial_fit, run_test
 from batchglm.de.pipeline_weights import (
     check_weighted_options,
     resolve_weights_offset,
     weighted_base_mean,
 )
 from batchglm.de.result import DEResult
-from batchglm.de.threshold import check_threshold, check_treat_null, wald_threshold
-from batchglm.dispersion.rough import RoughStart, rough_start
+from batchglm.de.threshold import check_treat_null, wald_threshold
 from batchglm.formula import annotation_warnings_once
 from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
@@ -71,168 +72,10 @@ logger = logging.getLogger("batchglm")
 
 Array = NDArray[np.float64]
 
-METHODS = ("wald", "lrt", "ql")
 #: Trim of the mean that replaces outlier counts (DESeq2's ``replaceOutliers``).
 REPLACE_TRIM = 0.2
 #: DESeq2's ``minReplicatesForReplace``.
 MIN_REPLICATES_FOR_REPLACE = 7
-
-
-def _check_args(
-    method: str,
-    dispersion: str | None,
-    coef: Any,
-    contrast: Any,
-    reduced: Any,
-    alpha: float,
-    lfc_threshold: float,
-    alt_hypothesis: str,
-    cooks_cutoff: Any,
-    min_replicates_for_replace: float,
-) -> str:
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {list(METHODS)}, but {method!r} was given.")
-    if dispersion is None:
-        dispersion = "ql" if method == "ql" else "map"
-    if dispersion not in ("mle", "map", "ql"):
-        raise ValueError(
-            f"`dispersion` must be 'mle', 'map' or 'ql', but {dispersion!r} was given."
-        )
-    if method == "ql" and dispersion != "ql":
-        raise ValueError(
-            f"`method='ql'` holds the dispersion at its trend, so `dispersion` must be 'ql' "
-            f"(or None), but {dispersion!r} was given."
-        )
-    if method == "lrt":
-        if (reduced is None) == (contrast is None):
-            raise ValueError(
-                "`method='lrt'` needs exactly one of `reduced` (a reduced design, e.g. "
-                "reduced='~ 1', as DESeq2's nbinomLRT) and `contrast` (the design under "
-                "`contrast` = 0, as edgeR's glmLRT(contrast=)), but "
-                + ("neither was given." if reduced is None else "both were given.")
-            )
-        if contrast is not None and coef is not None:
-            raise ValueError(
-                "`method='lrt'` with `contrast` reports the contrast as the effect; drop `coef`."
-            )
-    else:
-        if reduced is not None:
-            raise ValueError(f"`reduced` is only used by method='lrt', not {method!r}.")
-        if (coef is None) == (contrast is None):
-            raise ValueError(f"`method={method!r}` needs exactly one of `coef` and `contrast`.")
-    if not 0 < alpha < 1:
-        raise ValueError(f"`alpha` must lie in (0, 1), but {alpha} was given.")
-    check_threshold(lfc_threshold, alt_hypothesis)
-    thresholded = lfc_threshold > 0 or alt_hypothesis != "greaterAbs"
-    if method == "ql" and alt_hypothesis != "greaterAbs":
-        raise ValueError(
-            "`method='ql'` tests a threshold by edgeR's TREAT, whose alternative is "
-            f"|log2FoldChange| > `lfc_threshold` ('greaterAbs'), but {alt_hypothesis!r} was "
-            "given; use method='wald' for the others."
-        )
-    if thresholded and (method == "lrt" or (method == "wald" and dispersion == "ql")):
-        raise ValueError(
-            "`lfc_threshold` > 0 or another `alt_hypothesis` than 'greaterAbs' needs a Wald "
-            "test with dispersion 'map' or 'mle' (as DESeq2) or method='ql' (edgeR's TREAT), "
-            f"but method={method!r} with dispersion={dispersion!r} was given."
-        )
-    if not (cooks_cutoff is None or (isinstance(cooks_cutoff, str) and cooks_cutoff == "default")):
-        if (
-            isinstance(cooks_cutoff, bool | str)
-            or not isinstance(cooks_cutoff, int | float)
-            or not cooks_cutoff > 0
-        ):
-            raise ValueError(
-                f"`cooks_cutoff` must be 'default', a positive number or None, but "
-                f"{cooks_cutoff!r} was given."
-            )
-    if not min_replicates_for_replace >= 3:
-        raise ValueError(
-            "`min_replicates_for_replace` must be at least 3 (or inf to never replace), but "
-            f"{min_replicates_for_replace} was given."
-        )
-    return dispersion
-
-
-def _run_test(
-    data: Any,
-    res: FitResult,
-    *,
-    method: str,
-    dispersion: str,
-    coef: Any,
-    contrast: Any,
-    reduced: Any,
-    layer: str | None,
-    obs: Any,
-    model: str,
-    design_scale: Any,
-    fit_args: dict[str, Any],
-    lfc_threshold: float = 0.0,
-    treat_null: str | None = None,
-) -> DEResult:
-    from batchglm.de.lrt import contrast_null_constraints, lrt, with_contrast_effect
-    from batchglm.de.ql import ql_f
-    from batchglm.de.wald import wald
-    from batchglm.fit import fit
-
-    if method == "wald":
-        return wald(
-            res,
-            coef=coef,
-            contrast=contrast,
-            dispersion=dispersion,
-            data=data,
-            layer=layer,
-            model=model,
-            progress=fit_args["progress"],
-        )
-    if method == "ql":
-        return ql_f(
-            res,
-            coef=coef,
-            contrast=contrast,
-            data=data,
-            layer=layer,
-            lfc_threshold=lfc_threshold,
-            treat_null=treat_null,
-            progress=fit_args["progress"],
-        )
-    if contrast is None:
-        red = fit(
-            data,
-            reduced,
-            design_scale,
-            obs=obs,
-            layer=layer,
-            size_factors=res.size_factors,
-            **fit_args,
-        )
-    else:
-        lmat, c_reduced, labels = contrast_null_constraints(res, contrast)
-        red = fit(
-            data,
-            res.design_loc,
-            design_scale,
-            obs=obs,
-            layer=layer,
-            size_factors=res.size_factors,
-            constraints_loc=c_reduced,
-            **fit_args,
-        )
-    if dispersion == "mle":
-        de = lrt(full=res, reduced=red, coef=coef, progress=fit_args["progress"])
-    else:
-        de = lrt(
-            data,
-            full=res,
-            reduced=red,
-            coef=coef,
-            dispersion=dispersion,
-            layer=layer,
-            progress=fit_args["progress"],
-        )
-    return de if contrast is None else with_contrast_effect(de, lmat, labels)
 
 
 def _replaced_counts(values: Any, sf: Array, out: CooksOutliers) -> Any:
@@ -259,58 +102,6 @@ def _two_group(x: Array) -> bool:
     """Tell whether the design is one two-level factor (DESeq2's ``dontFilter`` rule applies)."""
     cells = design_cells(x)
     return int(cells.max()) == 1 and int(np.linalg.matrix_rank(x)) == 2
-
-
-def _initial_fit(
-    data: Any,
-    design: Any,
-    obs: Any,
-    layer: str | None,
-    size_factors: Any,
-    constraints_loc: Any,
-    fit_args: dict[str, Any],
-    design_scale: Any,
-    model: str,
-    dispersion: str,
-) -> FitResult:
-    """Fit the pipeline's first model (first pass and the refits after Cook's replacement).
-
-    DESeq2's initial fit for shrunken NB dispersions: the location at a rough dispersion
-    held fixed (:mod:`batchglm.dispersion.rough`), for NB location tests with
-    ``dispersion`` ``"map"`` or ``"ql"``, an intercept-only scale model and no weights or
-    offset; elsewhere (or where the rough start does not apply) the joint fit.
-    """
-    from batchglm.fit import fit
-
-    start: RoughStart | None = None
-    if (
-        fit_args["family"] == "nb"
-        and model == "loc"
-        and dispersion in ("map", "ql")
-        and design_scale is None
-        and fit_args["constraints_scale"] is None
-        and fit_args["weights"] is None
-        and fit_args["offset"] is None
-    ):
-        start = rough_start(
-            data,
-            design,
-            obs=obs,
-            layer=layer,
-            size_factors=size_factors,
-            constraints_loc=constraints_loc,
-        )
-    return fit(
-        data,
-        design,
-        design_scale,
-        obs=obs,
-        layer=layer,
-        size_factors=size_factors if start is None else start.size_factors,
-        constraints_loc=constraints_loc,
-        fixed_scale=None if start is None else start.log_r,
-        **fit_args,
-    )
 
 
 @annotation_warnings_once  # hook: one AnnotationWarning per column per call
@@ -483,7 +274,7 @@ def test(
     counts_family = family in ("nb", "poisson")
     if dispersion is None and (family != "nb" or model != "loc") and method != "ql":
         dispersion = "mle"
-    dispersion = _check_args(
+    dispersion = check_options(
         method,
         dispersion,
         coef,
@@ -523,7 +314,7 @@ def test(
         "weights": w_arr,
         "offset": off_arr,
     }
-    res = _initial_fit(
+    res = initial_fit(
         data,
         design,
         obs,
@@ -555,7 +346,7 @@ def test(
     # With the fit's own data the dispersion estimates stay on the fit (res.derived), for
     # the refit of features whose outlier counts get replaced.
     own = res.data is not None
-    de_res = _run_test(
+    de_res = run_test(
         res.data if own else data, res, **({**run, "layer": None, "obs": res.obs} if own else run)
     )
     d = data_of_fit(data, res, layer=layer)
@@ -590,7 +381,7 @@ def test(
                 # edgeR has no replacement; the QL prior (df and scale trend) would be
                 # re-estimated from the refitted features alone, so all are rerun, starting
                 # as the first run (the rough dispersion on the new counts).
-                res = _initial_fit(
+                res = initial_fit(
                     new_data,
                     _design_of(design, res),
                     res.obs,
@@ -602,7 +393,7 @@ def test(
                     model,
                     dispersion,
                 )
-                de_res = _run_test(new_data, res, **{**run, "layer": None, "obs": res.obs})
+                de_res = run_test(new_data, res, **{**run, "layer": None, "obs": res.obs})
             else:
                 res, de_res = refit_replaced(
                     values,
@@ -613,8 +404,8 @@ def test(
                     design_scale=design_scale,
                     constraints_loc=constraints_loc,
                     run=run,
-                    initial_fit=_initial_fit,
-                    run_test=_run_test,
+                    initial_fit=initial_fit,
+                    run_test=run_test,
                     named=_named,
                 )
             # DESeq2 flags only by the counts that could not be replaced; maxCooks is the
