@@ -30,6 +30,7 @@ from batchglm.obs_weights import (
     weight_scale,
 )
 from batchglm.result import FitResult
+from batchglm.solvers import block_cache
 from batchglm.solvers.block_fit import fit_block
 from batchglm.solvers.newton import SolverOptions
 from batchglm.solvers.objective import Problem
@@ -341,6 +342,12 @@ def fit(
         k,
     )
 
+    # Inside bg.de.test the count tables of each block are kept for the refits of the same
+    # counts (batchglm.solvers.block_cache); unweighted in-memory fits only.
+    kept = None
+    if d.kind != "dask" and w is None and fam.has_count_terms:
+        kept = block_cache.tables_for(d.values)
+
     def run(sl: slice) -> None:
         y, nonzeros = d.block_with_nonzeros(sl)
         if d.kind != "dense":
@@ -356,6 +363,7 @@ def fit(
             feature_block(off, sl),
             nonzeros,
             None if start_a is None else start_a[sl],
+            None if kept is None else kept.setdefault((sl.start, sl.stop), {}),
         )
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl] = out
 

@@ -130,11 +130,9 @@ def _blocks(n_obs: int, n_feat: int) -> list[slice]:
     repeat the per-block work that is shared by a block's features (the count terms of
     the grid are evaluated once per distinct count of the block).
     """
-    per_thread = -(-n_feat // (2 * blocks.n_workers(None)))
     # Never so small that the compiled APL kernels stop applying (few observations).
     smallest = -(-apl_kernel.MIN_ENTRIES // max(n_obs, 1))
-    size = min(blocks.block_size(n_obs), max(64, smallest, per_thread))
-    return blocks.feature_blocks(n_feat, size)
+    return blocks.balanced_blocks(n_obs, n_feat, smallest=max(blocks.MIN_BALANCED, smallest))
 
 
 def estimate_dispersions(

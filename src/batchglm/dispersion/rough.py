@@ -158,6 +158,10 @@ def rough_start(
         sf_al = named_size_factors(d, sf_al)
     sf = as_size_factors(sf_al, n_obs)
     alpha = np.full(n_feat, np.nan)
-    for sl in blocks.feature_blocks(n_feat, blocks.block_size(n_obs)):
+
+    def _rough(sl: slice) -> None:
         alpha[sl] = rough_dispersion(d.block(sl), sf, x)
+
+    # In the feature blocks' threads, as every other pass (each block writes its own slice).
+    blocks.map_blocks(_rough, blocks.balanced_blocks(n_obs, n_feat))
     return RoughStart(sf, fixed_log_r(alpha)[:, None])

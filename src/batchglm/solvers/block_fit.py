@@ -7,6 +7,8 @@ three in the import layers.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -34,6 +36,7 @@ def fit_block(
     offset: Array | None = None,
     nonzeros: NonZeros | None = None,
     start_loc: Array | None = None,
+    kept: dict[Any, Any] | None = None,
 ) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int8]]:
     """Fit one feature block; ``weights`` and ``offset`` are its ``(n_obs, F)`` columns.
 
@@ -43,6 +46,10 @@ def fit_block(
     ``nonzeros`` lists the non-zero entries of ``y`` (from a sparse block; listed here for
     dense count blocks): the all-zero check, count table, zero sums and grouped starting
     values use them instead of passes over ``y``.
+
+    ``kept``: the block's tables from earlier fits of the same counts, filled by this one
+    (:mod:`batchglm.solvers.block_cache`; unweighted fits only): non-zero entries, the
+    count table and the constant of the log-likelihood.
     """
     if fixed_b is None and weights is None and closed_form.applies(problem):
         return closed_form.fit_normal(problem, y, offset)
@@ -74,7 +81,11 @@ def fit_block(
     if w is not None or not problem.family.has_count_terms:
         nonzeros = None  # (weights: entries of weight 0 do not count; see `seen`)
     elif nonzeros is None:
-        nonzeros = NonZeros.of(y)
+        nonzeros = None if kept is None else kept.get("nonzeros")
+        if nonzeros is None:
+            nonzeros = NonZeros.of(y)
+            if kept is not None:
+                kept["nonzeros"] = nonzeros
     if sep_eta is not None:
         seen_any = seen.any(axis=0) if nonzeros is None else nonzeros.any_per_feature()
         zero = ~np.asarray(seen_any, dtype=bool) & ~skip
@@ -101,9 +112,27 @@ def fit_block(
     wf = cols(weights, fit) if subset else weights
     of = cols(offset, fit) if subset else offset
     nzf = nonzeros.subset(fit) if nonzeros is not None and subset else nonzeros
+    # The count table and constant depend on the counts and the scale groups only: a fit
+    # of the same block (kept) reuses them, and the table's last count-term sums with them.
+    table_key = None
+    table, constant = None, None
+    if kept is not None and w is None and problem.family.has_count_terms:
+        groups = problem.scale_groups
+        table_key = ("table", problem.family.name, groups.index.tobytes(), fit.tobytes())
+        table, constant = kept.get(table_key, (None, None))
     objective = Objective(
-        problem, yf, weights=wf, offset=of, nonzeros=nzf, fixed_scale=fixed_b is not None
+        problem,
+        yf,
+        table,
+        constant,
+        weights=wf,
+        offset=of,
+        nonzeros=nzf,
+        fixed_scale=fixed_b is not None,
     )
+    if table_key is not None and table is None and objective.table is not None:
+        assert kept is not None
+        kept[table_key] = (objective.table, objective.constant())
     a0 = _start_loc(start_loc, fit, subset) if start_loc is not None else None
     if a0 is None or not np.isfinite(a0).all():
         default = initial_loc(problem, yf, wf, of, nzf)

@@ -120,6 +120,18 @@ class CountTable:
         out.seg = (self.seg[sel] // self.n_feat) * out.n_feat + new_index[feat[sel]]
         out._distinct = None
         out._memo = None
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[2].shape[1] == self.n_feat:
+            # The last sums, restricted: per feature they are the same sums (the kept
+            # entries in the same order), so the solver's compacted working set of a fit at
+            # fixed dispersions does not evaluate its count terms again.
+            family, order, eta, (ll, d1, d2) = memo
+            out._memo = (
+                family,
+                order,
+                eta[:, keep],
+                (ll[:, keep], _take(d1, keep), _take(d2, keep)),
+            )
         return out
 
     def group_sums(
@@ -147,7 +159,7 @@ class CountTable:
         memo = getattr(self, "_memo", None)
         if (
             memo is not None
-            and memo[0] is family
+            and type(memo[0]) is type(family)
             and memo[1] >= order
             and memo[2].shape == eta_scale.shape
             and np.array_equal(memo[2], eta_scale)
@@ -211,6 +223,10 @@ class CountTable:
 
 def _copy(v: Array | None) -> Array | None:
     return None if v is None else v.copy()
+
+
+def _take(v: Array | None, keep: NDArray[np.bool_]) -> Array | None:
+    return None if v is None else v[:, keep]
 
 
 def table_and_constant(
