@@ -75,18 +75,21 @@ def _last_count(mu: Array, r: float) -> NDArray[np.int64]:
     return np.asarray(_nbinom_ppf(1.0 - _TAIL, r, r / (r + mu)).astype(np.int64) + 2)
 
 
-def _column(mu: Array, r: float, compiled: bool) -> Array:
-    """``kappa(mu_j, r)`` for every ``mu_j`` at one size, compiled or with NumPy."""
+def _column(mu: Array, r: float, compiled: bool, last: NDArray[np.int64] | None = None) -> Array:
+    """``kappa(mu_j, r)`` for every ``mu_j`` at one size, compiled or with NumPy.
+
+    ``last``: the truncation counts ``_last_count(mu, r)`` when already computed.
+    """
     if not compiled:
-        return _exact_column(mu, r)
+        return _exact_column(mu, r, last)
     from batchglm.dispersion.expected_deviance_compiled import kappa_column
 
     out = np.empty(mu.size)
-    kappa_column(mu, float(r), _last_count(mu, r), out)
+    kappa_column(mu, float(r), _last_count(mu, r) if last is None else last, out)
     return out
 
 
-def _exact_column(mu: Array, r: float) -> Array:
+def _exact_column(mu: Array, r: float, last: NDArray[np.int64] | None = None) -> Array:
     """``kappa(mu_j, r)`` for every ``mu_j`` at one size, as exact truncated sums.
 
     Each sum runs over ``y = 0 .. k_j`` with ``k_j`` two past the ``1 - 1e-12`` quantile.
@@ -95,7 +98,7 @@ def _exact_column(mu: Array, r: float) -> Array:
     chunk rather than one per cell.
     """
     p = r / (r + mu)
-    length = _last_count(mu, r) + 1
+    length = (_last_count(mu, r) if last is None else last) + 1
     out = np.empty(mu.size)
     first = 0
     while first < mu.size:
@@ -168,12 +171,14 @@ class KappaTable:
         grid_mu = np.linspace(np.log(_MU_MIN), np.log(_MU_MAX), _N_MU)
         mu = np.exp(grid_mu)
         sizes = np.exp(grid_r)
-        terms = sum(int((_last_count(mu, float(size)) + 1).sum()) for size in sizes)
+        # The truncation of every column's sums, computed once (it decides the path too).
+        lasts = [_last_count(mu, float(size)) for size in sizes]
+        terms = sum(int((last + 1).sum()) for last in lasts)
         compiled = nb_kernel.ENABLED and terms >= _COMPILED_TERMS
         # One column per size, in parallel threads (scipy's special functions and numpy's
         # sums release the GIL): the table is a fixed cost of every QL fit.
         columns = blocks.map_blocks(
-            lambda sl: _column(mu, float(sizes[sl.start]), compiled),
+            lambda sl: _column(mu, float(sizes[sl.start]), compiled, lasts[sl.start]),
             [slice(j, j + 1) for j in range(grid_r.size)],
         )
         values = np.column_stack(columns)
