@@ -144,3 +144,16 @@ def test_subset_tables_keep_the_last_sums_of_their_features() -> None:
     direct = fresh.group_sums(fam, eta[:, keep], 0)
     assert direct is not None
     np.testing.assert_allclose(again[0], direct[0], rtol=1e-14)
+
+
+def test_decorated_calls_keep_tables_only_while_they_run() -> None:
+    seen: list[object] = []
+
+    @block_cache.reusing_block_tables
+    def call(values: np.ndarray) -> None:
+        seen.append(block_cache.tables_for(values))
+
+    values = np.ones((2, 2))
+    call(values)
+    assert isinstance(seen[0], dict)
+    assert block_cache.tables_for(values) is None

@@ -67,7 +67,7 @@ from batchglm.de.threshold import check_treat_null, wald_threshold
 from batchglm.formula import annotation_warnings_once
 from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
-from batchglm.solvers.block_cache import reuse_block_tables
+from batchglm.solvers.block_cache import reusing_block_tables
 
 logger = logging.getLogger("batchglm")
 
@@ -106,7 +106,7 @@ def _two_group(x: Array) -> bool:
 
 
 @annotation_warnings_once  # hook: one AnnotationWarning per column per call
-@reuse_block_tables()  # the refits reuse the first fit's count tables
+@reusing_block_tables  # the refits reuse the first fit's count tables
 def test(
     data: Any,
     design: Any,

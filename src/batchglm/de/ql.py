@@ -17,10 +17,10 @@ from batchglm.de.threshold import check_threshold, check_treat_null, treat_ql
 from batchglm.de.wald import Coef, ContrastLike, test_rows
 from batchglm.dispersion.estimate import refit_location
 from batchglm.result import FitResult
-from batchglm.solvers.block_cache import reuse_block_tables
+from batchglm.solvers.block_cache import reusing_block_tables
 
 
-@reuse_block_tables()  # the reduced refit reuses the full refit's count tables
+@reusing_block_tables  # the reduced refit reuses the full refit's count tables
 def ql_f(
     res: FitResult,
     coef: Coef | Sequence[Coef] | None = None,

@@ -16,10 +16,13 @@ Outside the context nothing is kept (a fit's tables are as large as its counts).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar, cast
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The tables of the analysis in progress, per counts array (identity), per feature block.
 _ACTIVE: ContextVar[list[tuple[object, dict[Any, Any]]] | None] = ContextVar(
@@ -45,6 +48,32 @@ def reuse_block_tables() -> Iterator[None]:
         yield
     finally:
         _ACTIVE.reset(token)
+
+
+def reusing_block_tables(func: F) -> F:
+    """Decorate ``func`` to run inside :func:`reuse_block_tables`.
+
+    The wrapper is a frame of this package, so warnings that point at the user's line
+    (:func:`batchglm.warning_site.user_stacklevel`) still do; ``contextlib``'s decorator
+    form would put its own frame between them.
+
+    Parameters
+    ----------
+    func : callable
+        The function, e.g. :func:`batchglm.de.test`.
+
+    Returns
+    -------
+    callable
+        ``func`` with the count tables kept for the duration of each call.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with reuse_block_tables():
+            return func(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def tables_for(data: object) -> dict[Any, Any] | None:
