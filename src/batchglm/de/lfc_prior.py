@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize
 
 from batchglm.families.tails import norm_ppf
 
@@ -40,6 +39,8 @@ def apeglm_prior_scale(mle: Array, se: Array) -> float:
     ValueError
         If no feature has a finite effect and standard error.
     """
+    from scipy import optimize  # here only: importing it slows `import batchglm.de`
+
     if mle.size == 0:
         raise ValueError(
             "no feature has a finite effect and standard error to estimate the "

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import integrate, optimize, stats
 
 Array = NDArray[np.float64]
 
@@ -61,6 +60,8 @@ DF_INF = 1e6
 
 def _log_f_quantiles(q: Array, df: float, df_prior: float) -> Array:
     """Quantiles of ``log F(df, df_prior)`` (``log(chi2_df / df)`` for ``df_prior >= DF_INF``)."""
+    from scipy import stats  # here only: importing scipy.stats costs about 1 s
+
     if df_prior >= DF_INF:
         return np.asarray(np.log(stats.chi2.ppf(q, df) / df), dtype=np.float64)
     return np.asarray(np.log(stats.f.ppf(q, df, df_prior)), dtype=np.float64)
@@ -116,6 +117,8 @@ def variance_outliers(
     See the module docstring for the four steps; our own rule after limma's
     ``eBayes(robust=TRUE)`` (Phipson et al. 2016, *Ann. Appl. Stat.* 10:946).
     """
+    from scipy import stats  # here only: see _log_f_quantiles
+
     s2 = np.asarray(s2, dtype=np.float64)
     n = s2.size
     if basis.shape[0] != n:
@@ -193,6 +196,8 @@ def _winsorised_log_f_moments(df: float, df_prior: float, tail: float) -> tuple[
     Simpson's rule on ``QUAD_POINTS`` points between the quantiles for the interior, plus
     ``tail`` times each quantile (and its square) for the clipped tails.
     """
+    from scipy import integrate, stats  # here only: see _log_f_quantiles
+
     lo, hi = _log_f_quantiles(np.array([tail, 1.0 - tail]), df, df_prior)
     z = np.linspace(lo, hi, QUAD_POINTS)
     x = np.exp(z)
@@ -245,6 +250,8 @@ def winsorised_f_prior(
     matched in the same way gives ``s0^2``. A gene with a wild variance moves neither. Our
     own implementation.
     """
+    from scipy import optimize  # here only: see _log_f_quantiles
+
     s2 = np.asarray(s2, dtype=np.float64)
     if basis.shape[0] != s2.size:
         raise ValueError(
