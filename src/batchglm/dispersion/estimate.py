@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from batchglm import blocks
 from batchglm.dispersion import apl_kernel
+from batchglm.dispersion.censored import censored_at_poisson
 from batchglm.dispersion.cox_reid import (
     MIN_ALPHA,
     LogNormalPrior,
@@ -215,8 +216,11 @@ def estimate_dispersions(
     trend_fit = fit_trend(base_mean[for_fit], genewise[for_fit], trend)
     trend_alpha = np.full(n_feat, np.nan)
     trend_alpha[usable] = np.clip(trend_fit(base_mean[usable]), MIN_ALPHA, upper)
+    # Censored gene-wise estimates are left out of the prior variance and outlier residuals.
+    for_prior = for_fit & ~censored_at_poisson(grid_apl)
+    for_prior = for_prior if for_prior.any() else for_fit
     prior_var, resid_var = prior_variance(
-        np.log(genewise[for_fit]), np.log(trend_alpha[for_fit]), df_residual
+        np.log(genewise[for_prior]), np.log(trend_alpha[for_prior]), df_residual
     )
     log_r_map = np.full(n_feat, np.nan)
     blocks_map = _blocks(n_obs, n_feat) if shrink else []
