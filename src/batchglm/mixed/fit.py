@@ -119,6 +119,9 @@ def fit_mixed(
     g0 = groupings[0].n_groups
     donor_resid = np.full((g0, n_feat), np.nan)
     donor_var = np.full((g0, n_feat), np.nan)
+    # With further factors: every feature's group log levels, from which the moderation reads
+    # the within-stratum variance (batchglm.mixed.moderation, containment strata).
+    stratum_resid = np.full((g0, n_feat), np.nan) if len(groupings) > 1 else None
     factors = [g.factor for g in groupings]
     logger.info(
         "fitting %d features x %d observations with random intercepts for %s (%d groups, %s)",
@@ -136,6 +139,13 @@ def fit_mixed(
         out = fit_block(problem, y, groupings, options, reml)
         theta[sl], cov[sl], loglik[sl], n_iter[sl], status[sl], var[sl], modes[:, sl] = out[:7]
         donor_resid[:, sl], donor_var[:, sl] = out[7:]
+        if stratum_resid is not None:
+            fitted = status[sl] != Status.ALL_ZERO
+            block = np.full((g0, fitted.size), np.nan)
+            block[:, fitted] = group_residuals(
+                problem, np.asarray(y)[:, fitted], theta[sl][fitted], groupings[0]
+            )[0]
+            stratum_resid[:, sl] = block
 
     # The feature-block rule and parallel map of every pass (threads, BLAS held to one).
     blocks.map_blocks(
@@ -178,6 +188,7 @@ def fit_mixed(
             reml=reml,
             others=[g.sums for g in groupings[1:]],
             other_at_zero=var[:, 1:] < VAR_AT_BOUND,
+            stratum_resid=stratum_resid,
         ),
         data=d,
     )

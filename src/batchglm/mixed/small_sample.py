@@ -103,6 +103,12 @@ class SmallSample:
         the likelihood-ratio form ``LR = n log(RSS_0 / RSS_1)``: ``G - rank(Z)``, or ``G``
         for features whose containing factors' variances are all at 0 (their fit has one
         stratum of ``G`` groups); ``None`` without ``nested``.
+    stratum_resid : ndarray or None
+        ``(n_groups, F)`` log observed/fitted ratio of every group for every fitted feature
+        (:func:`batchglm.mixed.fit.group_residuals`, NaN for features not fitted), kept
+        with further random-effect factors: with containing factors the moderation reads
+        each feature's group-level variance from the within-stratum residuals of these
+        group log levels (:func:`batchglm.mixed.moderation.variance_prior`).
     """
 
     df: Array
@@ -121,6 +127,7 @@ class SmallSample:
     rank_nested: int = 0
     rank_joint: int = 0
     n_ml: Array | None = None
+    stratum_resid: Array | None = None
 
     @property
     def df_groups(self) -> int:
@@ -216,6 +223,7 @@ def between_within(
     reml: bool = False,
     others: list[GroupSums] | None = None,
     other_at_zero: NDArray[np.bool_] | None = None,
+    stratum_resid: Array | None = None,
 ) -> SmallSample:
     """Classify the design columns and give their denominator degrees of freedom.
 
@@ -245,6 +253,9 @@ def between_within(
     other_at_zero : ndarray of bool, optional
         ``(F, len(others))`` whether each further factor's fitted variance is at 0;
         features whose containing factors' variances are all at 0 get ``n_ml = G``.
+    stratum_resid : ndarray, optional
+        ``(n_groups, F)`` group log levels of all fitted features (fits with further
+        factors), see :attr:`SmallSample.stratum_resid`.
 
     Returns
     -------
@@ -283,6 +294,7 @@ def between_within(
         rank_nested=rank_z,
         rank_joint=rank_joint,
         n_ml=n_ml,
+        stratum_resid=stratum_resid if nested is not None else None,
     )
 
 
