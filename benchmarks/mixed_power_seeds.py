@@ -17,8 +17,10 @@ q < 0.05 pooled over seeds (false / discoveries) and the largest per seed, power
 q < 0.05, and power at equal size (each method's DE genes with p at or below the 5 %
 quantile of its own null p-values, per seed).
 
-Run: ``PYTHONPATH=src python benchmarks/mixed_power_seeds.py unequal 0,1,2`` (results in
-``benchmarks/results/mixed_power_seeds_<layout>.md``).
+Run: ``PYTHONPATH=src python benchmarks/mixed_power_seeds.py unequal 0,1,2 [genes.csv]``
+(results in ``benchmarks/results/mixed_power_seeds_<layout>.md``; the optional third argument
+writes every seed's per-gene p-values). The nested layout also reports ``moderate="limma"``
+and ``moderate=False`` on the same fits.
 """
 
 from __future__ import annotations
@@ -90,7 +92,11 @@ def one_seed(layout: str, seed: int) -> pd.DataFrame:
         full = bg.fit(
             a, "~ condition + np.log(n_genes)", random_effects=["donor", "batch"], size_factors=sf
         )
-        out = {"mixed Wald (default)": bg.de.wald(full, coef=COEF).pval}
+        out = {
+            "mixed Wald (default)": bg.de.wald(full, coef=COEF).pval,
+            'mixed Wald, moderate="limma"': bg.de.wald(full, coef=COEF, moderate="limma").pval,
+            "mixed Wald, moderate=False": bg.de.wald(full, coef=COEF, moderate=False).pval,
+        }
         pb_design = "~ batch + condition"
     else:
         y, obs = _calibration_module().simulate(400, 100, 2.0, seed, 4, layout, (0.01, 0.25), True)
@@ -106,7 +112,10 @@ def one_seed(layout: str, seed: int) -> pd.DataFrame:
     pres = bg.fit(pb, pb_design, size_factors="poscounts" if layout == "nested" else "median_ratio")
     out["pseudobulk + ql_f"] = bg.de.ql_f(pres, coef=COEF, data=pb).pval
     rv = np.asarray(full.random_var).reshape(de.size, -1)
-    return pd.DataFrame({"seed": seed, "de": de, "donor_var_at_0": rv[:, 0] < 1e-6, **out})
+    at_0 = {"donor_var_at_0": rv[:, 0] < 1e-6}
+    if rv.shape[1] > 1:
+        at_0["batch_var_at_0"] = rv[:, 1] < 1e-6
+    return pd.DataFrame({"seed": seed, "de": de, **at_0, **out})
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
@@ -149,16 +158,18 @@ def summary(frames: list[pd.DataFrame], methods: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """Run the seeds of one layout, write per-gene CSVs and the summary."""
+    """Run the seeds of one layout, write the summary (and, optionally, per-gene p-values)."""
     layout, seeds = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
     warnings.simplefilter("ignore")
     frames = []
     for seed in seeds:
         frames.append(one_seed(layout, seed))
-    methods = [c for c in frames[0].columns if c not in ("seed", "de", "donor_var_at_0")]
+    methods = [c for c in frames[0].columns if c not in ("seed", "de") and "_at_0" not in c]
     text = [f"# {layout}: seeds {sys.argv[2]}", "", *summary(frames, methods), ""]
     (HERE / "results" / f"mixed_power_seeds_{layout}.md").write_text("\n".join(text))
     print("\n".join(text))
+    if len(sys.argv) > 3:  # per-gene p-values of every seed, for pooled or per-stratum checks
+        pd.concat(frames).to_csv(sys.argv[3])
 
 
 if __name__ == "__main__":

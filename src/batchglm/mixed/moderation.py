@@ -53,9 +53,13 @@ features:
 
 With further random-effect factors that contain the groups (donors nested in batches),
 ``d`` is the containment df ``G - rank([X_b, Z])`` of
-:attr:`batchglm.mixed.small_sample.SmallSample.df_groups`, ``Xbar`` is replaced by
-``(I - P_Z) Xbar`` (the within-batch part that donor contrasts estimate; ``p_b`` by its rank)
-and ``G`` by ``G - rank(Z)``; the prior, its df and the NPMLE posterior then use that ``d``.
+:attr:`batchglm.mixed.small_sample.SmallSample.df_groups`, and ``s_f^2`` is the residual
+mean square of the unweighted regression of the groups' log levels on ``[X_b, Z]``
+(:func:`stratum_s2`), distributed as ``tau_f^2 chi2_d / d`` whatever the containing
+factors' variances; the covariance-implied variance (``Xbar`` replaced by ``(I - P_Z)
+Xbar``, ``p_b`` by its rank, ``G`` by ``G - rank(Z)``) only scales the statistic, which is
+referred to the posterior as ``F s_wald^2 / s~_f^2``. The prior, its df and the NPMLE
+posterior use that ``s_f^2`` and ``d``.
 
 Only tests of group-level location coefficients are moderated; ``res.se_loc`` stays the
 maximum-likelihood standard error.
@@ -487,6 +491,10 @@ def moderated_sf(
           s0^2(A_f)``, ``pi_fk`` the posterior of the support points ``rho_k`` given ``r_f``
           (:func:`batchglm.mixed.variance_npmle.mixture_sf`);
         * ``"limma"``: ``F s_f^2 / s~_f^2`` referred to ``F(rank, d + d0)``.
+
+        With containing factors the ``s_f^2`` that multiplies ``F`` is the fit's
+        covariance-implied ``VariancePrior.s2_wald``, while ``r_f``, ``pi_fk`` and
+        ``s~_f^2`` rest on the within-stratum ``s_f^2`` (:func:`stratum_s2`).
 
         Features at 0 use the group-level regression (weighted by each group's sampling
         variance at ``s~_f^2`` with unequal groups; unweighted with residual variance
