@@ -286,14 +286,25 @@ class JointLaplaceObjective(MarginalObjective):
         eta_s_groups, eta_scale = self._scale(b)
         v, eta, der, zd1, h = self.solve_modes(eta_fixed, eta_scale, sig_g, start)
         counts = self._count_terms(eta_s_groups, order)
-        ll = self._value(der.ll, v, counts, np.linalg.slogdet(h)[1])
+        # A trial step can make the inner Hessian singular (a variance near e^40); such a
+        # feature's Laplace value is undefined (log det -inf would read as +inf), so it is
+        # NaN and the step is rejected, and its inverse below is NaN instead of failing the
+        # whole batch.
+        sign, logdet = np.linalg.slogdet(h)
+        singular = (sign <= 0) | ~np.isfinite(logdet)
+        ll = self._value(der.ll, v, counts, np.where(singular, 0.0, logdet))
+        ll = np.where(singular, np.nan, ll)
         if order == 0:
             return ll, None, v
         hd = None if self.differenced else higher_derivatives(fam.name, self.y, eta, eta_scale)
         d3, c3 = (
             third_derivatives(fam.name, self.y, eta, eta_scale) if hd is None else (hd.d3, hd.c3)
         )
-        hinv: Array = np.asarray(np.linalg.inv(h), dtype=np.float64)  # (F, q, q)
+        eye = np.eye(h.shape[-1])
+        hinv: Array = np.asarray(
+            np.linalg.inv(np.where(singular[:, None, None], eye, h)), dtype=np.float64
+        )  # (F, q, q)
+        hinv[singular] = np.nan
         # c_j = s_j^T H^-1 s_j over the observation's groups in every pair of factors.
         sig_obs = [sig_g[c] for c in self.cols]  # each (n, F)
         c = np.zeros_like(eta)
