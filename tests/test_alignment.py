@@ -370,9 +370,9 @@ def test_cli_refuses_tables_with_other_samples(tmp_path, counts, obs, capsys):
     )
     assert code == 1
     assert (
-        "the obs table lacks 1 observation of 'counts.tsv' (e.g. ['sample0']); give the "
-        "obs table one row per observation of the input"
+        "the count table 'counts.tsv' has 1 columns that are not in the obs table: ['sample0']"
     ) in err
+    assert "if they are observations, add them to the obs table" in err
     extra = pd.concat(
         [obs, pd.DataFrame({"condition": ["ctrl"], "batch": ["b1"]}, index=["intruder"])]
     )

@@ -100,9 +100,21 @@ def _counts_to_anndata(counts: pd.DataFrame, obs: pd.DataFrame | None, path: str
                 f"the observation names of the obs table (e.g. {list(names[:3])}) are neither "
                 f"the row names nor the column names of the count table {path!r}."
             )
+        side = "rows"
         if same_cols or (not same_rows and in_cols > in_rows):
-            counts = counts.T
+            counts, side = counts.T, "columns"
         counts.index = as_names(counts.index)
+        extra = [str(n) for n in counts.index if n not in set(names)]
+        if extra and len(extra) < len(counts.index):
+            # Typically an annotation column next to the samples (a gene symbol, or
+            # featureCounts' Chr/Start/End/Strand/Length), not a missing obs row.
+            raise CliError(
+                f"the count table {path!r} has {len(extra)} {side} that are not in the obs "
+                f"table: {extra[:5]}; if they are annotation columns (gene symbols, "
+                "featureCounts' Length), drop them, as a count table holds only counts (names "
+                "in the first column and the header); if they are observations, add them to "
+                "the obs table."
+            )
         obs = _obs_in_order(obs, counts.index, path)
     try:
         # C order whichever way the table was written: a transposed table would otherwise

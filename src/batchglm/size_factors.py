@@ -331,6 +331,18 @@ def _size_factors(
         return np.asarray(total / mean_total)
     rows, vals = _log_ratio_entries(d, method, w, n_jobs, progress)
     log_sf = _row_medians(rows, vals, n_obs)
+    if rows.size == 0 or not np.all(np.isfinite(log_sf)):
+        # An observation without a single count leaves no ratio to take (and gives every
+        # feature a zero): say so rather than blame the method.
+        total = _totals(d, n_jobs, progress)
+        empty = np.flatnonzero(total <= 0) if w is None else np.flatnonzero((total <= 0) & (w > 0))
+        if empty.size:
+            raise ValueError(
+                f"size factors need a positive count in every observation, but "
+                f"{empty.size} observation(s) have no counts at all (observation "
+                f"{int(empty[0])} first); remove them before fitting (no size factor can "
+                "scale an empty library)."
+            )
     if method == "median_ratio" and rows.size == 0:
         raise ValueError(
             "size factors by 'median_ratio' need features with a positive count in every "

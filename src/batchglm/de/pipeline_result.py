@@ -178,7 +178,8 @@ class PipelineResult(DEResult):
         str
             E.g. ``"2000 features, 1893 tested, 211 with padj < 0.1 (12 Cook's outliers,
             301 filtered at baseMean < 3.2)"``; with no sample in a design cell of 3 or
-            more (continuous covariates), the Cook's part says the check was skipped.
+            more (continuous covariates), the Cook's part says the check was skipped, and
+            with ``cooks_cutoff=None`` that it was turned off.
             After outlier replacement it says how many counts were replaced in how many
             features and how many features were refitted, e.g. ``"5 replaced outlier
             counts in 4 features, 4 features refit"`` (``"all 2000 features refit"`` for
@@ -188,7 +189,9 @@ class PipelineResult(DEResult):
         with np.errstate(invalid="ignore"):
             n_sig = int((self.qval < self.alpha).sum())
         parts = []
-        if self.cooks_outlier is not None:
+        if self.cooks_outlier is not None and self.cooks_cutoff is None:
+            parts.append("Cook's check off: cooks_cutoff=None")
+        elif self.cooks_outlier is not None:
             replaced_any = self.replaced is not None and bool(self.replaced.any())
             if (
                 self.max_cooks is not None

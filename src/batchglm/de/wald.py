@@ -102,8 +102,11 @@ def wald(
         Mean-dispersion trend for ``"map"`` and ``"ql"`` (see
         :func:`batchglm.dispersion.fit_trend`).
     max_lfc : float
-        Cap on ``|log2FoldChange|`` in the result (glmGamPoi's ``max_lfc``, default 10);
-        the raw estimate stays in ``coef_mle``.
+        Cap on ``|log2FoldChange|`` of separated features (status ``separated``, whose
+        estimate runs towards infinity; glmGamPoi's ``max_lfc``, default 10); the raw
+        estimate stays in ``coef_mle`` and ``lfc_capped`` marks them. A converged feature's
+        fold change is reported as estimated, however large (with an ``lfcSE`` to match),
+        so that ``log2FoldChange / lfcSE`` stays its Wald ``z``.
     lfc_threshold : float
         Test against a minimum effect size instead of zero: a threshold ``T >= 0`` on
         ``|log2FoldChange|`` (log2 units), as DESeq2's ``lfcThreshold``; needs a single

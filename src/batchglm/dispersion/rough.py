@@ -140,7 +140,8 @@ def rough_start(
         ``None`` where the rough start does not apply (dask data, or no residual degrees
         of freedom): the caller then fits the dispersions jointly as before.
     """
-    d = as_data(data, layer=layer)
+    # The fit that follows reads the same data and warns about repeated names (once).
+    d = as_data(data, layer=layer, warn_duplicates=False)
     if d.kind == "dask":
         return None
     n_obs, n_feat = d.shape
