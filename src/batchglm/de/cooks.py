@@ -21,13 +21,15 @@ For observation ``i`` and feature ``j`` of an NB (or Poisson) location fit (DESe
   (and the outlier calls) depend on their overall scale (0.85 % in maxCooks on Marioni).
 * ``p``: the number of free location coefficients.
 
-Distances are computed feature block by feature block; only per-feature summaries and
-the (few) entries above the cutoff are kept.
+Distances are computed feature block by feature block, the blocks in parallel threads
+(:func:`batchglm.blocks.map_blocks`, :func:`batchglm.blocks.balanced_blocks`: every
+thread gets work also when all features fit one common block); each block is vectorised
+over its features and only per-feature summaries and the (few) entries above the cutoff
+are kept. A feature's distances do not depend on the blocks or the number of threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from batchglm import blocks
 from batchglm.families.tails import f_ppf
 from batchglm.inputs import data_of_fit
 from batchglm.result import FitResult
@@ -48,14 +51,11 @@ _TRIM_SCALE = (2.04, 1.86, 1.51)
 ROBUST_MIN_DISP = 0.04
 #: Observations per design cell needed for a Cook's distance to count (DESeq2).
 MIN_CELL_FOR_COOKS = 3
-#: Elements of an ``(n_obs, block)`` working array.
-_BLOCK_ELEMENTS = 2**21
 
 
-def _blocks(n_obs: int, n_feat: int) -> Iterator[slice]:
-    step = max(1, _BLOCK_ELEMENTS // max(n_obs, 1))
-    for start in range(0, n_feat, step):
-        yield slice(start, min(start + step, n_feat))
+def _blocks(n_obs: int, n_feat: int, n_jobs: int | None) -> list[slice]:
+    """Feature blocks of the common size (4 MiB of counts), at least two per thread."""
+    return blocks.balanced_blocks(n_obs, n_feat, n_jobs)
 
 
 def default_cutoff(n_obs: int, p: int) -> float:
@@ -193,7 +193,12 @@ def _block_cooks(
 
 
 def cooks_distance(
-    data: Any, res: FitResult, *, layer: str | None = None, features: Any = None
+    data: Any,
+    res: FitResult,
+    *,
+    layer: str | None = None,
+    features: Any = None,
+    n_jobs: int | None = None,
 ) -> pd.DataFrame:
     """Cook's distance of every observation for each feature's location fit (DESeq2).
 
@@ -209,6 +214,9 @@ def cooks_distance(
     features : slice or sequence of int, optional
         Feature positions to compute; ``None`` for all. Only an ``(n_obs, n_selected)``
         array is returned.
+    n_jobs : int, optional
+        Threads over feature blocks (:func:`batchglm.blocks.map_blocks`); by default the
+        available CPU cores. The distances do not depend on it.
 
     Returns
     -------
@@ -219,22 +227,27 @@ def cooks_distance(
     Raises
     ------
     ValueError
-        If the fit's family is not ``"nb"`` or ``"poisson"``.
+        If the fit's family is not ``"nb"`` or ``"poisson"``, or ``n_jobs`` is below 1.
     """
     _check_family(res)
     d = data_of_fit(data, res, layer=layer)
     pos = np.arange(d.shape[1])[features if features is not None else slice(None)]
     cells = design_cells(res.loc.reduced)
     out = np.empty((d.shape[0], pos.size))
-    for sl in _blocks(*d.shape):
+
+    def block(sl: slice) -> None:
         inside = (pos >= sl.start) & (pos < sl.stop)
         if inside.any():
             cooks = _block_cooks(d.block(sl), res, sl, cells)
             out[:, inside] = cooks[:, pos[inside] - sl.start]
+
+    blocks.map_blocks(block, _blocks(*d.shape, n_jobs), n_jobs=n_jobs)
     return pd.DataFrame(out, index=res.obs_names, columns=res.feature_names[pos])
 
 
-def max_cooks_distance(data: Any, res: FitResult, *, features: Any = None) -> Array:
+def max_cooks_distance(
+    data: Any, res: FitResult, *, features: Any = None, n_jobs: int | None = None
+) -> Array:
     """Largest Cook's distance per feature, DESeq2's ``maxCooks`` (``recordMaxCooks``).
 
     The maximum over the observations whose design cell has at least 3 observations, of
@@ -251,6 +264,9 @@ def max_cooks_distance(data: Any, res: FitResult, *, features: Any = None) -> Ar
     features : sequence of int, optional
         Feature positions to compute; ``None`` for all. Only ``(n_obs, block)`` arrays are
         built.
+    n_jobs : int, optional
+        Threads over feature blocks (:func:`batchglm.blocks.map_blocks`); by default the
+        available CPU cores. The distances do not depend on it.
 
     Returns
     -------
@@ -261,7 +277,7 @@ def max_cooks_distance(data: Any, res: FitResult, *, features: Any = None) -> Ar
     Raises
     ------
     ValueError
-        If the fit's family is not ``"nb"`` or ``"poisson"``.
+        If the fit's family is not ``"nb"`` or ``"poisson"``, or ``n_jobs`` is below 1.
     """
     _check_family(res)
     d = data_of_fit(data, res)
@@ -272,16 +288,28 @@ def max_cooks_distance(data: Any, res: FitResult, *, features: Any = None) -> Ar
     use = cells_with_at_least(cells, MIN_CELL_FOR_COOKS)
     if n_obs <= res.loc.n_free or not use.any():
         return out
-    for sl in _blocks(n_obs, n_feat):
+
+    def block(sl: slice) -> None:
         inside = np.flatnonzero((pos >= sl.start) & (pos < sl.stop))
         if not inside.size:
-            continue
+            return
         at = pos[inside]
         cooks = _block_cooks(d.block(sl)[:, at - sl.start], res, at, cells)
         finite = np.isfinite(cooks)
         m = np.where(finite, cooks, -np.inf)[use].max(axis=0)
         out[inside] = np.where(finite.any(axis=0) & np.isfinite(m), m, np.nan)
+
+    # Blocks over the whole range, cut by the selected features only, so that a few
+    # refitted features do not read every block.
+    spans = _selected_spans(np.unique(pos), n_obs, n_jobs)
+    blocks.map_blocks(block, spans, n_jobs=n_jobs)
     return out
+
+
+def _selected_spans(srt: NDArray[np.intp], n_obs: int, n_jobs: int | None) -> list[slice]:
+    """Disjoint feature slices, one per block of the sorted unique positions ``srt``."""
+    parts = _blocks(n_obs, srt.size, n_jobs)
+    return [slice(int(srt[p.start]), int(srt[p.stop - 1]) + 1) for p in parts]
 
 
 def _check_family(res: FitResult) -> None:
@@ -336,8 +364,9 @@ def find_outliers(
     *,
     layer: str | None = None,
     min_replicates: float = 7,
+    n_jobs: int | None = None,
 ) -> CooksOutliers:
-    """Cook's distances of a fit, summarised per feature, in feature blocks.
+    """Cook's distances of a fit, summarised per feature, in parallel feature blocks.
 
     Parameters
     ----------
@@ -352,11 +381,19 @@ def find_outliers(
     min_replicates : float
         Observations whose design cell has at least this many observations are
         replaceable (DESeq2's ``minReplicatesForReplace``, 7); ``inf`` for none.
+    n_jobs : int, optional
+        Threads over feature blocks (:func:`batchglm.blocks.map_blocks`); by default the
+        available CPU cores. The result does not depend on it.
 
     Returns
     -------
     CooksOutliers
         Summaries; no ``(n_obs, n_features)`` array is kept.
+
+    Raises
+    ------
+    ValueError
+        If the fit's family is not ``"nb"`` or ``"poisson"``, or ``n_jobs`` is below 1.
     """
     _check_family(res)
     d = data_of_fit(data, res, layer=layer)
@@ -372,9 +409,9 @@ def find_outliers(
     count_at_max = np.full(n_feat, np.nan)
     n_above_max = np.zeros(n_feat, dtype=np.int64)
     above = np.zeros(n_feat, dtype=bool)
-    rep_obs: list[NDArray[np.intp]] = []
-    rep_feat: list[NDArray[np.intp]] = []
-    for sl in _blocks(n_obs, n_feat):
+
+    def block(sl: slice) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        # Each block writes only its own slice of the per-feature outputs.
         y = d.block(sl)
         cooks = _block_cooks(y, res, sl, cells)
         finite = np.isfinite(cooks)
@@ -393,8 +430,13 @@ def find_outliers(
         hit = finite & (cooks > cutoff)
         above[sl] = hit.any(axis=0)
         r, c = np.nonzero(hit & replaceable[:, None])
-        rep_obs.append(r.astype(np.intp))
-        rep_feat.append((c + sl.start).astype(np.intp))
+        return r.astype(np.intp), (c + sl.start).astype(np.intp)
+
+    found = blocks.map_blocks(block, _blocks(n_obs, n_feat, n_jobs), n_jobs=n_jobs)
+    rep_obs = np.concatenate([r for r, _ in found]) if found else np.zeros(0, np.intp)
+    rep_feat = np.concatenate([c for _, c in found]) if found else np.zeros(0, np.intp)
+    # By observation, then feature: the same order whatever the blocks (and threads) are.
+    order = np.lexsort((rep_feat, rep_obs))
     return CooksOutliers(
         cutoff=float(cutoff),
         max_cooks=max_cooks,
@@ -402,7 +444,7 @@ def find_outliers(
         count_at_max=count_at_max,
         n_above_max=n_above_max,
         above=above,
-        replace_obs=np.concatenate(rep_obs) if rep_obs else np.zeros(0, np.intp),
-        replace_feature=np.concatenate(rep_feat) if rep_feat else np.zeros(0, np.intp),
+        replace_obs=rep_obs[order],
+        replace_feature=rep_feat[order],
         replaceable=np.asarray(replaceable),
     )
