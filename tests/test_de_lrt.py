@@ -195,6 +195,8 @@ def test_argument_errors(data):
     with pytest.raises(ValueError, match=r"leave out the fitting arguments \['data', 'max_iter'\]"):
         bg.de.lrt(small, full=full, reduced=reduced, max_iter=5)
     with pytest.raises(ValueError, match=r"must be FitResult objects"):
+        bg.de.lrt(full=full, reduced=3)
+    with pytest.raises(ValueError, match=r"take ready fits \(bg.fit\) or bg.de.Model objects"):
         bg.de.lrt(full=full, reduced="reduced")
     with pytest.raises(ValueError, match=r"same features in the same order"):
         bg.de.lrt(full=full, reduced=bg.fit(y[:, :4], x[:, :1]))

@@ -74,3 +74,9 @@ def test_annotation_column_in_count_table_is_named(tmp_path: Path, capsys, colum
     assert code == 1
     assert f"has 1 columns that are not in the obs table: ['{column}']" in err
     assert "annotation columns (gene symbols" in err and err.count("\n") == 1
+
+
+def test_lrt_with_formula_strings_as_full_and_reduced_points_to_full_loc() -> None:
+    counts, obs = _table()
+    with pytest.raises(ValueError, match=r"`full` was given the formula '~ condition'.*full_loc="):
+        bg.de.lrt(counts, full="~ condition", reduced="~ 1", obs=obs)

@@ -211,7 +211,7 @@ def lrt(
         counts or for a family other than NB, or ready fits differ in size factors,
         ``weights`` or ``offset``, or a :class:`~batchglm.de.Model` comes with a ready fit,
         with design keywords, or without a full location design, or ``moderate`` is asked
-        of fits without random effects.
+        of fits without random effects, or ``full``/``reduced`` is a formula string.
     NotImplementedError
         With ``weights`` or ``offset`` (passed on to :func:`batchglm.fit`, or in ready
         fits) and ``dispersion`` other than ``"mle"``, or a Cox-Reid scale test.
@@ -256,6 +256,13 @@ def lrt(
             f"`scale_test={scale_test!r}` chooses the statistic of a test of the scale model, "
             f"but `dispersion={dispersion!r}` tests the location model only; leave "
             "`scale_test` out."
+        )
+    strings = [(n, v) for n, v in (("full", full), ("reduced", reduced)) if isinstance(v, str)]
+    if strings:
+        raise ValueError(
+            f"`full` and `reduced` take ready fits (bg.fit) or bg.de.Model objects, but "
+            f"`{strings[0][0]}` was given the formula {strings[0][1]!r}; pass formulas as "
+            "`full_loc=` and `reduced_loc=` (the second and third arguments)."
         )
     if full is not None or reduced is not None:
         given = [
