@@ -2,12 +2,13 @@
 # tests/test_lfc_shrink_covariate.py. Input: benchmarks/lfc_shrink_covariate_input.py.
 # Columns of tests/data/lfc_covariate_deseq2.csv:
 #   lfcShrink: lfcShrink(type = "normal"), DESeq2's default: a normal prior on every
-#     non-intercept coefficient of the expanded design, age included (its variance
+#     non-intercept coefficient of the standard design (lfcShrink with coef), age included (its variance
 #     matched to age's own MLE coefficients);
 #   tested_only: nbinomWaldTest(betaPrior = TRUE) with the prior on condition only (age and
 #     the intercept at variance 1e6, standard model matrix), at the prior variance from
-#     DESeq2's unweighted upper-quantile matching of the MLE condition LFCs: the model of
-#     bg.de.lfc_shrink(type = "normal");
+#     DESeq2's weighted upper-quantile matching of the MLE condition LFCs (weights
+#     1 / (1 / baseMean + dispFit), as lfcShrink): the model of bg.de.lfc_shrink(type =
+#     "normal");
 #   mle: the MLE log2 fold change. Also the prior variances used (attributes row).
 # Run from the repository root: Rscript benchmarks/lfc_shrink_covariate_deseq2.R
 suppressPackageStartupMessages(library(DESeq2))
@@ -22,7 +23,8 @@ res <- results(dds, name = "condition_B_vs_A")
 shr <- lfcShrink(dds, coef = "condition_B_vs_A", type = "normal", quiet = TRUE)
 mle <- res$log2FoldChange
 use <- !is.na(mle) & abs(mle) < 10
-prior_var <- DESeq2:::matchUpperQuantileForVariance(mle[use], 0.05)
+w <- 1 / (1 / mcols(dds)$baseMean + mcols(dds)$dispFit)
+prior_var <- DESeq2:::matchWeightedUpperQuantileForVariance(mle[use], w[use], 0.05)
 dds2 <- nbinomWaldTest(dds, betaPrior = TRUE, modelMatrixType = "standard", quiet = TRUE,
                        betaPriorVar = c(1e6, 1e6, prior_var))
 tested_only <- results(dds2, name = "condition_B_vs_A")$log2FoldChange

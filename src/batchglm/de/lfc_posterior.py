@@ -236,3 +236,37 @@ class LfcPosterior:
             cov = np.linalg.inv(hess[eig_ok])
             sd[eig_ok] = np.sqrt(cov[:, 0, 0])
         return g, sd, eig_ok, np.where(second, it2, it1)
+
+    def sandwich_sd(self, g: Array) -> Array:
+        """Return the SD of ``gamma[0]`` from DESeq2's covariance of a MAP estimate.
+
+        ``(H + Lambda)^-1 H (H + Lambda)^-1`` at ``g``, with ``H = X' diag(mu / (1 + alpha
+        mu)) X`` the expected (Fisher) information and ``Lambda`` the normal prior's
+        precisions: the ``lfcSE`` of DESeq2's ``nbinomWaldTest(betaPrior=TRUE)`` and
+        ``lfcShrink(type="normal")`` (Love, Huber & Anders 2014). For the normal prior only.
+
+        Parameters
+        ----------
+        g : ndarray
+            Posterior modes ``(F, k)`` (all features of the block).
+
+        Returns
+        -------
+        ndarray
+            ``(F,)``; ``NaN`` where ``H + Lambda`` is singular.
+        """
+        eta = g @ self.xg.T + self.log_sf
+        m = np.exp(eta + self.log_r - np.logaddexp(eta, self.log_r))  # mu / (1 + alpha mu)
+        info = np.einsum("ni,fn,nj->fij", self.xg, m, self.xg, optimize=True)
+        k = g.shape[1]
+        prec = np.full(k, self.no_shrink)
+        prec[0] = 1.0 / self.scale**2
+        pen = info + np.diag(prec)
+        sd = np.full(g.shape[0], np.nan)
+        ok = np.all(np.isfinite(pen), axis=(1, 2))
+        ok[ok] = np.all(np.linalg.eigvalsh(pen[ok]) > 0, axis=1)
+        if np.any(ok):
+            inv = np.linalg.inv(pen[ok])
+            cov = inv @ info[ok] @ inv
+            sd[ok] = np.sqrt(cov[:, 0, 0])
+        return sd

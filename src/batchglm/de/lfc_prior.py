@@ -4,8 +4,9 @@
   zero-centred normal distribution of the true effects, estimated from maximum-likelihood
   effects and their variances with the Efron & Morris (1975) estimator; ``S =
   min(sqrt(A), 1)``.
-* DESeq2's normal prior (Love, Huber & Anders 2014): upper-quantile matching of the
-  maximum-likelihood log2 fold changes.
+* DESeq2's normal prior (Love, Huber & Anders 2014): matching the upper quantile of the
+  maximum-likelihood log2 fold changes, weighted by each feature's expected precision
+  (Hmisc's ``wtd.quantile``, as DESeq2's default ``betaPriorMethod="weighted"``).
 * s-values (Stephens 2017, as apeglm's ``svalue``).
 """
 
@@ -62,35 +63,101 @@ def apeglm_prior_scale(mle: Array, se: Array) -> float:
     return min(float(np.sqrt(a)), 1.0)
 
 
-def normal_prior_sd(lfc_log2: Array, upper_quantile: float = 0.05) -> float:
+def weighted_upper_quantile(x: Array, weights: Array, prob: float) -> float:
+    """Weighted quantile as Hmisc's ``wtd.quantile(type="quantile", normwt=TRUE)``.
+
+    The weights are rescaled to sum to the number of values, tied values pool their
+    weights, and the quantile interpolates between the order statistics at cumulative
+    weights ``floor(1 + (n - 1) prob)`` and the next one (with ``n`` the total weight), each
+    the smallest value whose cumulative weight reaches it; with equal weights this is
+    R's default (type 7) quantile. DESeq2 computes its normal prior with Hmisc's function
+    (Love, Huber & Anders 2014; DESeq2's ``matchWeightedUpperQuantileForVariance``).
+
+    Parameters
+    ----------
+    x : ndarray
+        Values ``(m,)``, finite.
+    weights : ndarray
+        Non-negative weights ``(m,)``; values with weight 0 or ``NaN`` are left out.
+    prob : float
+        Probability in ``[0, 1]``.
+
+    Returns
+    -------
+    float
+        The weighted quantile.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` and ``weights`` differ in length or no value has a positive weight.
+    """
+    if x.shape != weights.shape:
+        raise ValueError(
+            f"`x` has {x.size} values but `weights` has {weights.size}; they must match."
+        )
+    keep = np.isfinite(weights) & (weights > 0) & np.isfinite(x)
+    if not np.any(keep):
+        raise ValueError("no value has a positive finite weight; at least one must.")
+    x, w = x[keep], weights[keep]
+    w = w * (x.size / np.sum(w))
+    ux, inv = np.unique(x, return_inverse=True)
+    wts = np.bincount(inv, weights=w)
+    n = float(np.sum(wts))
+    order = 1.0 + (n - 1.0) * prob
+    low = max(np.floor(order), 1.0)
+    high = min(low + 1.0, n)
+    frac = order % 1.0
+    cum = np.cumsum(wts)
+    idx = np.minimum(np.searchsorted(cum, [low, high], side="left"), ux.size - 1)
+    return float((1.0 - frac) * ux[idx[0]] + frac * ux[idx[1]])
+
+
+def normal_prior_sd(
+    lfc_log2: Array, weights: Array | None = None, upper_quantile: float = 0.05
+) -> float:
     """DESeq2's normal prior standard deviation by upper-quantile matching (log2 units).
+
+    DESeq2's ``estimateBetaPriorVar`` with its default ``betaPriorMethod="weighted"``
+    (Love, Huber & Anders 2014): the ``1 - upper_quantile`` quantile of ``|lfc|``, weighted
+    by each feature's expected precision ``1 / (1 / baseMean + dispFit)``
+    (:func:`weighted_upper_quantile`), matched to that of a zero-centred normal.
 
     Parameters
     ----------
     lfc_log2 : ndarray
-        Maximum-likelihood log2 fold changes; those with ``|lfc| >= 10`` are left out.
+        Maximum-likelihood log2 fold changes ``(F,)``; those with ``|lfc| >= 10`` are left
+        out.
+    weights : ndarray, optional
+        Weight per feature ``(F,)`` (DESeq2: ``1 / (1 / baseMean + dispFit)``); ``None``
+        gives the unweighted quantile (DESeq2's ``betaPriorMethod="quantile"``).
     upper_quantile : float
         The matched upper quantile of ``|lfc|``.
 
     Returns
     -------
     float
-        ``quantile(|lfc|, 1 - upper_quantile) / z_{1 - upper_quantile / 2}``, at least
+        ``quantile_w(|lfc|, 1 - upper_quantile) / z_{1 - upper_quantile / 2}``, at least
         ``1e-3``.
 
     Raises
     ------
     ValueError
-        If no fold change is finite and below 10 in absolute value.
+        If no fold change is finite and below 10 in absolute value (with a positive
+        weight).
     """
-    x = np.abs(lfc_log2[np.abs(lfc_log2) < 10])
+    use = np.abs(lfc_log2) < 10
+    if weights is not None:
+        use &= np.isfinite(weights) & (weights > 0)
+    x = np.abs(lfc_log2[use])
     if x.size == 0:
         raise ValueError(
             "no feature has a finite fold change below 10 to estimate the prior "
             "from; pass `prior_scale=`."
         )
-    sd = float(np.quantile(x, 1 - upper_quantile) / norm_ppf(1 - upper_quantile / 2))
-    return max(sd, 1e-3)
+    w = np.ones_like(x) if weights is None else weights[use]
+    q = weighted_upper_quantile(x, w, 1 - upper_quantile)
+    return max(float(q / norm_ppf(1 - upper_quantile / 2)), 1e-3)
 
 
 def svalues(lfsr: Array) -> Array:

@@ -275,11 +275,11 @@ def lfc_shrink(
     if prior_scale is None:
         ok = de.converged & np.isfinite(de.coef_mle) & np.isfinite(de.coef_se)
         ok &= de.kind == "wald"
-        scale = (
-            apeglm_prior_scale(de.coef_mle[ok], de.coef_se[ok])
-            if type == "apeglm"
-            else normal_prior_sd(de.coef_mle[ok] / ln2) * ln2
-        )
+        if type == "apeglm":
+            scale = apeglm_prior_scale(de.coef_mle[ok], de.coef_se[ok])
+        else:
+            w = _precision_weights(res_or_de, data, layer, trend)
+            scale = normal_prior_sd(de.coef_mle[ok] / ln2, w[ok]) * ln2
     else:
         scale = float(prior_scale) * ln2
     l_free = (lmat @ fit.loc.constraints)[0]
@@ -297,6 +297,7 @@ def lfc_shrink(
     n_feat = len(fit.feature_names)
     mode = np.full(n_feat, np.nan)
     sd = np.full(n_feat, np.nan)
+    post_sd = np.full(n_feat, np.nan)
     conv = np.zeros(n_feat, dtype=bool)
     iters = np.zeros(n_feat, dtype=np.int64)
     usable = np.asarray(fit.converged, dtype=bool) & np.all(np.isfinite(start), axis=1)
@@ -309,11 +310,13 @@ def lfc_shrink(
         y = np.asarray(d.block(sl), dtype=np.float64)[:, idx - lo].T
         post = LfcPosterior(y, xg, log_sf, log_r[:, idx].T, scale, type)
         g, sd_b, ok, it = post.mode(start[idx], max_iter, tol)
-        mode[idx], sd[idx], conv[idx], iters[idx] = g[:, 0], sd_b, ok, it
+        mode[idx], post_sd[idx], conv[idx], iters[idx] = g[:, 0], sd_b, ok, it
+        sd[idx] = post.sandwich_sd(g) if type == "normal" else sd_b
     mode[~conv] = np.nan
     sd[~conv] = np.nan
+    post_sd[~conv] = np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
-        lfsr = norm_cdf(-np.abs(mode) / sd)
+        lfsr = norm_cdf(-np.abs(mode) / post_sd)
     return ShrunkenLFC(
         de=de,
         type=type,
@@ -389,6 +392,25 @@ def _unshrunken(
             f"{de.fit.family!r}."
         )
     return de, lmat
+
+
+def _precision_weights(
+    res_or_de: FitResult | DEResult, data: Any, layer: str | None, trend: str
+) -> Array:
+    """DESeq2's weights of the normal prior's quantile, ``1 / (1 / baseMean + dispFit)``.
+
+    ``baseMean`` is the mean of the normalised counts and ``dispFit`` the trended
+    dispersion at it (DESeq2's ``estimateBetaPriorVar``); taken from the dispersions the
+    MAP test estimated where they are cached, else estimated on the fit.
+    """
+    from batchglm.dispersion.estimate import estimate_dispersions
+
+    fit = res_or_de.fit if isinstance(res_or_de, DEResult) else res_or_de
+    disp = fit.derived.get(("dispersions", trend))
+    if disp is None:
+        disp = estimate_dispersions(data, fit, layer=layer, trend=trend, shrink=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(1.0 / (1.0 / disp.base_mean + disp.trend), dtype=np.float64)
 
 
 def _one_row(lmat: Array) -> None:
