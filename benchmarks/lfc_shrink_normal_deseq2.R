@@ -1,7 +1,7 @@
 # DESeq2 lfcShrink(type = "normal") on the data of benchmarks/threshold_deseq2.R, for the
-# loose comparison in tests/test_lfc_shrink.py and docs/inference.md (our normal prior is
-# on the tested effect only, DESeq2's on every coefficient of an expanded design, and our
-# MAP dispersions differ slightly from DESeq2's, so agreement is close, not exact).
+# comparison in tests/test_lfc_shrink.py and docs/inference.md (same prior and lfcSE as
+# DESeq2 for this ~ condition design; our MAP dispersions differ slightly from DESeq2's,
+# so agreement is close, not exact).
 # Run from the repository root after threshold_deseq2.R:
 #   Rscript benchmarks/lfc_shrink_normal_deseq2.R
 suppressPackageStartupMessages(library(DESeq2))

@@ -22,22 +22,20 @@ standard deviation from the curvature at the mode (a Laplace approximation).
   ``Phi(-|mode| / sd)`` and apeglm's s-values (its running mean in increasing order) are
   available with ``svalue=True``.
 * ``type="normal"`` (DESeq2's ``lfcShrink(type="normal")``, Love, Huber & Anders 2014):
-  a zero-centred normal prior on ``L a`` whose variance matches the upper 5% quantile of
-  ``|log2FoldChange|`` of the maximum-likelihood effects (those below 10 in absolute
-  value): ``sd = quantile(|b|, 0.95) / z_0.975``, at least ``1e-3``. DESeq2 weights that
-  quantile by the expected precision of each feature by default and puts the prior on all
-  non-intercept coefficients of an expanded design; here it applies to the tested effect
-  only, so the numbers are close to, not identical with, DESeq2's. With only the tested
-  factor in the design they are close (median |diff| 0.004, max 0.051 on
-  ``tests/data/lfc_normal_deseq2.csv``). With covariates they differ more, because
-  DESeq2 also shrinks the covariates' coefficients (each with a prior variance matched to
-  its own MLEs), which moves the tested estimate wherever a covariate is partly confounded
-  with it: in a 5 v 5 design ``~ age + condition`` DESeq2's ``lfcShrink`` differs from
-  DESeq2 itself with the prior on the condition only by median 0.024, max 0.45 (log2),
-  and ours equals the latter to median 2.4e-4, max 0.0075 at the same dispersions
-  (``benchmarks/lfc_shrink_covariate_deseq2.R``, ``tests/test_lfc_shrink_covariate.py``).
-  We keep the prior off nuisance covariates (as apeglm does): shrinking a batch or RIN
-  effect is no statement about the tested fold change.
+  a zero-centred normal prior on ``L a`` with DESeq2's variance (``estimateBetaPriorVar``,
+  ``betaPriorMethod="weighted"``): ``sd = q / z_0.975`` with ``q`` the 95% quantile of
+  ``|log2FoldChange|`` of the maximum-likelihood effects below 10 in absolute value,
+  weighted by ``1 / (1 / baseMean + dispFit)`` as Hmisc's ``wtd.quantile(normwt=TRUE)``
+  (at least ``1e-3``). ``lfcSE`` is DESeq2's covariance of the MAP estimate,
+  ``(I + Lam)^-1 I (I + Lam)^-1`` with the Fisher information ``I``; ``lfsr`` uses the
+  posterior SD. Agreement with DESeq2 1.38 on ``~ condition`` designs: median
+  ``|dLFC|`` about 0.001 (``docs/inference.md``). On purpose, the prior is on the tested
+  effect only: DESeq2 also shrinks every covariate's coefficient, which moves the tested
+  estimate wherever a covariate is partly confounded with it (5 v 5 ``~ age +
+  condition``: median 0.024, max 0.47 log2; ours equals DESeq2 with the prior on the
+  condition only to median 2.4e-4; ``tests/test_lfc_shrink_covariate.py``), and DESeq2's
+  ``contrast=`` path refits an expanded design whose two-level contrasts get twice the
+  prior variance of ``coef=``; here ``contrast=`` and ``coef=`` agree.
 
 The prior scales and s-values live in :mod:`batchglm.de.lfc_prior`, the batched Newton
 search for the posterior mode in :mod:`batchglm.de.lfc_posterior`; this module checks the
@@ -83,7 +81,9 @@ class ShrunkenLFC:
     coef_map : ndarray
         Posterior mode of the tested effect, natural-log scale, one per feature.
     coef_sd : ndarray
-        Posterior standard deviation (inverse curvature at the mode), natural log.
+        Standard error reported as ``lfcSE``, natural log: the posterior standard deviation
+        (inverse curvature at the mode) for apeglm; DESeq2's covariance of the MAP estimate
+        ``(I + Lam)^-1 I (I + Lam)^-1`` for normal.
     prior_scale : float
         Cauchy scale (apeglm) or normal standard deviation (normal) of the prior, log2
         units.
@@ -92,7 +92,8 @@ class ShrunkenLFC:
     n_iter : ndarray of int
         Newton iterations used per feature (the better of the two starts).
     lfsr : ndarray
-        Local false sign rate ``Phi(-|coef_map| / coef_sd)``.
+        Local false sign rate ``Phi(-|coef_map| / sd)`` with ``sd`` the posterior standard
+        deviation.
     svalue : ndarray or None
         apeglm's s-values, when asked for.
     """
@@ -144,7 +145,8 @@ class ShrunkenLFC:
             ``log2FoldChange`` the posterior mode (for separated features capped at
             ``+-max_lfc`` as ``log2FoldChange_MLE`` is; :attr:`log2fc`; the raw mode is
             ``coef_map / ln 2``) and ``lfcSE`` its posterior standard deviation (log2
-            units), ``pvalue``/``padj`` of the unshrunken test, and the added columns
+            units; for normal DESeq2's standard error of the MAP estimate, see
+            :attr:`coef_sd`), ``pvalue``/``padj`` of the unshrunken test, and the added columns
             ``log2FoldChange_MLE`` and ``lfcSE_MLE`` (the unshrunken ones), ``lfsr``
             and (with ``svalue=True``) ``svalue``.
 
