@@ -78,3 +78,24 @@ def test_batch_covariate_matches_deseq2_prior_on_condition() -> None:
     # which moves condition's estimate only a little: measured median 0.0033, max 0.093.
     d_all, _ = _gaps(sh, ref, ok, "log2FoldChange", "lfcSE")
     assert np.median(d_all) < 0.006
+
+
+def test_wald_result_input_estimates_the_same_weighted_prior() -> None:
+    # A DEResult carries no cached dispersions: the weights' baseMean and dispFit are
+    # estimated again from the counts; the prior and the fold changes still match DESeq2.
+    table = pd.read_csv(DATA / "lfc_normal_3v3_counts.csv", index_col=0)
+    sf = table.loc["sizeFactor"].to_numpy()
+    y = table.drop(index="sizeFactor").T
+    obs = pd.DataFrame({"condition": np.repeat(["A", "B"], 3)}, index=y.index)
+    de = bg.de.wald(
+        bg.fit(y, "~ condition", obs=obs, size_factors=sf),
+        "condition[T.B]",
+        dispersion="map",
+        data=y,
+    )
+    sh = bg.de.lfc_shrink(de, coef="condition[T.B]", data=y, type="normal")
+    assert sh.prior_scale == pytest.approx(np.sqrt(1.57743), rel=0.02)
+    ref = pd.read_csv(DATA / "lfc_normal_3v3_deseq2.csv")
+    ok = (ref["baseMean"] >= 10).to_numpy() & sh.converged
+    d, _ = _gaps(sh, ref, ok, "log2FoldChange", "lfcSE")
+    assert np.median(d) < 0.003
