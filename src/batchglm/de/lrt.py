@@ -18,7 +18,12 @@ from numpy.typing import ArrayLike, NDArray
 
 from batchglm.align import align_to_data
 from batchglm.de.degrees_of_freedom import warn_small_sample
-from batchglm.de.lrt_mixed import check_lrt_dispersion, mixed_ready_fits, mixed_reference
+from batchglm.de.lrt_mixed import (
+    check_lrt_dispersion,
+    flag_count_outliers,
+    mixed_ready_fits,
+    mixed_reference,
+)
 from batchglm.de.model_spec import Model, model_keywords
 from batchglm.de.result import DEResult
 from batchglm.de.scale_test import (
@@ -34,6 +39,7 @@ from batchglm.dispersion.estimate import fixed_log_r, refit_location
 from batchglm.families import Family
 from batchglm.fit import fit
 from batchglm.formula import annotation_warnings_once
+from batchglm.mixed.count_outliers import COUNT_OUTLIER_ALPHA
 from batchglm.nested_designs import check_nested
 from batchglm.obs_weights import same_weights
 from batchglm.result import FitResult
@@ -66,6 +72,7 @@ def lrt(
     scale_test: str | None = None,
     progress: bool | None = None,
     moderate: bool | str | None = None,
+    count_outlier_alpha: float | None = COUNT_OUTLIER_ALPHA,
     **fit_kwargs: Any,
 ) -> DEResult:
     """Likelihood-ratio test of a reduced model against a full model, per feature.
@@ -143,6 +150,14 @@ def lrt(
         ``False`` gives ``F(df, G - p_b)`` per feature. Measured on a fresh user's
         simulation (raw-scale cell covariate, 5 seeds): power at q < 0.05 0.28 -> 0.58
         (4 vs 4) and 0.74 -> 0.82 (6 vs 6) with null rejection 0.048-0.054.
+    count_outlier_alpha : float or None
+        Fits with ``random_effects`` only (ignored for plain GLMs, which the bulk pipeline
+        checks by Cook's distance): family-wise level of the count-outlier check. A
+        positive count whose upper-tail probability at its conditional mean under the
+        full fit (fixed part plus predicted random intercepts) is below
+        ``alpha / (n_obs * n_features)`` makes its feature status ``outlier`` with a
+        ``NaN`` p-value, and one warning names them (:mod:`batchglm.mixed.count_outliers`).
+        ``None`` turns the check off.
     **fit_kwargs
         Further arguments of :func:`batchglm.fit` (``max_iter``, ``tol``, ``n_jobs``, ...).
         ``weights`` and ``offset`` given here enter both the full and the reduced fit.
@@ -211,7 +226,8 @@ def lrt(
         counts or for a family other than NB, or ready fits differ in size factors,
         ``weights`` or ``offset``, or a :class:`~batchglm.de.Model` comes with a ready fit,
         with design keywords, or without a full location design, or ``moderate`` is asked
-        of fits without random effects, or ``full``/``reduced`` is a formula string.
+        of fits without random effects, or ``full``/``reduced`` is a formula string, or
+        ``count_outlier_alpha`` is outside ``(0, 1)``.
     NotImplementedError
         With ``weights`` or ``offset`` (passed on to :func:`batchglm.fit`, or in ready
         fits) and ``dispersion`` other than ``"mle"``, or a Cox-Reid scale test.
@@ -220,7 +236,8 @@ def lrt(
     -----
     UserWarning
         For ready fits that hold no data (and no ``data=``) while some feature is
-        separated in the tested direction: its p-value then has no zero-side floor.
+        separated in the tested direction: its p-value then has no zero-side floor; and
+        for a mixed fit with count outliers (see ``count_outlier_alpha``).
     """
     if isinstance(full, Model) or isinstance(reduced, Model):
         designs = model_keywords(
@@ -247,6 +264,8 @@ def lrt(
             trend=trend,
             scale_test=scale_test,
             progress=progress,
+            moderate=moderate,
+            count_outlier_alpha=count_outlier_alpha,
             **designs,
             **fit_kwargs,
         )
@@ -313,7 +332,8 @@ def lrt(
             if not scale_only(full, reduced):
                 warn_small_sample(full, "bg.de.lrt")
             de = likelihood_ratio(full, reduced, coef, _cr_data(cox_reid, data, fit_kwargs))
-            return with_floor(de, data, fit_kwargs.get("layer"))
+            de = with_floor(de, data, fit_kwargs.get("layer"))
+            return flag_count_outliers(de, data, fit_kwargs.get("layer"), count_outlier_alpha)
         layer = fit_kwargs.get("layer")
         shrunk = shrunken_fit(data, full, dispersion, layer=layer, trend=trend, progress=progress)
         reduced_refit = refit_location(data, reduced, shrunk.alpha, layer=layer, progress=progress)
@@ -397,7 +417,8 @@ def lrt(
         if not scale_only(res_full, res_reduced):
             warn_small_sample(res_full, "bg.de.lrt")
         de = likelihood_ratio(res_full, res_reduced, coef, _cr_data(cox_reid, data, kwargs))
-        return with_floor(de, data, kwargs.get("layer"))
+        de = with_floor(de, data, kwargs.get("layer"))
+        return flag_count_outliers(de, data, kwargs.get("layer"), count_outlier_alpha)
     shrunk = shrunken_fit(
         data, res_full, dispersion, layer=kwargs.get("layer"), trend=trend, progress=progress
     )

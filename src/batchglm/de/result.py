@@ -166,6 +166,10 @@ class DEResult:
         Wald tests: features separated in the tested direction whose internal reduced
         refit (for their likelihood-ratio statistic) reached no optimum; their p-value is
         ``NaN`` and their status ``reduced_failed``.
+    count_outlier : ndarray of bool or None
+        Tests of mixed fits: features with a count far above its conditional mean
+        (:mod:`batchglm.mixed.count_outliers`); their p-value is ``NaN`` and their status
+        ``outlier``. ``None`` when the check did not run.
     """
 
     test: str
@@ -192,6 +196,7 @@ class DEResult:
     stat_kind: NDArray[np.str_] | None = None
     max_lfc: float = MAX_LFC
     refit_failed: NDArray[np.bool_] | None = None
+    count_outlier: NDArray[np.bool_] | None = None
 
     @cached_property
     def qval(self) -> Array:
@@ -303,7 +308,9 @@ class DEResult:
             Where the full fit reached an optimum but the reduced fit of a likelihood-ratio
             test did not, the reduced fit's label prefixed by ``reduced_`` (e.g.
             ``reduced_max_iter``); ``reduced_failed`` where a Wald test's internal reduced
-            refit of a separated feature failed (see ``refit_failed``).
+            refit of a separated feature failed (see ``refit_failed``); ``outlier`` for
+            features of a mixed fit with a count outlier (``count_outlier``,
+            :mod:`batchglm.mixed.count_outliers`).
         """
         labels = np.array([Status(int(s)).label for s in self.fit.status_codes], dtype=object)
         if self.refit_failed is not None:
@@ -313,6 +320,8 @@ class DEResult:
             red = self.reduced.status_codes
             bad = ok & ~np.isin(red, [int(s) for s in CONVERGED_CODES])
             labels[bad] = [f"reduced_{Status(int(s)).label}" for s in red[bad]]
+        if self.count_outlier is not None:
+            labels[self.count_outlier] = "outlier"
         return labels.astype(str)
 
     @property

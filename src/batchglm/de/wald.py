@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 from batchglm.de.contrasts import Cond, check_estimable, expression_rows
 from batchglm.de.degrees_of_freedom import check_residual_df, warn_small_sample
 from batchglm.de.levels import level_contrast
+from batchglm.de.lrt_mixed import flag_count_outliers
 from batchglm.de.mixed_separation import donor_level_fallback
 from batchglm.de.pseudoreplication import warn_wald
 from batchglm.de.result import MAX_LFC, DEResult
@@ -25,6 +26,7 @@ from batchglm.de.statistics import RANK_RTOL, wald_rows
 from batchglm.de.threshold import check_threshold, wald_threshold
 from batchglm.design import Design
 from batchglm.families.tails import chi2_sf
+from batchglm.mixed.count_outliers import COUNT_OUTLIER_ALPHA
 from batchglm.mixed.few_groups import warn_few_groups
 from batchglm.mixed.moderation import with_moderation
 from batchglm.mixed.random_effects import check_mixed_dispersion
@@ -59,6 +61,7 @@ def wald(
     alt_hypothesis: str = "greaterAbs",
     progress: bool | None = None,
     moderate: bool | str | None = None,
+    count_outlier_alpha: float | None = COUNT_OUTLIER_ALPHA,
 ) -> DEResult:
     """Wald test of one or several coefficients, or of linear contrasts, per feature.
 
@@ -124,6 +127,13 @@ def wald(
         inverse chi-squared prior with ``d + d0`` degrees of freedom; see
         :mod:`batchglm.mixed.moderation`). ``False`` gives the per-feature ``t(G - p_b)``
         reference.
+    count_outlier_alpha : float or None
+        Fits with ``random_effects`` only (ignored for plain GLMs, which the bulk pipeline
+        checks by Cook's distance): family-wise level of the count-outlier check. A
+        positive count whose upper-tail probability at its conditional mean (fixed part
+        plus predicted random intercepts) is below ``alpha / (n_obs * n_features)`` makes
+        its feature status ``outlier`` with a ``NaN`` p-value, and one warning names them
+        (:mod:`batchglm.mixed.count_outliers`). ``None`` turns the check off.
 
     Returns
     -------
@@ -139,7 +149,13 @@ def wald(
         data; :func:`batchglm.de.contrasts.check_estimable`), ``data`` that is not the
         fit's, or a fit that estimated its scale without residual degrees of freedom (see
         :func:`batchglm.de.degrees_of_freedom.check_residual_df`), a threshold on a fit
-        with random effects, or ``moderate=True`` for a fit without random effects.
+        with random effects, or ``moderate=True`` for a fit without random effects, or
+        ``count_outlier_alpha`` outside ``(0, 1)``.
+
+    Warns
+    -----
+    UserWarning
+        For a mixed fit with count outliers (see ``count_outlier_alpha``).
 
     Notes
     -----
@@ -204,6 +220,7 @@ def wald(
         warn_small_sample(res, "bg.de.wald")
         de = wald_rows(res, design, start, lmat, labels, model)
         de = replace(_boundary_lrt(de, lmat, data, layer)[0], max_lfc=max_lfc)
+        de = flag_count_outliers(de, data, layer, count_outlier_alpha)  # hook: lrt_mixed.py
         return wald_threshold(de, lfc_threshold, alt_hypothesis)
     shrunk = shrunken_fit(data, res, dispersion, layer=layer, trend=trend, progress=progress)
     de = wald_rows(shrunk.fit, shrunk.fit.loc, 0, lmat, labels, model)
