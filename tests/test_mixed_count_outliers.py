@@ -141,3 +141,17 @@ def test_plain_glm_is_not_checked() -> None:
     res = bg.fit(y, "~ condition", obs=obs)
     de = bg.de.wald(res, coef="condition[T.stim]")
     assert de.count_outlier is None
+
+
+def test_two_factors_add_both_intercepts() -> None:
+    y, obs = _mixed(seed=8, n_genes=6)
+    rng = np.random.default_rng(8)
+    obs["batch"] = np.where(rng.uniform(size=len(obs)) < 0.5, "b0", "b1")
+    obs["batch"] = obs["batch"] + "_" + rng.choice(["x", "y", "z"], len(obs))
+    res = bg.fit(y, "~ condition", obs=obs, random_effects=["donor", "batch"])
+    tails = count_tails(res, data_of_fit(res.data, res), slice(0, 6))
+    eta = res.design_loc.to_numpy() @ res.coef_loc.to_numpy().T
+    eta += res.random_effects("donor").loc[obs["donor"]].to_numpy()
+    eta += res.random_effects("batch").loc[obs["batch"]].to_numpy()
+    mu = res.size_factors[:, None] * np.exp(eta)
+    np.testing.assert_allclose(tails.mean, mu[tails.obs, tails.feat], rtol=1e-10)
