@@ -208,5 +208,6 @@ def add_replicate_args(p_test: argparse.ArgumentParser) -> None:
         metavar="COLUMN",
         help="fit a random intercept per level of this obs column (e.g. donor; repeat for "
         "several grouping factors) and test the fixed effects with --test wald or lrt "
-        "(size factors default to poscounts; no Cook's check or independent filtering)",
+        "(size factors default to poscounts; count outliers flagged as by bg.de.wald on "
+        "mixed fits; no Cook's check or independent filtering)",
     )
