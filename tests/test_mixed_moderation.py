@@ -10,12 +10,8 @@ import pytest
 from scipy import optimize, special, stats
 
 import batchglm as bg
-from batchglm.mixed.moderation import (
-    fit_f_prior,
-    moderated_sf,
-    trigamma_inverse,
-    variance_prior,
-)
+from batchglm.mixed.f_prior import fit_f_prior, trigamma_inverse
+from batchglm.mixed.moderation import moderated_sf, variance_prior
 from batchglm.mixed.variance_npmle import npmle_scale_mixture
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from batchglm.mixed.moderation import fit_f_prior
+from batchglm.mixed.f_prior import fit_f_prior
 from batchglm.mixed.variance_npmle import (
     npmle_scale_mixture,
     posterior_weights,

@@ -10,7 +10,7 @@ from scipy import stats
 
 import batchglm as bg
 import batchglm.mixed.moderation as moderation
-from batchglm.mixed.moderation import fit_f_prior, trend_basis
+from batchglm.mixed.f_prior import fit_f_prior, trend_basis
 from batchglm.mixed.robust_prior import (
     prior_outliers,
     variance_outliers,

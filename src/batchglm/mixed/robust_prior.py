@@ -1,7 +1,7 @@
 """Robust moderation prior: outlier features out, winsorised moments for the rest.
 
 The prior of :mod:`batchglm.mixed.moderation` is estimated by limma's method of moments on
-``log s_f^2`` (:func:`batchglm.mixed.moderation.fit_f_prior`): its prior degrees of freedom
+``log s_f^2`` (:func:`batchglm.mixed.f_prior.fit_f_prior`): its prior degrees of freedom
 ``d0`` come from the residual variance of ``log s_f^2`` about the trend, a non-robust
 moment. One feature with a wild ``s_f^2`` (one cell with a count of ``1e6`` puts one donor's
 log level about 10 natural-log units above the others) adds its squared residual to that
@@ -96,7 +96,7 @@ def variance_outliers(
         Their degrees of freedom ``d``.
     basis : ndarray
         ``(n, k)`` design of the trend of ``log s2`` (the spline basis of
-        :func:`batchglm.mixed.moderation.fit_f_prior`, or a column of ones).
+        :func:`batchglm.mixed.f_prior.fit_f_prior`, or a column of ones).
     level : float
         Family-wise level of the two-sided Bonferroni test.
 
@@ -156,7 +156,7 @@ def prior_outliers(
         ``(F,)`` the features of the estimate (:func:`batchglm.mixed.prior_features`).
     basis : ndarray
         ``(n_used, k)`` the trend design of the used features
-        (:func:`batchglm.mixed.moderation.trend_basis`: a natural cubic spline with 4 df in
+        (:func:`batchglm.mixed.f_prior.trend_basis`: a natural cubic spline with 4 df in
         the mean log expression, a constant below 40 features).
 
     Returns
@@ -223,7 +223,7 @@ def winsorised_f_prior(
         Their degrees of freedom ``d``.
     basis : ndarray
         ``(n, k)`` design of the trend of ``log s0^2``
-        (:func:`batchglm.mixed.moderation.trend_basis`).
+        (:func:`batchglm.mixed.f_prior.trend_basis`).
     tail : float
         Share of each tail that is winsorised.
 
