@@ -158,7 +158,7 @@ def test(
         :func:`batchglm.de.wald`). With ``method="lrt"`` (instead of ``reduced``): the
         likelihood-ratio test of ``design`` against ``design`` under ``contrast = 0``, as
         edgeR's ``glmLRT(contrast=)``; the contrast is the reported effect
-        (:func:`batchglm.de.lrt.contrast_null_constraints`).
+        (:func:`batchglm.de.lrt_contrast.contrast_null_constraints`).
     method : {"wald", "lrt", "ql"}
         The test. ``"lrt"`` compares ``design`` with ``reduced`` or with ``design`` under
         ``contrast = 0``.

@@ -126,7 +126,8 @@ def run_test(
     DEResult
         The test's table.
     """
-    from batchglm.de.lrt import contrast_null_constraints, lrt, with_contrast_effect
+    from batchglm.de.lrt import lrt
+    from batchglm.de.lrt_contrast import contrast_null_constraints, with_contrast_effect
     from batchglm.de.ql import ql_f
     from batchglm.de.wald import wald
     from batchglm.fit import fit
