@@ -138,7 +138,7 @@ def test_map_dispersion_uses_the_same_refit(two_groups):
     # the MAP dispersion (batchglm.de.zero_side; bg.de.lrt applies the same floor). At ~150 reads
     # against zeros the floor is ~1e-21 and binds (the chi-squared p is ~1e-22); both stay
     # far below 1e-4. (Before, the Poisson floor never bound here and p was the LRT's.)
-    # Null means: the full fit projected onto p1 = 0 (batchglm.de.separated_tests.floor_null_means):
+    # Null means: the full fit projected onto p1 = 0 (batchglm.de.floor_null.floor_null_means):
     # for an intercept-only null, the intercept is the information-weighted mean of the full
     # fit's predictor (size factors excluded), weights mu / (1 + alpha mu); about the
     # non-zero group's level, where the reduced ML fit sits at about half of it.

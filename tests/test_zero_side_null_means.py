@@ -4,7 +4,7 @@ With covariates in the design the reduced (null) ML fit bends its nuisance effec
 a separated feature's zeros, and a floor computed at its means is very conservative: on/off
 genes with one low sample on the non-zero side lost their significance. The floor's null
 means are now the full fit projected onto the null in its information metric
-(:func:`batchglm.de.separated_tests.floor_null_means`). References here are independent of the
+(:func:`batchglm.de.floor_null.floor_null_means`). References here are independent of the
 library: statsmodels' weighted least squares for the projection, the exact convolution of
 per-sample NB probabilities (scipy.stats.nbinom) for the conditional probability. Data are
 simulated here.
@@ -20,7 +20,7 @@ import pytest
 import statsmodels.api as sm
 
 import batchglm as bg
-from batchglm.de.separated_tests import floor_null_means
+from batchglm.de.floor_null import floor_null_means
 from batchglm.fitted import fitted_mean
 from nb_reference import no_read_probability
 

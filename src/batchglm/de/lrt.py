@@ -188,7 +188,7 @@ def lrt(
     **Separated features** (a group with only zeros in the tested direction, NB and
     Poisson location tests): the p-value is never below the conditional test of "no read
     on the zero side" given the feature's total, under null means from the full fit's
-    nuisance estimates (:func:`batchglm.de.separated_tests.floor_null_means`), at the
+    nuisance estimates (:func:`batchglm.de.floor_null.floor_null_means`), at the
     full fit's NB dispersion (QL-inflated for ``"ql"``; the exact binomial test of the
     split for Poisson), as in :func:`batchglm.de.wald` and :func:`batchglm.de.ql_f`
     (:func:`batchglm.de.separated_tests.lrt_floor`, ``docs/inference.md``). On simulated nulls

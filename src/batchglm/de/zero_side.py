@@ -55,7 +55,7 @@ likelihood ratio alone: 1.2e-10); B vs A 2.1e-4, exactly 5.6e-6
 **Inputs** (:func:`batchglm.de.separated_tests.null_dispersion`): the dispersion is the one the
 test's statistic uses (the full fit's MLE, MAP or trended value; QL-inflated for QL
 tests), never the reduced fit's, which an on/off gene inflates by explaining its zeros as
-clumping. The null means (:func:`batchglm.de.separated_tests.floor_null_means`) are the full
+clumping. The null means (:func:`batchglm.de.floor_null.floor_null_means`) are the full
 fit projected onto the null ``L theta = 0`` in its Fisher information metric: its
 covariate (nuisance) effects, which the zero side (fitted means about 0) does not
 inform, with the zero side at the level the null model gives it there. Until this version
@@ -129,7 +129,7 @@ def zero_side_floor(
         ``(n_obs, F)`` fitted means of the full (separated) fit, size factors included.
     mu_reduced : ndarray
         ``(n_obs, F)`` means of the null model (``L theta = 0``), likewise; the tests use
-        :func:`batchglm.de.separated_tests.floor_null_means` (the full fit's projection).
+        :func:`batchglm.de.floor_null.floor_null_means` (the full fit's projection).
     dispersion : array_like, optional
         NB dispersion ``alpha`` (``var = mu + alpha mu^2``) of the null model, broadcastable
         to ``(n_obs, F)``: one per feature (``(F,)``) or per observation and feature.
